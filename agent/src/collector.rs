@@ -1,0 +1,91 @@
+//! Event sources. Each collector runs as its own task and reports through an
+//! [`EventSink`]; the sink spools the events, the uplink sends them.
+//!
+//! Linux has two today: process starts and stops (`process`) and logons and
+//! logoffs from wtmp (`logon`). Sources for other OSes (ETW on Windows,
+//! Endpoint Security on macOS) and other kinds (files, devices, printing)
+//! implement the same trait.
+
+pub mod logon;
+pub mod process;
+
+use std::str::FromStr;
+
+use futures::future::BoxFuture;
+
+use crate::error::{Error, Result};
+pub use crate::sink::EventSink;
+
+/// An event source.
+pub trait Collector: Send {
+    /// Short name for logs (`process`, `logon`).
+    fn name(&self) -> &'static str;
+
+    /// Watches its source and emits events until the task is dropped (the
+    /// agent aborts collector tasks on shutdown, so the future must keep its
+    /// own progress consistent at every await point). Returns only on a
+    /// failure it cannot get past.
+    fn run(self: Box<Self>, sink: EventSink) -> BoxFuture<'static, Result<()>>;
+}
+
+/// Which collectors `run` starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CollectorSet {
+    pub process: bool,
+    pub logon: bool,
+}
+
+impl CollectorSet {
+    pub const ALL: CollectorSet = CollectorSet {
+        process: true,
+        logon: true,
+    };
+    pub const NONE: CollectorSet = CollectorSet {
+        process: false,
+        logon: false,
+    };
+}
+
+impl Default for CollectorSet {
+    fn default() -> Self {
+        Self::ALL
+    }
+}
+
+/// `process,logon`, `all` or `none`.
+impl FromStr for CollectorSet {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let mut set = CollectorSet::NONE;
+        for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            match name {
+                "process" => set.process = true,
+                "logon" => set.logon = true,
+                "all" => set = CollectorSet::ALL,
+                "none" => {}
+                other => {
+                    return Err(Error::InvalidOption(format!(
+                        "unknown collector {other:?} (known: process, logon, all, none)"
+                    )));
+                }
+            }
+        }
+        Ok(set)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collector_sets_parse() {
+        assert_eq!("process,logon".parse::<CollectorSet>().unwrap(), CollectorSet::ALL);
+        assert_eq!("all".parse::<CollectorSet>().unwrap(), CollectorSet::ALL);
+        assert_eq!("none".parse::<CollectorSet>().unwrap(), CollectorSet::NONE);
+        let logon = "logon".parse::<CollectorSet>().unwrap();
+        assert!(logon.logon && !logon.process);
+        assert!("usb".parse::<CollectorSet>().is_err());
+    }
+}

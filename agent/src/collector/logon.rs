@@ -1,0 +1,279 @@
+//! Logons and logoffs on Linux, from wtmp.
+//!
+//! login, sshd and display managers append a `USER_PROCESS` record to
+//! /var/log/wtmp when a session starts and a `DEAD_PROCESS` record on the
+//! same terminal line when it ends. The collector polls the file for growth
+//! once a second (a logon is rare; inotify would buy little latency for more
+//! moving parts) and turns records into `LogonEvent`s.
+//!
+//! Its position (byte offset and inode) is kept in the state directory after
+//! the events are spooled, so a restart neither repeats nor misses records;
+//! the very first run starts at the end of the file rather than reporting
+//! years of history. A file that shrank or was replaced (logrotate) is read
+//! from the start. Logoff records usually carry no user name: it comes from
+//! the logon on the same line, which is why the records just before the saved
+//! position are read again (silently) at start-up.
+
+pub mod wtmp;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use mamori_proto::agent::v1::{LogonEvent, event::Kind, logon_event::Action};
+use serde::{Deserialize, Serialize};
+
+use super::{Collector, EventSink};
+use crate::error::{Error, Result};
+use crate::fsutil;
+use wtmp::{RECORD_SIZE, UtmpRecord};
+
+/// Default wtmp location.
+pub const DEFAULT_WTMP: &str = "/var/log/wtmp";
+
+/// Records read per step, to keep the buffer small after a long outage.
+const CHUNK_RECORDS: usize = 64;
+/// How far back from the saved position start-up looks for open sessions.
+const PRIME_RECORDS: u64 = 8192;
+
+/// The wtmp collector.
+#[derive(Debug, Clone)]
+pub struct LogonCollector {
+    wtmp: PathBuf,
+    position_path: PathBuf,
+    poll: Duration,
+}
+
+impl LogonCollector {
+    /// Watches `wtmp`, keeping its position in `position_path`.
+    pub fn new(wtmp: impl Into<PathBuf>, position_path: impl Into<PathBuf>) -> Self {
+        LogonCollector {
+            wtmp: wtmp.into(),
+            position_path: position_path.into(),
+            poll: Duration::from_secs(1),
+        }
+    }
+
+    /// Changes how often the file is checked (tests use a short interval).
+    pub fn with_poll_interval(mut self, poll: Duration) -> Self {
+        self.poll = poll;
+        self
+    }
+}
+
+impl Collector for LogonCollector {
+    fn name(&self) -> &'static str {
+        "logon"
+    }
+
+    fn run(self: Box<Self>, sink: EventSink) -> BoxFuture<'static, Result<()>> {
+        Box::pin(async move {
+            let mut tracker = Tracker::open(self.wtmp, self.position_path)?;
+            tracing::info!(wtmp = %tracker.wtmp.display(), offset = tracker.pos.offset, "watching logons");
+            let mut tick = tokio::time::interval(self.poll);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = tracker.poll(&sink) {
+                    tracing::warn!(wtmp = %tracker.wtmp.display(), error = %e, "reading wtmp failed");
+                }
+            }
+        })
+    }
+}
+
+/// Where in which file the collector is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Position {
+    offset: u64,
+    inode: u64,
+}
+
+#[derive(Debug)]
+struct Session {
+    user: String,
+    host: String,
+}
+
+#[derive(Debug)]
+struct Tracker {
+    wtmp: PathBuf,
+    position_path: PathBuf,
+    pos: Position,
+    /// Open sessions by terminal line.
+    sessions: HashMap<String, Session>,
+}
+
+impl Tracker {
+    fn open(wtmp: PathBuf, position_path: PathBuf) -> Result<Tracker> {
+        let saved = std::fs::read(&position_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Position>(&b).ok());
+        let mut tracker = Tracker {
+            wtmp,
+            position_path,
+            pos: Position::default(),
+            sessions: HashMap::new(),
+        };
+        match saved {
+            Some(pos) => tracker.pos = pos,
+            None => {
+                // First run: history before the agent is not news. A missing
+                // file starts at 0 with inode 0, so its creation counts as a
+                // replacement and is read in full.
+                if let Ok(meta) = std::fs::metadata(&tracker.wtmp) {
+                    tracker.pos = Position {
+                        offset: meta.len() - meta.len() % RECORD_SIZE as u64,
+                        inode: meta.ino(),
+                    };
+                }
+                tracker.save()?;
+            }
+        }
+        tracker.prime();
+        Ok(tracker)
+    }
+
+    /// Learns the sessions still open at the saved position from the records
+    /// just before it.
+    fn prime(&mut self) {
+        let Ok(mut file) = File::open(&self.wtmp) else {
+            return;
+        };
+        if file.metadata().map(|m| m.ino()).ok() != Some(self.pos.inode) {
+            return;
+        }
+        let from = self.pos.offset.saturating_sub(PRIME_RECORDS * RECORD_SIZE as u64);
+        let _ = self.each_record(&mut file, from, self.pos.offset, |tracker, rec| {
+            tracker.apply(rec);
+            Ok(())
+        });
+    }
+
+    /// Reads what was appended since the last call and emits its events.
+    fn poll(&mut self, sink: &EventSink) -> Result<()> {
+        let mut file = match File::open(&self.wtmp) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io(format!("opening {}", self.wtmp.display()))(e)),
+        };
+        let meta = file
+            .metadata()
+            .map_err(Error::io(format!("reading {}", self.wtmp.display())))?;
+        if meta.ino() != self.pos.inode || meta.len() < self.pos.offset {
+            tracing::info!(wtmp = %self.wtmp.display(), "wtmp was rotated or truncated, reading it from the start");
+            self.pos = Position {
+                offset: 0,
+                inode: meta.ino(),
+            };
+        }
+        let end = meta.len() - meta.len() % RECORD_SIZE as u64;
+        if end <= self.pos.offset {
+            return Ok(());
+        }
+        let start = self.pos.offset;
+        let result = self.each_record(&mut file, start, end, |tracker, rec| {
+            if let Some((user, kind)) = tracker.apply(rec) {
+                sink.emit(rec.time_us(), user, kind)?;
+            }
+            tracker.pos.offset += RECORD_SIZE as u64;
+            Ok(())
+        });
+        // Saved after the events are spooled, and also when emitting failed
+        // half-way, so the records already spooled are not sent twice.
+        self.save()?;
+        result
+    }
+
+    /// Calls `f` for each whole record in `from..to`.
+    fn each_record(
+        &mut self,
+        file: &mut File,
+        from: u64,
+        to: u64,
+        mut f: impl FnMut(&mut Tracker, &UtmpRecord) -> Result<()>,
+    ) -> Result<()> {
+        let what = format!("reading {}", self.wtmp.display());
+        file.seek(SeekFrom::Start(from))
+            .map_err(|e| Error::io(what.clone())(e))?;
+        let mut buf = vec![0u8; CHUNK_RECORDS * RECORD_SIZE];
+        let mut at = from;
+        while at < to {
+            let want = ((to - at) as usize).min(buf.len());
+            file.read_exact(&mut buf[..want])
+                .map_err(|e| Error::io(what.clone())(e))?;
+            for chunk in buf[..want].chunks_exact(RECORD_SIZE) {
+                let rec = UtmpRecord::parse(chunk.try_into().expect("exact chunk"));
+                f(self, &rec)?;
+            }
+            at += want as u64;
+        }
+        Ok(())
+    }
+
+    /// Updates the open sessions with `rec` and says what to report.
+    fn apply(&mut self, rec: &UtmpRecord) -> Option<(String, Kind)> {
+        match rec.ut_type {
+            wtmp::USER_PROCESS => {
+                let host = remote_host(&rec.host);
+                self.sessions.insert(
+                    rec.line.clone(),
+                    Session {
+                        user: rec.user.clone(),
+                        host: host.clone(),
+                    },
+                );
+                Some((rec.user.clone(), logon_kind(Action::Logon, rec, host)))
+            }
+            wtmp::DEAD_PROCESS => {
+                let session = self.sessions.remove(&rec.line);
+                let (user, host) = match session {
+                    Some(s) if rec.user.is_empty() => (s.user, s.host),
+                    Some(s) => (rec.user.clone(), s.host),
+                    // A getty or init child that never had a user session.
+                    None if rec.user.is_empty() => return None,
+                    None => (rec.user.clone(), remote_host(&rec.host)),
+                };
+                Some((user, logon_kind(Action::Logoff, rec, host)))
+            }
+            wtmp::BOOT_TIME => {
+                self.sessions.clear();
+                None
+            }
+            _ => None,
+        }
+    }
+
+    fn save(&self) -> Result<()> {
+        let json = serde_json::to_vec(&self.pos).map_err(|source| Error::State {
+            path: self.position_path.clone(),
+            source,
+        })?;
+        fsutil::write_atomic(&self.position_path, &json, 0o600)
+    }
+}
+
+/// The remote host of a session; a local X display (`:0`) is not one.
+fn remote_host(host: &str) -> String {
+    if host.starts_with(':') {
+        String::new()
+    } else {
+        host.to_string()
+    }
+}
+
+fn logon_kind(action: Action, rec: &UtmpRecord, remote_host: String) -> Kind {
+    Kind::Logon(LogonEvent {
+        action: action as i32,
+        terminal: rec.line.clone(),
+        remote_host,
+        session_pid: u32::try_from(rec.pid).unwrap_or(0),
+    })
+}
+
+#[cfg(test)]
+mod tests;

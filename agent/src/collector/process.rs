@@ -1,0 +1,295 @@
+//! Process starts and stops on Linux.
+//!
+//! The kernel's process connector (`netlink`) reports every exec and exit as
+//! it happens; for each exec the collector reads /proc at once (`procfs`):
+//! executable path, command line, parent, uid. The SHA-256 of the executable
+//! comes from a cache or from the hashing thread (`hash`), so a burst of
+//! execs never stalls the socket. An exit is reported only for processes
+//! whose start was reported, with the exit status.
+//!
+//! Without the privilege to listen (not root, or in a container) the
+//! collector polls /proc every 250 ms for new pids instead: starts of
+//! processes that live shorter than that are missed, and stops are not
+//! reported (their exit status cannot be known).
+
+mod hash;
+mod netlink;
+mod procfs;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use mamori_proto::agent::v1::{ProcessEvent, event::Kind, process_event::Action};
+
+use super::{Collector, EventSink};
+use crate::clock::now_us;
+use crate::error::{Error, Result};
+use crate::users::Users;
+use hash::{FileKey, HashCache, Hasher, Job};
+use netlink::{ProcConnector, ProcEvent};
+use procfs::Procfs;
+
+const POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// Started processes remembered for their stop event. Entries leave on exit;
+/// when exits were lost and the map fills up, dead pids are pruned.
+const MAX_TRACKED: usize = 16_384;
+
+/// How the collector learns about new processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// The process connector, else polling.
+    Auto,
+    /// Polling /proc only.
+    Poll,
+}
+
+/// The process collector.
+#[derive(Debug, Clone)]
+pub struct ProcessCollector {
+    source: Source,
+}
+
+impl ProcessCollector {
+    /// Uses the kernel process connector, or polls /proc when it cannot.
+    pub fn new() -> Self {
+        ProcessCollector {
+            source: Source::Auto,
+        }
+    }
+
+    /// Polls /proc even when the process connector is available.
+    pub fn polling() -> Self {
+        ProcessCollector {
+            source: Source::Poll,
+        }
+    }
+}
+
+impl Default for ProcessCollector {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Collector for ProcessCollector {
+    fn name(&self) -> &'static str {
+        "process"
+    }
+
+    fn run(self: Box<Self>, sink: EventSink) -> BoxFuture<'static, Result<()>> {
+        Box::pin(async move {
+            let mut handler = Handler::new(sink);
+            if self.source == Source::Auto {
+                match ProcConnector::open() {
+                    Ok(conn) => {
+                        tracing::info!("watching processes through the kernel process connector");
+                        let e = watch_connector(&conn, &mut handler).await;
+                        tracing::warn!(error = %e, "process connector failed, polling /proc instead");
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "process connector unavailable (needs root), polling /proc instead");
+                    }
+                }
+            }
+            poll_proc(&mut handler).await
+        })
+    }
+}
+
+/// Reads the connector until it fails; returns why.
+async fn watch_connector(conn: &ProcConnector, handler: &mut Handler) -> Error {
+    let mut buf = [0u8; 1024];
+    loop {
+        match conn.recv(&mut buf).await {
+            Ok(n) => match netlink::parse(&buf[..n]) {
+                Some(ProcEvent::Exec { pid }) => handler.on_exec(pid),
+                Some(ProcEvent::Exit { pid, exit_code }) => handler.on_exit(pid, exit_code),
+                Some(ProcEvent::ListenRefused { errno }) => {
+                    return Error::io("subscribing to process events")(
+                        std::io::Error::from_raw_os_error(errno as i32),
+                    );
+                }
+                None => {}
+            },
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                tracing::warn!("process events arrived faster than the agent could read them; some were lost");
+                handler.prune();
+            }
+            Err(e) => return Error::io("reading process events")(e),
+        }
+    }
+}
+
+async fn poll_proc(handler: &mut Handler) -> Result<()> {
+    let procfs = handler.procfs.clone();
+    let mut known = procfs.pids().map_err(Error::io("listing /proc"))?;
+    let mut tick = tokio::time::interval(POLL_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = match procfs.pids() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing /proc failed");
+                continue;
+            }
+        };
+        let mut new: Vec<u32> = now.difference(&known).copied().collect();
+        new.sort_unstable();
+        for pid in new {
+            handler.on_exec(pid);
+        }
+        for pid in known.difference(&now) {
+            handler.started.remove(pid);
+        }
+        known = now;
+    }
+}
+
+/// A started process, remembered for its stop event.
+#[derive(Debug)]
+struct Started {
+    ppid: u32,
+    exe_path: String,
+    uid: u32,
+    user: String,
+}
+
+/// Turns exec and exit notifications into events.
+#[derive(Debug)]
+struct Handler {
+    sink: EventSink,
+    procfs: Procfs,
+    users: Users,
+    cache: Arc<Mutex<HashCache>>,
+    /// Started on the first binary that is not in the cache.
+    hasher: Option<Hasher>,
+    started: HashMap<u32, Started>,
+}
+
+impl Handler {
+    fn new(sink: EventSink) -> Self {
+        Handler {
+            sink,
+            procfs: Procfs::default(),
+            users: Users::new("/etc/passwd"),
+            cache: Arc::default(),
+            hasher: None,
+            started: HashMap::new(),
+        }
+    }
+
+    fn on_exec(&mut self, pid: u32) {
+        let occurred_at_us = now_us();
+        let info = self.procfs.inspect(pid);
+        let parent_exe_path = match info.ppid {
+            0 => String::new(),
+            ppid => self.procfs.exe_path(ppid).unwrap_or_default(),
+        };
+        let os_user = info.uid.map(|uid| self.users.name(uid)).unwrap_or_default();
+        let uid = info.uid.unwrap_or(0);
+        if self.started.len() >= MAX_TRACKED {
+            self.prune();
+        }
+        if self.started.len() < MAX_TRACKED {
+            self.started.insert(
+                pid,
+                Started {
+                    ppid: info.ppid,
+                    exe_path: info.exe_path.clone(),
+                    uid,
+                    user: os_user.clone(),
+                },
+            );
+        }
+        let mut event = ProcessEvent {
+            action: Action::Start as i32,
+            pid,
+            parent_pid: info.ppid,
+            exe_path: info.exe_path,
+            command_line: info.command_line,
+            parent_exe_path,
+            uid,
+            ..Default::default()
+        };
+
+        let Some(file) = info.exe else {
+            return self.emit(occurred_at_us, os_user, event);
+        };
+        let Ok(meta) = file.metadata() else {
+            return self.emit(occurred_at_us, os_user, event);
+        };
+        let key = FileKey::of(&meta);
+        if key.size() > hash::MAX_HASHED_BYTES {
+            return self.emit(occurred_at_us, os_user, event);
+        }
+        let cached = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key);
+        if let Some(hash) = cached {
+            if let Some(hash) = hash {
+                event.exe_sha256 = hash.to_vec();
+            }
+            return self.emit(occurred_at_us, os_user, event);
+        }
+        let job = Job {
+            file,
+            key,
+            event,
+            occurred_at_us,
+            os_user,
+        };
+        let job = match self.hasher() {
+            Some(hasher) => match hasher.submit(job) {
+                Ok(()) => return,
+                Err(job) => {
+                    tracing::debug!(path = %job.event.exe_path, "hash queue full, reporting without a hash");
+                    job
+                }
+            },
+            None => job,
+        };
+        self.emit(job.occurred_at_us, job.os_user, job.event);
+    }
+
+    fn on_exit(&mut self, pid: u32, exit_code: i32) {
+        let Some(started) = self.started.remove(&pid) else {
+            return;
+        };
+        let event = ProcessEvent {
+            action: Action::Stop as i32,
+            pid,
+            parent_pid: started.ppid,
+            exe_path: started.exe_path,
+            uid: started.uid,
+            exit_code,
+            ..Default::default()
+        };
+        self.emit(now_us(), started.user, event);
+    }
+
+    /// Forgets processes that are gone (their exits were lost).
+    fn prune(&mut self) {
+        let procfs = &self.procfs;
+        self.started.retain(|&pid, _| procfs.exists(pid));
+    }
+
+    fn hasher(&mut self) -> Option<&Hasher> {
+        if self.hasher.is_none() {
+            match Hasher::start(self.cache.clone(), self.sink.clone()) {
+                Ok(h) => self.hasher = Some(h),
+                Err(e) => tracing::warn!(error = %e, "cannot start the hashing thread"),
+            }
+        }
+        self.hasher.as_ref()
+    }
+
+    fn emit(&self, occurred_at_us: i64, os_user: String, event: ProcessEvent) {
+        if let Err(e) = self.sink.emit(occurred_at_us, os_user, Kind::Process(event)) {
+            tracing::warn!(error = %e, "process event not spooled");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,106 @@
+//! `mamori-agent enroll`: trades an enrollment token and the machine's facts
+//! for a device id and credential, and leaves them in the state directory for
+//! `run`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use mamori_proto::agent::v1::EnrollRequest;
+use secrecy::SecretString;
+use serde::Serialize;
+
+use crate::channel;
+use crate::error::{Error, Result};
+use crate::facts;
+use crate::state::{AgentConfig, StateDir};
+
+/// What `enroll` needs.
+#[derive(Clone)]
+pub struct EnrollOptions {
+    /// `https://host:port` (or `http://` for tests and labs).
+    pub server: String,
+    /// The tenant's enrollment token.
+    pub token: String,
+    pub state_dir: PathBuf,
+    /// PEM file of the CA that signed the server's certificate.
+    pub ca_cert: Option<PathBuf>,
+    /// Replaces /etc/machine-id (tests enroll several machines from one host).
+    pub machine_id: Option<String>,
+}
+
+impl std::fmt::Debug for EnrollOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnrollOptions")
+            .field("server", &self.server)
+            .field("token", &"[REDACTED]")
+            .field("state_dir", &self.state_dir)
+            .field("ca_cert", &self.ca_cert)
+            .field("machine_id", &self.machine_id)
+            .finish()
+    }
+}
+
+/// What the server answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EnrollOutcome {
+    pub device_id: String,
+    pub tenant_id: String,
+    /// The machine was already enrolled in the tenant; its device came back.
+    pub reenrolled: bool,
+}
+
+/// How long enrollment may take end to end.
+const ENROLL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Enrolls the machine and stores the device credential (0600) and
+/// `agent.json` in the state directory.
+pub async fn enroll(opts: &EnrollOptions) -> Result<EnrollOutcome> {
+    let token = opts.token.trim();
+    if token.is_empty() {
+        return Err(Error::InvalidOption("the enrollment token is empty".into()));
+    }
+    // An absolute path, so `run` finds it whatever its working directory.
+    let ca_cert = opts
+        .ca_cert
+        .as_ref()
+        .map(|p| {
+            std::fs::canonicalize(p)
+                .map_err(Error::io(format!("reading CA certificate {}", p.display())))
+        })
+        .transpose()?;
+    let endpoint = channel::endpoint(&opts.server, ca_cert.as_deref())?;
+
+    let state = StateDir::new(&opts.state_dir);
+    state.create()?;
+    let instance_id = state.instance_id()?;
+    let facts = facts::gather(opts.machine_id.as_deref(), instance_id.clone())?;
+    tracing::info!(server = %opts.server, machine_id = %facts.machine_id, hostname = %facts.hostname, "enrolling");
+
+    let mut client = channel::client(&endpoint).await?;
+    let mut request = tonic::Request::new(EnrollRequest {
+        enrollment_token: token.to_string(),
+        facts: Some(facts),
+    });
+    request.set_timeout(ENROLL_TIMEOUT);
+    let response = client.enroll(request).await?.into_inner();
+    if response.device_id.is_empty() || response.device_credential.is_empty() {
+        return Err(tonic::Status::internal("the server sent no device id or credential").into());
+    }
+
+    // The credential first: an agent.json without its credential would look
+    // enrolled and fail at every connect.
+    state.save_credential(&SecretString::from(response.device_credential))?;
+    state.save_config(&AgentConfig {
+        server: opts.server.clone(),
+        ca_cert,
+        device_id: response.device_id.clone(),
+        tenant_id: response.tenant_id.clone(),
+        instance_id,
+    })?;
+    tracing::info!(device_id = %response.device_id, tenant_id = %response.tenant_id, reenrolled = response.reenrolled, "enrolled");
+    Ok(EnrollOutcome {
+        device_id: response.device_id,
+        tenant_id: response.tenant_id,
+        reenrolled: response.reenrolled,
+    })
+}

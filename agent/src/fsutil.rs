@@ -1,0 +1,53 @@
+//! Crash-safe file writes shared by the state files, the spool cursor and the
+//! collectors' positions.
+//!
+//! A file is replaced by writing a temporary sibling, fsyncing it, renaming it
+//! over the target and fsyncing the directory: after a crash or power loss the
+//! target holds either the old or the new content, never a torn mix.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// Atomically replaces `path` with `contents`, created with permission `mode`.
+pub(crate) fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let ctx = || format!("writing {}", path.display());
+    // A leftover temporary file from a crash may have looser permissions than
+    // wanted; start from scratch so `mode` applies.
+    let _ = fs::remove_file(&tmp);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(Error::io(ctx()))?;
+    f.write_all(contents).map_err(Error::io(ctx()))?;
+    f.sync_all().map_err(Error::io(ctx()))?;
+    drop(f);
+    fs::rename(&tmp, path).map_err(Error::io(ctx()))?;
+    if let Some(dir) = path.parent() {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// Makes a rename or unlink in `dir` durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(Error::io(format!("syncing directory {}", dir.display())))
+}
+
+/// Creates `dir` (and parents) readable by the owner only: the state directory
+/// holds the device credential.
+pub(crate) fn create_private_dir(dir: &Path) -> Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(Error::io(format!("creating directory {}", dir.display())))
+}

@@ -1,0 +1,130 @@
+//! The `mamori-agent` binary: `enroll` once, then `run` (as a service).
+//!
+//! Everything runs on one current-thread tokio runtime: the agent spends its
+//! life waiting, and one thread keeps its footprint small.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use mamori_agent::{CollectorSet, EnrollOptions, RunOptions};
+
+#[derive(Debug, Parser)]
+#[command(name = "mamori-agent", version, about = "The Mamori endpoint agent")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Enroll this machine with a tenant's enrollment token.
+    Enroll(EnrollArgs),
+    /// Collect events and send them to the server until stopped.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+struct EnrollArgs {
+    /// The ingest server, e.g. https://ingest.example.com:443.
+    #[arg(long, env = "MAMORI_SERVER")]
+    server: String,
+    /// The enrollment token (from the environment keeps it out of `ps`).
+    #[arg(long, env = "MAMORI_ENROLLMENT_TOKEN", hide_env_values = true)]
+    token: String,
+    #[arg(long, env = "MAMORI_STATE_DIR")]
+    state_dir: PathBuf,
+    /// PEM file of the CA that signed the server's certificate.
+    #[arg(long)]
+    ca_cert: Option<PathBuf>,
+    /// Use this machine id instead of /etc/machine-id.
+    #[arg(long)]
+    machine_id: Option<String>,
+    /// Print the outcome as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    #[arg(long, env = "MAMORI_STATE_DIR")]
+    state_dir: PathBuf,
+    /// Bound of the on-disk spool in bytes.
+    #[arg(long, default_value_t = 1 << 30)]
+    spool_max_bytes: u64,
+    /// Events per batch, at most (1-1000).
+    #[arg(long, default_value_t = 500)]
+    batch_max_events: usize,
+    /// Backlog events sent per second after an outage (0: no limit).
+    #[arg(long, default_value_t = 5000)]
+    drain_rate: u32,
+    /// The wtmp file to watch for logons.
+    #[arg(long, default_value = "/var/log/wtmp")]
+    wtmp: PathBuf,
+    /// Collectors to run: process, logon, all or none (comma-separated).
+    #[arg(long, default_value = "all")]
+    collectors: CollectorSet,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        // Only fsync and hashing fall back to it; a few threads are plenty.
+        .max_blocking_threads(4)
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Enroll(args) => enroll(args).await,
+            Command::Run(args) => run(args).await,
+        }
+    })
+}
+
+async fn enroll(args: EnrollArgs) -> anyhow::Result<()> {
+    let opts = EnrollOptions {
+        server: args.server,
+        token: args.token,
+        state_dir: args.state_dir,
+        ca_cert: args.ca_cert,
+        machine_id: args.machine_id,
+    };
+    let outcome = mamori_agent::enroll(&opts)
+        .await
+        .context("enrollment failed")?;
+    if args.json {
+        println!("{}", serde_json::to_string(&outcome)?);
+    } else if outcome.reenrolled {
+        println!("re-enrolled as existing device {}", outcome.device_id);
+    } else {
+        println!("enrolled as device {}", outcome.device_id);
+    }
+    Ok(())
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let mut opts = RunOptions::new(args.state_dir);
+    opts.spool_max_bytes = args.spool_max_bytes;
+    opts.batch_max_events = args.batch_max_events;
+    opts.drain_rate = args.drain_rate;
+    opts.wtmp_path = args.wtmp;
+    opts.collectors = args.collectors;
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = sigterm.recv() => tracing::info!("SIGTERM received"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        }
+    };
+    mamori_agent::run(opts, shutdown).await?;
+    Ok(())
+}

@@ -1,0 +1,171 @@
+//! `mamori-agent run`: the collectors, the spool and the uplink, together
+//! until shutdown.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+
+use crate::clock::ClockOffset;
+use crate::collector::logon::{DEFAULT_WTMP, LogonCollector};
+use crate::collector::process::ProcessCollector;
+use crate::collector::{Collector, CollectorSet};
+use crate::error::{Error, Result};
+use crate::sink::{EventSink, SharedSpool, lock};
+use crate::spool::{Spool, SpoolConfig};
+use crate::state::StateDir;
+use crate::uplink::{Uplink, UplinkOptions};
+
+/// How often spooled events are fsynced.
+const FLUSH_INTERVAL: Duration = Duration::from_millis(200);
+/// The server takes at most this many events per batch.
+const SERVER_MAX_BATCH_EVENTS: usize = 1000;
+
+/// What `run` needs.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub state_dir: PathBuf,
+    /// Bound of the on-disk spool; the oldest events are dropped past it.
+    pub spool_max_bytes: u64,
+    /// Events per batch, at most (1..=1000).
+    pub batch_max_events: usize,
+    /// Backlog events sent per second after an outage; 0 for no limit.
+    pub drain_rate: u32,
+    /// The wtmp file the logon collector reads.
+    pub wtmp_path: PathBuf,
+    pub collectors: CollectorSet,
+}
+
+impl RunOptions {
+    /// The defaults: 1 GiB spool, 500 events per batch, 5000 backlog events
+    /// per second, /var/log/wtmp, every collector.
+    pub fn new(state_dir: PathBuf) -> Self {
+        RunOptions {
+            state_dir,
+            spool_max_bytes: SpoolConfig::DEFAULT_MAX_BYTES,
+            batch_max_events: 500,
+            drain_rate: 5000,
+            wtmp_path: PathBuf::from(DEFAULT_WTMP),
+            collectors: CollectorSet::ALL,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if !(1..=SERVER_MAX_BATCH_EVENTS).contains(&self.batch_max_events) {
+            return Err(Error::InvalidOption(format!(
+                "batch-max-events must be between 1 and {SERVER_MAX_BATCH_EVENTS}, not {}",
+                self.batch_max_events
+            )));
+        }
+        if self.spool_max_bytes < 1 << 20 {
+            return Err(Error::InvalidOption(format!(
+                "spool-max-bytes must be at least 1 MiB, not {}",
+                self.spool_max_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The spool directory inside a state directory (for tools and tests that
+/// open the [`Spool`] of a stopped agent).
+pub fn spool_dir(state_dir: &Path) -> PathBuf {
+    StateDir::new(state_dir).spool_dir()
+}
+
+/// Runs until `shutdown` resolves; flushes the spool on the way out.
+pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result<()> {
+    opts.validate()?;
+    let state = StateDir::new(&opts.state_dir);
+    let config = state.load_config()?;
+    state.load_credential()?;
+    let _lock = state.lock()?;
+
+    let spool = Spool::open(state.spool_dir(), SpoolConfig::with_max_bytes(opts.spool_max_bytes))?;
+    tracing::info!(
+        device_id = %config.device_id,
+        tenant_id = %config.tenant_id,
+        server = %config.server,
+        pending = spool.pending(),
+        dropped_total = spool.dropped_total(),
+        version = env!("CARGO_PKG_VERSION"),
+        "agent starting"
+    );
+    let spool: SharedSpool = Arc::new(Mutex::new(spool));
+    let clock = Arc::new(ClockOffset::default());
+    let wake = Arc::new(Notify::new());
+    let sink = EventSink::new(spool.clone(), clock.clone(), wake.clone());
+
+    let mut tasks = JoinSet::new();
+    for collector in collectors(&opts, &state) {
+        let sink = sink.clone();
+        tasks.spawn(async move {
+            let name = collector.name();
+            match collector.run(sink).await {
+                Ok(()) => tracing::info!(collector = name, "collector stopped"),
+                Err(e) => tracing::error!(collector = name, error = %e, "collector failed"),
+            }
+        });
+    }
+    tasks.spawn(flush_loop(spool.clone()));
+
+    let uplink = Uplink::new(
+        state,
+        spool.clone(),
+        wake,
+        clock,
+        UplinkOptions {
+            batch_max_events: opts.batch_max_events,
+            drain_rate: opts.drain_rate,
+        },
+    );
+    uplink.run(shutdown).await;
+
+    tracing::info!("shutting down");
+    tasks.shutdown().await;
+    let mut spool = lock(&spool);
+    spool.flush()?;
+    tracing::info!(pending = spool.pending(), "agent stopped");
+    Ok(())
+}
+
+fn collectors(opts: &RunOptions, state: &StateDir) -> Vec<Box<dyn Collector>> {
+    let mut list: Vec<Box<dyn Collector>> = Vec::new();
+    if opts.collectors.process {
+        list.push(Box::new(ProcessCollector::new()));
+    }
+    if opts.collectors.logon {
+        list.push(Box::new(LogonCollector::new(
+            &opts.wtmp_path,
+            state.wtmp_offset_path(),
+        )));
+    }
+    list
+}
+
+/// Makes spooled events durable every [`FLUSH_INTERVAL`], fsyncing on the
+/// blocking pool so the runtime (and the collectors on it) never waits for
+/// the disk.
+async fn flush_loop(spool: SharedSpool) {
+    let mut tick = tokio::time::interval(FLUSH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let job = match lock(&spool).prepare_flush() {
+            Ok(job) if job.is_empty() => continue,
+            Ok(job) => job,
+            Err(e) => {
+                tracing::warn!(error = %e, "spool flush failed");
+                continue;
+            }
+        };
+        match tokio::task::spawn_blocking(move || job.run()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "spool flush failed"),
+            Err(e) => tracing::warn!(error = %e, "spool flush task failed"),
+        }
+    }
+}

@@ -1,0 +1,458 @@
+//! The uplink: one long-lived `AgentService.Connect` stream that carries the
+//! spooled events to the server and takes its acks.
+//!
+//! A session sends `Hello`, then batches. Up to [`WINDOW`] batches are in
+//! flight at once; an ack (or a rejection) settles its batch in the spool, and
+//! only then are its events deleted. A rejected batch would be rejected again
+//! forever, so it is dropped, counted and logged.
+//!
+//! At the start of a session everything unacked in the spool is backlog: it is
+//! resent (the server dedupes by event id) at no more than the drain rate.
+//! Events spooled after that are live and go out as soon as a batch is full
+//! or its oldest event has waited [`BATCH_WAIT`]. Live batches go first, so a
+//! long backlog does not delay what is happening now.
+//!
+//! When the stream ends: a refused credential (UNAUTHENTICATED,
+//! PERMISSION_DENIED: the device was revoked) is retried every minute,
+//! anything else (server away, overloaded, stream broken) after an exponential
+//! backoff with full jitter. Collectors keep spooling all along.
+
+mod backoff;
+mod throttle;
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use mamori_proto::agent::v1::{
+    AgentMessage, EventBatch, Hello, ServerMessage, agent_message, server_message,
+};
+use secrecy::ExposeSecret;
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
+use tracing::Instrument;
+
+use crate::channel;
+use crate::clock::{ClockOffset, OffsetEstimator, now_us};
+use crate::error::Error;
+use crate::sink::{SharedSpool, lock};
+use crate::spool::Batch;
+use crate::state::StateDir;
+use backoff::Backoff;
+use throttle::TokenBucket;
+
+/// Batches sent and not yet acked, at most.
+pub(crate) const WINDOW: usize = 8;
+/// How long a live event may wait for its batch to fill.
+pub(crate) const BATCH_WAIT: Duration = Duration::from_secs(1);
+/// Encoded events per batch, at most: well under the server's 4 MiB message
+/// limit, small enough that a slow link still gets acks often.
+const MAX_BATCH_BYTES: usize = (1 << 20) - 4096;
+/// Delay before trying a refused credential again.
+const REFUSED_RETRY: Duration = Duration::from_secs(60);
+/// A session that lasted this long was healthy: the next reconnect starts the
+/// backoff from its first step.
+const HEALTHY_SESSION: Duration = Duration::from_secs(30);
+
+/// Settings of the uplink.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UplinkOptions {
+    pub batch_max_events: usize,
+    /// Backlog events per second; 0 for no limit.
+    pub drain_rate: u32,
+}
+
+/// Why a session ended.
+#[derive(Debug)]
+enum SessionEnd {
+    /// The server refused the device: retry slowly.
+    Refused(String),
+    /// The server or the network failed: retry soon.
+    Transient(String),
+}
+
+impl From<tonic::Status> for SessionEnd {
+    fn from(status: tonic::Status) -> Self {
+        match status.code() {
+            Code::Unauthenticated | Code::PermissionDenied => {
+                SessionEnd::Refused(format!("{:?}: {}", status.code(), status.message()))
+            }
+            code => SessionEnd::Transient(format!("{code:?}: {}", status.message())),
+        }
+    }
+}
+
+/// A batch on its way.
+#[derive(Debug)]
+struct InFlight {
+    sequence: u64,
+    first: u64,
+    end: u64,
+    events: usize,
+}
+
+/// The uplink task's state.
+#[derive(Debug)]
+pub(crate) struct Uplink {
+    state: StateDir,
+    spool: SharedSpool,
+    wake: Arc<Notify>,
+    clock: Arc<ClockOffset>,
+    estimator: OffsetEstimator,
+    opts: UplinkOptions,
+    rejected_batches: u64,
+    rejected_events: u64,
+}
+
+impl Uplink {
+    pub(crate) fn new(
+        state: StateDir,
+        spool: SharedSpool,
+        wake: Arc<Notify>,
+        clock: Arc<ClockOffset>,
+        opts: UplinkOptions,
+    ) -> Self {
+        Uplink {
+            state,
+            spool,
+            wake,
+            clock,
+            estimator: OffsetEstimator::default(),
+            opts,
+            rejected_batches: 0,
+            rejected_events: 0,
+        }
+    }
+
+    /// Keeps a session up until `shutdown` resolves.
+    pub(crate) async fn run(mut self, shutdown: impl Future<Output = ()>) {
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        loop {
+            let started = Instant::now();
+            let end = tokio::select! {
+                () = &mut shutdown => return,
+                end = self.session(&mut backoff) => end,
+            };
+            if started.elapsed() >= HEALTHY_SESSION {
+                backoff.reset();
+            }
+            let delay = match end {
+                SessionEnd::Refused(reason) => {
+                    tracing::error!(%reason, retry_in_s = REFUSED_RETRY.as_secs(), "server refused the device credential (revoked?); events are kept in the spool");
+                    REFUSED_RETRY
+                }
+                SessionEnd::Transient(reason) => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(%reason, retry_in_ms = delay.as_millis() as u64, "connection to the server lost");
+                    delay
+                }
+            };
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// One connection: connect, stream until it breaks.
+    async fn session(&mut self, backoff: &mut Backoff) -> SessionEnd {
+        // Read on every attempt, so a re-enrollment takes effect without a
+        // restart.
+        let (config, credential) = match self
+            .state
+            .load_config()
+            .and_then(|c| Ok((c, self.state.load_credential()?)))
+        {
+            Ok(v) => v,
+            Err(e) => return SessionEnd::Refused(e.to_string()),
+        };
+        let span = tracing::info_span!("uplink", device_id = %config.device_id, tenant_id = %config.tenant_id);
+        async {
+            let endpoint = match channel::endpoint(&config.server, config.ca_cert.as_deref()) {
+                Ok(e) => e,
+                Err(e) => return SessionEnd::Refused(e.to_string()),
+            };
+            let mut client = match channel::client(&endpoint).await {
+                Ok(c) => c,
+                Err(Error::Connect(e)) => {
+                    return SessionEnd::Transient(format!("cannot connect: {}", error_chain(&e)));
+                }
+                Err(e) => return SessionEnd::Transient(e.to_string()),
+            };
+
+            let (tx, rx) = mpsc::channel(WINDOW + 1);
+            let hello = {
+                let spool = lock(&self.spool);
+                Hello {
+                    agent_version: env!("CARGO_PKG_VERSION").to_string(),
+                    spool_dropped_total: spool.dropped_total(),
+                    spool_pending_events: spool.pending(),
+                }
+            };
+            let _ = tx.try_send(AgentMessage {
+                body: Some(agent_message::Body::Hello(hello)),
+            });
+            let mut request = tonic::Request::new(ReceiverStream::new(rx));
+            let bearer = match format!("Bearer {}", credential.expose_secret()).parse() {
+                Ok(v) => v,
+                Err(_) => {
+                    return SessionEnd::Refused("the stored credential is not valid metadata".into());
+                }
+            };
+            request.metadata_mut().insert("authorization", bearer);
+            let mut inbound = match client.connect(request).await {
+                Ok(response) => response.into_inner(),
+                Err(status) => return status.into(),
+            };
+
+            let mut st = {
+                let spool = lock(&self.spool);
+                tracing::info!(
+                    server = %config.server,
+                    backlog = spool.pending(),
+                    dropped_total = spool.dropped_total(),
+                    "connected"
+                );
+                SessionState::new(
+                    spool.acked_index(),
+                    spool.next_index(),
+                    &self.opts,
+                    config.device_id.clone(),
+                )
+            };
+            loop {
+                let wake_at = match self.pump(&mut st, &tx) {
+                    Ok(at) => at,
+                    Err(end) => return end,
+                };
+                let sleep = tokio::time::sleep_until(wake_at.unwrap_or_else(far_future));
+                tokio::select! {
+                    msg = inbound.next() => match msg {
+                        Some(Ok(msg)) => {
+                            if self.on_message(msg, &mut st) {
+                                backoff.reset();
+                            }
+                        }
+                        Some(Err(status)) => return status.into(),
+                        None => return SessionEnd::Transient("the server closed the stream".into()),
+                    },
+                    () = self.wake.notified() => {}
+                    () = sleep => {}
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Sends what may be sent now; returns when to look again (besides new
+    /// events and acks, which wake the session anyway).
+    fn pump(
+        &mut self,
+        st: &mut SessionState,
+        tx: &mpsc::Sender<AgentMessage>,
+    ) -> Result<Option<Instant>, SessionEnd> {
+        let mut wake_at: Option<Instant> = None;
+        let mut earliest = |at: Instant| {
+            wake_at = Some(wake_at.map_or(at, |w| w.min(at)));
+        };
+        while st.in_flight.len() < WINDOW {
+            let now = Instant::now();
+            let mut spool = lock(&self.spool);
+            let read = |spool: &mut crate::spool::Spool, from, limit, max| {
+                spool
+                    .read(from, limit, max, MAX_BATCH_BYTES)
+                    .map_err(|e| SessionEnd::Transient(format!("reading the spool: {e}")))
+            };
+
+            // Live events first.
+            let unsent = spool.next_index().saturating_sub(st.live_next);
+            if unsent > 0 {
+                let since = *st.live_waiting_since.get_or_insert(now);
+                if unsent >= self.opts.batch_max_events as u64 || now >= since + BATCH_WAIT {
+                    let batch = read(&mut spool, st.live_next, u64::MAX, self.opts.batch_max_events)?;
+                    match batch {
+                        Some(batch) => {
+                            st.live_next = batch.end;
+                            if st.live_next >= spool.next_index() {
+                                st.live_waiting_since = None;
+                            }
+                            drop(spool);
+                            self.send(st, tx, batch)?;
+                            continue;
+                        }
+                        None => {
+                            st.live_next = spool.next_index();
+                            st.live_waiting_since = None;
+                        }
+                    }
+                } else {
+                    earliest(since + BATCH_WAIT);
+                }
+            }
+
+            // Then the backlog, at the drain rate.
+            if st.backlog_next < st.live_from {
+                let left = usize::try_from(st.live_from - st.backlog_next).unwrap_or(usize::MAX);
+                let want = st.backlog_batch.min(left);
+                if let Some(at) = st.bucket.ready_at(want, now) {
+                    earliest(at);
+                    break;
+                }
+                match read(&mut spool, st.backlog_next, st.live_from, want)? {
+                    Some(batch) => {
+                        st.backlog_next = batch.end;
+                        st.bucket.take(batch.events.len());
+                        drop(spool);
+                        self.send(st, tx, batch)?;
+                        continue;
+                    }
+                    None => {
+                        st.backlog_next = st.live_from;
+                        tracing::info!("backlog sent");
+                    }
+                }
+            }
+            break;
+        }
+        Ok(wake_at)
+    }
+
+    fn send(
+        &mut self,
+        st: &mut SessionState,
+        tx: &mpsc::Sender<AgentMessage>,
+        batch: Batch,
+    ) -> Result<(), SessionEnd> {
+        if batch.events.is_empty() {
+            // Only damaged spool records in this range: nothing to send.
+            lock(&self.spool).ack(batch.first, batch.end);
+            return Ok(());
+        }
+        let in_flight = InFlight {
+            sequence: batch.sequence(),
+            first: batch.first,
+            end: batch.end,
+            events: batch.events.len(),
+        };
+        let msg = AgentMessage {
+            body: Some(agent_message::Body::Batch(EventBatch {
+                sequence: in_flight.sequence,
+                events: batch.events,
+                traceparent: String::new(),
+                device_id: st.device_id.clone(),
+            })),
+        };
+        // The channel holds Hello plus at most WINDOW batches, so it is never
+        // full; a closed one means the stream is gone.
+        tx.try_send(msg)
+            .map_err(|_| SessionEnd::Transient("the outgoing stream closed".into()))?;
+        tracing::debug!(sequence = in_flight.sequence, events = in_flight.events, "batch sent");
+        st.in_flight.push_back(in_flight);
+        Ok(())
+    }
+
+    /// Settles a batch; true on an ack (the connection works).
+    fn on_message(&mut self, msg: ServerMessage, st: &mut SessionState) -> bool {
+        match msg.body {
+            Some(server_message::Body::Ack(ack)) => {
+                let Some(batch) = st.take(ack.sequence) else {
+                    tracing::debug!(sequence = ack.sequence, "ack for a batch not in flight");
+                    return true;
+                };
+                lock(&self.spool).ack(batch.first, batch.end);
+                self.estimator.observe(ack.server_time_us, now_us(), &self.clock);
+                tracing::debug!(
+                    sequence = ack.sequence,
+                    events = batch.events,
+                    accepted = ack.accepted,
+                    clock_offset_ms = self.clock.get_ms(),
+                    "batch acked"
+                );
+                true
+            }
+            Some(server_message::Body::Rejected(rejected)) => {
+                let Some(batch) = st.take(rejected.sequence) else {
+                    tracing::debug!(sequence = rejected.sequence, "rejection of a batch not in flight");
+                    return false;
+                };
+                lock(&self.spool).ack(batch.first, batch.end);
+                self.rejected_batches += 1;
+                self.rejected_events += batch.events as u64;
+                tracing::warn!(
+                    sequence = rejected.sequence,
+                    reason = %rejected.reason,
+                    code = ?Code::from_i32(rejected.code),
+                    events = batch.events,
+                    rejected_batches_total = self.rejected_batches,
+                    rejected_events_total = self.rejected_events,
+                    "server rejected a batch; dropping it"
+                );
+                false
+            }
+            None => false,
+        }
+    }
+}
+
+/// Positions of one session.
+#[derive(Debug)]
+struct SessionState {
+    in_flight: VecDeque<InFlight>,
+    /// Next backlog index to send; the backlog ends at `live_from`.
+    backlog_next: u64,
+    live_from: u64,
+    live_next: u64,
+    /// When the oldest unsent live event was first seen.
+    live_waiting_since: Option<Instant>,
+    backlog_batch: usize,
+    bucket: TokenBucket,
+    /// Named in each batch, so the server refuses batches sent with the
+    /// credential of another device instead of filing them under it.
+    device_id: String,
+}
+
+impl SessionState {
+    fn new(acked: u64, next_index: u64, opts: &UplinkOptions, device_id: String) -> Self {
+        let backlog_batch = match opts.drain_rate {
+            0 => opts.batch_max_events,
+            rate => opts.batch_max_events.min(rate as usize).max(1),
+        };
+        SessionState {
+            in_flight: VecDeque::with_capacity(WINDOW),
+            backlog_next: acked,
+            live_from: next_index,
+            live_next: next_index,
+            live_waiting_since: None,
+            backlog_batch,
+            bucket: TokenBucket::new(opts.drain_rate, backlog_batch, Instant::now()),
+            device_id,
+        }
+    }
+
+    fn take(&mut self, sequence: u64) -> Option<InFlight> {
+        let i = self.in_flight.iter().position(|b| b.sequence == sequence)?;
+        self.in_flight.remove(i)
+    }
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(3600)
+}
+
+/// A transport error with its causes ("transport error: connection refused").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

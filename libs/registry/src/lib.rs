@@ -1,0 +1,23 @@
+//! The registry of who may talk to Mamori: tenants, enrollment tokens and
+//! devices.
+//!
+//! Secrets (enrollment tokens, device credentials) are 256-bit random values
+//! shown once; only their SHA-256 is stored, so a database dump cannot be
+//! replayed. Every query runs as the application role inside a tenant
+//! transaction; the few look-ups that must happen before the tenant is known
+//! go through SECURITY DEFINER functions that take the secret's hash.
+
+mod devices;
+mod error;
+mod secret;
+mod tenants;
+mod tokens;
+
+pub use devices::{
+    AuthenticatedDevice, Device, Enrolled, MachineFacts, authenticate, enroll, list_devices,
+    revoke_device, revoked_since, touch_last_seen,
+};
+pub use error::{Error, Result};
+pub use secret::{DeviceCredential, EnrollmentToken};
+pub use tenants::{Tenant, create_tenant, get_tenant};
+pub use tokens::{CreatedToken, TokenInfo, create_token, list_tokens, revoke_token};

@@ -1,0 +1,134 @@
+//! Enrollment tokens: created per tenant with an optional expiry and use
+//! limit, revocable, stored only as a hash.
+
+use crate::{EnrollmentToken, Error, Result, get_tenant};
+use chrono::{DateTime, Utc};
+use mamori_tenancy::{Db, TenantId, TokenId};
+use std::time::Duration;
+
+/// The longest expiry a token may be given.
+const MAX_EXPIRY: Duration = Duration::from_secs(400 * 24 * 3600);
+
+/// A freshly created token: the secret is shown to its creator once.
+#[derive(Debug)]
+pub struct CreatedToken {
+    pub id: TokenId,
+    pub token: EnrollmentToken,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TokenInfo {
+    pub id: TokenId,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub max_uses: Option<i32>,
+    pub uses: i32,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+pub async fn create_token(
+    db: &Db,
+    tenant: TenantId,
+    expires_in: Option<Duration>,
+    max_uses: Option<u32>,
+) -> Result<CreatedToken> {
+    if let Some(d) = expires_in
+        && (d.is_zero() || d > MAX_EXPIRY)
+    {
+        return Err(Error::InvalidInput {
+            field: "expires",
+            reason: "must be more than 0 and at most 400 days".into(),
+        });
+    }
+    let max_uses = match max_uses {
+        Some(0) => {
+            return Err(Error::InvalidInput {
+                field: "max uses",
+                reason: "must be at least 1".into(),
+            });
+        }
+        Some(n) => Some(i32::try_from(n).map_err(|_| Error::InvalidInput {
+            field: "max uses",
+            reason: "is too large".into(),
+        })?),
+        None => None,
+    };
+    // A token for a tenant that does not exist is "not found", not a
+    // foreign-key error.
+    get_tenant(db, tenant).await?;
+    let id = TokenId::new();
+    let token = EnrollmentToken::generate();
+    let expires_at = expires_in.map(|d| Utc::now() + d);
+    let mut tx = db.begin_tenant(tenant).await?;
+    sqlx::query(
+        "INSERT INTO enrollment_tokens (tenant_id, id, token_hash, expires_at, max_uses)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(tenant.as_uuid())
+    .bind(id.as_uuid())
+    .bind(token.hash())
+    .bind(expires_at)
+    .bind(max_uses)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(CreatedToken {
+        id,
+        token,
+        expires_at,
+    })
+}
+
+/// Revokes a token by id; agents can no longer enroll with it. Devices
+/// already enrolled with it keep working.
+pub async fn revoke_token(db: &Db, id: TokenId) -> Result<()> {
+    let not_found = || Error::NotFound {
+        kind: "token",
+        id: id.to_string(),
+    };
+    let tenant: Option<uuid::Uuid> = sqlx::query_scalar("SELECT mamori_tenant_of_token_id($1)")
+        .bind(id.as_uuid())
+        .fetch_one(db.pool())
+        .await?;
+    let tenant = TenantId::from_uuid(tenant.ok_or_else(not_found)?);
+    let mut tx = db.begin_tenant(tenant).await?;
+    sqlx::query(
+        "UPDATE enrollment_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1",
+    )
+    .bind(id.as_uuid())
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub async fn list_tokens(db: &Db, tenant: TenantId) -> Result<Vec<TokenInfo>> {
+    let mut tx = db.begin_tenant(tenant).await?;
+    let rows: Vec<(
+        uuid::Uuid,
+        DateTime<Utc>,
+        Option<DateTime<Utc>>,
+        Option<i32>,
+        i32,
+        Option<DateTime<Utc>>,
+    )> = sqlx::query_as(
+        "SELECT id, created_at, expires_at, max_uses, uses, revoked_at
+         FROM enrollment_tokens ORDER BY created_at",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(id, created_at, expires_at, max_uses, uses, revoked_at)| TokenInfo {
+                id: TokenId::from_uuid(id),
+                created_at,
+                expires_at,
+                max_uses,
+                uses,
+                revoked_at,
+            },
+        )
+        .collect())
+}

@@ -1,0 +1,78 @@
+//! The Redis event streams between ingest and its consumers (writer, and
+//! later alerting).
+//!
+//! Events are spread over `shards` streams named `mamori:events:{N}`; a
+//! device always lands on the same shard, so its batches stay in order. The
+//! braces are a Redis Cluster hash tag: each shard is one slot, and shards
+//! spread over the cluster's nodes. Each stream entry is one accepted batch,
+//! a protobuf `StreamBatch` in the field `b`.
+
+use mamori_tenancy::DeviceId;
+
+/// The field of a stream entry that holds the encoded `StreamBatch`.
+pub const BATCH_FIELD: &str = "b";
+
+/// The consumer group of the writer (PostgreSQL).
+pub const WRITER_GROUP: &str = "writer";
+
+/// Where entries that can never be written are moved, for an operator.
+pub const DEAD_LETTER_STREAM: &str = "mamori:events:dead";
+
+/// The stream key of shard `n`.
+pub fn stream_key(n: u32) -> String {
+    format!("mamori:events:{{{n}}}")
+}
+
+/// Every shard's stream key, in shard order.
+pub fn stream_keys(shards: u32) -> Vec<String> {
+    (0..shards).map(stream_key).collect()
+}
+
+/// The shard of a device: stable across processes and restarts.
+pub fn shard_of(device: DeviceId, shards: u32) -> u32 {
+    // FNV-1a over the id bytes: stable, unlike std's randomised hasher.
+    let mut h: u32 = 0x811c_9dc5;
+    for b in device.as_uuid().as_bytes() {
+        h ^= u32::from(*b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h % shards.max(1)
+}
+
+/// Creates `group` on every shard stream (and the streams themselves),
+/// starting from the beginning so nothing appended before is missed.
+pub async fn ensure_group(
+    conn: &mut impl redis::aio::ConnectionLike,
+    shards: u32,
+    group: &str,
+) -> redis::RedisResult<()> {
+    for key in stream_keys(shards) {
+        let res: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&key)
+            .arg(group)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(conn)
+            .await;
+        match res {
+            Ok(()) => {}
+            Err(e) if e.code() == Some("BUSYGROUP") => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_is_stable_and_in_range() {
+        let d = DeviceId::new();
+        assert_eq!(shard_of(d, 8), shard_of(d, 8));
+        assert!(shard_of(d, 8) < 8);
+        assert_eq!(stream_key(3), "mamori:events:{3}");
+    }
+}

@@ -1,0 +1,10 @@
+//! Telemetry shared by every Mamori role: structured logs (`tracing`), span
+//! export over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, W3C trace
+//! context carried inside event batches, and the operations HTTP endpoint
+//! (`/metrics` in Prometheus format, `/healthz`, `/readyz`).
+
+mod ops;
+mod trace;
+
+pub use ops::{Readiness, metrics_handle, serve_ops};
+pub use trace::{TelemetryGuard, current_traceparent, init, set_parent_from_traceparent};

@@ -1,0 +1,146 @@
+//! The PostgreSQL pool of the services, switched to the application role.
+
+use crate::{Error, Result, TenantId};
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, Executor, PgConnection, PgPool, Postgres, Transaction};
+use std::collections::HashSet;
+use std::ops::{Deref, DerefMut};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The schema migrations (the `migrations/` folder of the repository).
+pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
+
+/// Every service query runs as `mamori_app`, created by the first migration.
+const SET_ROLE: &str = "SET ROLE mamori_app";
+
+/// A pool whose connections run as `mamori_app`, under row-level security.
+#[derive(Clone, Debug)]
+pub struct Db {
+    pool: PgPool,
+}
+
+impl Db {
+    /// Connects, switches every connection to the application role and
+    /// refuses an unmigrated database with a message saying so.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
+        let opts = PgConnectOptions::from_str(url)?.application_name("mamori");
+        // Check as the connecting (owner) user first: the application role
+        // cannot read the migration table, and does not exist before the
+        // first migration.
+        let mut owner = PgConnection::connect_with(&opts).await?;
+        let applied = applied_versions(&mut owner).await.unwrap_or_default();
+        let _ = owner.close().await;
+        check_migrated(&applied)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    conn.execute(SET_ROLE).await?;
+                    Ok(())
+                })
+            })
+            .connect_with(opts)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    /// Applies every pending migration, connected as the owner (the URL's
+    /// user). Returns how many were applied.
+    pub async fn migrate(url: &str) -> Result<usize> {
+        let opts = PgConnectOptions::from_str(url)?.application_name("mamori-migrate");
+        let mut conn = PgConnection::connect_with(&opts).await?;
+        let before = applied_versions(&mut conn).await.unwrap_or_default();
+        MIGRATOR.run(&mut conn).await?;
+        let after = applied_versions(&mut conn).await?;
+        let _ = conn.close().await;
+        Ok(after.len().saturating_sub(before.len()))
+    }
+
+    /// Opens a transaction in which only `tenant`'s rows exist.
+    pub async fn begin_tenant(&self, tenant: TenantId) -> Result<TenantTx> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT set_config('mamori.tenant_id', $1, true)")
+            .bind(tenant.to_string())
+            .execute(&mut *tx)
+            .await?;
+        Ok(TenantTx { tx, tenant })
+    }
+
+    /// The pool itself, for calls that involve no tenant rows (the
+    /// SECURITY DEFINER authentication functions, health checks).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+async fn applied_versions(conn: &mut PgConnection) -> Result<HashSet<i64>> {
+    let rows: Vec<(i64,)> = sqlx::query_as("SELECT version FROM _sqlx_migrations WHERE success")
+        .fetch_all(conn)
+        .await?;
+    Ok(rows.into_iter().map(|(v,)| v).collect())
+}
+
+/// Refuses a database that lacks any of this build's migrations.
+fn check_migrated(applied: &HashSet<i64>) -> Result<()> {
+    let missing: Vec<_> = MIGRATOR
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration() && !applied.contains(&m.version))
+        .collect();
+    if let Some(first) = missing.first() {
+        return Err(Error::NotMigrated {
+            missing: missing.len(),
+            first: format!("{}_{}", first.version, first.description),
+        });
+    }
+    Ok(())
+}
+
+/// A transaction bound to one tenant. Derefs to the connection for queries;
+/// nothing is kept unless [`TenantTx::commit`] is called.
+#[derive(Debug)]
+pub struct TenantTx {
+    tx: Transaction<'static, Postgres>,
+    tenant: TenantId,
+}
+
+impl TenantTx {
+    pub fn tenant(&self) -> TenantId {
+        self.tenant
+    }
+
+    /// Switches the same transaction to another tenant (the writer commits
+    /// several tenants' events in one transaction).
+    pub async fn switch_tenant(&mut self, tenant: TenantId) -> Result<()> {
+        sqlx::query("SELECT set_config('mamori.tenant_id', $1, true)")
+            .bind(tenant.to_string())
+            .execute(&mut *self.tx)
+            .await?;
+        self.tenant = tenant;
+        Ok(())
+    }
+
+    pub async fn commit(self) -> Result<()> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+impl Deref for TenantTx {
+    type Target = PgConnection;
+    fn deref(&self) -> &PgConnection {
+        &self.tx
+    }
+}
+
+impl DerefMut for TenantTx {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.tx
+    }
+}

@@ -1,0 +1,196 @@
+//! The operator's admin commands: tenants, enrollment tokens, devices.
+//! With `--json` each prints exactly one JSON object on stdout.
+
+use anyhow::Context;
+use clap::Subcommand;
+use mamori_tenancy::{Db, DeviceId, TenantId, TokenId};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub database_url: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            database_url: "postgres://mamori@127.0.0.1:5432/mamori".into(),
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Creates a tenant and prints its id.
+    Create {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Creates an enrollment token and prints it (shown only this once).
+    Create {
+        #[arg(long)]
+        tenant: TenantId,
+        /// How long the token stays valid (e.g. 7d, 12h); no expiry if absent.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires: Option<std::time::Duration>,
+        /// How many enrollments the token allows; unlimited if absent.
+        #[arg(long)]
+        max_uses: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lists a tenant's enrollment tokens (never their secrets).
+    List {
+        #[arg(long)]
+        tenant: TenantId,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revokes an enrollment token by id.
+    Revoke {
+        token_id: TokenId,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeviceCommand {
+    /// Lists a tenant's devices.
+    List {
+        #[arg(long)]
+        tenant: TenantId,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revokes a device: its credential stops working and its stream is cut.
+    Revoke {
+        device_id: DeviceId,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+async fn connect(cfg: &Config) -> anyhow::Result<Db> {
+    Db::connect(&cfg.database_url, 2)
+        .await
+        .context("cannot use the database (MAMORI_DATABASE_URL)")
+}
+
+pub async fn tenant(cfg: Config, cmd: TenantCommand) -> anyhow::Result<()> {
+    let db = connect(&cfg).await?;
+    match cmd {
+        TenantCommand::Create { name, json } => {
+            let id = mamori_registry::create_tenant(&db, &name).await?;
+            if json {
+                println!("{}", json!({ "id": id, "name": name.trim() }));
+            } else {
+                println!("{id}");
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn token(cfg: Config, cmd: TokenCommand) -> anyhow::Result<()> {
+    let db = connect(&cfg).await?;
+    match cmd {
+        TokenCommand::Create {
+            tenant,
+            expires,
+            max_uses,
+            json,
+        } => {
+            let t = mamori_registry::create_token(&db, tenant, expires, max_uses).await?;
+            if json {
+                println!(
+                    "{}",
+                    json!({ "id": t.id, "token": t.token.expose(), "tenant_id": tenant, "expires_at": t.expires_at, "max_uses": max_uses })
+                );
+            } else {
+                println!("{}", t.token.expose());
+                eprintln!("token id {} (keep it to revoke the token)", t.id);
+            }
+        }
+        TokenCommand::List { tenant, json } => {
+            let tokens = mamori_registry::list_tokens(&db, tenant).await?;
+            if json {
+                println!("{}", json!({ "tokens": tokens }));
+            } else {
+                for t in tokens {
+                    println!(
+                        "{}  uses {}/{}  expires {}  {}",
+                        t.id,
+                        t.uses,
+                        t.max_uses.map_or("-".into(), |m| m.to_string()),
+                        t.expires_at.map_or("never".into(), |e| e.to_rfc3339()),
+                        if t.revoked_at.is_some() {
+                            "revoked"
+                        } else {
+                            "active"
+                        }
+                    );
+                }
+            }
+        }
+        TokenCommand::Revoke { token_id, json } => {
+            mamori_registry::revoke_token(&db, token_id).await?;
+            if json {
+                println!("{}", json!({ "id": token_id, "revoked": true }));
+            } else {
+                println!("token {token_id} revoked");
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn device(cfg: Config, cmd: DeviceCommand) -> anyhow::Result<()> {
+    let db = connect(&cfg).await?;
+    match cmd {
+        DeviceCommand::List { tenant, json } => {
+            let devices = mamori_registry::list_devices(&db, tenant).await?;
+            if json {
+                println!("{}", json!({ "devices": devices }));
+            } else {
+                for d in devices {
+                    println!(
+                        "{}  {:<24} {} {}  last seen {}  {}{}",
+                        d.id,
+                        d.hostname,
+                        d.os_name,
+                        d.os_version,
+                        d.last_seen_at.map_or("never".into(), |t| t.to_rfc3339()),
+                        if d.revoked_at.is_some() {
+                            "revoked"
+                        } else {
+                            "active"
+                        },
+                        d.clone_of
+                            .map(|c| format!("  CLONE of {c}"))
+                            .unwrap_or_default()
+                    );
+                }
+            }
+        }
+        DeviceCommand::Revoke { device_id, json } => {
+            let tenant = mamori_registry::revoke_device(&db, device_id).await?;
+            if json {
+                println!(
+                    "{}",
+                    json!({ "id": device_id, "tenant_id": tenant, "revoked": true })
+                );
+            } else {
+                println!("device {device_id} revoked");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,155 @@
+//! `mamori`: the one server binary. Each role is a subcommand (`ingest`,
+//! `writer`, or `all` of them in one process); `migrate` prepares the
+//! database; `tenant`, `token` and `device` are the operator's admin commands.
+
+mod admin;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use mamori_config::File;
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mamori",
+    version,
+    about = "Mamori: endpoint monitoring and leak prevention"
+)]
+struct Cli {
+    /// Optional TOML config file (sections [ingest], [writer], [admin];
+    /// top-level keys apply to all). MAMORI_* variables override it.
+    #[arg(long, global = true, env = "MAMORI_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Applies the database migrations.
+    Migrate,
+    /// Runs the gRPC ingest edge for agents.
+    Ingest,
+    /// Runs the stream-to-PostgreSQL writer.
+    Writer,
+    /// Runs every role in one process (small office, development).
+    All,
+    /// Tenants.
+    #[command(subcommand)]
+    Tenant(admin::TenantCommand),
+    /// Enrollment tokens.
+    #[command(subcommand)]
+    Token(admin::TokenCommand),
+    /// Devices.
+    #[command(subcommand)]
+    Device(admin::DeviceCommand),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(run(cli));
+    if let Err(e) = &result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// Everything the config layers need: the file (checked for unknown keys)
+/// and the environment.
+struct Settings {
+    file: Option<File>,
+    env: HashMap<String, String>,
+}
+
+impl Settings {
+    fn load(path: Option<&PathBuf>) -> anyhow::Result<Self> {
+        let file = path.map(|p| File::read(p)).transpose()?;
+        if let Some(f) = &file {
+            f.check_known(&[
+                ("ingest", mamori_config::keys_of::<mamori_ingest::Config>()),
+                ("writer", mamori_config::keys_of::<mamori_writer::Config>()),
+                ("admin", mamori_config::keys_of::<admin::Config>()),
+            ])?;
+        }
+        Ok(Self {
+            file,
+            env: mamori_config::process_env(),
+        })
+    }
+
+    fn get<T>(&self, section: &str) -> anyhow::Result<T>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned + Default,
+    {
+        Ok(mamori_config::load(section, self.file.as_ref(), &self.env)?)
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = Settings::load(cli.config.as_ref())?;
+    match cli.command {
+        Command::Migrate => {
+            let cfg: admin::Config = settings.get("admin")?;
+            let applied = mamori_tenancy::Db::migrate(&cfg.database_url)
+                .await
+                .context("migration failed (MAMORI_DATABASE_URL)")?;
+            println!("migrations applied: {applied}");
+            Ok(())
+        }
+        Command::Ingest => {
+            let _telemetry = mamori_telemetry::init("mamori-ingest")?;
+            mamori_telemetry::metrics_handle();
+            let running = mamori_ingest::start(settings.get("ingest")?).await?;
+            let stop = running.stopper();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                stop.cancel();
+            });
+            running.wait().await
+        }
+        Command::Writer => {
+            let _telemetry = mamori_telemetry::init("mamori-writer")?;
+            mamori_telemetry::metrics_handle();
+            let running = mamori_writer::start(settings.get("writer")?).await?;
+            shutdown_signal().await;
+            running.shutdown().await;
+            Ok(())
+        }
+        Command::All => {
+            let _telemetry = mamori_telemetry::init("mamori")?;
+            mamori_telemetry::metrics_handle();
+            let writer = mamori_writer::start(settings.get("writer")?).await?;
+            let ingest = mamori_ingest::start(settings.get("ingest")?).await?;
+            println!(
+                "mamori is running: ingest gRPC on {} (ops {}), writer ops on {}",
+                ingest.grpc_addr, ingest.ops_addr, writer.ops_addr
+            );
+            let stop = ingest.stopper();
+            tokio::select! {
+                _ = shutdown_signal() => {}
+                _ = stop.cancelled() => {}
+            }
+            ingest.shutdown().await?;
+            writer.shutdown().await;
+            Ok(())
+        }
+        Command::Tenant(c) => admin::tenant(settings.get("admin")?, c).await,
+        Command::Token(c) => admin::token(settings.get("admin")?, c).await,
+        Command::Device(c) => admin::device(settings.get("admin")?, c).await,
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler installs");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}

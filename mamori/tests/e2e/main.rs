@@ -1,0 +1,10 @@
+//! End-to-end tests of the event spine against the real PostgreSQL and Redis
+//! started by scripts/test.sh: real gRPC clients, the real agent, the real
+//! `mamori` binary. One test binary keeps link time down.
+
+mod support;
+
+mod admin_cli;
+mod enrollment;
+mod stream;
+mod tenancy;

@@ -1,0 +1,204 @@
+//! Shared helpers: an in-process stack (ingest + writer on port 0), raw gRPC
+//! clients, event builders and polling.
+
+use mamori_proto::agent::v1::agent_service_client::AgentServiceClient;
+use mamori_proto::agent::v1::{
+    AgentMessage, EnrollRequest, EnrollResponse, Event, EventBatch, MachineFacts, ProcessEvent,
+    ServerMessage, agent_message, event::Kind, process_event,
+};
+use mamori_tenancy::TenantId;
+use mamori_test_support::TestEnv;
+use std::future::Future;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+use tonic::{Status, Streaming};
+
+pub struct Stack {
+    pub env: TestEnv,
+    pub ingest: mamori_ingest::Running,
+    pub writer: Option<mamori_writer::Running>,
+}
+
+pub fn ingest_config(env: &TestEnv) -> mamori_ingest::Config {
+    mamori_ingest::Config {
+        database_url: env.database_url.clone(),
+        redis_url: env.redis_url.clone(),
+        ingest_addr: "127.0.0.1:0".into(),
+        ingest_ops_addr: "127.0.0.1:0".into(),
+        revocation_check_ms: 200,
+        db_max_connections: 4,
+        ..Default::default()
+    }
+}
+
+pub fn writer_config(env: &TestEnv) -> mamori_writer::Config {
+    mamori_writer::Config {
+        database_url: env.database_url.clone(),
+        redis_url: env.redis_url.clone(),
+        writer_ops_addr: "127.0.0.1:0".into(),
+        writer_claim_idle_ms: 1000,
+        db_max_connections: 6,
+        ..Default::default()
+    }
+}
+
+impl Stack {
+    pub async fn start() -> Self {
+        let env = TestEnv::new().await;
+        let writer = mamori_writer::start(writer_config(&env))
+            .await
+            .expect("writer starts");
+        let ingest = mamori_ingest::start(ingest_config(&env))
+            .await
+            .expect("ingest starts");
+        Self {
+            env,
+            ingest,
+            writer: Some(writer),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.ingest.grpc_addr)
+    }
+
+    pub async fn client(&self) -> AgentServiceClient<Channel> {
+        let channel = Channel::from_shared(self.url())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        AgentServiceClient::new(channel)
+    }
+
+    /// A new tenant and an unlimited, non-expiring token for it.
+    pub async fn tenant_with_token(&self) -> (TenantId, String) {
+        let tenant = mamori_registry::create_tenant(&self.env.db, "Test Co")
+            .await
+            .unwrap();
+        let token = mamori_registry::create_token(&self.env.db, tenant, None, None)
+            .await
+            .unwrap();
+        (tenant, token.token.expose().to_owned())
+    }
+
+    pub async fn enroll(
+        &self,
+        token: &str,
+        machine_id: &str,
+        instance_id: &str,
+    ) -> Result<EnrollResponse, Status> {
+        self.client()
+            .await
+            .enroll(EnrollRequest {
+                enrollment_token: token.to_owned(),
+                facts: Some(MachineFacts {
+                    machine_id: machine_id.to_owned(),
+                    hostname: format!("host-{machine_id}"),
+                    os_name: "Debian".into(),
+                    os_version: "12".into(),
+                    agent_version: "test".into(),
+                    instance_id: instance_id.to_owned(),
+                }),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Enrolls a fresh machine and returns its enrollment response.
+    pub async fn new_device(&self, token: &str) -> EnrollResponse {
+        let m = uuid::Uuid::new_v4().to_string();
+        self.enroll(token, &m, &m).await.expect("enroll")
+    }
+
+    /// Opens an authenticated stream.
+    pub async fn open(&self, credential: &str) -> Result<AgentStream, Status> {
+        let (tx, rx) = mpsc::channel(16);
+        let mut req = tonic::Request::new(ReceiverStream::new(rx));
+        req.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {credential}").parse().unwrap(),
+        );
+        let inbound = self.client().await.connect(req).await?.into_inner();
+        Ok(AgentStream { tx, inbound })
+    }
+
+    pub async fn count_events(&self, tenant: TenantId) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE tenant_id = $1")
+            .bind(tenant.as_uuid())
+            .fetch_one(&self.env.owner)
+            .await
+            .unwrap()
+    }
+}
+
+pub struct AgentStream {
+    pub tx: mpsc::Sender<AgentMessage>,
+    pub inbound: Streaming<ServerMessage>,
+}
+
+impl AgentStream {
+    pub async fn send(&mut self, batch: EventBatch) -> Result<ServerMessage, Status> {
+        self.tx
+            .send(AgentMessage {
+                body: Some(agent_message::Body::Batch(batch)),
+            })
+            .await
+            .map_err(|_| Status::unavailable("stream closed"))?;
+        self.next().await
+    }
+
+    pub async fn next(&mut self) -> Result<ServerMessage, Status> {
+        match tokio::time::timeout(Duration::from_secs(10), self.inbound.message()).await {
+            Err(_) => panic!("no reply from ingest within 10 s"),
+            Ok(Ok(Some(m))) => Ok(m),
+            Ok(Ok(None)) => Err(Status::unavailable("stream ended")),
+            Ok(Err(s)) => Err(s),
+        }
+    }
+}
+
+pub fn process_event(exe: &str) -> Event {
+    Event {
+        id: uuid::Uuid::now_v7().as_bytes().to_vec(),
+        occurred_at_us: chrono::Utc::now().timestamp_micros(),
+        clock_offset_ms: 0,
+        os_user: "alice".into(),
+        kind: Some(Kind::Process(ProcessEvent {
+            action: process_event::Action::Start as i32,
+            pid: 4242,
+            exe_path: exe.to_owned(),
+            command_line: format!("{exe} --flag"),
+            exe_sha256: vec![7; 32],
+            ..Default::default()
+        })),
+    }
+}
+
+pub fn batch(sequence: u64, events: Vec<Event>) -> EventBatch {
+    EventBatch {
+        sequence,
+        events,
+        ..Default::default()
+    }
+}
+
+/// Polls `check` until it returns Some, or panics naming `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

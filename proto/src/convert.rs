@@ -1,0 +1,210 @@
+//! Hand-written helpers over the generated event types: the stable numeric
+//! kind stored in PostgreSQL and the searchable "subject" of an event.
+
+use crate::agent::v1::{Event, event::Kind};
+
+/// The fine-grained kind of an event as stored in `events.kind` (a smallint).
+/// The numbers are part of the schema: never renumber, only add.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(i16)]
+pub enum EventKind {
+    Logon = 1,
+    Logoff = 2,
+    Lock = 3,
+    Unlock = 4,
+    ProcessStart = 10,
+    ProcessStop = 11,
+    FileCreate = 20,
+    FileModify = 21,
+    FileCopy = 22,
+    FileMove = 23,
+    FileRename = 24,
+    FileDelete = 25,
+    FileRead = 26,
+    DeviceConnect = 30,
+    DeviceDisconnect = 31,
+    DeviceBlocked = 32,
+    Print = 40,
+    WebAccess = 50,
+    NetworkConnect = 60,
+    SoftwareInstalled = 70,
+    SoftwareRemoved = 71,
+    SoftwareUpdated = 72,
+    Inventory = 80,
+    EnvironmentChange = 81,
+    SecurityStatus = 82,
+    LanSighting = 90,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 26] = [
+        Self::Logon,
+        Self::Logoff,
+        Self::Lock,
+        Self::Unlock,
+        Self::ProcessStart,
+        Self::ProcessStop,
+        Self::FileCreate,
+        Self::FileModify,
+        Self::FileCopy,
+        Self::FileMove,
+        Self::FileRename,
+        Self::FileDelete,
+        Self::FileRead,
+        Self::DeviceConnect,
+        Self::DeviceDisconnect,
+        Self::DeviceBlocked,
+        Self::Print,
+        Self::WebAccess,
+        Self::NetworkConnect,
+        Self::SoftwareInstalled,
+        Self::SoftwareRemoved,
+        Self::SoftwareUpdated,
+        Self::Inventory,
+        Self::EnvironmentChange,
+        Self::SecurityStatus,
+        Self::LanSighting,
+    ];
+
+    pub fn code(self) -> i16 {
+        self as i16
+    }
+
+    pub fn from_code(code: i16) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.code() == code)
+    }
+
+    /// The name used in APIs and logs (`process_start`, `file_copy`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Logon => "logon",
+            Self::Logoff => "logoff",
+            Self::Lock => "lock",
+            Self::Unlock => "unlock",
+            Self::ProcessStart => "process_start",
+            Self::ProcessStop => "process_stop",
+            Self::FileCreate => "file_create",
+            Self::FileModify => "file_modify",
+            Self::FileCopy => "file_copy",
+            Self::FileMove => "file_move",
+            Self::FileRename => "file_rename",
+            Self::FileDelete => "file_delete",
+            Self::FileRead => "file_read",
+            Self::DeviceConnect => "device_connect",
+            Self::DeviceDisconnect => "device_disconnect",
+            Self::DeviceBlocked => "device_blocked",
+            Self::Print => "print",
+            Self::WebAccess => "web_access",
+            Self::NetworkConnect => "network_connect",
+            Self::SoftwareInstalled => "software_installed",
+            Self::SoftwareRemoved => "software_removed",
+            Self::SoftwareUpdated => "software_updated",
+            Self::Inventory => "inventory",
+            Self::EnvironmentChange => "environment_change",
+            Self::SecurityStatus => "security_status",
+            Self::LanSighting => "lan_sighting",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+/// The kind of an event, or `None` when the body or its action is missing
+/// (such an event is malformed and refused by ingest).
+pub fn kind_of(event: &Event) -> Option<EventKind> {
+    use EventKind as K;
+    Some(match event.kind.as_ref()? {
+        Kind::Logon(e) => match e.action() {
+            LogonAction::Logon => K::Logon,
+            LogonAction::Logoff => K::Logoff,
+            LogonAction::Lock => K::Lock,
+            LogonAction::Unlock => K::Unlock,
+            LogonAction::Unspecified => return None,
+        },
+        Kind::Process(e) => match e.action() {
+            ProcessAction::Start => K::ProcessStart,
+            ProcessAction::Stop => K::ProcessStop,
+            ProcessAction::Unspecified => return None,
+        },
+        Kind::File(e) => match e.action() {
+            FileAction::Create => K::FileCreate,
+            FileAction::Modify => K::FileModify,
+            FileAction::Copy => K::FileCopy,
+            FileAction::Move => K::FileMove,
+            FileAction::Rename => K::FileRename,
+            FileAction::Delete => K::FileDelete,
+            FileAction::Read => K::FileRead,
+            FileAction::Unspecified => return None,
+        },
+        Kind::Device(e) => match e.action() {
+            DeviceAction::Connect => K::DeviceConnect,
+            DeviceAction::Disconnect => K::DeviceDisconnect,
+            DeviceAction::Blocked => K::DeviceBlocked,
+            DeviceAction::Unspecified => return None,
+        },
+        Kind::Print(_) => K::Print,
+        Kind::Web(_) => K::WebAccess,
+        Kind::Network(_) => K::NetworkConnect,
+        Kind::Software(e) => match e.action() {
+            SoftwareAction::Installed => K::SoftwareInstalled,
+            SoftwareAction::Removed => K::SoftwareRemoved,
+            SoftwareAction::Updated => K::SoftwareUpdated,
+            SoftwareAction::Unspecified => return None,
+        },
+        Kind::Inventory(_) => K::Inventory,
+        Kind::EnvironmentChange(_) => K::EnvironmentChange,
+        Kind::SecurityStatus(_) => K::SecurityStatus,
+        Kind::LanSighting(_) => K::LanSighting,
+    })
+}
+
+/// The text an operator searches for: the executable, path, URL or device
+/// that the event is about. Stored in `events.subject`.
+pub fn subject(event: &Event) -> &str {
+    match event.kind.as_ref() {
+        Some(Kind::Logon(e)) => &e.terminal,
+        Some(Kind::Process(e)) => &e.exe_path,
+        Some(Kind::File(e)) => &e.path,
+        Some(Kind::Device(e)) => &e.description,
+        Some(Kind::Print(e)) => &e.document,
+        Some(Kind::Web(e)) => &e.url_host,
+        Some(Kind::Network(e)) => &e.remote_addr,
+        Some(Kind::Software(e)) => &e.name,
+        Some(Kind::Inventory(e)) => &e.hostname,
+        Some(Kind::EnvironmentChange(e)) => &e.new_value,
+        Some(Kind::SecurityStatus(e)) => &e.antivirus_product,
+        Some(Kind::LanSighting(e)) => &e.ip_addr,
+        None => "",
+    }
+}
+
+use crate::agent::v1::device_event::Action as DeviceAction;
+use crate::agent::v1::file_event::Action as FileAction;
+use crate::agent::v1::logon_event::Action as LogonAction;
+use crate::agent::v1::process_event::Action as ProcessAction;
+use crate::agent::v1::software_event::Action as SoftwareAction;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::v1::ProcessEvent;
+
+    #[test]
+    fn kind_codes_and_names_round_trip() {
+        for k in EventKind::ALL {
+            assert_eq!(EventKind::from_code(k.code()), Some(k));
+            assert_eq!(EventKind::parse(k.as_str()), Some(k));
+        }
+    }
+
+    #[test]
+    fn missing_action_is_no_kind() {
+        let e = Event {
+            kind: Some(Kind::Process(ProcessEvent::default())),
+            ..Default::default()
+        };
+        assert_eq!(kind_of(&e), None);
+    }
+}

@@ -1,0 +1,113 @@
+# Shared shell functions: install and run a private PostgreSQL and Redis.
+# Sourced by scripts/dev.sh and scripts/test.sh; not meant to be run alone.
+#
+# PostgreSQL refuses to run as root, so as root the cluster runs as the
+# `postgres` system user; otherwise as the calling user. Both servers listen
+# on 127.0.0.1 only, with data under a directory the caller chooses.
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+apt_install() {
+    if [ "$(id -u)" -ne 0 ]; then
+        if command -v sudo >/dev/null 2>&1; then
+            sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
+            return
+        fi
+        echo "missing packages: $* (run as root or install them: apt-get install $*)" >&2
+        return 1
+    fi
+    if [ -z "${MAMORI_APT_UPDATED:-}" ]; then
+        apt-get update -qq
+        MAMORI_APT_UPDATED=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+pg_bindir() {
+    local d
+    d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+    [ -n "$d" ] && [ -x "$d/initdb" ] && echo "$d"
+}
+
+ensure_servers_installed() {
+    if [ -z "$(pg_bindir)" ]; then
+        log "installing PostgreSQL (Debian packages)"
+        apt_install postgresql
+    fi
+    if ! command -v redis-server >/dev/null 2>&1; then
+        log "installing redis-server (Debian packages)"
+        apt_install redis-server
+    fi
+}
+
+# as_pg CMD...: runs CMD as the user that owns the cluster.
+as_pg() {
+    if [ "$(id -u)" -eq 0 ]; then
+        runuser -u postgres -- "$@"
+    else
+        "$@"
+    fi
+}
+
+# start_pg DIR PORT: creates (once) and starts a cluster in DIR/pg with a
+# superuser `mamori` and a database `mamori`.
+start_pg() {
+    local dir=$1 port=$2 bin
+    bin=$(pg_bindir)
+    mkdir -p "$dir"
+    if [ "$(id -u)" -eq 0 ]; then
+        chown postgres: "$dir"
+    fi
+    if [ ! -f "$dir/pg/PG_VERSION" ]; then
+        as_pg "$bin/initdb" -D "$dir/pg" -U mamori --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
+    fi
+    if ! as_pg "$bin/pg_ctl" -D "$dir/pg" status >/dev/null 2>&1; then
+        as_pg "$bin/pg_ctl" -D "$dir/pg" -l "$dir/pg.log" -w -t 60 start -o \
+            "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$dir -c max_connections=300 -c shared_buffers=512MB -c synchronous_commit=on -c fsync=on -c max_wal_size=4GB -c checkpoint_timeout=15min" >/dev/null \
+            || { cat "$dir/pg.log" >&2; return 1; }
+    fi
+    if ! "$bin/psql" -h 127.0.0.1 -p "$port" -U mamori -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname='mamori'" | grep -q 1; then
+        "$bin/createdb" -h 127.0.0.1 -p "$port" -U mamori mamori
+    fi
+}
+
+stop_pg() {
+    local dir=$1 bin
+    bin=$(pg_bindir)
+    [ -f "$dir/pg/postmaster.pid" ] && as_pg "$bin/pg_ctl" -D "$dir/pg" -m fast -w stop >/dev/null 2>&1 || true
+}
+
+# start_redis DIR PORT: Redis with an append-only file (fsync every second),
+# no eviction (a full Redis refuses writes instead of dropping events).
+start_redis() {
+    local dir=$1 port=$2
+    mkdir -p "$dir/redis"
+    if [ -f "$dir/redis.pid" ] && kill -0 "$(cat "$dir/redis.pid")" 2>/dev/null; then
+        return 0
+    fi
+    redis-server --port "$port" --bind 127.0.0.1 --daemonize yes \
+        --pidfile "$dir/redis.pid" --dir "$dir/redis" --logfile "$dir/redis.log" \
+        --appendonly yes --appendfsync everysec --save "" \
+        --maxmemory "${MAMORI_REDIS_MAXMEMORY:-4gb}" --maxmemory-policy noeviction \
+        --databases 256
+    local i
+    for i in $(seq 1 50); do
+        redis-cli -p "$port" ping >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    cat "$dir/redis.log" >&2
+    return 1
+}
+
+stop_redis() {
+    local dir=$1
+    if [ -f "$dir/redis.pid" ]; then
+        kill "$(cat "$dir/redis.pid")" 2>/dev/null || true
+        rm -f "$dir/redis.pid"
+    fi
+}
+
+# free_port: an unused TCP port on 127.0.0.1.
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Runs Mamori's checks and tests against a private PostgreSQL and Redis that
+# this script installs (if missing), starts on free loopback ports, and stops
+# again on exit. Usage: scripts/test.sh [extra nextest arguments]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/servers.sh
+
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/mamori-target}
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+
+ensure_servers_installed
+if ! command -v cargo-nextest >/dev/null 2>&1; then
+    log "installing cargo-nextest"
+    cargo install --locked cargo-nextest
+fi
+
+work=$(mktemp -d /tmp/mamori-test.XXXXXX)
+chmod 755 "$work"
+cleanup() {
+    stop_pg "$work"
+    stop_redis "$work"
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+pg_port=$(free_port)
+redis_port=$(free_port)
+log "starting PostgreSQL on 127.0.0.1:$pg_port and Redis on 127.0.0.1:$redis_port"
+start_pg "$work" "$pg_port"
+start_redis "$work" "$redis_port"
+export MAMORI_TEST_DATABASE_URL="postgres://mamori@127.0.0.1:$pg_port/mamori"
+export MAMORI_TEST_REDIS_URL="redis://127.0.0.1:$redis_port"
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+log "building binaries"
+cargo build --workspace --bins --locked
+log "running tests"
+cargo nextest run --workspace --locked --no-fail-fast "$@"

@@ -1,0 +1,85 @@
+//! The ingest configuration (`[ingest]` in the config file, `MAMORI_*`).
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub database_url: String,
+    pub redis_url: String,
+    /// gRPC listen address for agents.
+    pub ingest_addr: String,
+    /// Metrics and health endpoint.
+    pub ingest_ops_addr: String,
+    /// PEM certificate chain and key; both empty means plain HTTP/2, which
+    /// is allowed on loopback addresses only.
+    pub ingest_tls_cert: String,
+    pub ingest_tls_key: String,
+    pub stream_shards: u32,
+    pub max_batch_events: u32,
+    pub max_message_bytes: u32,
+    /// Sustained events per second one device may send, and its burst.
+    pub device_rate: u32,
+    pub device_burst: u32,
+    /// Sustained events per second one tenant may send (per ingest process).
+    pub tenant_rate: u32,
+    pub tenant_burst: u32,
+    /// Past this many entries waiting in the streams, new batches are told
+    /// to retry later instead of growing Redis without bound.
+    pub max_stream_backlog: u64,
+    /// How often open streams are checked against device revocations.
+    pub revocation_check_ms: u64,
+    pub db_max_connections: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            database_url: "postgres://mamori@127.0.0.1:5432/mamori".into(),
+            redis_url: "redis://127.0.0.1:6379".into(),
+            ingest_addr: "127.0.0.1:50051".into(),
+            ingest_ops_addr: "127.0.0.1:9101".into(),
+            ingest_tls_cert: String::new(),
+            ingest_tls_key: String::new(),
+            stream_shards: 4,
+            max_batch_events: 1000,
+            max_message_bytes: 4 * 1024 * 1024,
+            device_rate: 5_000,
+            device_burst: 50_000,
+            tenant_rate: 500_000,
+            tenant_burst: 1_000_000,
+            max_stream_backlog: 2_000_000,
+            revocation_check_ms: 2_000,
+            db_max_connections: 8,
+        }
+    }
+}
+
+impl Config {
+    /// Checks what serde cannot; the message names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.stream_shards == 0 || self.stream_shards > 1024 {
+            return Err("stream_shards must be 1..=1024".into());
+        }
+        if self.max_batch_events == 0 || self.max_batch_events > 10_000 {
+            return Err("max_batch_events must be 1..=10000".into());
+        }
+        if self.max_message_bytes < 64 * 1024 || self.max_message_bytes > 64 * 1024 * 1024 {
+            return Err("max_message_bytes must be 64 KiB..=64 MiB".into());
+        }
+        if self.device_rate == 0 || self.tenant_rate == 0 {
+            return Err("device_rate and tenant_rate must be positive".into());
+        }
+        if self.ingest_tls_cert.is_empty() != self.ingest_tls_key.is_empty() {
+            return Err("ingest_tls_cert and ingest_tls_key must be set together".into());
+        }
+        if self.revocation_check_ms == 0 {
+            return Err("revocation_check_ms must be positive".into());
+        }
+        Ok(())
+    }
+
+    pub fn tls_enabled(&self) -> bool {
+        !self.ingest_tls_cert.is_empty()
+    }
+}

@@ -1,0 +1,98 @@
+//! Token-bucket rate limits per device and per tenant.
+//!
+//! A batch that finds too few tokens waits for them when the wait is short
+//! (back-pressure the agent sees as a slower ack); past that the stream ends
+//! with RESOURCE_EXHAUSTED and the agent retries later with its data intact.
+//! Tenant buckets are per ingest process: with N replicas a tenant's ceiling
+//! is N times the configured rate.
+
+use mamori_tenancy::TenantId;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The longest a batch waits for tokens before the agent is told to retry.
+const MAX_WAIT: Duration = Duration::from_secs(2);
+
+#[derive(Debug)]
+pub(crate) struct Bucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    pub(crate) fn new(rate: u32, burst: u32) -> Self {
+        let burst = f64::from(burst.max(rate));
+        Self {
+            rate: f64::from(rate),
+            burst,
+            tokens: burst,
+            at: Instant::now(),
+        }
+    }
+
+    /// Takes `n` tokens now and returns how long the caller must wait for
+    /// them to have been earned, or `None` (taking nothing) when that is
+    /// longer than [`MAX_WAIT`].
+    pub(crate) fn take(&mut self, n: u32) -> Option<Duration> {
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.burst);
+        self.at = now;
+        let n = f64::from(n);
+        let wait = if self.tokens >= n {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64((n - self.tokens) / self.rate)
+        };
+        if wait > MAX_WAIT {
+            return None;
+        }
+        self.tokens -= n;
+        Some(wait)
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct TenantLimits {
+    rate: u32,
+    burst: u32,
+    buckets: Mutex<HashMap<TenantId, Bucket>>,
+}
+
+impl TenantLimits {
+    pub(crate) fn new(rate: u32, burst: u32) -> Self {
+        Self {
+            rate,
+            burst,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(crate) fn take(&self, tenant: TenantId, n: u32) -> Option<Duration> {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        buckets
+            .entry(tenant)
+            .or_insert_with(|| Bucket::new(self.rate, self.burst))
+            .take(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn burst_then_wait_then_refuse() {
+        let mut b = Bucket::new(100, 100);
+        assert_eq!(b.take(100), Some(Duration::ZERO));
+        let wait = b.take(50).unwrap();
+        assert!(
+            wait > Duration::from_millis(400) && wait <= Duration::from_millis(500),
+            "{wait:?}"
+        );
+        assert_eq!(b.take(1000), None, "a wait over two seconds is refused");
+    }
+}

@@ -1,0 +1,170 @@
+//! Start-up: configuration checks, connections, the gRPC server and its
+//! background tasks.
+
+use crate::config::Config;
+use crate::connections::Connections;
+use crate::limits::TenantLimits;
+use crate::service::Ingest;
+use crate::sink::Sink;
+use crate::validate::Limits;
+use anyhow::{Context, bail};
+use mamori_proto::agent::v1::agent_service_server::AgentServiceServer;
+use mamori_tenancy::Db;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::codec::CompressionEncoding;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+
+/// A started ingest server.
+#[derive(Debug)]
+pub struct Running {
+    pub grpc_addr: SocketAddr,
+    pub ops_addr: SocketAddr,
+    stop: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Stops accepting, closes streams and waits for the server to end.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        self.task.await?
+    }
+
+    /// Waits until the server ends on its own (an error) or `stop` fires.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await?
+    }
+
+    pub fn stopper(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+}
+
+/// Binds and starts the ingest server.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid ingest config: {e}"))?;
+    let addr: SocketAddr = config.ingest_addr.parse().with_context(|| {
+        format!(
+            "MAMORI_INGEST_ADDR {:?} is not an address like 127.0.0.1:50051",
+            config.ingest_addr
+        )
+    })?;
+    if !config.tls_enabled() && !addr.ip().is_loopback() {
+        bail!(
+            "ingest would listen on {addr} without TLS: set MAMORI_INGEST_TLS_CERT and MAMORI_INGEST_TLS_KEY, or listen on a loopback address"
+        );
+    }
+    let tls = if config.tls_enabled() {
+        let cert = std::fs::read(&config.ingest_tls_cert).with_context(|| {
+            format!(
+                "cannot read MAMORI_INGEST_TLS_CERT {:?}",
+                config.ingest_tls_cert
+            )
+        })?;
+        let key = std::fs::read(&config.ingest_tls_key).with_context(|| {
+            format!(
+                "cannot read MAMORI_INGEST_TLS_KEY {:?}",
+                config.ingest_tls_key
+            )
+        })?;
+        Some(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
+    } else {
+        None
+    };
+    let db = Db::connect(&config.database_url, config.db_max_connections)
+        .await
+        .context("ingest cannot use the database (MAMORI_DATABASE_URL)")?;
+    let sink = Sink::connect(
+        &config.redis_url,
+        config.stream_shards,
+        config.max_stream_backlog,
+    )
+    .await?;
+    let stop = CancellationToken::new();
+    let connections = Arc::new(Connections::default());
+    tokio::spawn({
+        let connections = Arc::clone(&connections);
+        let db = db.clone();
+        let stop = stop.clone();
+        let every = Duration::from_millis(config.revocation_check_ms);
+        async move { connections.sweep_revocations(db, every, stop).await }
+    });
+    tokio::spawn(sink.clone().watch_backlog(stop.clone()));
+
+    let ready: mamori_telemetry::Readiness = {
+        let db = db.clone();
+        let sink = sink.clone();
+        Arc::new(move || {
+            let db = db.clone();
+            let sink = sink.clone();
+            Box::pin(async move {
+                sqlx::query("SELECT 1")
+                    .execute(db.pool())
+                    .await
+                    .map_err(|e| format!("postgres: {e}"))?;
+                sink.ping().await
+            })
+        })
+    };
+    let ops_addr = mamori_telemetry::serve_ops(&config.ingest_ops_addr, ready).await?;
+
+    let ingest = Ingest {
+        db,
+        sink,
+        connections,
+        tenant_limits: Arc::new(TenantLimits::new(config.tenant_rate, config.tenant_burst)),
+        limits: Limits {
+            max_events: config.max_batch_events as usize,
+        },
+        device_rate: (config.device_rate, config.device_burst),
+    };
+    let service = AgentServiceServer::new(ingest)
+        .max_decoding_message_size(config.max_message_bytes as usize)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip);
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<AgentServiceServer<Ingest>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(mamori_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on MAMORI_INGEST_ADDR {addr}"))?;
+    let grpc_addr = listener.local_addr()?;
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let mut builder = Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)));
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let router = builder
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(service);
+    let shutdown = stop.clone();
+    let task = tokio::spawn(async move {
+        router
+            .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+            .await
+            .context("ingest gRPC server failed")
+    });
+    tracing::info!(%grpc_addr, %ops_addr, tls = config.tls_enabled(), "ingest listening");
+    Ok(Running {
+        grpc_addr,
+        ops_addr,
+        stop,
+        task,
+    })
+}

@@ -1,0 +1,273 @@
+//! The `AgentService` handlers: `Enroll` and the `Connect` stream.
+
+use crate::auth::bearer_credential;
+use crate::connections::Connections;
+use crate::error::registry_status;
+use crate::limits::{Bucket, TenantLimits};
+use crate::sink::Sink;
+use crate::validate::{Limits, Rejection, validate_batch};
+use mamori_proto::agent::v1::agent_service_server::AgentService;
+use mamori_proto::agent::v1::{
+    AgentMessage, BatchAck, BatchRejected, EnrollRequest, EnrollResponse, EventBatch,
+    ServerMessage, StreamBatch, agent_message, server_message,
+};
+use mamori_registry::{AuthenticatedDevice, EnrollmentToken, MachineFacts};
+use mamori_tenancy::Db;
+use prost::Message;
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
+
+#[derive(Debug)]
+pub(crate) struct Ingest {
+    pub(crate) db: Db,
+    pub(crate) sink: Sink,
+    pub(crate) connections: Arc<Connections>,
+    pub(crate) tenant_limits: Arc<TenantLimits>,
+    pub(crate) limits: Limits,
+    pub(crate) device_rate: (u32, u32),
+}
+
+type ConnectStream = Pin<Box<dyn Stream<Item = Result<ServerMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AgentService for Ingest {
+    async fn enroll(
+        &self,
+        request: Request<EnrollRequest>,
+    ) -> Result<Response<EnrollResponse>, Status> {
+        let req = request.into_inner();
+        let token = EnrollmentToken::parse(&req.enrollment_token).map_err(registry_status)?;
+        let f = req
+            .facts
+            .ok_or_else(|| Status::invalid_argument("facts are required"))?;
+        let facts = MachineFacts {
+            machine_id: f.machine_id,
+            instance_id: f.instance_id,
+            hostname: f.hostname,
+            os_name: f.os_name,
+            os_version: f.os_version,
+            agent_version: f.agent_version,
+        };
+        let result = mamori_registry::enroll(&self.db, &token, &facts).await;
+        let label = match &result {
+            Ok(_) => "ok",
+            Err(mamori_registry::Error::InvalidInput { .. }) => "invalid",
+            Err(mamori_registry::Error::Tenancy(_)) => "error",
+            Err(_) => "refused",
+        };
+        metrics::counter!("mamori_ingest_enrollments_total", "result" => label).increment(1);
+        let enrolled = result.map_err(registry_status)?;
+        tracing::info!(
+            tenant_id = %enrolled.tenant,
+            device_id = %enrolled.device,
+            hostname = %facts.hostname,
+            reenrolled = enrolled.reenrolled,
+            "device enrolled"
+        );
+        Ok(Response::new(EnrollResponse {
+            device_id: enrolled.device.to_string(),
+            tenant_id: enrolled.tenant.to_string(),
+            device_credential: enrolled.credential.expose().to_owned(),
+            reenrolled: enrolled.reenrolled,
+        }))
+    }
+
+    type ConnectStream = ConnectStream;
+
+    async fn connect(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<Self::ConnectStream>, Status> {
+        let credential = bearer_credential(request.metadata())?;
+        let device = mamori_registry::authenticate(&self.db, &credential)
+            .await
+            .map_err(registry_status)?;
+        let inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(32);
+        let span = tracing::info_span!(
+            "agent_stream",
+            tenant_id = %device.tenant,
+            device_id = %device.device,
+        );
+        let stream = DeviceStream {
+            device,
+            db: self.db.clone(),
+            sink: self.sink.clone(),
+            connections: Arc::clone(&self.connections),
+            tenant_limits: Arc::clone(&self.tenant_limits),
+            limits: self.limits,
+            bucket: Bucket::new(self.device_rate.0, self.device_rate.1),
+        };
+        tokio::spawn(stream.run(inbound, tx).instrument(span));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// One agent's open stream.
+struct DeviceStream {
+    device: AuthenticatedDevice,
+    db: Db,
+    sink: Sink,
+    connections: Arc<Connections>,
+    tenant_limits: Arc<TenantLimits>,
+    limits: Limits,
+    bucket: Bucket,
+}
+
+impl DeviceStream {
+    async fn run(
+        mut self,
+        mut inbound: Streaming<AgentMessage>,
+        tx: mpsc::Sender<Result<ServerMessage, Status>>,
+    ) {
+        let registration = self.connections.register(self.device.device);
+        tracing::debug!("agent connected");
+        let db = self.db.clone();
+        let device = self.device;
+        tokio::spawn(async move {
+            if let Err(e) = mamori_registry::touch_last_seen(&db, device, None).await {
+                tracing::warn!(error = %e, "cannot record last seen");
+            }
+        });
+        loop {
+            let msg = tokio::select! {
+                _ = registration.cancelled.cancelled() => {
+                    let _ = tx.send(Err(Status::permission_denied("device has been revoked"))).await;
+                    break;
+                }
+                msg = inbound.message() => msg,
+            };
+            let msg = match msg {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(status) => {
+                    tracing::debug!(%status, "agent stream ended with an error");
+                    // Tell the agent when its message was refused (too large,
+                    // undecodable); a broken connection has no one to tell.
+                    let _ = tx.send(Err(status)).await;
+                    break;
+                }
+            };
+            let reply = match msg.body {
+                Some(agent_message::Body::Batch(batch)) => self.handle_batch(batch).await,
+                Some(agent_message::Body::Hello(hello)) => {
+                    tracing::info!(
+                        agent_version = %hello.agent_version.chars().take(64).collect::<String>(),
+                        spool_dropped_total = hello.spool_dropped_total,
+                        spool_pending_events = hello.spool_pending_events,
+                        "agent hello"
+                    );
+                    if hello.spool_dropped_total > 0 {
+                        metrics::gauge!("mamori_ingest_agent_spool_dropped", "device_id" => self.device.device.to_string())
+                            .set(hello.spool_dropped_total as f64);
+                    }
+                    continue;
+                }
+                None => Err(Status::invalid_argument("agent message has no body")),
+            };
+            match reply {
+                Ok(m) => {
+                    if tx.send(Ok(m)).await.is_err() {
+                        break;
+                    }
+                }
+                Err(status) => {
+                    let _ = tx.send(Err(status)).await;
+                    break;
+                }
+            }
+        }
+        let device = self.device;
+        let db = self.db.clone();
+        tokio::spawn(async move {
+            let _ = mamori_registry::touch_last_seen(&db, device, None).await;
+        });
+        tracing::debug!("agent disconnected");
+    }
+
+    /// Accepts (acks) or refuses one batch. `Err` ends the stream with a
+    /// retryable status; the agent keeps the batch and sends it again.
+    async fn handle_batch(&mut self, batch: EventBatch) -> Result<ServerMessage, Status> {
+        let sequence = batch.sequence;
+        let now = chrono::Utc::now();
+        let checked = validate_batch(&batch, self.limits, now)
+            .and_then(|()| self.check_claimed_device(&batch));
+        if let Err(r) = checked {
+            tracing::warn!(sequence, code = ?r.code, reason = %r.reason, "batch refused");
+            metrics::counter!("mamori_ingest_events_rejected_total", "reason" => r.label)
+                .increment(batch.events.len() as u64);
+            return Ok(ServerMessage {
+                body: Some(server_message::Body::Rejected(BatchRejected {
+                    sequence,
+                    reason: r.reason,
+                    code: r.code as i32,
+                })),
+            });
+        }
+        let n = batch.events.len() as u32;
+        let wait = self
+            .bucket
+            .take(n)
+            .ok_or_else(|| Status::resource_exhausted("device rate limit exceeded, retry later"))?;
+        let tenant_wait = self
+            .tenant_limits
+            .take(self.device.tenant, n)
+            .ok_or_else(|| Status::resource_exhausted("tenant rate limit exceeded, retry later"))?;
+        let wait = wait.max(tenant_wait);
+        if !wait.is_zero() {
+            metrics::counter!("mamori_ingest_rate_limited_batches_total").increment(1);
+            tokio::time::sleep(wait).await;
+        }
+        let span = tracing::info_span!("append_batch", sequence, events = n);
+        mamori_telemetry::set_parent_from_traceparent(&span, &batch.traceparent);
+        let entry = StreamBatch {
+            tenant_id: self.device.tenant.to_string(),
+            device_id: self.device.device.to_string(),
+            sequence,
+            received_at: Some(prost_types_timestamp(now)),
+            traceparent: span.in_scope(mamori_telemetry::current_traceparent),
+            events: batch.events,
+        };
+        self.sink
+            .append(self.device.device, entry.encode_to_vec())
+            .instrument(span)
+            .await?;
+        metrics::counter!("mamori_ingest_events_accepted_total").increment(u64::from(n));
+        metrics::counter!("mamori_ingest_batches_accepted_total").increment(1);
+        Ok(ServerMessage {
+            body: Some(server_message::Body::Ack(BatchAck {
+                sequence,
+                accepted: n,
+                server_time_us: chrono::Utc::now().timestamp_micros(),
+            })),
+        })
+    }
+
+    /// A batch may name its device; it must be the credential's.
+    fn check_claimed_device(&self, batch: &EventBatch) -> Result<(), Rejection> {
+        if batch.device_id.is_empty() || batch.device_id == self.device.device.to_string() {
+            return Ok(());
+        }
+        Err(Rejection {
+            code: tonic::Code::PermissionDenied,
+            reason: format!(
+                "batch {} names device {:?}, but the credential belongs to another device",
+                batch.sequence,
+                batch.device_id.chars().take(64).collect::<String>()
+            ),
+            label: "foreign_device",
+        })
+    }
+}
+
+fn prost_types_timestamp(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
+}
