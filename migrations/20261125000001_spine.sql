@@ -5,7 +5,9 @@
 -- mamori_app` on every connection: mamori_app owns nothing, is no superuser
 -- and has no BYPASSRLS, so every query it runs is filtered by the policies
 -- below. The tenant of a transaction is `set_config('mamori.tenant_id', ..,
--- true)`; with none set, the policies match no row at all.
+-- true)`; with none set, the policies match no row at all. The policies call
+-- it through a scalar subquery so it runs once per statement (an InitPlan),
+-- not once per row.
 
 DO $$
 BEGIN
@@ -79,7 +81,8 @@ CREATE TABLE events (
     -- The executable, path, URL host or device the event is about.
     subject     text        NOT NULL,
     received_at timestamptz NOT NULL,
-    -- The protobuf-encoded mamori.agent.v1.Event.
+    -- The protobuf-encoded mamori.agent.v1.Event without the fields stored
+    -- in columns (id, occurred_at_us, os_user).
     payload     bytea       NOT NULL,
     PRIMARY KEY (tenant_id, ts, id)
 ) PARTITION BY RANGE (ts);
@@ -87,22 +90,22 @@ CREATE TABLE events (
 ALTER TABLE tenants ENABLE ROW LEVEL SECURITY;
 ALTER TABLE tenants FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON tenants
-    USING (id = mamori_current_tenant()) WITH CHECK (id = mamori_current_tenant());
+    USING (id = (SELECT mamori_current_tenant())) WITH CHECK (id = (SELECT mamori_current_tenant()));
 
 ALTER TABLE enrollment_tokens ENABLE ROW LEVEL SECURITY;
 ALTER TABLE enrollment_tokens FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON enrollment_tokens
-    USING (tenant_id = mamori_current_tenant()) WITH CHECK (tenant_id = mamori_current_tenant());
+    USING (tenant_id = (SELECT mamori_current_tenant())) WITH CHECK (tenant_id = (SELECT mamori_current_tenant()));
 
 ALTER TABLE devices ENABLE ROW LEVEL SECURITY;
 ALTER TABLE devices FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON devices
-    USING (tenant_id = mamori_current_tenant()) WITH CHECK (tenant_id = mamori_current_tenant());
+    USING (tenant_id = (SELECT mamori_current_tenant())) WITH CHECK (tenant_id = (SELECT mamori_current_tenant()));
 
 ALTER TABLE events ENABLE ROW LEVEL SECURITY;
 ALTER TABLE events FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON events
-    USING (tenant_id = mamori_current_tenant()) WITH CHECK (tenant_id = mamori_current_tenant());
+    USING (tenant_id = (SELECT mamori_current_tenant())) WITH CHECK (tenant_id = (SELECT mamori_current_tenant()));
 
 GRANT SELECT, INSERT, UPDATE, DELETE ON tenants, enrollment_tokens, devices TO mamori_app;
 -- The operation log is append-only for the application role.

@@ -81,7 +81,7 @@ mod tests {
         est.observe(2_000_000_000 + 5_800_000, 2_000_000_000, &shared);
         assert_eq!(shared.get_ms(), 5_100);
         // The device clock was stepped by an hour.
-        est.observe(3_000_000_000 - 3_600_000_000, 3_000_000_000, &shared);
+        est.observe(9_000_000_000 - 3_600_000_000, 9_000_000_000, &shared);
         assert_eq!(shared.get_ms(), -3_600_000);
         // A server that does not fill the field changes nothing.
         est.observe(0, 4_000_000_000, &shared);

@@ -13,6 +13,10 @@ use tokio::sync::Notify;
 use crate::clock::ClockOffset;
 use crate::error::Result;
 use crate::spool::Spool;
+use crate::text::truncate_utf8;
+
+/// Longest user name the server accepts, in bytes.
+const MAX_USER: usize = 256;
 
 /// The spool shared by the collectors, the uplink and the flusher.
 pub(crate) type SharedSpool = Arc<Mutex<Spool>>;
@@ -48,7 +52,12 @@ impl EventSink {
 
     /// Creates an event (a fresh UUIDv7 id, the current clock offset
     /// estimate) and spools it.
-    pub fn emit(&self, occurred_at_us: i64, os_user: String, kind: Kind) -> Result<()> {
+    pub fn emit(&self, occurred_at_us: i64, mut os_user: String, kind: Kind) -> Result<()> {
+        // The server refuses a whole batch over one bad field; keep the user
+        // name within its bounds here rather than lose the batch.
+        if os_user.len() > MAX_USER || os_user.contains('\0') {
+            os_user = truncate_utf8(os_user.replace('\0', ""), MAX_USER);
+        }
         let event = Event {
             id: uuid::Uuid::now_v7().as_bytes().to_vec(),
             occurred_at_us,

@@ -29,7 +29,7 @@ use futures::StreamExt;
 use mamori_proto::agent::v1::{
     AgentMessage, EventBatch, Hello, ServerMessage, agent_message, server_message,
 };
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
@@ -41,7 +41,7 @@ use crate::clock::{ClockOffset, OffsetEstimator, now_us};
 use crate::error::Error;
 use crate::sink::{SharedSpool, lock};
 use crate::spool::Batch;
-use crate::state::StateDir;
+use crate::state::{AgentConfig, StateDir};
 use backoff::Backoff;
 use throttle::TokenBucket;
 
@@ -133,121 +133,131 @@ impl Uplink {
         let mut shutdown = std::pin::pin!(shutdown);
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         loop {
-            let started = Instant::now();
-            let end = tokio::select! {
-                () = &mut shutdown => return,
-                end = self.session(&mut backoff) => end,
+            // Read on every attempt, so a re-enrollment takes effect without a
+            // restart.
+            let enrolled = self
+                .state
+                .load_config()
+                .and_then(|c| Ok((c, self.state.load_credential()?)));
+            let span = match &enrolled {
+                Ok((c, _)) => tracing::info_span!("uplink", device_id = %c.device_id, tenant_id = %c.tenant_id),
+                Err(_) => tracing::info_span!("uplink"),
             };
-            if started.elapsed() >= HEALTHY_SESSION {
-                backoff.reset();
+            let stopped = async {
+                let started = Instant::now();
+                let end = tokio::select! {
+                    () = &mut shutdown => return true,
+                    end = self.session(enrolled, &mut backoff) => end,
+                };
+                if started.elapsed() >= HEALTHY_SESSION {
+                    backoff.reset();
+                }
+                let delay = match end {
+                    SessionEnd::Refused(reason) => {
+                        tracing::error!(%reason, retry_in_s = REFUSED_RETRY.as_secs(), "server refused the device (revoked?); events are kept in the spool");
+                        REFUSED_RETRY
+                    }
+                    SessionEnd::Transient(reason) => {
+                        let delay = backoff.next_delay();
+                        tracing::warn!(%reason, retry_in_ms = delay.as_millis() as u64, "connection to the server lost");
+                        delay
+                    }
+                };
+                tokio::select! {
+                    () = &mut shutdown => true,
+                    () = tokio::time::sleep(delay) => false,
+                }
             }
-            let delay = match end {
-                SessionEnd::Refused(reason) => {
-                    tracing::error!(%reason, retry_in_s = REFUSED_RETRY.as_secs(), "server refused the device credential (revoked?); events are kept in the spool");
-                    REFUSED_RETRY
-                }
-                SessionEnd::Transient(reason) => {
-                    let delay = backoff.next_delay();
-                    tracing::warn!(%reason, retry_in_ms = delay.as_millis() as u64, "connection to the server lost");
-                    delay
-                }
-            };
-            tokio::select! {
-                () = &mut shutdown => return,
-                () = tokio::time::sleep(delay) => {}
+            .instrument(span)
+            .await;
+            if stopped {
+                return;
             }
         }
     }
 
     /// One connection: connect, stream until it breaks.
-    async fn session(&mut self, backoff: &mut Backoff) -> SessionEnd {
-        // Read on every attempt, so a re-enrollment takes effect without a
-        // restart.
-        let (config, credential) = match self
-            .state
-            .load_config()
-            .and_then(|c| Ok((c, self.state.load_credential()?)))
-        {
+    async fn session(
+        &mut self,
+        enrolled: Result<(AgentConfig, SecretString), Error>,
+        backoff: &mut Backoff,
+    ) -> SessionEnd {
+        let (config, credential) = match enrolled {
             Ok(v) => v,
             Err(e) => return SessionEnd::Refused(e.to_string()),
         };
-        let span = tracing::info_span!("uplink", device_id = %config.device_id, tenant_id = %config.tenant_id);
-        async {
-            let endpoint = match channel::endpoint(&config.server, config.ca_cert.as_deref()) {
-                Ok(e) => e,
-                Err(e) => return SessionEnd::Refused(e.to_string()),
-            };
-            let mut client = match channel::client(&endpoint).await {
-                Ok(c) => c,
-                Err(Error::Connect(e)) => {
-                    return SessionEnd::Transient(format!("cannot connect: {}", error_chain(&e)));
-                }
-                Err(e) => return SessionEnd::Transient(e.to_string()),
-            };
+        let endpoint = match channel::endpoint(&config.server, config.ca_cert.as_deref()) {
+            Ok(e) => e,
+            Err(e) => return SessionEnd::Refused(e.to_string()),
+        };
+        let mut client = match channel::client(&endpoint).await {
+            Ok(c) => c,
+            Err(Error::Connect(e)) => {
+                return SessionEnd::Transient(format!("cannot connect: {}", error_chain(&e)));
+            }
+            Err(e) => return SessionEnd::Transient(e.to_string()),
+        };
 
-            let (tx, rx) = mpsc::channel(WINDOW + 1);
-            let hello = {
-                let spool = lock(&self.spool);
-                Hello {
-                    agent_version: env!("CARGO_PKG_VERSION").to_string(),
-                    spool_dropped_total: spool.dropped_total(),
-                    spool_pending_events: spool.pending(),
-                }
-            };
-            let _ = tx.try_send(AgentMessage {
-                body: Some(agent_message::Body::Hello(hello)),
-            });
-            let mut request = tonic::Request::new(ReceiverStream::new(rx));
-            let bearer = match format!("Bearer {}", credential.expose_secret()).parse() {
-                Ok(v) => v,
-                Err(_) => {
-                    return SessionEnd::Refused("the stored credential is not valid metadata".into());
-                }
-            };
-            request.metadata_mut().insert("authorization", bearer);
-            let mut inbound = match client.connect(request).await {
-                Ok(response) => response.into_inner(),
-                Err(status) => return status.into(),
-            };
+        let (tx, rx) = mpsc::channel(WINDOW + 1);
+        let hello = {
+            let spool = lock(&self.spool);
+            Hello {
+                agent_version: env!("CARGO_PKG_VERSION").to_string(),
+                spool_dropped_total: spool.dropped_total(),
+                spool_pending_events: spool.pending(),
+            }
+        };
+        let _ = tx.try_send(AgentMessage {
+            body: Some(agent_message::Body::Hello(hello)),
+        });
+        let mut request = tonic::Request::new(ReceiverStream::new(rx));
+        let bearer = match format!("Bearer {}", credential.expose_secret()).parse() {
+            Ok(v) => v,
+            Err(_) => {
+                return SessionEnd::Refused("the stored credential is not valid metadata".into());
+            }
+        };
+        request.metadata_mut().insert("authorization", bearer);
+        let mut inbound = match client.connect(request).await {
+            Ok(response) => response.into_inner(),
+            Err(status) => return status.into(),
+        };
 
-            let mut st = {
-                let spool = lock(&self.spool);
-                tracing::info!(
-                    server = %config.server,
-                    backlog = spool.pending(),
-                    dropped_total = spool.dropped_total(),
-                    "connected"
-                );
-                SessionState::new(
-                    spool.acked_index(),
-                    spool.next_index(),
-                    &self.opts,
-                    config.device_id.clone(),
-                )
+        let mut st = {
+            let spool = lock(&self.spool);
+            tracing::info!(
+                server = %config.server,
+                backlog = spool.pending(),
+                dropped_total = spool.dropped_total(),
+                "connected"
+            );
+            SessionState::new(
+                spool.acked_index(),
+                spool.next_index(),
+                &self.opts,
+                config.device_id.clone(),
+            )
+        };
+        loop {
+            let wake_at = match self.pump(&mut st, &tx) {
+                Ok(at) => at,
+                Err(end) => return end,
             };
-            loop {
-                let wake_at = match self.pump(&mut st, &tx) {
-                    Ok(at) => at,
-                    Err(end) => return end,
-                };
-                let sleep = tokio::time::sleep_until(wake_at.unwrap_or_else(far_future));
-                tokio::select! {
-                    msg = inbound.next() => match msg {
-                        Some(Ok(msg)) => {
-                            if self.on_message(msg, &mut st) {
-                                backoff.reset();
-                            }
+            let sleep = tokio::time::sleep_until(wake_at.unwrap_or_else(far_future));
+            tokio::select! {
+                msg = inbound.next() => match msg {
+                    Some(Ok(msg)) => {
+                        if self.on_message(msg, &mut st) {
+                            backoff.reset();
                         }
-                        Some(Err(status)) => return status.into(),
-                        None => return SessionEnd::Transient("the server closed the stream".into()),
-                    },
-                    () = self.wake.notified() => {}
-                    () = sleep => {}
-                }
+                    }
+                    Some(Err(status)) => return status.into(),
+                    None => return SessionEnd::Transient("the server closed the stream".into()),
+                },
+                () = self.wake.notified() => {}
+                () = sleep => {}
             }
         }
-        .instrument(span)
-        .await
     }
 
     /// Sends what may be sent now; returns when to look again (besides new
@@ -310,12 +320,12 @@ impl Uplink {
                         st.bucket.take(batch.events.len());
                         drop(spool);
                         self.send(st, tx, batch)?;
+                        if st.backlog_next >= st.live_from {
+                            tracing::info!("backlog sent");
+                        }
                         continue;
                     }
-                    None => {
-                        st.backlog_next = st.live_from;
-                        tracing::info!("backlog sent");
-                    }
+                    None => st.backlog_next = st.live_from,
                 }
             }
             break;

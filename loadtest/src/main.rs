@@ -1,1 +1,263 @@
-fn main() {}
+//! `mamori-loadtest`: simulates N enrolled agents streaming a realistic mix
+//! of events over real gRPC to a running ingest, for a bounded time, then
+//! prints the figures: events/s accepted and committed, latency from event
+//! creation to ack and to committed row, bytes per event on the wire and in
+//! PostgreSQL, and — in the same run, on the same database — the raw rate of
+//! batched inserts into `events` with no services in between.
+//!
+//! Commit latency comes from PostgreSQL's commit timestamps
+//! (`track_commit_timestamp = on`, set by scripts/servers.sh).
+
+mod agents;
+mod events;
+mod raw;
+mod wire;
+
+use anyhow::Context;
+use clap::Parser;
+use mamori_tenancy::{Db, TenantId};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Parser, Clone)]
+#[command(
+    name = "mamori-loadtest",
+    about = "Load generator for the Mamori event spine"
+)]
+pub struct Args {
+    /// Ingest gRPC URL(s), comma-separated; agents are spread over them.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    ingest: String,
+    /// PostgreSQL URL (the owner, as `mamori migrate` uses).
+    #[arg(long, env = "MAMORI_DATABASE_URL")]
+    database_url: String,
+    /// Simulated agents (each its own connection and device).
+    #[arg(long, default_value_t = 1000)]
+    agents: usize,
+    /// Tenants the agents are spread over.
+    #[arg(long, default_value_t = 10)]
+    tenants: usize,
+    /// Seconds of sending (at most 600).
+    #[arg(long, default_value_t = 20)]
+    duration: u64,
+    /// Target total events/s; 0 sends as fast as acks allow.
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Events per batch.
+    #[arg(long, default_value_t = 200)]
+    batch: usize,
+    /// Batches in flight per agent before waiting for an ack.
+    #[arg(long, default_value_t = 2)]
+    window: usize,
+    /// Compress batches with gzip, as the real agent does.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    gzip: bool,
+    /// Rows for the raw-insert comparison (0 = as many as the run committed,
+    /// at most 2 million).
+    #[arg(long, default_value_t = 0)]
+    raw_rows: usize,
+    /// Parallel connections for the raw-insert comparison (the writer uses
+    /// one per stream shard).
+    #[arg(long, default_value_t = 4)]
+    raw_connections: usize,
+    /// Skip the raw-insert comparison.
+    #[arg(long)]
+    no_raw: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    anyhow::ensure!(
+        args.duration > 0 && args.duration <= 600,
+        "--duration must be 1..=600 seconds"
+    );
+    anyhow::ensure!(
+        args.agents > 0 && args.agents <= 20_000,
+        "--agents must be 1..=20000"
+    );
+    anyhow::ensure!(
+        args.batch > 0 && args.batch <= 1000,
+        "--batch must be 1..=1000"
+    );
+    anyhow::ensure!(
+        args.tenants > 0 && args.tenants <= args.agents,
+        "--tenants must be 1..=agents"
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let db = Db::connect(&args.database_url, 8)
+        .await
+        .context("connect to PostgreSQL")?;
+    let owner = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&args.database_url)
+        .await?;
+    let tracked: String = sqlx::query_scalar("SHOW track_commit_timestamp")
+        .fetch_one(&owner)
+        .await?;
+    if tracked != "on" {
+        eprintln!(
+            "note: track_commit_timestamp is off; event→committed latency will not be reported"
+        );
+    }
+
+    let mut tenants = Vec::new();
+    for i in 0..args.tenants {
+        let t = mamori_registry::create_tenant(&db, &format!("loadtest {i}")).await?;
+        let tok =
+            mamori_registry::create_token(&db, t, Some(Duration::from_secs(3600)), None).await?;
+        tenants.push((t, tok.token.expose().to_owned()));
+    }
+    eprintln!(
+        "enrolling {} agents over {} tenants...",
+        args.agents, args.tenants
+    );
+    let started = Instant::now();
+    let fleet = agents::enroll_all(&args, &tenants).await?;
+    eprintln!(
+        "enrolled in {:.1}s; sending for {}s...",
+        started.elapsed().as_secs_f64(),
+        args.duration
+    );
+
+    let run_start = chrono::Utc::now();
+    let report = agents::drive(&args, fleet).await?;
+    let tenant_ids: Vec<TenantId> = tenants.iter().map(|(t, _)| *t).collect();
+    let tenant_uuids: Vec<uuid::Uuid> = tenant_ids.iter().map(TenantId::as_uuid).collect();
+
+    // Wait for the writer to commit everything that was acked.
+    eprintln!(
+        "waiting for the writer to commit {} acked events...",
+        report.acked_events
+    );
+    let wait_start = Instant::now();
+    let mut committed: i64 = 0;
+    while wait_start.elapsed() < Duration::from_secs(120) {
+        committed = sqlx::query_scalar(
+            "SELECT count(*) FROM events WHERE tenant_id = ANY($1) AND ts >= $2",
+        )
+        .bind(&tenant_uuids)
+        .bind(run_start - chrono::Duration::seconds(5))
+        .fetch_one(&owner)
+        .await?;
+        if committed as u64 >= report.acked_events {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    let secs = report.elapsed.as_secs_f64();
+    println!(
+        "== mamori loadtest: {} agents, {} tenants, batch {}, window {}, gzip {}, target rate {} ==",
+        args.agents,
+        args.tenants,
+        args.batch,
+        args.window,
+        args.gzip,
+        if args.rate == 0 {
+            "max".to_owned()
+        } else {
+            format!("{}/s", args.rate)
+        }
+    );
+    println!("sent for                  {secs:.1} s");
+    println!(
+        "events acked by ingest    {} ({:.0} events/s)",
+        report.acked_events,
+        report.acked_events as f64 / secs
+    );
+    println!(
+        "batches refused / errors  {} / {}",
+        report.rejected, report.errors
+    );
+    println!(
+        "event → ack               p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        report.ack_latency.value_at_quantile(0.5) as f64 / 1000.0,
+        report.ack_latency.value_at_quantile(0.99) as f64 / 1000.0,
+        report.ack_latency.max() as f64 / 1000.0
+    );
+    println!(
+        "events committed          {committed} (all acked events present: {})",
+        committed as u64 >= report.acked_events
+    );
+    let mut committed_rate = committed as f64 / secs;
+    if tracked == "on" {
+        let (first, last, p50, p99): (
+            Option<chrono::DateTime<chrono::Utc>>,
+            Option<chrono::DateTime<chrono::Utc>>,
+            Option<f64>,
+            Option<f64>,
+        ) = sqlx::query_as(
+            "SELECT min(c), max(c),
+                    percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM c - ts)),
+                    percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM c - ts))
+             FROM (SELECT ts, pg_xact_commit_timestamp(xmin) AS c FROM events
+                   WHERE tenant_id = ANY($1) AND ts >= $2) s",
+        )
+        .bind(&tenant_uuids)
+        .bind(run_start - chrono::Duration::seconds(5))
+        .fetch_one(&owner)
+        .await?;
+        if let (Some(first), Some(last), Some(p50), Some(p99)) = (first, last, p50, p99) {
+            let span = (last
+                .max(run_start + chrono::Duration::milliseconds((secs * 1000.0) as i64))
+                - run_start)
+                .num_milliseconds() as f64
+                / 1000.0;
+            let _ = first;
+            committed_rate = committed as f64 / span;
+            println!(
+                "committed rate            {committed_rate:.0} events/s (first send → last commit, {span:.1} s)"
+            );
+            println!(
+                "event → committed         p50 {:.1} ms, p99 {:.1} ms",
+                p50 * 1000.0,
+                p99 * 1000.0
+            );
+        }
+    }
+    let sent = wire::SENT.load(Ordering::Relaxed);
+    let recv = wire::RECEIVED.load(Ordering::Relaxed);
+    println!(
+        "wire bytes / event        {:.1} up ({:.1} MB), {:.1} down",
+        sent as f64 / report.acked_events.max(1) as f64,
+        sent as f64 / 1e6,
+        recv as f64 / report.acked_events.max(1) as f64
+    );
+    println!(
+        "protobuf bytes / event    {:.1} (uncompressed)",
+        report.encoded_bytes as f64 / report.sent_events.max(1) as f64
+    );
+    let (bytes, rows): (Option<i64>, i64) = sqlx::query_as(
+        "SELECT (SELECT sum(pg_total_relation_size(inhrelid)) FROM pg_inherits WHERE inhparent = 'events'::regclass)::bigint,
+                (SELECT count(*) FROM events)",
+    )
+    .fetch_one(&owner)
+    .await?;
+    println!(
+        "stored bytes / event      {:.1} (table + indexes, {} rows in events)",
+        bytes.unwrap_or(0) as f64 / rows.max(1) as f64,
+        rows
+    );
+
+    if !args.no_raw {
+        let n = if args.raw_rows > 0 {
+            args.raw_rows
+        } else {
+            (committed as usize).clamp(10_000, 2_000_000)
+        };
+        let raw_rate = raw::measure(&db, n, args.batch, args.raw_connections).await?;
+        let e2e = committed_rate;
+        println!(
+            "raw batched insert        {raw_rate:.0} rows/s ({n} rows, {} connections, same statement as the writer)",
+            args.raw_connections
+        );
+        println!("end-to-end / raw          {:.2}", e2e / raw_rate);
+    }
+    Ok(())
+}

@@ -28,6 +28,7 @@ use mamori_proto::agent::v1::{LogonEvent, event::Kind, logon_event::Action};
 use serde::{Deserialize, Serialize};
 
 use super::{Collector, EventSink};
+use crate::clock::now_us;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use wtmp::{RECORD_SIZE, UtmpRecord};
@@ -176,9 +177,14 @@ impl Tracker {
             return Ok(());
         }
         let start = self.pos.offset;
+        let now = now_us();
         let result = self.each_record(&mut file, start, end, |tracker, rec| {
             if let Some((user, kind)) = tracker.apply(rec) {
-                sink.emit(rec.time_us(), user, kind)?;
+                if plausible(rec.time_us(), now) {
+                    sink.emit(rec.time_us(), user, kind)?;
+                } else {
+                    tracing::debug!(line = %rec.line, time_us = rec.time_us(), "wtmp record with an implausible time skipped");
+                }
             }
             tracker.pos.offset += RECORD_SIZE as u64;
             Ok(())
@@ -255,6 +261,15 @@ impl Tracker {
         })?;
         fsutil::write_atomic(&self.position_path, &json, 0o600)
     }
+}
+
+/// Whether a record's time can be a recent event. The server refuses a whole
+/// batch for one event from long ago or the far future, so a zeroed or stale
+/// record (a wtmp restored from a backup) is skipped here.
+fn plausible(time_us: i64, now_us: i64) -> bool {
+    const YEAR_US: i64 = 365 * 24 * 3600 * 1_000_000;
+    const DAY_US: i64 = 24 * 3600 * 1_000_000;
+    time_us > now_us - YEAR_US && time_us < now_us + DAY_US
 }
 
 /// The remote host of a session; a local X display (`:0`) is not one.

@@ -241,8 +241,8 @@ impl Handler {
         };
         let job = match self.hasher() {
             Some(hasher) => match hasher.submit(job) {
-                Ok(()) => return,
-                Err(job) => {
+                None => return,
+                Some(job) => {
                     tracing::debug!(path = %job.event.exe_path, "hash queue full, reporting without a hash");
                     job
                 }

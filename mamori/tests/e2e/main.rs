@@ -5,6 +5,9 @@
 mod support;
 
 mod admin_cli;
+mod agent;
+mod crash;
 mod enrollment;
+mod redis_faults;
 mod stream;
 mod tenancy;

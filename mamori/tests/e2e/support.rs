@@ -18,7 +18,7 @@ use tonic::{Status, Streaming};
 pub struct Stack {
     pub env: TestEnv,
     pub ingest: mamori_ingest::Running,
-    pub writer: Option<mamori_writer::Running>,
+    pub _writer: Option<mamori_writer::Running>,
 }
 
 pub fn ingest_config(env: &TestEnv) -> mamori_ingest::Config {
@@ -56,7 +56,7 @@ impl Stack {
         Self {
             env,
             ingest,
-            writer: Some(writer),
+            _writer: Some(writer),
         }
     }
 

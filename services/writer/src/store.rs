@@ -78,9 +78,9 @@ impl Batch {
             .and_then(|t| DateTime::from_timestamp(t.seconds, t.nanos.try_into().ok()?))
             .ok_or(BadEntry::Field("received_at"))?;
         let mut staged = Rows::default();
-        for e in &sb.events {
+        for mut e in sb.events {
             let id = Uuid::from_slice(&e.id).map_err(|_| BadEntry::Field("event id"))?;
-            let kind = mamori_proto::kind_of(e).ok_or(BadEntry::Field("event kind"))?;
+            let kind = mamori_proto::kind_of(&e).ok_or(BadEntry::Field("event kind"))?;
             let ts = e
                 .occurred_at_us
                 .checked_add(e.clock_offset_ms.saturating_mul(1000))
@@ -90,9 +90,14 @@ impl Batch {
             staged.id.push(id);
             staged.device.push(device);
             staged.kind.push(kind.code());
-            staged.os_user.push(e.os_user.clone());
-            staged.subject.push(mamori_proto::subject(e).to_owned());
+            staged.subject.push(mamori_proto::subject(&e).to_owned());
+            staged.os_user.push(std::mem::take(&mut e.os_user));
             staged.received_at.push(received);
+            // The id and time live in their own columns; the payload keeps
+            // the rest (the clock offset stays: it says how far off the
+            // device clock was). `ts - clock_offset` gives the device time.
+            e.id.clear();
+            e.occurred_at_us = 0;
             staged.payload.push(e.encode_to_vec());
         }
         let n = staged.len();

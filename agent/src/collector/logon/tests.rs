@@ -1,9 +1,21 @@
 //! The wtmp collector against fake wtmp files.
 
 use super::*;
+use crate::clock::now_us;
 use crate::sink::testing::{sink_in, spooled};
 use mamori_proto::agent::v1::Event;
 use std::io::Write;
+
+/// A recent time, fixed for the whole test run, that record times count from.
+fn base() -> i32 {
+    static BASE: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
+    *BASE.get_or_init(|| (now_us() / 1_000_000) as i32 - 10_000)
+}
+
+/// Microseconds since the epoch of `sec` after [`base`].
+fn at(sec: i32) -> i64 {
+    i64::from(base() + sec) * 1_000_000
+}
 
 fn record(ut_type: i16, line: &str, user: &str, host: &str, sec: i32) -> UtmpRecord {
     UtmpRecord {
@@ -13,7 +25,7 @@ fn record(ut_type: i16, line: &str, user: &str, host: &str, sec: i32) -> UtmpRec
         id: String::new(),
         user: user.into(),
         host: host.into(),
-        tv_sec: sec,
+        tv_sec: base() + sec,
         tv_usec: 0,
     }
 }
@@ -66,11 +78,11 @@ fn first_run_starts_at_the_end_and_reports_new_sessions() {
     assert_eq!(
         logons(&spooled(&spool)),
         vec![
-            ("alice".into(), LOGON, "tty1".into(), "".into(), 20_000_000),
+            ("alice".into(), LOGON, "tty1".into(), "".into(), at(20)),
             // The logon happened before the agent started; the user comes
             // from re-reading the records before the saved position.
-            ("bob".into(), LOGOFF, "pts/1".into(), "192.0.2.7".into(), 22_000_000),
-            ("alice".into(), LOGOFF, "tty1".into(), "".into(), 23_000_000),
+            ("bob".into(), LOGOFF, "pts/1".into(), "192.0.2.7".into(), at(22)),
+            ("alice".into(), LOGOFF, "tty1".into(), "".into(), at(23)),
         ]
     );
 }
@@ -94,8 +106,8 @@ fn restart_neither_repeats_nor_misses() {
     assert_eq!(
         logons(&spooled(&spool)),
         vec![
-            ("carol".into(), LOGON, "pts/2".into(), "host.example".into(), 5_000_000),
-            ("carol".into(), LOGOFF, "pts/2".into(), "host.example".into(), 6_000_000),
+            ("carol".into(), LOGON, "pts/2".into(), "host.example".into(), at(5)),
+            ("carol".into(), LOGOFF, "pts/2".into(), "host.example".into(), at(6)),
         ]
     );
 }
@@ -176,4 +188,21 @@ async fn collector_task_reports_through_the_sink() {
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].id.len(), 16);
     assert_eq!(events[0].os_user, "hank");
+}
+
+#[test]
+fn records_with_implausible_times_are_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let wtmp = dir.path().join("wtmp");
+    std::fs::File::create(&wtmp).unwrap();
+    let (sink, spool) = sink_in(dir.path());
+    let mut tracker = Tracker::open(wtmp.clone(), dir.path().join("wtmp.offset")).unwrap();
+    let mut zeroed = record(wtmp::USER_PROCESS, "pts/0", "old", "", 0);
+    zeroed.tv_sec = 0;
+    let mut future = record(wtmp::USER_PROCESS, "pts/1", "future", "", 0);
+    future.tv_sec = base() + 30 * 24 * 3600;
+    append(&wtmp, &[zeroed, future, record(wtmp::USER_PROCESS, "pts/2", "now", "", 1)]);
+    tracker.poll(&sink).unwrap();
+    let users: Vec<String> = logons(&spooled(&spool)).into_iter().map(|l| l.0).collect();
+    assert_eq!(users, vec!["now"]);
 }

@@ -129,13 +129,13 @@ impl Hasher {
     }
 
     /// Queues `job`; gives it back when the queue is full.
-    pub(crate) fn submit(&self, job: Job) -> Result<(), Job> {
+    pub(crate) fn submit(&self, job: Job) -> Option<Job> {
         let Some(tx) = &self.tx else {
-            return Err(job);
+            return Some(job);
         };
         match tx.try_send(job) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => Err(job),
+            Ok(()) => None,
+            Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => Some(job),
         }
     }
 }

@@ -1,0 +1,225 @@
+//! The simulated agents: enrollment, then one Connect stream each, sending
+//! batches (paced or as fast as the ack window allows) and timing the acks.
+
+use crate::{Args, events, wire};
+use futures::StreamExt;
+use hdrhistogram::Histogram;
+use mamori_proto::agent::v1::agent_service_client::AgentServiceClient;
+use mamori_proto::agent::v1::{
+    AgentMessage, EnrollRequest, EventBatch, MachineFacts, agent_message, server_message,
+};
+use mamori_tenancy::TenantId;
+use prost::Message;
+use rand::SeedableRng;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::codec::CompressionEncoding;
+
+pub struct SimAgent {
+    url: String,
+    credential: String,
+}
+
+pub async fn enroll_all(
+    args: &Args,
+    tenants: &[(TenantId, String)],
+) -> anyhow::Result<Vec<SimAgent>> {
+    let urls: Vec<String> = args
+        .ingest
+        .split(',')
+        .map(|s| s.trim().to_owned())
+        .collect();
+    let results = futures::stream::iter(0..args.agents)
+        .map(|i| {
+            let url = urls[i % urls.len()].clone();
+            let token = tenants[i % tenants.len()].1.clone();
+            async move {
+                let channel = tonic::transport::Channel::from_shared(url.clone())?
+                    .connect()
+                    .await?;
+                let machine = uuid::Uuid::new_v4().to_string();
+                let resp = AgentServiceClient::new(channel)
+                    .enroll(EnrollRequest {
+                        enrollment_token: token,
+                        facts: Some(MachineFacts {
+                            machine_id: machine.clone(),
+                            hostname: format!("sim-{i}"),
+                            os_name: "Windows".into(),
+                            os_version: "11 23H2".into(),
+                            agent_version: "loadtest".into(),
+                            instance_id: machine,
+                        }),
+                    })
+                    .await?
+                    .into_inner();
+                anyhow::Ok(SimAgent {
+                    url,
+                    credential: resp.device_credential,
+                })
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+    results.into_iter().collect()
+}
+
+pub struct Report {
+    pub elapsed: Duration,
+    pub sent_events: u64,
+    pub acked_events: u64,
+    pub encoded_bytes: u64,
+    pub rejected: u64,
+    pub errors: u64,
+    /// Microseconds from event creation to ack, one count per event.
+    pub ack_latency: Histogram<u64>,
+}
+
+pub async fn drive(args: &Args, fleet: Vec<SimAgent>) -> anyhow::Result<Report> {
+    let n = fleet.len();
+    let per_agent_rate = (args.rate > 0).then(|| args.rate as f64 / n as f64);
+    let deadline = Instant::now() + Duration::from_secs(args.duration);
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(n);
+    for (i, agent) in fleet.into_iter().enumerate() {
+        let args = args.clone();
+        tasks.push(tokio::spawn(async move {
+            run_agent(agent, &args, per_agent_rate, deadline, i as u64).await
+        }));
+    }
+    let mut report = Report {
+        elapsed: Duration::ZERO,
+        sent_events: 0,
+        acked_events: 0,
+        encoded_bytes: 0,
+        rejected: 0,
+        errors: 0,
+        ack_latency: Histogram::new_with_bounds(1, 600_000_000, 3)?,
+    };
+    for t in tasks {
+        match t.await? {
+            Ok(r) => {
+                report.sent_events += r.sent_events;
+                report.acked_events += r.acked_events;
+                report.encoded_bytes += r.encoded_bytes;
+                report.rejected += r.rejected;
+                report.ack_latency.add(&r.ack_latency)?;
+            }
+            Err(e) => {
+                report.errors += 1;
+                if report.errors <= 5 {
+                    eprintln!("agent failed: {e:#}");
+                }
+            }
+        }
+    }
+    report.elapsed = deadline
+        .saturating_duration_since(started)
+        .max(Duration::from_millis(1));
+    Ok(report)
+}
+
+async fn run_agent(
+    agent: SimAgent,
+    args: &Args,
+    per_agent_rate: Option<f64>,
+    deadline: Instant,
+    seed: u64,
+) -> anyhow::Result<Report> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let channel = wire::channel(&agent.url).await?;
+    let mut client = AgentServiceClient::new(channel);
+    if args.gzip {
+        client = client
+            .send_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Gzip);
+    }
+    let (tx, rx) = mpsc::channel::<AgentMessage>(args.window + 1);
+    let mut req = tonic::Request::new(ReceiverStream::new(rx));
+    req.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", agent.credential).parse()?,
+    );
+    let mut inbound = client.connect(req).await?.into_inner();
+    let mut report = Report {
+        elapsed: Duration::ZERO,
+        sent_events: 0,
+        acked_events: 0,
+        encoded_bytes: 0,
+        rejected: 0,
+        errors: 0,
+        ack_latency: Histogram::new_with_bounds(1, 600_000_000, 3)?,
+    };
+    let interval = per_agent_rate.map(|r| Duration::from_secs_f64(args.batch as f64 / r));
+    // Spread the agents' first batches over one interval.
+    let mut next_send = Instant::now()
+        + interval.map_or(Duration::ZERO, |i| {
+            i.mul_f64(rand::Rng::random::<f64>(&mut rng))
+        });
+    let mut inflight: VecDeque<(u64, Instant, u32)> = VecDeque::new();
+    let mut sequence = 0u64;
+    loop {
+        let now = Instant::now();
+        let sending = now < deadline;
+        if !sending && inflight.is_empty() {
+            break;
+        }
+        if sending && inflight.len() < args.window && now >= next_send {
+            sequence += 1;
+            let now_us = chrono::Utc::now().timestamp_micros();
+            let events: Vec<_> = (0..args.batch)
+                .map(|_| events::event(&mut rng, now_us))
+                .collect();
+            let batch = EventBatch {
+                sequence,
+                events,
+                ..Default::default()
+            };
+            report.encoded_bytes += batch.encoded_len() as u64;
+            report.sent_events += args.batch as u64;
+            tx.send(AgentMessage {
+                body: Some(agent_message::Body::Batch(batch)),
+            })
+            .await?;
+            inflight.push_back((sequence, Instant::now(), args.batch as u32));
+            if let Some(i) = interval {
+                next_send += i;
+            }
+            continue;
+        }
+        let wait_until = if sending && inflight.len() < args.window {
+            next_send.min(deadline)
+        } else {
+            deadline.max(now) + Duration::from_secs(30)
+        };
+        let msg = tokio::select! {
+            m = inbound.message() => m?,
+            _ = tokio::time::sleep_until(wait_until.into()) => {
+                if !sending { anyhow::bail!("acks missing 30 s after the end"); }
+                continue;
+            }
+        };
+        let Some(msg) = msg else {
+            anyhow::bail!("stream ended")
+        };
+        let (seq, accepted) = match msg.body {
+            Some(server_message::Body::Ack(a)) => (a.sequence, a.accepted),
+            Some(server_message::Body::Rejected(r)) => {
+                report.rejected += 1;
+                (r.sequence, 0)
+            }
+            None => continue,
+        };
+        if let Some(pos) = inflight.iter().position(|(s, _, _)| *s == seq) {
+            let (_, at, n) = inflight.remove(pos).expect("position is valid");
+            report.acked_events += u64::from(accepted);
+            report
+                .ack_latency
+                .record_n(at.elapsed().as_micros().max(1) as u64, u64::from(n))?;
+        }
+    }
+    drop(tx);
+    Ok(report)
+}

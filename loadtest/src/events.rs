@@ -1,0 +1,118 @@
+//! A realistic mix of operation-log events, as an office PC produces them:
+//! mostly process starts, file operations and web access.
+
+use mamori_proto::agent::v1::{
+    DeviceEvent, Event, FileEvent, LogonEvent, NetworkEvent, PrintEvent, ProcessEvent, WebEvent,
+    device_event, event::Kind, file_event, logon_event, network_event, process_event,
+};
+use rand::Rng;
+use rand::seq::IndexedRandom;
+
+const EXES: &[&str] = &[
+    "C:\\Program Files\\Microsoft Office\\root\\Office16\\EXCEL.EXE",
+    "C:\\Program Files\\Google\\Chrome\\Application\\chrome.exe",
+    "C:\\Windows\\System32\\notepad.exe",
+    "/usr/bin/firefox",
+    "/usr/lib/libreoffice/program/soffice.bin",
+    "C:\\Windows\\explorer.exe",
+];
+const PATHS: &[&str] = &[
+    "C:\\Users\\tanaka\\Documents\\見積書_2026.xlsx",
+    "C:\\Users\\tanaka\\Desktop\\顧客名簿.csv",
+    "\\\\fileserver\\share\\経理\\請求書.pdf",
+    "/home/sato/projects/report.docx",
+];
+const HOSTS: &[&str] = &[
+    "www.example.co.jp",
+    "mail.google.com",
+    "portal.office.com",
+    "github.com",
+];
+const USERS: &[&str] = &["tanaka", "sato", "suzuki", "takahashi"];
+
+pub fn event(rng: &mut impl Rng, now_us: i64) -> Event {
+    let roll = rng.random_range(0..100);
+    let kind = match roll {
+        0..40 => Kind::Process(ProcessEvent {
+            action: process_event::Action::Start as i32,
+            pid: rng.random_range(100..60000),
+            parent_pid: rng.random_range(1..1000),
+            exe_path: EXES.choose(rng).unwrap().to_string(),
+            command_line: format!(
+                "{} --profile-directory=Default /n",
+                EXES.choose(rng).unwrap()
+            ),
+            exe_sha256: (0..32).map(|_| rng.random()).collect(),
+            parent_exe_path: "C:\\Windows\\explorer.exe".into(),
+            window_title: "無題 - メモ帳".into(),
+            uid: 1000,
+            exit_code: 0,
+        }),
+        40..65 => Kind::File(FileEvent {
+            action: *[
+                file_event::Action::Create,
+                file_event::Action::Copy,
+                file_event::Action::Rename,
+            ]
+            .choose(rng)
+            .unwrap() as i32,
+            path: PATHS.choose(rng).unwrap().to_string(),
+            target_path: if rng.random_bool(0.3) {
+                "E:\\backup\\copy.xlsx".into()
+            } else {
+                String::new()
+            },
+            removable_media: rng.random_bool(0.05),
+            size_bytes: rng.random_range(1_000..5_000_000),
+            process_exe_path: EXES[5].into(),
+        }),
+        65..80 => Kind::Web(WebEvent {
+            url_host: HOSTS.choose(rng).unwrap().to_string(),
+            url: format!(
+                "https://{}/path/{}",
+                HOSTS.choose(rng).unwrap(),
+                rng.random::<u32>()
+            ),
+            title: "ダッシュボード".into(),
+            browser: "chrome".into(),
+        }),
+        80..92 => Kind::Network(NetworkEvent {
+            direction: network_event::Direction::Outbound as i32,
+            protocol: "tcp".into(),
+            local_addr: "192.0.2.10".into(),
+            local_port: rng.random_range(40000..60000),
+            remote_addr: "198.51.100.7".into(),
+            remote_port: 443,
+            process_exe_path: EXES[1].into(),
+        }),
+        92..95 => Kind::Logon(LogonEvent {
+            action: logon_event::Action::Logon as i32,
+            terminal: "console".into(),
+            remote_host: String::new(),
+            session_pid: 1,
+        }),
+        95..97 => Kind::Device(DeviceEvent {
+            action: device_event::Action::Connect as i32,
+            device_class: 1,
+            vendor_id: "0781".into(),
+            product_id: "5581".into(),
+            serial: "4C530001231120115142".into(),
+            description: "SanDisk Ultra".into(),
+            mount_point: "E:\\".into(),
+        }),
+        _ => Kind::Print(PrintEvent {
+            printer: "FX-ApeosPort".into(),
+            document: "月次報告.pdf".into(),
+            pages: rng.random_range(1..40),
+            copies: 1,
+            process_exe_path: EXES[0].into(),
+        }),
+    };
+    Event {
+        id: uuid::Uuid::now_v7().as_bytes().to_vec(),
+        occurred_at_us: now_us,
+        clock_offset_ms: 0,
+        os_user: USERS.choose(rng).unwrap().to_string(),
+        kind: Some(kind),
+    }
+}

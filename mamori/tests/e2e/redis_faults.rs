@@ -1,0 +1,177 @@
+//! Redis unavailable or over its memory bound: agents are told to retry
+//! later (their batches stay in their spool), and nothing is acked that
+//! Redis does not hold.
+
+use crate::support::*;
+use std::process::{Child, Command};
+use std::time::Duration;
+use tonic::Code;
+
+struct RedisProc {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisProc {
+    fn start(extra: &[&str]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(dir.path())
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (scripts/test.sh installs it)");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for RedisProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn stack_on(redis: &RedisProc) -> (mamori_test_support::TestEnv, mamori_ingest::Running) {
+    let env = mamori_test_support::TestEnv::new().await;
+    let mut cfg = ingest_config(&env);
+    cfg.redis_url = redis.url();
+    let ingest = mamori_ingest::start(cfg).await.unwrap();
+    (env, ingest)
+}
+
+#[tokio::test]
+async fn redis_down_means_retry_later_and_up_again_means_acks() {
+    let mut redis = RedisProc::start(&[]);
+    let (env, ingest) = stack_on(&redis).await;
+    let s = Stack {
+        env,
+        ingest,
+        _writer: None,
+    };
+    let (_tenant, token) = s.tenant_with_token().await;
+    let dev = s.new_device(&token).await;
+    let mut st = s.open(&dev.device_credential).await.unwrap();
+    st.send(batch(1, vec![process_event("/a")]))
+        .await
+        .expect("ack while Redis is up");
+
+    redis.child.kill().unwrap();
+    redis.child.wait().unwrap();
+    let err = st
+        .send(batch(2, vec![process_event("/b")]))
+        .await
+        .expect_err("no ack without Redis");
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("retry later"), "{err:?}");
+
+    // Redis comes back on the same port: the agent reconnects and its
+    // retried batch is acked and stored.
+    let port = redis.port;
+    let back = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    redis.child = back;
+    let ack = wait_for(
+        "an ack after Redis is back",
+        Duration::from_secs(20),
+        || async {
+            let mut st = s.open(&dev.device_credential).await.ok()?;
+            st.send(batch(2, vec![process_event("/b")])).await.ok()
+        },
+    )
+    .await;
+    assert!(ack.body.is_some());
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let len: u64 = {
+        let mut total = 0;
+        for key in mamori_streams::stream_keys(4) {
+            total += redis::cmd("XLEN")
+                .arg(&key)
+                .query_async::<u64>(&mut conn)
+                .await
+                .unwrap();
+        }
+        total
+    };
+    assert_eq!(
+        len, 1,
+        "the batch acked after the restart is in the (new, empty) Redis"
+    );
+}
+
+#[tokio::test]
+async fn redis_over_its_memory_bound_means_resource_exhausted() {
+    let redis = RedisProc::start(&["--maxmemory", "3mb", "--maxmemory-policy", "noeviction"]);
+    let (env, ingest) = stack_on(&redis).await;
+    let s = Stack {
+        env,
+        ingest,
+        _writer: None,
+    };
+    let (_tenant, token) = s.tenant_with_token().await;
+    let dev = s.new_device(&token).await;
+    let mut st = s.open(&dev.device_credential).await.unwrap();
+    let mut refused = None;
+    for seq in 1..=200 {
+        let events = (0..500)
+            .map(|_| process_event(&"/opt/app/bin/tool".repeat(20)))
+            .collect();
+        match st.send(batch(seq, events)).await {
+            Ok(_) => continue,
+            Err(status) => {
+                refused = Some(status);
+                break;
+            }
+        }
+    }
+    let status = refused.expect("a 3 MB Redis fills up within 200 batches");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("retry later"), "{status:?}");
+}
