@@ -42,8 +42,10 @@ pub(crate) fn endpoint(server: &str, ca_cert: Option<&Path>) -> Result<Endpoint>
         (true, ca) => {
             let tls = match ca {
                 Some(path) => {
-                    let pem = std::fs::read(path)
-                        .map_err(Error::io(format!("reading CA certificate {}", path.display())))?;
+                    let pem = std::fs::read(path).map_err(Error::io(format!(
+                        "reading CA certificate {}",
+                        path.display()
+                    )))?;
                     ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem))
                 }
                 None => ClientTlsConfig::new().with_native_roots(),
@@ -79,7 +81,10 @@ mod tests {
     fn urls_are_checked() {
         assert!(endpoint("http://localhost:50051", None).is_ok());
         assert!(endpoint("https://ingest.example.com", None).is_ok());
-        assert!(matches!(endpoint("localhost:50051", None), Err(Error::InvalidServerUrl { .. })));
+        assert!(matches!(
+            endpoint("localhost:50051", None),
+            Err(Error::InvalidServerUrl { .. })
+        ));
         assert!(matches!(
             endpoint("http://localhost:1", Some(Path::new("/nonexistent.pem"))),
             Err(Error::InvalidOption(_))

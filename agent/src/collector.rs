@@ -81,7 +81,10 @@ mod tests {
 
     #[test]
     fn collector_sets_parse() {
-        assert_eq!("process,logon".parse::<CollectorSet>().unwrap(), CollectorSet::ALL);
+        assert_eq!(
+            "process,logon".parse::<CollectorSet>().unwrap(),
+            CollectorSet::ALL
+        );
         assert_eq!("all".parse::<CollectorSet>().unwrap(), CollectorSet::ALL);
         assert_eq!("none".parse::<CollectorSet>().unwrap(), CollectorSet::NONE);
         let logon = "logon".parse::<CollectorSet>().unwrap();

@@ -27,7 +27,11 @@ pub(crate) fn gather(machine_id: Option<&str>, instance_id: String) -> Result<Ma
         hostname: nix::unistd::gethostname()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_default(),
-        os_name: if os_name.is_empty() { std::env::consts::OS.to_string() } else { os_name },
+        os_name: if os_name.is_empty() {
+            std::env::consts::OS.to_string()
+        } else {
+            os_name
+        },
         os_version,
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
         instance_id,
@@ -59,7 +63,14 @@ fn parse_os_release(text: &str) -> (String, String) {
             _ => {}
         }
     }
-    (name, if version_id.is_empty() { version } else { version_id })
+    (
+        name,
+        if version_id.is_empty() {
+            version
+        } else {
+            version_id
+        },
+    )
 }
 
 fn unquote(value: &str) -> String {
@@ -78,8 +89,14 @@ mod tests {
     #[test]
     fn os_release_name_and_version() {
         let text = "PRETTY_NAME=\"Debian GNU/Linux 13 (trixie)\"\nNAME=\"Debian GNU/Linux\"\nVERSION_ID=\"13\"\nVERSION=\"13 (trixie)\"\nID=debian\n";
-        assert_eq!(parse_os_release(text), ("Debian GNU/Linux".into(), "13".into()));
-        assert_eq!(parse_os_release("NAME=Arch\nVERSION='rolling'\n"), ("Arch".into(), "rolling".into()));
+        assert_eq!(
+            parse_os_release(text),
+            ("Debian GNU/Linux".into(), "13".into())
+        );
+        assert_eq!(
+            parse_os_release("NAME=Arch\nVERSION='rolling'\n"),
+            ("Arch".into(), "rolling".into())
+        );
     }
 
     #[test]

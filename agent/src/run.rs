@@ -84,7 +84,10 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
     state.load_credential()?;
     let _lock = state.lock()?;
 
-    let spool = Spool::open(state.spool_dir(), SpoolConfig::with_max_bytes(opts.spool_max_bytes))?;
+    let spool = Spool::open(
+        state.spool_dir(),
+        SpoolConfig::with_max_bytes(opts.spool_max_bytes),
+    )?;
     tracing::info!(
         device_id = %config.device_id,
         tenant_id = %config.tenant_id,

@@ -193,10 +193,7 @@ impl Spool {
             segments.push_back(Segment { base, count, bytes });
         }
 
-        let next_index = segments
-            .back()
-            .map_or(0, Segment::end)
-            .max(cursor.acked);
+        let next_index = segments.back().map_or(0, Segment::end).max(cursor.acked);
         // Segments the cursor covers were acked (or dropped) before the agent
         // stopped; the deletion may not have happened yet.
         let mut deleted = false;
@@ -212,7 +209,9 @@ impl Spool {
             fsutil::sync_dir(&dir)?;
         }
         // Nothing older than the first segment exists any more.
-        cursor.acked = segments.front().map_or(next_index, |s| s.base.max(cursor.acked));
+        cursor.acked = segments
+            .front()
+            .map_or(next_index, |s| s.base.max(cursor.acked));
 
         let total_bytes = segments.iter().map(|s| s.bytes).sum();
         Ok(Spool {
@@ -312,7 +311,9 @@ impl Spool {
         let mut index = start;
         let mut payload = Vec::new();
         while index < stop && events.len() < max_events {
-            let seg = self.segment_containing(index).expect("index below next_index is in a segment");
+            let seg = self
+                .segment_containing(index)
+                .expect("index below next_index is in a segment");
             if !matches!(&reader, Some(r) if r.base == seg.base && r.next <= index) {
                 reader = Some(self.open_reader(seg.base)?);
             }
@@ -350,7 +351,11 @@ impl Spool {
                     // Only a sealed segment can end early (damaged on disk);
                     // its remaining indices are skipped and settled with the
                     // batch's ack.
-                    tracing::warn!(segment = seg.base, at = r.next, "damaged spool segment, skipping the rest of it");
+                    tracing::warn!(
+                        segment = seg.base,
+                        at = r.next,
+                        "damaged spool segment, skipping the rest of it"
+                    );
                     index = seg.end();
                     reader = None;
                     if index >= stop {
@@ -440,7 +445,10 @@ impl Spool {
         if self.head_unsynced
             && let Some(head) = &self.head
         {
-            files.push(head.try_clone().map_err(Error::io("duplicating spool handle"))?);
+            files.push(
+                head.try_clone()
+                    .map_err(Error::io("duplicating spool handle"))?,
+            );
             self.head_unsynced = false;
         }
         let doomed = std::mem::take(&mut self.doomed);

@@ -137,8 +137,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::new(dir.path().join("state"));
         state.create().unwrap();
-        state.save_credential(&SecretString::from("s3cret")).unwrap();
-        let mode = std::fs::metadata(dir.path().join("state/credential")).unwrap().permissions().mode();
+        state
+            .save_credential(&SecretString::from("s3cret"))
+            .unwrap();
+        let mode = std::fs::metadata(dir.path().join("state/credential"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(state.load_credential().unwrap().expose_secret(), "s3cret");
         let id = state.instance_id().unwrap();

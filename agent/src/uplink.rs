@@ -140,7 +140,9 @@ impl Uplink {
                 .load_config()
                 .and_then(|c| Ok((c, self.state.load_credential()?)));
             let span = match &enrolled {
-                Ok((c, _)) => tracing::info_span!("uplink", device_id = %c.device_id, tenant_id = %c.tenant_id),
+                Ok((c, _)) => {
+                    tracing::info_span!("uplink", device_id = %c.device_id, tenant_id = %c.tenant_id)
+                }
                 Err(_) => tracing::info_span!("uplink"),
             };
             let stopped = async {
@@ -285,7 +287,12 @@ impl Uplink {
             if unsent > 0 {
                 let since = *st.live_waiting_since.get_or_insert(now);
                 if unsent >= self.opts.batch_max_events as u64 || now >= since + BATCH_WAIT {
-                    let batch = read(&mut spool, st.live_next, u64::MAX, self.opts.batch_max_events)?;
+                    let batch = read(
+                        &mut spool,
+                        st.live_next,
+                        u64::MAX,
+                        self.opts.batch_max_events,
+                    )?;
                     match batch {
                         Some(batch) => {
                             st.live_next = batch.end;
@@ -354,7 +361,7 @@ impl Uplink {
             body: Some(agent_message::Body::Batch(EventBatch {
                 sequence: in_flight.sequence,
                 events: batch.events,
-                traceparent: String::new(),
+                traceparent: new_traceparent(),
                 device_id: st.device_id.clone(),
             })),
         };
@@ -362,7 +369,11 @@ impl Uplink {
         // full; a closed one means the stream is gone.
         tx.try_send(msg)
             .map_err(|_| SessionEnd::Transient("the outgoing stream closed".into()))?;
-        tracing::debug!(sequence = in_flight.sequence, events = in_flight.events, "batch sent");
+        tracing::debug!(
+            sequence = in_flight.sequence,
+            events = in_flight.events,
+            "batch sent"
+        );
         st.in_flight.push_back(in_flight);
         Ok(())
     }
@@ -376,7 +387,8 @@ impl Uplink {
                     return true;
                 };
                 lock(&self.spool).ack(batch.first, batch.end);
-                self.estimator.observe(ack.server_time_us, now_us(), &self.clock);
+                self.estimator
+                    .observe(ack.server_time_us, now_us(), &self.clock);
                 tracing::debug!(
                     sequence = ack.sequence,
                     events = batch.events,
@@ -388,7 +400,10 @@ impl Uplink {
             }
             Some(server_message::Body::Rejected(rejected)) => {
                 let Some(batch) = st.take(rejected.sequence) else {
-                    tracing::debug!(sequence = rejected.sequence, "rejection of a batch not in flight");
+                    tracing::debug!(
+                        sequence = rejected.sequence,
+                        "rejection of a batch not in flight"
+                    );
                     return false;
                 };
                 lock(&self.spool).ack(batch.first, batch.end);
@@ -449,6 +464,17 @@ impl SessionState {
         let i = self.in_flight.iter().position(|b| b.sequence == sequence)?;
         self.in_flight.remove(i)
     }
+}
+
+/// A fresh W3C trace context for one batch: the trace starts here, and
+/// ingest's and the writer's spans join it, so one trace shows the batch's
+/// whole path. (The agent exports no spans itself; it only names the trace.)
+fn new_traceparent() -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    let trace: u128 = rng.random::<u128>() | 1;
+    let span: u64 = rng.random::<u64>() | 1;
+    format!("00-{trace:032x}-{span:016x}-01")
 }
 
 fn far_future() -> Instant {

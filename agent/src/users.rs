@@ -33,7 +33,9 @@ impl Users {
         if let Some(name) = self.names.get(&uid) {
             return name.clone();
         }
-        let mtime = std::fs::metadata(&self.path).and_then(|m| m.modified()).ok();
+        let mtime = std::fs::metadata(&self.path)
+            .and_then(|m| m.modified())
+            .ok();
         if mtime != self.loaded_mtime {
             self.reload();
             if let Some(name) = self.names.get(&uid) {
@@ -44,7 +46,9 @@ impl Users {
     }
 
     fn reload(&mut self) {
-        self.loaded_mtime = std::fs::metadata(&self.path).and_then(|m| m.modified()).ok();
+        self.loaded_mtime = std::fs::metadata(&self.path)
+            .and_then(|m| m.modified())
+            .ok();
         self.names = std::fs::read_to_string(&self.path)
             .map(|text| parse_passwd(&text))
             .unwrap_or_default();

@@ -75,10 +75,15 @@ impl Fake {
 
 #[tonic::async_trait]
 impl AgentService for Fake {
-    async fn enroll(&self, request: Request<EnrollRequest>) -> Result<Response<EnrollResponse>, Status> {
+    async fn enroll(
+        &self,
+        request: Request<EnrollRequest>,
+    ) -> Result<Response<EnrollResponse>, Status> {
         let request = request.into_inner();
         if request.enrollment_token != "good-token" {
-            return Err(Status::permission_denied("enrollment token unknown or expired"));
+            return Err(Status::permission_denied(
+                "enrollment token unknown or expired",
+            ));
         }
         let mut seen = self.seen.lock().unwrap();
         seen.enrolls.push(request);
@@ -107,7 +112,11 @@ impl AgentService for Fake {
             return Err(Status::unauthenticated("device credential revoked"));
         }
         if let Some(enc) = request.metadata().get("grpc-encoding") {
-            self.seen.lock().unwrap().encodings.push(enc.to_str().unwrap().to_string());
+            self.seen
+                .lock()
+                .unwrap()
+                .encodings
+                .push(enc.to_str().unwrap().to_string());
         }
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
@@ -138,7 +147,11 @@ impl AgentService for Fake {
                     }
                     None => continue,
                 };
-                if tx.send(Ok(ServerMessage { body: Some(reply) })).await.is_err() {
+                if tx
+                    .send(Ok(ServerMessage { body: Some(reply) }))
+                    .await
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -197,7 +210,11 @@ fn logon(user: &str, line: &str) -> UtmpRecord {
 
 fn append_wtmp(path: &Path, records: &[UtmpRecord]) {
     use std::io::Write;
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
     for r in records {
         f.write_all(&r.encode()).unwrap();
     }
@@ -234,7 +251,10 @@ impl Agent {
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while !check() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -260,7 +280,11 @@ fn setup() -> Setup {
     let state = dir.path().join("state");
     let wtmp = dir.path().join("wtmp");
     std::fs::File::create(&wtmp).unwrap();
-    Setup { _dir: dir, state, wtmp }
+    Setup {
+        _dir: dir,
+        state,
+        wtmp,
+    }
 }
 
 #[tokio::test]
@@ -270,24 +294,38 @@ async fn enroll_stores_identity_and_credential() {
     let (url, _server) = serve(fake.clone(), "127.0.0.1:0".parse().unwrap()).await;
     let s = setup();
 
-    let outcome = mamori_agent::enroll(&enroll_options(&url, &s.state)).await.unwrap();
+    let outcome = mamori_agent::enroll(&enroll_options(&url, &s.state))
+        .await
+        .unwrap();
     assert_eq!(
-        (outcome.device_id.as_str(), outcome.tenant_id.as_str(), outcome.reenrolled),
+        (
+            outcome.device_id.as_str(),
+            outcome.tenant_id.as_str(),
+            outcome.reenrolled
+        ),
         ("device-1", "tenant-1", false)
     );
     let cred = s.state.join("credential");
     assert_eq!(std::fs::read_to_string(&cred).unwrap(), CREDENTIAL);
-    assert_eq!(std::fs::metadata(&cred).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&cred).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(s.state.join("agent.json")).unwrap()).unwrap();
     assert_eq!(config["server"], url.as_str());
     assert_eq!(config["device_id"], "device-1");
     assert_eq!(config["tenant_id"], "tenant-1");
 
-    let again = mamori_agent::enroll(&enroll_options(&url, &s.state)).await.unwrap();
+    let again = mamori_agent::enroll(&enroll_options(&url, &s.state))
+        .await
+        .unwrap();
     assert!(again.reenrolled);
     let seen = fake.seen.lock().unwrap();
-    let (first, second) = (seen.enrolls[0].facts.clone().unwrap(), seen.enrolls[1].facts.clone().unwrap());
+    let (first, second) = (
+        seen.enrolls[0].facts.clone().unwrap(),
+        seen.enrolls[1].facts.clone().unwrap(),
+    );
     assert_eq!(first.machine_id, "machine-under-test");
     assert_eq!(first.agent_version, env!("CARGO_PKG_VERSION"));
     assert!(!first.instance_id.is_empty());
@@ -303,7 +341,8 @@ async fn enroll_with_a_bad_token_reports_the_server_message() {
     opts.token = "wrong".into();
     let err = mamori_agent::enroll(&opts).await.unwrap_err();
     assert!(
-        err.to_string().contains("enrollment token unknown or expired"),
+        err.to_string()
+            .contains("enrollment token unknown or expired"),
         "{err}"
     );
     assert!(!s.state.join("credential").exists());
@@ -316,13 +355,26 @@ async fn binary_enrolls_with_json_output_and_fails_clearly() {
     let bin = env!("CARGO_BIN_EXE_mamori-agent");
     let args = |token: &str| {
         let mut c = tokio::process::Command::new(bin);
-        c.args(["enroll", "--server", &url, "--token", token, "--json", "--machine-id", "m-1"])
-            .arg("--state-dir")
-            .arg(&s.state);
+        c.args([
+            "enroll",
+            "--server",
+            &url,
+            "--token",
+            token,
+            "--json",
+            "--machine-id",
+            "m-1",
+        ])
+        .arg("--state-dir")
+        .arg(&s.state);
         c
     };
     let out = args("good-token").output().await.unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         json,
@@ -332,7 +384,10 @@ async fn binary_enrolls_with_json_output_and_fails_clearly() {
     let out = args("wrong").output().await.unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("enrollment token unknown or expired"), "{stderr}");
+    assert!(
+        stderr.contains("enrollment token unknown or expired"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
@@ -340,7 +395,9 @@ async fn run_delivers_events_and_learns_the_clock_offset() {
     let fake = Fake::new(Mode::Ack);
     let (url, _server) = serve(fake.clone(), "127.0.0.1:0".parse().unwrap()).await;
     let s = setup();
-    mamori_agent::enroll(&enroll_options(&url, &s.state)).await.unwrap();
+    mamori_agent::enroll(&enroll_options(&url, &s.state))
+        .await
+        .unwrap();
 
     let agent = Agent::start(&s.state, &s.wtmp).await;
     append_wtmp(&s.wtmp, &[logon("alice", "pts/1")]);
@@ -348,7 +405,10 @@ async fn run_delivers_events_and_learns_the_clock_offset() {
     // The first ack taught the agent the server's clock; events created
     // after it carry the offset.
     append_wtmp(&s.wtmp, &[logon("bob", "pts/2")]);
-    eventually("the second event", || fake.logon_users() == ["alice", "bob"]).await;
+    eventually("the second event", || {
+        fake.logon_users() == ["alice", "bob"]
+    })
+    .await;
     agent.stop().await;
 
     let batches = fake.batches();
@@ -363,10 +423,18 @@ async fn run_delivers_events_and_learns_the_clock_offset() {
     );
     assert!(matches!(first.kind, Some(event::Kind::Logon(_))));
     assert!(batches.windows(2).all(|w| w[0].sequence < w[1].sequence));
-    assert!(batches.iter().all(|b| b.sequence > 0 && b.device_id == "device-1"));
+    assert!(
+        batches
+            .iter()
+            .all(|b| b.sequence > 0 && b.device_id == "device-1")
+    );
     let seen = fake.seen.lock().unwrap();
     assert_eq!(seen.hellos[0].agent_version, env!("CARGO_PKG_VERSION"));
-    assert!(seen.encodings.iter().all(|e| e == "gzip"), "{:?}", seen.encodings);
+    assert!(
+        seen.encodings.iter().all(|e| e == "gzip"),
+        "{:?}",
+        seen.encodings
+    );
     drop(seen);
     assert_eq!(pending(&s.state), 0, "acked events leave the spool");
 }
@@ -376,13 +444,16 @@ async fn revoked_device_keeps_spooling_and_delivers_after_reinstatement() {
     let fake = Fake::new(Mode::Ack);
     let (url, _server) = serve(fake.clone(), "127.0.0.1:0".parse().unwrap()).await;
     let s = setup();
-    mamori_agent::enroll(&enroll_options(&url, &s.state)).await.unwrap();
+    mamori_agent::enroll(&enroll_options(&url, &s.state))
+        .await
+        .unwrap();
     fake.set_mode(Mode::Revoked);
 
     let agent = Agent::start(&s.state, &s.wtmp).await;
     append_wtmp(&s.wtmp, &[logon("carol", "pts/3"), logon("dave", "pts/4")]);
     eventually("events spooled", || {
-        std::fs::read_to_string(s.state.join("wtmp.offset")).is_ok_and(|p| p.contains("\"offset\":768"))
+        std::fs::read_to_string(s.state.join("wtmp.offset"))
+            .is_ok_and(|p| p.contains("\"offset\":768"))
     })
     .await;
     agent.stop().await;
@@ -393,7 +464,16 @@ async fn revoked_device_keeps_spooling_and_delivers_after_reinstatement() {
     let agent = Agent::start(&s.state, &s.wtmp).await;
     eventually("the backlog", || fake.logon_users() == ["carol", "dave"]).await;
     agent.stop().await;
-    assert_eq!(fake.seen.lock().unwrap().hellos.last().unwrap().spool_pending_events, 2);
+    assert_eq!(
+        fake.seen
+            .lock()
+            .unwrap()
+            .hellos
+            .last()
+            .unwrap()
+            .spool_pending_events,
+        2
+    );
     assert_eq!(pending(&s.state), 0);
 }
 
@@ -402,7 +482,9 @@ async fn rejected_batches_are_dropped() {
     let fake = Fake::new(Mode::Reject);
     let (url, _server) = serve(fake.clone(), "127.0.0.1:0".parse().unwrap()).await;
     let s = setup();
-    mamori_agent::enroll(&enroll_options(&url, &s.state)).await.unwrap();
+    mamori_agent::enroll(&enroll_options(&url, &s.state))
+        .await
+        .unwrap();
 
     let agent = Agent::start(&s.state, &s.wtmp).await;
     append_wtmp(&s.wtmp, &[logon("erin", "pts/5")]);
@@ -419,7 +501,9 @@ async fn events_from_an_outage_arrive_when_the_server_returns() {
     let (url, server) = serve(fake.clone(), "127.0.0.1:0".parse().unwrap()).await;
     let addr: SocketAddr = url.trim_start_matches("http://").parse().unwrap();
     let s = setup();
-    mamori_agent::enroll(&enroll_options(&url, &s.state)).await.unwrap();
+    mamori_agent::enroll(&enroll_options(&url, &s.state))
+        .await
+        .unwrap();
     drop(server);
     tokio::time::sleep(Duration::from_millis(100)).await;
 
@@ -427,7 +511,10 @@ async fn events_from_an_outage_arrive_when_the_server_returns() {
     append_wtmp(&s.wtmp, &[logon("frank", "pts/6")]);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (_, _server) = serve(fake.clone(), addr).await;
-    eventually("the event after the outage", || fake.logon_users() == ["frank"]).await;
+    eventually("the event after the outage", || {
+        fake.logon_users() == ["frank"]
+    })
+    .await;
     agent.stop().await;
     assert_eq!(pending(&s.state), 0);
 }
@@ -439,4 +526,39 @@ async fn run_without_enrollment_fails() {
         .await
         .unwrap_err();
     assert!(matches!(err, mamori_agent::Error::NotEnrolled(_)), "{err}");
+}
+
+#[tokio::test]
+async fn events_survive_kill_9_of_the_agent() {
+    // Enrolled against a server that is gone: the events stay in the spool.
+    let fake = Fake::new(Mode::Ack);
+    let (url, server) = serve(fake, "127.0.0.1:0".parse().unwrap()).await;
+    let s = setup();
+    mamori_agent::enroll(&enroll_options(&url, &s.state))
+        .await
+        .unwrap();
+    drop(server);
+
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mamori-agent"))
+        .args(["run", "--collectors", "logon", "--wtmp"])
+        .arg(&s.wtmp)
+        .arg("--state-dir")
+        .arg(&s.state)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let position = s.state.join("wtmp.offset");
+    eventually("the logon collector", || position.exists()).await;
+    append_wtmp(&s.wtmp, &[logon("gina", "pts/7"), logon("hugo", "pts/8")]);
+    eventually("events spooled", || {
+        std::fs::read_to_string(&position).is_ok_and(|p| p.contains("\"offset\":768"))
+    })
+    .await;
+    child.start_kill().unwrap(); // SIGKILL: no flush, no clean shutdown
+    child.wait().await.unwrap();
+
+    let mut spool = Spool::open(mamori_agent::spool_dir(&s.state), SpoolConfig::default()).unwrap();
+    let batch = spool.read(0, u64::MAX, 100, 1 << 20).unwrap().unwrap();
+    let users: Vec<&str> = batch.events.iter().map(|e| e.os_user.as_str()).collect();
+    assert_eq!(users, ["gina", "hugo"]);
 }

@@ -187,13 +187,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
     let mut committed_rate = committed as f64 / secs;
     if tracked == "on" {
-        let (first, last, p50, p99): (
-            Option<chrono::DateTime<chrono::Utc>>,
+        type Commits = (
             Option<chrono::DateTime<chrono::Utc>>,
             Option<f64>,
             Option<f64>,
-        ) = sqlx::query_as(
-            "SELECT min(c), max(c),
+        );
+        let (last, p50, p99): Commits = sqlx::query_as(
+            "SELECT max(c),
                     percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM c - ts)),
                     percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM c - ts))
              FROM (SELECT ts, pg_xact_commit_timestamp(xmin) AS c FROM events
@@ -203,13 +203,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .bind(run_start - chrono::Duration::seconds(5))
         .fetch_one(&owner)
         .await?;
-        if let (Some(first), Some(last), Some(p50), Some(p99)) = (first, last, p50, p99) {
+        if let (Some(last), Some(p50), Some(p99)) = (last, p50, p99) {
             let span = (last
                 .max(run_start + chrono::Duration::milliseconds((secs * 1000.0) as i64))
                 - run_start)
                 .num_milliseconds() as f64
                 / 1000.0;
-            let _ = first;
             committed_rate = committed as f64 / span;
             println!(
                 "committed rate            {committed_rate:.0} events/s (first send → last commit, {span:.1} s)"

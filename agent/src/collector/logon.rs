@@ -148,7 +148,10 @@ impl Tracker {
         if file.metadata().map(|m| m.ino()).ok() != Some(self.pos.inode) {
             return;
         }
-        let from = self.pos.offset.saturating_sub(PRIME_RECORDS * RECORD_SIZE as u64);
+        let from = self
+            .pos
+            .offset
+            .saturating_sub(PRIME_RECORDS * RECORD_SIZE as u64);
         let _ = self.each_record(&mut file, from, self.pos.offset, |tracker, rec| {
             tracker.apply(rec);
             Ok(())

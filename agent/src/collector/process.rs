@@ -114,7 +114,9 @@ async fn watch_connector(conn: &ProcConnector, handler: &mut Handler) -> Error {
                 None => {}
             },
             Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                tracing::warn!("process events arrived faster than the agent could read them; some were lost");
+                tracing::warn!(
+                    "process events arrived faster than the agent could read them; some were lost"
+                );
                 handler.prune();
             }
             Err(e) => return Error::io("reading process events")(e),
@@ -225,7 +227,11 @@ impl Handler {
         if key.size() > hash::MAX_HASHED_BYTES {
             return self.emit(occurred_at_us, os_user, event);
         }
-        let cached = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key);
+        let cached = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key);
         if let Some(hash) = cached {
             if let Some(hash) = hash {
                 event.exe_sha256 = hash.to_vec();
@@ -285,7 +291,10 @@ impl Handler {
     }
 
     fn emit(&self, occurred_at_us: i64, os_user: String, event: ProcessEvent) {
-        if let Err(e) = self.sink.emit(occurred_at_us, os_user, Kind::Process(event)) {
+        if let Err(e) = self
+            .sink
+            .emit(occurred_at_us, os_user, Kind::Process(event))
+        {
             tracing::warn!(error = %e, "process event not spooled");
         }
     }

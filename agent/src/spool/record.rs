@@ -98,7 +98,11 @@ mod tests {
         let whole = framed(b"some event bytes");
         let mut p = Vec::new();
         for cut in [3, HEADER_LEN, whole.len() - 1] {
-            assert_eq!(read(&mut &whole[..cut], &mut p).unwrap(), Next::Bad, "cut at {cut}");
+            assert_eq!(
+                read(&mut &whole[..cut], &mut p).unwrap(),
+                Next::Bad,
+                "cut at {cut}"
+            );
         }
         let mut flipped = whole.clone();
         *flipped.last_mut().unwrap() ^= 1;

@@ -131,11 +131,18 @@ fn out_of_order_acks_are_remembered_until_the_gap_closes() {
     // batch stops in front of it.
     let again = spool.read(0, u64::MAX, 100, 1 << 20).unwrap().unwrap();
     assert_eq!(pids(&again), vec![0, 1, 2]);
-    let after = spool.read(again.end, u64::MAX, 100, 1 << 20).unwrap().unwrap();
+    let after = spool
+        .read(again.end, u64::MAX, 100, 1 << 20)
+        .unwrap()
+        .unwrap();
     assert_eq!(pids(&after), vec![6, 7, 8]);
 
     spool.ack(b1.first, b1.end);
-    assert_eq!(spool.acked_index(), 6, "cursor jumps over both acked batches");
+    assert_eq!(
+        spool.acked_index(),
+        6,
+        "cursor jumps over both acked batches"
+    );
     spool.ack(b3.first, b3.end);
     assert_eq!(spool.pending(), 0);
     assert_eq!(spool.read(0, u64::MAX, 100, 1 << 20).unwrap(), None);
@@ -182,9 +189,19 @@ fn corrupt_record_in_sealed_segment_skips_to_the_next_segment() {
     let files = segment_files(dir.path());
     assert!(files.len() >= 3, "{files:?}");
     // Flip a byte in the middle of the first segment's second record.
-    let mut f = OpenOptions::new().read(true).write(true).open(&files[0]).unwrap();
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&files[0])
+        .unwrap();
     let record_len = fs::metadata(&files[0]).unwrap().len() / {
-        let second_base: u64 = files[1].file_stem().unwrap().to_str().unwrap().parse().unwrap();
+        let second_base: u64 = files[1]
+            .file_stem()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         second_base
     };
     f.seek(SeekFrom::Start(record_len + 20)).unwrap();
@@ -194,8 +211,17 @@ fn corrupt_record_in_sealed_segment_skips_to_the_next_segment() {
     let mut spool = Spool::open(dir.path(), small_segments()).unwrap();
     let got = read_all(&mut spool);
     assert_eq!(got[0], 0);
-    let second_base: u64 = files[1].file_stem().unwrap().to_str().unwrap().parse().unwrap();
-    assert_eq!(got[1], second_base, "the rest of the damaged segment is skipped");
+    let second_base: u64 = files[1]
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        got[1], second_base,
+        "the rest of the damaged segment is skipped"
+    );
     assert_eq!(*got.last().unwrap(), 39);
     // Acking what was read settles the skipped indices too.
     let b = spool.read(0, u64::MAX, 1000, 1 << 20).unwrap().unwrap();
@@ -228,9 +254,17 @@ fn full_spool_drops_oldest_and_counts() {
     }
     let mut spool = Spool::open(dir.path(), config).unwrap();
     let dropped = spool.dropped_total();
-    assert_eq!(spool.pending() + dropped, appended, "drop count is persisted");
+    assert_eq!(
+        spool.pending() + dropped,
+        appended,
+        "drop count is persisted"
+    );
     let kept = read_all(&mut spool);
-    assert_eq!(*kept.last().unwrap(), appended - 1, "the newest events are kept");
+    assert_eq!(
+        *kept.last().unwrap(),
+        appended - 1,
+        "the newest events are kept"
+    );
     assert_eq!(kept[0], dropped, "the oldest events are the ones dropped");
 }
 
@@ -261,7 +295,11 @@ fn sequence_numbers_keep_increasing_across_reopen() {
         }
         let mut from = 0;
         while let Some(b) = spool.read(from, u64::MAX, 7, 1 << 20).unwrap() {
-            assert!(b.sequence() > last_sequence, "round {round}: {} after {last_sequence}", b.sequence());
+            assert!(
+                b.sequence() > last_sequence,
+                "round {round}: {} after {last_sequence}",
+                b.sequence()
+            );
             last_sequence = b.sequence();
             from = b.end;
             spool.ack(b.first, b.end);
@@ -304,7 +342,11 @@ fn batch_respects_byte_budget_but_always_carries_one_event() {
     }
     let b = spool.read(0, u64::MAX, 100, 3500).unwrap().unwrap();
     assert_eq!(pids(&b), vec![0, 1, 2]);
-    let encoded: usize = b.events.iter().map(|e| e.encoded_len() + EVENT_OVERHEAD).sum();
+    let encoded: usize = b
+        .events
+        .iter()
+        .map(|e| e.encoded_len() + EVENT_OVERHEAD)
+        .sum();
     assert!(encoded <= 3500);
     // The event that did not fit starts the next batch.
     let b = spool.read(b.end, u64::MAX, 100, 10).unwrap().unwrap();
@@ -322,11 +364,17 @@ fn limit_splits_backlog_from_live_events() {
     for n in 6..8 {
         spool.append(&event(n, 10)).unwrap();
     }
-    let live = spool.read(live_from, u64::MAX, 100, 1 << 20).unwrap().unwrap();
+    let live = spool
+        .read(live_from, u64::MAX, 100, 1 << 20)
+        .unwrap()
+        .unwrap();
     assert_eq!(pids(&live), vec![6, 7]);
     let backlog = spool.read(0, live_from, 100, 1 << 20).unwrap().unwrap();
     assert_eq!(pids(&backlog), vec![0, 1, 2, 3, 4, 5]);
-    assert_eq!(spool.read(backlog.end, live_from, 100, 1 << 20).unwrap(), None);
+    assert_eq!(
+        spool.read(backlog.end, live_from, 100, 1 << 20).unwrap(),
+        None
+    );
 }
 
 #[test]
@@ -343,7 +391,13 @@ fn fully_acked_segments_are_deleted_after_flush() {
     spool.flush().unwrap();
     let after = segment_files(dir.path());
     assert!(after.len() < before);
-    let first_base: u64 = after[0].file_stem().unwrap().to_str().unwrap().parse().unwrap();
+    let first_base: u64 = after[0]
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(first_base <= 25, "the segment holding event 25 is kept");
     drop(spool);
     let mut spool = Spool::open(dir.path(), small_segments()).unwrap();
@@ -354,7 +408,10 @@ fn fully_acked_segments_are_deleted_after_flush() {
 fn oversized_and_empty_events_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut spool = Spool::open(dir.path(), big()).unwrap();
-    assert!(matches!(spool.append(&Event::default()), Err(Error::EventSize(0))));
+    assert!(matches!(
+        spool.append(&Event::default()),
+        Err(Error::EventSize(0))
+    ));
     assert!(matches!(
         spool.append(&event(0, record::MAX_PAYLOAD)),
         Err(Error::EventSize(_))

@@ -54,7 +54,12 @@ mod tests {
             assert!(b.next_delay() <= ceiling);
             ceilings.push(ceiling.as_millis());
         }
-        assert_eq!(ceilings, [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000, 30000]);
+        assert_eq!(
+            ceilings,
+            [
+                500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000, 30000
+            ]
+        );
         b.reset();
         assert_eq!(b.ceiling(), Duration::from_millis(500));
     }

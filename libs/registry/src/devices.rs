@@ -40,6 +40,16 @@ impl MachineFacts {
     }
 }
 
+/// The enrollment token row, locked for the enrollment.
+#[derive(sqlx::FromRow)]
+struct TokenState {
+    id: Uuid,
+    expires_at: Option<DateTime<Utc>>,
+    max_uses: Option<i32>,
+    uses: i32,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
 /// The result of a successful enrollment.
 #[derive(Debug)]
 pub struct Enrolled {
@@ -89,13 +99,7 @@ pub async fn enroll(db: &Db, token: &EnrollmentToken, facts: &MachineFacts) -> R
     let tenant = TenantId::from_uuid(tenant.ok_or(Error::UnknownToken)?);
     let mut tx = db.begin_tenant(tenant).await?;
     // Row lock: concurrent enrollments count uses exactly.
-    let (token_id, expires_at, max_uses, uses, revoked_at): (
-        Uuid,
-        Option<DateTime<Utc>>,
-        Option<i32>,
-        i32,
-        Option<DateTime<Utc>>,
-    ) = sqlx::query_as(
+    let t: TokenState = sqlx::query_as(
         "SELECT id, expires_at, max_uses, uses, revoked_at FROM enrollment_tokens
          WHERE token_hash = $1 FOR UPDATE",
     )
@@ -103,16 +107,16 @@ pub async fn enroll(db: &Db, token: &EnrollmentToken, facts: &MachineFacts) -> R
     .fetch_optional(&mut *tx)
     .await?
     .ok_or(Error::UnknownToken)?;
-    if revoked_at.is_some() {
+    if t.revoked_at.is_some() {
         return Err(Error::TokenRevoked);
     }
-    if expires_at.is_some_and(|e| e <= Utc::now()) {
+    if t.expires_at.is_some_and(|e| e <= Utc::now()) {
         return Err(Error::TokenExpired);
     }
-    if max_uses.is_some_and(|m| uses >= m) {
+    if t.max_uses.is_some_and(|m| t.uses >= m) {
         return Err(Error::TokenUsedUp);
     }
-    let token_id = TokenId::from_uuid(token_id);
+    let token_id = TokenId::from_uuid(t.id);
 
     let existing: Vec<(Uuid, String, Option<Uuid>)> = sqlx::query_as(
         "SELECT id, instance_id, clone_of FROM devices WHERE machine_id = $1 ORDER BY enrolled_at",

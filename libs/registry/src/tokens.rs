@@ -105,14 +105,7 @@ pub async fn revoke_token(db: &Db, id: TokenId) -> Result<()> {
 
 pub async fn list_tokens(db: &Db, tenant: TenantId) -> Result<Vec<TokenInfo>> {
     let mut tx = db.begin_tenant(tenant).await?;
-    let rows: Vec<(
-        uuid::Uuid,
-        DateTime<Utc>,
-        Option<DateTime<Utc>>,
-        Option<i32>,
-        i32,
-        Option<DateTime<Utc>>,
-    )> = sqlx::query_as(
+    let rows: Vec<TokenRow> = sqlx::query_as(
         "SELECT id, created_at, expires_at, max_uses, uses, revoked_at
          FROM enrollment_tokens ORDER BY created_at",
     )
@@ -120,15 +113,23 @@ pub async fn list_tokens(db: &Db, tenant: TenantId) -> Result<Vec<TokenInfo>> {
     .await?;
     Ok(rows
         .into_iter()
-        .map(
-            |(id, created_at, expires_at, max_uses, uses, revoked_at)| TokenInfo {
-                id: TokenId::from_uuid(id),
-                created_at,
-                expires_at,
-                max_uses,
-                uses,
-                revoked_at,
-            },
-        )
+        .map(|r| TokenInfo {
+            id: TokenId::from_uuid(r.id),
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+            max_uses: r.max_uses,
+            uses: r.uses,
+            revoked_at: r.revoked_at,
+        })
         .collect())
+}
+
+#[derive(sqlx::FromRow)]
+struct TokenRow {
+    id: uuid::Uuid,
+    created_at: DateTime<Utc>,
+    expires_at: Option<DateTime<Utc>>,
+    max_uses: Option<i32>,
+    uses: i32,
+    revoked_at: Option<DateTime<Utc>>,
 }

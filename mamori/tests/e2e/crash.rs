@@ -184,7 +184,6 @@ async fn kill_9_of_writer_and_agent_loses_and_duplicates_nothing() {
         expected.len()
     );
 
-    drop(run_marker);
     for mut c in running {
         assert!(c.wait().unwrap().success());
     }
@@ -203,7 +202,7 @@ async fn kill_9_of_writer_and_agent_loses_and_duplicates_nothing() {
     // Allow late replays to land before checking for duplicates.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let counts_after = marker_counts(&rows_for(&s.env, &exe).await);
-    assert_eq!(counts.keys().len() <= counts_after.keys().len(), true);
+    assert!(counts.len() <= counts_after.len(), "rows never disappear");
     let duplicated: Vec<_> = counts_after.iter().filter(|(_, n)| **n > 1).collect();
     assert!(
         duplicated.is_empty(),

@@ -8,6 +8,7 @@ mod admin_cli;
 mod agent;
 mod crash;
 mod enrollment;
+mod operations;
 mod redis_faults;
 mod stream;
 mod tenancy;

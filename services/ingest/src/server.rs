@@ -123,6 +123,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             max_events: config.max_batch_events as usize,
         },
         device_rate: (config.device_rate, config.device_burst),
+        shutdown: stop.clone(),
     };
     let service = AgentServiceServer::new(ingest)
         .max_decoding_message_size(config.max_message_bytes as usize)

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
@@ -30,6 +31,9 @@ pub(crate) struct Ingest {
     pub(crate) tenant_limits: Arc<TenantLimits>,
     pub(crate) limits: Limits,
     pub(crate) device_rate: (u32, u32),
+    /// Cancelled when the server shuts down: open streams end with
+    /// UNAVAILABLE so agents reconnect to another replica.
+    pub(crate) shutdown: CancellationToken,
 }
 
 type ConnectStream = Pin<Box<dyn Stream<Item = Result<ServerMessage, Status>> + Send>>;
@@ -102,6 +106,7 @@ impl AgentService for Ingest {
             tenant_limits: Arc::clone(&self.tenant_limits),
             limits: self.limits,
             bucket: Bucket::new(self.device_rate.0, self.device_rate.1),
+            shutdown: self.shutdown.clone(),
         };
         tokio::spawn(stream.run(inbound, tx).instrument(span));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -117,6 +122,7 @@ struct DeviceStream {
     tenant_limits: Arc<TenantLimits>,
     limits: Limits,
     bucket: Bucket,
+    shutdown: CancellationToken,
 }
 
 impl DeviceStream {
@@ -138,6 +144,10 @@ impl DeviceStream {
             let msg = tokio::select! {
                 _ = registration.cancelled.cancelled() => {
                     let _ = tx.send(Err(Status::permission_denied("device has been revoked"))).await;
+                    break;
+                }
+                _ = self.shutdown.cancelled() => {
+                    let _ = tx.send(Err(Status::unavailable("ingest is shutting down, reconnect"))).await;
                     break;
                 }
                 msg = inbound.message() => msg,

@@ -278,7 +278,8 @@ mod tests {
     #[test]
     fn each_bad_field_is_named() {
         let now = Utc::now();
-        let cases: Vec<(Box<dyn Fn(&mut Event)>, &str)> = vec![
+        type Mutation = Box<dyn Fn(&mut Event)>;
+        let cases: Vec<(Mutation, &str)> = vec![
             (Box::new(|e| e.id = vec![1, 2, 3]), "16 bytes"),
             (Box::new(|e| e.occurred_at_us = 0), "days ago"),
             (Box::new(|e| e.clock_offset_ms = 3_600_000 * 48), "future"),

@@ -31,7 +31,11 @@ fn record(ut_type: i16, line: &str, user: &str, host: &str, sec: i32) -> UtmpRec
 }
 
 fn append(path: &std::path::Path, records: &[UtmpRecord]) {
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
     for r in records {
         f.write_all(&r.encode()).unwrap();
     }
@@ -41,7 +45,13 @@ fn logons(events: &[Event]) -> Vec<(String, i32, String, String, i64)> {
     events
         .iter()
         .map(|e| match &e.kind {
-            Some(Kind::Logon(l)) => (e.os_user.clone(), l.action, l.terminal.clone(), l.remote_host.clone(), e.occurred_at_us),
+            Some(Kind::Logon(l)) => (
+                e.os_user.clone(),
+                l.action,
+                l.terminal.clone(),
+                l.remote_host.clone(),
+                e.occurred_at_us,
+            ),
             other => panic!("not a logon: {other:?}"),
         })
         .collect()
@@ -57,23 +67,29 @@ fn first_run_starts_at_the_end_and_reports_new_sessions() {
     let pos = dir.path().join("wtmp.offset");
     let (sink, spool) = sink_in(dir.path());
     // History from before the agent, including a session still open.
-    append(&wtmp, &[
-        record(wtmp::BOOT_TIME, "~", "reboot", "", 10),
-        record(wtmp::USER_PROCESS, "pts/0", "old", "", 11),
-        record(wtmp::DEAD_PROCESS, "pts/0", "", "", 12),
-        record(wtmp::USER_PROCESS, "pts/1", "bob", "192.0.2.7", 13),
-    ]);
+    append(
+        &wtmp,
+        &[
+            record(wtmp::BOOT_TIME, "~", "reboot", "", 10),
+            record(wtmp::USER_PROCESS, "pts/0", "old", "", 11),
+            record(wtmp::DEAD_PROCESS, "pts/0", "", "", 12),
+            record(wtmp::USER_PROCESS, "pts/1", "bob", "192.0.2.7", 13),
+        ],
+    );
     let mut tracker = Tracker::open(wtmp.clone(), pos.clone()).unwrap();
     tracker.poll(&sink).unwrap();
     assert!(spooled(&spool).is_empty(), "history is not reported");
 
-    append(&wtmp, &[
-        record(wtmp::USER_PROCESS, "tty1", "alice", ":0", 20),
-        // Records for a getty that never had a user: nothing to report.
-        record(wtmp::DEAD_PROCESS, "tty2", "", "", 21),
-        record(wtmp::DEAD_PROCESS, "pts/1", "", "", 22),
-        record(wtmp::DEAD_PROCESS, "tty1", "", "", 23),
-    ]);
+    append(
+        &wtmp,
+        &[
+            record(wtmp::USER_PROCESS, "tty1", "alice", ":0", 20),
+            // Records for a getty that never had a user: nothing to report.
+            record(wtmp::DEAD_PROCESS, "tty2", "", "", 21),
+            record(wtmp::DEAD_PROCESS, "pts/1", "", "", 22),
+            record(wtmp::DEAD_PROCESS, "tty1", "", "", 23),
+        ],
+    );
     tracker.poll(&sink).unwrap();
     assert_eq!(
         logons(&spooled(&spool)),
@@ -81,7 +97,13 @@ fn first_run_starts_at_the_end_and_reports_new_sessions() {
             ("alice".into(), LOGON, "tty1".into(), "".into(), at(20)),
             // The logon happened before the agent started; the user comes
             // from re-reading the records before the saved position.
-            ("bob".into(), LOGOFF, "pts/1".into(), "192.0.2.7".into(), at(22)),
+            (
+                "bob".into(),
+                LOGOFF,
+                "pts/1".into(),
+                "192.0.2.7".into(),
+                at(22)
+            ),
             ("alice".into(), LOGOFF, "tty1".into(), "".into(), at(23)),
         ]
     );
@@ -95,7 +117,16 @@ fn restart_neither_repeats_nor_misses() {
     let (sink, spool) = sink_in(dir.path());
     append(&wtmp, &[record(wtmp::USER_PROCESS, "pts/0", "old", "", 1)]);
     let mut tracker = Tracker::open(wtmp.clone(), pos.clone()).unwrap();
-    append(&wtmp, &[record(wtmp::USER_PROCESS, "pts/2", "carol", "host.example", 5)]);
+    append(
+        &wtmp,
+        &[record(
+            wtmp::USER_PROCESS,
+            "pts/2",
+            "carol",
+            "host.example",
+            5,
+        )],
+    );
     tracker.poll(&sink).unwrap();
     drop(tracker);
     // Written while the agent was down.
@@ -106,8 +137,20 @@ fn restart_neither_repeats_nor_misses() {
     assert_eq!(
         logons(&spooled(&spool)),
         vec![
-            ("carol".into(), LOGON, "pts/2".into(), "host.example".into(), at(5)),
-            ("carol".into(), LOGOFF, "pts/2".into(), "host.example".into(), at(6)),
+            (
+                "carol".into(),
+                LOGON,
+                "pts/2".into(),
+                "host.example".into(),
+                at(5)
+            ),
+            (
+                "carol".into(),
+                LOGOFF,
+                "pts/2".into(),
+                "host.example".into(),
+                at(6)
+            ),
         ]
     );
 }
@@ -118,10 +161,13 @@ fn truncated_or_replaced_file_is_read_from_the_start() {
     let wtmp = dir.path().join("wtmp");
     let pos = dir.path().join("wtmp.offset");
     let (sink, spool) = sink_in(dir.path());
-    append(&wtmp, &[
-        record(wtmp::USER_PROCESS, "pts/0", "a", "", 1),
-        record(wtmp::USER_PROCESS, "pts/1", "b", "", 2),
-    ]);
+    append(
+        &wtmp,
+        &[
+            record(wtmp::USER_PROCESS, "pts/0", "a", "", 1),
+            record(wtmp::USER_PROCESS, "pts/1", "b", "", 2),
+        ],
+    );
     let mut tracker = Tracker::open(wtmp.clone(), pos.clone()).unwrap();
     // Truncated in place (`> /var/log/wtmp`), then one new logon.
     std::fs::File::create(&wtmp).unwrap();
@@ -144,7 +190,10 @@ fn partial_record_waits_for_the_rest() {
     std::fs::File::create(&wtmp).unwrap();
     let mut tracker = Tracker::open(wtmp.clone(), pos).unwrap();
     let bytes = record(wtmp::USER_PROCESS, "pts/5", "frank", "", 9).encode();
-    let mut f = std::fs::OpenOptions::new().append(true).open(&wtmp).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&wtmp)
+        .unwrap();
     f.write_all(&bytes[..100]).unwrap();
     tracker.poll(&sink).unwrap();
     assert!(spooled(&spool).is_empty());
@@ -201,7 +250,14 @@ fn records_with_implausible_times_are_skipped() {
     zeroed.tv_sec = 0;
     let mut future = record(wtmp::USER_PROCESS, "pts/1", "future", "", 0);
     future.tv_sec = base() + 30 * 24 * 3600;
-    append(&wtmp, &[zeroed, future, record(wtmp::USER_PROCESS, "pts/2", "now", "", 1)]);
+    append(
+        &wtmp,
+        &[
+            zeroed,
+            future,
+            record(wtmp::USER_PROCESS, "pts/2", "now", "", 1),
+        ],
+    );
     tracker.poll(&sink).unwrap();
     let users: Vec<String> = logons(&spooled(&spool)).into_iter().map(|l| l.0).collect();
     assert_eq!(users, vec!["now"]);

@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use std::fs::{File, Metadata};
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -153,7 +153,10 @@ impl Drop for Hasher {
 fn hash_loop(rx: &Receiver<Job>, cache: &Mutex<HashCache>, sink: &EventSink, stop: &AtomicBool) {
     while let Ok(mut job) = rx.recv() {
         // The same new binary may be queued several times in a burst.
-        let cached = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&job.key);
+        let cached = cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&job.key);
         let hash = match cached {
             Some(hash) => hash,
             None if stop.load(Ordering::Relaxed) => None,

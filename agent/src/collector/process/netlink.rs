@@ -115,9 +115,8 @@ impl ProcConnector {
             let mut guard = self.fd.readable().await?;
             let result = guard.try_io(|fd| {
                 // SAFETY: recv(2) into `buf`, whose length is passed.
-                let n = unsafe {
-                    libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0)
-                };
+                let n =
+                    unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
                 if n < 0 {
                     Err(io::Error::last_os_error())
                 } else {
@@ -219,19 +218,35 @@ mod tests {
 
     #[test]
     fn exec_exit_and_refusal() {
-        assert_eq!(parse(&message(PROC_EVENT_EXEC, &[101, 100])), Some(ProcEvent::Exec { pid: 100 }));
+        assert_eq!(
+            parse(&message(PROC_EVENT_EXEC, &[101, 100])),
+            Some(ProcEvent::Exec { pid: 100 })
+        );
         assert_eq!(
             parse(&message(PROC_EVENT_EXIT, &[100, 100, 3 << 8, 17, 1, 1])),
-            Some(ProcEvent::Exit { pid: 100, exit_code: 3 })
+            Some(ProcEvent::Exit {
+                pid: 100,
+                exit_code: 3
+            })
         );
         assert_eq!(
             parse(&message(PROC_EVENT_EXIT, &[100, 100, 9, 17, 1, 1])),
-            Some(ProcEvent::Exit { pid: 100, exit_code: 137 })
+            Some(ProcEvent::Exit {
+                pid: 100,
+                exit_code: 137
+            })
         );
-        assert_eq!(parse(&message(PROC_EVENT_EXIT, &[101, 100, 0, 17, 1, 1])), None, "thread exit");
+        assert_eq!(
+            parse(&message(PROC_EVENT_EXIT, &[101, 100, 0, 17, 1, 1])),
+            None,
+            "thread exit"
+        );
         assert_eq!(parse(&message(1, &[1, 1, 2, 2])), None, "fork");
         assert_eq!(parse(&message(PROC_EVENT_NONE, &[0])), None);
-        assert_eq!(parse(&message(PROC_EVENT_NONE, &[1])), Some(ProcEvent::ListenRefused { errno: 1 }));
+        assert_eq!(
+            parse(&message(PROC_EVENT_NONE, &[1])),
+            Some(ProcEvent::ListenRefused { errno: 1 })
+        );
         assert_eq!(parse(&message(PROC_EVENT_EXEC, &[101])), None, "short");
         assert_eq!(parse(&[0u8; 8]), None);
     }

@@ -56,7 +56,10 @@ impl Procfs {
 
     pub(crate) fn exe_path(&self, pid: u32) -> Option<String> {
         let target = std::fs::read_link(self.path(pid, "exe")).ok()?;
-        Some(truncate_utf8(target.to_string_lossy().into_owned(), MAX_PATH))
+        Some(truncate_utf8(
+            target.to_string_lossy().into_owned(),
+            MAX_PATH,
+        ))
     }
 
     fn command_line(&self, pid: u32) -> String {
@@ -121,7 +124,11 @@ mod tests {
         assert!(info.exe.is_some());
         assert_eq!(info.uid, Some(nix::unistd::getuid().as_raw()));
         assert_eq!(info.ppid, nix::unistd::getppid().as_raw() as u32);
-        assert!(info.command_line.starts_with(&*exe.to_string_lossy()), "{}", info.command_line);
+        assert!(
+            info.command_line.starts_with(&*exe.to_string_lossy()),
+            "{}",
+            info.command_line
+        );
         assert!(proc.pids().unwrap().contains(&me));
     }
 
@@ -137,7 +144,9 @@ mod tests {
         std::fs::create_dir(dir.path().join("7")).unwrap();
         let mut cmdline = b"/bin/echo\0hello\0w\xc3\xb6rld\0".to_vec();
         std::fs::write(dir.path().join("7/cmdline"), &cmdline).unwrap();
-        let proc = Procfs { root: dir.path().into() };
+        let proc = Procfs {
+            root: dir.path().into(),
+        };
         assert_eq!(proc.command_line(7), "/bin/echo hello wörld");
         cmdline = "é".repeat(5000).into_bytes();
         std::fs::write(dir.path().join("7/cmdline"), &cmdline).unwrap();

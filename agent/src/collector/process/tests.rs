@@ -36,14 +36,22 @@ async fn run_until(
 ) -> Vec<(Event, ProcessEvent)> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let status = tokio::process::Command::new(exe).args(args).status().await.unwrap();
+        let status = tokio::process::Command::new(exe)
+            .args(args)
+            .status()
+            .await
+            .unwrap();
         assert!(status.code().is_some());
         tokio::time::sleep(Duration::from_millis(200)).await;
         let found = process_events(&spooled(spool), exe);
         if done(&found) {
             return found;
         }
-        assert!(tokio::time::Instant::now() < deadline, "no event for {}", exe.display());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no event for {}",
+            exe.display()
+        );
     }
 }
 
@@ -73,13 +81,19 @@ async fn exec_and_exit_are_reported_with_hash_and_exit_code() {
         .find(|(_, p)| p.action == Action::Start as i32)
         .unwrap();
     assert_eq!(event.id.len(), 16);
-    assert_eq!(uuid::Uuid::from_slice(&event.id).unwrap().get_version_num(), 7);
+    assert_eq!(
+        uuid::Uuid::from_slice(&event.id).unwrap().get_version_num(),
+        7
+    );
     assert!((now_us() - event.occurred_at_us).abs() < 60_000_000);
     assert_eq!(start.exe_sha256.len(), 32);
     assert_eq!(start.exe_sha256, sha256_of(&exe));
     assert_eq!(start.command_line, format!("{} --some arg", exe.display()));
     assert_eq!(start.parent_pid, std::process::id(), "spawned by the test");
-    assert_eq!(start.parent_exe_path, std::env::current_exe().unwrap().to_string_lossy());
+    assert_eq!(
+        start.parent_exe_path,
+        std::env::current_exe().unwrap().to_string_lossy()
+    );
     let uid = nix::unistd::getuid().as_raw();
     assert_eq!(start.uid, uid);
     assert_eq!(event.os_user, Users::new("/etc/passwd").name(uid));
@@ -114,7 +128,10 @@ async fn hash_is_cached_per_file_version() {
     let dir = tempfile::tempdir().unwrap();
     let (sink, spool) = sink_in(dir.path());
     let mut handler = Handler::new(sink);
-    let mut child = std::process::Command::new("/bin/sleep").arg("5").spawn().unwrap();
+    let mut child = std::process::Command::new("/bin/sleep")
+        .arg("5")
+        .spawn()
+        .unwrap();
     // Pretend the sleeping child exec'd: the first report goes through the
     // hashing thread, the second comes from the cache.
     let pid = child.id();

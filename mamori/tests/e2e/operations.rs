@@ -1,0 +1,165 @@
+//! Operating the spine: metrics and health endpoints, stateless ingest
+//! replicas, rate limits, partitions created on demand.
+
+use crate::support::*;
+use std::time::Duration;
+use tonic::Code;
+
+async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let status = out[9..12].parse().unwrap();
+    (status, out)
+}
+
+#[tokio::test]
+async fn metrics_and_health_endpoints_report_the_pipeline() {
+    let s = Stack::start().await;
+    let (_tenant, token) = s.tenant_with_token().await;
+    let dev = s.new_device(&token).await;
+    let mut st = s.open(&dev.device_credential).await.unwrap();
+    st.send(batch(1, vec![process_event("/a"), process_event("/b")]))
+        .await
+        .unwrap();
+    let mut bad = process_event("/c");
+    bad.id.clear();
+    st.send(batch(2, vec![bad])).await.unwrap();
+
+    assert_eq!(get(s.ingest.ops_addr, "/healthz").await.0, 200);
+    assert_eq!(get(s.ingest.ops_addr, "/readyz").await.0, 200);
+    let (_, metrics) = get(s.ingest.ops_addr, "/metrics").await;
+    for needle in [
+        "mamori_ingest_events_accepted_total 2",
+        "mamori_ingest_events_rejected_total{reason=\"event_id\"} 1",
+        "mamori_ingest_connected_agents 1",
+        "mamori_ingest_xadd_seconds",
+    ] {
+        assert!(metrics.contains(needle), "missing {needle:?} in\n{metrics}");
+    }
+    let writer_ops = s._writer.as_ref().unwrap().ops_addr;
+    wait_for(
+        "committed events in the writer's metrics",
+        Duration::from_secs(10),
+        || async {
+            let (_, m) = get(writer_ops, "/metrics").await;
+            (m.contains("mamori_writer_events_committed_total 2")
+                && m.contains("mamori_writer_commit_seconds"))
+            .then_some(())
+        },
+    )
+    .await;
+    wait_for("stream gauges", Duration::from_secs(10), || async {
+        let (_, m) = get(writer_ops, "/metrics").await;
+        (m.contains("mamori_writer_consumer_lag") && m.contains("mamori_stream_length"))
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_agent_can_use_any_ingest_replica() {
+    let s = Stack::start().await;
+    let second = mamori_ingest::start(ingest_config(&s.env)).await.unwrap();
+    let (tenant, token) = s.tenant_with_token().await;
+    // Enrolled through the first replica...
+    let dev = s.new_device(&token).await;
+    // ...streams through the second.
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", second.grpc_addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    req.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", dev.device_credential).parse().unwrap(),
+    );
+    let inbound = mamori_proto::agent::v1::agent_service_client::AgentServiceClient::new(channel)
+        .connect(req)
+        .await
+        .unwrap()
+        .into_inner();
+    let mut st = AgentStream { tx, inbound };
+    st.send(batch(1, vec![process_event("/via/second")]))
+        .await
+        .unwrap();
+    let mut first = s.open(&dev.device_credential).await.unwrap();
+    first
+        .send(batch(2, vec![process_event("/via/first")]))
+        .await
+        .unwrap();
+    wait_for("both events", Duration::from_secs(10), || async {
+        (s.count_events(tenant).await == 2).then_some(())
+    })
+    .await;
+    second.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_device_over_its_rate_is_slowed_then_told_to_retry_later() {
+    let env = mamori_test_support::TestEnv::new().await;
+    let mut cfg = ingest_config(&env);
+    cfg.device_rate = 100;
+    cfg.device_burst = 100;
+    let ingest = mamori_ingest::start(cfg).await.unwrap();
+    let s = Stack {
+        env,
+        ingest,
+        _writer: None,
+    };
+    let (_tenant, token) = s.tenant_with_token().await;
+    let dev = s.new_device(&token).await;
+    let mut st = s.open(&dev.device_credential).await.unwrap();
+    let ten = || (0..10).map(|_| process_event("/x")).collect::<Vec<_>>();
+    // The burst goes through at once.
+    for seq in 1..=10 {
+        st.send(batch(seq, ten())).await.unwrap();
+    }
+    // The next batch waits for its tokens (0.1 s) instead of failing.
+    let t = std::time::Instant::now();
+    st.send(batch(11, ten())).await.unwrap();
+    assert!(
+        t.elapsed() >= Duration::from_millis(80),
+        "{:?}",
+        t.elapsed()
+    );
+    // A batch needing more than two seconds' worth is refused: retry later.
+    let err = st
+        .send(batch(12, (0..300).map(|_| process_event("/x")).collect()))
+        .await
+        .expect_err("over the device rate");
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert!(err.message().contains("rate limit"), "{err:?}");
+}
+
+#[tokio::test]
+async fn an_event_from_a_day_without_a_partition_gets_one() {
+    let s = Stack::start().await;
+    let (tenant, token) = s.tenant_with_token().await;
+    let dev = s.new_device(&token).await;
+    let mut st = s.open(&dev.device_credential).await.unwrap();
+    let mut old = process_event("/offline/for/a/month");
+    old.occurred_at_us -= 30 * 24 * 3600 * 1_000_000;
+    st.send(batch(1, vec![old, process_event("/today")]))
+        .await
+        .unwrap();
+    wait_for("both events stored", Duration::from_secs(10), || async {
+        (s.count_events(tenant).await == 2).then_some(())
+    })
+    .await;
+    let day = (chrono::Utc::now() - chrono::Duration::days(30))
+        .format("events_%Y%m%d")
+        .to_string();
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+        .bind(&day)
+        .fetch_one(&s.env.owner)
+        .await
+        .unwrap();
+    assert!(exists, "partition {day} was created");
+}
