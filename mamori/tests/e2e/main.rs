@@ -12,3 +12,4 @@ mod operations;
 mod redis_faults;
 mod stream;
 mod tenancy;
+mod tracing;
