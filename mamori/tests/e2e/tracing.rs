@@ -14,10 +14,18 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// A span as received, ids in hex.
+#[derive(Debug, Clone)]
+struct SpanSeen {
+    trace: String,
+    name: String,
+    parent: String,
+    id: String,
+}
+
 #[derive(Default, Clone)]
 struct Receiver {
-    /// (trace id hex, span name, parent span id hex, span id hex)
-    spans: Arc<Mutex<Vec<(String, String, String, String)>>>,
+    spans: Arc<Mutex<Vec<SpanSeen>>>,
 }
 
 #[tonic::async_trait]
@@ -30,12 +38,12 @@ impl TraceService for Receiver {
         for rs in request.into_inner().resource_spans {
             for ss in rs.scope_spans {
                 for s in ss.spans {
-                    spans.push((
-                        hex(&s.trace_id),
-                        s.name,
-                        hex(&s.parent_span_id),
-                        hex(&s.span_id),
-                    ));
+                    spans.push(SpanSeen {
+                        trace: hex(&s.trace_id),
+                        name: s.name,
+                        parent: hex(&s.parent_span_id),
+                        id: hex(&s.span_id),
+                    });
                 }
             }
         }
@@ -132,16 +140,16 @@ async fn a_batch_is_one_trace_from_agent_through_ingest_to_writer() {
                 .lock()
                 .unwrap()
                 .iter()
-                .filter(|s| s.0 == trace_id)
+                .filter(|s| s.trace == trace_id)
                 .cloned()
                 .collect();
-            let names: Vec<&str> = spans.iter().map(|s| s.1.as_str()).collect();
+            let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
             (names.contains(&"append_batch") && names.contains(&"batch_committed")).then_some(spans)
         },
     )
     .await;
-    let ingest = spans.iter().find(|s| s.1 == "append_batch").unwrap();
-    let writer = spans.iter().find(|s| s.1 == "batch_committed").unwrap();
+    let ingest = spans.iter().find(|s| s.name == "append_batch").unwrap();
+    let writer = spans.iter().find(|s| s.name == "batch_committed").unwrap();
     assert_eq!(
         ingest.2, agent_span,
         "ingest's span is a child of the agent's"
