@@ -151,11 +151,11 @@ async fn a_batch_is_one_trace_from_agent_through_ingest_to_writer() {
     let ingest = spans.iter().find(|s| s.name == "append_batch").unwrap();
     let writer = spans.iter().find(|s| s.name == "batch_committed").unwrap();
     assert_eq!(
-        ingest.2, agent_span,
+        ingest.parent, agent_span,
         "ingest's span is a child of the agent's"
     );
     assert_eq!(
-        writer.2, ingest.3,
+        writer.parent, ingest.id,
         "the writer's span is a child of ingest's"
     );
     let _ = child.kill();
