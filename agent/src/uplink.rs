@@ -16,12 +16,17 @@
 //! PERMISSION_DENIED: the device was revoked) is retried every minute,
 //! anything else (server away, overloaded, stream broken) after an exponential
 //! backoff with full jitter. Collectors keep spooling all along.
+//!
+//! On shutdown no new batch is sent, but the acks of the batches in flight
+//! are awaited for up to [`SHUTDOWN_GRACE`]: otherwise a plain service stop
+//! would leave them pending and resend them at the next start.
 
 mod backoff;
 mod throttle;
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,7 +38,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::Code;
+use tonic::{Code, Streaming};
 use tracing::Instrument;
 
 use crate::channel;
@@ -57,6 +62,11 @@ const REFUSED_RETRY: Duration = Duration::from_secs(60);
 /// A session that lasted this long was healthy: the next reconnect starts the
 /// backoff from its first step.
 const HEALTHY_SESSION: Duration = Duration::from_secs(30);
+/// How long a stopping agent waits for the acks of its batches in flight.
+/// An ack normally comes within milliseconds, so this only bounds a slow or
+/// silent server; it is short because a service manager waits for the stop
+/// (and what is not acked in time is kept in the spool and resent anyway).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Settings of the uplink.
 #[derive(Debug, Clone, Copy)]
@@ -73,6 +83,8 @@ enum SessionEnd {
     Refused(String),
     /// The server or the network failed: retry soon.
     Transient(String),
+    /// Shutdown was asked for: do not retry.
+    Stopped,
 }
 
 impl From<tonic::Status> for SessionEnd {
@@ -147,14 +159,14 @@ impl Uplink {
             };
             let stopped = async {
                 let started = Instant::now();
-                let end = tokio::select! {
-                    () = &mut shutdown => return true,
-                    end = self.session(enrolled, &mut backoff) => end,
-                };
+                let end = self
+                    .session(enrolled, &mut backoff, shutdown.as_mut())
+                    .await;
                 if started.elapsed() >= HEALTHY_SESSION {
                     backoff.reset();
                 }
                 let delay = match end {
+                    SessionEnd::Stopped => return true,
                     SessionEnd::Refused(reason) => {
                         tracing::error!(%reason, retry_in_s = REFUSED_RETRY.as_secs(), "server refused the device (revoked?); events are kept in the spool");
                         REFUSED_RETRY
@@ -178,27 +190,72 @@ impl Uplink {
         }
     }
 
-    /// One connection: connect, stream until it breaks.
-    async fn session(
+    /// One connection: connect, stream until it breaks or `shutdown`
+    /// resolves.
+    async fn session<F: Future<Output = ()>>(
         &mut self,
         enrolled: Result<(AgentConfig, SecretString), Error>,
         backoff: &mut Backoff,
+        mut shutdown: Pin<&mut F>,
     ) -> SessionEnd {
-        let (config, credential) = match enrolled {
-            Ok(v) => v,
-            Err(e) => return SessionEnd::Refused(e.to_string()),
+        let (tx, mut inbound, mut st) = tokio::select! {
+            () = shutdown.as_mut() => return SessionEnd::Stopped,
+            connected = self.connect(enrolled) => match connected {
+                Ok(c) => c,
+                Err(end) => return end,
+            },
         };
-        let endpoint = match channel::endpoint(&config.server, config.ca_cert.as_deref()) {
-            Ok(e) => e,
-            Err(e) => return SessionEnd::Refused(e.to_string()),
-        };
-        let mut client = match channel::client(&endpoint).await {
-            Ok(c) => c,
-            Err(Error::Connect(e)) => {
-                return SessionEnd::Transient(format!("cannot connect: {}", error_chain(&e)));
+        loop {
+            let wake_at = match self.pump(&mut st, &tx) {
+                Ok(at) => at,
+                Err(end) => return end,
+            };
+            let sleep = tokio::time::sleep_until(wake_at.unwrap_or_else(far_future));
+            tokio::select! {
+                () = shutdown.as_mut() => {
+                    // `tx` lives until the drain is over: closing the
+                    // outgoing stream could make the server end the call
+                    // before it has acked.
+                    self.drain(&mut st, &mut inbound).await;
+                    return SessionEnd::Stopped;
+                }
+                msg = inbound.next() => match msg {
+                    Some(Ok(msg)) => {
+                        if self.on_message(msg, &mut st) {
+                            backoff.reset();
+                        }
+                    }
+                    Some(Err(status)) => return status.into(),
+                    None => return SessionEnd::Transient("the server closed the stream".into()),
+                },
+                () = self.wake.notified() => {}
+                () = sleep => {}
             }
-            Err(e) => return SessionEnd::Transient(e.to_string()),
-        };
+        }
+    }
+
+    /// Opens the stream and sends `Hello`; returns the outgoing side, the
+    /// incoming side and the positions of the new session.
+    async fn connect(
+        &self,
+        enrolled: Result<(AgentConfig, SecretString), Error>,
+    ) -> Result<
+        (
+            mpsc::Sender<AgentMessage>,
+            Streaming<ServerMessage>,
+            SessionState,
+        ),
+        SessionEnd,
+    > {
+        let (config, credential) = enrolled.map_err(|e| SessionEnd::Refused(e.to_string()))?;
+        let endpoint = channel::endpoint(&config.server, config.ca_cert.as_deref())
+            .map_err(|e| SessionEnd::Refused(e.to_string()))?;
+        let mut client = channel::client(&endpoint).await.map_err(|e| match e {
+            Error::Connect(e) => {
+                SessionEnd::Transient(format!("cannot connect: {}", error_chain(&e)))
+            }
+            e => SessionEnd::Transient(e.to_string()),
+        })?;
 
         let (tx, rx) = mpsc::channel(WINDOW + 1);
         let hello = {
@@ -213,19 +270,15 @@ impl Uplink {
             body: Some(agent_message::Body::Hello(hello)),
         });
         let mut request = tonic::Request::new(ReceiverStream::new(rx));
-        let bearer = match format!("Bearer {}", credential.expose_secret()).parse() {
-            Ok(v) => v,
-            Err(_) => {
-                return SessionEnd::Refused("the stored credential is not valid metadata".into());
-            }
-        };
+        let bearer = format!("Bearer {}", credential.expose_secret())
+            .parse()
+            .map_err(|_| {
+                SessionEnd::Refused("the stored credential is not valid metadata".into())
+            })?;
         request.metadata_mut().insert("authorization", bearer);
-        let mut inbound = match client.connect(request).await {
-            Ok(response) => response.into_inner(),
-            Err(status) => return status.into(),
-        };
+        let inbound = client.connect(request).await?.into_inner();
 
-        let mut st = {
+        let st = {
             let spool = lock(&self.spool);
             tracing::info!(
                 server = %config.server,
@@ -240,25 +293,38 @@ impl Uplink {
                 config.device_id.clone(),
             )
         };
-        loop {
-            let wake_at = match self.pump(&mut st, &tx) {
-                Ok(at) => at,
-                Err(end) => return end,
-            };
-            let sleep = tokio::time::sleep_until(wake_at.unwrap_or_else(far_future));
-            tokio::select! {
-                msg = inbound.next() => match msg {
+        Ok((tx, inbound, st))
+    }
+
+    /// After shutdown: sends nothing more, but takes the acks (and
+    /// rejections) of the batches in flight until none is left, the stream
+    /// ends or [`SHUTDOWN_GRACE`] has passed.
+    async fn drain(&mut self, st: &mut SessionState, inbound: &mut Streaming<ServerMessage>) {
+        if st.in_flight.is_empty() {
+            return;
+        }
+        tracing::info!(
+            batches = st.in_flight.len(),
+            "stopping: waiting for the acks of the batches in flight"
+        );
+        let settle = async {
+            while !st.in_flight.is_empty() {
+                match inbound.next().await {
                     Some(Ok(msg)) => {
-                        if self.on_message(msg, &mut st) {
-                            backoff.reset();
-                        }
+                        self.on_message(msg, st);
                     }
-                    Some(Err(status)) => return status.into(),
-                    None => return SessionEnd::Transient("the server closed the stream".into()),
-                },
-                () = self.wake.notified() => {}
-                () = sleep => {}
+                    Some(Err(_)) | None => return,
+                }
             }
+        };
+        // Timing out is the point of the grace period, not an error.
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, settle).await;
+        if !st.in_flight.is_empty() {
+            tracing::warn!(
+                batches = st.in_flight.len(),
+                grace_ms = SHUTDOWN_GRACE.as_millis() as u64,
+                "stopping without the acks of some batches; they stay in the spool and are resent at the next start"
+            );
         }
     }
 

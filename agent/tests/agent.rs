@@ -1,6 +1,7 @@
 //! The agent end to end against an in-process fake of the ingest server:
 //! enrollment (library and binary), delivery of collected events over the
-//! Connect stream, acks, rejections, a revoked credential and an outage.
+//! Connect stream, acks, rejections, a revoked credential, an outage and a
+//! stop while a batch is in flight.
 //!
 //! Events come from the logon collector reading a fake wtmp file, which lets
 //! a test make exactly the events it wants.
@@ -26,10 +27,17 @@ use tonic::{Request, Response, Status, Streaming};
 const CREDENTIAL: &str = "cred-0123456789";
 /// The fake server's clock runs this far ahead of the device's.
 const SERVER_AHEAD_US: i64 = 10_000_000;
+/// How long the fake takes to ack in [`Mode::SlowAck`]: long enough that a
+/// stop right after the batch arrived would beat the ack.
+const SLOW_ACK: Duration = Duration::from_millis(300);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Ack,
+    /// Acks each batch after [`SLOW_ACK`].
+    SlowAck,
+    /// Takes batches and never answers.
+    Silent,
     Reject,
     Revoked,
 }
@@ -133,6 +141,15 @@ impl AgentService for Fake {
                         let accepted = b.events.len() as u32;
                         seen.lock().unwrap().batches.push(b);
                         match mode {
+                            Mode::Silent => continue,
+                            Mode::SlowAck => {
+                                tokio::time::sleep(SLOW_ACK).await;
+                                server_message::Body::Ack(BatchAck {
+                                    sequence,
+                                    accepted,
+                                    server_time_us: now_us() + SERVER_AHEAD_US,
+                                })
+                            }
                             Mode::Reject => server_message::Body::Rejected(BatchRejected {
                                 sequence,
                                 reason: "event 0: bad field".into(),
@@ -517,6 +534,48 @@ async fn events_from_an_outage_arrive_when_the_server_returns() {
     .await;
     agent.stop().await;
     assert_eq!(pending(&s.state), 0);
+}
+
+#[tokio::test]
+async fn stopping_waits_for_the_ack_of_a_batch_in_flight() {
+    let fake = Fake::new(Mode::SlowAck);
+    let (url, _server) = serve(fake.clone(), "127.0.0.1:0".parse().unwrap()).await;
+    let s = setup();
+    mamori_agent::enroll(&enroll_options(&url, &s.state))
+        .await
+        .unwrap();
+
+    let agent = Agent::start(&s.state, &s.wtmp).await;
+    append_wtmp(&s.wtmp, &[logon("ivan", "pts/9")]);
+    // The ack is still on its way when the stop is asked for.
+    eventually("the batch", || !fake.batches().is_empty()).await;
+    agent.stop().await;
+    assert_eq!(
+        pending(&s.state),
+        0,
+        "the ack was awaited: nothing to resend at the next start"
+    );
+    assert_eq!(fake.batches().len(), 1);
+}
+
+#[tokio::test]
+async fn a_server_that_never_acks_does_not_hold_up_the_stop() {
+    let fake = Fake::new(Mode::Silent);
+    let (url, _server) = serve(fake.clone(), "127.0.0.1:0".parse().unwrap()).await;
+    let s = setup();
+    mamori_agent::enroll(&enroll_options(&url, &s.state))
+        .await
+        .unwrap();
+
+    let agent = Agent::start(&s.state, &s.wtmp).await;
+    append_wtmp(&s.wtmp, &[logon("judy", "pts/10")]);
+    eventually("the batch", || !fake.batches().is_empty()).await;
+    let asked = std::time::Instant::now();
+    agent.stop().await;
+    let took = asked.elapsed();
+    // The grace period is 2 s; the rest is slack for a loaded machine.
+    assert!(took < Duration::from_secs(4), "the stop took {took:?}");
+    assert_eq!(pending(&s.state), 1, "the unacked event is kept");
 }
 
 #[tokio::test]

@@ -129,6 +129,7 @@ async fn run_agent(
     seed: u64,
 ) -> anyhow::Result<Report> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let pool = events::Pool::new(&mut rng, 256);
     let channel = wire::channel(&agent.url).await?;
     let mut client = AgentServiceClient::new(channel);
     if args.gzip {
@@ -170,7 +171,7 @@ async fn run_agent(
             sequence += 1;
             let now_us = chrono::Utc::now().timestamp_micros();
             let events: Vec<_> = (0..args.batch)
-                .map(|_| events::event(&mut rng, now_us))
+                .map(|_| pool.take(&mut rng, now_us))
                 .collect();
             let batch = EventBatch {
                 sequence,

@@ -30,6 +30,7 @@ const HOSTS: &[&str] = &[
 ];
 const USERS: &[&str] = &["tanaka", "sato", "suzuki", "takahashi"];
 
+/// One freshly generated event (random kind and content).
 pub fn event(rng: &mut impl Rng, now_us: i64) -> Event {
     let roll = rng.random_range(0..100);
     let kind = match roll {
@@ -114,5 +115,23 @@ pub fn event(rng: &mut impl Rng, now_us: i64) -> Event {
         clock_offset_ms: 0,
         os_user: USERS.choose(rng).unwrap().to_string(),
         kind: Some(kind),
+    }
+}
+
+/// A pool of pre-generated events: each simulated event is a clone of one
+/// with a new id and time, so the load generator spends its CPU on the
+/// protocol, not on formatting strings (real agents run elsewhere).
+pub struct Pool(Vec<Event>);
+
+impl Pool {
+    pub fn new(rng: &mut impl Rng, size: usize) -> Self {
+        Self((0..size).map(|_| event(rng, 0)).collect())
+    }
+
+    pub fn take(&self, rng: &mut impl Rng, now_us: i64) -> Event {
+        let mut e = self.0[rng.random_range(0..self.0.len())].clone();
+        e.id = uuid::Uuid::now_v7().as_bytes().to_vec();
+        e.occurred_at_us = now_us;
+        e
     }
 }

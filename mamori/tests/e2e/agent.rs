@@ -9,7 +9,8 @@ use std::time::Duration;
 /// A uniquely named copy of /bin/sleep, so its events are recognisable.
 /// (Sleep, not true: the process connector reports an exec after the fact,
 /// and the agent reads the executable and command line from /proc; a
-/// program that exits within a millisecond can be gone by then.)
+/// program that exits within a millisecond can be gone by then. Callers
+/// let it live a second, so a loaded test machine does not lose the race.)
 pub fn marker_program(dir: &Path, name: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::copy("/bin/sleep", &path).unwrap();
@@ -26,7 +27,7 @@ pub async fn rows_for(s: &mamori_test_support::TestEnv, exe: &Path) -> Vec<Vec<u
         .unwrap()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_process_started_on_this_machine_reaches_postgres() {
     let s = Stack::start().await;
     let (tenant, token) = s.tenant_with_token().await;
@@ -64,7 +65,7 @@ async fn a_process_started_on_this_machine_reaches_postgres() {
     );
     // Asynchronously: the agent shares this test's thread.
     let status = tokio::process::Command::new(&exe)
-        .args(["0.3", "0.0042"])
+        .args(["1", "0.0042"])
         .status()
         .await
         .unwrap();

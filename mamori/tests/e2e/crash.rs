@@ -7,7 +7,7 @@ use crate::support::*;
 use mamori_proto::agent::v1::{Event, event::Kind};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn bin(name: &str) -> PathBuf {
@@ -21,51 +21,55 @@ fn bin(name: &str) -> PathBuf {
     path
 }
 
-fn spawn_writer(env: &mamori_test_support::TestEnv, log: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_mamori"))
-        .arg("writer")
-        .env("MAMORI_DATABASE_URL", &env.database_url)
-        .env("MAMORI_REDIS_URL", &env.redis_url)
-        .env("MAMORI_WRITER_OPS_ADDR", "127.0.0.1:0")
-        .env("MAMORI_WRITER_CLAIM_IDLE_MS", "1000")
-        .env("MAMORI_WRITER_READ_COUNT", "2")
-        .env_remove("MAMORI_CONFIG")
-        .stdout(Stdio::null())
-        .stderr(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(log)
-                .unwrap(),
-        )
-        .spawn()
-        .unwrap()
+fn spawn_writer(env: &mamori_test_support::TestEnv, log: &Path) -> Proc {
+    Proc(
+        Command::new(env!("CARGO_BIN_EXE_mamori"))
+            .arg("writer")
+            .env("MAMORI_DATABASE_URL", &env.database_url)
+            .env("MAMORI_REDIS_URL", &env.redis_url)
+            .env("MAMORI_WRITER_OPS_ADDR", "127.0.0.1:0")
+            .env("MAMORI_WRITER_CLAIM_IDLE_MS", "1000")
+            .env("MAMORI_WRITER_READ_COUNT", "2")
+            .env_remove("MAMORI_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(log)
+                    .unwrap(),
+            )
+            .spawn()
+            .unwrap(),
+    )
 }
 
-fn spawn_agent(state: &Path, log: &Path) -> Child {
-    Command::new(bin("mamori-agent"))
-        .args([
-            "run",
-            "--collectors",
-            "process",
-            "--batch-max-events",
-            "5",
-            "--state-dir",
-        ])
-        .arg(state)
-        .stdout(Stdio::null())
-        .stderr(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(log)
-                .unwrap(),
-        )
-        .spawn()
-        .unwrap()
+fn spawn_agent(state: &Path, log: &Path) -> Proc {
+    Proc(
+        Command::new(bin("mamori-agent"))
+            .args([
+                "run",
+                "--collectors",
+                "process",
+                "--batch-max-events",
+                "5",
+                "--state-dir",
+            ])
+            .arg(state)
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(log)
+                    .unwrap(),
+            )
+            .spawn()
+            .unwrap(),
+    )
 }
 
-fn kill9(child: &mut Child) {
+fn kill9(Proc(child): &mut Proc) {
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGKILL,
@@ -126,13 +130,13 @@ async fn kill_9_of_writer_and_agent_loses_and_duplicates_nothing() {
         dir.path(),
         &format!("mamori-crash-{}", uuid::Uuid::new_v4().simple()),
     );
-    // Each marker lives 0.3 s (see marker_program); its second argument
+    // Each marker lives 1 s (see marker_program); its second argument
     // encodes its index and adds at most 0.1 ms.
     let mut running = Vec::new();
     let mut run_marker = |i: u32| {
         running.push(
             Command::new(&exe)
-                .args(["0.3".to_owned(), format!("0.{i:07}")])
+                .args(["1".to_owned(), format!("0.{i:07}")])
                 .spawn()
                 .unwrap(),
         );
@@ -213,9 +217,4 @@ async fn kill_9_of_writer_and_agent_loses_and_duplicates_nothing() {
         .filter(|i| !counts_after.contains_key(i))
         .collect();
     assert!(missing.is_empty(), "markers lost: {missing:?}");
-
-    kill9(&mut agent);
-    kill9(&mut writer);
-    // Keep the logs on failure (the assertions above panicked before here).
-    let _ = std::fs::read_to_string(&writer_log);
 }
