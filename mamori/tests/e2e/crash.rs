@@ -169,7 +169,7 @@ async fn kill_9_of_writer_and_agent_loses_and_duplicates_nothing() {
     for i in 60..70u32 {
         run_marker(i);
     }
-    agent = spawn_agent(state.path(), &agent_log);
+    let _agent = spawn_agent(state.path(), &agent_log);
     let restarted = Instant::now();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     for i in 70..100u32 {

@@ -67,7 +67,8 @@ async fn a_batch_is_one_trace_from_agent_through_ingest_to_writer() {
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mamori"))
+    let mut child = Proc(
+        Command::new(env!("CARGO_BIN_EXE_mamori"))
         .arg("all")
         .env("MAMORI_DATABASE_URL", &env.database_url)
         .env("MAMORI_REDIS_URL", &env.redis_url)
