@@ -69,21 +69,22 @@ async fn a_batch_is_one_trace_from_agent_through_ingest_to_writer() {
 
     let mut child = Proc(
         Command::new(env!("CARGO_BIN_EXE_mamori"))
-        .arg("all")
-        .env("MAMORI_DATABASE_URL", &env.database_url)
-        .env("MAMORI_REDIS_URL", &env.redis_url)
-        .env("MAMORI_INGEST_ADDR", "127.0.0.1:0")
-        .env("MAMORI_INGEST_OPS_ADDR", "127.0.0.1:0")
-        .env("MAMORI_WRITER_OPS_ADDR", "127.0.0.1:0")
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}"))
-        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-        .env_remove("MAMORI_CONFIG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+            .arg("all")
+            .env("MAMORI_DATABASE_URL", &env.database_url)
+            .env("MAMORI_REDIS_URL", &env.redis_url)
+            .env("MAMORI_INGEST_ADDR", "127.0.0.1:0")
+            .env("MAMORI_INGEST_OPS_ADDR", "127.0.0.1:0")
+            .env("MAMORI_WRITER_OPS_ADDR", "127.0.0.1:0")
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}"))
+            .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+            .env_remove("MAMORI_CONFIG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
+    BufReader::new(child.0.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
     let addr = line
