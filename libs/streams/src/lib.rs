@@ -7,6 +7,10 @@
 //! spread over the cluster's nodes. Each stream entry is one accepted batch,
 //! a protobuf `StreamBatch` in the field `b`.
 
+mod info;
+
+pub use info::{GroupInfo, StreamId, groups, oldest_unfinished};
+
 use mamori_tenancy::DeviceId;
 
 /// The field of a stream entry that holds the encoded `StreamBatch`.

@@ -163,3 +163,57 @@ async fn an_event_from_a_day_without_a_partition_gets_one() {
         .unwrap();
     assert!(exists, "partition {day} was created");
 }
+
+#[tokio::test]
+async fn a_writer_that_falls_behind_slows_acks_then_refuses_until_it_catches_up() {
+    let env = mamori_test_support::TestEnv::new().await;
+    let mut cfg = ingest_config(&env);
+    cfg.max_backlog_ms = 300;
+    cfg.backpressure_wait_ms = 700;
+    let ingest = mamori_ingest::start(cfg).await.unwrap();
+    let mut s = Stack {
+        env,
+        ingest,
+        _writer: None,
+    };
+    let (tenant, token) = s.tenant_with_token().await;
+    let dev = s.new_device(&token).await;
+    let mut st = s.open(&dev.device_credential).await.unwrap();
+    st.send(batch(1, vec![process_event("/first")]))
+        .await
+        .expect("no backlog yet");
+
+    // No writer: the first batch waits in Redis and grows old.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let t = std::time::Instant::now();
+    let err = st
+        .send(batch(2, vec![process_event("/second")]))
+        .await
+        .expect_err("the writer is behind");
+    assert!(
+        t.elapsed() >= Duration::from_millis(600),
+        "the ack waited first: {:?}",
+        t.elapsed()
+    );
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert!(
+        err.message().contains("behind") && err.message().contains("retry later"),
+        "{err:?}"
+    );
+
+    // The writer comes: the backlog drains and the retried batch is acked.
+    s._writer = Some(mamori_writer::start(writer_config(&s.env)).await.unwrap());
+    wait_for(
+        "an ack once the writer caught up",
+        Duration::from_secs(20),
+        || async {
+            let mut st = s.open(&dev.device_credential).await.ok()?;
+            st.send(batch(2, vec![process_event("/second")])).await.ok()
+        },
+    )
+    .await;
+    wait_for("both events stored", Duration::from_secs(10), || async {
+        (s.count_events(tenant).await == 2).then_some(())
+    })
+    .await;
+}

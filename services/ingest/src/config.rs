@@ -24,9 +24,14 @@ pub struct Config {
     /// Sustained events per second one tenant may send (per ingest process).
     pub tenant_rate: u32,
     pub tenant_burst: u32,
-    /// Past this many entries waiting in the streams, new batches are told
-    /// to retry later instead of growing Redis without bound.
+    /// Past this many entries held in the streams, new batches are told to
+    /// retry later instead of growing Redis without bound.
     pub max_stream_backlog: u64,
+    /// Back-pressure: while the slowest stream consumer (the writer) is
+    /// further behind than this, acks wait...
+    pub max_backlog_ms: u64,
+    /// ...for at most this long, then the agent is told to retry later.
+    pub backpressure_wait_ms: u64,
     /// How often open streams are checked against device revocations.
     pub revocation_check_ms: u64,
     pub db_max_connections: u32,
@@ -49,6 +54,8 @@ impl Default for Config {
             tenant_rate: 500_000,
             tenant_burst: 1_000_000,
             max_stream_backlog: 2_000_000,
+            max_backlog_ms: 1_000,
+            backpressure_wait_ms: 10_000,
             revocation_check_ms: 2_000,
             db_max_connections: 8,
         }

@@ -5,7 +5,7 @@ use crate::config::Config;
 use crate::connections::Connections;
 use crate::limits::TenantLimits;
 use crate::service::Ingest;
-use crate::sink::Sink;
+use crate::sink::{BacklogLimits, Sink};
 use crate::validate::Limits;
 use anyhow::{Context, bail};
 use mamori_proto::agent::v1::agent_service_server::AgentServiceServer;
@@ -83,7 +83,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let sink = Sink::connect(
         &config.redis_url,
         config.stream_shards,
-        config.max_stream_backlog,
+        BacklogLimits {
+            max_entries: config.max_stream_backlog,
+            max_behind: Duration::from_millis(config.max_backlog_ms),
+            max_wait: Duration::from_millis(config.backpressure_wait_ms),
+        },
     )
     .await?;
     let stop = CancellationToken::new();

@@ -16,8 +16,22 @@ const APPEND_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) struct Sink {
     conn: ConnectionManager,
     shards: u32,
-    max_backlog: u64,
-    backlog: Arc<AtomicU64>,
+    limits: BacklogLimits,
+    /// Entries in all shard streams (the memory guard).
+    entries: Arc<AtomicU64>,
+    /// How far (ms) the slowest consumer group is behind the newest entry.
+    behind_ms: Arc<AtomicU64>,
+}
+
+/// When appends wait, and when they are refused.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BacklogLimits {
+    /// Hard bound on entries held in Redis.
+    pub(crate) max_entries: u64,
+    /// Appends wait while the slowest consumer is further behind than this.
+    pub(crate) max_behind: Duration,
+    /// ...for at most this long, then the agent is told to retry later.
+    pub(crate) max_wait: Duration,
 }
 
 impl std::fmt::Debug for Sink {
@@ -29,31 +43,61 @@ impl std::fmt::Debug for Sink {
 }
 
 impl Sink {
-    pub(crate) async fn connect(url: &str, shards: u32, max_backlog: u64) -> anyhow::Result<Self> {
+    pub(crate) async fn connect(
+        url: &str,
+        shards: u32,
+        limits: BacklogLimits,
+    ) -> anyhow::Result<Self> {
         let client = redis::Client::open(url).map_err(|e| {
             anyhow::anyhow!("MAMORI_REDIS_URL {url:?} is not a valid Redis URL: {e}")
         })?;
         let cfg = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(5)))
             .set_response_timeout(Some(APPEND_TIMEOUT));
-        let conn = ConnectionManager::new_with_config(client, cfg)
+        let mut conn = ConnectionManager::new_with_config(client, cfg)
             .await
             .map_err(|e| anyhow::anyhow!("cannot reach Redis at {url}: {e}"))?;
+        // The writer's group exists from the start, so what is appended
+        // before the first writer runs counts as its backlog.
+        mamori_streams::ensure_group(&mut conn, shards, mamori_streams::WRITER_GROUP)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot create the stream consumer groups: {e}"))?;
         Ok(Self {
             conn,
             shards,
-            max_backlog,
-            backlog: Arc::new(AtomicU64::new(0)),
+            limits,
+            entries: Arc::new(AtomicU64::new(0)),
+            behind_ms: Arc::new(AtomicU64::new(0)),
         })
     }
 
-    /// Appends one encoded batch with one XADD; returns once Redis has it.
+    /// Waits while the consumers are too far behind (back-pressure the
+    /// agent sees as a slower ack), then appends the batch with one XADD and
+    /// returns once Redis has it.
     pub(crate) async fn append(&self, device: DeviceId, batch: Vec<u8>) -> Result<(), Status> {
-        if self.backlog.load(Ordering::Relaxed) > self.max_backlog {
-            metrics::counter!("mamori_ingest_backlog_refusals_total").increment(1);
-            return Err(Status::resource_exhausted(
-                "event backlog is full, retry later",
-            ));
+        let deadline = Instant::now() + self.limits.max_wait;
+        let mut waited = false;
+        loop {
+            if self.entries.load(Ordering::Relaxed) > self.limits.max_entries {
+                metrics::counter!("mamori_ingest_backlog_refusals_total").increment(1);
+                return Err(Status::resource_exhausted(
+                    "event backlog is full, retry later",
+                ));
+            }
+            if self.behind_ms.load(Ordering::Relaxed) <= self.limits.max_behind.as_millis() as u64 {
+                break;
+            }
+            if Instant::now() >= deadline {
+                metrics::counter!("mamori_ingest_backlog_refusals_total").increment(1);
+                return Err(Status::resource_exhausted(
+                    "event store consumers are behind, retry later",
+                ));
+            }
+            if !waited {
+                waited = true;
+                metrics::counter!("mamori_ingest_backpressure_waits_total").increment(1);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let key = stream_key(shard_of(device, self.shards));
         let mut conn = self.conn.clone();
@@ -78,29 +122,47 @@ impl Sink {
             .map_err(|e| format!("redis: {e}"))
     }
 
-    /// Every second, sums the stream lengths (entries not yet trimmed by the
-    /// consumers) so that appends can refuse before Redis runs out of memory.
+    /// Five times a second, measures how many entries the streams hold and
+    /// how far behind (by entry age) the slowest consumer group is.
     pub(crate) async fn watch_backlog(self, stop: CancellationToken) {
         let keys = stream_keys(self.shards);
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let mut pipe = redis::pipe();
-            for k in &keys {
-                pipe.cmd("XLEN").arg(k);
-            }
-            let mut conn = self.conn.clone();
-            match pipe.query_async::<Vec<u64>>(&mut conn).await {
-                Ok(lens) => {
-                    let total: u64 = lens.iter().sum();
-                    self.backlog.store(total, Ordering::Relaxed);
-                    metrics::gauge!("mamori_ingest_stream_backlog").set(total as f64);
+            match self.measure(&keys).await {
+                Ok((entries, behind_ms)) => {
+                    self.entries.store(entries, Ordering::Relaxed);
+                    self.behind_ms.store(behind_ms, Ordering::Relaxed);
+                    metrics::gauge!("mamori_ingest_stream_backlog").set(entries as f64);
+                    metrics::gauge!("mamori_ingest_consumers_behind_seconds")
+                        .set(behind_ms as f64 / 1000.0);
                 }
                 Err(e) => tracing::debug!(error = %e, "backlog check failed"),
             }
         }
+    }
+
+    async fn measure(&self, keys: &[String]) -> redis::RedisResult<(u64, u64)> {
+        let mut conn = self.conn.clone();
+        // Redis's clock, since entry ids carry Redis's append time.
+        let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await?;
+        let now_ms = secs * 1000 + micros / 1000;
+        let mut entries = 0;
+        let mut oldest: Option<u64> = None;
+        for key in keys {
+            entries += redis::cmd("XLEN")
+                .arg(key)
+                .query_async::<u64>(&mut conn)
+                .await?;
+            for g in mamori_streams::groups(&mut conn, key).await? {
+                if let Some(id) = mamori_streams::oldest_unfinished(&mut conn, key, &g).await? {
+                    oldest = Some(oldest.map_or(id.ms, |o| o.min(id.ms)));
+                }
+            }
+        }
+        Ok((entries, oldest.map_or(0, |o| now_ms.saturating_sub(o))))
     }
 }
