@@ -46,7 +46,7 @@ done
 
 log "peak run"
 "$bin/mamori-loadtest" --ingest "http://127.0.0.1:$ingest_port" "$@" | tee "$work/peak.txt"
-peak=$(awk '/^committed rate/ {print int($3)}' "$work/peak.txt")
+peak=$(awk "/^committed rate/ {print int(\$3)}" "$work/peak.txt")
 if [ -n "$peak" ] && [ "$peak" -gt 0 ]; then
     half=$((peak / 2))
     log "latency run at 50% of peak ($half events/s)"

@@ -94,9 +94,8 @@ pub async fn oldest_unfinished(
             return Ok(text(&v[1]).and_then(|t| StreamId::parse(&t)));
         }
     }
-    if group.lag == Some(0) {
-        return Ok(None);
-    }
+    // Not trusting `lag` here: Redis reports it from counters that trimming
+    // can leave stale; one XRANGE is cheap and exact.
     let after = group
         .last_delivered
         .map_or_else(|| "-".to_owned(), |id| format!("({id}"));

@@ -15,6 +15,10 @@ const APPEND_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub(crate) struct Sink {
     conn: ConnectionManager,
+    /// A connection of its own for measuring the backlog: on the shared one
+    /// the measurements would queue behind the appends they are meant to
+    /// throttle, and arrive late exactly when they matter.
+    monitor: ConnectionManager,
     shards: u32,
     limits: BacklogLimits,
     /// Entries in all shard streams (the memory guard).
@@ -54,7 +58,10 @@ impl Sink {
         let cfg = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(5)))
             .set_response_timeout(Some(APPEND_TIMEOUT));
-        let mut conn = ConnectionManager::new_with_config(client, cfg)
+        let mut conn = ConnectionManager::new_with_config(client.clone(), cfg.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot reach Redis at {url}: {e}"))?;
+        let monitor = ConnectionManager::new_with_config(client, cfg)
             .await
             .map_err(|e| anyhow::anyhow!("cannot reach Redis at {url}: {e}"))?;
         // The writer's group exists from the start, so what is appended
@@ -64,6 +71,7 @@ impl Sink {
             .map_err(|e| anyhow::anyhow!("cannot create the stream consumer groups: {e}"))?;
         Ok(Self {
             conn,
+            monitor,
             shards,
             limits,
             entries: Arc::new(AtomicU64::new(0)),
@@ -146,7 +154,7 @@ impl Sink {
     }
 
     async fn measure(&self, keys: &[String]) -> redis::RedisResult<(u64, u64)> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.monitor.clone();
         // Redis's clock, since entry ids carry Redis's append time.
         let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await?;
         let now_ms = secs * 1000 + micros / 1000;
