@@ -62,12 +62,13 @@ pub(crate) fn endpoint(server: &str, ca_cert: Option<&Path>) -> Result<Endpoint>
     Ok(endpoint)
 }
 
-/// Connects and wraps the channel in a client that compresses with gzip both
-/// ways.
+/// Connects and wraps the channel in a client that compresses its batches
+/// with zstd (a fraction of gzip's CPU for a similar ratio on event data).
 pub(crate) async fn client(endpoint: &Endpoint) -> Result<AgentServiceClient<Channel>> {
     let channel = endpoint.connect().await.map_err(Error::Connect)?;
     Ok(AgentServiceClient::new(channel)
-        .send_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Zstd)
+        .accept_compressed(CompressionEncoding::Zstd)
         .accept_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES))

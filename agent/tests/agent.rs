@@ -191,7 +191,8 @@ async fn serve(fake: Fake, addr: SocketAddr) -> (String, oneshot::Sender<()>) {
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let service = AgentServiceServer::new(fake)
         .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Gzip);
+        .accept_compressed(CompressionEncoding::Zstd)
+        .send_compressed(CompressionEncoding::Zstd);
     tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(service)
@@ -448,7 +449,7 @@ async fn run_delivers_events_and_learns_the_clock_offset() {
     let seen = fake.seen.lock().unwrap();
     assert_eq!(seen.hellos[0].agent_version, env!("CARGO_PKG_VERSION"));
     assert!(
-        seen.encodings.iter().all(|e| e == "gzip"),
+        seen.encodings.iter().all(|e| e == "zstd"),
         "{:?}",
         seen.encodings
     );

@@ -132,10 +132,11 @@ async fn run_agent(
     let pool = events::Pool::new(&mut rng, 256);
     let channel = wire::channel(&agent.url).await?;
     let mut client = AgentServiceClient::new(channel);
-    if args.gzip {
-        client = client
-            .send_compressed(CompressionEncoding::Gzip)
-            .accept_compressed(CompressionEncoding::Gzip);
+    match args.compression.as_str() {
+        "zstd" => client = client.send_compressed(CompressionEncoding::Zstd),
+        "gzip" => client = client.send_compressed(CompressionEncoding::Gzip),
+        "none" => {}
+        other => anyhow::bail!("--compression {other:?}: expected zstd, gzip or none"),
     }
     let (tx, rx) = mpsc::channel::<AgentMessage>(args.window + 1);
     let mut req = tonic::Request::new(ReceiverStream::new(rx));

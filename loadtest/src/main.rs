@@ -13,6 +13,9 @@ mod events;
 mod raw;
 mod wire;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::Context;
 use clap::Parser;
 use mamori_tenancy::{Db, TenantId};
@@ -49,9 +52,9 @@ pub struct Args {
     /// Batches in flight per agent before waiting for an ack.
     #[arg(long, default_value_t = 2)]
     window: usize,
-    /// Compress batches with gzip, as the real agent does.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    gzip: bool,
+    /// Compression of batches: zstd (what the real agent sends), gzip or none.
+    #[arg(long, default_value = "zstd")]
+    compression: String,
     /// Rows for the raw-insert comparison (0 = as many as the run committed,
     /// at most 2 million).
     #[arg(long, default_value_t = 0)]
@@ -153,12 +156,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let secs = report.elapsed.as_secs_f64();
     println!(
-        "== mamori loadtest: {} agents, {} tenants, batch {}, window {}, gzip {}, target rate {} ==",
+        "== mamori loadtest: {} agents, {} tenants, batch {}, window {}, compression {}, target rate {} ==",
         args.agents,
         args.tenants,
         args.batch,
         args.window,
-        args.gzip,
+        args.compression,
         if args.rate == 0 {
             "max".to_owned()
         } else {

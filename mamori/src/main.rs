@@ -4,6 +4,11 @@
 
 mod admin;
 
+// The services allocate and free many small buffers per event (protobuf
+// strings, row arrays); mimalloc spends less CPU on that than glibc's malloc.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use mamori_config::File;

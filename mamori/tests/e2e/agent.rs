@@ -73,7 +73,7 @@ async fn a_process_started_on_this_machine_reaches_postgres() {
 
     let payloads = wait_for(
         "the process event in PostgreSQL",
-        Duration::from_secs(20),
+        Duration::from_secs(60),
         || async {
             let rows = rows_for(&s.env, &exe).await;
             (!rows.is_empty()).then_some(rows)

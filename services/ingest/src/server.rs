@@ -131,8 +131,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     let service = AgentServiceServer::new(ingest)
         .max_decoding_message_size(config.max_message_bytes as usize)
-        .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Gzip);
+        // zstd is what the agent sends; gzip for other clients. Acks are a
+        // few bytes: not worth compressing.
+        .accept_compressed(CompressionEncoding::Zstd)
+        .accept_compressed(CompressionEncoding::Gzip);
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<AgentServiceServer<Ingest>>()
