@@ -77,6 +77,20 @@ pub struct Report {
     pub ack_latency: Histogram<u64>,
 }
 
+impl Report {
+    fn new() -> anyhow::Result<Self> {
+        Ok(Self {
+            elapsed: Duration::ZERO,
+            sent_events: 0,
+            acked_events: 0,
+            encoded_bytes: 0,
+            rejected: 0,
+            errors: 0,
+            ack_latency: Histogram::new_with_bounds(1, 600_000_000, 3)?,
+        })
+    }
+}
+
 pub async fn drive(args: &Args, fleet: Vec<SimAgent>) -> anyhow::Result<Report> {
     let n = fleet.len();
     let per_agent_rate = (args.rate > 0).then(|| args.rate as f64 / n as f64);
@@ -89,15 +103,7 @@ pub async fn drive(args: &Args, fleet: Vec<SimAgent>) -> anyhow::Result<Report> 
             run_agent(agent, &args, per_agent_rate, deadline, i as u64).await
         }));
     }
-    let mut report = Report {
-        elapsed: Duration::ZERO,
-        sent_events: 0,
-        acked_events: 0,
-        encoded_bytes: 0,
-        rejected: 0,
-        errors: 0,
-        ack_latency: Histogram::new_with_bounds(1, 600_000_000, 3)?,
-    };
+    let mut report = Report::new()?;
     for t in tasks {
         match t.await? {
             Ok(r) => {
@@ -145,15 +151,7 @@ async fn run_agent(
         format!("Bearer {}", agent.credential).parse()?,
     );
     let mut inbound = client.connect(req).await?.into_inner();
-    let mut report = Report {
-        elapsed: Duration::ZERO,
-        sent_events: 0,
-        acked_events: 0,
-        encoded_bytes: 0,
-        rejected: 0,
-        errors: 0,
-        ack_latency: Histogram::new_with_bounds(1, 600_000_000, 3)?,
-    };
+    let mut report = Report::new()?;
     let interval = per_agent_rate.map(|r| Duration::from_secs_f64(args.batch as f64 / r));
     // Spread the agents' first batches over one interval.
     let mut next_send = Instant::now()

@@ -105,7 +105,6 @@ async fn a_process_started_on_this_machine_reaches_postgres() {
 
 #[tokio::test]
 async fn tls_with_a_pinned_ca_works_and_a_wrong_ca_is_refused() {
-    let env = mamori_test_support::TestEnv::new().await;
     let dir = tempfile::tempdir().unwrap();
     let (ca_pem, cert_pem, key_pem) = test_pki();
     let other_ca = test_pki().0;
@@ -113,15 +112,11 @@ async fn tls_with_a_pinned_ca_works_and_a_wrong_ca_is_refused() {
     std::fs::write(dir.path().join("other-ca.pem"), &other_ca).unwrap();
     std::fs::write(dir.path().join("cert.pem"), &cert_pem).unwrap();
     std::fs::write(dir.path().join("key.pem"), &key_pem).unwrap();
-    let mut cfg = ingest_config(&env);
-    cfg.ingest_tls_cert = dir.path().join("cert.pem").display().to_string();
-    cfg.ingest_tls_key = dir.path().join("key.pem").display().to_string();
-    let ingest = mamori_ingest::start(cfg).await.unwrap();
-    let s = Stack {
-        env,
-        ingest,
-        _writer: None,
-    };
+    let s = Stack::ingest_only(|cfg| {
+        cfg.ingest_tls_cert = dir.path().join("cert.pem").display().to_string();
+        cfg.ingest_tls_key = dir.path().join("key.pem").display().to_string();
+    })
+    .await;
     let (_tenant, token) = s.tenant_with_token().await;
     let url = format!("https://localhost:{}", s.ingest.grpc_addr.port());
 

@@ -99,13 +99,7 @@ fn marker_counts(payloads: &[Vec<u8>]) -> HashMap<u32, usize> {
 
 #[tokio::test]
 async fn kill_9_of_writer_and_agent_loses_and_duplicates_nothing() {
-    let env = mamori_test_support::TestEnv::new().await;
-    let ingest = mamori_ingest::start(ingest_config(&env)).await.unwrap();
-    let s = Stack {
-        env,
-        ingest,
-        _writer: None,
-    };
+    let s = Stack::ingest_only(|_| {}).await;
     let logs = tempfile::tempdir().unwrap();
     let writer_log = logs.path().join("writer.log");
     let agent_log = logs.path().join("agent.log");

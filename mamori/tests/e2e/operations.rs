@@ -103,16 +103,11 @@ async fn an_agent_can_use_any_ingest_replica() {
 
 #[tokio::test]
 async fn a_device_over_its_rate_is_slowed_then_told_to_retry_later() {
-    let env = mamori_test_support::TestEnv::new().await;
-    let mut cfg = ingest_config(&env);
-    cfg.device_rate = 100;
-    cfg.device_burst = 100;
-    let ingest = mamori_ingest::start(cfg).await.unwrap();
-    let s = Stack {
-        env,
-        ingest,
-        _writer: None,
-    };
+    let s = Stack::ingest_only(|cfg| {
+        cfg.device_rate = 100;
+        cfg.device_burst = 100;
+    })
+    .await;
     let (_tenant, token) = s.tenant_with_token().await;
     let dev = s.new_device(&token).await;
     let mut st = s.open(&dev.device_credential).await.unwrap();
@@ -166,16 +161,11 @@ async fn an_event_from_a_day_without_a_partition_gets_one() {
 
 #[tokio::test]
 async fn a_writer_that_falls_behind_slows_acks_then_refuses_until_it_catches_up() {
-    let env = mamori_test_support::TestEnv::new().await;
-    let mut cfg = ingest_config(&env);
-    cfg.max_backlog_ms = 300;
-    cfg.backpressure_wait_ms = 700;
-    let ingest = mamori_ingest::start(cfg).await.unwrap();
-    let mut s = Stack {
-        env,
-        ingest,
-        _writer: None,
-    };
+    let mut s = Stack::ingest_only(|cfg| {
+        cfg.max_backlog_ms = 300;
+        cfg.backpressure_wait_ms = 700;
+    })
+    .await;
     let (tenant, token) = s.tenant_with_token().await;
     let dev = s.new_device(&token).await;
     let mut st = s.open(&dev.device_credential).await.unwrap();

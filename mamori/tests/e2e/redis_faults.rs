@@ -10,7 +10,35 @@ use tonic::Code;
 struct RedisProc {
     child: Child,
     port: u16,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+}
+
+/// A throw-away redis-server on `port`, no persistence.
+fn spawn_redis(port: u16, dir: &std::path::Path, extra: &[&str]) -> Child {
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(dir)
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server is installed (scripts/test.sh installs it)");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
 }
 
 impl RedisProc {
@@ -21,34 +49,22 @@ impl RedisProc {
             .unwrap()
             .port();
         let dir = tempfile::tempdir().unwrap();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(dir.path())
-            .args(extra)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (scripts/test.sh installs it)");
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
         Self {
-            child,
+            child: spawn_redis(port, dir.path(), extra),
             port,
-            _dir: dir,
+            dir,
         }
+    }
+
+    /// Kills it (as a crash would).
+    fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Starts a new, empty Redis on the same port.
+    fn restart(&mut self) {
+        self.child = spawn_redis(self.port, self.dir.path(), &[]);
     }
 
     fn url(&self) -> String {
@@ -63,23 +79,10 @@ impl Drop for RedisProc {
     }
 }
 
-async fn stack_on(redis: &RedisProc) -> (mamori_test_support::TestEnv, mamori_ingest::Running) {
-    let env = mamori_test_support::TestEnv::new().await;
-    let mut cfg = ingest_config(&env);
-    cfg.redis_url = redis.url();
-    let ingest = mamori_ingest::start(cfg).await.unwrap();
-    (env, ingest)
-}
-
 #[tokio::test]
 async fn redis_down_means_retry_later_and_up_again_means_acks() {
     let mut redis = RedisProc::start(&[]);
-    let (env, ingest) = stack_on(&redis).await;
-    let s = Stack {
-        env,
-        ingest,
-        _writer: None,
-    };
+    let s = Stack::ingest_only(|cfg| cfg.redis_url = redis.url()).await;
     let (_tenant, token) = s.tenant_with_token().await;
     let dev = s.new_device(&token).await;
     let mut st = s.open(&dev.device_credential).await.unwrap();
@@ -87,8 +90,7 @@ async fn redis_down_means_retry_later_and_up_again_means_acks() {
         .await
         .expect("ack while Redis is up");
 
-    redis.child.kill().unwrap();
-    redis.child.wait().unwrap();
+    redis.kill();
     let err = st
         .send(batch(2, vec![process_event("/b")]))
         .await
@@ -98,22 +100,7 @@ async fn redis_down_means_retry_later_and_up_again_means_acks() {
 
     // Redis comes back on the same port: the agent reconnects and its
     // retried batch is acked and stored.
-    let port = redis.port;
-    let back = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    redis.child = back;
+    redis.restart();
     let ack = wait_for(
         "an ack after Redis is back",
         Duration::from_secs(20),
@@ -149,12 +136,7 @@ async fn redis_down_means_retry_later_and_up_again_means_acks() {
 #[tokio::test]
 async fn redis_over_its_memory_bound_means_resource_exhausted() {
     let redis = RedisProc::start(&["--maxmemory", "3mb", "--maxmemory-policy", "noeviction"]);
-    let (env, ingest) = stack_on(&redis).await;
-    let s = Stack {
-        env,
-        ingest,
-        _writer: None,
-    };
+    let s = Stack::ingest_only(|cfg| cfg.redis_url = redis.url()).await;
     let (_tenant, token) = s.tenant_with_token().await;
     let dev = s.new_device(&token).await;
     let mut st = s.open(&dev.device_credential).await.unwrap();

@@ -60,6 +60,19 @@ impl Stack {
         }
     }
 
+    /// Ingest alone (no writer), its config adjusted by `tweak`.
+    pub async fn ingest_only(tweak: impl FnOnce(&mut mamori_ingest::Config)) -> Self {
+        let env = TestEnv::new().await;
+        let mut cfg = ingest_config(&env);
+        tweak(&mut cfg);
+        let ingest = mamori_ingest::start(cfg).await.expect("ingest starts");
+        Self {
+            env,
+            ingest,
+            _writer: None,
+        }
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.ingest.grpc_addr)
     }
