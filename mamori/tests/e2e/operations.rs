@@ -207,3 +207,45 @@ async fn a_writer_that_falls_behind_slows_acks_then_refuses_until_it_catches_up(
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_database_that_refuses_writes_for_a_while_loses_nothing() {
+    let env = mamori_test_support::TestEnv::new().await;
+    let mut wcfg = writer_config(&env);
+    // Far beyond the test: recovery must not depend on the claim timer.
+    wcfg.writer_claim_idle_ms = 600_000;
+    let writer = mamori_writer::start(wcfg).await.unwrap();
+    let ingest = mamori_ingest::start(ingest_config(&env)).await.unwrap();
+    let s = Stack {
+        env,
+        ingest,
+        _writer: Some(writer),
+    };
+    let (tenant, token) = s.tenant_with_token().await;
+    let dev = s.new_device(&token).await;
+    let mut st = s.open(&dev.device_credential).await.unwrap();
+
+    sqlx::query("REVOKE INSERT ON events FROM mamori_app")
+        .execute(&s.env.owner)
+        .await
+        .unwrap();
+    st.send(batch(1, vec![process_event("/during/outage")]))
+        .await
+        .expect("acked: Redis has it");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        s.count_events(tenant).await,
+        0,
+        "the writer could not write"
+    );
+    sqlx::query("GRANT INSERT ON events TO mamori_app")
+        .execute(&s.env.owner)
+        .await
+        .unwrap();
+    wait_for(
+        "the event once writes are allowed again",
+        Duration::from_secs(15),
+        || async { (s.count_events(tenant).await == 1).then_some(()) },
+    )
+    .await;
+}

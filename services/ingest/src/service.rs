@@ -173,8 +173,10 @@ impl DeviceStream {
                         "agent hello"
                     );
                     if hello.spool_dropped_total > 0 {
-                        metrics::gauge!("mamori_ingest_agent_spool_dropped", "device_id" => self.device.device.to_string())
-                            .set(hello.spool_dropped_total as f64);
+                        tracing::warn!(
+                            spool_dropped_total = hello.spool_dropped_total,
+                            "agent reports events dropped from its full spool"
+                        );
                     }
                     continue;
                 }

@@ -30,11 +30,15 @@ type Entry = (String, Option<Vec<u8>>);
 
 impl Shard {
     /// Runs until `stop`: claims what dead consumers left, then reads new
-    /// entries, reclaiming again every half claim-idle period.
+    /// entries, reclaiming again every half claim-idle period. After a failed
+    /// write (PostgreSQL away, say) it retries its own pending entries before
+    /// reading new ones, so they wait for the database, not for a reclaim.
     pub(crate) async fn run(self, mut reader: MultiplexedConnection, stop: CancellationToken) {
         let reclaim_every = Duration::from_millis(self.claim_idle_ms / 2);
         let mut last_reclaim: Option<Instant> = None;
         let mut backoff = Duration::from_millis(100);
+        // Also picks up what this consumer name left before a restart.
+        let mut own_pending_first = true;
         loop {
             if stop.is_cancelled() {
                 return;
@@ -42,12 +46,19 @@ impl Shard {
             let step = if last_reclaim.is_none_or(|t| t.elapsed() >= reclaim_every) {
                 last_reclaim = Some(Instant::now());
                 self.reclaim().await
+            } else if own_pending_first {
+                let handled = self.read(&mut reader, &stop, "0").await;
+                if matches!(handled, Ok(0)) {
+                    own_pending_first = false;
+                }
+                handled.map(drop)
             } else {
-                self.read_new(&mut reader, &stop).await
+                self.read(&mut reader, &stop, ">").await.map(drop)
             };
             match step {
                 Ok(()) => backoff = Duration::from_millis(100),
                 Err(e) => {
+                    own_pending_first = true;
                     tracing::warn!(stream = %self.key, error = %e, "writer step failed; retrying");
                     tokio::select! {
                         _ = stop.cancelled() => return,
@@ -59,29 +70,33 @@ impl Shard {
         }
     }
 
-    async fn read_new(
+    /// Reads and writes entries after `from`: `>` for new ones, `0` for this
+    /// consumer's own pending ones. Returns how many entries it handled.
+    async fn read(
         &self,
         reader: &mut MultiplexedConnection,
         stop: &CancellationToken,
-    ) -> anyhow::Result<()> {
+        from: &str,
+    ) -> anyhow::Result<usize> {
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
             .arg(WRITER_GROUP)
             .arg(&self.consumer)
             .arg("COUNT")
-            .arg(self.read_count)
-            .arg("BLOCK")
-            .arg(BLOCK_MS)
-            .arg("STREAMS")
-            .arg(&self.key)
-            .arg(">");
+            .arg(self.read_count);
+        if from == ">" {
+            cmd.arg("BLOCK").arg(BLOCK_MS);
+        }
+        cmd.arg("STREAMS").arg(&self.key).arg(from);
         let read = cmd.query_async::<Value>(reader);
         let reply = tokio::select! {
-            _ = stop.cancelled() => return Ok(()),
+            _ = stop.cancelled() => return Ok(0),
             r = read => r?,
         };
         let entries = parse_read_reply(reply)?;
-        self.process(entries).await
+        let n = entries.len();
+        self.process(entries).await?;
+        Ok(n)
     }
 
     /// Claims entries idle on any consumer for longer than the claim period
