@@ -1,10 +1,8 @@
 //! The consumer loop of one stream shard: read (or claim), write, ack.
 
 use crate::store::{self, Batch};
-use mamori_proto::agent::v1::StreamBatch;
 use mamori_streams::{BATCH_FIELD, DEAD_LETTER_STREAM, WRITER_GROUP};
 use mamori_tenancy::Db;
-use prost::Message;
 use redis::Value;
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 use std::time::{Duration, Instant};
@@ -144,8 +142,8 @@ impl Shard {
                 None => Err(format!("entry has no field {BATCH_FIELD:?}")),
             };
             match added {
-                Ok(_) => {
-                    if let Some(tp) = bytes.as_deref().and_then(traceparent_of) {
+                Ok(tp) => {
+                    if !tp.is_empty() {
                         parents.push(tp);
                     }
                 }
@@ -205,13 +203,6 @@ impl Shard {
             .await?;
         Ok(())
     }
-}
-
-fn traceparent_of(bytes: &[u8]) -> Option<String> {
-    // Decoding twice is cheap next to the insert, and keeps Batch free of
-    // tracing concerns.
-    let tp = StreamBatch::decode(bytes).ok()?.traceparent;
-    (!tp.is_empty()).then_some(tp)
 }
 
 /// `[[key, [[id, [field, value, ...]], ...]]]` or nil on timeout.

@@ -61,9 +61,10 @@ pub enum BadEntry {
 }
 
 impl Batch {
-    /// Adds one stream entry's events. Ingest validated them already; this
-    /// only re-checks what would break the insert.
-    pub fn add_entry(&mut self, bytes: &[u8]) -> Result<usize, BadEntry> {
+    /// Adds one stream entry's events and returns the entry's trace context
+    /// ("" when none). Ingest validated the events already; this only
+    /// re-checks what would break the insert.
+    pub fn add_entry(&mut self, bytes: &[u8]) -> Result<String, BadEntry> {
         let sb = StreamBatch::decode(bytes)?;
         let tenant: TenantId = sb
             .tenant_id
@@ -100,7 +101,6 @@ impl Batch {
             e.occurred_at_us = 0;
             staged.payload.push(e.encode_to_vec());
         }
-        let n = staged.len();
         let rows = self.tenants.entry(tenant).or_default();
         rows.ts.extend(staged.ts);
         rows.id.extend(staged.id);
@@ -110,7 +110,7 @@ impl Batch {
         rows.subject.extend(staged.subject);
         rows.received_at.extend(staged.received_at);
         rows.payload.extend(staged.payload);
-        Ok(n)
+        Ok(sb.traceparent)
     }
 
     pub fn events(&self) -> usize {
