@@ -133,13 +133,7 @@ impl DeviceStream {
     ) {
         let registration = self.connections.register(self.device.device);
         tracing::debug!("agent connected");
-        let db = self.db.clone();
-        let device = self.device;
-        tokio::spawn(async move {
-            if let Err(e) = mamori_registry::touch_last_seen(&db, device, None).await {
-                tracing::warn!(error = %e, "cannot record last seen");
-            }
-        });
+        self.record_seen(None);
         loop {
             let msg = tokio::select! {
                 _ = registration.cancelled.cancelled() => {
@@ -172,6 +166,14 @@ impl DeviceStream {
                         spool_pending_events = hello.spool_pending_events,
                         "agent hello"
                     );
+                    self.record_seen(Some(
+                        hello
+                            .agent_version
+                            .chars()
+                            .filter(|c| !c.is_control())
+                            .take(64)
+                            .collect(),
+                    ));
                     if hello.spool_dropped_total > 0 {
                         tracing::warn!(
                             spool_dropped_total = hello.spool_dropped_total,
@@ -194,12 +196,22 @@ impl DeviceStream {
                 }
             }
         }
-        let device = self.device;
-        let db = self.db.clone();
-        tokio::spawn(async move {
-            let _ = mamori_registry::touch_last_seen(&db, device, None).await;
-        });
+        self.record_seen(None);
         tracing::debug!("agent disconnected");
+    }
+
+    /// Records, off the stream's path, that the device was seen now (and
+    /// the agent version it reported).
+    fn record_seen(&self, agent_version: Option<String>) {
+        let db = self.db.clone();
+        let device = self.device;
+        tokio::spawn(async move {
+            if let Err(e) =
+                mamori_registry::touch_last_seen(&db, device, agent_version.as_deref()).await
+            {
+                tracing::warn!(error = %e, "cannot record last seen");
+            }
+        });
     }
 
     /// Accepts (acks) or refuses one batch. `Err` ends the stream with a
