@@ -13,22 +13,10 @@ log "building (release)"
 cargo build --release --locked -p mamori -p mamori-loadtest
 bin=$CARGO_TARGET_DIR/release
 
-work=$(mktemp -d /tmp/mamori-load.XXXXXX)
-chmod 755 "$work"
+start_private_servers load
 mamori_pid=
-cleanup() {
-    [ -n "$mamori_pid" ] && kill "$mamori_pid" 2>/dev/null && wait "$mamori_pid" 2>/dev/null || true
-    stop_pg "$work"
-    stop_redis "$work"
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-pg_port=$(free_port)
-redis_port=$(free_port)
+trap '[ -n "$mamori_pid" ] && kill "$mamori_pid" 2>/dev/null; stop_private_servers' EXIT
 ingest_port=$(free_port)
-start_pg "$work" "$pg_port"
-start_redis "$work" "$redis_port"
 export MAMORI_DATABASE_URL="postgres://mamori@127.0.0.1:$pg_port/mamori"
 export MAMORI_REDIS_URL="redis://127.0.0.1:$redis_port"
 export MAMORI_INGEST_ADDR="127.0.0.1:$ingest_port"

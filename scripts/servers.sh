@@ -111,3 +111,24 @@ stop_redis() {
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
+
+# start_private_servers NAME: PostgreSQL and Redis on free loopback ports,
+# data in a new /tmp/mamori-NAME.* directory; both are stopped and the
+# directory removed when the calling script exits. Sets work, pg_port,
+# redis_port.
+start_private_servers() {
+    work=$(mktemp -d "/tmp/mamori-$1.XXXXXX")
+    chmod 755 "$work"
+    trap stop_private_servers EXIT
+    pg_port=$(free_port)
+    redis_port=$(free_port)
+    log "starting PostgreSQL on 127.0.0.1:$pg_port and Redis on 127.0.0.1:$redis_port"
+    start_pg "$work" "$pg_port"
+    start_redis "$work" "$redis_port"
+}
+
+stop_private_servers() {
+    stop_pg "$work"
+    stop_redis "$work"
+    rm -rf "$work"
+}

@@ -15,20 +15,7 @@ if ! command -v cargo-nextest >/dev/null 2>&1; then
     cargo install --locked cargo-nextest
 fi
 
-work=$(mktemp -d /tmp/mamori-test.XXXXXX)
-chmod 755 "$work"
-cleanup() {
-    stop_pg "$work"
-    stop_redis "$work"
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-pg_port=$(free_port)
-redis_port=$(free_port)
-log "starting PostgreSQL on 127.0.0.1:$pg_port and Redis on 127.0.0.1:$redis_port"
-start_pg "$work" "$pg_port"
-start_redis "$work" "$redis_port"
+start_private_servers test
 export MAMORI_TEST_DATABASE_URL="postgres://mamori@127.0.0.1:$pg_port/mamori"
 export MAMORI_TEST_REDIS_URL="redis://127.0.0.1:$redis_port"
 

@@ -205,6 +205,18 @@ async fn serve(fake: Fake, addr: SocketAddr) -> (String, oneshot::Sender<()>) {
     (url, stop_tx)
 }
 
+/// A fake server in `mode` and an agent state enrolled with it: the server's
+/// URL, the handle that keeps it up, and the state.
+async fn enrolled(mode: Mode) -> (Fake, String, oneshot::Sender<()>, Setup) {
+    let fake = Fake::new(mode);
+    let (url, server) = serve(fake.clone(), "127.0.0.1:0".parse().unwrap()).await;
+    let s = setup();
+    mamori_agent::enroll(&enroll_options(&url, &s.state))
+        .await
+        .unwrap();
+    (fake, url, server, s)
+}
+
 fn enroll_options(server: &str, state_dir: &Path) -> EnrollOptions {
     EnrollOptions {
         server: server.into(),
@@ -410,12 +422,7 @@ async fn binary_enrolls_with_json_output_and_fails_clearly() {
 
 #[tokio::test]
 async fn run_delivers_events_and_learns_the_clock_offset() {
-    let fake = Fake::new(Mode::Ack);
-    let (url, _server) = serve(fake.clone(), "127.0.0.1:0".parse().unwrap()).await;
-    let s = setup();
-    mamori_agent::enroll(&enroll_options(&url, &s.state))
-        .await
-        .unwrap();
+    let (fake, _, _server, s) = enrolled(Mode::Ack).await;
 
     let agent = Agent::start(&s.state, &s.wtmp).await;
     append_wtmp(&s.wtmp, &[logon("alice", "pts/1")]);
@@ -459,12 +466,7 @@ async fn run_delivers_events_and_learns_the_clock_offset() {
 
 #[tokio::test]
 async fn revoked_device_keeps_spooling_and_delivers_after_reinstatement() {
-    let fake = Fake::new(Mode::Ack);
-    let (url, _server) = serve(fake.clone(), "127.0.0.1:0".parse().unwrap()).await;
-    let s = setup();
-    mamori_agent::enroll(&enroll_options(&url, &s.state))
-        .await
-        .unwrap();
+    let (fake, _, _server, s) = enrolled(Mode::Ack).await;
     fake.set_mode(Mode::Revoked);
 
     let agent = Agent::start(&s.state, &s.wtmp).await;
@@ -497,12 +499,7 @@ async fn revoked_device_keeps_spooling_and_delivers_after_reinstatement() {
 
 #[tokio::test]
 async fn rejected_batches_are_dropped() {
-    let fake = Fake::new(Mode::Reject);
-    let (url, _server) = serve(fake.clone(), "127.0.0.1:0".parse().unwrap()).await;
-    let s = setup();
-    mamori_agent::enroll(&enroll_options(&url, &s.state))
-        .await
-        .unwrap();
+    let (fake, _, _server, s) = enrolled(Mode::Reject).await;
 
     let agent = Agent::start(&s.state, &s.wtmp).await;
     append_wtmp(&s.wtmp, &[logon("erin", "pts/5")]);
@@ -515,13 +512,8 @@ async fn rejected_batches_are_dropped() {
 
 #[tokio::test]
 async fn events_from_an_outage_arrive_when_the_server_returns() {
-    let fake = Fake::new(Mode::Ack);
-    let (url, server) = serve(fake.clone(), "127.0.0.1:0".parse().unwrap()).await;
+    let (fake, url, server, s) = enrolled(Mode::Ack).await;
     let addr: SocketAddr = url.trim_start_matches("http://").parse().unwrap();
-    let s = setup();
-    mamori_agent::enroll(&enroll_options(&url, &s.state))
-        .await
-        .unwrap();
     drop(server);
     tokio::time::sleep(Duration::from_millis(100)).await;
 
@@ -539,12 +531,7 @@ async fn events_from_an_outage_arrive_when_the_server_returns() {
 
 #[tokio::test]
 async fn stopping_waits_for_the_ack_of_a_batch_in_flight() {
-    let fake = Fake::new(Mode::SlowAck);
-    let (url, _server) = serve(fake.clone(), "127.0.0.1:0".parse().unwrap()).await;
-    let s = setup();
-    mamori_agent::enroll(&enroll_options(&url, &s.state))
-        .await
-        .unwrap();
+    let (fake, _, _server, s) = enrolled(Mode::SlowAck).await;
 
     let agent = Agent::start(&s.state, &s.wtmp).await;
     append_wtmp(&s.wtmp, &[logon("ivan", "pts/9")]);
@@ -561,12 +548,7 @@ async fn stopping_waits_for_the_ack_of_a_batch_in_flight() {
 
 #[tokio::test]
 async fn a_server_that_never_acks_does_not_hold_up_the_stop() {
-    let fake = Fake::new(Mode::Silent);
-    let (url, _server) = serve(fake.clone(), "127.0.0.1:0".parse().unwrap()).await;
-    let s = setup();
-    mamori_agent::enroll(&enroll_options(&url, &s.state))
-        .await
-        .unwrap();
+    let (fake, _, _server, s) = enrolled(Mode::Silent).await;
 
     let agent = Agent::start(&s.state, &s.wtmp).await;
     append_wtmp(&s.wtmp, &[logon("judy", "pts/10")]);
