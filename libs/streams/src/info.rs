@@ -64,12 +64,12 @@ pub async fn groups(
         .into_iter()
         .map(to_map)
         .map(|g| GroupInfo {
-            name: g.get("name").and_then(text).unwrap_or_default(),
+            name: g.get("name").and_then(value_text).unwrap_or_default(),
             pending: g.get("pending").and_then(int).unwrap_or(0),
             lag: g.get("lag").and_then(int),
             last_delivered: g
                 .get("last-delivered-id")
-                .and_then(text)
+                .and_then(value_text)
                 .and_then(|t| StreamId::parse(&t)),
         })
         .collect())
@@ -91,7 +91,7 @@ pub async fn oldest_unfinished(
         if let Value::Array(v) = summary
             && v.len() >= 2
         {
-            return Ok(text(&v[1]).and_then(|t| StreamId::parse(&t)));
+            return Ok(value_text(&v[1]).and_then(|t| StreamId::parse(&t)));
         }
     }
     // Not trusting `lag` here: Redis reports it from counters that trimming
@@ -111,7 +111,7 @@ pub async fn oldest_unfinished(
         Value::Array(entries) => entries.into_iter().next().and_then(|e| match e {
             Value::Array(parts) => parts
                 .first()
-                .and_then(text)
+                .and_then(value_text)
                 .and_then(|t| StreamId::parse(&t)),
             _ => None,
         }),
@@ -125,14 +125,14 @@ fn to_map(v: Value) -> HashMap<String, Value> {
         Value::Array(kv) => {
             let mut it = kv.into_iter();
             while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                if let Some(k) = text(&k) {
+                if let Some(k) = value_text(&k) {
                     out.insert(k, v);
                 }
             }
         }
         Value::Map(kv) => {
             for (k, v) in kv {
-                if let Some(k) = text(&k) {
+                if let Some(k) = value_text(&k) {
                     out.insert(k, v);
                 }
             }
@@ -142,7 +142,8 @@ fn to_map(v: Value) -> HashMap<String, Value> {
     out
 }
 
-fn text(v: &Value) -> Option<String> {
+/// A Redis string reply (bulk or simple) as text.
+pub fn value_text(v: &Value) -> Option<String> {
     match v {
         Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
         Value::SimpleString(s) => Some(s.clone()),

@@ -9,7 +9,7 @@
 
 mod info;
 
-pub use info::{GroupInfo, StreamId, groups, oldest_unfinished};
+pub use info::{GroupInfo, StreamId, groups, oldest_unfinished, value_text};
 
 use mamori_tenancy::DeviceId;
 

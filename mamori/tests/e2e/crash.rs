@@ -21,6 +21,15 @@ fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// The log file a child's stderr goes to; restarts append to it.
+fn append_to(log: &Path) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap()
+}
+
 fn spawn_writer(env: &mamori_test_support::TestEnv, log: &Path) -> Proc {
     Proc(
         Command::new(env!("CARGO_BIN_EXE_mamori"))
@@ -32,13 +41,7 @@ fn spawn_writer(env: &mamori_test_support::TestEnv, log: &Path) -> Proc {
             .env("MAMORI_WRITER_READ_COUNT", "2")
             .env_remove("MAMORI_CONFIG")
             .stdout(Stdio::null())
-            .stderr(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(log)
-                    .unwrap(),
-            )
+            .stderr(append_to(log))
             .spawn()
             .unwrap(),
     )
@@ -57,13 +60,7 @@ fn spawn_agent(state: &Path, log: &Path) -> Proc {
             ])
             .arg(state)
             .stdout(Stdio::null())
-            .stderr(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(log)
-                    .unwrap(),
-            )
+            .stderr(append_to(log))
             .spawn()
             .unwrap(),
     )

@@ -1,7 +1,7 @@
 //! The consumer loop of one stream shard: read (or claim), write, ack.
 
 use crate::store::{self, Batch};
-use mamori_streams::{BATCH_FIELD, DEAD_LETTER_STREAM, WRITER_GROUP};
+use mamori_streams::{BATCH_FIELD, DEAD_LETTER_STREAM, WRITER_GROUP, value_text};
 use mamori_tenancy::Db;
 use redis::Value;
 use redis::aio::{ConnectionManager, MultiplexedConnection};
@@ -237,7 +237,7 @@ fn parse_autoclaim_reply(v: Value) -> anyhow::Result<(String, Vec<Entry>)> {
         anyhow::bail!("short XAUTOCLAIM reply");
     }
     let entries = parse_entries(parts.remove(1))?;
-    let next = string_of(&parts[0]).unwrap_or_else(|| "0-0".into());
+    let next = value_text(&parts[0]).unwrap_or_else(|| "0-0".into());
     Ok((next, entries))
 }
 
@@ -254,7 +254,7 @@ fn parse_entries(v: Value) -> anyhow::Result<Vec<Entry>> {
             continue;
         }
         let fields = parts.pop().expect("len 2");
-        let Some(id) = string_of(&parts[0]) else {
+        let Some(id) = value_text(&parts[0]) else {
             continue;
         };
         let mut bytes = None;
@@ -262,7 +262,7 @@ fn parse_entries(v: Value) -> anyhow::Result<Vec<Entry>> {
         if let Value::Array(kv) = fields {
             let mut kv = kv.into_iter();
             while let (Some(k), Some(v)) = (kv.next(), kv.next()) {
-                if string_of(&k).as_deref() == Some(BATCH_FIELD)
+                if value_text(&k).as_deref() == Some(BATCH_FIELD)
                     && let Value::BulkString(b) = v
                 {
                     bytes = Some(b);
@@ -272,12 +272,4 @@ fn parse_entries(v: Value) -> anyhow::Result<Vec<Entry>> {
         out.push((id, bytes));
     }
     Ok(out)
-}
-
-fn string_of(v: &Value) -> Option<String> {
-    match v {
-        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
-        Value::SimpleString(s) => Some(s.clone()),
-        _ => None,
-    }
 }
