@@ -22,6 +22,9 @@ export MAMORI_REDIS_URL="redis://127.0.0.1:$redis_port"
 export MAMORI_INGEST_ADDR="127.0.0.1:$ingest_port"
 export MAMORI_INGEST_OPS_ADDR="127.0.0.1:0"
 export MAMORI_WRITER_OPS_ADDR="127.0.0.1:0"
+export MAMORI_GATEWAY_ADDR="127.0.0.1:0"
+export MAMORI_GATEWAY_OPS_ADDR="127.0.0.1:0"
+export MAMORI_KEY_ENCRYPTION_KEY_FILE="$work/kek"
 export MAMORI_DB_MAX_CONNECTIONS=${MAMORI_DB_MAX_CONNECTIONS:-12}
 "$bin/mamori" migrate
 RUST_LOG=${RUST_LOG:-warn} "$bin/mamori" all >"$work/mamori.log" 2>&1 &

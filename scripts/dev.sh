@@ -15,6 +15,11 @@ redis_port=${MAMORI_REDIS_PORT:-6379}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/mamori-target}
 export MAMORI_DATABASE_URL=${MAMORI_DATABASE_URL:-postgres://mamori@127.0.0.1:$pg_port/mamori}
 export MAMORI_REDIS_URL=${MAMORI_REDIS_URL:-redis://127.0.0.1:$redis_port}
+gateway_addr=${MAMORI_GATEWAY_ADDR:-127.0.0.1:8080}
+export MAMORI_GATEWAY_ADDR=$gateway_addr
+export MAMORI_PUBLIC_URL=${MAMORI_PUBLIC_URL:-http://$gateway_addr}
+# The key that wraps the JWT signing keys; created on first start.
+export MAMORI_KEY_ENCRYPTION_KEY_FILE=${MAMORI_KEY_ENCRYPTION_KEY_FILE:-$dev/kek}
 bin=$CARGO_TARGET_DIR/release
 
 stop_all() {
@@ -52,7 +57,7 @@ log "starting mamori all (log: $dev/mamori.log)"
 "$bin/mamori" all >"$dev/mamori.log" 2>&1 &
 echo $! >"$dev/mamori.pid"
 for _ in $(seq 1 100); do
-    if python3 -c 'import urllib.request,sys; urllib.request.urlopen("http://127.0.0.1:9101/readyz", timeout=1)' 2>/dev/null; then
+    if python3 -c 'import urllib.request,sys; urllib.request.urlopen("http://127.0.0.1:9103/readyz", timeout=1)' 2>/dev/null; then
         break
     fi
     kill -0 "$(cat "$dev/mamori.pid")" 2>/dev/null || { cat "$dev/mamori.log"; exit 1; }
@@ -60,10 +65,24 @@ for _ in $(seq 1 100); do
 done
 
 if [ ! -f "$dev/demo.env" ]; then
-    log "creating the demo tenant and an enrollment token"
-    tenant=$("$bin/mamori" tenant create "Demo Company")
-    token=$("$bin/mamori" token create --tenant "$tenant" --expires 30d --max-uses 100 2>/dev/null)
-    printf 'DEMO_TENANT=%s\nDEMO_TOKEN=%s\n' "$tenant" "$token" >"$dev/demo.env"
+    log "signing up the demo company through the gateway"
+    password=$(python3 -c 'import secrets; print(secrets.token_urlsafe(12))')
+    python3 - "$MAMORI_PUBLIC_URL" "$password" "$dev/mamori.log" >"$dev/demo.env" <<'PY'
+import json, re, sys, time, urllib.request
+base, password, log = sys.argv[1], sys.argv[2], sys.argv[3]
+def post(path, body):
+    req = urllib.request.Request(base + path, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    return json.load(urllib.request.urlopen(req, timeout=30))
+r = post("/api/v1/signup", {"email": "admin@demo.mamori.local", "password": password, "company": "Demo Company"})
+# Without SMTP the verification mail goes to the log: confirm the address.
+for _ in range(50):
+    m = re.findall(r"mmv_[A-Za-z0-9_-]{43}", open(log).read())
+    if m:
+        post("/api/v1/auth/verify", {"token": m[-1]})
+        break
+    time.sleep(0.1)
+print(f"DEMO_EMAIL=admin@demo.mamori.local\nDEMO_PASSWORD={password}\nDEMO_TENANT={r['tenant_id']}\nDEMO_TOKEN={r['enrollment_token']}")
+PY
     chmod 600 "$dev/demo.env"
 fi
 . "$dev/demo.env"
@@ -79,14 +98,19 @@ echo $! >"$dev/agent.pid"
 cat <<INFO
 
 Mamori is running.
+  gateway (REST API):      $MAMORI_PUBLIC_URL/api/v1   (OpenAPI: $MAMORI_PUBLIC_URL/api/v1/openapi.json)
+  login:                   $DEMO_EMAIL / $DEMO_PASSWORD
+  try it:                  curl -s -X POST $MAMORI_PUBLIC_URL/api/v1/auth/login -H 'content-type: application/json' \\
+                             -d '{"email":"$DEMO_EMAIL","password":"$DEMO_PASSWORD"}'
+                           then: curl -s -H "Authorization: Bearer \$ACCESS_TOKEN" $MAMORI_PUBLIC_URL/api/v1/events
   ingest (gRPC, agents):   http://127.0.0.1:50051
-  metrics / health:        http://127.0.0.1:9101/metrics (ingest)  http://127.0.0.1:9102/metrics (writer)
+  metrics / health:        http://127.0.0.1:9101/metrics (ingest)  :9102 (writer)  :9103 (gateway)
   demo tenant:             $DEMO_TENANT
   enrollment token:        $DEMO_TOKEN
   devices:                 $bin/mamori device list --tenant $DEMO_TENANT
   enroll another agent:    $bin/mamori-agent enroll --server http://127.0.0.1:50051 --token $DEMO_TOKEN --state-dir DIR
   latest events (psql):    psql $MAMORI_DATABASE_URL -c "SET ROLE mamori_app; SELECT set_config('mamori.tenant_id', '$DEMO_TENANT', false); SELECT ts, kind, os_user, subject FROM events ORDER BY ts DESC LIMIT 20"
-  (the web console comes with the gateway; this build has the event spine)
+  (the browser console is not built yet: use the REST API above)
 
 Start any program on this machine and it shows up in the events within a second or two.
 Press Ctrl-C to stop everything.

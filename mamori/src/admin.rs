@@ -29,6 +29,34 @@ pub enum TenantCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Sets a tenant's device licence cap.
+    SetLimit {
+        tenant: TenantId,
+        limit: i32,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Lists the gateway's JWT signing keys.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Adds a new signing key; tokens signed by older keys stay valid
+    /// until those keys are retired.
+    Rotate {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Retires a key: every token it signed stops working.
+    Retire {
+        kid: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -93,6 +121,74 @@ pub async fn tenant(cfg: Config, cmd: TenantCommand) -> anyhow::Result<()> {
                 println!("{}", json!({ "id": id, "name": name.trim() }));
             } else {
                 println!("{id}");
+            }
+        }
+        TenantCommand::SetLimit {
+            tenant,
+            limit,
+            json,
+        } => {
+            mamori_registry::set_device_limit(&db, tenant, limit).await?;
+            if json {
+                println!("{}", json!({ "id": tenant, "device_limit": limit }));
+            } else {
+                println!("tenant {tenant}: device licence cap {limit}");
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn keys(cfg: mamori_gateway::Config, cmd: KeysCommand) -> anyhow::Result<()> {
+    let db = Db::connect(&cfg.database_url, 2)
+        .await
+        .context("cannot use the database (MAMORI_DATABASE_URL)")?;
+    match cmd {
+        KeysCommand::List { json } => {
+            let keys = mamori_gateway::list_keys(&db).await?;
+            if json {
+                println!("{}", json!({ "keys": keys }));
+            } else {
+                for k in keys {
+                    println!(
+                        "{}  created {}  {}",
+                        k.kid,
+                        k.created_at.to_rfc3339(),
+                        match (k.signing, k.retired_at) {
+                            (true, _) => "signing".to_owned(),
+                            (false, None) => "verifying".to_owned(),
+                            (false, Some(at)) => format!("retired {}", at.to_rfc3339()),
+                        }
+                    );
+                }
+            }
+        }
+        KeysCommand::Rotate { json } => {
+            let kek = if cfg.key_encryption_key.is_empty() {
+                if cfg.key_encryption_key_file.is_empty() {
+                    anyhow::bail!(
+                        "set MAMORI_KEY_ENCRYPTION_KEY or MAMORI_KEY_ENCRYPTION_KEY_FILE (the gateways' key-encryption key)"
+                    );
+                }
+                mamori_gateway::Kek::from_file(&cfg.key_encryption_key_file)?
+            } else {
+                mamori_gateway::Kek::from_base64(&cfg.key_encryption_key)?
+            };
+            let kid = mamori_gateway::add_key(&db, &kek).await?;
+            if json {
+                println!("{}", json!({ "kid": kid }));
+            } else {
+                println!("new signing key {kid}; gateways pick it up within key_reload_s");
+            }
+        }
+        KeysCommand::Retire { kid, json } => {
+            if !mamori_gateway::retire_key(&db, &kid).await? {
+                anyhow::bail!("no unretired signing key {kid:?}");
+            }
+            if json {
+                println!("{}", json!({ "kid": kid, "retired": true }));
+            } else {
+                println!("key {kid} retired: tokens it signed no longer work");
             }
         }
     }

@@ -22,7 +22,7 @@ use std::path::PathBuf;
     about = "Mamori: endpoint monitoring and leak prevention"
 )]
 struct Cli {
-    /// Optional TOML config file (sections [ingest], [writer], [admin];
+    /// Optional TOML config file (sections [ingest], [writer], [gateway], [admin];
     /// top-level keys apply to all). MAMORI_* variables override it.
     #[arg(long, global = true, env = "MAMORI_CONFIG")]
     config: Option<PathBuf>,
@@ -38,6 +38,8 @@ enum Command {
     Ingest,
     /// Runs the stream-to-PostgreSQL writer.
     Writer,
+    /// Runs the public HTTP gateway (REST API).
+    Gateway,
     /// Runs every role in one process (small office, development).
     All,
     /// Tenants.
@@ -49,6 +51,9 @@ enum Command {
     /// Devices.
     #[command(subcommand)]
     Device(admin::DeviceCommand),
+    /// The gateway's JWT signing keys.
+    #[command(subcommand)]
+    Keys(admin::KeysCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -78,6 +83,10 @@ impl Settings {
             f.check_known(&[
                 ("ingest", mamori_config::keys_of::<mamori_ingest::Config>()),
                 ("writer", mamori_config::keys_of::<mamori_writer::Config>()),
+                (
+                    "gateway",
+                    mamori_config::keys_of::<mamori_gateway::Config>(),
+                ),
                 ("admin", mamori_config::keys_of::<admin::Config>()),
             ])?;
         }
@@ -125,20 +134,35 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             running.shutdown().await;
             Ok(())
         }
+        Command::Gateway => {
+            let _telemetry = mamori_telemetry::init("mamori-gateway")?;
+            mamori_telemetry::metrics_handle();
+            let running = mamori_gateway::start(settings.get("gateway")?).await?;
+            let stop = running.stopper();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                stop.cancel();
+            });
+            running.wait().await
+        }
         Command::All => {
             let _telemetry = mamori_telemetry::init("mamori")?;
             mamori_telemetry::metrics_handle();
             let writer = mamori_writer::start(settings.get("writer")?).await?;
             let ingest = mamori_ingest::start(settings.get("ingest")?).await?;
+            let gateway = mamori_gateway::start(settings.get("gateway")?).await?;
             println!(
-                "mamori is running: ingest gRPC on {} (ops {}), writer ops on {}",
-                ingest.grpc_addr, ingest.ops_addr, writer.ops_addr
+                "mamori is running: gateway http://{} (ops {}), ingest gRPC on {} (ops {}), writer ops on {}",
+                gateway.addr, gateway.ops_addr, ingest.grpc_addr, ingest.ops_addr, writer.ops_addr
             );
             let stop = ingest.stopper();
+            let gateway_stop = gateway.stopper();
             tokio::select! {
                 _ = shutdown_signal() => {}
                 _ = stop.cancelled() => {}
+                _ = gateway_stop.cancelled() => {}
             }
+            gateway.shutdown().await?;
             ingest.shutdown().await?;
             writer.shutdown().await;
             Ok(())
@@ -146,6 +170,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tenant(c) => admin::tenant(settings.get("admin")?, c).await,
         Command::Token(c) => admin::token(settings.get("admin")?, c).await,
         Command::Device(c) => admin::device(settings.get("admin")?, c).await,
+        Command::Keys(c) => admin::keys(settings.get("gateway")?, c).await,
     }
 }
 

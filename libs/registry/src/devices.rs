@@ -48,6 +48,7 @@ struct TokenState {
     max_uses: Option<i32>,
     uses: i32,
     revoked_at: Option<DateTime<Utc>>,
+    group_id: Option<Uuid>,
 }
 
 /// The result of a successful enrollment.
@@ -100,7 +101,7 @@ pub async fn enroll(db: &Db, token: &EnrollmentToken, facts: &MachineFacts) -> R
     let mut tx = db.begin_tenant(tenant).await?;
     // Row lock: concurrent enrollments count uses exactly.
     let t: TokenState = sqlx::query_as(
-        "SELECT id, expires_at, max_uses, uses, revoked_at FROM enrollment_tokens
+        "SELECT id, expires_at, max_uses, uses, revoked_at, group_id FROM enrollment_tokens
          WHERE token_hash = $1 FOR UPDATE",
     )
     .bind(&hash)
@@ -118,8 +119,9 @@ pub async fn enroll(db: &Db, token: &EnrollmentToken, facts: &MachineFacts) -> R
     }
     let token_id = TokenId::from_uuid(t.id);
 
-    let existing: Vec<(Uuid, String, Option<Uuid>)> = sqlx::query_as(
-        "SELECT id, instance_id, clone_of FROM devices WHERE machine_id = $1 ORDER BY enrolled_at",
+    let existing: Vec<(Uuid, String, Option<Uuid>, bool)> = sqlx::query_as(
+        "SELECT id, instance_id, clone_of, revoked_at IS NOT NULL FROM devices
+         WHERE machine_id = $1 ORDER BY enrolled_at",
     )
     .bind(&facts.machine_id)
     .fetch_all(&mut *tx)
@@ -127,8 +129,12 @@ pub async fn enroll(db: &Db, token: &EnrollmentToken, facts: &MachineFacts) -> R
     let credential = DeviceCredential::generate();
     let same_install = existing
         .iter()
-        .find(|(_, instance, _)| *instance == facts.instance_id);
-    let (device, reenrolled, clone_of) = if let Some((id, _, clone_of)) = same_install {
+        .find(|(_, instance, _, _)| *instance == facts.instance_id);
+    // A new device, or a revoked one coming back, takes a licence.
+    if same_install.is_none_or(|(_, _, _, revoked)| *revoked) {
+        check_licence_cap(&mut tx, tenant).await?;
+    }
+    let (device, reenrolled, clone_of) = if let Some((id, _, clone_of, _)) = same_install {
         sqlx::query(
             "UPDATE devices SET credential_hash = $2, hostname = $3, os_name = $4,
                  os_version = $5, agent_version = $6, revoked_at = NULL, enrolled_at = now(),
@@ -153,11 +159,11 @@ pub async fn enroll(db: &Db, token: &EnrollmentToken, facts: &MachineFacts) -> R
         let id = DeviceId::new();
         let clone_of = existing
             .first()
-            .map(|(first, _, _)| DeviceId::from_uuid(*first));
+            .map(|(first, _, _, _)| DeviceId::from_uuid(*first));
         sqlx::query(
             "INSERT INTO devices (tenant_id, id, machine_id, instance_id, hostname, os_name,
-                 os_version, agent_version, credential_hash, enrolled_with, clone_of)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                 os_version, agent_version, credential_hash, enrolled_with, clone_of, group_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(tenant.as_uuid())
         .bind(id.as_uuid())
@@ -170,6 +176,7 @@ pub async fn enroll(db: &Db, token: &EnrollmentToken, facts: &MachineFacts) -> R
         .bind(credential.hash())
         .bind(token_id.as_uuid())
         .bind(clone_of.map(|c| c.as_uuid()))
+        .bind(t.group_id)
         .execute(&mut *tx)
         .await?;
         if let Some(original) = clone_of {
@@ -195,6 +202,27 @@ pub async fn enroll(db: &Db, token: &EnrollmentToken, facts: &MachineFacts) -> R
         reenrolled,
         clone_of,
     })
+}
+
+/// Refuses one more active device past the tenant's licence cap. The tenant
+/// row is locked so that concurrent enrollments count exactly.
+async fn check_licence_cap(tx: &mut mamori_tenancy::TenantTx, tenant: TenantId) -> Result<()> {
+    let limit: i32 =
+        sqlx::query_scalar("SELECT device_limit FROM tenants WHERE id = $1 FOR UPDATE")
+            .bind(tenant.as_uuid())
+            .fetch_optional(&mut **tx)
+            .await?
+            .ok_or(Error::UnknownToken)?;
+    let active: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM devices WHERE tenant_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(tenant.as_uuid())
+    .fetch_one(&mut **tx)
+    .await?;
+    if active >= i64::from(limit) {
+        return Err(Error::LicenceCap { limit });
+    }
+    Ok(())
 }
 
 /// Checks a device credential. The tenant and device ids come from here and

@@ -12,6 +12,10 @@ pub enum Error {
     TokenExpired,
     #[error("enrollment token has been used the maximum number of times")]
     TokenUsedUp,
+    #[error(
+        "the tenant's device licence cap of {limit} is reached: revoke a device or raise the cap"
+    )]
+    LicenceCap { limit: i32 },
     #[error("device credential is not valid")]
     UnknownCredential,
     #[error("device has been revoked")]

@@ -18,6 +18,11 @@ pub use devices::{
     revoke_device, revoked_since, touch_last_seen,
 };
 pub use error::{Error, Result};
-pub use secret::{DeviceCredential, EnrollmentToken};
-pub use tenants::{Tenant, create_tenant, get_tenant};
-pub use tokens::{CreatedToken, TokenInfo, create_token, list_tokens, revoke_token};
+pub use secret::{
+    DeviceCredential, EnrollmentToken, HandoverCode, InvitationSecret, RefreshToken,
+    VerificationSecret,
+};
+pub use tenants::{Tenant, create_tenant, get_tenant, insert_tenant, set_device_limit};
+pub use tokens::{
+    CreatedToken, TokenInfo, create_token, create_token_in, list_tokens, revoke_token,
+};

@@ -1,4 +1,5 @@
-//! Bearer secrets: enrollment tokens and device credentials.
+//! Bearer secrets: enrollment tokens, device credentials, and the gateway's
+//! refresh tokens, invitations and e-mail verification links.
 //!
 //! Format: a short prefix naming the kind, then 43 characters of URL-safe
 //! base64 (32 random bytes). Parsing checks the shape so that a malformed
@@ -13,6 +14,10 @@ use sha2::{Digest, Sha256};
 
 const TOKEN_PREFIX: &str = "mmt_";
 const CREDENTIAL_PREFIX: &str = "mmd_";
+const REFRESH_PREFIX: &str = "mmr_";
+const INVITATION_PREFIX: &str = "mmi_";
+const VERIFICATION_PREFIX: &str = "mmv_";
+const HANDOVER_PREFIX: &str = "mmh_";
 const BODY_LEN: usize = 43;
 
 fn generate(prefix: &str) -> SecretString {
@@ -73,6 +78,24 @@ secret_type!(
 secret_type!(
     /// A device's credential, presented on every agent stream.
     DeviceCredential, CREDENTIAL_PREFIX, "device credential"
+);
+
+secret_type!(
+    /// A user's opaque refresh token (rotated on every use).
+    RefreshToken, REFRESH_PREFIX, "refresh token"
+);
+secret_type!(
+    /// The secret in an invitation link.
+    InvitationSecret, INVITATION_PREFIX, "invitation"
+);
+secret_type!(
+    /// The secret in an e-mail verification link.
+    VerificationSecret, VERIFICATION_PREFIX, "verification code"
+);
+
+secret_type!(
+    /// The one-time code with which a tenant is handed over to an MSP.
+    HandoverCode, HANDOVER_PREFIX, "handover code"
 );
 
 #[cfg(test)]

@@ -3,8 +3,9 @@
 
 use crate::{EnrollmentToken, Error, Result, get_tenant};
 use chrono::{DateTime, Utc};
-use mamori_tenancy::{Db, TenantId, TokenId};
+use mamori_tenancy::{Db, TenantId, TenantTx, TokenId};
 use std::time::Duration;
+use uuid::Uuid;
 
 /// The longest expiry a token may be given.
 const MAX_EXPIRY: Duration = Duration::from_secs(400 * 24 * 3600);
@@ -33,6 +34,23 @@ pub async fn create_token(
     expires_in: Option<Duration>,
     max_uses: Option<u32>,
 ) -> Result<CreatedToken> {
+    // A token for a tenant that does not exist is "not found", not a
+    // foreign-key error.
+    get_tenant(db, tenant).await?;
+    let mut tx = db.begin_tenant(tenant).await?;
+    let created = create_token_in(&mut tx, expires_in, max_uses, None).await?;
+    tx.commit().await?;
+    Ok(created)
+}
+
+/// Creates a token for the tenant of `tx`, optionally placing the devices
+/// it enrolls in a group of that tenant.
+pub async fn create_token_in(
+    tx: &mut TenantTx,
+    expires_in: Option<Duration>,
+    max_uses: Option<u32>,
+    group: Option<Uuid>,
+) -> Result<CreatedToken> {
     if let Some(d) = expires_in
         && (d.is_zero() || d > MAX_EXPIRY)
     {
@@ -54,25 +72,33 @@ pub async fn create_token(
         })?),
         None => None,
     };
-    // A token for a tenant that does not exist is "not found", not a
-    // foreign-key error.
-    get_tenant(db, tenant).await?;
+    if let Some(g) = group {
+        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM groups WHERE id = $1)")
+            .bind(g)
+            .fetch_one(&mut **tx)
+            .await?;
+        if !exists {
+            return Err(Error::NotFound {
+                kind: "group",
+                id: g.to_string(),
+            });
+        }
+    }
     let id = TokenId::new();
     let token = EnrollmentToken::generate();
     let expires_at = expires_in.map(|d| Utc::now() + d);
-    let mut tx = db.begin_tenant(tenant).await?;
     sqlx::query(
-        "INSERT INTO enrollment_tokens (tenant_id, id, token_hash, expires_at, max_uses)
-         VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO enrollment_tokens (tenant_id, id, token_hash, expires_at, max_uses, group_id)
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
-    .bind(tenant.as_uuid())
+    .bind(tx.tenant().as_uuid())
     .bind(id.as_uuid())
     .bind(token.hash())
     .bind(expires_at)
     .bind(max_uses)
-    .execute(&mut *tx)
+    .bind(group)
+    .execute(&mut **tx)
     .await?;
-    tx.commit().await?;
     Ok(CreatedToken {
         id,
         token,

@@ -100,8 +100,15 @@ impl TestEnv {
 
 /// Creates (once per migration set) a migrated template database.
 async fn ensure_template(server: &str) -> String {
-    let last = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
-    let template = format!("mamori_tpl_{}_{last}", MIGRATOR.iter().count());
+    // Named by the migrations' checksums, so an edited migration gets a
+    // fresh template instead of a stale one.
+    let mut digest: u64 = 0xcbf2_9ce4_8422_2325;
+    for m in MIGRATOR.iter() {
+        for b in m.checksum.iter() {
+            digest = (digest ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    let template = format!("mamori_tpl_{}_{digest:016x}", MIGRATOR.iter().count());
     let mut admin = PgConnection::connect(&with_database(server, "postgres"))
         .await
         .expect("connect to the test PostgreSQL");

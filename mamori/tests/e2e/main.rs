@@ -2,12 +2,15 @@
 //! started by scripts/test.sh: real gRPC clients, the real agent, the real
 //! `mamori` binary. One test binary keeps link time down.
 
+mod gw;
 mod support;
 
 mod admin_cli;
 mod agent;
 mod crash;
 mod enrollment;
+mod gateway;
+mod gateway_security;
 mod operations;
 mod redis_faults;
 mod stream;

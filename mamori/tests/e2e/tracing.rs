@@ -75,6 +75,12 @@ async fn a_batch_is_one_trace_from_agent_through_ingest_to_writer() {
             .env("MAMORI_INGEST_ADDR", "127.0.0.1:0")
             .env("MAMORI_INGEST_OPS_ADDR", "127.0.0.1:0")
             .env("MAMORI_WRITER_OPS_ADDR", "127.0.0.1:0")
+            .env("MAMORI_GATEWAY_ADDR", "127.0.0.1:0")
+            .env("MAMORI_GATEWAY_OPS_ADDR", "127.0.0.1:0")
+            .env(
+                "MAMORI_KEY_ENCRYPTION_KEY",
+                mamori_gateway::Kek::generate_base64(),
+            )
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}"))
             .env("OTEL_BSP_SCHEDULE_DELAY", "100")
             .env_remove("MAMORI_CONFIG")

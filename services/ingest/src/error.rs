@@ -10,6 +10,7 @@ pub(crate) fn registry_status(e: mamori_registry::Error) -> Status {
         E::UnknownToken | E::TokenExpired | E::TokenRevoked | E::TokenUsedUp => {
             Status::permission_denied(e.to_string())
         }
+        E::LicenceCap { .. } => Status::failed_precondition(e.to_string()),
         E::UnknownCredential => Status::unauthenticated(e.to_string()),
         E::DeviceRevoked => Status::permission_denied(e.to_string()),
         E::InvalidInput { .. } => Status::invalid_argument(e.to_string()),

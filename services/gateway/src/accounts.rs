@@ -1,0 +1,601 @@
+//! Accounts: signup, e-mail verification, login, token refresh and logout.
+
+use crate::audit;
+use crate::claims::{Claims, Role};
+use crate::ctx::{Caller, client_ip, request_id};
+use crate::error::{ApiError, ApiResult};
+use crate::keys::{AUDIENCE, ISSUER};
+use crate::password;
+use crate::state::Shared;
+use crate::validate;
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use chrono::{DateTime, Duration, Utc};
+use mamori_registry::{RefreshToken, VerificationSecret};
+use mamori_tenancy::TenantId;
+use serde::{Deserialize, Serialize};
+use sqlx::{Postgres, Transaction};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// Who a user is, as tokens need it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UserRow {
+    pub id: Uuid,
+    pub email: String,
+    pub role: String,
+    pub tenant_id: Option<Uuid>,
+    pub msp_org_id: Option<Uuid>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SignupKind {
+    /// A company that runs its own PCs: a tenant and its first admin.
+    #[default]
+    Tenant,
+    /// An MSP organisation that will run tenants for its customers.
+    Msp,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignupRequest {
+    pub email: String,
+    pub password: String,
+    /// The company (or MSP) name.
+    pub company: String,
+    #[serde(default)]
+    pub kind: SignupKind,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SignupResponse {
+    pub user_id: Uuid,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub org_id: Option<Uuid>,
+    /// The tenant's first enrollment token (30 days), shown once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enrollment_token: Option<String>,
+    #[serde(flatten)]
+    pub tokens: TokenResponse,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    pub email: String,
+    pub password: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    pub refresh_token: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyRequest {
+    /// The code from the verification link.
+    pub token: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Me {
+    pub id: Uuid,
+    pub email: String,
+    pub role: Role,
+    pub tenant_id: Option<Uuid>,
+    pub org_id: Option<Uuid>,
+    pub email_verified: bool,
+}
+
+/// A transaction for work outside one tenant (signup, login, refresh),
+/// naming the organisation and user for the policies.
+pub async fn begin_identity(
+    state: &Shared,
+    org: Option<Uuid>,
+    user: Option<Uuid>,
+) -> ApiResult<Transaction<'static, Postgres>> {
+    let mut tx = state.db.pool().begin().await?;
+    sqlx::query(
+        "SELECT set_config('mamori.org_id', $1, true), set_config('mamori.user_id', $2, true)",
+    )
+    .bind(org.map(|o| o.to_string()).unwrap_or_default())
+    .bind(user.map(|u| u.to_string()).unwrap_or_default())
+    .execute(&mut *tx)
+    .await?;
+    Ok(tx)
+}
+
+#[derive(sqlx::FromRow)]
+struct UserState {
+    #[sqlx(flatten)]
+    user: UserRow,
+    disabled: bool,
+}
+
+/// The user row (and whether it is disabled), read as that user.
+pub async fn load_user(state: &Shared, id: Uuid) -> ApiResult<Option<(UserRow, bool)>> {
+    let mut tx = begin_identity(state, None, Some(id)).await?;
+    let row: Option<UserState> = sqlx::query_as(
+        "SELECT id, email, role, tenant_id, msp_org_id, disabled_at IS NOT NULL AS disabled
+         FROM users WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(row.map(|r| (r.user, r.disabled)))
+}
+
+fn claims_for(state: &Shared, user: &UserRow) -> ApiResult<Claims> {
+    let role = Role::parse(&user.role)
+        .ok_or_else(|| ApiError::internal("user role", format!("unknown role {:?}", user.role)))?;
+    let now = Utc::now().timestamp();
+    let ttl = i64::try_from(state.cfg.access_token_ttl_s).unwrap_or(900);
+    Ok(Claims {
+        iss: ISSUER.into(),
+        aud: AUDIENCE.into(),
+        sub: user.id,
+        iat: now,
+        nbf: now,
+        exp: now + ttl,
+        jti: Uuid::new_v4(),
+        email: user.email.clone(),
+        role,
+        tid: user.tenant_id,
+        org: user.msp_org_id,
+    })
+}
+
+fn refresh_expiry(state: &Shared) -> DateTime<Utc> {
+    Utc::now() + Duration::seconds(i64::try_from(state.cfg.refresh_token_ttl_s).unwrap_or(86_400))
+}
+
+/// Signs an access token for `user` and pairs it with `refresh`.
+fn token_pair(state: &Shared, user: &UserRow, refresh: &RefreshToken) -> ApiResult<TokenResponse> {
+    let claims = claims_for(state, user)?;
+    let access = state
+        .keys
+        .sign(&claims)
+        .map_err(|e| ApiError::internal("signing access token", e))?;
+    Ok(TokenResponse {
+        access_token: access,
+        refresh_token: refresh.expose().to_owned(),
+        token_type: "Bearer",
+        expires_in: state.cfg.access_token_ttl_s,
+    })
+}
+
+/// Starts a new refresh-token family for a fresh login.
+pub async fn login_tokens(state: &Shared, user: &UserRow) -> ApiResult<TokenResponse> {
+    let refresh = RefreshToken::generate();
+    sqlx::query("SELECT mamori_issue_refresh_token($1, $2, $3, $4, $5)")
+        .bind(Uuid::new_v4())
+        .bind(Uuid::new_v4())
+        .bind(user.id)
+        .bind(refresh.hash())
+        .bind(refresh_expiry(state))
+        .execute(state.db.pool())
+        .await?;
+    token_pair(state, user, &refresh)
+}
+
+/// The enrollment token a new tenant starts with: 30 days, unlimited uses.
+pub async fn first_enrollment_token(
+    tx: &mut mamori_tenancy::TenantTx,
+) -> ApiResult<mamori_registry::CreatedToken> {
+    Ok(mamori_registry::create_token_in(
+        tx,
+        Some(std::time::Duration::from_secs(30 * 86_400)),
+        None,
+        None,
+    )
+    .await?)
+}
+
+/// Creates the verification secret of a new address and mails the link.
+pub async fn send_verification(state: &Shared, email: &str, secret: &VerificationSecret) {
+    let link = state
+        .cfg
+        .link(&format!("/api/v1/auth/verify?token={}", secret.expose()));
+    state
+        .mailer
+        .send(
+            email,
+            "Confirm your e-mail address for Mamori",
+            format!("Open this link to confirm your address:\n\n{link}\n\nIf you did not sign up for Mamori, ignore this mail.\n"),
+        )
+        .await;
+}
+
+fn synthetic_caller(parts_ip: Option<std::net::IpAddr>, rid: String, claims: Claims) -> Caller {
+    Caller {
+        claims,
+        ip: parts_ip,
+        request_id: rid,
+    }
+}
+
+/// Sign up a company (a tenant and its first admin) or an MSP organisation.
+#[utoipa::path(post, path = "/api/v1/signup", tag = "accounts", request_body = SignupRequest,
+    responses((status = 201, body = SignupResponse), (status = 409, body = crate::error::ErrorBody),
+              (status = 422, body = crate::error::ErrorBody)))]
+pub async fn signup(
+    State(state): State<Shared>,
+    parts: Parts,
+    Json(req): Json<SignupRequest>,
+) -> ApiResult<(StatusCode, Json<SignupResponse>)> {
+    state.limits.auth(client_ip(&parts))?;
+    let email = validate::email(&req.email)?;
+    password::check_rules(&req.password, &email)?;
+    let company = validate::name("company", &req.company)?;
+    if email_taken(&state, &email).await? {
+        return Err(ApiError::conflict(
+            "email_taken",
+            "an account with this e-mail address exists: log in instead",
+        ));
+    }
+    let hash = password::hash(req.password).await?;
+    let verify = VerificationSecret::generate();
+    let user_id = Uuid::now_v7();
+    let (user, tenant_id, org_id, enrollment) = match req.kind {
+        SignupKind::Tenant => {
+            let tenant = TenantId::new();
+            let mut tx = state.db.begin_tenant(tenant).await?;
+            mamori_registry::insert_tenant(&mut tx, &company, None).await?;
+            insert_user(
+                &mut tx,
+                user_id,
+                &email,
+                &hash,
+                Some(tenant.as_uuid()),
+                None,
+                Role::TenantAdmin,
+                Some(&verify),
+            )
+            .await?;
+            let token = first_enrollment_token(&mut tx).await?;
+            let user = UserRow {
+                id: user_id,
+                email: email.clone(),
+                role: Role::TenantAdmin.as_str().into(),
+                tenant_id: Some(tenant.as_uuid()),
+                msp_org_id: None,
+            };
+            let caller = synthetic_caller(
+                client_ip(&parts),
+                request_id(&parts),
+                claims_for(&state, &user)?,
+            );
+            audit::record(&mut tx, &caller, "tenant.signup", &tenant.to_string(),
+                serde_json::json!({"company": company, "enrollment_token_id": token.id.to_string()})).await?;
+            tx.commit().await?;
+            (
+                user,
+                Some(tenant.as_uuid()),
+                None,
+                Some(token.token.expose().to_owned()),
+            )
+        }
+        SignupKind::Msp => {
+            let org = Uuid::now_v7();
+            let mut tx = begin_identity(&state, Some(org), Some(user_id)).await?;
+            sqlx::query("INSERT INTO msp_orgs (id, name) VALUES ($1, $2)")
+                .bind(org)
+                .bind(&company)
+                .execute(&mut *tx)
+                .await?;
+            insert_user(
+                &mut tx,
+                user_id,
+                &email,
+                &hash,
+                None,
+                Some(org),
+                Role::MspAdmin,
+                Some(&verify),
+            )
+            .await?;
+            tx.commit().await?;
+            let user = UserRow {
+                id: user_id,
+                email: email.clone(),
+                role: Role::MspAdmin.as_str().into(),
+                tenant_id: None,
+                msp_org_id: Some(org),
+            };
+            (user, None, Some(org), None)
+        }
+    };
+    tracing::info!(user_id = %user.id, kind = ?req.kind, "signed up");
+    send_verification(&state, &email, &verify).await;
+    let tokens = login_tokens(&state, &user).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(SignupResponse {
+            user_id: user.id,
+            tenant_id,
+            org_id,
+            enrollment_token: enrollment,
+            tokens,
+        }),
+    ))
+}
+
+pub async fn email_taken(state: &Shared, email: &str) -> ApiResult<bool> {
+    Ok(sqlx::query_scalar("SELECT mamori_email_taken($1)")
+        .bind(email)
+        .fetch_one(state.db.pool())
+        .await?)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn insert_user(
+    conn: &mut sqlx::PgConnection,
+    id: Uuid,
+    email: &str,
+    password_hash: &str,
+    tenant: Option<Uuid>,
+    org: Option<Uuid>,
+    role: Role,
+    verify: Option<&VerificationSecret>,
+) -> ApiResult<()> {
+    let result = sqlx::query(
+        "INSERT INTO users (id, email, password_hash, tenant_id, msp_org_id, role, verify_hash, email_verified_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $7 IS NULL THEN now() END)",
+    )
+    .bind(id)
+    .bind(email)
+    .bind(password_hash)
+    .bind(tenant)
+    .bind(org)
+    .bind(role.as_str())
+    .bind(verify.map(VerificationSecret::hash))
+    .execute(conn)
+    .await;
+    match result {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(d)) if d.constraint() == Some("users_email_key") => Err(
+            ApiError::conflict("email_taken", "an account with this e-mail address exists"),
+        ),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Confirm an e-mail address with the code from the verification link.
+#[utoipa::path(get, path = "/api/v1/auth/verify", tag = "accounts", params(VerifyRequest),
+    responses((status = 200, description = "address confirmed"), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn verify_link(
+    State(state): State<Shared>,
+    Query(req): Query<VerifyRequest>,
+) -> ApiResult<Json<serde_json::Value>> {
+    verify_code(&state, &req.token).await
+}
+
+/// Confirm an e-mail address (the same as following the link).
+#[utoipa::path(post, path = "/api/v1/auth/verify", tag = "accounts", request_body = VerifyRequest,
+    responses((status = 200, description = "address confirmed"), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn verify_post(
+    State(state): State<Shared>,
+    Json(req): Json<VerifyRequest>,
+) -> ApiResult<Json<serde_json::Value>> {
+    verify_code(&state, &req.token).await
+}
+
+async fn verify_code(state: &Shared, code: &str) -> ApiResult<Json<serde_json::Value>> {
+    let secret = VerificationSecret::parse(code).map_err(|e| ApiError::invalid("token", e))?;
+    let user: Option<Uuid> = sqlx::query_scalar("SELECT mamori_verify_email($1)")
+        .bind(secret.hash())
+        .fetch_one(state.db.pool())
+        .await?;
+    match user {
+        Some(id) => Ok(Json(serde_json::json!({ "verified": true, "user_id": id }))),
+        None => Err(ApiError::not_found("verification code (already used?)")),
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct LoginRow {
+    id: Uuid,
+    password_hash: String,
+    tenant_id: Option<Uuid>,
+    msp_org_id: Option<Uuid>,
+    role: String,
+    disabled: bool,
+    failed_logins: i32,
+    last_failed_at: Option<DateTime<Utc>>,
+}
+
+/// Log in with e-mail and password.
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "accounts", request_body = LoginRequest,
+    responses((status = 200, body = TokenResponse), (status = 401, body = crate::error::ErrorBody),
+              (status = 429, body = crate::error::ErrorBody)))]
+pub async fn login(
+    State(state): State<Shared>,
+    parts: Parts,
+    Json(req): Json<LoginRequest>,
+) -> ApiResult<Json<TokenResponse>> {
+    state.limits.auth(client_ip(&parts))?;
+    let refused = || ApiError::unauthenticated("e-mail address or password is wrong");
+    // A malformed address cannot have an account; answer as for a wrong
+    // password so that the reply says nothing more.
+    let email = validate::email(&req.email).ok();
+    if req.password.len() > 4 * password::MAX_LEN {
+        return Err(refused());
+    }
+    let row: Option<LoginRow> = match &email {
+        Some(e) => sqlx::query_as(
+            "SELECT id, password_hash, tenant_id, msp_org_id, role, disabled, failed_logins, last_failed_at
+             FROM mamori_user_for_login($1)",
+        )
+        .bind(e)
+        .fetch_optional(state.db.pool())
+        .await?,
+        None => None,
+    };
+    if let Some(r) = &row
+        && let Some(wait) = lockout_remaining(&state, r.failed_logins, r.last_failed_at)
+    {
+        return Err(ApiError {
+            code: "too_many_attempts",
+            ..ApiError::rate_limited(
+                wait,
+                format!("too many wrong passwords for this account: try again in {wait} s"),
+            )
+        });
+    }
+    let ok = password::verify(req.password, row.as_ref().map(|r| r.password_hash.clone())).await?;
+    let Some(r) = row else {
+        return Err(refused());
+    };
+    sqlx::query("SELECT mamori_record_login($1, $2)")
+        .bind(r.id)
+        .bind(ok)
+        .execute(state.db.pool())
+        .await?;
+    if !ok {
+        tracing::info!(user_id = %r.id, failures = r.failed_logins + 1, "wrong password");
+        return Err(refused());
+    }
+    if r.disabled {
+        return Err(ApiError::forbidden("this account is disabled"));
+    }
+    let user = UserRow {
+        id: r.id,
+        email: email.unwrap_or_default(),
+        role: r.role,
+        tenant_id: r.tenant_id,
+        msp_org_id: r.msp_org_id,
+    };
+    Ok(Json(login_tokens(&state, &user).await?))
+}
+
+/// After `login_free_failures` consecutive failures, each further attempt
+/// waits 2^(n - free) seconds from the last failure, capped.
+fn lockout_remaining(state: &Shared, failures: i32, last: Option<DateTime<Utc>>) -> Option<u64> {
+    let free = i32::try_from(state.cfg.login_free_failures).unwrap_or(5);
+    let over = failures - free;
+    if over < 0 {
+        return None;
+    }
+    let last = last?;
+    let wait = (1u64 << over.min(20)).min(state.cfg.login_max_lockout_s);
+    let elapsed = u64::try_from((Utc::now() - last).num_seconds()).unwrap_or(0);
+    (elapsed < wait).then(|| wait - elapsed)
+}
+
+/// Trade a refresh token for a new access token and a new refresh token.
+/// Presenting a refresh token a second time revokes every token of its login.
+#[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "accounts", request_body = RefreshRequest,
+    responses((status = 200, body = TokenResponse), (status = 401, body = crate::error::ErrorBody)))]
+pub async fn refresh(
+    State(state): State<Shared>,
+    parts: Parts,
+    Json(req): Json<RefreshRequest>,
+) -> ApiResult<Json<TokenResponse>> {
+    state.limits.auth(client_ip(&parts))?;
+    let old = RefreshToken::parse(&req.refresh_token)
+        .map_err(|_| ApiError::unauthenticated("refresh token is not valid"))?;
+    let new = RefreshToken::generate();
+    let (outcome, user_id, family): (String, Option<Uuid>, Option<Uuid>) = sqlx::query_as(
+        "SELECT outcome, user_id, family_id FROM mamori_rotate_refresh_token($1, $2, $3, $4)",
+    )
+    .bind(old.hash())
+    .bind(Uuid::new_v4())
+    .bind(new.hash())
+    .bind(refresh_expiry(&state))
+    .fetch_one(state.db.pool())
+    .await?;
+    match outcome.as_str() {
+        "ok" => {}
+        "reused" => {
+            tracing::warn!(user_id = ?user_id, family = ?family, "refresh token reused: family revoked");
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "refresh_token_reused",
+                "this refresh token was already used; every session of this login is now revoked: log in again",
+            ));
+        }
+        "expired" => {
+            return Err(ApiError::unauthenticated(
+                "refresh token has expired: log in again",
+            ));
+        }
+        "revoked" => {
+            return Err(ApiError::unauthenticated(
+                "refresh token has been revoked: log in again",
+            ));
+        }
+        _ => return Err(ApiError::unauthenticated("refresh token is not valid")),
+    }
+    let user_id = user_id.ok_or_else(|| ApiError::unauthenticated("refresh token is not valid"))?;
+    let (user, disabled) = load_user(&state, user_id)
+        .await?
+        .ok_or_else(|| ApiError::unauthenticated("the account no longer exists"))?;
+    if disabled {
+        return Err(ApiError::forbidden("this account is disabled"));
+    }
+    Ok(Json(token_pair(&state, &user, &new)?))
+}
+
+/// Revoke the login that a refresh token belongs to.
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "accounts", request_body = RefreshRequest,
+    responses((status = 204, description = "logged out")))]
+pub async fn logout(
+    State(state): State<Shared>,
+    Json(req): Json<RefreshRequest>,
+) -> ApiResult<StatusCode> {
+    if let Ok(token) = RefreshToken::parse(&req.refresh_token) {
+        sqlx::query("SELECT mamori_revoke_refresh_family($1)")
+            .bind(token.hash())
+            .execute(state.db.pool())
+            .await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The caller's own account.
+#[utoipa::path(get, path = "/api/v1/me", tag = "accounts", security(("bearer" = [])),
+    responses((status = 200, body = Me), (status = 401, body = crate::error::ErrorBody)))]
+pub async fn me(State(state): State<Shared>, caller: Caller) -> ApiResult<Json<Me>> {
+    let mut tx = begin_identity(&state, None, Some(caller.user())).await?;
+    let verified: Option<bool> =
+        sqlx::query_scalar("SELECT email_verified_at IS NOT NULL FROM users WHERE id = $1")
+            .bind(caller.user())
+            .fetch_optional(&mut *tx)
+            .await?;
+    tx.commit().await?;
+    let verified =
+        verified.ok_or_else(|| ApiError::unauthenticated("the account no longer exists"))?;
+    Ok(Json(Me {
+        id: caller.claims.sub,
+        email: caller.claims.email.clone(),
+        role: caller.claims.role,
+        tenant_id: caller.claims.tid,
+        org_id: caller.claims.org,
+        email_verified: verified,
+    }))
+}
+
+/// The public keys that verify access tokens.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "accounts",
+    responses((status = 200, description = "JSON Web Key Set")))]
+pub async fn jwks(State(state): State<Shared>) -> Json<serde_json::Value> {
+    Json(state.keys.jwks())
+}

@@ -1,0 +1,122 @@
+//! The gateway configuration (`[gateway]` in the config file, `MAMORI_*`).
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub database_url: String,
+    /// HTTP listen address of the REST API (and later the console).
+    pub gateway_addr: String,
+    /// Metrics and health endpoint.
+    pub gateway_ops_addr: String,
+    /// The address users reach the gateway at, for links in e-mails.
+    pub public_url: String,
+    /// The key-encryption key that wraps the JWT signing keys in the
+    /// database: 32 bytes, base64. Every gateway replica needs the same one.
+    pub key_encryption_key: String,
+    /// ...or a file holding it (created with a fresh key when missing).
+    pub key_encryption_key_file: String,
+    /// Lifetime of an access token, seconds.
+    pub access_token_ttl_s: u64,
+    /// Lifetime of a refresh token, seconds (each use rotates it).
+    pub refresh_token_ttl_s: u64,
+    /// How often the signing keys are re-read (to pick up rotations made by
+    /// another replica or `mamori keys`).
+    pub key_reload_s: u64,
+    /// Consecutive wrong passwords before an account is slowed down; each
+    /// further failure doubles the wait, up to `login_max_lockout_s`.
+    pub login_free_failures: u32,
+    pub login_max_lockout_s: u64,
+    /// Requests per second (and burst) from one client address.
+    pub ip_rate: u32,
+    pub ip_burst: u32,
+    /// Requests per second (and burst) acting on one tenant.
+    pub tenant_rate: u32,
+    pub tenant_burst: u32,
+    /// Login, signup and refresh attempts per second from one address.
+    pub auth_rate: u32,
+    pub auth_burst: u32,
+    /// Largest request body accepted, bytes.
+    pub max_body_bytes: usize,
+    /// Requests taking longer are answered 503.
+    pub request_timeout_ms: u64,
+    /// Outgoing mail: an SMTP URL (`smtp://host:port`, `smtps://user:pass@host`),
+    /// or a directory to drop .eml files into, or neither (mail is logged).
+    pub smtp_url: String,
+    pub mail_dir: String,
+    pub mail_from: String,
+    pub db_max_connections: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            database_url: "postgres://mamori@127.0.0.1:5432/mamori".into(),
+            gateway_addr: "127.0.0.1:8080".into(),
+            gateway_ops_addr: "127.0.0.1:9103".into(),
+            public_url: "http://127.0.0.1:8080".into(),
+            key_encryption_key: String::new(),
+            key_encryption_key_file: String::new(),
+            access_token_ttl_s: 900,
+            refresh_token_ttl_s: 30 * 24 * 3600,
+            key_reload_s: 30,
+            login_free_failures: 5,
+            login_max_lockout_s: 900,
+            ip_rate: 50,
+            ip_burst: 200,
+            tenant_rate: 200,
+            tenant_burst: 1000,
+            auth_rate: 5,
+            auth_burst: 20,
+            max_body_bytes: 1024 * 1024,
+            request_timeout_ms: 30_000,
+            smtp_url: String::new(),
+            mail_dir: String::new(),
+            mail_from: "Mamori <no-reply@mamori.invalid>".into(),
+            db_max_connections: 16,
+        }
+    }
+}
+
+impl Config {
+    /// An absolute link to `path_and_query` on the public URL.
+    pub fn link(&self, path_and_query: &str) -> String {
+        format!("{}{path_and_query}", self.public_url.trim_end_matches('/'))
+    }
+
+    /// Checks what serde cannot; the message names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.key_encryption_key.is_empty() && self.key_encryption_key_file.is_empty() {
+            return Err(
+                "set key_encryption_key (MAMORI_KEY_ENCRYPTION_KEY, 32 bytes base64) or key_encryption_key_file"
+                    .into(),
+            );
+        }
+        if !(60..=86_400).contains(&self.access_token_ttl_s) {
+            return Err("access_token_ttl_s must be 60..=86400".into());
+        }
+        if !(300..=400 * 86_400).contains(&self.refresh_token_ttl_s) {
+            return Err("refresh_token_ttl_s must be 300..=34560000".into());
+        }
+        if self.key_reload_s == 0 {
+            return Err("key_reload_s must be positive".into());
+        }
+        if self.ip_rate == 0 || self.tenant_rate == 0 || self.auth_rate == 0 {
+            return Err("ip_rate, tenant_rate and auth_rate must be positive".into());
+        }
+        if !(1024..=64 * 1024 * 1024).contains(&self.max_body_bytes) {
+            return Err("max_body_bytes must be 1 KiB..=64 MiB".into());
+        }
+        if self.request_timeout_ms < 100 {
+            return Err("request_timeout_ms must be at least 100".into());
+        }
+        if !self.smtp_url.is_empty() && !self.mail_dir.is_empty() {
+            return Err("set smtp_url or mail_dir, not both".into());
+        }
+        if !self.public_url.starts_with("http://") && !self.public_url.starts_with("https://") {
+            return Err("public_url must start with http:// or https://".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,398 @@
+//! Devices and enrollment tokens of the acting tenant.
+
+use crate::audit;
+use crate::ctx::Acting;
+use crate::error::{ApiError, ApiResult};
+use crate::state::Shared;
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+/// A device counts as online when it connected this recently.
+const ONLINE_WITHIN_S: i64 = 300;
+
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct DeviceView {
+    pub id: Uuid,
+    pub hostname: String,
+    pub machine_id: String,
+    pub os_name: String,
+    pub os_version: String,
+    pub agent_version: String,
+    /// `online` (seen in the last 5 minutes), `offline`, or `revoked`.
+    pub status: String,
+    pub group_id: Option<Uuid>,
+    pub policy_version: Option<i64>,
+    pub enrolled_at: DateTime<Utc>,
+    pub last_seen_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// Set when this is a second installation on a machine id that was
+    /// already enrolled (a cloned VM image).
+    pub clone_of: Option<Uuid>,
+}
+
+const DEVICE_COLUMNS: &str = "id, hostname, machine_id, os_name, os_version, agent_version,
+    CASE WHEN revoked_at IS NOT NULL THEN 'revoked'
+         WHEN last_seen_at > now() - make_interval(secs => $1) THEN 'online'
+         ELSE 'offline' END AS status,
+    group_id, policy_version, enrolled_at, last_seen_at, revoked_at, clone_of";
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceFilter {
+    /// `online`, `offline`, `revoked`, or `active` (not revoked).
+    pub status: Option<String>,
+    pub group: Option<Uuid>,
+}
+
+/// Devices of the tenant with their status, last contact, agent and policy
+/// versions.
+#[utoipa::path(get, path = "/api/v1/devices", tag = "devices", params(DeviceFilter), security(("bearer" = [])),
+    responses((status = 200, body = [DeviceView]), (status = 401, body = crate::error::ErrorBody)))]
+pub async fn list(
+    State(state): State<Shared>,
+    acting: Acting,
+    Query(f): Query<DeviceFilter>,
+) -> ApiResult<Json<Vec<DeviceView>>> {
+    if let Some(s) = &f.status
+        && !["online", "offline", "revoked", "active"].contains(&s.as_str())
+    {
+        return Err(ApiError::invalid(
+            "status",
+            "must be online, offline, revoked or active",
+        ));
+    }
+    let mut tx = acting.begin(&state).await?;
+    let sql = format!(
+        "SELECT * FROM (SELECT {DEVICE_COLUMNS} FROM devices WHERE tenant_id = $2
+                          AND ($4::uuid IS NULL OR group_id = $4)) d
+         WHERE $3::text IS NULL OR status = $3 OR ($3 = 'active' AND status <> 'revoked')
+         ORDER BY hostname, id"
+    );
+    let rows: Vec<DeviceView> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(ONLINE_WITHIN_S as f64)
+        .bind(acting.tenant.as_uuid())
+        .bind(f.status)
+        .bind(f.group)
+        .fetch_all(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Json(rows))
+}
+
+async fn fetch_one(tx: &mut mamori_tenancy::TenantTx, id: Uuid) -> ApiResult<DeviceView> {
+    let sql = format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE tenant_id = $2 AND id = $3");
+    let tenant = tx.tenant();
+    sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(ONLINE_WITHIN_S as f64)
+        .bind(tenant.as_uuid())
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| ApiError::not_found("device"))
+}
+
+#[derive(Clone, Copy)]
+enum Revocable {
+    Device,
+    Token,
+}
+
+/// Marks a device or enrollment token of the acting tenant revoked (once;
+/// the first time stays) and audits it. Returns the open transaction.
+async fn revoke_row(
+    state: &Shared,
+    acting: &Acting,
+    what: Revocable,
+    id: Uuid,
+) -> ApiResult<mamori_tenancy::TenantTx> {
+    acting.require_admin()?;
+    let (sql, kind, action) = match what {
+        Revocable::Device => (
+            "UPDATE devices SET revoked_at = coalesce(revoked_at, now()) WHERE tenant_id = $1 AND id = $2",
+            "device",
+            "device.revoke",
+        ),
+        Revocable::Token => (
+            "UPDATE enrollment_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE tenant_id = $1 AND id = $2",
+            "enrollment token",
+            "enrollment_token.revoke",
+        ),
+    };
+    let mut tx = acting.begin(state).await?;
+    let done = sqlx::query(sql)
+        .bind(acting.tenant.as_uuid())
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    if done.rows_affected() == 0 {
+        return Err(ApiError::not_found(kind));
+    }
+    audit::by(
+        &mut tx,
+        acting,
+        action,
+        &id.to_string(),
+        serde_json::json!({}),
+    )
+    .await?;
+    Ok(tx)
+}
+
+/// One device.
+#[utoipa::path(get, path = "/api/v1/devices/{id}", tag = "devices", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "device id")),
+    responses((status = 200, body = DeviceView), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn get(
+    State(state): State<Shared>,
+    acting: Acting,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<DeviceView>> {
+    let mut tx = acting.begin(&state).await?;
+    let d = fetch_one(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(Json(d))
+}
+
+/// Revoke a device: its credential stops working and its agent is cut off
+/// within seconds. Its operation log is kept.
+#[utoipa::path(post, path = "/api/v1/devices/{id}/revoke", tag = "devices", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "device id")),
+    responses((status = 200, body = DeviceView), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn revoke(
+    State(state): State<Shared>,
+    acting: Acting,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<DeviceView>> {
+    let mut tx = revoke_row(&state, &acting, Revocable::Device, id).await?;
+    let d = fetch_one(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(Json(d))
+}
+
+/// Delete a device record (revoking it first). Its operation log is kept
+/// for the retention period.
+#[utoipa::path(delete, path = "/api/v1/devices/{id}", tag = "devices", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "device id")),
+    responses((status = 204, description = "deleted"), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn delete(
+    State(state): State<Shared>,
+    acting: Acting,
+    Path(id): Path<Uuid>,
+) -> ApiResult<StatusCode> {
+    acting.require_admin()?;
+    let mut tx = acting.begin(&state).await?;
+    let hostname: Option<String> = sqlx::query_scalar(
+        "DELETE FROM devices WHERE tenant_id = $1 AND id = $2 RETURNING hostname",
+    )
+    .bind(acting.tenant.as_uuid())
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let hostname = hostname.ok_or_else(|| ApiError::not_found("device"))?;
+    audit::by(
+        &mut tx,
+        &acting,
+        "device.delete",
+        &id.to_string(),
+        serde_json::json!({ "hostname": hostname }),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct TokenView {
+    pub id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub max_uses: Option<i32>,
+    pub uses: i32,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub group_id: Option<Uuid>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    /// Lifetime, e.g. `7d`, `12h` (at most 400 days; omitted: never expires).
+    pub expires: Option<String>,
+    pub max_uses: Option<u32>,
+    /// Devices enrolled with the token join this group.
+    pub group_id: Option<Uuid>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedTokenView {
+    pub id: Uuid,
+    /// The secret, shown this once.
+    pub token: String,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Enrollment tokens of the tenant (never their secrets).
+#[utoipa::path(get, path = "/api/v1/enrollment-tokens", tag = "devices", security(("bearer" = [])),
+    responses((status = 200, body = [TokenView])))]
+pub async fn list_tokens(
+    State(state): State<Shared>,
+    acting: Acting,
+) -> ApiResult<Json<Vec<TokenView>>> {
+    acting.require_admin()?;
+    let mut tx = acting.begin(&state).await?;
+    let rows: Vec<TokenView> = sqlx::query_as(
+        "SELECT id, created_at, expires_at, max_uses, uses, revoked_at, group_id
+         FROM enrollment_tokens WHERE tenant_id = $1 ORDER BY created_at, id",
+    )
+    .bind(acting.tenant.as_uuid())
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Json(rows))
+}
+
+/// Create an enrollment token.
+#[utoipa::path(post, path = "/api/v1/enrollment-tokens", tag = "devices", security(("bearer" = [])),
+    request_body = CreateToken,
+    responses((status = 201, body = CreatedTokenView), (status = 422, body = crate::error::ErrorBody)))]
+pub async fn create_token(
+    State(state): State<Shared>,
+    acting: Acting,
+    Json(req): Json<CreateToken>,
+) -> ApiResult<(StatusCode, Json<CreatedTokenView>)> {
+    acting.require_admin()?;
+    let expires = req
+        .expires
+        .as_deref()
+        .map(|e| humantime::parse_duration(e).map_err(|err| ApiError::invalid("expires", err)))
+        .transpose()?;
+    let mut tx = acting.begin(&state).await?;
+    let created =
+        mamori_registry::create_token_in(&mut tx, expires, req.max_uses, req.group_id).await?;
+    audit::by(
+        &mut tx,
+        &acting,
+        "enrollment_token.create",
+        &created.id.to_string(),
+        serde_json::json!({ "expires_at": created.expires_at, "max_uses": req.max_uses, "group_id": req.group_id }),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedTokenView {
+            id: created.id.as_uuid(),
+            token: created.token.expose().to_owned(),
+            expires_at: created.expires_at,
+        }),
+    ))
+}
+
+/// Revoke an enrollment token; devices already enrolled keep working.
+#[utoipa::path(post, path = "/api/v1/enrollment-tokens/{id}/revoke", tag = "devices", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "token id")),
+    responses((status = 204, description = "revoked"), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn revoke_token(
+    State(state): State<Shared>,
+    acting: Acting,
+    Path(id): Path<Uuid>,
+) -> ApiResult<StatusCode> {
+    revoke_row(&state, &acting, Revocable::Token, id)
+        .await?
+        .commit()
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct GroupView {
+    pub id: Uuid,
+    pub parent_id: Option<Uuid>,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateGroup {
+    pub name: String,
+    pub parent_id: Option<Uuid>,
+}
+
+/// Offices and departments (a tree).
+#[utoipa::path(get, path = "/api/v1/groups", tag = "devices", security(("bearer" = [])),
+    responses((status = 200, body = [GroupView])))]
+pub async fn list_groups(
+    State(state): State<Shared>,
+    acting: Acting,
+) -> ApiResult<Json<Vec<GroupView>>> {
+    let mut tx = acting.begin(&state).await?;
+    let rows: Vec<GroupView> = sqlx::query_as(
+        "SELECT id, parent_id, name, created_at FROM groups WHERE tenant_id = $1 ORDER BY name, id",
+    )
+    .bind(acting.tenant.as_uuid())
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Json(rows))
+}
+
+/// Create an office or department.
+#[utoipa::path(post, path = "/api/v1/groups", tag = "devices", security(("bearer" = [])),
+    request_body = CreateGroup,
+    responses((status = 201, body = GroupView), (status = 409, body = crate::error::ErrorBody)))]
+pub async fn create_group(
+    State(state): State<Shared>,
+    acting: Acting,
+    Json(req): Json<CreateGroup>,
+) -> ApiResult<(StatusCode, Json<GroupView>)> {
+    acting.require_admin()?;
+    let name = crate::validate::name("name", &req.name)?;
+    let mut tx = acting.begin(&state).await?;
+    if let Some(p) = req.parent_id {
+        let exists: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM groups WHERE tenant_id = $1 AND id = $2)",
+        )
+        .bind(acting.tenant.as_uuid())
+        .bind(p)
+        .fetch_one(&mut *tx)
+        .await?;
+        if !exists {
+            return Err(ApiError::not_found("parent group"));
+        }
+    }
+    let inserted: Result<GroupView, sqlx::Error> = sqlx::query_as(
+        "INSERT INTO groups (tenant_id, id, parent_id, name) VALUES ($1, $2, $3, $4)
+         RETURNING id, parent_id, name, created_at",
+    )
+    .bind(acting.tenant.as_uuid())
+    .bind(Uuid::now_v7())
+    .bind(req.parent_id)
+    .bind(&name)
+    .fetch_one(&mut *tx)
+    .await;
+    let group = match inserted {
+        Ok(g) => g,
+        Err(sqlx::Error::Database(d)) if d.constraint() == Some("groups_name") => {
+            return Err(ApiError::conflict(
+                "group_exists",
+                format!("a group named {name:?} exists here"),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    audit::by(
+        &mut tx,
+        &acting,
+        "group.create",
+        &group.id.to_string(),
+        serde_json::json!({ "name": name }),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(group)))
+}

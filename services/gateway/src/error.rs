@@ -1,0 +1,135 @@
+//! API errors: JSON `{"error": {"code", "message"}}` with a stable code and
+//! a message a person can act on. Internal failures are logged here and
+//! answered with a plain message; their detail never reaches the client.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    /// Seconds to wait, for 429 answers.
+    pub retry_after: Option<u64>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code, e.g. `not_found`, `invalid_input`.
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn invalid(field: &str, reason: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+            format!("{field}: {reason}"),
+        )
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    /// The same answer whether the object does not exist or belongs to
+    /// another tenant.
+    pub fn not_found(kind: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{kind} not found"),
+        )
+    }
+
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, code, message)
+    }
+
+    pub fn rate_limited(retry_after: u64, message: impl Into<String>) -> Self {
+        Self {
+            retry_after: Some(retry_after.max(1)),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+        }
+    }
+
+    pub fn internal(context: &str, e: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %e, "{context}");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the service is unavailable, retry later",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+            },
+        };
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(s) = self.retry_after
+            && let Ok(v) = HeaderValue::from_str(&s.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        response
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::internal("database error", e)
+    }
+}
+
+impl From<mamori_tenancy::Error> for ApiError {
+    fn from(e: mamori_tenancy::Error) -> Self {
+        Self::internal("database error", e)
+    }
+}
+
+impl From<mamori_registry::Error> for ApiError {
+    fn from(e: mamori_registry::Error) -> Self {
+        use mamori_registry::Error as E;
+        match e {
+            E::InvalidInput { field, reason } => Self::invalid(field, reason),
+            E::NotFound { kind, .. } => Self::not_found(kind),
+            E::LicenceCap { .. } => Self::conflict("licence_cap", e.to_string()),
+            E::Tenancy(inner) => Self::internal("registry database error", inner),
+            other => Self::bad_request(other.to_string()),
+        }
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,499 @@
+//! Operation-log search and CSV export, and the audit log.
+//!
+//! Searches are newest first with keyset pagination on (ts, id), which the
+//! events primary key serves directly; a device filter uses
+//! `events_device_ts`, free text the trigram index on `subject`. Every read
+//! is itself written to the audit log.
+
+use crate::audit;
+use crate::ctx::Acting;
+use crate::error::{ApiError, ApiResult};
+use crate::state::Shared;
+use crate::validate;
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::Response;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Duration, Utc};
+use mamori_proto::EventKind;
+use mamori_tenancy::TenantTx;
+use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, SerializeOptions};
+use serde::{Deserialize, Serialize};
+use sqlx::{Postgres, QueryBuilder};
+use std::sync::LazyLock;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+/// The longest time range one search may cover.
+const MAX_RANGE_DAYS: i64 = 2557;
+/// Rows per query while exporting.
+const EXPORT_CHUNK: i64 = 5000;
+/// The most rows one export returns.
+const EXPORT_MAX_ROWS: usize = 1_000_000;
+
+static EVENT_DESCRIPTOR: LazyLock<MessageDescriptor> = LazyLock::new(|| {
+    DescriptorPool::decode(mamori_proto::FILE_DESCRIPTOR_SET)
+        .expect("the build's descriptor set decodes")
+        .get_message_by_name("mamori.agent.v1.Event")
+        .expect("mamori.agent.v1.Event is in the descriptor set")
+});
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct EventQuery {
+    /// Start of the range (RFC 3339, inclusive). Default: 24 hours before `to`.
+    pub from: Option<DateTime<Utc>>,
+    /// End of the range (RFC 3339, exclusive). Default: now.
+    pub to: Option<DateTime<Utc>>,
+    pub device: Option<Uuid>,
+    /// An office or department; its sub-groups are included.
+    pub group: Option<Uuid>,
+    /// The OS user, exactly.
+    pub user: Option<String>,
+    /// Event kinds, comma-separated (`process_start,file_copy`).
+    pub kind: Option<String>,
+    /// Free text found anywhere in the path, title, URL host or device name.
+    pub q: Option<String>,
+    /// Page size, 1–1000 (default 50).
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventView {
+    pub id: Uuid,
+    /// When it happened (corrected to the server clock).
+    pub time: DateTime<Utc>,
+    pub received_at: DateTime<Utc>,
+    pub device_id: Uuid,
+    pub kind: String,
+    pub os_user: String,
+    pub subject: String,
+    /// Everything else the agent reported, in proto3 JSON form.
+    #[schema(value_type = Object)]
+    pub detail: serde_json::Value,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventPage {
+    pub events: Vec<EventView>,
+    /// Pass as `cursor` for the next (older) page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    ts: DateTime<Utc>,
+    id: Uuid,
+    device_id: Uuid,
+    kind: i16,
+    os_user: String,
+    subject: String,
+    received_at: DateTime<Utc>,
+    payload: Vec<u8>,
+}
+
+/// A checked search.
+#[derive(Debug, Clone)]
+struct Search {
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    device: Option<Uuid>,
+    group: Option<Uuid>,
+    user: Option<String>,
+    kinds: Option<Vec<i16>>,
+    q: Option<String>,
+    after: Option<(DateTime<Utc>, Uuid)>,
+}
+
+impl Search {
+    fn parse(q: &EventQuery) -> ApiResult<Self> {
+        let to = q.to.unwrap_or_else(Utc::now);
+        let from = q.from.unwrap_or(to - Duration::hours(24));
+        if from >= to {
+            return Err(ApiError::invalid("from", "must be before to"));
+        }
+        if to - from > Duration::days(MAX_RANGE_DAYS) {
+            return Err(ApiError::invalid(
+                "from",
+                "the range may cover at most 7 years",
+            ));
+        }
+        let kinds = q
+            .kind
+            .as_deref()
+            .filter(|k| !k.is_empty())
+            .map(|list| {
+                list.split(',')
+                    .take(64)
+                    .map(|name| {
+                        EventKind::parse(name.trim())
+                            .map(EventKind::code)
+                            .ok_or_else(|| {
+                                ApiError::invalid(
+                                    "kind",
+                                    format!("unknown event kind {:?}", name.trim()),
+                                )
+                            })
+                    })
+                    .collect::<ApiResult<Vec<i16>>>()
+            })
+            .transpose()?;
+        let user = q
+            .user
+            .as_deref()
+            .map(|u| validate::search_text("user", u))
+            .transpose()?;
+        let text =
+            q.q.as_deref()
+                .filter(|t| !t.is_empty())
+                .map(|t| validate::search_text("q", t))
+                .transpose()?;
+        let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
+        Ok(Self {
+            from,
+            to,
+            device: q.device,
+            group: q.group,
+            user,
+            kinds,
+            q: text,
+            after,
+        })
+    }
+
+    fn audit_details(&self) -> serde_json::Value {
+        serde_json::json!({
+            "from": self.from, "to": self.to, "device": self.device, "group": self.group,
+            "user": self.user, "kinds": self.kinds, "q": self.q,
+        })
+    }
+}
+
+fn encode_cursor(ts: DateTime<Utc>, id: Uuid) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}:{id}", ts.timestamp_micros()))
+}
+
+fn decode_cursor(c: &str) -> ApiResult<(DateTime<Utc>, Uuid)> {
+    let bad = || ApiError::invalid("cursor", "is not a cursor this API returned");
+    let raw = URL_SAFE_NO_PAD.decode(c.as_bytes()).map_err(|_| bad())?;
+    let text = String::from_utf8(raw).map_err(|_| bad())?;
+    let (us, id) = text.split_once(':').ok_or_else(bad)?;
+    let ts = DateTime::from_timestamp_micros(us.parse().map_err(|_| bad())?).ok_or_else(bad)?;
+    Ok((ts, Uuid::parse_str(id).map_err(|_| bad())?))
+}
+
+/// One page of events, newest first, within the tenant's retention.
+async fn page(tx: &mut TenantTx, s: &Search, limit: i64) -> ApiResult<Vec<EventRow>> {
+    let tenant = tx.tenant().as_uuid();
+    let mut b: QueryBuilder<Postgres> = QueryBuilder::new(
+        "SELECT e.ts, e.id, e.device_id, e.kind, e.os_user, e.subject, e.received_at, e.payload
+         FROM events e WHERE e.tenant_id = ",
+    );
+    b.push_bind(tenant);
+    b.push(" AND e.ts >= greatest(").push_bind(s.from);
+    b.push(", now() - make_interval(days => (SELECT retention_days FROM tenants WHERE id = ")
+        .push_bind(tenant)
+        .push(")))");
+    b.push(" AND e.ts < ").push_bind(s.to);
+    if let Some(d) = s.device {
+        b.push(" AND e.device_id = ").push_bind(d);
+    }
+    if let Some(g) = s.group {
+        b.push(
+            " AND e.device_id IN (SELECT d.id FROM devices d WHERE d.tenant_id = ",
+        )
+        .push_bind(tenant)
+        .push(
+            " AND d.group_id IN (WITH RECURSIVE sub(id) AS (SELECT ",
+        )
+        .push_bind(g)
+        .push("::uuid UNION SELECT c.id FROM groups c JOIN sub ON c.parent_id = sub.id WHERE c.tenant_id = ")
+        .push_bind(tenant)
+        .push(") SELECT id FROM sub))");
+    }
+    if let Some(u) = &s.user {
+        b.push(" AND e.os_user = ").push_bind(u.clone());
+    }
+    if let Some(k) = &s.kinds {
+        b.push(" AND e.kind = ANY(").push_bind(k.clone()).push(")");
+    }
+    if let Some(q) = &s.q {
+        b.push(" AND e.subject ILIKE ")
+            .push_bind(format!("%{}%", validate::like_literal(q)));
+    }
+    if let Some((ts, id)) = s.after {
+        b.push(" AND (e.ts, e.id) < (")
+            .push_bind(ts)
+            .push(", ")
+            .push_bind(id)
+            .push(")");
+    }
+    b.push(" ORDER BY e.ts DESC, e.id DESC LIMIT ")
+        .push_bind(limit);
+    Ok(b.build_query_as::<EventRow>().fetch_all(&mut **tx).await?)
+}
+
+fn view(r: EventRow) -> EventView {
+    let detail = DynamicMessage::decode(EVENT_DESCRIPTOR.clone(), r.payload.as_slice())
+        .ok()
+        .and_then(|m| {
+            m.serialize_with_options(
+                serde_json::value::Serializer,
+                &SerializeOptions::new()
+                    .use_proto_field_name(true)
+                    .skip_default_fields(true),
+            )
+            .ok()
+        })
+        .unwrap_or(serde_json::Value::Null);
+    EventView {
+        id: r.id,
+        time: r.ts,
+        received_at: r.received_at,
+        device_id: r.device_id,
+        kind: EventKind::from_code(r.kind)
+            .map_or_else(|| format!("unknown_{}", r.kind), |k| k.as_str().to_owned()),
+        os_user: r.os_user,
+        subject: r.subject,
+        detail,
+    }
+}
+
+/// Search the operation log.
+#[utoipa::path(get, path = "/api/v1/events", tag = "logs", params(EventQuery), security(("bearer" = [])),
+    responses((status = 200, body = EventPage), (status = 422, body = crate::error::ErrorBody)))]
+pub async fn search(
+    State(state): State<Shared>,
+    acting: Acting,
+    Query(q): Query<EventQuery>,
+) -> ApiResult<Json<EventPage>> {
+    let s = Search::parse(&q)?;
+    let limit = validate::limit(q.limit)?;
+    let mut tx = acting.begin(&state).await?;
+    let mut rows = page(&mut tx, &s, limit + 1).await?;
+    let next = if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(|r| encode_cursor(r.ts, r.id))
+    } else {
+        None
+    };
+    let mut details = s.audit_details();
+    details["returned"] = rows.len().into();
+    audit::by(&mut tx, &acting, "events.search", "", details).await?;
+    tx.commit().await?;
+    Ok(Json(EventPage {
+        events: rows.into_iter().map(view).collect(),
+        next_cursor: next,
+    }))
+}
+
+fn csv_field(out: &mut String, value: &str) {
+    // Quote always; double inner quotes. A leading =, +, - or @ is
+    // prefixed with ' so that spreadsheets do not run it as a formula.
+    out.push('"');
+    if value.starts_with(['=', '+', '-', '@']) {
+        out.push('\'');
+    }
+    for c in value.chars() {
+        if c == '"' {
+            out.push('"');
+        }
+        out.push(c);
+    }
+    out.push('"');
+}
+
+/// Export the operation log of a time range as CSV (same filters as the
+/// search, oldest rows last, at most a million rows).
+#[utoipa::path(get, path = "/api/v1/events/export", tag = "logs", params(EventQuery), security(("bearer" = [])),
+    responses((status = 200, content_type = "text/csv", description = "CSV with a header row")))]
+pub async fn export(
+    State(state): State<Shared>,
+    acting: Acting,
+    Query(q): Query<EventQuery>,
+) -> ApiResult<Response> {
+    if q.cursor.is_some() || q.limit.is_some() {
+        return Err(ApiError::invalid(
+            "cursor",
+            "export takes no cursor or limit",
+        ));
+    }
+    let mut s = Search::parse(&q)?;
+    {
+        let mut tx = acting.begin(&state).await?;
+        audit::by(&mut tx, &acting, "events.export", "", s.audit_details()).await?;
+        tx.commit().await?;
+    }
+    let (send, recv) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(4);
+    tokio::spawn(async move {
+        let mut out = String::from("time,received_at,device_id,kind,os_user,subject,detail\n");
+        let mut sent = 0usize;
+        loop {
+            let rows = match acting.begin(&state).await {
+                Ok(mut tx) => {
+                    let r = page(&mut tx, &s, EXPORT_CHUNK).await;
+                    let _ = tx.commit().await;
+                    r
+                }
+                Err(e) => Err(e),
+            };
+            let rows = match rows {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = send.send(Err(std::io::Error::other(e.message))).await;
+                    return;
+                }
+            };
+            let full = rows.len() as i64 == EXPORT_CHUNK;
+            s.after = rows.last().map(|r| (r.ts, r.id));
+            for r in rows {
+                let v = view(r);
+                out.push_str(&v.time.to_rfc3339());
+                out.push(',');
+                out.push_str(&v.received_at.to_rfc3339());
+                out.push(',');
+                out.push_str(&v.device_id.to_string());
+                out.push(',');
+                out.push_str(&v.kind);
+                out.push(',');
+                csv_field(&mut out, &v.os_user);
+                out.push(',');
+                csv_field(&mut out, &v.subject);
+                out.push(',');
+                csv_field(&mut out, &v.detail.to_string());
+                out.push('\n');
+                sent += 1;
+            }
+            if send.send(Ok(std::mem::take(&mut out))).await.is_err() {
+                return;
+            }
+            if !full || sent >= EXPORT_MAX_ROWS {
+                return;
+            }
+        }
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(recv);
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/csv; charset=utf-8")
+        .header(
+            header::CONTENT_DISPOSITION,
+            "attachment; filename=\"mamori-events.csv\"",
+        )
+        .body(Body::from_stream(stream))
+        .map_err(|e| ApiError::internal("export response", e))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    /// Only this action (e.g. `events.search`, `device.revoke`).
+    pub action: Option<String>,
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditEntry {
+    pub id: Uuid,
+    pub at: DateTime<Utc>,
+    pub actor_id: Option<Uuid>,
+    pub actor_email: String,
+    pub actor_role: String,
+    pub action: String,
+    pub target: String,
+    #[schema(value_type = Object)]
+    pub details: serde_json::Value,
+    pub client_ip: Option<String>,
+    pub request_id: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct AuditRow {
+    id: Uuid,
+    at: DateTime<Utc>,
+    actor_id: Option<Uuid>,
+    actor_email: String,
+    actor_role: String,
+    action: String,
+    target: String,
+    details: String,
+    client_ip: Option<String>,
+    request_id: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditPage {
+    pub entries: Vec<AuditEntry>,
+    pub next_cursor: Option<String>,
+}
+
+/// The tenant's audit trail, newest first (tenant and MSP admins).
+#[utoipa::path(get, path = "/api/v1/audit", tag = "logs", params(AuditQuery), security(("bearer" = [])),
+    responses((status = 200, body = AuditPage), (status = 403, body = crate::error::ErrorBody)))]
+pub async fn audit_log(
+    State(state): State<Shared>,
+    acting: Acting,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult<Json<AuditPage>> {
+    acting.require_admin()?;
+    let limit = validate::limit(q.limit)?;
+    let to = q.to.unwrap_or_else(Utc::now);
+    let from = q.from.unwrap_or(to - Duration::days(30));
+    let action = q
+        .action
+        .as_deref()
+        .map(|a| validate::search_text("action", a))
+        .transpose()?;
+    let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
+    let mut tx = acting.begin(&state).await?;
+    let mut rows: Vec<AuditRow> = sqlx::query_as(
+        "SELECT id, at, actor_id, actor_email, actor_role, action, target, details::text AS details,
+                host(client_ip) AS client_ip, request_id
+         FROM audit_log
+         WHERE tenant_id = $1 AND at >= $2 AND at < $3 AND ($4::text IS NULL OR action = $4)
+           AND ($5::timestamptz IS NULL OR (at, id) < ($5, $6))
+         ORDER BY at DESC, id DESC LIMIT $7",
+    )
+    .bind(acting.tenant.as_uuid())
+    .bind(from)
+    .bind(to)
+    .bind(action)
+    .bind(after.map(|a| a.0))
+    .bind(after.map(|a| a.1))
+    .bind(limit + 1)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let next = if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(|r| encode_cursor(r.at, r.id))
+    } else {
+        None
+    };
+    let entries = rows
+        .into_iter()
+        .map(|r| AuditEntry {
+            id: r.id,
+            at: r.at,
+            actor_id: r.actor_id,
+            actor_email: r.actor_email,
+            actor_role: r.actor_role,
+            action: r.action,
+            target: r.target,
+            details: serde_json::from_str(&r.details).unwrap_or(serde_json::Value::Null),
+            client_ip: r.client_ip,
+            request_id: r.request_id,
+        })
+        .collect();
+    Ok(Json(AuditPage {
+        entries,
+        next_cursor: next,
+    }))
+}

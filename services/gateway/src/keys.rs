@@ -1,0 +1,424 @@
+//! JWT signing keys: Ed25519, named by `kid`, kept in PostgreSQL with the
+//! private half encrypted (AES-256-GCM, the kid as associated data) under the
+//! key-encryption key that only gateway processes hold.
+//!
+//! The newest unretired key signs; every unretired key verifies, so a
+//! rotation logs nobody out. Retiring a key makes every token it signed
+//! invalid at once. Replicas re-read the keys periodically and whenever a
+//! token names a kid they have not seen.
+
+use crate::claims::Claims;
+use aes_gcm::aead::{Aead, Payload};
+use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use chrono::{DateTime, Utc};
+use ed25519_dalek::SigningKey;
+use ed25519_dalek::pkcs8::EncodePrivateKey;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use mamori_tenancy::Db;
+use rand::RngCore;
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+use zeroize::Zeroizing;
+
+/// Issuer and audience of Mamori access tokens.
+pub const ISSUER: &str = "mamori";
+pub const AUDIENCE: &str = "mamori-api";
+
+/// An unknown kid triggers a re-read at most this often.
+const MISS_RELOAD_EVERY: Duration = Duration::from_secs(2);
+
+/// Why a presented access token is refused. The text goes to the client.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("access token is malformed")]
+    Malformed,
+    #[error("access token names an unknown signing key")]
+    UnknownKey,
+    #[error("access token was signed by a retired key: log in again")]
+    RetiredKey,
+    #[error("access token has expired")]
+    Expired,
+    #[error("access token is not valid yet")]
+    NotYetValid,
+    #[error("access token signature or claims are invalid")]
+    Invalid,
+}
+
+/// The key-encryption key.
+pub struct Kek(Aes256Gcm);
+
+impl std::fmt::Debug for Kek {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Kek(..)")
+    }
+}
+
+impl Kek {
+    /// Parses 32 bytes of standard base64.
+    pub fn from_base64(text: &str) -> anyhow::Result<Self> {
+        let bytes = Zeroizing::new(
+            STANDARD
+                .decode(text.trim())
+                .map_err(|_| anyhow::anyhow!("key encryption key is not valid base64"))?,
+        );
+        if bytes.len() != 32 {
+            anyhow::bail!("key encryption key must be 32 bytes, got {}", bytes.len());
+        }
+        Ok(Self(
+            Aes256Gcm::new_from_slice(&bytes).expect("32-byte key is valid for AES-256"),
+        ))
+    }
+
+    /// A fresh random key, base64.
+    pub fn generate_base64() -> String {
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        rand::rng().fill_bytes(bytes.as_mut());
+        STANDARD.encode(bytes.as_ref())
+    }
+
+    /// Reads the key from `path`, creating the file (mode 0600) with a fresh
+    /// key when it does not exist.
+    pub fn from_file(path: &str) -> anyhow::Result<Self> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::from_base64(&text)
+                .map_err(|e| anyhow::anyhow!("key_encryption_key_file {path:?}: {e}")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = Self::generate_base64();
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(path)
+                    .map_err(|e| {
+                        anyhow::anyhow!("cannot create key_encryption_key_file {path:?}: {e}")
+                    })?;
+                f.write_all(key.as_bytes())?;
+                f.sync_all()?;
+                tracing::info!(path, "created a new key-encryption key");
+                Self::from_base64(&key)
+            }
+            Err(e) => Err(anyhow::anyhow!(
+                "cannot read key_encryption_key_file {path:?}: {e}"
+            )),
+        }
+    }
+
+    fn wrap(&self, kid: &str, seed: &[u8; 32]) -> Vec<u8> {
+        let mut nonce = [0u8; 12];
+        rand::rng().fill_bytes(&mut nonce);
+        let sealed = self
+            .0
+            .encrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: seed,
+                    aad: kid.as_bytes(),
+                },
+            )
+            .expect("AES-GCM encryption of 32 bytes cannot fail");
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&sealed);
+        out
+    }
+
+    fn unwrap(&self, kid: &str, wrapped: &[u8]) -> anyhow::Result<Zeroizing<[u8; 32]>> {
+        if wrapped.len() < 12 {
+            anyhow::bail!("signing key {kid} is truncated");
+        }
+        let (nonce, sealed) = wrapped.split_at(12);
+        let nonce: [u8; 12] = nonce.try_into().expect("split at 12");
+        let plain = Zeroizing::new(
+            self.0
+                .decrypt(
+                    &Nonce::from(nonce),
+                    Payload {
+                        msg: sealed,
+                        aad: kid.as_bytes(),
+                    },
+                )
+                .map_err(|_| {
+                    anyhow::anyhow!(
+                        "signing key {kid} does not decrypt with this key-encryption key (is MAMORI_KEY_ENCRYPTION_KEY the one the other gateways use?)"
+                    )
+                })?,
+        );
+        let mut seed = Zeroizing::new([0u8; 32]);
+        if plain.len() != 32 {
+            anyhow::bail!("signing key {kid} has the wrong length");
+        }
+        seed.copy_from_slice(&plain);
+        Ok(seed)
+    }
+}
+
+/// A key as listed by `mamori keys list`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KeyInfo {
+    pub kid: String,
+    pub created_at: DateTime<Utc>,
+    pub retired_at: Option<DateTime<Utc>>,
+    pub signing: bool,
+}
+
+#[derive(sqlx::FromRow)]
+struct KeyRow {
+    kid: String,
+    public_key: Vec<u8>,
+    private_key_wrapped: Vec<u8>,
+    created_at: DateTime<Utc>,
+    retired_at: Option<DateTime<Utc>>,
+}
+
+struct Loaded {
+    signer: Option<(String, EncodingKey)>,
+    verifiers: HashMap<String, (DecodingKey, bool)>,
+    jwks: serde_json::Value,
+    loaded_at: Instant,
+}
+
+/// The signing and verifying keys of this gateway process.
+pub struct KeyRing {
+    kek: Kek,
+    state: RwLock<Loaded>,
+}
+
+impl std::fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRing").finish_non_exhaustive()
+    }
+}
+
+async fn fetch(db: &Db) -> sqlx::Result<Vec<KeyRow>> {
+    sqlx::query_as(
+        "SELECT kid, public_key, private_key_wrapped, created_at, retired_at FROM mamori_signing_keys()",
+    )
+    .fetch_all(db.pool())
+    .await
+}
+
+/// Adds a fresh key, which becomes the signing key. Returns its kid.
+pub async fn add_key(db: &Db, kek: &Kek) -> anyhow::Result<String> {
+    let mut seed = Zeroizing::new([0u8; 32]);
+    rand::rng().fill_bytes(seed.as_mut());
+    import_key(db, kek, &seed).await
+}
+
+/// Adds the Ed25519 key with this 32-byte seed (a key generated elsewhere,
+/// e.g. kept in an HSM export), which becomes the signing key.
+pub async fn import_key(db: &Db, kek: &Kek, seed: &[u8; 32]) -> anyhow::Result<String> {
+    let mut suffix = [0u8; 4];
+    rand::rng().fill_bytes(&mut suffix);
+    let kid = format!("{}-{}", Utc::now().format("%Y%m%d"), hex::encode(suffix));
+    let public = SigningKey::from_bytes(seed).verifying_key().to_bytes();
+    sqlx::query("SELECT mamori_add_signing_key($1, $2, $3)")
+        .bind(&kid)
+        .bind(public.as_slice())
+        .bind(kek.wrap(&kid, seed))
+        .execute(db.pool())
+        .await?;
+    Ok(kid)
+}
+
+/// Retires a key: every token it signed stops working. Returns false when
+/// there is no such unretired key.
+pub async fn retire_key(db: &Db, kid: &str) -> anyhow::Result<bool> {
+    let retired: Option<bool> = sqlx::query_scalar("SELECT mamori_retire_signing_key($1)")
+        .bind(kid)
+        .fetch_one(db.pool())
+        .await?;
+    Ok(retired.unwrap_or(false))
+}
+
+pub async fn list_keys(db: &Db) -> anyhow::Result<Vec<KeyInfo>> {
+    let rows = fetch(db).await?;
+    let signing = rows
+        .iter()
+        .filter(|r| r.retired_at.is_none())
+        .max_by_key(|r| r.created_at)
+        .map(|r| r.kid.clone());
+    Ok(rows
+        .into_iter()
+        .map(|r| KeyInfo {
+            signing: Some(&r.kid) == signing.as_ref(),
+            kid: r.kid,
+            created_at: r.created_at,
+            retired_at: r.retired_at,
+        })
+        .collect())
+}
+
+impl KeyRing {
+    /// Loads the keys, creating the first one when there is none (under an
+    /// advisory lock, so that replicas starting together agree on one).
+    pub async fn open(db: &Db, kek: Kek) -> anyhow::Result<Self> {
+        let mut rows = fetch(db).await?;
+        if !rows.iter().any(|r| r.retired_at.is_none()) {
+            let mut tx = db.pool().begin().await?;
+            sqlx::query("SELECT pg_advisory_xact_lock(7347061)")
+                .execute(&mut *tx)
+                .await?;
+            let again: Vec<KeyRow> = sqlx::query_as(
+                "SELECT kid, public_key, private_key_wrapped, created_at, retired_at FROM mamori_signing_keys()",
+            )
+            .fetch_all(&mut *tx)
+            .await?;
+            if !again.iter().any(|r| r.retired_at.is_none()) {
+                let kid = add_key(db, &kek).await?;
+                tracing::info!(kid, "created the first JWT signing key");
+            }
+            tx.commit().await?;
+            rows = fetch(db).await?;
+        }
+        let loaded = build(&kek, rows)?;
+        Ok(Self {
+            kek,
+            state: RwLock::new(loaded),
+        })
+    }
+
+    /// Re-reads the keys from the database.
+    pub async fn reload(&self, db: &Db) -> anyhow::Result<()> {
+        let loaded = build(&self.kek, fetch(db).await?)?;
+        *self.state.write().expect("key ring lock") = loaded;
+        Ok(())
+    }
+
+    pub fn jwks(&self) -> serde_json::Value {
+        self.state.read().expect("key ring lock").jwks.clone()
+    }
+
+    pub fn sign(&self, claims: &Claims) -> anyhow::Result<String> {
+        let state = self.state.read().expect("key ring lock");
+        let (kid, key) = state
+            .signer
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("no unretired signing key: run `mamori keys rotate`"))?;
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(kid.clone());
+        Ok(jsonwebtoken::encode(&header, claims, key)?)
+    }
+
+    /// Verifies a token: algorithm, key, signature, issuer, audience and
+    /// time claims. Re-reads the keys once when the kid is unknown.
+    pub async fn verify(&self, db: &Db, token: &str) -> Result<Claims, TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+        if header.alg != Algorithm::EdDSA {
+            return Err(TokenError::Invalid);
+        }
+        let kid = header.kid.ok_or(TokenError::UnknownKey)?;
+        if kid.len() > 64 {
+            return Err(TokenError::Malformed);
+        }
+        let known = self
+            .state
+            .read()
+            .expect("key ring lock")
+            .verifiers
+            .contains_key(&kid);
+        if !known {
+            let stale = self
+                .state
+                .read()
+                .expect("key ring lock")
+                .loaded_at
+                .elapsed()
+                > MISS_RELOAD_EVERY;
+            if stale && let Err(e) = self.reload(db).await {
+                tracing::warn!(error = %e, "cannot re-read signing keys");
+            }
+        }
+        let state = self.state.read().expect("key ring lock");
+        let (key, retired) = state.verifiers.get(&kid).ok_or(TokenError::UnknownKey)?;
+        if *retired {
+            return Err(TokenError::RetiredKey);
+        }
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iat", "sub", "iss", "aud"]);
+        validation.validate_nbf = true;
+        validation.leeway = 5;
+        jsonwebtoken::decode::<Claims>(token, key, &validation)
+            .map(|d| d.claims)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
+                jsonwebtoken::errors::ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+                jsonwebtoken::errors::ErrorKind::Base64(_)
+                | jsonwebtoken::errors::ErrorKind::Json(_)
+                | jsonwebtoken::errors::ErrorKind::Utf8(_) => TokenError::Malformed,
+                _ => TokenError::Invalid,
+            })
+    }
+}
+
+fn build(kek: &Kek, rows: Vec<KeyRow>) -> anyhow::Result<Loaded> {
+    let mut verifiers = HashMap::new();
+    let mut jwks = Vec::new();
+    let mut signer: Option<(DateTime<Utc>, String, EncodingKey)> = None;
+    for row in rows {
+        let retired = row.retired_at.is_some();
+        verifiers.insert(
+            row.kid.clone(),
+            (DecodingKey::from_ed_der(&row.public_key), retired),
+        );
+        if retired {
+            continue;
+        }
+        jwks.push(serde_json::json!({
+            "kty": "OKP",
+            "crv": "Ed25519",
+            "alg": "EdDSA",
+            "use": "sig",
+            "kid": row.kid,
+            "x": URL_SAFE_NO_PAD.encode(&row.public_key),
+        }));
+        if signer
+            .as_ref()
+            .is_none_or(|(at, _, _)| row.created_at > *at)
+        {
+            let seed = kek.unwrap(&row.kid, &row.private_key_wrapped)?;
+            let der = SigningKey::from_bytes(&seed)
+                .to_pkcs8_der()
+                .map_err(|e| anyhow::anyhow!("signing key {}: {e}", row.kid))?;
+            signer = Some((
+                row.created_at,
+                row.kid.clone(),
+                EncodingKey::from_ed_der(der.as_bytes()),
+            ));
+        }
+    }
+    Ok(Loaded {
+        signer: signer.map(|(_, kid, key)| (kid, key)),
+        verifiers,
+        jwks: serde_json::json!({ "keys": jwks }),
+        loaded_at: Instant::now(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrapped_keys_open_only_with_their_kek_and_kid() {
+        let kek = Kek::from_base64(&Kek::generate_base64()).unwrap();
+        let other = Kek::from_base64(&Kek::generate_base64()).unwrap();
+        let seed = [7u8; 32];
+        let wrapped = kek.wrap("k1", &seed);
+        assert_eq!(*kek.unwrap("k1", &wrapped).unwrap(), seed);
+        assert!(kek.unwrap("k2", &wrapped).is_err(), "kid is bound");
+        assert!(other.unwrap("k1", &wrapped).is_err(), "kek is needed");
+        assert!(!wrapped.windows(32).any(|w| w == seed), "stored encrypted");
+    }
+
+    #[test]
+    fn kek_must_be_32_bytes_of_base64() {
+        assert!(Kek::from_base64("not base64!").is_err());
+        assert!(Kek::from_base64(&STANDARD.encode([1u8; 16])).is_err());
+    }
+}

@@ -1,0 +1,32 @@
+//! gateway: Mamori's only public HTTP surface.
+//!
+//! Signup (companies and MSP organisations), login with short-lived EdDSA
+//! access JWTs and rotating refresh tokens, users and roles, tenants and
+//! MSP access, enrollment tokens, devices, operation-log search and export,
+//! and the audit trail, all as JSON under `/api/v1` with an OpenAPI
+//! document. Identity comes only from a verified token; every query runs
+//! under row-level security for the acting tenant.
+
+mod accounts;
+mod audit;
+mod claims;
+mod config;
+mod ctx;
+mod devices;
+mod error;
+mod events;
+mod keys;
+mod limits;
+mod mail;
+mod openapi;
+mod password;
+mod server;
+mod state;
+mod tenants;
+mod users;
+mod validate;
+
+pub use claims::{Claims, Role};
+pub use config::Config;
+pub use keys::{AUDIENCE, ISSUER, Kek, KeyInfo, add_key, import_key, list_keys, retire_key};
+pub use server::{Running, start};

@@ -1,0 +1,98 @@
+//! Rate limits: token buckets per client address, per tenant, and a
+//! stricter one per address for login, signup and refresh. Per gateway
+//! process; with N replicas the ceilings are N times the configured rates.
+
+use crate::error::{ApiError, ApiResult};
+use mamori_tenancy::TenantId;
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// Buckets idle this long are forgotten when the map is swept.
+const IDLE_SECS: f64 = 600.0;
+const SWEEP_AT: usize = 100_000;
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+#[derive(Debug)]
+pub struct Keyed<K> {
+    rate: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<K, Bucket>>,
+}
+
+impl<K: Hash + Eq + Copy> Keyed<K> {
+    pub fn new(rate: u32, burst: u32) -> Self {
+        Self {
+            rate: f64::from(rate),
+            burst: f64::from(burst.max(rate)),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one token, or says how many whole seconds until one is there.
+    pub fn take(&self, key: K) -> Result<(), u64> {
+        let now = Instant::now();
+        let mut map = self.buckets.lock().expect("rate limit lock");
+        if map.len() >= SWEEP_AT {
+            map.retain(|_, b| now.duration_since(b.at).as_secs_f64() < IDLE_SECS);
+        }
+        let b = map.entry(key).or_insert(Bucket {
+            tokens: self.burst,
+            at: now,
+        });
+        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * self.rate).min(self.burst);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(((1.0 - b.tokens) / self.rate).ceil() as u64)
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Limits {
+    pub ip: Keyed<IpAddr>,
+    pub tenant: Keyed<TenantId>,
+    pub auth: Keyed<IpAddr>,
+}
+
+impl Limits {
+    pub fn tenant(&self, tenant: TenantId) -> ApiResult<()> {
+        self.tenant
+            .take(tenant)
+            .map_err(|s| ApiError::rate_limited(s, "too many requests for this tenant, slow down"))
+    }
+
+    pub fn auth(&self, ip: Option<IpAddr>) -> ApiResult<()> {
+        match ip {
+            Some(ip) => self.auth.take(ip).map_err(|s| {
+                ApiError::rate_limited(s, "too many sign-in attempts from this address, wait")
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn burst_then_refusal_with_a_wait() {
+        let k = Keyed::new(1, 3);
+        for _ in 0..3 {
+            k.take(1u8).unwrap();
+        }
+        assert_eq!(k.take(1u8), Err(1));
+        k.take(2u8).unwrap();
+    }
+}

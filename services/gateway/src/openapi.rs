@@ -1,0 +1,84 @@
+//! The OpenAPI document, generated from the handlers' annotations.
+
+use axum::Json;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+struct Bearer;
+
+impl Modify for Bearer {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "Access token from /api/v1/auth/login. MSP users name the tenant to act on in the X-Mamori-Tenant header.",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Mamori API",
+        description = "Endpoint monitoring and leak prevention: accounts, tenants, devices, operation logs and audit.\n\nErrors are JSON `{\"error\": {\"code\", \"message\"}}`. An object of another tenant is always 404. MSP users choose the tenant they act on with the `X-Mamori-Tenant` header."
+    ),
+    paths(
+        crate::accounts::signup,
+        crate::accounts::login,
+        crate::accounts::refresh,
+        crate::accounts::logout,
+        crate::accounts::verify_link,
+        crate::accounts::verify_post,
+        crate::accounts::me,
+        crate::accounts::jwks,
+        crate::tenants::list,
+        crate::tenants::create,
+        crate::tenants::get,
+        crate::tenants::update,
+        crate::tenants::handover,
+        crate::tenants::claim,
+        crate::tenants::release,
+        crate::users::list,
+        crate::users::list_org,
+        crate::users::invite,
+        crate::users::invite_org,
+        crate::users::accept,
+        crate::users::update,
+        crate::users::update_org,
+        crate::users::set_access,
+        crate::devices::list,
+        crate::devices::get,
+        crate::devices::revoke,
+        crate::devices::delete,
+        crate::devices::list_tokens,
+        crate::devices::create_token,
+        crate::devices::revoke_token,
+        crate::devices::list_groups,
+        crate::devices::create_group,
+        crate::events::search,
+        crate::events::export,
+        crate::events::audit_log,
+    ),
+    modifiers(&Bearer),
+    tags(
+        (name = "accounts", description = "Signup, login, tokens"),
+        (name = "tenants", description = "Tenants, MSP organisations, licences, retention"),
+        (name = "users", description = "Users, roles, invitations"),
+        (name = "devices", description = "Devices, enrollment tokens, groups"),
+        (name = "logs", description = "Operation-log search and export, audit trail"),
+    )
+)]
+pub struct ApiDoc;
+
+/// `GET /api/v1/openapi.json`
+pub async fn document() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

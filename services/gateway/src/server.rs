@@ -1,0 +1,294 @@
+//! Start-up and the router: routes, tower layers (request ids, tracing
+//! spans, timeouts, body limits, per-address rate limits, metrics), the
+//! ops endpoint and the key reloader.
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::keys::{Kek, KeyRing};
+use crate::limits::{Keyed, Limits};
+use crate::mail::Mailer;
+use crate::state::{AppState, Shared};
+use crate::{accounts, devices, events, openapi, tenants, users};
+use anyhow::Context;
+use axum::Router;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderName, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch, post, put};
+use mamori_tenancy::Db;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// A started gateway.
+#[derive(Debug)]
+pub struct Running {
+    pub addr: SocketAddr,
+    pub ops_addr: SocketAddr,
+    stop: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Stops accepting, finishes requests in flight and waits.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        self.task.await?
+    }
+
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await?
+    }
+
+    pub fn stopper(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+}
+
+pub fn router(state: Shared) -> Router {
+    let api = Router::new()
+        .route("/signup", post(accounts::signup))
+        .route("/auth/login", post(accounts::login))
+        .route("/auth/refresh", post(accounts::refresh))
+        .route("/auth/logout", post(accounts::logout))
+        .route(
+            "/auth/verify",
+            get(accounts::verify_link).post(accounts::verify_post),
+        )
+        .route("/me", get(accounts::me))
+        .route("/tenants", get(tenants::list).post(tenants::create))
+        .route("/tenants/claim", post(tenants::claim))
+        .route("/tenants/{id}/release", post(tenants::release))
+        .route("/tenant", get(tenants::get).patch(tenants::update))
+        .route("/tenant/handover", post(tenants::handover))
+        .route("/users", get(users::list))
+        .route("/users/{id}", patch(users::update))
+        .route("/invitations", post(users::invite))
+        .route("/invitations/accept", post(users::accept))
+        .route("/org/users", get(users::list_org))
+        .route("/org/users/{id}", patch(users::update_org))
+        .route("/org/users/{id}/tenants", put(users::set_access))
+        .route("/org/invitations", post(users::invite_org))
+        .route(
+            "/enrollment-tokens",
+            get(devices::list_tokens).post(devices::create_token),
+        )
+        .route(
+            "/enrollment-tokens/{id}/revoke",
+            post(devices::revoke_token),
+        )
+        .route("/devices", get(devices::list))
+        .route("/devices/{id}", get(devices::get).delete(devices::delete))
+        .route("/devices/{id}/revoke", post(devices::revoke))
+        .route(
+            "/groups",
+            get(devices::list_groups).post(devices::create_group),
+        )
+        .route("/events", get(events::search))
+        .route("/events/export", get(events::export))
+        .route("/audit", get(events::audit_log))
+        .route("/openapi.json", get(openapi::document))
+        .fallback(|| async { ApiError::not_found("endpoint") });
+    let timeout = Duration::from_millis(state.cfg.request_timeout_ms);
+    let body_limit = state.cfg.max_body_bytes;
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/.well-known/jwks.json", get(accounts::jwks))
+        .fallback(|| async { ApiError::not_found("page") })
+        .layer(middleware::from_fn_with_state(state.clone(), edge))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetSensitiveRequestHeadersLayer::new([
+                    axum::http::header::AUTHORIZATION,
+                ]))
+                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                    let rid = req
+                        .headers()
+                        .get(REQUEST_ID)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default();
+                    tracing::info_span!(
+                        "http",
+                        method = %req.method(),
+                        path = %req.uri().path(),
+                        request_id = rid,
+                        tenant_id = tracing::field::Empty,
+                        user_id = tracing::field::Empty,
+                    )
+                }))
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    timeout,
+                )),
+        )
+        .with_state(state)
+}
+
+/// Per-address rate limit, JSON answers for the framework's own refusals
+/// (body too large, bad JSON), and request metrics.
+async fn edge(State(state): State<Shared>, req: Request, next: Next) -> Response {
+    let ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    if let Some(ip) = ip
+        && let Err(wait) = state.limits.ip.take(ip)
+    {
+        return ApiError::rate_limited(wait, "too many requests from this address, slow down")
+            .into_response();
+    }
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().to_string();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let status = response.status();
+    metrics::histogram!("mamori_gateway_request_seconds", "route" => route.clone(), "method" => method.clone())
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!("mamori_gateway_requests_total", "route" => route, "method" => method,
+        "status" => status.as_u16().to_string())
+    .increment(1);
+    json_rejection(response).await
+}
+
+/// axum answers a bad body (malformed JSON, wrong content type, too large)
+/// with plain text; turn those into the API's JSON error shape.
+async fn json_rejection(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/csv"));
+    if is_json || !(status.is_client_error()) {
+        return response;
+    }
+    let (code, fallback) = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "request body is too large"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "unsupported_media_type",
+            "send Content-Type: application/json",
+        ),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            "this endpoint does not take that method",
+        ),
+        StatusCode::UNPROCESSABLE_ENTITY => (
+            "invalid_input",
+            "request body does not match the expected shape",
+        ),
+        _ => ("bad_request", "the request is malformed"),
+    };
+    let bytes = axum::body::to_bytes(response.into_body(), 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes);
+    let message = if text.trim().is_empty() {
+        fallback.to_owned()
+    } else {
+        text.trim().chars().take(500).collect()
+    };
+    ApiError::new(status, code, message).into_response()
+}
+
+/// Binds and starts the gateway.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid gateway config: {e}"))?;
+    let addr: SocketAddr = config.gateway_addr.parse().with_context(|| {
+        format!(
+            "MAMORI_GATEWAY_ADDR {:?} is not an address like 127.0.0.1:8080",
+            config.gateway_addr
+        )
+    })?;
+    let kek = if config.key_encryption_key.is_empty() {
+        Kek::from_file(&config.key_encryption_key_file)?
+    } else {
+        Kek::from_base64(&config.key_encryption_key)
+            .map_err(|e| anyhow::anyhow!("MAMORI_KEY_ENCRYPTION_KEY: {e}"))?
+    };
+    let db = Db::connect(&config.database_url, config.db_max_connections)
+        .await
+        .context("cannot connect to PostgreSQL (MAMORI_DATABASE_URL)")?;
+    let keys = KeyRing::open(&db, kek).await?;
+    let mailer = Mailer::from_config(&config)?;
+    let limits = Limits {
+        ip: Keyed::new(config.ip_rate, config.ip_burst),
+        tenant: Keyed::new(config.tenant_rate, config.tenant_burst),
+        auth: Keyed::new(config.auth_rate, config.auth_burst),
+    };
+    let state: Shared = Arc::new(AppState {
+        db: db.clone(),
+        keys,
+        cfg: config.clone(),
+        mailer,
+        limits,
+    });
+    let ready_db = db.clone();
+    let ops_addr = mamori_telemetry::serve_ops(
+        &config.gateway_ops_addr,
+        Arc::new(move || {
+            let db = ready_db.clone();
+            Box::pin(async move {
+                sqlx::query("SELECT 1")
+                    .execute(db.pool())
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| format!("database: {e}"))
+            })
+        }),
+    )
+    .await?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot bind MAMORI_GATEWAY_ADDR {addr}"))?;
+    let local = listener.local_addr()?;
+    let stop = CancellationToken::new();
+    let reload_state = state.clone();
+    let reload_stop = stop.clone();
+    let reload_every = Duration::from_secs(config.key_reload_s);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = reload_stop.cancelled() => return,
+                _ = tokio::time::sleep(reload_every) => {}
+            }
+            if let Err(e) = reload_state.keys.reload(&reload_state.db).await {
+                tracing::warn!(error = %e, "cannot re-read signing keys");
+            }
+        }
+    });
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let shutdown = stop.clone();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await
+            .context("gateway server failed")?;
+        db.close().await;
+        Ok(())
+    });
+    tracing::info!(addr = %local, "gateway listening");
+    Ok(Running {
+        addr: local,
+        ops_addr,
+        stop,
+        task,
+    })
+}

@@ -1,0 +1,385 @@
+//! Tenants: the acting tenant's settings, and for MSPs the tenants they run
+//! (create, list with usage, take over with a handover code, release).
+
+use crate::accounts::begin_identity;
+use crate::audit;
+use crate::claims::Role;
+use crate::ctx::{Acting, Caller};
+use crate::error::{ApiError, ApiResult};
+use crate::state::Shared;
+use crate::validate;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Duration, Utc};
+use mamori_registry::HandoverCode;
+use mamori_tenancy::TenantId;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct TenantSummary {
+    pub id: Uuid,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    pub device_limit: i32,
+    /// Enrolled, unrevoked devices (what counts against the licence).
+    pub devices: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct TenantSettings {
+    pub id: Uuid,
+    pub name: String,
+    pub msp_org_id: Option<Uuid>,
+    pub device_limit: i32,
+    pub devices: i64,
+    /// Days operation logs are kept (90 to 2557).
+    pub retention_days: i32,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Tenants the caller may act on: an MSP's tenants (for a technician, those
+/// on its access list), or a tenant user's own.
+#[utoipa::path(get, path = "/api/v1/tenants", tag = "tenants", security(("bearer" = [])),
+    responses((status = 200, body = [TenantSummary])))]
+pub async fn list(
+    State(state): State<Shared>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<TenantSummary>>> {
+    match (caller.claims.tid, caller.claims.org) {
+        (None, Some(org)) => {
+            let mut tx = begin_identity(&state, Some(org), Some(caller.user())).await?;
+            let rows: Vec<TenantSummary> = sqlx::query_as(
+                "SELECT o.tenant_id AS id, o.name, o.created_at, o.device_limit, o.devices
+                 FROM mamori_msp_tenant_overview() o
+                 WHERE $1 OR EXISTS (SELECT 1 FROM msp_tenant_access a
+                                     WHERE a.msp_org_id = $2 AND a.user_id = $3 AND a.tenant_id = o.tenant_id)",
+            )
+            .bind(caller.role() == Role::MspAdmin)
+            .bind(org)
+            .bind(caller.user())
+            .fetch_all(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(Json(rows))
+        }
+        (Some(own), None) => {
+            let mut tx = state.db.begin_tenant(TenantId::from_uuid(own)).await?;
+            let rows: Vec<TenantSummary> = sqlx::query_as(
+                "SELECT t.id, t.name, t.created_at, t.device_limit,
+                        (SELECT count(*) FROM devices d WHERE d.tenant_id = t.id AND d.revoked_at IS NULL) AS devices
+                 FROM tenants t WHERE t.id = $1",
+            )
+            .bind(own)
+            .fetch_all(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(Json(rows))
+        }
+        _ => Err(ApiError::unauthenticated(
+            "access token has no tenant or organisation",
+        )),
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    pub name: String,
+    pub device_limit: Option<i32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedTenant {
+    pub id: Uuid,
+    /// The tenant's first enrollment token (30 days), shown once.
+    pub enrollment_token: String,
+}
+
+fn check_limit(limit: i32) -> ApiResult<i32> {
+    if (1..=1_000_000).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::invalid("device_limit", "must be 1..=1000000"))
+    }
+}
+
+/// Create a tenant for a customer of the caller's MSP.
+#[utoipa::path(post, path = "/api/v1/tenants", tag = "tenants", security(("bearer" = [])),
+    request_body = CreateTenant,
+    responses((status = 201, body = CreatedTenant), (status = 403, body = crate::error::ErrorBody)))]
+pub async fn create(
+    State(state): State<Shared>,
+    caller: Caller,
+    Json(req): Json<CreateTenant>,
+) -> ApiResult<(StatusCode, Json<CreatedTenant>)> {
+    let org = caller.require_msp_admin()?;
+    let name = validate::name("name", &req.name)?;
+    let limit = req.device_limit.map(check_limit).transpose()?;
+    let tenant = TenantId::new();
+    let mut tx = state.db.begin_tenant(tenant).await?;
+    crate::ctx::set_identity(&mut tx, &caller.claims).await?;
+    mamori_registry::insert_tenant(&mut tx, &name, Some(org)).await?;
+    if let Some(l) = limit {
+        sqlx::query("UPDATE tenants SET device_limit = $2 WHERE id = $1")
+            .bind(tenant.as_uuid())
+            .bind(l)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let token = crate::accounts::first_enrollment_token(&mut tx).await?;
+    audit::record(
+        &mut tx,
+        &caller,
+        "tenant.create",
+        &tenant.to_string(),
+        serde_json::json!({ "name": name, "msp_org_id": org, "device_limit": limit }),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedTenant {
+            id: tenant.as_uuid(),
+            enrollment_token: token.token.expose().to_owned(),
+        }),
+    ))
+}
+
+async fn settings(tx: &mut mamori_tenancy::TenantTx) -> ApiResult<TenantSettings> {
+    let id = tx.tenant().as_uuid();
+    sqlx::query_as(
+        "SELECT t.id, t.name, t.msp_org_id, t.device_limit, t.retention_days, t.created_at,
+                (SELECT count(*) FROM devices d WHERE d.tenant_id = t.id AND d.revoked_at IS NULL) AS devices
+         FROM tenants t WHERE t.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or_else(|| ApiError::not_found("tenant"))
+}
+
+/// The acting tenant: licence usage and settings.
+#[utoipa::path(get, path = "/api/v1/tenant", tag = "tenants", security(("bearer" = [])),
+    responses((status = 200, body = TenantSettings)))]
+pub async fn get(State(state): State<Shared>, acting: Acting) -> ApiResult<Json<TenantSettings>> {
+    let mut tx = acting.begin(&state).await?;
+    let s = settings(&mut tx).await?;
+    tx.commit().await?;
+    Ok(Json(s))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTenant {
+    pub name: Option<String>,
+    /// Days operation logs are kept: 90 (three months) to 2557 (seven years).
+    pub retention_days: Option<i32>,
+    /// The licence cap; only an MSP administrator may change it.
+    pub device_limit: Option<i32>,
+}
+
+/// Change the acting tenant's name, log retention or (MSP) licence cap.
+#[utoipa::path(patch, path = "/api/v1/tenant", tag = "tenants", security(("bearer" = [])),
+    request_body = UpdateTenant,
+    responses((status = 200, body = TenantSettings), (status = 422, body = crate::error::ErrorBody)))]
+pub async fn update(
+    State(state): State<Shared>,
+    acting: Acting,
+    Json(req): Json<UpdateTenant>,
+) -> ApiResult<Json<TenantSettings>> {
+    acting.require_admin()?;
+    let name = req
+        .name
+        .as_deref()
+        .map(|n| validate::name("name", n))
+        .transpose()?;
+    if let Some(r) = req.retention_days
+        && !(90..=2557).contains(&r)
+    {
+        return Err(ApiError::invalid(
+            "retention_days",
+            "must be 90 (three months) to 2557 (seven years)",
+        ));
+    }
+    let limit = req.device_limit.map(check_limit).transpose()?;
+    if limit.is_some() && acting.caller.role() != Role::MspAdmin {
+        return Err(ApiError::forbidden(
+            "the device licence cap is set by the MSP or the Mamori operator",
+        ));
+    }
+    let mut tx = acting.begin(&state).await?;
+    sqlx::query(
+        "UPDATE tenants SET name = coalesce($2, name), retention_days = coalesce($3, retention_days),
+                device_limit = coalesce($4, device_limit)
+         WHERE id = $1",
+    )
+    .bind(acting.tenant.as_uuid())
+    .bind(&name)
+    .bind(req.retention_days)
+    .bind(limit)
+    .execute(&mut *tx)
+    .await?;
+    audit::by(&mut tx, &acting, "tenant.update", &acting.tenant.to_string(),
+        serde_json::json!({ "name": name, "retention_days": req.retention_days, "device_limit": limit })).await?;
+    let s = settings(&mut tx).await?;
+    tx.commit().await?;
+    Ok(Json(s))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Handover {
+    /// Give this to the MSP; it claims the tenant with it. Shown once.
+    pub code: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Create a one-time code (valid 7 days) with which an MSP takes over the
+/// running of this tenant.
+#[utoipa::path(post, path = "/api/v1/tenant/handover", tag = "tenants", security(("bearer" = [])),
+    responses((status = 201, body = Handover), (status = 409, body = crate::error::ErrorBody)))]
+pub async fn handover(
+    State(state): State<Shared>,
+    acting: Acting,
+) -> ApiResult<(StatusCode, Json<Handover>)> {
+    if acting.caller.role() != Role::TenantAdmin {
+        return Err(ApiError::forbidden(
+            "only the tenant's own administrator may hand it over",
+        ));
+    }
+    let code = HandoverCode::generate();
+    let expires_at = Utc::now() + Duration::days(7);
+    let mut tx = acting.begin(&state).await?;
+    let updated = sqlx::query(
+        "UPDATE tenants SET handover_hash = $2, handover_expires_at = $3 WHERE id = $1 AND msp_org_id IS NULL",
+    )
+    .bind(acting.tenant.as_uuid())
+    .bind(code.hash())
+    .bind(expires_at)
+    .execute(&mut *tx)
+    .await?;
+    if updated.rows_affected() == 0 {
+        return Err(ApiError::conflict(
+            "already_managed",
+            "this tenant is already run by an MSP",
+        ));
+    }
+    audit::by(
+        &mut tx,
+        &acting,
+        "tenant.handover_code",
+        &acting.tenant.to_string(),
+        serde_json::json!({ "expires_at": expires_at }),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(Handover {
+            code: code.expose().to_owned(),
+            expires_at,
+        }),
+    ))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimTenant {
+    pub code: String,
+}
+
+/// Take over a tenant with the handover code its administrator created.
+#[utoipa::path(post, path = "/api/v1/tenants/claim", tag = "tenants", security(("bearer" = [])),
+    request_body = ClaimTenant,
+    responses((status = 200, body = TenantSummary), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn claim(
+    State(state): State<Shared>,
+    caller: Caller,
+    Json(req): Json<ClaimTenant>,
+) -> ApiResult<Json<TenantSummary>> {
+    let org = caller.require_msp_admin()?;
+    let code = HandoverCode::parse(&req.code).map_err(|e| ApiError::invalid("code", e))?;
+    let mut tx = begin_identity(&state, Some(org), Some(caller.user())).await?;
+    let tenant: Option<Uuid> = sqlx::query_scalar("SELECT mamori_claim_tenant($1)")
+        .bind(code.hash())
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    let tenant = TenantId::from_uuid(
+        tenant.ok_or_else(|| ApiError::not_found("handover code (expired or used?)"))?,
+    );
+    let mut tx = state.db.begin_tenant(tenant).await?;
+    crate::ctx::set_identity(&mut tx, &caller.claims).await?;
+    audit::record(
+        &mut tx,
+        &caller,
+        "tenant.claimed",
+        &tenant.to_string(),
+        serde_json::json!({ "msp_org_id": org }),
+    )
+    .await?;
+    let s = settings(&mut tx).await?;
+    tx.commit().await?;
+    Ok(Json(TenantSummary {
+        id: s.id,
+        name: s.name,
+        created_at: s.created_at,
+        device_limit: s.device_limit,
+        devices: s.devices,
+    }))
+}
+
+/// Stop running a tenant: the MSP loses access; the tenant's own
+/// administrators keep it.
+#[utoipa::path(post, path = "/api/v1/tenants/{id}/release", tag = "tenants", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "tenant id")),
+    responses((status = 204, description = "released"), (status = 404, body = crate::error::ErrorBody),
+              (status = 409, body = crate::error::ErrorBody)))]
+pub async fn release(
+    State(state): State<Shared>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> ApiResult<StatusCode> {
+    let org = caller.require_msp_admin()?;
+    let tenant = TenantId::from_uuid(id);
+    let mut tx = state.db.begin_tenant(tenant).await?;
+    crate::ctx::set_identity(&mut tx, &caller.claims).await?;
+    let (ours, admins): (bool, i64) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1 AND msp_org_id = $2),
+                (SELECT count(*) FROM users WHERE tenant_id = $1 AND role = 'tenant_admin' AND disabled_at IS NULL)",
+    )
+    .bind(id)
+    .bind(org)
+    .fetch_one(&mut *tx)
+    .await?;
+    if !ours {
+        return Err(ApiError::not_found("tenant"));
+    }
+    if admins == 0 {
+        return Err(ApiError::conflict(
+            "no_tenant_admin",
+            "the tenant has no administrator of its own: invite one before releasing it",
+        ));
+    }
+    audit::record(
+        &mut tx,
+        &caller,
+        "tenant.released",
+        &id.to_string(),
+        serde_json::json!({ "msp_org_id": org }),
+    )
+    .await?;
+    sqlx::query("DELETE FROM msp_tenant_access WHERE msp_org_id = $1 AND tenant_id = $2")
+        .bind(org)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("UPDATE tenants SET msp_org_id = NULL WHERE id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}

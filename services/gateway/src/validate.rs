@@ -1,0 +1,107 @@
+//! Input checks shared by the handlers. Each refusal names the field.
+
+use crate::error::{ApiError, ApiResult};
+
+/// Lower-cases and checks an e-mail address (a pragmatic subset of RFC
+/// 5321: one `@`, a dotted domain, no spaces or control characters).
+pub fn email(raw: &str) -> ApiResult<String> {
+    let e = raw.trim().to_lowercase();
+    let bad = |why: &str| ApiError::invalid("email", why.to_owned());
+    if e.is_empty() {
+        return Err(bad("is required"));
+    }
+    if e.len() > 254 {
+        return Err(bad("must be at most 254 characters"));
+    }
+    if e.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad("must not contain spaces or control characters"));
+    }
+    let Some((local, domain)) = e.split_once('@') else {
+        return Err(bad("must look like name@example.com"));
+    };
+    if local.is_empty()
+        || local.len() > 64
+        || domain.contains('@')
+        || !domain.contains('.')
+        || domain.starts_with('.')
+        || domain.ends_with('.')
+        || domain.contains("..")
+    {
+        return Err(bad("must look like name@example.com"));
+    }
+    Ok(e)
+}
+
+/// A display name (company, tenant, group): trimmed, 1–200 printable
+/// characters.
+pub fn name(field: &str, raw: &str) -> ApiResult<String> {
+    let n = raw.trim();
+    if n.is_empty() {
+        return Err(ApiError::invalid(field, "is required"));
+    }
+    if n.chars().count() > 200 {
+        return Err(ApiError::invalid(field, "must be at most 200 characters"));
+    }
+    if n.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            field,
+            "must not contain control characters",
+        ));
+    }
+    Ok(n.to_owned())
+}
+
+/// A free-text search term: at most 200 characters, no control characters.
+pub fn search_text(field: &str, raw: &str) -> ApiResult<String> {
+    if raw.chars().count() > 200 {
+        return Err(ApiError::invalid(field, "must be at most 200 characters"));
+    }
+    if raw.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            field,
+            "must not contain control characters",
+        ));
+    }
+    Ok(raw.to_owned())
+}
+
+/// Escapes LIKE wildcards so that user text matches literally.
+pub fn like_literal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    for c in text.chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A page size: default 50, at most 1000.
+pub fn limit(raw: Option<u32>) -> ApiResult<i64> {
+    match raw {
+        None => Ok(50),
+        Some(n) if (1..=1000).contains(&n) => Ok(i64::from(n)),
+        Some(_) => Err(ApiError::invalid("limit", "must be 1..=1000")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails() {
+        assert_eq!(email(" Alice@Example.COM ").unwrap(), "alice@example.com");
+        for bad in [
+            "", "alice", "a@b", "a b@c.d", "a@@c.d", "@c.d", "a@.c", "a@c..d",
+        ] {
+            assert!(email(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn like_text_is_literal() {
+        assert_eq!(like_literal("50%_off\\"), "50\\%\\_off\\\\");
+    }
+}
