@@ -39,6 +39,23 @@ pub enum TenantCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Creates a user of a tenant; reads the password from the first line
+    /// of standard input (so it is not in the process list).
+    Create {
+        #[arg(long)]
+        tenant: TenantId,
+        #[arg(long)]
+        email: String,
+        /// tenant_admin or auditor.
+        #[arg(long, default_value = "tenant_admin")]
+        role: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum KeysCommand {
     /// Lists the gateway's JWT signing keys.
     List {
@@ -133,6 +150,38 @@ pub async fn tenant(cfg: Config, cmd: TenantCommand) -> anyhow::Result<()> {
                 println!("{}", json!({ "id": tenant, "device_limit": limit }));
             } else {
                 println!("tenant {tenant}: device licence cap {limit}");
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn user(cfg: Config, cmd: UserCommand) -> anyhow::Result<()> {
+    let db = connect(&cfg).await?;
+    match cmd {
+        UserCommand::Create {
+            tenant,
+            email,
+            role,
+            json,
+        } => {
+            let role = mamori_gateway::Role::parse(&role)
+                .ok_or_else(|| anyhow::anyhow!("role {role:?}: use tenant_admin or auditor"))?;
+            let mut password = String::new();
+            std::io::stdin()
+                .read_line(&mut password)
+                .context("cannot read the password from standard input")?;
+            let password = password.trim_end_matches(['\r', '\n']).to_owned();
+            let id = mamori_gateway::create_tenant_user(&db, tenant, &email, password, role)
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?;
+            if json {
+                println!(
+                    "{}",
+                    json!({ "id": id, "tenant_id": tenant, "email": email.trim().to_lowercase(), "role": role.as_str() })
+                );
+            } else {
+                println!("{id}");
             }
         }
     }

@@ -51,6 +51,9 @@ enum Command {
     /// Devices.
     #[command(subcommand)]
     Device(admin::DeviceCommand),
+    /// Users of a tenant.
+    #[command(subcommand)]
+    User(admin::UserCommand),
     /// The gateway's JWT signing keys.
     #[command(subcommand)]
     Keys(admin::KeysCommand),
@@ -170,6 +173,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tenant(c) => admin::tenant(settings.get("admin")?, c).await,
         Command::Token(c) => admin::token(settings.get("admin")?, c).await,
         Command::Device(c) => admin::device(settings.get("admin")?, c).await,
+        Command::User(c) => admin::user(settings.get("admin")?, c).await,
         Command::Keys(c) => admin::keys(settings.get("gateway")?, c).await,
     }
 }

@@ -837,3 +837,131 @@ async fn openapi_document_lists_the_named_endpoints() {
         .unwrap();
     assert_eq!(ready.status(), StatusCode::OK);
 }
+
+/// Runs the `mamori` binary with `stdin` on its standard input.
+fn mamori_cli(g: &Gw, args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mamori"))
+        .args(args)
+        .env("MAMORI_DATABASE_URL", &g.stack.env.database_url)
+        .env("MAMORI_KEY_ENCRYPTION_KEY", &g.kek)
+        .env_remove("MAMORI_CONFIG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn cli_json(out: &std::process::Output) -> Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON object")
+}
+
+#[tokio::test]
+async fn operators_create_users_set_caps_and_rotate_keys_from_the_cli() {
+    let g = Gw::start_with(|c| c.key_reload_s = 1).await;
+    let tenant = mamori_registry::create_tenant(&g.stack.env.db, "Operator Made KK")
+        .await
+        .unwrap();
+    let t = tenant.to_string();
+
+    let user = cli_json(&mamori_cli(
+        &g,
+        &[
+            "user",
+            "create",
+            "--tenant",
+            &t,
+            "--email",
+            "Boss@Operator.example.com",
+            "--json",
+        ],
+        &format!("{PASSWORD}\n"),
+    ));
+    assert_eq!(user["email"], "boss@operator.example.com");
+    let (status, v) = g.login("boss@operator.example.com", PASSWORD).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let boss = session_from(&v, "boss@operator.example.com");
+    let (_, me) = g.get(&boss, "/api/v1/me").await;
+    assert_eq!(me["tenant_id"], t.as_str());
+    assert_eq!(
+        me["email_verified"], true,
+        "the operator vouches for the address"
+    );
+
+    let weak = mamori_cli(
+        &g,
+        &[
+            "user",
+            "create",
+            "--tenant",
+            &t,
+            "--email",
+            "x@operator.example.com",
+        ],
+        "short\n",
+    );
+    assert!(!weak.status.success());
+    assert!(String::from_utf8_lossy(&weak.stderr).contains("at least 12"));
+
+    let capped = cli_json(&mamori_cli(
+        &g,
+        &["tenant", "set-limit", &t, "3", "--json"],
+        "",
+    ));
+    assert_eq!(capped["device_limit"], 3);
+    let (_, settings) = g.get(&boss, "/api/v1/tenant").await;
+    assert_eq!(settings["device_limit"], 3);
+
+    // Rotate: the old key still verifies; retire it: its tokens stop.
+    let keys = cli_json(&mamori_cli(&g, &["keys", "list", "--json"], ""));
+    let old = keys["keys"][0]["kid"].as_str().unwrap().to_owned();
+    assert_eq!(keys["keys"][0]["signing"], true);
+    let new = cli_json(&mamori_cli(&g, &["keys", "rotate", "--json"], ""));
+    let new_kid = new["kid"].as_str().unwrap().to_owned();
+    assert_ne!(new_kid, old);
+    let (status, _) = g.get(&boss, "/api/v1/me").await;
+    assert_eq!(status, StatusCode::OK, "rotation logs nobody out");
+    cli_json(&mamori_cli(&g, &["keys", "retire", &old, "--json"], ""));
+    crate::support::wait_for(
+        "the old key's tokens to stop working",
+        std::time::Duration::from_secs(5),
+        || async { (g.get(&boss, "/api/v1/me").await.0 == StatusCode::UNAUTHORIZED).then_some(()) },
+    )
+    .await;
+    let (_, v) = g.login("boss@operator.example.com", PASSWORD).await;
+    let header = v["access_token"]
+        .as_str()
+        .unwrap()
+        .split('.')
+        .next()
+        .unwrap()
+        .to_owned();
+    use base64::Engine;
+    let header: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(header)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        header["kid"],
+        new_kid.as_str(),
+        "new tokens carry the new kid"
+    );
+    assert_eq!(header["alg"], "EdDSA");
+    let again = mamori_cli(&g, &["keys", "retire", &old], "");
+    assert!(!again.status.success(), "retiring twice is an error");
+}

@@ -54,10 +54,10 @@ pub fn gateway_config(
         mail_dir: mail_dir.to_string_lossy().into_owned(),
         db_max_connections: 6,
         // Tests log in many times from one address.
-        auth_rate: 1000,
-        auth_burst: 1000,
-        ip_rate: 10_000,
-        ip_burst: 10_000,
+        api_auth_rate: 1000,
+        api_auth_burst: 1000,
+        api_ip_rate: 10_000,
+        api_ip_burst: 10_000,
         ..Default::default()
     }
 }

@@ -599,3 +599,46 @@ pub async fn me(State(state): State<Shared>, caller: Caller) -> ApiResult<Json<M
 pub async fn jwks(State(state): State<Shared>) -> Json<serde_json::Value> {
     Json(state.keys.jwks())
 }
+
+/// Creates a user of an existing tenant (the operator's `mamori user
+/// create`, for tenants made with `mamori tenant create`). The address
+/// counts as verified: the operator vouches for it.
+pub async fn create_tenant_user(
+    db: &mamori_tenancy::Db,
+    tenant: TenantId,
+    email: &str,
+    password: String,
+    role: Role,
+) -> Result<Uuid, String> {
+    let message = |e: ApiError| e.message;
+    if role.is_msp() {
+        return Err("role: a tenant user can be tenant_admin or auditor".into());
+    }
+    let email = validate::email(email).map_err(message)?;
+    password::check_rules(&password, &email).map_err(message)?;
+    let hash = password::hash(password).await.map_err(message)?;
+    let id = Uuid::now_v7();
+    let mut tx = db.begin_tenant(tenant).await.map_err(|e| e.to_string())?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1)")
+        .bind(tenant.as_uuid())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| e.to_string())?;
+    if !exists {
+        return Err(format!("tenant {tenant} not found"));
+    }
+    insert_user(
+        &mut tx,
+        id,
+        &email,
+        &hash,
+        Some(tenant.as_uuid()),
+        None,
+        role,
+        None,
+    )
+    .await
+    .map_err(message)?;
+    tx.commit().await.map_err(|e| e.to_string())?;
+    Ok(id)
+}

@@ -29,18 +29,18 @@ pub struct Config {
     pub login_free_failures: u32,
     pub login_max_lockout_s: u64,
     /// Requests per second (and burst) from one client address.
-    pub ip_rate: u32,
-    pub ip_burst: u32,
+    pub api_ip_rate: u32,
+    pub api_ip_burst: u32,
     /// Requests per second (and burst) acting on one tenant.
-    pub tenant_rate: u32,
-    pub tenant_burst: u32,
+    pub api_tenant_rate: u32,
+    pub api_tenant_burst: u32,
     /// Login, signup and refresh attempts per second from one address.
-    pub auth_rate: u32,
-    pub auth_burst: u32,
+    pub api_auth_rate: u32,
+    pub api_auth_burst: u32,
     /// Largest request body accepted, bytes.
-    pub max_body_bytes: usize,
+    pub api_max_body_bytes: usize,
     /// Requests taking longer are answered 503.
-    pub request_timeout_ms: u64,
+    pub api_request_timeout_ms: u64,
     /// Outgoing mail: an SMTP URL (`smtp://host:port`, `smtps://user:pass@host`),
     /// or a directory to drop .eml files into, or neither (mail is logged).
     pub smtp_url: String,
@@ -63,14 +63,14 @@ impl Default for Config {
             key_reload_s: 30,
             login_free_failures: 5,
             login_max_lockout_s: 900,
-            ip_rate: 50,
-            ip_burst: 200,
-            tenant_rate: 200,
-            tenant_burst: 1000,
-            auth_rate: 5,
-            auth_burst: 20,
-            max_body_bytes: 1024 * 1024,
-            request_timeout_ms: 30_000,
+            api_ip_rate: 50,
+            api_ip_burst: 200,
+            api_tenant_rate: 200,
+            api_tenant_burst: 1000,
+            api_auth_rate: 5,
+            api_auth_burst: 20,
+            api_max_body_bytes: 1024 * 1024,
+            api_request_timeout_ms: 30_000,
             smtp_url: String::new(),
             mail_dir: String::new(),
             mail_from: "Mamori <no-reply@mamori.invalid>".into(),
@@ -102,14 +102,14 @@ impl Config {
         if self.key_reload_s == 0 {
             return Err("key_reload_s must be positive".into());
         }
-        if self.ip_rate == 0 || self.tenant_rate == 0 || self.auth_rate == 0 {
-            return Err("ip_rate, tenant_rate and auth_rate must be positive".into());
+        if self.api_ip_rate == 0 || self.api_tenant_rate == 0 || self.api_auth_rate == 0 {
+            return Err("api_ip_rate, api_tenant_rate and api_auth_rate must be positive".into());
         }
-        if !(1024..=64 * 1024 * 1024).contains(&self.max_body_bytes) {
-            return Err("max_body_bytes must be 1 KiB..=64 MiB".into());
+        if !(1024..=64 * 1024 * 1024).contains(&self.api_max_body_bytes) {
+            return Err("api_max_body_bytes must be 1 KiB..=64 MiB".into());
         }
-        if self.request_timeout_ms < 100 {
-            return Err("request_timeout_ms must be at least 100".into());
+        if self.api_request_timeout_ms < 100 {
+            return Err("api_request_timeout_ms must be at least 100".into());
         }
         if !self.smtp_url.is_empty() && !self.mail_dir.is_empty() {
             return Err("set smtp_url or mail_dir, not both".into());

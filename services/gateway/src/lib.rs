@@ -26,6 +26,7 @@ mod tenants;
 mod users;
 mod validate;
 
+pub use accounts::create_tenant_user;
 pub use claims::{Claims, Role};
 pub use config::Config;
 pub use keys::{AUDIENCE, ISSUER, Kek, KeyInfo, add_key, import_key, list_keys, retire_key};

@@ -99,8 +99,8 @@ pub fn router(state: Shared) -> Router {
         .route("/audit", get(events::audit_log))
         .route("/openapi.json", get(openapi::document))
         .fallback(|| async { ApiError::not_found("endpoint") });
-    let timeout = Duration::from_millis(state.cfg.request_timeout_ms);
-    let body_limit = state.cfg.max_body_bytes;
+    let timeout = Duration::from_millis(state.cfg.api_request_timeout_ms);
+    let body_limit = state.cfg.api_max_body_bytes;
     Router::new()
         .nest("/api/v1", api)
         .route("/.well-known/jwks.json", get(accounts::jwks))
@@ -229,9 +229,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let keys = KeyRing::open(&db, kek).await?;
     let mailer = Mailer::from_config(&config)?;
     let limits = Limits {
-        ip: Keyed::new(config.ip_rate, config.ip_burst),
-        tenant: Keyed::new(config.tenant_rate, config.tenant_burst),
-        auth: Keyed::new(config.auth_rate, config.auth_burst),
+        ip: Keyed::new(config.api_ip_rate, config.api_ip_burst),
+        tenant: Keyed::new(config.api_tenant_rate, config.api_tenant_burst),
+        auth: Keyed::new(config.api_auth_rate, config.api_auth_burst),
     };
     let state: Shared = Arc::new(AppState {
         db: db.clone(),
