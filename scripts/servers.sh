@@ -63,7 +63,7 @@ start_pg() {
     fi
     if ! as_pg "$bin/pg_ctl" -D "$dir/pg" status >/dev/null 2>&1; then
         as_pg "$bin/pg_ctl" -D "$dir/pg" -l "$dir/pg.log" -w -t 60 start -o \
-            "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$dir -c max_connections=300 -c shared_buffers=512MB -c synchronous_commit=on -c fsync=on -c max_wal_size=4GB -c checkpoint_timeout=15min -c track_commit_timestamp=on" >/dev/null \
+            "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$dir -c max_connections=300 -c shared_buffers=512MB -c synchronous_commit=on -c fsync=on -c max_wal_size=4GB -c checkpoint_timeout=15min -c track_commit_timestamp=on ${MAMORI_PG_EXTRA_OPTS:-}" >/dev/null \
             || { cat "$dir/pg.log" >&2; return 1; }
     fi
     if ! "$bin/psql" -h 127.0.0.1 -p "$port" -U mamori -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname='mamori'" | grep -q 1; then

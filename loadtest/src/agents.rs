@@ -121,8 +121,10 @@ pub async fn drive(args: &Args, fleet: Vec<SimAgent>) -> anyhow::Result<Report> 
             }
         }
     }
+    // Sending ends at the deadline, or earlier when --events is reached.
     report.elapsed = deadline
         .saturating_duration_since(started)
+        .min(started.elapsed())
         .max(Duration::from_millis(1));
     Ok(report)
 }
@@ -136,6 +138,13 @@ async fn run_agent(
 ) -> anyhow::Result<Report> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let pool = events::Pool::new(&mut rng, 256);
+    // This agent's share of --events (0: no limit).
+    let budget = if args.events > 0 {
+        args.events.div_ceil(args.agents as u64)
+    } else {
+        u64::MAX
+    };
+    let spread_us = i64::from(args.spread_days) * 86_400_000_000;
     let channel = wire::channel(&agent.url).await?;
     let mut client = AgentServiceClient::new(channel);
     match args.compression.as_str() {
@@ -162,7 +171,7 @@ async fn run_agent(
     let mut sequence = 0u64;
     loop {
         let now = Instant::now();
-        let sending = now < deadline;
+        let sending = now < deadline && report.sent_events < budget;
         if !sending && inflight.is_empty() {
             break;
         }
@@ -170,7 +179,14 @@ async fn run_agent(
             sequence += 1;
             let now_us = chrono::Utc::now().timestamp_micros();
             let events: Vec<_> = (0..args.batch)
-                .map(|_| pool.take(&mut rng, now_us))
+                .map(|_| {
+                    let at = if spread_us > 0 {
+                        now_us - rand::Rng::random_range(&mut rng, 0..spread_us)
+                    } else {
+                        now_us
+                    };
+                    pool.take(&mut rng, at)
+                })
                 .collect();
             let batch = EventBatch {
                 sequence,

@@ -57,7 +57,17 @@ pub fn event(rng: &mut impl Rng, now_us: i64) -> Event {
             ]
             .choose(rng)
             .unwrap() as i32,
-            path: PATHS.choose(rng).unwrap().to_string(),
+            // A few shared documents and many one-off files, so that
+            // free-text search has rare and common terms to find.
+            path: if rng.random_bool(0.5) {
+                PATHS.choose(rng).unwrap().to_string()
+            } else {
+                format!(
+                    "C:\\Users\\{}\\Documents\\案件_{:06}.docx",
+                    USERS.choose(rng).unwrap(),
+                    rng.random_range(0..1_000_000)
+                )
+            },
             target_path: if rng.random_bool(0.3) {
                 "E:\\backup\\copy.xlsx".into()
             } else {

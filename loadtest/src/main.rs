@@ -66,6 +66,17 @@ pub struct Args {
     /// Skip the raw-insert comparison.
     #[arg(long)]
     no_raw: bool,
+    /// Enroll every agent with this token (an existing tenant's) instead of
+    /// creating tenants.
+    #[arg(long)]
+    enroll_token: Option<String>,
+    /// Stop after about this many events in total (0 = run for --duration).
+    #[arg(long, default_value_t = 0)]
+    events: u64,
+    /// Date events up to this many days back (a tenant's history for search
+    /// benchmarks); latency figures are skipped then.
+    #[arg(long, default_value_t = 0)]
+    spread_days: u32,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -110,7 +121,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     let mut tenants = Vec::new();
-    for i in 0..args.tenants {
+    if let Some(token) = &args.enroll_token {
+        let parsed = mamori_registry::EnrollmentToken::parse(token)?;
+        let tenant: Option<uuid::Uuid> =
+            sqlx::query_scalar("SELECT mamori_tenant_of_enrollment_token($1)")
+                .bind(parsed.hash())
+                .fetch_one(db.pool())
+                .await?;
+        let tenant = tenant.context("--enroll-token is not a known enrollment token")?;
+        tenants.push((TenantId::from_uuid(tenant), token.clone()));
+    }
+    for i in 0..if args.enroll_token.is_some() {
+        0
+    } else {
+        args.tenants
+    } {
         let t = mamori_registry::create_tenant(&db, &format!("loadtest {i}")).await?;
         let tok =
             mamori_registry::create_token(&db, t, Some(Duration::from_secs(3600)), None).await?;
@@ -118,7 +143,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     eprintln!(
         "enrolling {} agents over {} tenants...",
-        args.agents, args.tenants
+        args.agents,
+        tenants.len()
     );
     let started = Instant::now();
     let fleet = agents::enroll_all(&args, &tenants).await?;
@@ -140,25 +166,34 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
     let wait_start = Instant::now();
     let mut committed: i64 = 0;
-    while wait_start.elapsed() < Duration::from_secs(120) {
-        committed = sqlx::query_scalar(
-            "SELECT count(*) FROM events WHERE tenant_id = ANY($1) AND ts >= $2",
-        )
-        .bind(&tenant_uuids)
-        .bind(run_start - chrono::Duration::seconds(5))
-        .fetch_one(&owner)
-        .await?;
+    // Spread-out events are found by arrival, not by event time.
+    let count_sql = if args.spread_days > 0 {
+        "SELECT count(*) FROM events WHERE tenant_id = ANY($1) AND received_at >= $2"
+    } else {
+        "SELECT count(*) FROM events WHERE tenant_id = ANY($1) AND ts >= $2"
+    };
+    while wait_start.elapsed() < Duration::from_secs(300) {
+        committed = sqlx::query_scalar(count_sql)
+            .bind(&tenant_uuids)
+            .bind(run_start - chrono::Duration::seconds(5))
+            .fetch_one(&owner)
+            .await?;
         if committed as u64 >= report.acked_events {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(if args.spread_days > 0 {
+            3000
+        } else {
+            500
+        }))
+        .await;
     }
 
     let secs = report.elapsed.as_secs_f64();
     println!(
         "== mamori loadtest: {} agents, {} tenants, batch {}, window {}, compression {}, target rate {} ==",
         args.agents,
-        args.tenants,
+        tenants.len(),
         args.batch,
         args.window,
         args.compression,
@@ -189,7 +224,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         committed as u64 >= report.acked_events
     );
     let mut committed_rate = committed as f64 / secs;
-    if tracked == "on" {
+    if tracked == "on" && args.spread_days == 0 {
         type Commits = (
             Option<chrono::DateTime<chrono::Utc>>,
             Option<f64>,

@@ -965,3 +965,68 @@ async fn operators_create_users_set_caps_and_rotate_keys_from_the_cli() {
     let again = mamori_cli(&g, &["keys", "retire", &old], "");
     assert!(!again.status.success(), "retiring twice is an error");
 }
+
+#[tokio::test]
+async fn each_tenant_keeps_its_log_for_its_retention() {
+    let g = Gw::start().await;
+    let short = g.signup("Short Memory KK", "tenant").await;
+    let long = g.signup("Long Memory KK", "tenant").await;
+    let (status, _) = g
+        .call(
+            Some(&short),
+            Method::PATCH,
+            "/api/v1/tenant",
+            Some(json!({ "retention_days": 90 })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let old_us = (chrono::Utc::now() - chrono::Duration::days(100)).timestamp_micros();
+    for s in [&short, &long] {
+        let device = g
+            .stack
+            .new_device(s.enrollment_token.as_ref().unwrap())
+            .await;
+        let mut stream = g.stack.open(&device.device_credential).await.unwrap();
+        let mut old = process_event("/usr/bin/old-news");
+        old.occurred_at_us = old_us;
+        stream
+            .send(batch(1, vec![old, process_event("/usr/bin/fresh")]))
+            .await
+            .unwrap();
+        wait_rows(&g, s.tenant_id.as_ref().unwrap(), 2).await;
+    }
+    let from = (chrono::Utc::now() - chrono::Duration::days(120)).format("%Y-%m-%dT%H:%M:%SZ");
+    let visible = |s: &Session| {
+        let g = &g;
+        let path = format!("/api/v1/events?from={from}");
+        let s = s.clone();
+        async move { g.get(&s, &path).await.1["events"].as_array().unwrap().len() }
+    };
+    assert_eq!(
+        visible(&short).await,
+        1,
+        "past its retention the search shows nothing"
+    );
+    assert_eq!(visible(&long).await, 2);
+
+    let deleted = mamori_writer::apply_retention(&g.stack.env.db)
+        .await
+        .unwrap();
+    assert_eq!(
+        deleted, 1,
+        "only the short-retention tenant's old event goes"
+    );
+    let count = |s: &Session| {
+        let t = mamori_tenancy::TenantId::from_uuid(s.tenant_id.as_ref().unwrap().parse().unwrap());
+        g.stack.count_events(t)
+    };
+    assert_eq!(count(&short).await, 1);
+    assert_eq!(count(&long).await, 2);
+    assert_eq!(
+        mamori_writer::apply_retention(&g.stack.env.db)
+            .await
+            .unwrap(),
+        0,
+        "idempotent"
+    );
+}

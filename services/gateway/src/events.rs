@@ -187,44 +187,41 @@ fn decode_cursor(c: &str) -> ApiResult<(DateTime<Utc>, Uuid)> {
     Ok((ts, Uuid::parse_str(id).map_err(|_| bad())?))
 }
 
-/// One page of events, newest first, within the tenant's retention.
-async fn page(tx: &mut TenantTx, s: &Search, limit: i64) -> ApiResult<Vec<EventRow>> {
-    let tenant = tx.tenant().as_uuid();
-    let mut b: QueryBuilder<Postgres> = QueryBuilder::new(
-        "SELECT e.ts, e.id, e.device_id, e.kind, e.os_user, e.subject, e.received_at, e.payload
-         FROM events e WHERE e.tenant_id = ",
-    );
-    b.push_bind(tenant);
-    b.push(" AND e.ts >= greatest(").push_bind(s.from);
-    b.push(", now() - make_interval(days => (SELECT retention_days FROM tenants WHERE id = ")
-        .push_bind(tenant)
-        .push(")))");
+/// How many of the newest rows a text search looks through in order
+/// before it asks the trigram index instead.
+const TEXT_SCAN_ROWS: i64 = 5000;
+
+const COLUMNS: &str =
+    "e.ts, e.id, e.device_id, e.kind, e.os_user, e.subject, e.received_at, e.payload";
+
+/// Appends `FROM events e WHERE ...` with every filter but the free text.
+fn push_filters(
+    b: &mut QueryBuilder<Postgres>,
+    tenant: uuid::Uuid,
+    s: &Search,
+    from: DateTime<Utc>,
+) {
+    b.push(" FROM events e WHERE e.tenant_id = ")
+        .push_bind(tenant);
+    b.push(" AND e.ts >= ").push_bind(from);
     b.push(" AND e.ts < ").push_bind(s.to);
     if let Some(d) = s.device {
         b.push(" AND e.device_id = ").push_bind(d);
     }
     if let Some(g) = s.group {
-        b.push(
-            " AND e.device_id IN (SELECT d.id FROM devices d WHERE d.tenant_id = ",
-        )
-        .push_bind(tenant)
-        .push(
-            " AND d.group_id IN (WITH RECURSIVE sub(id) AS (SELECT ",
-        )
-        .push_bind(g)
-        .push("::uuid UNION SELECT c.id FROM groups c JOIN sub ON c.parent_id = sub.id WHERE c.tenant_id = ")
-        .push_bind(tenant)
-        .push(") SELECT id FROM sub))");
+        b.push(" AND e.device_id IN (SELECT d.id FROM devices d WHERE d.tenant_id = ")
+            .push_bind(tenant)
+            .push(" AND d.group_id IN (WITH RECURSIVE sub(id) AS (SELECT ")
+            .push_bind(g)
+            .push("::uuid UNION SELECT c.id FROM groups c JOIN sub ON c.parent_id = sub.id WHERE c.tenant_id = ")
+            .push_bind(tenant)
+            .push(") SELECT id FROM sub))");
     }
     if let Some(u) = &s.user {
         b.push(" AND e.os_user = ").push_bind(u.clone());
     }
     if let Some(k) = &s.kinds {
         b.push(" AND e.kind = ANY(").push_bind(k.clone()).push(")");
-    }
-    if let Some(q) = &s.q {
-        b.push(" AND e.subject ILIKE ")
-            .push_bind(format!("%{}%", validate::like_literal(q)));
     }
     if let Some((ts, id)) = s.after {
         b.push(" AND (e.ts, e.id) < (")
@@ -233,9 +230,70 @@ async fn page(tx: &mut TenantTx, s: &Search, limit: i64) -> ApiResult<Vec<EventR
             .push_bind(id)
             .push(")");
     }
+}
+
+/// One page of events, newest first, within the tenant's retention.
+///
+/// Free text is planned by hand: a term found often is answered fastest by
+/// walking the newest rows in key order, a rare or absent one by the
+/// trigram index. The planner cannot tell the two apart from a `LIKE`
+/// pattern, so the search walks the newest [`TEXT_SCAN_ROWS`] first and
+/// only when that does not fill the page asks the trigram index (with
+/// ordered index scans switched off for that one statement).
+async fn page(tx: &mut TenantTx, s: &Search, limit: i64) -> ApiResult<Vec<EventRow>> {
+    let tenant = tx.tenant().as_uuid();
+    // Parameters are known per search: plan each one for its own values.
+    sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan")
+        .execute(&mut **tx)
+        .await?;
+    let retention: i32 = sqlx::query_scalar("SELECT retention_days FROM tenants WHERE id = $1")
+        .bind(tenant)
+        .fetch_one(&mut **tx)
+        .await?;
+    let from = s
+        .from
+        .max(Utc::now() - Duration::days(i64::from(retention)));
+    if from >= s.to {
+        return Ok(Vec::new());
+    }
+    let Some(q) = &s.q else {
+        let mut b: QueryBuilder<Postgres> = QueryBuilder::new(format!("SELECT {COLUMNS}"));
+        push_filters(&mut b, tenant, s, from);
+        b.push(" ORDER BY e.ts DESC, e.id DESC LIMIT ")
+            .push_bind(limit);
+        return Ok(b.build_query_as::<EventRow>().fetch_all(&mut **tx).await?);
+    };
+    let pattern = format!("%{}%", validate::like_literal(q));
+
+    // 1. The newest rows in order, filtered.
+    let mut b: QueryBuilder<Postgres> =
+        QueryBuilder::new(format!("SELECT * FROM (SELECT {COLUMNS}"));
+    push_filters(&mut b, tenant, s, from);
+    b.push(" ORDER BY e.ts DESC, e.id DESC LIMIT ")
+        .push_bind(TEXT_SCAN_ROWS);
+    b.push(") w WHERE w.subject ILIKE ")
+        .push_bind(pattern.clone());
+    b.push(" ORDER BY w.ts DESC, w.id DESC LIMIT ")
+        .push_bind(limit);
+    let rows = b.build_query_as::<EventRow>().fetch_all(&mut **tx).await?;
+    if rows.len() as i64 >= limit {
+        return Ok(rows);
+    }
+
+    // 2. The trigram index over the whole range.
+    sqlx::query("SET LOCAL enable_indexscan = off")
+        .execute(&mut **tx)
+        .await?;
+    let mut b: QueryBuilder<Postgres> = QueryBuilder::new(format!("SELECT {COLUMNS}"));
+    push_filters(&mut b, tenant, s, from);
+    b.push(" AND e.subject ILIKE ").push_bind(pattern);
     b.push(" ORDER BY e.ts DESC, e.id DESC LIMIT ")
         .push_bind(limit);
-    Ok(b.build_query_as::<EventRow>().fetch_all(&mut **tx).await?)
+    let rows = b.build_query_as::<EventRow>().fetch_all(&mut **tx).await;
+    sqlx::query("SET LOCAL enable_indexscan = on")
+        .execute(&mut **tx)
+        .await?;
+    Ok(rows?)
 }
 
 fn view(r: EventRow) -> EventView {

@@ -16,5 +16,5 @@ pub mod store;
 mod trim;
 
 pub use config::Config;
-pub use partitions::ensure_partitions;
+pub use partitions::{apply_retention, ensure_partitions};
 pub use server::{Running, start};

@@ -1,5 +1,6 @@
 //! Daily partitions of `events`, created ahead of time (and on demand when
-//! an event arrives for a day that has none, e.g. from a long-offline PC).
+//! an event arrives for a day that has none, e.g. from a long-offline PC),
+//! and the retention of each tenant's operation log.
 
 use chrono::{Duration, NaiveDate, Utc};
 use mamori_tenancy::Db;
@@ -17,7 +18,20 @@ pub async fn ensure_partitions(
         .await
 }
 
-/// Yesterday to a week ahead, every hour, until `stop`.
+/// Rows deleted per tenant per retention call.
+const RETENTION_BATCH: i32 = 50_000;
+
+/// Drops partitions older than every tenant's retention and deletes each
+/// tenant's expired events (at most one batch per tenant per call).
+/// Returns the rows deleted.
+pub async fn apply_retention(db: &Db) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT mamori_apply_retention($1)")
+        .bind(RETENTION_BATCH)
+        .fetch_one(db.pool())
+        .await
+}
+
+/// Yesterday to a week ahead, and retention, every hour, until `stop`.
 pub(crate) async fn maintain(db: Db, stop: tokio_util::sync::CancellationToken) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
     loop {
@@ -30,6 +44,22 @@ pub(crate) async fn maintain(db: Db, stop: tokio_util::sync::CancellationToken) 
             Ok(n) if n > 0 => tracing::info!(created = n, "event partitions created ahead"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "cannot create event partitions; will retry"),
+        }
+        // Keep deleting while whole batches come back, then wait an hour.
+        loop {
+            match apply_retention(&db).await {
+                Ok(n) if n > 0 => {
+                    tracing::info!(deleted = n, "expired events deleted");
+                    if n < i64::from(RETENTION_BATCH) || stop.is_cancelled() {
+                        break;
+                    }
+                }
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot apply retention; will retry");
+                    break;
+                }
+            }
         }
     }
 }

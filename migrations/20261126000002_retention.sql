@@ -1,0 +1,42 @@
+-- Retention of the operation log: each tenant keeps its events for its
+-- `retention_days` (90 days to 7 years). Whole daily partitions older than
+-- the longest retention of any tenant are dropped; within the others, a
+-- tenant's expired rows are deleted in bounded batches. The writer calls
+-- this hourly; the application role cannot delete events itself.
+CREATE FUNCTION mamori_apply_retention(batch integer) RETURNS bigint
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public
+    AS $$
+DECLARE
+    longest integer;
+    part record;
+    t record;
+    deleted bigint := 0;
+    n bigint;
+BEGIN
+    IF batch < 1 OR batch > 1000000 THEN
+        RAISE EXCEPTION 'retention batch % is out of bounds', batch;
+    END IF;
+    SELECT coalesce(max(retention_days), 2557) INTO longest FROM tenants;
+    -- Partitions named events_YYYYMMDD hold that day.
+    FOR part IN
+        SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+        WHERE i.inhparent = 'events'::regclass AND c.relname ~ '^events_[0-9]{8}$'
+          AND to_date(substr(c.relname, 8), 'YYYYMMDD') + 1 < (now() - make_interval(days => longest))::date
+    LOOP
+        EXECUTE format('DROP TABLE %I', part.relname);
+    END LOOP;
+    FOR t IN SELECT id, retention_days FROM tenants WHERE retention_days < longest LOOP
+        DELETE FROM events e
+        USING (SELECT x.tenant_id, x.ts, x.id FROM events x
+               WHERE x.tenant_id = t.id AND x.ts < now() - make_interval(days => t.retention_days)
+               LIMIT batch) old
+        WHERE e.tenant_id = old.tenant_id AND e.ts = old.ts AND e.id = old.id;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        deleted := deleted + n;
+    END LOOP;
+    RETURN deleted;
+END
+$$;
+
+REVOKE ALL ON FUNCTION mamori_apply_retention(integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mamori_apply_retention(integer) TO mamori_app;
