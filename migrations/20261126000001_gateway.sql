@@ -194,11 +194,10 @@ ALTER TABLE audit_log FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON audit_log
     USING (tenant_id = (SELECT mamori_current_tenant())) WITH CHECK (tenant_id = (SELECT mamori_current_tenant()));
 
--- Operation-log search: by time within a device, and free text on the
--- subject (paths, titles, URLs) through trigrams.
+-- Operation-log search by device and by free text on the subject (paths,
+-- titles, URLs) uses per-partition indexes built when a day is over; see
+-- mamori_index_event_partitions().
 CREATE EXTENSION IF NOT EXISTS pg_trgm;
-CREATE INDEX events_device_ts ON events (tenant_id, device_id, ts);
-CREATE INDEX events_subject_trgm ON events USING gin (subject gin_trgm_ops);
 
 GRANT SELECT, INSERT, UPDATE, DELETE ON msp_orgs, groups, users, msp_tenant_access, invitations TO mamori_app;
 GRANT SELECT, INSERT ON audit_log TO mamori_app;

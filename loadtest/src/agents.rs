@@ -100,24 +100,32 @@ pub async fn drive(args: &Args, fleet: Vec<SimAgent>) -> anyhow::Result<Report> 
     for (i, agent) in fleet.into_iter().enumerate() {
         let args = args.clone();
         tasks.push(tokio::spawn(async move {
-            run_agent(agent, &args, per_agent_rate, deadline, i as u64).await
+            let mut report = Report::new()?;
+            let result = run_agent(
+                agent,
+                &args,
+                per_agent_rate,
+                deadline,
+                i as u64,
+                &mut report,
+            )
+            .await;
+            anyhow::Ok((report, result.err()))
         }));
     }
     let mut report = Report::new()?;
     for t in tasks {
-        match t.await? {
-            Ok(r) => {
-                report.sent_events += r.sent_events;
-                report.acked_events += r.acked_events;
-                report.encoded_bytes += r.encoded_bytes;
-                report.rejected += r.rejected;
-                report.ack_latency.add(&r.ack_latency)?;
-            }
-            Err(e) => {
-                report.errors += 1;
-                if report.errors <= 5 {
-                    eprintln!("agent failed: {e:#}");
-                }
+        // An agent that failed still reports what was acked before.
+        let (r, failure) = t.await??;
+        report.sent_events += r.sent_events;
+        report.acked_events += r.acked_events;
+        report.encoded_bytes += r.encoded_bytes;
+        report.rejected += r.rejected;
+        report.ack_latency.add(&r.ack_latency)?;
+        if let Some(e) = failure {
+            report.errors += 1;
+            if report.errors <= 5 {
+                eprintln!("agent failed: {e:#}");
             }
         }
     }
@@ -135,7 +143,8 @@ async fn run_agent(
     per_agent_rate: Option<f64>,
     deadline: Instant,
     seed: u64,
-) -> anyhow::Result<Report> {
+    report: &mut Report,
+) -> anyhow::Result<()> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let pool = events::Pool::new(&mut rng, 256);
     // This agent's share of --events (0: no limit).
@@ -160,7 +169,6 @@ async fn run_agent(
         format!("Bearer {}", agent.credential).parse()?,
     );
     let mut inbound = client.connect(req).await?.into_inner();
-    let mut report = Report::new()?;
     let interval = per_agent_rate.map(|r| Duration::from_secs_f64(args.batch as f64 / r));
     // Spread the agents' first batches over one interval.
     let mut next_send = Instant::now()
@@ -237,5 +245,5 @@ async fn run_agent(
         }
     }
     drop(tx);
-    Ok(report)
+    Ok(())
 }

@@ -1030,3 +1030,308 @@ async fn each_tenant_keeps_its_log_for_its_retention() {
         "idempotent"
     );
 }
+
+/// Writes an alarm row the way the alerting service will.
+async fn insert_alarm(
+    g: &Gw,
+    tenant: &str,
+    category: &str,
+    device: Option<&str>,
+    at: &str,
+) -> String {
+    let id = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO alarms (tenant_id, id, category, device_id, summary, first_at, last_at)
+         VALUES ($1::uuid, $2, $3, $4::uuid, 'test alarm', $5::timestamptz, $5::timestamptz)",
+    )
+    .bind(tenant)
+    .bind(id)
+    .bind(category)
+    .bind(device)
+    .bind(at)
+    .execute(&g.stack.env.owner)
+    .await
+    .unwrap();
+    id.to_string()
+}
+
+#[tokio::test]
+async fn alarms_calendar_acknowledgement_and_context() {
+    let g = Gw::start().await;
+    let msp = g.signup("Calendar MSP", "msp").await;
+    let (_, t) = g
+        .post(&msp, "/api/v1/tenants", json!({ "name": "Calendar KK" }))
+        .await;
+    let tenant = t["id"].as_str().unwrap().to_owned();
+    let admin = msp.on(&tenant);
+    let (_, office) = g
+        .post(&admin, "/api/v1/groups", json!({ "name": "Osaka" }))
+        .await;
+    let (_, dept) = g
+        .post(
+            &admin,
+            "/api/v1/groups",
+            json!({ "name": "Sales", "parent_id": office["id"] }),
+        )
+        .await;
+    let (_, tok) = g
+        .post(
+            &admin,
+            "/api/v1/enrollment-tokens",
+            json!({ "group_id": dept["id"] }),
+        )
+        .await;
+    let in_sales = g
+        .stack
+        .new_device(tok["token"].as_str().unwrap())
+        .await
+        .device_id;
+    let elsewhere = g
+        .stack
+        .new_device(t["enrollment_token"].as_str().unwrap())
+        .await
+        .device_id;
+
+    // 16:00 UTC on the 3rd is the 4th in Tokyo.
+    insert_alarm(
+        &g,
+        &tenant,
+        "banned_app",
+        Some(&in_sales),
+        "2026-11-03T16:00:00Z",
+    )
+    .await;
+    insert_alarm(
+        &g,
+        &tenant,
+        "banned_app",
+        Some(&elsewhere),
+        "2026-11-03T16:30:00Z",
+    )
+    .await;
+    insert_alarm(
+        &g,
+        &tenant,
+        "mass_print",
+        Some(&in_sales),
+        "2026-11-20T01:00:00Z",
+    )
+    .await;
+    insert_alarm(
+        &g,
+        &tenant,
+        "after_hours",
+        Some(&in_sales),
+        "2026-10-31T23:00:00Z",
+    )
+    .await;
+
+    let (status, cal) = g
+        .get(
+            &admin,
+            "/api/v1/alarms/calendar?month=2026-11&tz=Asia/Tokyo",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{cal}");
+    let days = cal["days"].as_array().unwrap();
+    assert_eq!(days.len(), 30);
+    assert_eq!(days[0]["date"], "2026-11-01");
+    assert_eq!(
+        days[0]["counts"]["after_hours"], 1,
+        "23:00 UTC on Oct 31 is Nov 1 in Tokyo"
+    );
+    assert_eq!(days[3]["counts"]["banned_app"], 2);
+    assert_eq!(days[2]["total"], 0);
+    assert_eq!(days[19]["counts"]["mass_print"], 1);
+    assert_eq!(cal["categories"].as_array().unwrap().len(), 9);
+    let (_, utc) = g.get(&admin, "/api/v1/alarms/calendar?month=2026-11").await;
+    assert_eq!(
+        utc["days"][2]["counts"]["banned_app"], 2,
+        "in UTC they are on the 3rd"
+    );
+    assert_eq!(utc["days"][0]["total"], 0);
+    // The office includes its department; the department alone too.
+    let (_, by_office) = g
+        .get(
+            &admin,
+            &format!(
+                "/api/v1/alarms/calendar?month=2026-11&tz=Asia/Tokyo&group={}",
+                office["id"].as_str().unwrap()
+            ),
+        )
+        .await;
+    assert_eq!(by_office["days"][3]["counts"]["banned_app"], 1);
+    assert_eq!(by_office["days"][19]["total"], 1);
+    for bad in ["month=2026-13", "month=26-11", "tz=Mars/Olympus"] {
+        let (status, v) = g
+            .get(&admin, &format!("/api/v1/alarms/calendar?{bad}"))
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {v}");
+    }
+
+    // The MSP overview counts open alarms; acknowledging one lowers it.
+    let (_, list) = g.get(&msp, "/api/v1/tenants").await;
+    assert_eq!(list[0]["open_alarms"], 4);
+    let (_, page) = g
+        .get(
+            &admin,
+            "/api/v1/alarms?from=2026-10-01T00:00:00Z&to=2026-12-01T00:00:00Z&category=mass_print",
+        )
+        .await;
+    let alarm = page["alarms"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(page["alarms"].as_array().unwrap().len(), 1);
+    let (status, acked) = g
+        .post(
+            &admin,
+            &format!("/api/v1/alarms/{alarm}/acknowledge"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(acked["status"], "acknowledged");
+    let (_, list) = g.get(&msp, "/api/v1/tenants").await;
+    assert_eq!(list[0]["open_alarms"], 3);
+    let (_, open) = g
+        .get(
+            &admin,
+            "/api/v1/alarms?from=2026-10-01T00:00:00Z&to=2026-12-01T00:00:00Z&status=open",
+        )
+        .await;
+    assert_eq!(open["alarms"].as_array().unwrap().len(), 3);
+    let (status, _) = g.get(&admin, "/api/v1/alarms?category=volcano").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // Another tenant cannot see or acknowledge it.
+    let other = g.signup("Nosy KK", "tenant").await;
+    let (status, _) = g
+        .post(
+            &other,
+            &format!("/api/v1/alarms/{alarm}/acknowledge"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = g
+        .get(&other, &format!("/api/v1/alarms/{alarm}/context"))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // The operation log around an alarm: 5 minutes either side.
+    let enrolled = g.stack.new_device(tok["token"].as_str().unwrap()).await;
+    let device = enrolled.device_id.clone();
+    let mut stream = g.stack.open(&enrolled.device_credential).await.unwrap();
+    let now = chrono::Utc::now();
+    let mut near = process_event("/usr/bin/winny");
+    near.occurred_at_us = (now - chrono::Duration::minutes(2)).timestamp_micros();
+    let mut far = process_event("/usr/bin/unrelated");
+    far.occurred_at_us = (now - chrono::Duration::minutes(30)).timestamp_micros();
+    stream.send(batch(1, vec![near, far])).await.unwrap();
+    crate::support::wait_for(
+        "events stored",
+        std::time::Duration::from_secs(20),
+        || async {
+            let n: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM events WHERE device_id = $1::uuid")
+                    .bind(&device)
+                    .fetch_one(&g.stack.env.owner)
+                    .await
+                    .unwrap();
+            (n == 2).then_some(())
+        },
+    )
+    .await;
+    let alarm = insert_alarm(&g, &tenant, "banned_app", Some(&device), &now.to_rfc3339()).await;
+    let (status, ctx) = g
+        .get(&admin, &format!("/api/v1/alarms/{alarm}/context"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{ctx}");
+    let events = ctx["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{ctx}");
+    assert_eq!(events[0]["subject"], "/usr/bin/winny");
+    let (_, audit) = g
+        .get(&admin, "/api/v1/audit?action=events.alarm_context")
+        .await;
+    assert_eq!(
+        audit["entries"].as_array().unwrap().len(),
+        1,
+        "reading the log around an alarm is audited"
+    );
+}
+
+#[tokio::test]
+async fn finished_days_get_search_indexes_and_stay_searchable() {
+    let g = Gw::start().await;
+    let s = g.signup("Index KK", "tenant").await;
+    let device = g
+        .stack
+        .new_device(s.enrollment_token.as_ref().unwrap())
+        .await;
+    let mut stream = g.stack.open(&device.device_credential).await.unwrap();
+    let two_days_ago = chrono::Utc::now() - chrono::Duration::days(2);
+    let mut old = process_event("/opt/legacy/winny.exe");
+    old.occurred_at_us = two_days_ago.timestamp_micros();
+    stream
+        .send(batch(1, vec![old, process_event("/usr/bin/today")]))
+        .await
+        .unwrap();
+    wait_rows(&g, s.tenant_id.as_ref().unwrap(), 2).await;
+
+    let indexes = |day: chrono::DateTime<chrono::Utc>| {
+        let part = format!("events_{}", day.format("%Y%m%d"));
+        let owner = g.stack.env.owner.clone();
+        async move {
+            let mut names: Vec<String> =
+                sqlx::query_scalar("SELECT indexname::text FROM pg_indexes WHERE tablename = $1")
+                    .bind(&part)
+                    .fetch_all(&owner)
+                    .await
+                    .unwrap();
+            names.sort();
+            names
+        }
+    };
+    let today = chrono::Utc::now();
+    assert_eq!(
+        indexes(two_days_ago).await.len(),
+        1,
+        "only the primary key while inserting"
+    );
+    let built = mamori_writer::index_finished_days(&g.stack.env.db)
+        .await
+        .unwrap();
+    assert!(built >= 1, "{built}");
+    let old_day = format!("events_{}", two_days_ago.format("%Y%m%d"));
+    assert_eq!(
+        indexes(two_days_ago).await,
+        vec![
+            format!("{old_day}_device"),
+            format!("{old_day}_pkey"),
+            format!("{old_day}_subject")
+        ]
+    );
+    assert_eq!(
+        indexes(today).await.len(),
+        1,
+        "the current day keeps only its primary key"
+    );
+    assert_eq!(
+        mamori_writer::index_finished_days(&g.stack.env.db)
+            .await
+            .unwrap(),
+        0,
+        "done once"
+    );
+
+    let from = (two_days_ago - chrono::Duration::hours(1)).format("%Y-%m-%dT%H:%M:%SZ");
+    let (_, page) = g
+        .get(&s, &format!("/api/v1/events?from={from}&q=winny"))
+        .await;
+    assert_eq!(page["events"].as_array().unwrap().len(), 1, "{page}");
+    let (_, page) = g
+        .get(
+            &s,
+            &format!("/api/v1/events?from={from}&device={}", device.device_id),
+        )
+        .await;
+    assert_eq!(page["events"].as_array().unwrap().len(), 2);
+}

@@ -86,7 +86,7 @@ pub struct EventPage {
 }
 
 #[derive(sqlx::FromRow)]
-struct EventRow {
+pub(crate) struct EventRow {
     ts: DateTime<Utc>,
     id: Uuid,
     device_id: Uuid,
@@ -174,11 +174,11 @@ impl Search {
     }
 }
 
-fn encode_cursor(ts: DateTime<Utc>, id: Uuid) -> String {
+pub(crate) fn encode_cursor(ts: DateTime<Utc>, id: Uuid) -> String {
     URL_SAFE_NO_PAD.encode(format!("{}:{id}", ts.timestamp_micros()))
 }
 
-fn decode_cursor(c: &str) -> ApiResult<(DateTime<Utc>, Uuid)> {
+pub(crate) fn decode_cursor(c: &str) -> ApiResult<(DateTime<Utc>, Uuid)> {
     let bad = || ApiError::invalid("cursor", "is not a cursor this API returned");
     let raw = URL_SAFE_NO_PAD.decode(c.as_bytes()).map_err(|_| bad())?;
     let text = String::from_utf8(raw).map_err(|_| bad())?;
@@ -296,7 +296,7 @@ async fn page(tx: &mut TenantTx, s: &Search, limit: i64) -> ApiResult<Vec<EventR
     Ok(rows?)
 }
 
-fn view(r: EventRow) -> EventView {
+pub(crate) fn event_view(r: EventRow) -> EventView {
     let detail = DynamicMessage::decode(EVENT_DESCRIPTOR.clone(), r.payload.as_slice())
         .ok()
         .and_then(|m| {
@@ -345,7 +345,7 @@ pub async fn search(
     audit::by(&mut tx, &acting, "events.search", "", details).await?;
     tx.commit().await?;
     Ok(Json(EventPage {
-        events: rows.into_iter().map(view).collect(),
+        events: rows.into_iter().map(event_view).collect(),
         next_cursor: next,
     }))
 }
@@ -410,7 +410,7 @@ pub async fn export(
             let full = rows.len() as i64 == EXPORT_CHUNK;
             s.after = rows.last().map(|r| (r.ts, r.id));
             for r in rows {
-                let v = view(r);
+                let v = event_view(r);
                 out.push_str(&v.time.to_rfc3339());
                 out.push(',');
                 out.push_str(&v.received_at.to_rfc3339());

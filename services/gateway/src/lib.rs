@@ -8,6 +8,7 @@
 //! under row-level security for the acting tenant.
 
 mod accounts;
+mod alarms;
 mod audit;
 mod claims;
 mod config;

@@ -66,6 +66,10 @@ impl Modify for Bearer {
         crate::events::search,
         crate::events::export,
         crate::events::audit_log,
+        crate::alarms::list,
+        crate::alarms::acknowledge,
+        crate::alarms::context,
+        crate::alarms::calendar,
     ),
     modifiers(&Bearer),
     tags(
@@ -74,6 +78,7 @@ impl Modify for Bearer {
         (name = "users", description = "Users, roles, invitations"),
         (name = "devices", description = "Devices, enrollment tokens, groups"),
         (name = "logs", description = "Operation-log search and export, audit trail"),
+        (name = "alarms", description = "Alarms, the operation log around them, the violation calendar"),
     )
 )]
 pub struct ApiDoc;

@@ -8,7 +8,7 @@ use crate::keys::{Kek, KeyRing};
 use crate::limits::{Keyed, Limits};
 use crate::mail::Mailer;
 use crate::state::{AppState, Shared};
-use crate::{accounts, devices, events, openapi, tenants, users};
+use crate::{accounts, alarms, devices, events, openapi, tenants, users};
 use anyhow::Context;
 use axum::Router;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
@@ -97,6 +97,10 @@ pub fn router(state: Shared) -> Router {
         .route("/events", get(events::search))
         .route("/events/export", get(events::export))
         .route("/audit", get(events::audit_log))
+        .route("/alarms", get(alarms::list))
+        .route("/alarms/calendar", get(alarms::calendar))
+        .route("/alarms/{id}/acknowledge", post(alarms::acknowledge))
+        .route("/alarms/{id}/context", get(alarms::context))
         .route("/openapi.json", get(openapi::document))
         .fallback(|| async { ApiError::not_found("endpoint") });
     let timeout = Duration::from_millis(state.cfg.api_request_timeout_ms);

@@ -26,6 +26,8 @@ pub struct TenantSummary {
     pub device_limit: i32,
     /// Enrolled, unrevoked devices (what counts against the licence).
     pub devices: i64,
+    /// Alarms not yet acknowledged.
+    pub open_alarms: i64,
 }
 
 #[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
@@ -35,6 +37,7 @@ pub struct TenantSettings {
     pub msp_org_id: Option<Uuid>,
     pub device_limit: i32,
     pub devices: i64,
+    pub open_alarms: i64,
     /// Days operation logs are kept (90 to 2557).
     pub retention_days: i32,
     pub created_at: DateTime<Utc>,
@@ -52,7 +55,7 @@ pub async fn list(
         (None, Some(org)) => {
             let mut tx = begin_identity(&state, Some(org), Some(caller.user())).await?;
             let rows: Vec<TenantSummary> = sqlx::query_as(
-                "SELECT o.tenant_id AS id, o.name, o.created_at, o.device_limit, o.devices
+                "SELECT o.tenant_id AS id, o.name, o.created_at, o.device_limit, o.devices, o.open_alarms
                  FROM mamori_msp_tenant_overview() o
                  WHERE $1 OR EXISTS (SELECT 1 FROM msp_tenant_access a
                                      WHERE a.msp_org_id = $2 AND a.user_id = $3 AND a.tenant_id = o.tenant_id)",
@@ -69,7 +72,8 @@ pub async fn list(
             let mut tx = state.db.begin_tenant(TenantId::from_uuid(own)).await?;
             let rows: Vec<TenantSummary> = sqlx::query_as(
                 "SELECT t.id, t.name, t.created_at, t.device_limit,
-                        (SELECT count(*) FROM devices d WHERE d.tenant_id = t.id AND d.revoked_at IS NULL) AS devices
+                        (SELECT count(*) FROM devices d WHERE d.tenant_id = t.id AND d.revoked_at IS NULL) AS devices,
+                        (SELECT count(*) FROM alarms a WHERE a.tenant_id = t.id AND a.status = 'open') AS open_alarms
                  FROM tenants t WHERE t.id = $1",
             )
             .bind(own)
@@ -152,7 +156,8 @@ async fn settings(tx: &mut mamori_tenancy::TenantTx) -> ApiResult<TenantSettings
     let id = tx.tenant().as_uuid();
     sqlx::query_as(
         "SELECT t.id, t.name, t.msp_org_id, t.device_limit, t.retention_days, t.created_at,
-                (SELECT count(*) FROM devices d WHERE d.tenant_id = t.id AND d.revoked_at IS NULL) AS devices
+                (SELECT count(*) FROM devices d WHERE d.tenant_id = t.id AND d.revoked_at IS NULL) AS devices,
+                (SELECT count(*) FROM alarms a WHERE a.tenant_id = t.id AND a.status = 'open') AS open_alarms
          FROM tenants t WHERE t.id = $1",
     )
     .bind(id)
@@ -328,6 +333,7 @@ pub async fn claim(
         created_at: s.created_at,
         device_limit: s.device_limit,
         devices: s.devices,
+        open_alarms: s.open_alarms,
     }))
 }
 

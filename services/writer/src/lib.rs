@@ -16,5 +16,5 @@ pub mod store;
 mod trim;
 
 pub use config::Config;
-pub use partitions::{apply_retention, ensure_partitions};
+pub use partitions::{apply_retention, ensure_partitions, index_finished_days};
 pub use server::{Running, start};

@@ -18,6 +18,16 @@ pub async fn ensure_partitions(
         .await
 }
 
+/// Builds the search indexes of every finished day's partition that lacks
+/// them (the current day takes inserts with its primary key alone).
+/// Returns how many partitions were indexed.
+pub async fn index_finished_days(db: &Db) -> Result<i32, sqlx::Error> {
+    sqlx::query_scalar("SELECT mamori_index_event_partitions($1)")
+        .bind(Utc::now().date_naive())
+        .fetch_one(db.pool())
+        .await
+}
+
 /// Rows deleted per tenant per retention call.
 const RETENTION_BATCH: i32 = 50_000;
 
@@ -31,7 +41,8 @@ pub async fn apply_retention(db: &Db) -> Result<i64, sqlx::Error> {
         .await
 }
 
-/// Yesterday to a week ahead, and retention, every hour, until `stop`.
+/// Yesterday to a week ahead, indexes of finished days, and retention,
+/// every hour, until `stop`.
 pub(crate) async fn maintain(db: Db, stop: tokio_util::sync::CancellationToken) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
     loop {
@@ -44,6 +55,16 @@ pub(crate) async fn maintain(db: Db, stop: tokio_util::sync::CancellationToken) 
             Ok(n) if n > 0 => tracing::info!(created = n, "event partitions created ahead"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "cannot create event partitions; will retry"),
+        }
+        let started = std::time::Instant::now();
+        match index_finished_days(&db).await {
+            Ok(n) if n > 0 => tracing::info!(
+                partitions = n,
+                seconds = started.elapsed().as_secs_f64(),
+                "search indexes built for finished days"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot index finished days; will retry"),
         }
         // Keep deleting while whole batches come back, then wait an hour.
         loop {

@@ -1,3 +1,40 @@
+-- Upkeep of the operation log: search indexes on finished days, and
+-- retention.
+--
+-- The partition of the current day takes the whole insert load, so it has
+-- only its primary key (tenant_id, ts, id): every secondary index costs the
+-- writer dearly (measured on this schema: a (tenant_id, device_id, ts)
+-- btree makes batched inserts 1.7 times slower, a trigram GIN on subject
+-- 4.5 times). Once a day is over its partition gets the search indexes in
+-- one bulk build, which is far cheaper than maintaining them row by row.
+-- Searches over today scan its primary key; older days use the indexes.
+CREATE FUNCTION mamori_index_event_partitions(before_day date) RETURNS integer
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public
+    AS $$
+DECLARE
+    part record;
+    built integer := 0;
+BEGIN
+    FOR part IN
+        SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+        WHERE i.inhparent = 'events'::regclass AND c.relname ~ '^events_[0-9]{8}$'
+          AND to_date(substr(c.relname, 8), 'YYYYMMDD') < before_day
+          AND (to_regclass(c.relname || '_device') IS NULL OR to_regclass(c.relname || '_subject') IS NULL)
+        ORDER BY c.relname DESC
+    LOOP
+        EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %I (tenant_id, device_id, ts)',
+                       part.relname || '_device', part.relname);
+        EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %I USING gin (subject gin_trgm_ops)',
+                       part.relname || '_subject', part.relname);
+        built := built + 1;
+    END LOOP;
+    RETURN built;
+END
+$$;
+
+REVOKE ALL ON FUNCTION mamori_index_event_partitions(date) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mamori_index_event_partitions(date) TO mamori_app;
+
 -- Retention of the operation log: each tenant keeps its events for its
 -- `retention_days` (90 days to 7 years). Whole daily partitions older than
 -- the longest retention of any tenant are dropped; within the others, a
