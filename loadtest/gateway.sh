@@ -67,7 +67,7 @@ token=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['enrollm
 
 log "loading $events events from 1000 simulated PCs, dated over 30 days"
 "$bin/mamori-loadtest" --ingest "http://127.0.0.1:$ingest_port" --enroll-token "$token" \
-    --agents 1000 --events "$events" --spread-days 30 --rate 40000 --duration 600 --no-raw
+    --agents 1000 --events "$events" --spread-days 30 --rate 25000 --duration 600 --no-raw
 log "building the search indexes of the finished days (what the writer does hourly)"
 time psql "$MAMORI_DATABASE_URL" -qAtc "SELECT mamori_index_event_partitions(current_date) AS partitions_indexed"
 log "VACUUM ANALYZE events"

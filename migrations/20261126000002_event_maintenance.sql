@@ -77,3 +77,36 @@ $$;
 
 REVOKE ALL ON FUNCTION mamori_apply_retention(integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION mamori_apply_retention(integer) TO mamori_app;
+
+-- Free-text search on the subject. The trigram indexes cannot serve a
+-- search made under row-level security: ILIKE is not a leakproof operator,
+-- so PostgreSQL evaluates it only after the policy and never as an index
+-- condition (measured: a sequential scan of every partition, 6 s on 8.5
+-- million rows, instead of a bitmap scan of the trigram index). This
+-- function runs as the owner and applies the tenant of the transaction
+-- itself, exactly as the policy would; it returns the keys of the newest
+-- matching events, which the caller then reads under row-level security.
+-- Ordered index scans are off inside it so the planner takes the trigram
+-- bitmap rather than walking the primary key hoping for early matches.
+CREATE FUNCTION mamori_events_matching(pattern text, from_ts timestamptz, to_ts timestamptz, max_rows integer)
+    RETURNS TABLE (ts timestamptz, id uuid)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = public SET enable_indexscan = off
+    AS $$
+BEGIN
+    IF mamori_current_tenant() IS NULL THEN
+        RETURN;
+    END IF;
+    IF max_rows < 1 OR max_rows > 100000 THEN
+        RAISE EXCEPTION 'max_rows % is out of bounds', max_rows;
+    END IF;
+    -- EXECUTE plans with the actual values (the pattern decides the plan).
+    RETURN QUERY EXECUTE
+        'SELECT e.ts, e.id FROM events e
+         WHERE e.tenant_id = $1 AND e.ts >= $2 AND e.ts < $3 AND e.subject ILIKE $4
+         ORDER BY e.ts DESC, e.id DESC LIMIT $5'
+        USING mamori_current_tenant(), from_ts, to_ts, pattern, max_rows;
+END
+$$;
+
+REVOKE ALL ON FUNCTION mamori_events_matching(text, timestamptz, timestamptz, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mamori_events_matching(text, timestamptz, timestamptz, integer) TO mamori_app;

@@ -19,6 +19,8 @@ struct Victim {
     token_id: String,
     group: String,
     user: String,
+    alarm: String,
+    invitation: String,
 }
 
 async fn victim(g: &Gw) -> Victim {
@@ -51,6 +53,24 @@ async fn victim(g: &Gw) -> Victim {
         .await;
     let auditor = invite_and_accept(g, &admin, "auditor").await;
     let (_, me) = g.get(&auditor, "/api/v1/me").await;
+    let (_, pending) = g
+        .post(
+            &admin,
+            "/api/v1/invitations",
+            json!({ "email": "later@victim.example.com", "role": "auditor" }),
+        )
+        .await;
+    let alarm = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO alarms (tenant_id, id, category, device_id, summary, first_at, last_at)
+         VALUES ($1::uuid, $2, 'banned_app', $3::uuid, 'winny started', now(), now())",
+    )
+    .bind(&tenant)
+    .bind(alarm)
+    .bind(&device.device_id)
+    .execute(&g.stack.env.owner)
+    .await
+    .unwrap();
     Victim {
         admin,
         tenant,
@@ -58,6 +78,8 @@ async fn victim(g: &Gw) -> Victim {
         token_id,
         group: group["id"].as_str().unwrap().to_owned(),
         user: me["id"].as_str().unwrap().to_owned(),
+        alarm: alarm.to_string(),
+        invitation: pending["id"].as_str().unwrap().to_owned(),
     }
 }
 
@@ -67,6 +89,8 @@ async fn snapshot(g: &Gw, v: &Victim) -> Value {
     let (_, tokens) = g.get(&v.admin, "/api/v1/enrollment-tokens").await;
     let (_, users) = g.get(&v.admin, "/api/v1/users").await;
     let (_, groups) = g.get(&v.admin, "/api/v1/groups").await;
+    let (_, invitations) = g.get(&v.admin, "/api/v1/invitations").await;
+    let (_, alarms) = g.get(&v.admin, "/api/v1/alarms").await;
     let (_, mut tenant) = g.get(&v.admin, "/api/v1/tenant").await;
     tenant["devices"] = Value::Null;
     let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE tenant_id = $1::uuid")
@@ -80,7 +104,8 @@ async fn snapshot(g: &Gw, v: &Victim) -> Value {
         d["status"] = Value::Null;
         d["last_seen_at"] = Value::Null;
     }
-    json!({ "devices": devices, "tokens": tokens, "users": users, "groups": groups, "tenant": tenant, "events": events })
+    json!({ "devices": devices, "tokens": tokens, "users": users, "groups": groups, "tenant": tenant,
+            "events": events, "invitations": invitations, "alarms": alarms })
 }
 
 /// Every endpoint that takes a tenant object's id, aimed at B's objects.
@@ -125,6 +150,21 @@ fn attacks(v: &Victim) -> Vec<(Method, String, Option<Value>)> {
         (
             Method::POST,
             format!("/api/v1/tenants/{}/release", v.tenant),
+            Some(json!({})),
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/alarms/{}/acknowledge", v.alarm),
+            Some(json!({})),
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/alarms/{}/context", v.alarm),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/invitations/{}/revoke", v.invitation),
             Some(json!({})),
         ),
     ]
@@ -187,6 +227,9 @@ async fn other_tenants_objects_are_404_and_unchanged() {
             "/api/v1/enrollment-tokens",
             "/api/v1/groups",
             "/api/v1/events/export",
+            "/api/v1/alarms",
+            "/api/v1/alarms/calendar",
+            "/api/v1/invitations",
         ] {
             let (status, resp) = g.get(&who, path).await;
             assert_eq!(

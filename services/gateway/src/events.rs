@@ -190,6 +190,9 @@ pub(crate) fn decode_cursor(c: &str) -> ApiResult<(DateTime<Utc>, Uuid)> {
 /// How many of the newest rows a text search looks through in order
 /// before it asks the trigram index instead.
 const TEXT_SCAN_ROWS: i64 = 5000;
+/// The most matches of a rare term the trigram step returns (newest
+/// first); the other filters then apply to those.
+const TEXT_MATCH_ROWS: i32 = 20_000;
 
 const COLUMNS: &str =
     "e.ts, e.id, e.device_id, e.kind, e.os_user, e.subject, e.received_at, e.payload";
@@ -236,10 +239,10 @@ fn push_filters(
 ///
 /// Free text is planned by hand: a term found often is answered fastest by
 /// walking the newest rows in key order, a rare or absent one by the
-/// trigram index. The planner cannot tell the two apart from a `LIKE`
+/// trigram indexes. The planner cannot tell the two apart from a `LIKE`
 /// pattern, so the search walks the newest [`TEXT_SCAN_ROWS`] first and
-/// only when that does not fill the page asks the trigram index (with
-/// ordered index scans switched off for that one statement).
+/// only when that does not fill the page asks `mamori_events_matching` for
+/// the newest [`TEXT_MATCH_ROWS`] matches.
 async fn page(tx: &mut TenantTx, s: &Search, limit: i64) -> ApiResult<Vec<EventRow>> {
     let tenant = tx.tenant().as_uuid();
     // Parameters are known per search: plan each one for its own values.
@@ -280,20 +283,28 @@ async fn page(tx: &mut TenantTx, s: &Search, limit: i64) -> ApiResult<Vec<EventR
         return Ok(rows);
     }
 
-    // 2. The trigram index over the whole range.
-    sqlx::query("SET LOCAL enable_indexscan = off")
-        .execute(&mut **tx)
-        .await?;
+    // 2. The trigram indexes over the whole range (through the owner's
+    //    function: under row-level security they cannot be used), then the
+    //    other filters on those keys.
+    let to = match s.after {
+        // The cursor's own row is excluded below; keep its instant.
+        Some((ts, _)) => s.to.min(ts + Duration::microseconds(1)),
+        None => s.to,
+    };
     let mut b: QueryBuilder<Postgres> = QueryBuilder::new(format!("SELECT {COLUMNS}"));
     push_filters(&mut b, tenant, s, from);
-    b.push(" AND e.subject ILIKE ").push_bind(pattern);
+    b.push(" AND (e.ts, e.id) IN (SELECT m.ts, m.id FROM mamori_events_matching(")
+        .push_bind(pattern)
+        .push(", ")
+        .push_bind(from)
+        .push(", ")
+        .push_bind(to)
+        .push(", ")
+        .push_bind(TEXT_MATCH_ROWS)
+        .push(") m)");
     b.push(" ORDER BY e.ts DESC, e.id DESC LIMIT ")
         .push_bind(limit);
-    let rows = b.build_query_as::<EventRow>().fetch_all(&mut **tx).await;
-    sqlx::query("SET LOCAL enable_indexscan = on")
-        .execute(&mut **tx)
-        .await?;
-    Ok(rows?)
+    Ok(b.build_query_as::<EventRow>().fetch_all(&mut **tx).await?)
 }
 
 pub(crate) fn event_view(r: EventRow) -> EventView {

@@ -50,6 +50,8 @@ impl Modify for Bearer {
         crate::users::list_org,
         crate::users::invite,
         crate::users::invite_org,
+        crate::users::list_invitations,
+        crate::users::revoke_invitation,
         crate::users::accept,
         crate::users::update,
         crate::users::update_org,

@@ -73,7 +73,11 @@ pub fn router(state: Shared) -> Router {
         .route("/tenant/handover", post(tenants::handover))
         .route("/users", get(users::list))
         .route("/users/{id}", patch(users::update))
-        .route("/invitations", post(users::invite))
+        .route(
+            "/invitations",
+            get(users::list_invitations).post(users::invite),
+        )
+        .route("/invitations/{id}/revoke", post(users::revoke_invitation))
         .route("/invitations/accept", post(users::accept))
         .route("/org/users", get(users::list_org))
         .route("/org/users/{id}", patch(users::update_org))

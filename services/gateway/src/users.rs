@@ -259,6 +259,69 @@ async fn insert_invitation(
     .await?)
 }
 
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct PendingInvitationView {
+    pub id: Uuid,
+    pub email: String,
+    pub role: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub accepted_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// Invitations to the acting tenant (never their codes).
+#[utoipa::path(get, path = "/api/v1/invitations", tag = "users", security(("bearer" = [])),
+    responses((status = 200, body = [PendingInvitationView])))]
+pub async fn list_invitations(
+    State(state): State<Shared>,
+    acting: Acting,
+) -> ApiResult<Json<Vec<PendingInvitationView>>> {
+    acting.require_admin()?;
+    let mut tx = acting.begin(&state).await?;
+    let rows: Vec<PendingInvitationView> = sqlx::query_as(
+        "SELECT id, email, role, created_at, expires_at, accepted_at, revoked_at
+         FROM invitations WHERE tenant_id = $1 ORDER BY created_at DESC, id",
+    )
+    .bind(acting.tenant.as_uuid())
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Json(rows))
+}
+
+/// Withdraw an invitation that has not been accepted.
+#[utoipa::path(post, path = "/api/v1/invitations/{id}/revoke", tag = "users", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "invitation id")),
+    responses((status = 204, description = "withdrawn"), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn revoke_invitation(
+    State(state): State<Shared>,
+    acting: Acting,
+    Path(id): Path<Uuid>,
+) -> ApiResult<StatusCode> {
+    acting.require_admin()?;
+    let mut tx = acting.begin(&state).await?;
+    let email: Option<String> = sqlx::query_scalar(
+        "UPDATE invitations SET revoked_at = coalesce(revoked_at, now())
+         WHERE tenant_id = $1 AND id = $2 AND accepted_at IS NULL RETURNING email",
+    )
+    .bind(acting.tenant.as_uuid())
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let email = email.ok_or_else(|| ApiError::not_found("pending invitation"))?;
+    audit::by(
+        &mut tx,
+        &acting,
+        "user.invitation_revoke",
+        &email,
+        serde_json::json!({ "invitation_id": id }),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AcceptInvitation {
