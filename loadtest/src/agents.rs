@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codec::CompressionEncoding;
 
+#[derive(Clone)]
 pub struct SimAgent {
     url: String,
     credential: String,
@@ -73,6 +74,9 @@ pub struct Report {
     pub encoded_bytes: u64,
     pub rejected: u64,
     pub errors: u64,
+    /// Streams an agent reopened after ingest said "retry later" (as the
+    /// real agent does, with its unacked batches lost to the count).
+    pub retries: u64,
     /// Microseconds from event creation to ack, one count per event.
     pub ack_latency: Histogram<u64>,
 }
@@ -86,6 +90,7 @@ impl Report {
             encoded_bytes: 0,
             rejected: 0,
             errors: 0,
+            retries: 0,
             ack_latency: Histogram::new_with_bounds(1, 600_000_000, 3)?,
         })
     }
@@ -101,16 +106,31 @@ pub async fn drive(args: &Args, fleet: Vec<SimAgent>) -> anyhow::Result<Report> 
         let args = args.clone();
         tasks.push(tokio::spawn(async move {
             let mut report = Report::new()?;
-            let result = run_agent(
-                agent,
-                &args,
-                per_agent_rate,
-                deadline,
-                i as u64,
-                &mut report,
-            )
-            .await;
-            anyhow::Ok((report, result.err()))
+            let failure = loop {
+                let result = run_agent(
+                    agent.clone(),
+                    &args,
+                    per_agent_rate,
+                    deadline,
+                    i as u64 + report.retries * 1_000_003,
+                    &mut report,
+                )
+                .await;
+                match result {
+                    Ok(()) => break None,
+                    Err(e)
+                        if retry_later(&e)
+                            && Instant::now() + Duration::from_secs(3) < deadline =>
+                    {
+                        // Like the real agent: back off, reopen the stream.
+                        report.retries += 1;
+                        let jitter = (i as u64 * 7919 + report.retries * 104_729) % 1000;
+                        tokio::time::sleep(Duration::from_millis(1000 + jitter)).await;
+                    }
+                    Err(e) => break Some(e),
+                }
+            };
+            anyhow::Ok((report, failure))
         }));
     }
     let mut report = Report::new()?;
@@ -121,6 +141,7 @@ pub async fn drive(args: &Args, fleet: Vec<SimAgent>) -> anyhow::Result<Report> 
         report.acked_events += r.acked_events;
         report.encoded_bytes += r.encoded_bytes;
         report.rejected += r.rejected;
+        report.retries += r.retries;
         report.ack_latency.add(&r.ack_latency)?;
         if let Some(e) = failure {
             report.errors += 1;
@@ -135,6 +156,18 @@ pub async fn drive(args: &Args, fleet: Vec<SimAgent>) -> anyhow::Result<Report> 
         .min(started.elapsed())
         .max(Duration::from_millis(1));
     Ok(report)
+}
+
+/// Whether ingest ended the stream with a "retry later" status.
+fn retry_later(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<tonic::Status>().is_some_and(|s| {
+            matches!(
+                s.code(),
+                tonic::Code::ResourceExhausted | tonic::Code::Unavailable
+            )
+        })
+    })
 }
 
 async fn run_agent(

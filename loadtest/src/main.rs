@@ -210,8 +210,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         report.acked_events as f64 / secs
     );
     println!(
-        "batches refused / errors  {} / {}",
-        report.rejected, report.errors
+        "batches refused / errors  {} / {} ({} streams reopened after \"retry later\")",
+        report.rejected, report.errors, report.retries
     );
     println!(
         "event → ack               p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
