@@ -69,6 +69,9 @@ ALTER TABLE enrollment_tokens
 ALTER TABLE devices
     ADD COLUMN group_id uuid,
     ADD COLUMN policy_version bigint,
+    -- Deleting a device keeps a revoked tombstone, so that ingest still
+    -- sees the revocation and cuts an open stream.
+    ADD COLUMN deleted_at timestamptz,
     ADD CONSTRAINT devices_group FOREIGN KEY (tenant_id, group_id)
         REFERENCES groups (tenant_id, id) ON DELETE SET NULL (group_id);
 CREATE INDEX devices_group ON devices (tenant_id, group_id);
@@ -218,6 +221,39 @@ CREATE FUNCTION mamori_record_login(user_id uuid, success boolean) RETURNS void
               failed_logins = CASE WHEN success THEN 0 ELSE failed_logins + 1 END,
               last_failed_at = CASE WHEN success THEN last_failed_at ELSE now() END
           WHERE id = mamori_record_login.user_id $$;
+
+-- Admits a login attempt, atomically: when the account has had
+-- `free_failures` or more wrong passwords in a row, it must wait 2^(n-free)
+-- seconds (at most `max_wait_s`) after the last one; the function returns
+-- the seconds still to wait and counts nothing. Otherwise the attempt is
+-- counted as a failure up front (so parallel guesses cannot all slip in) and
+-- 0 is returned; a right password then resets the count.
+CREATE FUNCTION mamori_begin_login(user_id uuid, free_failures integer, max_wait_s integer) RETURNS integer
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public
+    AS $$
+DECLARE
+    u record;
+    wait_s integer;
+    elapsed integer;
+BEGIN
+    SELECT x.failed_logins, x.last_failed_at INTO u FROM users x WHERE x.id = mamori_begin_login.user_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN 0;
+    END IF;
+    IF u.failed_logins >= free_failures AND u.last_failed_at IS NOT NULL THEN
+        wait_s := least(power(2, least(u.failed_logins - free_failures, 20))::integer, max_wait_s);
+        elapsed := floor(extract(epoch FROM now() - u.last_failed_at))::integer;
+        IF elapsed < wait_s THEN
+            RETURN wait_s - elapsed;
+        END IF;
+    END IF;
+    UPDATE users x SET failed_logins = x.failed_logins + 1, last_failed_at = now()
+        WHERE x.id = mamori_begin_login.user_id;
+    RETURN 0;
+END
+$$;
+REVOKE ALL ON FUNCTION mamori_begin_login(uuid, integer, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mamori_begin_login(uuid, integer, integer) TO mamori_app;
 
 -- Whether an e-mail address is taken (signup and invitations must not
 -- create a second account with it).

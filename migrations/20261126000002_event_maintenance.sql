@@ -88,7 +88,9 @@ GRANT EXECUTE ON FUNCTION mamori_apply_retention(integer) TO mamori_app;
 -- matching events, which the caller then reads under row-level security.
 -- Ordered index scans are off inside it so the planner takes the trigram
 -- bitmap rather than walking the primary key hoping for early matches.
-CREATE FUNCTION mamori_events_matching(pattern text, from_ts timestamptz, to_ts timestamptz, max_rows integer)
+CREATE FUNCTION mamori_events_matching(pattern text, from_ts timestamptz, to_ts timestamptz,
+                                       device uuid, os_user text, kinds smallint[], grp uuid,
+                                       max_rows integer)
     RETURNS TABLE (ts timestamptz, id uuid)
     LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = public SET enable_indexscan = off
     AS $$
@@ -99,14 +101,23 @@ BEGIN
     IF max_rows < 1 OR max_rows > 100000 THEN
         RAISE EXCEPTION 'max_rows % is out of bounds', max_rows;
     END IF;
-    -- EXECUTE plans with the actual values (the pattern decides the plan).
+    -- EXECUTE plans with the actual values: the pattern decides the plan,
+    -- and the filters that are not given fold away.
     RETURN QUERY EXECUTE
         'SELECT e.ts, e.id FROM events e
          WHERE e.tenant_id = $1 AND e.ts >= $2 AND e.ts < $3 AND e.subject ILIKE $4
-         ORDER BY e.ts DESC, e.id DESC LIMIT $5'
-        USING mamori_current_tenant(), from_ts, to_ts, pattern, max_rows;
+           AND ($5::uuid IS NULL OR e.device_id = $5)
+           AND ($6::text IS NULL OR e.os_user = $6)
+           AND ($7::smallint[] IS NULL OR e.kind = ANY($7))
+           AND ($8::uuid IS NULL OR e.device_id IN (
+                SELECT d.id FROM devices d WHERE d.tenant_id = $1 AND d.group_id IN (
+                    WITH RECURSIVE sub(id) AS (SELECT $8::uuid
+                        UNION SELECT c.id FROM groups c JOIN sub ON c.parent_id = sub.id WHERE c.tenant_id = $1)
+                    SELECT sub.id FROM sub)))
+         ORDER BY e.ts DESC, e.id DESC LIMIT $9'
+        USING mamori_current_tenant(), from_ts, to_ts, pattern, device, os_user, kinds, grp, max_rows;
 END
 $$;
 
-REVOKE ALL ON FUNCTION mamori_events_matching(text, timestamptz, timestamptz, integer) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION mamori_events_matching(text, timestamptz, timestamptz, integer) TO mamori_app;
+REVOKE ALL ON FUNCTION mamori_events_matching(text, timestamptz, timestamptz, uuid, text, smallint[], uuid, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mamori_events_matching(text, timestamptz, timestamptz, uuid, text, smallint[], uuid, integer) TO mamori_app;

@@ -137,7 +137,7 @@ pub async fn enroll(db: &Db, token: &EnrollmentToken, facts: &MachineFacts) -> R
     let (device, reenrolled, clone_of) = if let Some((id, _, clone_of, _)) = same_install {
         sqlx::query(
             "UPDATE devices SET credential_hash = $2, hostname = $3, os_name = $4,
-                 os_version = $5, agent_version = $6, revoked_at = NULL, enrolled_at = now(),
+                 os_version = $5, agent_version = $6, revoked_at = NULL, deleted_at = NULL, enrolled_at = now(),
                  enrolled_with = $7
              WHERE id = $1",
         )
@@ -295,7 +295,7 @@ pub async fn list_devices(db: &Db, tenant: TenantId) -> Result<Vec<Device>> {
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT id, machine_id, hostname, os_name, os_version, agent_version, enrolled_at,
                 last_seen_at, revoked_at, clone_of
-         FROM devices ORDER BY enrolled_at, id",
+         FROM devices WHERE deleted_at IS NULL ORDER BY enrolled_at, id",
     )
     .fetch_all(&mut *tx)
     .await?;

@@ -480,13 +480,14 @@ async fn msp_runs_tenants_and_technicians_see_only_their_list() {
     let mut tenants = Vec::new();
     for name in ["Customer A", "Customer B"] {
         let (status, v) = g
-            .post(
-                &msp,
-                "/api/v1/tenants",
-                json!({ "name": name, "device_limit": 5 }),
-            )
+            .post(&msp, "/api/v1/tenants", json!({ "name": name }))
             .await;
         assert_eq!(status, StatusCode::CREATED, "{v}");
+        // Licence caps are the operator's (`mamori tenant set-limit`).
+        let id = mamori_tenancy::TenantId::from_uuid(v["id"].as_str().unwrap().parse().unwrap());
+        mamori_registry::set_device_limit(&g.stack.env.db, id, 5)
+            .await
+            .unwrap();
         tenants.push((
             v["id"].as_str().unwrap().to_owned(),
             v["enrollment_token"].as_str().unwrap().to_owned(),
@@ -530,6 +531,17 @@ async fn msp_runs_tenants_and_technicians_see_only_their_list() {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{v}");
+    let (_, audit) = g
+        .get(
+            &msp.on(&tenants[1].0),
+            "/api/v1/audit?action=msp.access_granted",
+        )
+        .await;
+    assert_eq!(
+        audit["entries"].as_array().unwrap().len(),
+        1,
+        "the grant is in B's audit log"
+    );
     let (_, list) = g.get(&tech, "/api/v1/tenants").await;
     let ids: Vec<&str> = list
         .as_array()
@@ -551,17 +563,24 @@ async fn msp_runs_tenants_and_technicians_see_only_their_list() {
         "technicians do not create tenants"
     );
 
-    // The MSP raises a licence cap; the tenant's own admin cannot.
+    // Neither the MSP nor the tenant changes a licence cap; the operator
+    // lowers this one to the devices enrolled.
     let (status, v) = g
         .call(
             Some(&msp.on(&tenants[0].0)),
             Method::PATCH,
             "/api/v1/tenant",
-            Some(json!({ "device_limit": 2 })),
+            Some(json!({ "device_limit": 1000000 })),
         )
         .await;
-    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    let id = mamori_tenancy::TenantId::from_uuid(tenants[0].0.parse().unwrap());
+    mamori_registry::set_device_limit(&g.stack.env.db, id, 2)
+        .await
+        .unwrap();
+    let (_, v) = g.get(&msp.on(&tenants[0].0), "/api/v1/tenant").await;
     assert_eq!(v["device_limit"], 2);
+    assert_eq!(v["devices"], 2);
     // At the cap, enrollment is refused with the reason.
     let err = g
         .stack
@@ -774,8 +793,39 @@ async fn tokens_devices_groups_and_retention_settings() {
         .await;
     assert_eq!(
         status,
-        StatusCode::FORBIDDEN,
+        StatusCode::UNPROCESSABLE_ENTITY,
         "a tenant cannot raise its own cap: {v}"
+    );
+
+    // Deleting a device revokes it: an open stream is cut, the row is gone
+    // from the lists.
+    let live = g
+        .stack
+        .new_device(s.enrollment_token.as_ref().unwrap())
+        .await;
+    let mut stream = g.stack.open(&live.device_credential).await.unwrap();
+    stream
+        .send(batch(1, vec![process_event("/usr/bin/still-here")]))
+        .await
+        .unwrap();
+    let (status, _) = g
+        .call(
+            Some(&s),
+            Method::DELETE,
+            &format!("/api/v1/devices/{}", live.device_id),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let cut = stream.next().await;
+    assert!(cut.is_err(), "the deleted device's stream ends: {cut:?}");
+    let (_, list) = g.get(&s, "/api/v1/devices").await;
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["id"] != live.device_id.as_str()),
+        "{list}"
     );
 }
 

@@ -544,6 +544,15 @@ async fn hostile_input_gets_a_clear_4xx_and_changes_nothing() {
         .get(&s, &format!("/api/v1/events?q={}", "x".repeat(201)))
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "bounded");
+    for extreme in [
+        "/api/v1/events?to=-262143-01-01T00:00:00Z",
+        "/api/v1/events?from=262142-12-31T23:59:59Z",
+        "/api/v1/audit?to=-262143-01-01T00:00:00Z",
+        "/api/v1/alarms?to=-262143-01-01T00:00:00Z",
+    ] {
+        let (status, v) = g.get(&s, extreme).await;
+        assert!(status.is_client_error(), "{extreme}: {status} {v}");
+    }
     let (status, _) = g.get(&s, "/api/v1/events?limit=100000").await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "bounded");
     assert_eq!(counts().await, before, "refusals changed nothing");

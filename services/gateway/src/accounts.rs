@@ -419,7 +419,6 @@ struct LoginRow {
     role: String,
     disabled: bool,
     failed_logins: i32,
-    last_failed_at: Option<DateTime<Utc>>,
 }
 
 /// Log in with e-mail and password.
@@ -440,17 +439,19 @@ pub async fn login(
         return Err(refused());
     }
     let row: Option<LoginRow> = match &email {
-        Some(e) => sqlx::query_as(
-            "SELECT id, password_hash, tenant_id, msp_org_id, role, disabled, failed_logins, last_failed_at
+        Some(e) => {
+            sqlx::query_as(
+                "SELECT id, password_hash, tenant_id, msp_org_id, role, disabled, failed_logins
              FROM mamori_user_for_login($1)",
-        )
-        .bind(e)
-        .fetch_optional(state.db.pool())
-        .await?,
+            )
+            .bind(e)
+            .fetch_optional(state.db.pool())
+            .await?
+        }
         None => None,
     };
     if let Some(r) = &row
-        && let Some(wait) = lockout_remaining(&state, r.failed_logins, r.last_failed_at)
+        && let Some(wait) = admit_attempt(&state, r.id).await?
     {
         return Err(ApiError {
             code: "too_many_attempts",
@@ -464,15 +465,15 @@ pub async fn login(
     let Some(r) = row else {
         return Err(refused());
     };
-    sqlx::query("SELECT mamori_record_login($1, $2)")
-        .bind(r.id)
-        .bind(ok)
-        .execute(state.db.pool())
-        .await?;
     if !ok {
+        // Already counted by admit_attempt.
         tracing::info!(user_id = %r.id, failures = r.failed_logins + 1, "wrong password");
         return Err(refused());
     }
+    sqlx::query("SELECT mamori_record_login($1, true)")
+        .bind(r.id)
+        .execute(state.db.pool())
+        .await?;
     if r.disabled {
         return Err(ApiError::forbidden("this account is disabled"));
     }
@@ -486,18 +487,18 @@ pub async fn login(
     Ok(Json(login_tokens(&state, &user).await?))
 }
 
-/// After `login_free_failures` consecutive failures, each further attempt
-/// waits 2^(n - free) seconds from the last failure, capped.
-fn lockout_remaining(state: &Shared, failures: i32, last: Option<DateTime<Utc>>) -> Option<u64> {
-    let free = i32::try_from(state.cfg.login_free_failures).unwrap_or(5);
-    let over = failures - free;
-    if over < 0 {
-        return None;
-    }
-    let last = last?;
-    let wait = (1u64 << over.min(20)).min(state.cfg.login_max_lockout_s);
-    let elapsed = u64::try_from((Utc::now() - last).num_seconds()).unwrap_or(0);
-    (elapsed < wait).then(|| wait - elapsed)
+/// Admits a login attempt for `user`, or says how many seconds the account
+/// must wait (after `login_free_failures` wrong passwords in a row, 1, 2,
+/// 4 … s after the last one, at most `login_max_lockout_s`). The check and
+/// the count are one locked step, so parallel guesses cannot all get in.
+async fn admit_attempt(state: &Shared, user: Uuid) -> ApiResult<Option<u64>> {
+    let wait: i32 = sqlx::query_scalar("SELECT mamori_begin_login($1, $2, $3)")
+        .bind(user)
+        .bind(i32::try_from(state.cfg.login_free_failures).unwrap_or(i32::MAX))
+        .bind(i32::try_from(state.cfg.login_max_lockout_s).unwrap_or(i32::MAX))
+        .fetch_one(state.db.pool())
+        .await?;
+    Ok((wait > 0).then(|| u64::try_from(wait).unwrap_or(1)))
 }
 
 /// Trade a refresh token for a new access token and a new refresh token.

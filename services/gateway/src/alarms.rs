@@ -109,7 +109,12 @@ pub async fn list(
         check_category(c)?;
     }
     let to = q.to.unwrap_or_else(Utc::now);
-    let from = q.from.unwrap_or(to - Duration::days(30));
+    let from = match q.from {
+        Some(f) => f,
+        None => to
+            .checked_sub_signed(Duration::days(30))
+            .ok_or_else(|| ApiError::invalid("to", "is out of range"))?,
+    };
     let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
     let mut tx = acting.begin(&state).await?;
     let sql = format!(
@@ -216,8 +221,18 @@ pub async fn context(
         )
         .bind(acting.tenant.as_uuid())
         .bind(device)
-        .bind(alarm.first_at - Duration::minutes(5))
-        .bind(alarm.last_at + Duration::minutes(5))
+        .bind(
+            alarm
+                .first_at
+                .checked_sub_signed(Duration::minutes(5))
+                .unwrap_or(alarm.first_at),
+        )
+        .bind(
+            alarm
+                .last_at
+                .checked_add_signed(Duration::minutes(5))
+                .unwrap_or(alarm.last_at),
+        )
         .fetch_all(&mut *tx)
         .await?
         .into_iter()

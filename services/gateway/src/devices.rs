@@ -68,7 +68,7 @@ pub async fn list(
     }
     let mut tx = acting.begin(&state).await?;
     let sql = format!(
-        "SELECT * FROM (SELECT {DEVICE_COLUMNS} FROM devices WHERE tenant_id = $2
+        "SELECT * FROM (SELECT {DEVICE_COLUMNS} FROM devices WHERE tenant_id = $2 AND deleted_at IS NULL
                           AND ($4::uuid IS NULL OR group_id = $4)) d
          WHERE $3::text IS NULL OR status = $3 OR ($3 = 'active' AND status <> 'revoked')
          ORDER BY hostname, id"
@@ -85,7 +85,9 @@ pub async fn list(
 }
 
 async fn fetch_one(tx: &mut mamori_tenancy::TenantTx, id: Uuid) -> ApiResult<DeviceView> {
-    let sql = format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE tenant_id = $2 AND id = $3");
+    let sql = format!(
+        "SELECT {DEVICE_COLUMNS} FROM devices WHERE tenant_id = $2 AND id = $3 AND deleted_at IS NULL"
+    );
     let tenant = tx.tenant();
     sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(ONLINE_WITHIN_S as f64)
@@ -113,7 +115,8 @@ async fn revoke_row(
     acting.require_admin()?;
     let (sql, kind, action) = match what {
         Revocable::Device => (
-            "UPDATE devices SET revoked_at = coalesce(revoked_at, now()) WHERE tenant_id = $1 AND id = $2",
+            "UPDATE devices SET revoked_at = coalesce(revoked_at, now())
+             WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL",
             "device",
             "device.revoke",
         ),
@@ -174,8 +177,9 @@ pub async fn revoke(
     Ok(Json(d))
 }
 
-/// Delete a device record (revoking it first). Its operation log is kept
-/// for the retention period.
+/// Delete a device: it is revoked (its agent is cut off within seconds) and
+/// disappears from the lists. Its operation log is kept for the retention
+/// period.
 #[utoipa::path(delete, path = "/api/v1/devices/{id}", tag = "devices", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "device id")),
     responses((status = 204, description = "deleted"), (status = 404, body = crate::error::ErrorBody)))]
@@ -187,7 +191,8 @@ pub async fn delete(
     acting.require_admin()?;
     let mut tx = acting.begin(&state).await?;
     let hostname: Option<String> = sqlx::query_scalar(
-        "DELETE FROM devices WHERE tenant_id = $1 AND id = $2 RETURNING hostname",
+        "UPDATE devices SET revoked_at = coalesce(revoked_at, now()), deleted_at = now()
+         WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL RETURNING hostname",
     )
     .bind(acting.tenant.as_uuid())
     .bind(id)

@@ -113,7 +113,12 @@ struct Search {
 impl Search {
     fn parse(q: &EventQuery) -> ApiResult<Self> {
         let to = q.to.unwrap_or_else(Utc::now);
-        let from = q.from.unwrap_or(to - Duration::hours(24));
+        let from = match q.from {
+            Some(f) => f,
+            None => to
+                .checked_sub_signed(Duration::hours(24))
+                .ok_or_else(|| ApiError::invalid("to", "is out of range"))?,
+        };
         if from >= to {
             return Err(ApiError::invalid("from", "must be before to"));
         }
@@ -191,7 +196,7 @@ pub(crate) fn decode_cursor(c: &str) -> ApiResult<(DateTime<Utc>, Uuid)> {
 /// before it asks the trigram index instead.
 const TEXT_SCAN_ROWS: i64 = 5000;
 /// The most matches of a rare term the trigram step returns (newest
-/// first); the other filters then apply to those.
+/// first, with every filter applied), more than any page.
 const TEXT_MATCH_ROWS: i32 = 20_000;
 
 const COLUMNS: &str =
@@ -288,7 +293,10 @@ async fn page(tx: &mut TenantTx, s: &Search, limit: i64) -> ApiResult<Vec<EventR
     //    other filters on those keys.
     let to = match s.after {
         // The cursor's own row is excluded below; keep its instant.
-        Some((ts, _)) => s.to.min(ts + Duration::microseconds(1)),
+        Some((ts, _)) => s.to.min(
+            ts.checked_add_signed(Duration::microseconds(1))
+                .unwrap_or(ts),
+        ),
         None => s.to,
     };
     let mut b: QueryBuilder<Postgres> = QueryBuilder::new(format!("SELECT {COLUMNS}"));
@@ -299,6 +307,14 @@ async fn page(tx: &mut TenantTx, s: &Search, limit: i64) -> ApiResult<Vec<EventR
         .push_bind(from)
         .push(", ")
         .push_bind(to)
+        .push(", ")
+        .push_bind(s.device)
+        .push(", ")
+        .push_bind(s.user.clone())
+        .push(", ")
+        .push_bind(s.kinds.clone())
+        .push(", ")
+        .push_bind(s.group)
         .push(", ")
         .push_bind(TEXT_MATCH_ROWS)
         .push(") m)");
@@ -514,7 +530,12 @@ pub async fn audit_log(
     acting.require_admin()?;
     let limit = validate::limit(q.limit)?;
     let to = q.to.unwrap_or_else(Utc::now);
-    let from = q.from.unwrap_or(to - Duration::days(30));
+    let from = match q.from {
+        Some(f) => f,
+        None => to
+            .checked_sub_signed(Duration::days(30))
+            .ok_or_else(|| ApiError::invalid("to", "is out of range"))?,
+    };
     let action = q
         .action
         .as_deref()

@@ -178,13 +178,13 @@ struct Loaded {
     signer: Option<(String, EncodingKey)>,
     verifiers: HashMap<String, (DecodingKey, bool)>,
     jwks: serde_json::Value,
-    loaded_at: Instant,
 }
 
 /// The signing and verifying keys of this gateway process.
 pub struct KeyRing {
     kek: Kek,
     state: RwLock<Loaded>,
+    last_miss_reload: std::sync::Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for KeyRing {
@@ -278,7 +278,20 @@ impl KeyRing {
         Ok(Self {
             kek,
             state: RwLock::new(loaded),
+            last_miss_reload: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Whether this caller may re-read the keys for an unknown kid: at most
+    /// one re-read per [`MISS_RELOAD_EVERY`], however many requests name
+    /// unknown kids at once (they are cheap to forge).
+    fn claim_miss_reload(&self) -> bool {
+        let mut last = self.last_miss_reload.lock().expect("key ring lock");
+        if last.is_some_and(|at| at.elapsed() < MISS_RELOAD_EVERY) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        true
     }
 
     /// Re-reads the keys from the database.
@@ -320,17 +333,11 @@ impl KeyRing {
             .expect("key ring lock")
             .verifiers
             .contains_key(&kid);
-        if !known {
-            let stale = self
-                .state
-                .read()
-                .expect("key ring lock")
-                .loaded_at
-                .elapsed()
-                > MISS_RELOAD_EVERY;
-            if stale && let Err(e) = self.reload(db).await {
-                tracing::warn!(error = %e, "cannot re-read signing keys");
-            }
+        if !known
+            && self.claim_miss_reload()
+            && let Err(e) = self.reload(db).await
+        {
+            tracing::warn!(error = %e, "cannot re-read signing keys");
         }
         let state = self.state.read().expect("key ring lock");
         let (key, retired) = state.verifiers.get(&kid).ok_or(TokenError::UnknownKey)?;
@@ -396,7 +403,6 @@ fn build(kek: &Kek, rows: Vec<KeyRow>) -> anyhow::Result<Loaded> {
         signer: signer.map(|(_, kid, key)| (kid, key)),
         verifiers,
         jwks: serde_json::json!({ "keys": jwks }),
-        loaded_at: Instant::now(),
     })
 }
 

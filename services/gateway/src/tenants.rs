@@ -92,7 +92,6 @@ pub async fn list(
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
     pub name: String,
-    pub device_limit: Option<i32>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -100,14 +99,6 @@ pub struct CreatedTenant {
     pub id: Uuid,
     /// The tenant's first enrollment token (30 days), shown once.
     pub enrollment_token: String,
-}
-
-fn check_limit(limit: i32) -> ApiResult<i32> {
-    if (1..=1_000_000).contains(&limit) {
-        Ok(limit)
-    } else {
-        Err(ApiError::invalid("device_limit", "must be 1..=1000000"))
-    }
 }
 
 /// Create a tenant for a customer of the caller's MSP.
@@ -121,25 +112,17 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<CreatedTenant>)> {
     let org = caller.require_msp_admin()?;
     let name = validate::name("name", &req.name)?;
-    let limit = req.device_limit.map(check_limit).transpose()?;
     let tenant = TenantId::new();
     let mut tx = state.db.begin_tenant(tenant).await?;
     crate::ctx::set_identity(&mut tx, &caller.claims).await?;
     mamori_registry::insert_tenant(&mut tx, &name, Some(org)).await?;
-    if let Some(l) = limit {
-        sqlx::query("UPDATE tenants SET device_limit = $2 WHERE id = $1")
-            .bind(tenant.as_uuid())
-            .bind(l)
-            .execute(&mut *tx)
-            .await?;
-    }
     let token = crate::accounts::first_enrollment_token(&mut tx).await?;
     audit::record(
         &mut tx,
         &caller,
         "tenant.create",
         &tenant.to_string(),
-        serde_json::json!({ "name": name, "msp_org_id": org, "device_limit": limit }),
+        serde_json::json!({ "name": name, "msp_org_id": org }),
     )
     .await?;
     tx.commit().await?;
@@ -182,11 +165,10 @@ pub struct UpdateTenant {
     pub name: Option<String>,
     /// Days operation logs are kept: 90 (three months) to 2557 (seven years).
     pub retention_days: Option<i32>,
-    /// The licence cap; only an MSP administrator may change it.
-    pub device_limit: Option<i32>,
 }
 
-/// Change the acting tenant's name, log retention or (MSP) licence cap.
+/// Change the acting tenant's name or log retention. (The device licence
+/// cap is the operator's: `mamori tenant set-limit`.)
 #[utoipa::path(patch, path = "/api/v1/tenant", tag = "tenants", security(("bearer" = [])),
     request_body = UpdateTenant,
     responses((status = 200, body = TenantSettings), (status = 422, body = crate::error::ErrorBody)))]
@@ -209,26 +191,24 @@ pub async fn update(
             "must be 90 (three months) to 2557 (seven years)",
         ));
     }
-    let limit = req.device_limit.map(check_limit).transpose()?;
-    if limit.is_some() && acting.caller.role() != Role::MspAdmin {
-        return Err(ApiError::forbidden(
-            "the device licence cap is set by the MSP or the Mamori operator",
-        ));
-    }
     let mut tx = acting.begin(&state).await?;
     sqlx::query(
-        "UPDATE tenants SET name = coalesce($2, name), retention_days = coalesce($3, retention_days),
-                device_limit = coalesce($4, device_limit)
+        "UPDATE tenants SET name = coalesce($2, name), retention_days = coalesce($3, retention_days)
          WHERE id = $1",
     )
     .bind(acting.tenant.as_uuid())
     .bind(&name)
     .bind(req.retention_days)
-    .bind(limit)
     .execute(&mut *tx)
     .await?;
-    audit::by(&mut tx, &acting, "tenant.update", &acting.tenant.to_string(),
-        serde_json::json!({ "name": name, "retention_days": req.retention_days, "device_limit": limit })).await?;
+    audit::by(
+        &mut tx,
+        &acting,
+        "tenant.update",
+        &acting.tenant.to_string(),
+        serde_json::json!({ "name": name, "retention_days": req.retention_days }),
+    )
+    .await?;
     let s = settings(&mut tx).await?;
     tx.commit().await?;
     Ok(Json(s))
@@ -306,17 +286,22 @@ pub async fn claim(
 ) -> ApiResult<Json<TenantSummary>> {
     let org = caller.require_msp_admin()?;
     let code = HandoverCode::parse(&req.code).map_err(|e| ApiError::invalid("code", e))?;
-    let mut tx = begin_identity(&state, Some(org), Some(caller.user())).await?;
+    // One transaction: the takeover and its audit entry stand or fall
+    // together. The tenant is only known after the claim, so the claim runs
+    // first and the transaction then switches to that tenant.
+    let mut tx = state
+        .db
+        .begin_tenant(TenantId::from_uuid(Uuid::nil()))
+        .await?;
+    crate::ctx::set_identity(&mut tx, &caller.claims).await?;
     let tenant: Option<Uuid> = sqlx::query_scalar("SELECT mamori_claim_tenant($1)")
         .bind(code.hash())
         .fetch_one(&mut *tx)
         .await?;
-    tx.commit().await?;
     let tenant = TenantId::from_uuid(
         tenant.ok_or_else(|| ApiError::not_found("handover code (expired or used?)"))?,
     );
-    let mut tx = state.db.begin_tenant(tenant).await?;
-    crate::ctx::set_identity(&mut tx, &caller.claims).await?;
+    tx.switch_tenant(tenant).await?;
     audit::record(
         &mut tx,
         &caller,

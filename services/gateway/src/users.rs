@@ -426,7 +426,8 @@ pub async fn accept(
 
 async fn mark_accepted(conn: &mut sqlx::PgConnection, id: Uuid) -> ApiResult<()> {
     let done = sqlx::query(
-        "UPDATE invitations SET accepted_at = now() WHERE id = $1 AND accepted_at IS NULL",
+        "UPDATE invitations SET accepted_at = now()
+         WHERE id = $1 AND accepted_at IS NULL AND revoked_at IS NULL AND expires_at > now()",
     )
     .bind(id)
     .execute(conn)
@@ -580,7 +581,13 @@ pub async fn set_access(
     if req.tenant_ids.len() > 10_000 {
         return Err(ApiError::invalid("tenant_ids", "at most 10000 tenants"));
     }
-    let mut tx = begin_identity(&state, Some(org), Some(caller.user())).await?;
+    // A tenant transaction (starting on no tenant) so that each tenant whose
+    // list entry changes gets the change in its own audit log, atomically.
+    let mut tx = state
+        .db
+        .begin_tenant(TenantId::from_uuid(Uuid::nil()))
+        .await?;
+    crate::ctx::set_identity(&mut tx, &caller.claims).await?;
     let role: Option<String> =
         sqlx::query_scalar("SELECT role FROM users WHERE msp_org_id = $1 AND id = $2 FOR UPDATE")
             .bind(org)
@@ -609,11 +616,13 @@ pub async fn set_access(
     if ours != wanted.len() as i64 {
         return Err(ApiError::not_found("tenant"));
     }
-    sqlx::query("DELETE FROM msp_tenant_access WHERE msp_org_id = $1 AND user_id = $2")
-        .bind(org)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+    let before: Vec<Uuid> = sqlx::query_scalar(
+        "DELETE FROM msp_tenant_access WHERE msp_org_id = $1 AND user_id = $2 RETURNING tenant_id",
+    )
+    .bind(org)
+    .bind(id)
+    .fetch_all(&mut *tx)
+    .await?;
     sqlx::query(
         "INSERT INTO msp_tenant_access (msp_org_id, user_id, tenant_id) SELECT $1, $2, unnest($3::uuid[])",
     )
@@ -632,6 +641,29 @@ pub async fn set_access(
     .bind(&wanted)
     .fetch_one(&mut *tx)
     .await?;
+    let granted = wanted
+        .iter()
+        .filter(|t| !before.contains(t))
+        .map(|t| (*t, true));
+    let removed = before
+        .iter()
+        .filter(|t| !wanted.contains(t))
+        .map(|t| (*t, false));
+    for (tenant, granted) in granted.chain(removed).collect::<Vec<_>>() {
+        tx.switch_tenant(TenantId::from_uuid(tenant)).await?;
+        audit::record(
+            &mut tx,
+            &caller,
+            if granted {
+                "msp.access_granted"
+            } else {
+                "msp.access_removed"
+            },
+            &row.email,
+            serde_json::json!({ "user_id": id }),
+        )
+        .await?;
+    }
     tx.commit().await?;
     Ok(Json(row))
 }
