@@ -525,8 +525,12 @@ async fn events_from_an_outage_arrive_when_the_server_returns() {
         fake.logon_users() == ["frank"]
     })
     .await;
+    // The server has the batch; give its ack a moment before stopping (the
+    // shutdown drain is tested on its own below).
+    tokio::time::sleep(Duration::from_millis(500)).await;
     agent.stop().await;
     assert_eq!(pending(&s.state), 0);
+    assert_eq!(fake.logon_users(), ["frank"], "sent once");
 }
 
 #[tokio::test]
