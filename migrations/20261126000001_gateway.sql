@@ -391,3 +391,43 @@ GRANT EXECUTE ON FUNCTION mamori_user_for_login(text), mamori_record_login(uuid,
     mamori_rotate_refresh_token(bytea, uuid, bytea, timestamptz), mamori_revoke_refresh_family(bytea),
     mamori_signing_keys(), mamori_add_signing_key(text, bytea, bytea), mamori_retire_signing_key(text),
     mamori_msp_tenant_overview() TO mamori_app;
+
+-- Row-level security checks only the new row; these triggers pin what no
+-- request may change. A tenant joins an MSP only through
+-- mamori_claim_tenant() (or is created by it), and leaves only by its own
+-- MSP's release; a user never moves between tenants and organisations.
+CREATE FUNCTION mamori_guard_tenant_org() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF current_user <> 'mamori_app' THEN
+        RETURN NEW; -- the owner: migrations, SECURITY DEFINER functions
+    END IF;
+    IF TG_OP = 'INSERT' THEN
+        IF NEW.msp_org_id IS NOT NULL AND NEW.msp_org_id IS DISTINCT FROM mamori_current_org() THEN
+            RAISE EXCEPTION 'a tenant can only be created for the acting MSP organisation';
+        END IF;
+    ELSIF NEW.msp_org_id IS DISTINCT FROM OLD.msp_org_id
+          AND NOT (NEW.msp_org_id IS NULL AND OLD.msp_org_id = mamori_current_org()) THEN
+        RAISE EXCEPTION 'only the running MSP may release a tenant; joining one needs a handover code';
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER tenants_guard_org BEFORE INSERT OR UPDATE ON tenants
+    FOR EACH ROW EXECUTE FUNCTION mamori_guard_tenant_org();
+
+CREATE FUNCTION mamori_guard_user_home() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF current_user = 'mamori_app'
+       AND (NEW.tenant_id IS DISTINCT FROM OLD.tenant_id OR NEW.msp_org_id IS DISTINCT FROM OLD.msp_org_id
+            OR NEW.email IS DISTINCT FROM OLD.email) THEN
+        RAISE EXCEPTION 'a user''s tenant, organisation and e-mail address do not change';
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER users_guard_home BEFORE UPDATE ON users
+    FOR EACH ROW EXECUTE FUNCTION mamori_guard_user_home();

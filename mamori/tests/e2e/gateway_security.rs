@@ -644,3 +644,43 @@ async fn the_audit_log_is_append_only_for_the_service_role() {
         }
     }
 }
+
+#[tokio::test]
+async fn the_database_refuses_moving_tenants_and_users_between_owners() {
+    let g = Gw::start().await;
+    let s = g.signup("Pinned KK", "tenant").await;
+    let other_msp = g.signup("Grabby MSP", "msp").await;
+    let tenant: uuid::Uuid = s.tenant_id.as_ref().unwrap().parse().unwrap();
+    let org: uuid::Uuid = other_msp.org_id.as_ref().unwrap().parse().unwrap();
+    let attempts = [
+        "UPDATE tenants SET msp_org_id = $1 WHERE id = $2",
+        "UPDATE users SET tenant_id = NULL, msp_org_id = $1, role = 'msp_admin' WHERE tenant_id = $2",
+    ];
+    for sql in attempts {
+        // Even with the MSP's organisation named in the transaction.
+        let mut tx = g
+            .stack
+            .env
+            .db
+            .begin_tenant(mamori_tenancy::TenantId::from_uuid(tenant))
+            .await
+            .unwrap();
+        sqlx::query("SELECT set_config('mamori.org_id', $1, true)")
+            .bind(org.to_string())
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let err = sqlx::query(sql)
+            .bind(org)
+            .bind(tenant)
+            .execute(&mut *tx)
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("a tenant") || err.to_string().contains("a user"),
+            "{sql}: {err}"
+        );
+    }
+    let (_, t) = g.get(&s, "/api/v1/tenant").await;
+    assert!(t["msp_org_id"].is_null());
+}
