@@ -571,17 +571,24 @@ pub async fn logout(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Whether the user's address is confirmed (`None`: no such user), read as
+/// that user.
+pub async fn email_verified(state: &Shared, user: Uuid) -> ApiResult<Option<bool>> {
+    let mut tx = begin_identity(state, None, Some(user)).await?;
+    let verified: Option<bool> =
+        sqlx::query_scalar("SELECT email_verified_at IS NOT NULL FROM users WHERE id = $1")
+            .bind(user)
+            .fetch_optional(&mut *tx)
+            .await?;
+    tx.commit().await?;
+    Ok(verified)
+}
+
 /// The caller's own account.
 #[utoipa::path(get, path = "/api/v1/me", tag = "accounts", security(("bearer" = [])),
     responses((status = 200, body = Me), (status = 401, body = crate::error::ErrorBody)))]
 pub async fn me(State(state): State<Shared>, caller: Caller) -> ApiResult<Json<Me>> {
-    let mut tx = begin_identity(&state, None, Some(caller.user())).await?;
-    let verified: Option<bool> =
-        sqlx::query_scalar("SELECT email_verified_at IS NOT NULL FROM users WHERE id = $1")
-            .bind(caller.user())
-            .fetch_optional(&mut *tx)
-            .await?;
-    tx.commit().await?;
+    let verified = email_verified(&state, caller.user()).await?;
     let verified =
         verified.ok_or_else(|| ApiError::unauthenticated("the account no longer exists"))?;
     Ok(Json(Me {

@@ -5,7 +5,7 @@
 use crate::audit;
 use crate::ctx::Acting;
 use crate::error::{ApiError, ApiResult};
-use crate::events::{EventView, decode_cursor, encode_cursor, event_view};
+use crate::events::{EventView, decode_cursor, event_view};
 use crate::state::Shared;
 use crate::validate;
 use axum::Json;
@@ -108,13 +108,7 @@ pub async fn list(
     if let Some(c) = &q.category {
         check_category(c)?;
     }
-    let to = q.to.unwrap_or_else(Utc::now);
-    let from = match q.from {
-        Some(f) => f,
-        None => to
-            .checked_sub_signed(Duration::days(30))
-            .ok_or_else(|| ApiError::invalid("to", "is out of range"))?,
-    };
+    let (from, to) = validate::time_range(q.from, q.to, Duration::days(30))?;
     let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
     let mut tx = acting.begin(&state).await?;
     let sql = format!(
@@ -140,12 +134,7 @@ pub async fn list(
         .fetch_all(&mut *tx)
         .await?;
     tx.commit().await?;
-    let next = if rows.len() as i64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(|r| encode_cursor(r.first_at, r.id))
-    } else {
-        None
-    };
+    let next = validate::next_page(&mut rows, limit, |r| (r.first_at, r.id));
     Ok(Json(AlarmPage {
         alarms: rows,
         next_cursor: next,

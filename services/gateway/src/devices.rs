@@ -98,51 +98,65 @@ async fn fetch_one(tx: &mut mamori_tenancy::TenantTx, id: Uuid) -> ApiResult<Dev
         .ok_or_else(|| ApiError::not_found("device"))
 }
 
+/// What an admin can revoke (or delete) by id in the acting tenant.
 #[derive(Clone, Copy)]
-enum Revocable {
+pub(crate) enum Revocable {
     Device,
+    DeviceDelete,
     Token,
+    Invitation,
 }
 
-/// Marks a device or enrollment token of the acting tenant revoked (once;
-/// the first time stays) and audits it. Returns the open transaction.
-async fn revoke_row(
+/// Marks a device, enrollment token or pending invitation of the acting
+/// tenant revoked (the first time stays), or deletes a device (a revoked
+/// tombstone), and audits it. Returns the open transaction.
+pub(crate) async fn revoke_row(
     state: &Shared,
     acting: &Acting,
     what: Revocable,
     id: Uuid,
 ) -> ApiResult<mamori_tenancy::TenantTx> {
     acting.require_admin()?;
+    // Each statement returns a label for the audit entry.
     let (sql, kind, action) = match what {
         Revocable::Device => (
             "UPDATE devices SET revoked_at = coalesce(revoked_at, now())
-             WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL",
+             WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL RETURNING hostname",
             "device",
             "device.revoke",
         ),
+        Revocable::DeviceDelete => (
+            "UPDATE devices SET revoked_at = coalesce(revoked_at, now()), deleted_at = now()
+             WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL RETURNING hostname",
+            "device",
+            "device.delete",
+        ),
         Revocable::Token => (
-            "UPDATE enrollment_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE tenant_id = $1 AND id = $2",
+            "UPDATE enrollment_tokens SET revoked_at = coalesce(revoked_at, now())
+             WHERE tenant_id = $1 AND id = $2 RETURNING ''",
             "enrollment token",
             "enrollment_token.revoke",
         ),
+        Revocable::Invitation => (
+            "UPDATE invitations SET revoked_at = coalesce(revoked_at, now())
+             WHERE tenant_id = $1 AND id = $2 AND accepted_at IS NULL RETURNING email",
+            "pending invitation",
+            "user.invitation_revoke",
+        ),
     };
     let mut tx = acting.begin(state).await?;
-    let done = sqlx::query(sql)
+    let label: Option<String> = sqlx::query_scalar(sql)
         .bind(acting.tenant.as_uuid())
         .bind(id)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
-    if done.rows_affected() == 0 {
-        return Err(ApiError::not_found(kind));
-    }
-    audit::by(
-        &mut tx,
-        acting,
-        action,
-        &id.to_string(),
-        serde_json::json!({}),
-    )
-    .await?;
+    let label = label.ok_or_else(|| ApiError::not_found(kind))?;
+    let (target, details) = match what {
+        Revocable::Device | Revocable::Token => (id.to_string(), serde_json::json!({})),
+        Revocable::DeviceDelete => (id.to_string(), serde_json::json!({ "hostname": label })),
+        Revocable::Invitation => (label, serde_json::json!({ "invitation_id": id })),
+    };
+    audit::by(&mut tx, acting, action, &target, details).await?;
     Ok(tx)
 }
 
@@ -188,26 +202,10 @@ pub async fn delete(
     acting: Acting,
     Path(id): Path<Uuid>,
 ) -> ApiResult<StatusCode> {
-    acting.require_admin()?;
-    let mut tx = acting.begin(&state).await?;
-    let hostname: Option<String> = sqlx::query_scalar(
-        "UPDATE devices SET revoked_at = coalesce(revoked_at, now()), deleted_at = now()
-         WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL RETURNING hostname",
-    )
-    .bind(acting.tenant.as_uuid())
-    .bind(id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let hostname = hostname.ok_or_else(|| ApiError::not_found("device"))?;
-    audit::by(
-        &mut tx,
-        &acting,
-        "device.delete",
-        &id.to_string(),
-        serde_json::json!({ "hostname": hostname }),
-    )
-    .await?;
-    tx.commit().await?;
+    revoke_row(&state, &acting, Revocable::DeviceDelete, id)
+        .await?
+        .commit()
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -112,13 +112,7 @@ struct Search {
 
 impl Search {
     fn parse(q: &EventQuery) -> ApiResult<Self> {
-        let to = q.to.unwrap_or_else(Utc::now);
-        let from = match q.from {
-            Some(f) => f,
-            None => to
-                .checked_sub_signed(Duration::hours(24))
-                .ok_or_else(|| ApiError::invalid("to", "is out of range"))?,
-        };
+        let (from, to) = validate::time_range(q.from, q.to, Duration::hours(24))?;
         if from >= to {
             return Err(ApiError::invalid("from", "must be before to"));
         }
@@ -361,12 +355,7 @@ pub async fn search(
     let limit = validate::limit(q.limit)?;
     let mut tx = acting.begin(&state).await?;
     let mut rows = page(&mut tx, &s, limit + 1).await?;
-    let next = if rows.len() as i64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(|r| encode_cursor(r.ts, r.id))
-    } else {
-        None
-    };
+    let next = validate::next_page(&mut rows, limit, |r| (r.ts, r.id));
     let mut details = s.audit_details();
     details["returned"] = rows.len().into();
     audit::by(&mut tx, &acting, "events.search", "", details).await?;
@@ -529,13 +518,7 @@ pub async fn audit_log(
 ) -> ApiResult<Json<AuditPage>> {
     acting.require_admin()?;
     let limit = validate::limit(q.limit)?;
-    let to = q.to.unwrap_or_else(Utc::now);
-    let from = match q.from {
-        Some(f) => f,
-        None => to
-            .checked_sub_signed(Duration::days(30))
-            .ok_or_else(|| ApiError::invalid("to", "is out of range"))?,
-    };
+    let (from, to) = validate::time_range(q.from, q.to, Duration::days(30))?;
     let action = q
         .action
         .as_deref()
@@ -561,12 +544,7 @@ pub async fn audit_log(
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    let next = if rows.len() as i64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(|r| encode_cursor(r.at, r.id))
-    } else {
-        None
-    };
+    let next = validate::next_page(&mut rows, limit, |r| (r.at, r.id));
     let entries = rows
         .into_iter()
         .map(|r| AuditEntry {

@@ -193,11 +193,11 @@ impl std::fmt::Debug for KeyRing {
     }
 }
 
-async fn fetch(db: &Db) -> sqlx::Result<Vec<KeyRow>> {
+async fn fetch<'e>(conn: impl sqlx::PgExecutor<'e>) -> sqlx::Result<Vec<KeyRow>> {
     sqlx::query_as(
         "SELECT kid, public_key, private_key_wrapped, created_at, retired_at FROM mamori_signing_keys()",
     )
-    .fetch_all(db.pool())
+    .fetch_all(conn)
     .await
 }
 
@@ -235,7 +235,7 @@ pub async fn retire_key(db: &Db, kid: &str) -> anyhow::Result<bool> {
 }
 
 pub async fn list_keys(db: &Db) -> anyhow::Result<Vec<KeyInfo>> {
-    let rows = fetch(db).await?;
+    let rows = fetch(db.pool()).await?;
     let signing = rows
         .iter()
         .filter(|r| r.retired_at.is_none())
@@ -256,23 +256,19 @@ impl KeyRing {
     /// Loads the keys, creating the first one when there is none (under an
     /// advisory lock, so that replicas starting together agree on one).
     pub async fn open(db: &Db, kek: Kek) -> anyhow::Result<Self> {
-        let mut rows = fetch(db).await?;
+        let mut rows = fetch(db.pool()).await?;
         if !rows.iter().any(|r| r.retired_at.is_none()) {
             let mut tx = db.pool().begin().await?;
             sqlx::query("SELECT pg_advisory_xact_lock(7347061)")
                 .execute(&mut *tx)
                 .await?;
-            let again: Vec<KeyRow> = sqlx::query_as(
-                "SELECT kid, public_key, private_key_wrapped, created_at, retired_at FROM mamori_signing_keys()",
-            )
-            .fetch_all(&mut *tx)
-            .await?;
+            let again = fetch(&mut *tx).await?;
             if !again.iter().any(|r| r.retired_at.is_none()) {
                 let kid = add_key(db, &kek).await?;
                 tracing::info!(kid, "created the first JWT signing key");
             }
             tx.commit().await?;
-            rows = fetch(db).await?;
+            rows = fetch(db.pool()).await?;
         }
         let loaded = build(&kek, rows)?;
         Ok(Self {
@@ -296,7 +292,7 @@ impl KeyRing {
 
     /// Re-reads the keys from the database.
     pub async fn reload(&self, db: &Db) -> anyhow::Result<()> {
-        let loaded = build(&self.kek, fetch(db).await?)?;
+        let loaded = build(&self.kek, fetch(db.pool()).await?)?;
         *self.state.write().expect("key ring lock") = loaded;
         Ok(())
     }

@@ -43,6 +43,19 @@ pub struct TenantSettings {
     pub created_at: DateTime<Utc>,
 }
 
+impl From<TenantSettings> for TenantSummary {
+    fn from(s: TenantSettings) -> Self {
+        Self {
+            id: s.id,
+            name: s.name,
+            created_at: s.created_at,
+            device_limit: s.device_limit,
+            devices: s.devices,
+            open_alarms: s.open_alarms,
+        }
+    }
+}
+
 /// Tenants the caller may act on: an MSP's tenants (for a technician, those
 /// on its access list), or a tenant user's own.
 #[utoipa::path(get, path = "/api/v1/tenants", tag = "tenants", security(("bearer" = [])),
@@ -70,17 +83,9 @@ pub async fn list(
         }
         (Some(own), None) => {
             let mut tx = state.db.begin_tenant(TenantId::from_uuid(own)).await?;
-            let rows: Vec<TenantSummary> = sqlx::query_as(
-                "SELECT t.id, t.name, t.created_at, t.device_limit,
-                        (SELECT count(*) FROM devices d WHERE d.tenant_id = t.id AND d.revoked_at IS NULL) AS devices,
-                        (SELECT count(*) FROM alarms a WHERE a.tenant_id = t.id AND a.status = 'open') AS open_alarms
-                 FROM tenants t WHERE t.id = $1",
-            )
-            .bind(own)
-            .fetch_all(&mut *tx)
-            .await?;
+            let own = settings(&mut tx).await?;
             tx.commit().await?;
-            Ok(Json(rows))
+            Ok(Json(vec![own.into()]))
         }
         _ => Err(ApiError::unauthenticated(
             "access token has no tenant or organisation",
@@ -312,14 +317,7 @@ pub async fn claim(
     .await?;
     let s = settings(&mut tx).await?;
     tx.commit().await?;
-    Ok(Json(TenantSummary {
-        id: s.id,
-        name: s.name,
-        created_at: s.created_at,
-        device_limit: s.device_limit,
-        devices: s.devices,
-        open_alarms: s.open_alarms,
-    }))
+    Ok(Json(s.into()))
 }
 
 /// Stop running a tenant: the MSP loses access; the tenant's own

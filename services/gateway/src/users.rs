@@ -2,11 +2,12 @@
 //! of an MSP organisation (MSP admins), with technicians' tenant access lists.
 
 use crate::accounts::{
-    TokenResponse, UserRow, begin_identity, email_taken, insert_user, login_tokens,
+    TokenResponse, UserRow, begin_identity, email_taken, email_verified, insert_user, login_tokens,
 };
 use crate::audit;
 use crate::claims::Role;
 use crate::ctx::{Acting, Caller, client_ip};
+use crate::devices::{Revocable, revoke_row};
 use crate::error::{ApiError, ApiResult};
 use crate::password;
 use crate::state::Shared;
@@ -95,20 +96,27 @@ pub struct InvitationView {
     pub expires_at: DateTime<Utc>,
 }
 
-async fn require_verified(state: &Shared, caller: &Caller) -> ApiResult<()> {
-    let mut tx = begin_identity(state, None, Some(caller.user())).await?;
-    let verified: Option<bool> =
-        sqlx::query_scalar("SELECT email_verified_at IS NOT NULL FROM users WHERE id = $1")
-            .bind(caller.user())
-            .fetch_optional(&mut *tx)
-            .await?;
-    tx.commit().await?;
-    if verified != Some(true) {
+/// What both invitation endpoints check first: the inviter's own address
+/// is confirmed and the invited one is valid and has no account. Returns
+/// the normalised address and a fresh invitation secret.
+async fn prepare_invitation(
+    state: &Shared,
+    caller: &Caller,
+    email: &str,
+) -> ApiResult<(String, InvitationSecret)> {
+    if email_verified(state, caller.user()).await? != Some(true) {
         return Err(ApiError::forbidden(
             "confirm your own e-mail address (see the link we sent) before inviting others",
         ));
     }
-    Ok(())
+    let email = validate::email(email)?;
+    if email_taken(state, &email).await? {
+        return Err(ApiError::conflict(
+            "email_taken",
+            "an account with this e-mail address exists",
+        ));
+    }
+    Ok((email, InvitationSecret::generate()))
 }
 
 async fn send_invitation(
@@ -151,15 +159,7 @@ pub async fn invite(
             "invite MSP users at /api/v1/org/invitations",
         ));
     }
-    require_verified(&state, &acting.caller).await?;
-    let email = validate::email(&req.email)?;
-    if email_taken(&state, &email).await? {
-        return Err(ApiError::conflict(
-            "email_taken",
-            "an account with this e-mail address exists",
-        ));
-    }
-    let secret = InvitationSecret::generate();
+    let (email, secret) = prepare_invitation(&state, &acting.caller, &req.email).await?;
     let mut tx = acting.begin(&state).await?;
     let inv = insert_invitation(
         &mut tx,
@@ -207,15 +207,7 @@ pub async fn invite_org(
             "invite tenant users at /api/v1/invitations with X-Mamori-Tenant",
         ));
     }
-    require_verified(&state, &caller).await?;
-    let email = validate::email(&req.email)?;
-    if email_taken(&state, &email).await? {
-        return Err(ApiError::conflict(
-            "email_taken",
-            "an account with this e-mail address exists",
-        ));
-    }
-    let secret = InvitationSecret::generate();
+    let (email, secret) = prepare_invitation(&state, &caller, &req.email).await?;
     let mut tx = begin_identity(&state, Some(org), Some(caller.user())).await?;
     let inv = insert_invitation(
         &mut tx,
@@ -299,26 +291,10 @@ pub async fn revoke_invitation(
     acting: Acting,
     Path(id): Path<Uuid>,
 ) -> ApiResult<StatusCode> {
-    acting.require_admin()?;
-    let mut tx = acting.begin(&state).await?;
-    let email: Option<String> = sqlx::query_scalar(
-        "UPDATE invitations SET revoked_at = coalesce(revoked_at, now())
-         WHERE tenant_id = $1 AND id = $2 AND accepted_at IS NULL RETURNING email",
-    )
-    .bind(acting.tenant.as_uuid())
-    .bind(id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let email = email.ok_or_else(|| ApiError::not_found("pending invitation"))?;
-    audit::by(
-        &mut tx,
-        &acting,
-        "user.invitation_revoke",
-        &email,
-        serde_json::json!({ "invitation_id": id }),
-    )
-    .await?;
-    tx.commit().await?;
+    revoke_row(&state, &acting, Revocable::Invitation, id)
+        .await?
+        .commit()
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -86,6 +86,41 @@ pub fn limit(raw: Option<u32>) -> ApiResult<i64> {
     }
 }
 
+/// The `[from, to)` of a listing: `to` defaults to now, `from` to `span`
+/// before `to`.
+pub fn time_range(
+    from: Option<chrono::DateTime<chrono::Utc>>,
+    to: Option<chrono::DateTime<chrono::Utc>>,
+    span: chrono::Duration,
+) -> ApiResult<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> {
+    let to = to.unwrap_or_else(chrono::Utc::now);
+    let from = match from {
+        Some(f) => f,
+        None => to
+            .checked_sub_signed(span)
+            .ok_or_else(|| ApiError::invalid("to", "is out of range"))?,
+    };
+    Ok((from, to))
+}
+
+/// Cuts a page fetched with `limit + 1` rows to `limit` and returns the
+/// cursor of the next page (absent on the last one), from the last row's
+/// time and id.
+pub fn next_page<T>(
+    rows: &mut Vec<T>,
+    limit: i64,
+    key: impl Fn(&T) -> (chrono::DateTime<chrono::Utc>, uuid::Uuid),
+) -> Option<String> {
+    if rows.len() as i64 <= limit {
+        return None;
+    }
+    rows.truncate(usize::try_from(limit).unwrap_or(0));
+    rows.last().map(|r| {
+        let (ts, id) = key(r);
+        crate::events::encode_cursor(ts, id)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
