@@ -1385,3 +1385,46 @@ async fn finished_days_get_search_indexes_and_stay_searchable() {
         .await;
     assert_eq!(page["events"].as_array().unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn a_withdrawn_invitation_cannot_be_accepted() {
+    let g = Gw::start().await;
+    let admin = g.signup("Withdraw KK", "tenant").await;
+    verify(&g, &admin).await;
+    let email = "changed-my-mind@withdraw.example.com";
+    let (status, inv) = g
+        .post(
+            &admin,
+            "/api/v1/invitations",
+            json!({ "email": email, "role": "auditor" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{inv}");
+    let code_text = g.code_mailed_to(email, "mmi_");
+    let (status, _) = g
+        .post(
+            &admin,
+            &format!("/api/v1/invitations/{}/revoke", inv["id"].as_str().unwrap()),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, v) = g
+        .call(
+            None,
+            Method::POST,
+            "/api/v1/invitations/accept",
+            Some(json!({ "token": code_text, "password": PASSWORD })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{v}");
+    assert_eq!(code(&v), "invitation_expired");
+    let (_, list) = g.get(&admin, "/api/v1/invitations").await;
+    assert!(list[0]["revoked_at"].is_string(), "{list}");
+    let (_, users) = g.get(&admin, "/api/v1/users").await;
+    assert_eq!(users.as_array().unwrap().len(), 1, "no account was made");
+    let (_, audit) = g
+        .get(&admin, "/api/v1/audit?action=user.invitation_revoke")
+        .await;
+    assert_eq!(audit["entries"][0]["target"], email);
+}
