@@ -289,6 +289,16 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// The acked index in the spool's cursor file (read without opening the
+/// spool, which the running agent holds).
+fn acked_index(state_dir: &Path) -> u64 {
+    std::fs::read(mamori_agent::spool_dir(state_dir).join("acked"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["acked"].as_u64())
+        .unwrap_or(0)
+}
+
 fn pending(state_dir: &Path) -> u64 {
     Spool::open(mamori_agent::spool_dir(state_dir), SpoolConfig::default())
         .unwrap()
@@ -525,9 +535,12 @@ async fn events_from_an_outage_arrive_when_the_server_returns() {
         fake.logon_users() == ["frank"]
     })
     .await;
-    // The server has the batch; give its ack a moment before stopping (the
-    // shutdown drain is tested on its own below).
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The server has the batch; wait until its ack is in the durable cursor
+    // before stopping (the shutdown drain is tested on its own below).
+    eventually("the ack to reach the spool cursor", || {
+        acked_index(&s.state) >= 1
+    })
+    .await;
     agent.stop().await;
     assert_eq!(pending(&s.state), 0);
     assert_eq!(fake.logon_users(), ["frank"], "sent once");
