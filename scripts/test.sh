@@ -10,6 +10,13 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/mamori-target}
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
 ensure_servers_installed
+# The alarm tests deliver e-mail to a real SMTP server: Python's aiosmtpd,
+# from Debian's packages, under Debian's python3.
+if ! /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
+    log "installing python3-aiosmtpd (the tests' SMTP server)"
+    apt_install python3-aiosmtpd
+fi
+export MAMORI_TEST_PYTHON=/usr/bin/python3
 if ! command -v cargo-nextest >/dev/null 2>&1; then
     log "installing cargo-nextest"
     cargo install --locked cargo-nextest

@@ -6,7 +6,9 @@
 //! service over gRPC (`uplink`), deleting events only once the server has
 //! acked them. The agent keeps collecting while the server is unreachable or
 //! refuses it, survives being killed and the machine losing power, and drains
-//! its backlog at a bounded rate when the server comes back.
+//! its backlog at a bounded rate when the server comes back. It enforces
+//! the [`policy`] the server pushes down the same stream (banned apps are
+//! killed as they start), from its stored copy while offline.
 //!
 //! The agent is meant to be small: one thread for everything (the binary runs
 //! a current-thread tokio runtime), plus one for hashing executables and the
@@ -14,6 +16,7 @@
 
 pub mod collector;
 pub mod error;
+pub mod policy;
 pub mod spool;
 
 mod channel;

@@ -14,6 +14,7 @@ use crate::collector::logon::{DEFAULT_WTMP, LogonCollector};
 use crate::collector::process::ProcessCollector;
 use crate::collector::{Collector, CollectorSet};
 use crate::error::{Error, Result};
+use crate::policy::PolicyState;
 use crate::sink::{EventSink, SharedSpool, lock};
 use crate::spool::{Spool, SpoolConfig};
 use crate::state::StateDir;
@@ -102,8 +103,9 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
     let wake = Arc::new(Notify::new());
     let sink = EventSink::new(spool.clone(), clock.clone(), wake.clone());
 
+    let policy = Arc::new(PolicyState::load(state.policy_path()));
     let mut tasks = JoinSet::new();
-    for collector in collectors(&opts, &state) {
+    for collector in collectors(&opts, &state, &policy) {
         let sink = sink.clone();
         tasks.spawn(async move {
             let name = collector.name();
@@ -120,6 +122,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
         spool.clone(),
         wake,
         clock,
+        policy,
         UplinkOptions {
             batch_max_events: opts.batch_max_events,
             drain_rate: opts.drain_rate,
@@ -135,10 +138,16 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
     Ok(())
 }
 
-fn collectors(opts: &RunOptions, state: &StateDir) -> Vec<Box<dyn Collector>> {
+fn collectors(
+    opts: &RunOptions,
+    state: &StateDir,
+    policy: &Arc<PolicyState>,
+) -> Vec<Box<dyn Collector>> {
     let mut list: Vec<Box<dyn Collector>> = Vec::new();
     if opts.collectors.process {
-        list.push(Box::new(ProcessCollector::new()));
+        list.push(Box::new(
+            ProcessCollector::new().enforcing(Arc::clone(policy)),
+        ));
     }
     if opts.collectors.logon {
         list.push(Box::new(LogonCollector::new(

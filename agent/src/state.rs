@@ -6,6 +6,7 @@
 //! * `instance-id` — a random id made once per installation, kept even when
 //!   enrollment fails so every attempt presents the same one.
 //! * `spool/` — the event spool; `wtmp.offset` — the logon collector's place.
+//! * `policy.pb` — the policy last received, enforced from start-up.
 //! * `lock` — held by a running agent so two never share a spool.
 
 use std::fs::{File, OpenOptions};
@@ -44,6 +45,11 @@ impl StateDir {
 
     pub(crate) fn spool_dir(&self) -> PathBuf {
         self.root.join("spool")
+    }
+
+    /// The last policy received from the server (protobuf).
+    pub(crate) fn policy_path(&self) -> PathBuf {
+        self.root.join("policy.pb")
     }
 
     pub(crate) fn wtmp_offset_path(&self) -> PathBuf {

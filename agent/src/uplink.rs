@@ -32,7 +32,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use mamori_proto::agent::v1::{
-    AgentMessage, EventBatch, Hello, ServerMessage, agent_message, server_message,
+    AgentMessage, EventBatch, Hello, PolicyApplied, PolicyUpdate, ServerMessage, agent_message,
+    server_message,
 };
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::{Notify, mpsc};
@@ -44,6 +45,7 @@ use tracing::Instrument;
 use crate::channel;
 use crate::clock::{ClockOffset, OffsetEstimator, now_us};
 use crate::error::Error;
+use crate::policy::PolicyState;
 use crate::sink::{SharedSpool, lock};
 use crate::spool::Batch;
 use crate::state::{AgentConfig, StateDir};
@@ -52,6 +54,8 @@ use throttle::TokenBucket;
 
 /// Batches sent and not yet acked, at most.
 pub(crate) const WINDOW: usize = 8;
+/// Room in the outgoing channel for policy reports beside the batches.
+const POLICY_REPORTS: usize = 4;
 /// How long a live event may wait for its batch to fill.
 pub(crate) const BATCH_WAIT: Duration = Duration::from_secs(1);
 /// Encoded events per batch, at most: well under the server's 4 MiB message
@@ -114,6 +118,7 @@ pub(crate) struct Uplink {
     spool: SharedSpool,
     wake: Arc<Notify>,
     clock: Arc<ClockOffset>,
+    policy: Arc<PolicyState>,
     estimator: OffsetEstimator,
     opts: UplinkOptions,
     rejected_batches: u64,
@@ -126,6 +131,7 @@ impl Uplink {
         spool: SharedSpool,
         wake: Arc<Notify>,
         clock: Arc<ClockOffset>,
+        policy: Arc<PolicyState>,
         opts: UplinkOptions,
     ) -> Self {
         Uplink {
@@ -133,6 +139,7 @@ impl Uplink {
             spool,
             wake,
             clock,
+            policy,
             estimator: OffsetEstimator::default(),
             opts,
             rejected_batches: 0,
@@ -220,6 +227,11 @@ impl Uplink {
                     return SessionEnd::Stopped;
                 }
                 msg = inbound.next() => match msg {
+                    Some(Ok(ServerMessage { body: Some(server_message::Body::Policy(update)) })) => {
+                        if let Err(end) = self.on_policy(update, &tx) {
+                            return end;
+                        }
+                    }
                     Some(Ok(msg)) => {
                         if self.on_message(msg, &mut st) {
                             backoff.reset();
@@ -257,13 +269,14 @@ impl Uplink {
             e => SessionEnd::Transient(e.to_string()),
         })?;
 
-        let (tx, rx) = mpsc::channel(WINDOW + 1);
+        let (tx, rx) = mpsc::channel(WINDOW + 1 + POLICY_REPORTS);
         let hello = {
             let spool = lock(&self.spool);
             Hello {
                 agent_version: env!("CARGO_PKG_VERSION").to_string(),
                 spool_dropped_total: spool.dropped_total(),
                 spool_pending_events: spool.pending(),
+                policy_revision: self.policy.revision(),
             }
         };
         let _ = tx.try_send(AgentMessage {
@@ -431,8 +444,9 @@ impl Uplink {
                 device_id: st.device_id.clone(),
             })),
         };
-        // The channel holds Hello plus at most WINDOW batches, so it is never
-        // full; a closed one means the stream is gone.
+        // The channel holds Hello, at most WINDOW batches and a few policy
+        // reports, so a batch never finds it full; a closed one means the
+        // stream is gone.
         tx.try_send(msg)
             .map_err(|_| SessionEnd::Transient("the outgoing stream closed".into()))?;
         tracing::debug!(
@@ -442,6 +456,38 @@ impl Uplink {
         );
         st.in_flight.push_back(in_flight);
         Ok(())
+    }
+
+    /// Stores and enforces a policy from the server and says so (or why
+    /// not: the previous policy stays in force).
+    fn on_policy(
+        &self,
+        update: PolicyUpdate,
+        tx: &mpsc::Sender<AgentMessage>,
+    ) -> Result<(), SessionEnd> {
+        let revision = update.revision;
+        let error = match self.policy.apply(update) {
+            Ok(_) => {
+                tracing::info!(revision, "policy applied");
+                String::new()
+            }
+            Err(e) => {
+                tracing::error!(revision, error = %e, "policy not applied; the previous one stays in force");
+                e.to_string()
+            }
+        };
+        let applied = AgentMessage {
+            body: Some(agent_message::Body::PolicyApplied(PolicyApplied {
+                revision,
+                error,
+            })),
+        };
+        // The channel has room for a few reports beyond the batches; a
+        // stream too clogged for one is reconnected, and the hello reports
+        // the revision then.
+        tx.try_send(applied).map_err(|_| {
+            SessionEnd::Transient("cannot report the applied policy: stream is full".into())
+        })
     }
 
     /// Settles a batch; true on an ack (the connection works).
@@ -486,7 +532,8 @@ impl Uplink {
                 );
                 false
             }
-            None => false,
+            // Handled by the session loop before it gets here.
+            Some(server_message::Body::Policy(_)) | None => false,
         }
     }
 }

@@ -162,7 +162,7 @@ impl AgentService for Fake {
                             }),
                         }
                     }
-                    None => continue,
+                    Some(agent_message::Body::PolicyApplied(_)) | None => continue,
                 };
                 if tx
                     .send(Ok(ServerMessage { body: Some(reply) }))

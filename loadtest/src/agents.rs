@@ -267,7 +267,7 @@ async fn run_agent(
                 report.rejected += 1;
                 (r.sequence, 0)
             }
-            None => continue,
+            Some(server_message::Body::Policy(_)) | None => continue,
         };
         if let Some(pos) = inflight.iter().position(|(s, _, _)| *s == seq) {
             let (_, at, n) = inflight.remove(pos).expect("position is valid");

@@ -48,6 +48,7 @@ pub fn event(rng: &mut impl Rng, now_us: i64) -> Event {
             window_title: "無題 - メモ帳".into(),
             uid: 1000,
             exit_code: 0,
+            ..Default::default()
         }),
         40..65 => Kind::File(FileEvent {
             action: *[

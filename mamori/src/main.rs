@@ -1,6 +1,7 @@
 //! `mamori`: the one server binary. Each role is a subcommand (`ingest`,
-//! `writer`, or `all` of them in one process); `migrate` prepares the
-//! database; `tenant`, `token` and `device` are the operator's admin commands.
+//! `writer`, `gateway`, `alerting`, or `all` of them in one process);
+//! `migrate` prepares the database; `tenant`, `token`, `device`, `user` and
+//! `keys` are the operator's admin commands.
 
 mod admin;
 
@@ -22,7 +23,7 @@ use std::path::PathBuf;
     about = "Mamori: endpoint monitoring and leak prevention"
 )]
 struct Cli {
-    /// Optional TOML config file (sections [ingest], [writer], [gateway], [admin];
+    /// Optional TOML config file (sections [ingest], [writer], [gateway], [alerting], [admin];
     /// top-level keys apply to all). MAMORI_* variables override it.
     #[arg(long, global = true, env = "MAMORI_CONFIG")]
     config: Option<PathBuf>,
@@ -40,6 +41,8 @@ enum Command {
     Writer,
     /// Runs the public HTTP gateway (REST API).
     Gateway,
+    /// Runs the alarm rules and notifications.
+    Alerting,
     /// Runs every role in one process (small office, development).
     All,
     /// Tenants.
@@ -89,6 +92,10 @@ impl Settings {
                 (
                     "gateway",
                     mamori_config::keys_of::<mamori_gateway::Config>(),
+                ),
+                (
+                    "alerting",
+                    mamori_config::keys_of::<mamori_alerting::Config>(),
                 ),
                 ("admin", mamori_config::keys_of::<admin::Config>()),
             ])?;
@@ -148,15 +155,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             });
             running.wait().await
         }
+        Command::Alerting => {
+            let _telemetry = mamori_telemetry::init("mamori-alerting")?;
+            mamori_telemetry::metrics_handle();
+            let running = mamori_alerting::start(settings.get("alerting")?).await?;
+            shutdown_signal().await;
+            running.shutdown().await;
+            Ok(())
+        }
         Command::All => {
             let _telemetry = mamori_telemetry::init("mamori")?;
             mamori_telemetry::metrics_handle();
             let writer = mamori_writer::start(settings.get("writer")?).await?;
             let ingest = mamori_ingest::start(settings.get("ingest")?).await?;
             let gateway = mamori_gateway::start(settings.get("gateway")?).await?;
+            let alerting = mamori_alerting::start(settings.get("alerting")?).await?;
             println!(
-                "mamori is running: gateway http://{} (ops {}), ingest gRPC on {} (ops {}), writer ops on {}",
-                gateway.addr, gateway.ops_addr, ingest.grpc_addr, ingest.ops_addr, writer.ops_addr
+                "mamori is running: gateway http://{} (ops {}), ingest gRPC on {} (ops {}), writer ops on {}, alerting ops on {}",
+                gateway.addr,
+                gateway.ops_addr,
+                ingest.grpc_addr,
+                ingest.ops_addr,
+                writer.ops_addr,
+                alerting.ops_addr
             );
             let stop = ingest.stopper();
             let gateway_stop = gateway.stopper();
@@ -167,6 +188,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             gateway.shutdown().await?;
             ingest.shutdown().await?;
+            alerting.shutdown().await;
             writer.shutdown().await;
             Ok(())
         }

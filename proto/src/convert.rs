@@ -14,6 +14,7 @@ pub enum EventKind {
     Unlock = 4,
     ProcessStart = 10,
     ProcessStop = 11,
+    ProcessBlocked = 12,
     FileCreate = 20,
     FileModify = 21,
     FileCopy = 22,
@@ -37,13 +38,14 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 26] = [
+    pub const ALL: [EventKind; 27] = [
         Self::Logon,
         Self::Logoff,
         Self::Lock,
         Self::Unlock,
         Self::ProcessStart,
         Self::ProcessStop,
+        Self::ProcessBlocked,
         Self::FileCreate,
         Self::FileModify,
         Self::FileCopy,
@@ -83,6 +85,7 @@ impl EventKind {
             Self::Unlock => "unlock",
             Self::ProcessStart => "process_start",
             Self::ProcessStop => "process_stop",
+            Self::ProcessBlocked => "process_blocked",
             Self::FileCreate => "file_create",
             Self::FileModify => "file_modify",
             Self::FileCopy => "file_copy",
@@ -126,6 +129,7 @@ pub fn kind_of(event: &Event) -> Option<EventKind> {
         Kind::Process(e) => match e.action() {
             ProcessAction::Start => K::ProcessStart,
             ProcessAction::Stop => K::ProcessStop,
+            ProcessAction::Blocked => K::ProcessBlocked,
             ProcessAction::Unspecified => return None,
         },
         Kind::File(e) => match e.action() {
@@ -158,6 +162,18 @@ pub fn kind_of(event: &Event) -> Option<EventKind> {
         Kind::SecurityStatus(_) => K::SecurityStatus,
         Kind::LanSighting(_) => K::LanSighting,
     })
+}
+
+/// An executable's file name as banned-app rules match it: lower-case,
+/// without a trailing `.exe`, from a Unix or Windows path
+/// (`C:\\P2P\\Winny.exe` → `winny`).
+pub fn app_name(path: &str) -> String {
+    let file = path.rsplit(['/', '\\']).next().unwrap_or(path);
+    let lower = file.to_lowercase();
+    lower
+        .strip_suffix(".exe")
+        .map(str::to_owned)
+        .unwrap_or(lower)
 }
 
 /// The text an operator searches for: the executable, path, URL or device

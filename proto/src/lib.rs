@@ -12,7 +12,7 @@ pub mod agent {
 
 mod convert;
 
-pub use convert::{EventKind, kind_of, subject};
+pub use convert::{EventKind, app_name, kind_of, subject};
 
 /// The encoded `FileDescriptorSet` of every Mamori proto, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("mamori_descriptor");

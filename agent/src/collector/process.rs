@@ -26,8 +26,10 @@ use mamori_proto::agent::v1::{ProcessEvent, event::Kind, process_event::Action};
 use super::{Collector, EventSink};
 use crate::clock::now_us;
 use crate::error::{Error, Result};
+use crate::policy::{PolicyState, Verdict};
 use crate::users::Users;
 use hash::{FileKey, HashCache, Hasher, Job};
+use mamori_proto::agent::v1::banned_app::Action as BanAction;
 use netlink::{ProcConnector, ProcEvent};
 use procfs::Procfs;
 
@@ -45,10 +47,13 @@ enum Source {
     Poll,
 }
 
-/// The process collector.
+/// The process collector. With a policy it also enforces the banned-app
+/// rules: a matching process is killed as soon as its exec is seen, and the
+/// event says what was stopped and why.
 #[derive(Debug, Clone)]
 pub struct ProcessCollector {
     source: Source,
+    policy: Option<Arc<PolicyState>>,
 }
 
 impl ProcessCollector {
@@ -56,6 +61,7 @@ impl ProcessCollector {
     pub fn new() -> Self {
         ProcessCollector {
             source: Source::Auto,
+            policy: None,
         }
     }
 
@@ -63,8 +69,43 @@ impl ProcessCollector {
     pub fn polling() -> Self {
         ProcessCollector {
             source: Source::Poll,
+            policy: None,
         }
     }
+
+    /// Enforces `policy`'s banned apps.
+    pub fn enforcing(mut self, policy: Arc<PolicyState>) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+}
+
+/// Stops a process under a banned-app rule: kills it (SIGKILL, at once) and
+/// turns its start event into a "blocked" one. Logging rules leave it be.
+pub(crate) fn enforce(event: &mut ProcessEvent, verdict: &Verdict) {
+    if verdict.action == BanAction::Log {
+        return;
+    }
+    let outcome = match nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(event.pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    ) {
+        Ok(()) => "killed".to_owned(),
+        Err(nix::errno::Errno::ESRCH) => "already gone".to_owned(),
+        Err(e) => format!("could not be killed: {e}"),
+    };
+    tracing::info!(pid = event.pid, exe = %event.exe_path, reason = %verdict.reason, %outcome, "banned app stopped");
+    metrics_stopped();
+    event.action = Action::Blocked as i32;
+    event.blocked_reason = format!("{}: {outcome}", verdict.reason);
+    event.policy_revision = verdict.revision;
+}
+
+/// Counted for the agent's log; the agent has no metrics endpoint.
+fn metrics_stopped() {
+    static STOPPED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = STOPPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    tracing::debug!(stopped_total = n, "banned processes stopped");
 }
 
 impl Default for ProcessCollector {
@@ -80,7 +121,7 @@ impl Collector for ProcessCollector {
 
     fn run(self: Box<Self>, sink: EventSink) -> BoxFuture<'static, Result<()>> {
         Box::pin(async move {
-            let mut handler = Handler::new(sink);
+            let mut handler = Handler::new(sink, self.policy);
             if self.source == Source::Auto {
                 match ProcConnector::open() {
                     Ok(conn) => {
@@ -169,11 +210,13 @@ struct Handler {
     /// Started on the first binary that is not in the cache.
     hasher: Option<Hasher>,
     started: HashMap<u32, Started>,
+    policy: Option<Arc<PolicyState>>,
 }
 
 impl Handler {
-    fn new(sink: EventSink) -> Self {
+    fn new(sink: EventSink, policy: Option<Arc<PolicyState>>) -> Self {
         Handler {
+            policy,
             sink,
             procfs: Procfs::default(),
             users: Users::new("/etc/passwd"),
@@ -186,6 +229,10 @@ impl Handler {
     fn on_exec(&mut self, pid: u32) {
         let occurred_at_us = now_us();
         let info = self.procfs.inspect(pid);
+        // Decide on the name and path first: a banned process is killed
+        // before anything else is read.
+        let policy = self.policy.as_ref().map(|p| p.current());
+        let verdict = policy.as_ref().and_then(|p| p.check_path(&info.exe_path));
         let parent_exe_path = match info.ppid {
             0 => String::new(),
             ppid => self.procfs.exe_path(ppid).unwrap_or_default(),
@@ -216,6 +263,13 @@ impl Handler {
             uid,
             ..Default::default()
         };
+        if let Some(v) = &verdict {
+            enforce(&mut event, v);
+            if event.action == Action::Blocked as i32 {
+                // No stop event follows a blocked start.
+                self.started.remove(&pid);
+            }
+        }
 
         let Some(file) = info.exe else {
             return self.emit(occurred_at_us, os_user, event);
@@ -235,6 +289,12 @@ impl Handler {
         if let Some(hash) = cached {
             if let Some(hash) = hash {
                 event.exe_sha256 = hash.to_vec();
+                if verdict.is_none()
+                    && let Some(v) = policy.as_ref().and_then(|p| p.check_hash(&hash))
+                {
+                    enforce(&mut event, &v);
+                    self.started.remove(&pid);
+                }
             }
             return self.emit(occurred_at_us, os_user, event);
         }
@@ -282,7 +342,7 @@ impl Handler {
 
     fn hasher(&mut self) -> Option<&Hasher> {
         if self.hasher.is_none() {
-            match Hasher::start(self.cache.clone(), self.sink.clone()) {
+            match Hasher::start(self.cache.clone(), self.sink.clone(), self.policy.clone()) {
                 Ok(h) => self.hasher = Some(h),
                 Err(e) => tracing::warn!(error = %e, "cannot start the hashing thread"),
             }

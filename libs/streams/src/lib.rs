@@ -1,5 +1,5 @@
 //! The Redis event streams between ingest and its consumers (writer, and
-//! later alerting).
+//! alerting).
 //!
 //! Events are spread over `shards` streams named `mamori:events:{N}`; a
 //! device always lands on the same shard, so its batches stay in order. The
@@ -7,7 +7,12 @@
 //! spread over the cluster's nodes. Each stream entry is one accepted batch,
 //! a protobuf `StreamBatch` in the field `b`.
 
+mod consumer;
 mod info;
+
+pub use consumer::{
+    Consumer, Entry, GroupSpec, Handler, connect, consumer_name, readiness, spawn_group,
+};
 
 pub use info::{GroupInfo, StreamId, groups, oldest_unfinished, value_text};
 
@@ -18,6 +23,9 @@ pub const BATCH_FIELD: &str = "b";
 
 /// The consumer group of the writer (PostgreSQL).
 pub const WRITER_GROUP: &str = "writer";
+
+/// The consumer group of the alerting service.
+pub const ALERTING_GROUP: &str = "alerting";
 
 /// Where entries that can never be written are moved, for an operator.
 pub const DEAD_LETTER_STREAM: &str = "mamori:events:dead";

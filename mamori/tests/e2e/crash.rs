@@ -66,7 +66,7 @@ fn spawn_agent(state: &Path, log: &Path) -> Proc {
     )
 }
 
-fn kill9(Proc(child): &mut Proc) {
+pub fn kill9(Proc(child): &mut Proc) {
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGKILL,

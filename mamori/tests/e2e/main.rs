@@ -12,6 +12,7 @@ mod enrollment;
 mod gateway;
 mod gateway_security;
 mod operations;
+mod policy_alarms;
 mod redis_faults;
 mod stream;
 mod tenancy;

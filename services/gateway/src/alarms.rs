@@ -11,23 +11,11 @@ use crate::validate;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
+use mamori_policy::document::CATEGORIES;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
-
-/// The alarm categories of the product class.
-pub const CATEGORIES: [&str; 9] = [
-    "environment_change",
-    "new_app",
-    "banned_app",
-    "after_hours",
-    "confidential_folder",
-    "mass_print",
-    "banned_web",
-    "device_control",
-    "unauthorized_pc",
-];
 
 /// Devices of a group and its sub-groups; `$1` is the tenant, `$2` the group.
 const GROUP_DEVICES: &str = "SELECT d.id FROM devices d WHERE d.tenant_id = $1 AND d.group_id IN (

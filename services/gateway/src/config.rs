@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub database_url: String,
+    /// Where policy change notices are published for ingest.
+    pub redis_url: String,
     /// HTTP listen address of the REST API (and later the console).
     pub gateway_addr: String,
     /// Metrics and health endpoint.
@@ -53,6 +55,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             database_url: "postgres://mamori@127.0.0.1:5432/mamori".into(),
+            redis_url: "redis://127.0.0.1:6379".into(),
             gateway_addr: "127.0.0.1:8080".into(),
             gateway_ops_addr: "127.0.0.1:9103".into(),
             public_url: "http://127.0.0.1:8080".into(),

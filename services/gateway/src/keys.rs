@@ -8,10 +8,8 @@
 //! token names a kid they have not seen.
 
 use crate::claims::Claims;
-use aes_gcm::aead::{Aead, Payload};
-use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::EncodePrivateKey;
@@ -47,113 +45,17 @@ pub enum TokenError {
     Invalid,
 }
 
-/// The key-encryption key.
-pub struct Kek(Aes256Gcm);
+pub use mamori_keywrap::Kek;
 
-impl std::fmt::Debug for Kek {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Kek(..)")
+/// Opens a wrapped Ed25519 seed.
+fn open_seed(kek: &Kek, kid: &str, wrapped: &[u8]) -> anyhow::Result<Zeroizing<[u8; 32]>> {
+    let plain = kek.open(kid, wrapped)?;
+    if plain.len() != 32 {
+        anyhow::bail!("signing key {kid} has the wrong length");
     }
-}
-
-impl Kek {
-    /// Parses 32 bytes of standard base64.
-    pub fn from_base64(text: &str) -> anyhow::Result<Self> {
-        let bytes = Zeroizing::new(
-            STANDARD
-                .decode(text.trim())
-                .map_err(|_| anyhow::anyhow!("key encryption key is not valid base64"))?,
-        );
-        if bytes.len() != 32 {
-            anyhow::bail!("key encryption key must be 32 bytes, got {}", bytes.len());
-        }
-        Ok(Self(
-            Aes256Gcm::new_from_slice(&bytes).expect("32-byte key is valid for AES-256"),
-        ))
-    }
-
-    /// A fresh random key, base64.
-    pub fn generate_base64() -> String {
-        let mut bytes = Zeroizing::new([0u8; 32]);
-        rand::rng().fill_bytes(bytes.as_mut());
-        STANDARD.encode(bytes.as_ref())
-    }
-
-    /// Reads the key from `path`, creating the file (mode 0600) with a fresh
-    /// key when it does not exist.
-    pub fn from_file(path: &str) -> anyhow::Result<Self> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        match std::fs::read_to_string(path) {
-            Ok(text) => Self::from_base64(&text)
-                .map_err(|e| anyhow::anyhow!("key_encryption_key_file {path:?}: {e}")),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let key = Self::generate_base64();
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(path)
-                    .map_err(|e| {
-                        anyhow::anyhow!("cannot create key_encryption_key_file {path:?}: {e}")
-                    })?;
-                f.write_all(key.as_bytes())?;
-                f.sync_all()?;
-                tracing::info!(path, "created a new key-encryption key");
-                Self::from_base64(&key)
-            }
-            Err(e) => Err(anyhow::anyhow!(
-                "cannot read key_encryption_key_file {path:?}: {e}"
-            )),
-        }
-    }
-
-    fn wrap(&self, kid: &str, seed: &[u8; 32]) -> Vec<u8> {
-        let mut nonce = [0u8; 12];
-        rand::rng().fill_bytes(&mut nonce);
-        let sealed = self
-            .0
-            .encrypt(
-                &Nonce::from(nonce),
-                Payload {
-                    msg: seed,
-                    aad: kid.as_bytes(),
-                },
-            )
-            .expect("AES-GCM encryption of 32 bytes cannot fail");
-        let mut out = nonce.to_vec();
-        out.extend_from_slice(&sealed);
-        out
-    }
-
-    fn unwrap(&self, kid: &str, wrapped: &[u8]) -> anyhow::Result<Zeroizing<[u8; 32]>> {
-        if wrapped.len() < 12 {
-            anyhow::bail!("signing key {kid} is truncated");
-        }
-        let (nonce, sealed) = wrapped.split_at(12);
-        let nonce: [u8; 12] = nonce.try_into().expect("split at 12");
-        let plain = Zeroizing::new(
-            self.0
-                .decrypt(
-                    &Nonce::from(nonce),
-                    Payload {
-                        msg: sealed,
-                        aad: kid.as_bytes(),
-                    },
-                )
-                .map_err(|_| {
-                    anyhow::anyhow!(
-                        "signing key {kid} does not decrypt with this key-encryption key (is MAMORI_KEY_ENCRYPTION_KEY the one the other gateways use?)"
-                    )
-                })?,
-        );
-        let mut seed = Zeroizing::new([0u8; 32]);
-        if plain.len() != 32 {
-            anyhow::bail!("signing key {kid} has the wrong length");
-        }
-        seed.copy_from_slice(&plain);
-        Ok(seed)
-    }
+    let mut seed = Zeroizing::new([0u8; 32]);
+    seed.copy_from_slice(&plain);
+    Ok(seed)
 }
 
 /// A key as listed by `mamori keys list`.
@@ -182,7 +84,7 @@ struct Loaded {
 
 /// The signing and verifying keys of this gateway process.
 pub struct KeyRing {
-    kek: Kek,
+    kek: std::sync::Arc<Kek>,
     state: RwLock<Loaded>,
     last_miss_reload: std::sync::Mutex<Option<Instant>>,
 }
@@ -218,7 +120,7 @@ pub async fn import_key(db: &Db, kek: &Kek, seed: &[u8; 32]) -> anyhow::Result<S
     sqlx::query("SELECT mamori_add_signing_key($1, $2, $3)")
         .bind(&kid)
         .bind(public.as_slice())
-        .bind(kek.wrap(&kid, seed))
+        .bind(kek.seal(&kid, seed))
         .execute(db.pool())
         .await?;
     Ok(kid)
@@ -255,7 +157,7 @@ pub async fn list_keys(db: &Db) -> anyhow::Result<Vec<KeyInfo>> {
 impl KeyRing {
     /// Loads the keys, creating the first one when there is none (under an
     /// advisory lock, so that replicas starting together agree on one).
-    pub async fn open(db: &Db, kek: Kek) -> anyhow::Result<Self> {
+    pub async fn open(db: &Db, kek: std::sync::Arc<Kek>) -> anyhow::Result<Self> {
         let mut rows = fetch(db.pool()).await?;
         if !rows.iter().any(|r| r.retired_at.is_none()) {
             let mut tx = db.pool().begin().await?;
@@ -384,7 +286,7 @@ fn build(kek: &Kek, rows: Vec<KeyRow>) -> anyhow::Result<Loaded> {
             .as_ref()
             .is_none_or(|(at, _, _)| row.created_at > *at)
         {
-            let seed = kek.unwrap(&row.kid, &row.private_key_wrapped)?;
+            let seed = open_seed(kek, &row.kid, &row.private_key_wrapped)?;
             let der = SigningKey::from_bytes(&seed)
                 .to_pkcs8_der()
                 .map_err(|e| anyhow::anyhow!("signing key {}: {e}", row.kid))?;
@@ -411,16 +313,10 @@ mod tests {
         let kek = Kek::from_base64(&Kek::generate_base64()).unwrap();
         let other = Kek::from_base64(&Kek::generate_base64()).unwrap();
         let seed = [7u8; 32];
-        let wrapped = kek.wrap("k1", &seed);
-        assert_eq!(*kek.unwrap("k1", &wrapped).unwrap(), seed);
-        assert!(kek.unwrap("k2", &wrapped).is_err(), "kid is bound");
-        assert!(other.unwrap("k1", &wrapped).is_err(), "kek is needed");
+        let wrapped = kek.seal("k1", &seed);
+        assert_eq!(*open_seed(&kek, "k1", &wrapped).unwrap(), seed);
+        assert!(open_seed(&kek, "k2", &wrapped).is_err(), "kid is bound");
+        assert!(open_seed(&other, "k1", &wrapped).is_err(), "kek is needed");
         assert!(!wrapped.windows(32).any(|w| w == seed), "stored encrypted");
-    }
-
-    #[test]
-    fn kek_must_be_32_bytes_of_base64() {
-        assert!(Kek::from_base64("not base64!").is_err());
-        assert!(Kek::from_base64(&STANDARD.encode([1u8; 16])).is_err());
     }
 }

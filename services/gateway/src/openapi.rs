@@ -72,6 +72,20 @@ impl Modify for Bearer {
         crate::alarms::acknowledge,
         crate::alarms::context,
         crate::alarms::calendar,
+        crate::policies::list,
+        crate::policies::get_tenant,
+        crate::policies::put_tenant,
+        crate::policies::clear_tenant,
+        crate::policies::tenant_versions,
+        crate::policies::get_target,
+        crate::policies::put_target,
+        crate::policies::clear_target,
+        crate::policies::target_versions,
+        crate::policies::effective,
+        crate::policies::move_device,
+        crate::policies::create_webhook,
+        crate::policies::list_webhooks,
+        crate::policies::delete_webhook,
     ),
     modifiers(&Bearer),
     tags(
@@ -81,6 +95,7 @@ impl Modify for Bearer {
         (name = "devices", description = "Devices, enrollment tokens, groups"),
         (name = "logs", description = "Operation-log search and export, audit trail"),
         (name = "alarms", description = "Alarms, the operation log around them, the violation calendar"),
+        (name = "policies", description = "Policies per tenant, group and device; effective policies; webhooks"),
     )
 )]
 pub struct ApiDoc;

@@ -6,16 +6,16 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::keys::{Kek, KeyRing};
 use crate::limits::{Keyed, Limits};
-use crate::mail::Mailer;
 use crate::state::{AppState, Shared};
-use crate::{accounts, alarms, devices, events, openapi, tenants, users};
+use crate::{accounts, alarms, devices, events, openapi, policies, tenants, users};
 use anyhow::Context;
 use axum::Router;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderName, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch, post, put};
+use axum::routing::{delete, get, patch, post, put};
+use mamori_mail::Mailer;
 use mamori_tenancy::Db;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -93,7 +93,36 @@ pub fn router(state: Shared) -> Router {
             post(devices::revoke_token),
         )
         .route("/devices", get(devices::list))
-        .route("/devices/{id}", get(devices::get).delete(devices::delete))
+        .route(
+            "/devices/{id}",
+            get(devices::get)
+                .delete(devices::delete)
+                .patch(policies::move_device),
+        )
+        .route("/devices/{id}/policy", get(policies::effective))
+        .route("/policies", get(policies::list))
+        .route(
+            "/policies/tenant",
+            get(policies::get_tenant)
+                .put(policies::put_tenant)
+                .delete(policies::clear_tenant),
+        )
+        .route("/policies/tenant/versions", get(policies::tenant_versions))
+        .route(
+            "/policies/{kind}/{id}",
+            get(policies::get_target)
+                .put(policies::put_target)
+                .delete(policies::clear_target),
+        )
+        .route(
+            "/policies/{kind}/{id}/versions",
+            get(policies::target_versions),
+        )
+        .route(
+            "/webhooks",
+            get(policies::list_webhooks).post(policies::create_webhook),
+        )
+        .route("/webhooks/{id}", delete(policies::delete_webhook))
         .route("/devices/{id}/revoke", post(devices::revoke))
         .route(
             "/groups",
@@ -237,8 +266,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let db = Db::connect(&config.database_url, config.db_max_connections)
         .await
         .context("cannot connect to PostgreSQL (MAMORI_DATABASE_URL)")?;
-    let keys = KeyRing::open(&db, kek).await?;
-    let mailer = Mailer::from_config(&config)?;
+    let kek = Arc::new(kek);
+    let keys = KeyRing::open(&db, Arc::clone(&kek)).await?;
+    let redis = redis::Client::open(config.redis_url.as_str())
+        .with_context(|| format!("MAMORI_REDIS_URL {:?} is not a Redis URL", config.redis_url))?;
+    let mailer = Mailer::new(&config.smtp_url, &config.mail_dir, &config.mail_from)?;
     let limits = Limits {
         ip: Keyed::new(config.api_ip_rate, config.api_ip_burst),
         tenant: Keyed::new(config.api_tenant_rate, config.api_tenant_burst),
@@ -250,6 +282,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         cfg: config.clone(),
         mailer,
         limits,
+        redis,
+        kek,
     });
     let ready_db = db.clone();
     let ops_addr = mamori_telemetry::serve_ops(

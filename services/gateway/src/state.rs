@@ -3,7 +3,7 @@
 use crate::config::Config;
 use crate::keys::KeyRing;
 use crate::limits::Limits;
-use crate::mail::Mailer;
+use mamori_mail::Mailer;
 use mamori_tenancy::Db;
 use std::sync::Arc;
 
@@ -14,6 +14,10 @@ pub struct AppState {
     pub cfg: Config,
     pub mailer: Mailer,
     pub limits: Limits,
+    /// Policy change notices go out through it.
+    pub redis: redis::Client,
+    /// Webhook secrets are sealed under it.
+    pub kek: std::sync::Arc<crate::keys::Kek>,
 }
 
 pub type Shared = Arc<AppState>;

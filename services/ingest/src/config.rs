@@ -34,6 +34,9 @@ pub struct Config {
     pub backpressure_wait_ms: u64,
     /// How often open streams are checked against device revocations.
     pub revocation_check_ms: u64,
+    /// How often connected agents' policy revisions are compared with their
+    /// tenants' (behind the immediate change notices), milliseconds.
+    pub policy_sweep_ms: u64,
     pub db_max_connections: u32,
 }
 
@@ -57,6 +60,7 @@ impl Default for Config {
             max_backlog_ms: 1_000,
             backpressure_wait_ms: 10_000,
             revocation_check_ms: 2_000,
+            policy_sweep_ms: 15_000,
             db_max_connections: 8,
         }
     }
@@ -79,6 +83,9 @@ impl Config {
         }
         if self.ingest_tls_cert.is_empty() != self.ingest_tls_key.is_empty() {
             return Err("ingest_tls_cert and ingest_tls_key must be set together".into());
+        }
+        if self.policy_sweep_ms == 0 {
+            return Err("policy_sweep_ms must be positive".into());
         }
         if self.revocation_check_ms == 0 {
             return Err("revocation_check_ms must be positive".into());

@@ -1,18 +1,42 @@
-//! The streams open on this process, so that a revoked device is cut off
-//! within seconds: a background sweep asks PostgreSQL which devices were
-//! revoked lately and cancels their streams.
+//! The streams open on this process: so that a revoked device is cut off
+//! within seconds (a background sweep asks PostgreSQL which devices were
+//! revoked lately and cancels their streams), and so that a policy change
+//! reaches the agents of its tenant (each stream has a slot the latest
+//! policy is put in).
 
-use mamori_tenancy::{Db, DeviceId};
-use std::collections::HashMap;
+use mamori_proto::agent::v1::PolicyUpdate;
+use mamori_tenancy::{Db, DeviceId, TenantId};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+
+/// The latest policy for one stream to send.
+pub(crate) type PolicySlot = watch::Sender<Option<Arc<PolicyUpdate>>>;
+
+#[derive(Debug)]
+struct Open {
+    id: u64,
+    cancel: CancellationToken,
+    tenant: TenantId,
+    policy: PolicySlot,
+    /// The newest revision the agent has or was sent.
+    known_revision: Arc<AtomicU64>,
+}
 
 #[derive(Debug, Default)]
 pub(crate) struct Connections {
     next: AtomicU64,
-    open: Mutex<HashMap<DeviceId, Vec<(u64, CancellationToken)>>>,
+    open: Mutex<HashMap<DeviceId, Vec<Open>>>,
+}
+
+/// A stream's way to the policy pusher.
+#[derive(Debug)]
+pub(crate) struct PolicyInbox {
+    pub(crate) updates: watch::Receiver<Option<Arc<PolicyUpdate>>>,
+    pub(crate) known_revision: Arc<AtomicU64>,
 }
 
 /// Unregisters its stream when dropped.
@@ -25,23 +49,39 @@ pub(crate) struct Registration {
 }
 
 impl Connections {
-    pub(crate) fn register(self: &Arc<Self>, device: DeviceId) -> Registration {
+    pub(crate) fn register(
+        self: &Arc<Self>,
+        tenant: TenantId,
+        device: DeviceId,
+    ) -> (Registration, PolicyInbox) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let token = CancellationToken::new();
-        self.lock()
-            .entry(device)
-            .or_default()
-            .push((id, token.clone()));
+        let (policy, updates) = watch::channel(None);
+        let known_revision = Arc::new(AtomicU64::new(0));
+        self.lock().entry(device).or_default().push(Open {
+            id,
+            cancel: token.clone(),
+            tenant,
+            policy,
+            known_revision: Arc::clone(&known_revision),
+        });
         metrics::gauge!("mamori_ingest_connected_agents").increment(1.0);
-        Registration {
+        let registration = Registration {
             owner: Arc::clone(self),
             device,
             id,
             cancelled: token,
-        }
+        };
+        (
+            registration,
+            PolicyInbox {
+                updates,
+                known_revision,
+            },
+        )
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<DeviceId, Vec<(u64, CancellationToken)>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<DeviceId, Vec<Open>>> {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -49,10 +89,41 @@ impl Connections {
     pub(crate) fn cut(&self, device: DeviceId) -> usize {
         let open = self.lock();
         let streams = open.get(&device).map(Vec::as_slice).unwrap_or_default();
-        for (_, token) in streams {
-            token.cancel();
+        for s in streams {
+            s.cancel.cancel();
         }
         streams.len()
+    }
+
+    /// The tenants with at least one open stream here.
+    pub(crate) fn tenants(&self) -> Vec<TenantId> {
+        let open = self.lock();
+        let set: HashSet<TenantId> = open.values().flatten().map(|s| s.tenant).collect();
+        set.into_iter().collect()
+    }
+
+    /// The devices of `tenant` with an open stream whose agent has neither
+    /// reported nor been sent `revision`.
+    pub(crate) fn behind(&self, tenant: TenantId, revision: u64) -> Vec<DeviceId> {
+        let open = self.lock();
+        open.iter()
+            .filter(|(_, streams)| {
+                streams.iter().any(|s| {
+                    s.tenant == tenant && s.known_revision.load(Ordering::Relaxed) < revision
+                })
+            })
+            .map(|(d, _)| *d)
+            .collect()
+    }
+
+    /// Hands `update` to every open stream of `device`.
+    pub(crate) fn push(&self, device: DeviceId, update: &Arc<PolicyUpdate>) {
+        let open = self.lock();
+        for s in open.get(&device).map(Vec::as_slice).unwrap_or_default() {
+            s.known_revision
+                .fetch_max(update.revision, Ordering::Relaxed);
+            s.policy.send_replace(Some(Arc::clone(update)));
+        }
     }
 
     /// Runs until `stop` is cancelled: every `every`, cuts the streams of
@@ -88,7 +159,7 @@ impl Drop for Registration {
     fn drop(&mut self) {
         let mut open = self.owner.lock();
         if let Some(v) = open.get_mut(&self.device) {
-            v.retain(|(id, _)| *id != self.id);
+            v.retain(|s| s.id != self.id);
             if v.is_empty() {
                 open.remove(&self.device);
             }

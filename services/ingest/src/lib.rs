@@ -13,6 +13,7 @@ mod config;
 mod connections;
 mod error;
 mod limits;
+mod policy;
 mod server;
 mod service;
 mod sink;

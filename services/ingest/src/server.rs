@@ -4,6 +4,7 @@
 use crate::config::Config;
 use crate::connections::Connections;
 use crate::limits::TenantLimits;
+use crate::policy::Pusher;
 use crate::service::Ingest;
 use crate::sink::{BacklogLimits, Sink};
 use crate::validate::Limits;
@@ -118,10 +119,22 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     let ops_addr = mamori_telemetry::serve_ops(&config.ingest_ops_addr, ready).await?;
 
+    let pusher = Pusher {
+        db: db.clone(),
+        connections: Arc::clone(&connections),
+    };
+    let redis = redis::Client::open(config.redis_url.as_str())
+        .with_context(|| format!("MAMORI_REDIS_URL {:?} is not a Redis URL", config.redis_url))?;
+    tokio::spawn(pusher.clone().run(
+        redis,
+        Duration::from_millis(config.policy_sweep_ms),
+        stop.clone(),
+    ));
     let ingest = Ingest {
         db,
         sink,
         connections,
+        pusher,
         tenant_limits: Arc::new(TenantLimits::new(config.tenant_rate, config.tenant_burst)),
         limits: Limits {
             max_events: config.max_batch_events as usize,

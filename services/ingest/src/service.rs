@@ -1,15 +1,16 @@
 //! The `AgentService` handlers: `Enroll` and the `Connect` stream.
 
 use crate::auth::bearer_credential;
-use crate::connections::Connections;
+use crate::connections::{Connections, PolicyInbox};
 use crate::error::registry_status;
 use crate::limits::{Bucket, TenantLimits};
+use crate::policy::Pusher;
 use crate::sink::Sink;
 use crate::validate::{Limits, Rejection, validate_batch};
 use mamori_proto::agent::v1::agent_service_server::AgentService;
 use mamori_proto::agent::v1::{
-    AgentMessage, BatchAck, BatchRejected, EnrollRequest, EnrollResponse, EventBatch,
-    ServerMessage, StreamBatch, agent_message, server_message,
+    AgentMessage, BatchAck, BatchRejected, EnrollRequest, EnrollResponse, EventBatch, Hello,
+    PolicyApplied, ServerMessage, StreamBatch, agent_message, server_message,
 };
 use mamori_registry::{AuthenticatedDevice, EnrollmentToken, MachineFacts};
 use mamori_tenancy::Db;
@@ -28,6 +29,7 @@ pub(crate) struct Ingest {
     pub(crate) db: Db,
     pub(crate) sink: Sink,
     pub(crate) connections: Arc<Connections>,
+    pub(crate) pusher: Pusher,
     pub(crate) tenant_limits: Arc<TenantLimits>,
     pub(crate) limits: Limits,
     pub(crate) device_rate: (u32, u32),
@@ -103,6 +105,7 @@ impl AgentService for Ingest {
             db: self.db.clone(),
             sink: self.sink.clone(),
             connections: Arc::clone(&self.connections),
+            pusher: self.pusher.clone(),
             tenant_limits: Arc::clone(&self.tenant_limits),
             limits: self.limits,
             bucket: Bucket::new(self.device_rate.0, self.device_rate.1),
@@ -119,6 +122,7 @@ struct DeviceStream {
     db: Db,
     sink: Sink,
     connections: Arc<Connections>,
+    pusher: Pusher,
     tenant_limits: Arc<TenantLimits>,
     limits: Limits,
     bucket: Bucket,
@@ -131,11 +135,24 @@ impl DeviceStream {
         mut inbound: Streaming<AgentMessage>,
         tx: mpsc::Sender<Result<ServerMessage, Status>>,
     ) {
-        let registration = self.connections.register(self.device.device);
+        let (registration, mut inbox) = self
+            .connections
+            .register(self.device.tenant, self.device.device);
         tracing::debug!("agent connected");
         self.record_seen(None);
         loop {
             let msg = tokio::select! {
+                Ok(()) = inbox.updates.changed() => {
+                    let update = inbox.updates.borrow_and_update().clone();
+                    if let Some(update) = update {
+                        tracing::debug!(revision = update.revision, "sending policy");
+                        let m = ServerMessage { body: Some(server_message::Body::Policy((*update).clone())) };
+                        if tx.send(Ok(m)).await.is_err() {
+                            break;
+                        }
+                    }
+                    continue;
+                }
                 _ = registration.cancelled.cancelled() => {
                     let _ = tx.send(Err(Status::permission_denied("device has been revoked"))).await;
                     break;
@@ -160,6 +177,9 @@ impl DeviceStream {
             let reply = match msg.body {
                 Some(agent_message::Body::Batch(batch)) => self.handle_batch(batch).await,
                 Some(agent_message::Body::Hello(hello)) => {
+                    if !self.on_hello_policy(&hello, &inbox, &tx).await {
+                        break;
+                    }
                     tracing::info!(
                         agent_version = %hello.agent_version.chars().take(64).collect::<String>(),
                         spool_dropped_total = hello.spool_dropped_total,
@@ -182,6 +202,10 @@ impl DeviceStream {
                     }
                     continue;
                 }
+                Some(agent_message::Body::PolicyApplied(applied)) => {
+                    self.on_policy_applied(applied, &inbox);
+                    continue;
+                }
                 None => Err(Status::invalid_argument("agent message has no body")),
             };
             match reply {
@@ -198,6 +222,93 @@ impl DeviceStream {
         }
         self.record_seen(None);
         tracing::debug!("agent disconnected");
+    }
+
+    /// Sends the device's effective policy when the agent enforces another
+    /// revision. False when the stream is gone.
+    async fn on_hello_policy(
+        &self,
+        hello: &Hello,
+        inbox: &PolicyInbox,
+        tx: &mpsc::Sender<Result<ServerMessage, Status>>,
+    ) -> bool {
+        inbox
+            .known_revision
+            .fetch_max(hello.policy_revision, std::sync::atomic::Ordering::Relaxed);
+        let update = match self
+            .pusher
+            .for_device(self.device.tenant, self.device.device)
+            .await
+        {
+            Ok(u) => u,
+            Err(e) => {
+                // The sweep sends it later; the agent enforces what it has.
+                tracing::warn!(error = %e, "cannot compute the device's policy");
+                return true;
+            }
+        };
+        if update.revision == hello.policy_revision {
+            return true;
+        }
+        inbox
+            .known_revision
+            .fetch_max(update.revision, std::sync::atomic::Ordering::Relaxed);
+        tracing::debug!(
+            agent_revision = hello.policy_revision,
+            revision = update.revision,
+            "sending policy"
+        );
+        let m = ServerMessage {
+            body: Some(server_message::Body::Policy(update)),
+        };
+        tx.send(Ok(m)).await.is_ok()
+    }
+
+    /// Records the revision the agent applied (or why it could not), off the
+    /// stream's path.
+    fn on_policy_applied(&self, applied: PolicyApplied, inbox: &PolicyInbox) {
+        let error: Option<String> = (!applied.error.is_empty()).then(|| {
+            applied
+                .error
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(500)
+                .collect()
+        });
+        match &error {
+            None => {
+                tracing::info!(revision = applied.revision, "agent applied policy");
+                inbox
+                    .known_revision
+                    .fetch_max(applied.revision, std::sync::atomic::Ordering::Relaxed);
+            }
+            Some(e) => {
+                tracing::warn!(revision = applied.revision, error = %e, "agent could not apply policy")
+            }
+        }
+        let Ok(revision) = i64::try_from(applied.revision) else {
+            return;
+        };
+        let db = self.db.clone();
+        let device = self.device;
+        tokio::spawn(async move {
+            let result = async {
+                let mut tx = db.begin_tenant(device.tenant).await?;
+                mamori_policy::store::record_applied(
+                    &mut tx,
+                    device.device.as_uuid(),
+                    revision,
+                    error.as_deref(),
+                )
+                .await?;
+                tx.commit().await?;
+                Ok::<(), mamori_policy::Error>(())
+            }
+            .await;
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "cannot record the applied policy revision");
+            }
+        });
     }
 
     /// Records, off the stream's path, that the device was seen now (and

@@ -165,7 +165,13 @@ impl Sink {
                 .arg(key)
                 .query_async::<u64>(&mut conn)
                 .await?;
+            // Only the writer's lag holds agents back: events must reach
+            // PostgreSQL, while a slow alerting service only delays alarms
+            // (its backlog still counts in XLEN against the entry bound).
             for g in mamori_streams::groups(&mut conn, key).await? {
+                if g.name != mamori_streams::WRITER_GROUP {
+                    continue;
+                }
                 if let Some(id) = mamori_streams::oldest_unfinished(&mut conn, key, &g).await? {
                     oldest = Some(oldest.map_or(id.ms, |o| o.min(id.ms)));
                 }

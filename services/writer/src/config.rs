@@ -50,18 +50,4 @@ impl Config {
         }
         Ok(())
     }
-
-    pub(crate) fn consumer_name(&self) -> String {
-        if !self.writer_consumer.is_empty() {
-            return self.writer_consumer.clone();
-        }
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_owned())
-            .unwrap_or_else(|_| "host".into());
-        format!(
-            "{host}-{}-{}",
-            std::process::id(),
-            &uuid::Uuid::new_v4().simple().to_string()[..8]
-        )
-    }
 }

@@ -1,14 +1,12 @@
 //! Start-up of the writer: one consumer task per shard plus maintenance.
 
 use crate::config::Config;
-use crate::consume::Shard;
+use crate::consume::Writer;
 use anyhow::Context;
 use chrono::{Duration as Days, Utc};
-use mamori_streams::{WRITER_GROUP, ensure_group, stream_keys};
+use mamori_streams::{GroupSpec, WRITER_GROUP, spawn_group, stream_keys};
 use mamori_tenancy::Db;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -43,42 +41,34 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     crate::ensure_partitions(&db, today - Days::days(1), today + Days::days(7))
         .await
         .context("cannot create event partitions")?;
-    let client = redis::Client::open(config.redis_url.as_str()).with_context(|| {
-        format!(
-            "MAMORI_REDIS_URL {:?} is not a valid Redis URL",
-            config.redis_url
-        )
-    })?;
-    let manager_cfg = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(5)))
-        .set_response_timeout(Some(Duration::from_secs(10)));
-    let mut conn = redis::aio::ConnectionManager::new_with_config(client.clone(), manager_cfg)
+    let (client, conn) = mamori_streams::connect(&config.redis_url)
         .await
-        .with_context(|| format!("cannot reach Redis at {}", config.redis_url))?;
-    ensure_group(&mut conn, config.stream_shards, WRITER_GROUP).await?;
-
-    let consumer = config.consumer_name();
+        .map_err(anyhow::Error::msg)?;
+    let consumer = mamori_streams::consumer_name(&config.writer_consumer);
     let stop = CancellationToken::new();
     let mut tasks = JoinSet::new();
-    for key in stream_keys(config.stream_shards) {
-        // A blocking XREADGROUP holds its connection: each shard reads on
-        // its own, and acks on the shared manager.
-        let reader = client
-            .get_multiplexed_async_connection_with_config(
-                &redis::AsyncConnectionConfig::new()
-                    .set_response_timeout(Some(Duration::from_secs(10))),
-            )
-            .await?;
-        let shard = Shard {
-            key,
-            consumer: consumer.clone(),
-            read_count: config.writer_read_count,
-            claim_idle_ms: config.writer_claim_idle_ms,
-            db: db.clone(),
-            conn: conn.clone(),
-        };
-        tasks.spawn(shard.run(reader, stop.clone()));
-    }
+    let spec = GroupSpec {
+        shards: config.stream_shards,
+        group: WRITER_GROUP,
+        consumer: consumer.clone(),
+        read_count: config.writer_read_count,
+        claim_idle_ms: config.writer_claim_idle_ms,
+        dead_letters: true,
+    };
+    let writer_db = db.clone();
+    spawn_group(
+        &client,
+        &conn,
+        &spec,
+        |key| Writer {
+            key: key.to_owned(),
+            db: writer_db.clone(),
+        },
+        &mut tasks,
+        &stop,
+    )
+    .await
+    .context("cannot create the writer's consumer group")?;
     tasks.spawn(crate::trim::run(
         stream_keys(config.stream_shards),
         conn.clone(),
@@ -86,25 +76,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     ));
     tasks.spawn(crate::partitions::maintain(db.clone(), stop.clone()));
 
-    let ready: mamori_telemetry::Readiness = {
-        let db = db.clone();
-        let conn = conn.clone();
-        Arc::new(move || {
-            let db = db.clone();
-            let mut conn = conn.clone();
-            Box::pin(async move {
-                sqlx::query("SELECT 1")
-                    .execute(db.pool())
-                    .await
-                    .map_err(|e| format!("postgres: {e}"))?;
-                redis::cmd("PING")
-                    .query_async::<String>(&mut conn)
-                    .await
-                    .map(drop)
-                    .map_err(|e| format!("redis: {e}"))
-            })
-        })
-    };
+    let ready = mamori_streams::readiness(db.clone(), conn.clone());
     let ops_addr = mamori_telemetry::serve_ops(&config.writer_ops_addr, ready).await?;
     tracing::info!(%consumer, shards = config.stream_shards, %ops_addr, "writer started");
     Ok(Running {

@@ -17,6 +17,7 @@ use std::thread::JoinHandle;
 use mamori_proto::agent::v1::{ProcessEvent, event::Kind};
 use sha2::{Digest, Sha256};
 
+use crate::policy::PolicyState;
 use crate::sink::EventSink;
 
 /// Files above this are not hashed (reading them would take too long).
@@ -114,13 +115,17 @@ pub(crate) struct Hasher {
 }
 
 impl Hasher {
-    pub(crate) fn start(cache: Arc<Mutex<HashCache>>, sink: EventSink) -> std::io::Result<Hasher> {
+    pub(crate) fn start(
+        cache: Arc<Mutex<HashCache>>,
+        sink: EventSink,
+        policy: Option<Arc<PolicyState>>,
+    ) -> std::io::Result<Hasher> {
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
         let stop = Arc::new(AtomicBool::new(false));
         let thread_stop = stop.clone();
         let thread = std::thread::Builder::new()
             .name("mamori-hash".into())
-            .spawn(move || hash_loop(&rx, &cache, &sink, &thread_stop))?;
+            .spawn(move || hash_loop(&rx, &cache, &sink, policy.as_deref(), &thread_stop))?;
         Ok(Hasher {
             tx: Some(tx),
             stop,
@@ -150,7 +155,13 @@ impl Drop for Hasher {
     }
 }
 
-fn hash_loop(rx: &Receiver<Job>, cache: &Mutex<HashCache>, sink: &EventSink, stop: &AtomicBool) {
+fn hash_loop(
+    rx: &Receiver<Job>,
+    cache: &Mutex<HashCache>,
+    sink: &EventSink,
+    policy: Option<&PolicyState>,
+    stop: &AtomicBool,
+) {
     while let Ok(mut job) = rx.recv() {
         // The same new binary may be queued several times in a burst.
         let cached = cache
@@ -174,6 +185,9 @@ fn hash_loop(rx: &Receiver<Job>, cache: &Mutex<HashCache>, sink: &EventSink, sto
         drop(job.file);
         if let Some(hash) = hash {
             job.event.exe_sha256 = hash.to_vec();
+            if let Some(verdict) = policy.and_then(|p| p.current().check_hash(&hash)) {
+                super::enforce(&mut job.event, &verdict);
+            }
         }
         if let Err(e) = sink.emit(job.occurred_at_us, job.os_user, Kind::Process(job.event)) {
             tracing::warn!(error = %e, "process event not spooled");

@@ -127,7 +127,7 @@ async fn polling_fallback_sees_new_processes() {
 async fn hash_is_cached_per_file_version() {
     let dir = tempfile::tempdir().unwrap();
     let (sink, spool) = sink_in(dir.path());
-    let mut handler = Handler::new(sink);
+    let mut handler = Handler::new(sink, None);
     let mut child = std::process::Command::new("/bin/sleep")
         .arg("5")
         .spawn()

@@ -1,0 +1,748 @@
+//! Policies and alarms end to end: an administrator bans an app through the
+//! REST API, the agent on this machine receives the policy and kills the
+//! app when it starts, the alerting service raises an alarm, and the
+//! notification reaches a real SMTP server (Python's aiosmtpd) and a signed
+//! webhook. Plus the alarm rules driven by events over real gRPC, and bad
+//! policies refused with the field named.
+
+use crate::gw::{Gw, Session};
+use crate::support::*;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use mamori_agent::{CollectorSet, EnrollOptions, RunOptions};
+use mamori_proto::agent::v1::{Event, PrintEvent, event::Kind};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::os::unix::process::ExitStatusExt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Python's aiosmtpd, storing what it receives in a Maildir.
+pub struct Smtp {
+    child: Option<tokio::process::Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Smtp {
+    pub async fn start() -> Self {
+        let mut smtp = Smtp {
+            child: None,
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+        };
+        smtp.resume().await;
+        smtp
+    }
+
+    /// Starts the server (again) on the same port.
+    pub async fn resume(&mut self) {
+        let python =
+            std::env::var("MAMORI_TEST_PYTHON").unwrap_or_else(|_| "/usr/bin/python3".into());
+        let child = tokio::process::Command::new(&python)
+            .args(["-m", "aiosmtpd", "-n", "-l"])
+            .arg(format!("127.0.0.1:{}", self.port))
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(self.dir.path().join("Maildir"))
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start aiosmtpd with {python}: {e} (scripts/test.sh installs python3-aiosmtpd)"));
+        self.child = Some(child);
+        let port = self.port;
+        wait_for(
+            "aiosmtpd to listen",
+            Duration::from_secs(20),
+            || async move {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .ok()
+                    .map(drop)
+            },
+        )
+        .await;
+    }
+
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    /// Every message received, as text.
+    pub fn messages(&self) -> Vec<String> {
+        let dir = self.dir.path().join("Maildir/new");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Vec::new();
+        };
+        entries
+            .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+            .collect()
+    }
+}
+
+/// One webhook request: its headers and body.
+pub type Delivery = (axum::http::HeaderMap, Vec<u8>);
+
+/// A webhook receiver on loopback, keeping every delivery.
+#[derive(Clone, Default)]
+pub struct Hook {
+    pub received: Arc<Mutex<Vec<Delivery>>>,
+}
+
+impl Hook {
+    pub async fn start() -> (Self, String) {
+        let hook = Hook::default();
+        let store = hook.received.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(
+                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                    let store = store.clone();
+                    async move {
+                        store.lock().unwrap().push((headers, body.to_vec()));
+                        "ok"
+                    }
+                },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (hook, url)
+    }
+
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+pub fn alerting_config(gw: &Gw, smtp_url: &str) -> mamori_alerting::Config {
+    mamori_alerting::Config {
+        database_url: gw.stack.env.database_url.clone(),
+        redis_url: gw.stack.env.redis_url.clone(),
+        alerting_ops_addr: "127.0.0.1:0".into(),
+        alerting_claim_idle_ms: 1000,
+        key_encryption_key: gw.kek.clone(),
+        smtp_url: smtp_url.to_owned(),
+        mail_from: "Mamori <alarms@mamori.example>".into(),
+        notify_poll_ms: 200,
+        db_max_connections: 4,
+        ..Default::default()
+    }
+}
+
+async fn put(gw: &Gw, s: &Session, path: &str, body: Value) -> (StatusCode, Value) {
+    gw.call(Some(s), Method::PUT, path, Some(body)).await
+}
+
+/// The alarms of the session's tenant.
+async fn alarms(gw: &Gw, s: &Session) -> Vec<Value> {
+    let (status, v) = gw.get(s, "/api/v1/alarms").await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    v["alarms"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_banned_app_is_killed_alarmed_mailed_and_posted() {
+    let gw = Gw::start().await;
+    let smtp = Smtp::start().await;
+    let (hook, hook_url) = Hook::start().await;
+    let alerting = mamori_alerting::start(alerting_config(&gw, &smtp.url()))
+        .await
+        .expect("alerting starts");
+    let admin = gw.signup("Winny Ban KK", "tenant").await;
+
+    // A webhook, its secret shown once.
+    let (status, created) = gw
+        .post(
+            &admin,
+            "/api/v1/webhooks",
+            json!({ "name": "chat", "url": hook_url }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let webhook_id = created["id"].as_str().unwrap().to_owned();
+    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(created["secret"].as_str().unwrap())
+        .unwrap();
+    let (_, listed) = gw.get(&admin, "/api/v1/webhooks").await;
+    assert!(listed[0].get("secret").is_none(), "secret never listed");
+
+    // The agent on this machine, connected before the policy exists.
+    let state = tempfile::tempdir().unwrap();
+    let enrolled = mamori_agent::enroll(&EnrollOptions {
+        server: gw.stack.url(),
+        token: admin.enrollment_token.clone().unwrap(),
+        state_dir: state.path().to_owned(),
+        ca_cert: None,
+        machine_id: Some(format!("policy-test-{}", uuid::Uuid::new_v4())),
+    })
+    .await
+    .expect("agent enrolls");
+    let device = enrolled.device_id.clone();
+    let mut opts = RunOptions::new(state.path().to_owned());
+    opts.collectors = "process".parse::<CollectorSet>().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let agent = tokio::spawn(mamori_agent::run(opts, async {
+        let _ = stop_rx.await;
+    }));
+    wait_for("the agent to connect", Duration::from_secs(30), || async {
+        let (_, d) = gw.get(&admin, &format!("/api/v1/devices/{device}")).await;
+        (d["status"] == "online").then_some(())
+    })
+    .await;
+
+    // The administrator bans winny and routes the alarm to two addresses
+    // and the webhook.
+    let (status, saved) = put(
+        &gw,
+        &admin,
+        "/api/v1/policies/tenant",
+        json!({
+            "banned_apps": [{"name": "winny", "action": "kill"}],
+            "notifications": {"routes": [{
+                "categories": ["banned_app"],
+                "email": ["boss@example.com", "security@example.com"],
+                "webhooks": [webhook_id]
+            }]}
+        }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{saved}");
+    let revision = saved["revision"].as_i64().unwrap();
+    assert_eq!(saved["version"], 1);
+
+    // The agent receives it and says so; the device shows the revision.
+    wait_for(
+        "the agent to apply the policy",
+        Duration::from_secs(20),
+        || async {
+            let (_, p) = gw
+                .get(&admin, &format!("/api/v1/devices/{device}/policy"))
+                .await;
+            (p["applied_revision"].as_i64() == Some(revision)).then_some(())
+        },
+    )
+    .await;
+    let (_, eff) = gw
+        .get(&admin, &format!("/api/v1/devices/{device}/policy"))
+        .await;
+    assert_eq!(eff["origins"]["banned_apps"]["scope"], "tenant", "{eff}");
+    assert_eq!(eff["document"]["banned_apps"][0]["name"], "winny");
+
+    // winny starts on this machine and is killed.
+    let bin = tempfile::tempdir().unwrap();
+    let winny = marker_program_named(bin.path(), "winny");
+    let started = std::time::Instant::now();
+    let status = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::process::Command::new(&winny).arg("30").status(),
+    )
+    .await
+    .expect("winny is stopped well before its 30 s sleep ends")
+    .unwrap();
+    assert_eq!(status.signal(), Some(9), "killed by SIGKILL: {status:?}");
+    eprintln!("winny killed after {:?}", started.elapsed());
+
+    // An alarm row.
+    let alarm = wait_for("the banned-app alarm", Duration::from_secs(20), || async {
+        alarms(&gw, &admin)
+            .await
+            .into_iter()
+            .find(|a| a["category"] == "banned_app")
+    })
+    .await;
+    assert!(
+        alarm["summary"].as_str().unwrap().contains("winny"),
+        "{alarm}"
+    );
+    assert_eq!(alarm["device_id"].as_str(), Some(device.as_str()));
+    assert_eq!(alarm["count"], 1);
+
+    // One e-mail to each recipient, at the real SMTP server.
+    let mails = wait_for("two e-mails", Duration::from_secs(20), || async {
+        let m = smtp.messages();
+        (m.len() >= 2).then_some(m)
+    })
+    .await;
+    assert_eq!(mails.len(), 2, "{mails:?}");
+    for to in ["boss@example.com", "security@example.com"] {
+        let mail = mails
+            .iter()
+            .find(|m| m.contains(&format!("To: {to}")))
+            .unwrap_or_else(|| panic!("no mail to {to}: {mails:?}"));
+        assert!(mail.contains("Subject: [Mamori] banned_app"), "{mail}");
+        assert!(mail.contains("winny"), "{mail}");
+    }
+
+    // One webhook delivery, with a signature made with the secret.
+    let deliveries = wait_for("the webhook", Duration::from_secs(20), || async {
+        let d = hook.deliveries();
+        (!d.is_empty()).then_some(d)
+    })
+    .await;
+    assert_eq!(deliveries.len(), 1);
+    let (headers, body) = &deliveries[0];
+    let timestamp = headers["x-mamori-timestamp"].to_str().unwrap();
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&secret).unwrap();
+    mac.update(format!("{timestamp}.").as_bytes());
+    mac.update(body);
+    let expected = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    assert_eq!(headers["x-mamori-signature"].to_str().unwrap(), expected);
+    let payload: Value = serde_json::from_slice(body).unwrap();
+    assert!(
+        payload["text"].as_str().unwrap().contains("winny"),
+        "{payload}"
+    );
+    assert_eq!(payload["alarms"][0]["category"], "banned_app");
+
+    // The operation log says what was stopped, for whom and why.
+    let event = wait_for(
+        "the blocked-process event",
+        Duration::from_secs(20),
+        || async {
+            let (_, v) = gw.get(&admin, "/api/v1/events?kind=process_blocked").await;
+            v["events"].as_array().and_then(|e| e.first().cloned())
+        },
+    )
+    .await;
+    assert_eq!(event["subject"].as_str(), winny.to_str());
+    let reason = event["detail"]["process"]["blocked_reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        reason.contains("winny") && reason.contains("killed"),
+        "{event}"
+    );
+
+    // Nothing more goes out: one alarm, two mails, one webhook.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(smtp.messages().len(), 2);
+    assert_eq!(hook.deliveries().len(), 1);
+
+    let _ = stop_tx.send(());
+    agent.await.unwrap().unwrap();
+    alerting.shutdown().await;
+}
+
+/// A copy of /bin/sleep under `name`.
+fn marker_program_named(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    crate::agent::marker_program(dir, name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_policy_is_refused_with_the_field_named_and_the_old_one_stays() {
+    let gw = Gw::start().await;
+    let admin = gw.signup("Strict Policies KK", "tenant").await;
+    let good = json!({"device_control": {"classes": {"usb_storage": "deny"}}});
+    let (status, saved) = put(&gw, &admin, "/api/v1/policies/tenant", good.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{saved}");
+    let too_many: Vec<Value> = (0..1001)
+        .map(|i| json!({"name": format!("app{i}"), "action": "kill"}))
+        .collect();
+    let cases = [
+        (
+            json!({"device_control": {"classes": {"usb_stick": "deny"}}}),
+            "usb_stick",
+        ),
+        (
+            json!({"banned_apps": [{"path": "/opt/[p2p", "action": "kill"}]}),
+            "banned_apps[0].path",
+        ),
+        (
+            json!({"business_hours": {"time_zone": "Asia/Tokyo", "shifts": {"mon": [
+                {"start": "09:00", "end": "13:00"}, {"start": "12:30", "end": "18:00"}]}}}),
+            "business_hours.shifts.mon[1]",
+        ),
+        (
+            json!({ "banned_apps": too_many }),
+            "banned_apps: has 1001 entries",
+        ),
+        (
+            json!({"confidential_folders": ["/srv/[x"]}),
+            "confidential_folders[0]",
+        ),
+        (
+            json!({"notifications": {"routes": [{"categories": ["banned_app"], "email": ["not-an-address"]}]}}),
+            "notifications.routes[0].email[0]",
+        ),
+    ];
+    for (doc, field) in cases {
+        let (status, v) = put(&gw, &admin, "/api/v1/policies/tenant", doc).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(field),
+            "{field}: {v}"
+        );
+    }
+    let (_, current) = gw.get(&admin, "/api/v1/policies/tenant").await;
+    assert_eq!(current["version"], 1, "the previous version stays");
+    assert_eq!(
+        current["document"]["device_control"]["classes"],
+        good["device_control"]["classes"]
+    );
+    let (_, versions) = gw.get(&admin, "/api/v1/policies/tenant/versions").await;
+    assert_eq!(versions.as_array().unwrap().len(), 1);
+    // The auditor may read, not write.
+    let (_, audit) = gw.get(&admin, "/api/v1/audit").await;
+    let updates = audit["entries"]
+        .as_array()
+        .map(|a| a.iter().filter(|e| e["action"] == "policy.update").count())
+        .unwrap_or_default();
+    assert_eq!(updates, 1, "one audited change: {audit}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_most_specific_policy_wins_and_names_its_origin() {
+    let gw = Gw::start().await;
+    let admin = gw.signup("Layered KK", "tenant").await;
+    let (_, office) = gw
+        .post(&admin, "/api/v1/groups", json!({"name": "Osaka office"}))
+        .await;
+    let office = office["id"].as_str().unwrap().to_owned();
+    let (_, sales) = gw
+        .post(
+            &admin,
+            "/api/v1/groups",
+            json!({"name": "Sales", "parent_id": office}),
+        )
+        .await;
+    let sales = sales["id"].as_str().unwrap().to_owned();
+    let device = gw
+        .stack
+        .new_device(admin.enrollment_token.as_deref().unwrap())
+        .await
+        .device_id;
+    let (status, v) = gw
+        .call(
+            Some(&admin),
+            Method::PATCH,
+            &format!("/api/v1/devices/{device}"),
+            Some(json!({ "group_id": sales })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{v}");
+    let layers = [
+        (
+            "/api/v1/policies/tenant".to_owned(),
+            json!({
+                "banned_apps": [{"name": "winny", "action": "kill"}],
+                "mass_print": {"pages": 100, "window_minutes": 60}
+            }),
+        ),
+        (
+            format!("/api/v1/policies/groups/{office}"),
+            json!({"mass_print": {"pages": 20, "window_minutes": 60}}),
+        ),
+        (
+            format!("/api/v1/policies/devices/{device}"),
+            json!({"device_control": {"classes": {"usb_storage": "read_only"}}}),
+        ),
+    ];
+    for (path, doc) in layers {
+        let (status, v) = put(&gw, &admin, &path, doc).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {v}");
+    }
+    let (_, eff) = gw
+        .get(&admin, &format!("/api/v1/devices/{device}/policy"))
+        .await;
+    assert_eq!(eff["document"]["mass_print"]["pages"], 20, "{eff}");
+    assert_eq!(eff["origins"]["mass_print"]["scope"], "group");
+    assert_eq!(eff["origins"]["mass_print"]["target_id"], office.as_str());
+    assert_eq!(eff["origins"]["banned_apps"]["scope"], "tenant");
+    assert_eq!(eff["origins"]["device_control"]["scope"], "device");
+    // Clearing the group's policy makes the tenant's apply again, as a new
+    // version.
+    let (status, cleared) = gw
+        .call(
+            Some(&admin),
+            Method::DELETE,
+            &format!("/api/v1/policies/groups/{office}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{cleared}");
+    assert_eq!(cleared["version"], 2);
+    let (_, eff) = gw
+        .get(&admin, &format!("/api/v1/devices/{device}/policy"))
+        .await;
+    assert_eq!(eff["document"]["mass_print"]["pages"], 100);
+    let (_, versions) = gw
+        .get(
+            &admin,
+            &format!("/api/v1/policies/groups/{office}/versions"),
+        )
+        .await;
+    assert_eq!(versions.as_array().unwrap().len(), 2);
+    assert!(versions[0]["document"].is_null());
+    // Another tenant sees none of it.
+    let other = gw.signup("Nosy KK", "tenant").await;
+    for path in [
+        format!("/api/v1/devices/{device}/policy"),
+        format!("/api/v1/policies/groups/{office}"),
+        format!("/api/v1/policies/devices/{device}"),
+    ] {
+        assert_eq!(
+            gw.get(&other, &path).await.0,
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
+    }
+    assert_eq!(
+        put(
+            &gw,
+            &other,
+            &format!("/api/v1/policies/groups/{office}"),
+            json!({}),
+        )
+        .await
+        .0,
+        StatusCode::NOT_FOUND
+    );
+}
+
+/// An event of `kind` at `at`.
+fn event_at(at: chrono::DateTime<chrono::Utc>, kind: Kind) -> Event {
+    Event {
+        id: uuid::Uuid::now_v7().as_bytes().to_vec(),
+        occurred_at_us: at.timestamp_micros(),
+        os_user: "tanaka".into(),
+        kind: Some(kind),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alarm_rules_fire_at_their_edges() {
+    let gw = Gw::start().await;
+    let alerting = mamori_alerting::start(alerting_config(&gw, ""))
+        .await
+        .expect("alerting starts");
+    let admin = gw.signup("Edges KK", "tenant").await;
+    // Business hours in Tokyo, 09:00-18:00 on weekdays, one holiday; ten
+    // pages an hour.
+    let weekdays: serde_json::Map<String, Value> = ["mon", "tue", "wed", "thu", "fri"]
+        .iter()
+        .map(|d| (d.to_string(), json!([{"start": "09:00", "end": "18:00"}])))
+        .collect();
+    let (status, v) = put(
+        &gw,
+        &admin,
+        "/api/v1/policies/tenant",
+        json!({
+            "business_hours": {"time_zone": "Asia/Tokyo", "shifts": weekdays, "holidays": ["2026-11-23"]},
+            "mass_print": {"pages": 10, "window_minutes": 60}
+        }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let enrolled = gw
+        .stack
+        .new_device(admin.enrollment_token.as_deref().unwrap())
+        .await;
+    let mut agent = gw.stack.open(&enrolled.device_credential).await.unwrap();
+    let tokyo = |s: &str| -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::parse_from_rfc3339(s).unwrap().into()
+    };
+    let print = |pages: u32, at: &str| {
+        event_at(
+            tokyo(at),
+            Kind::Print(PrintEvent {
+                printer: "Office".into(),
+                document: "plan.xlsx".into(),
+                pages,
+                copies: 1,
+                ..Default::default()
+            }),
+        )
+    };
+    // Tuesday 24 Nov 2026: 17:59 is inside, 18:00 is not; Monday 23 Nov is
+    // a holiday. Nine pages, then the tenth within the hour.
+    let events = vec![
+        print(4, "2026-11-24T17:30:00+09:00"),
+        print(5, "2026-11-24T17:59:00+09:00"),
+    ];
+    let reply = agent.send(batch(1, events)).await.unwrap();
+    assert!(matches!(
+        reply.body,
+        Some(mamori_proto::agent::v1::server_message::Body::Ack(_))
+    ));
+    // Give the rules time to (not) fire: nine pages, all in hours.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(alarms(&gw, &admin).await.is_empty(), "nothing yet");
+
+    agent
+        .send(batch(2, vec![print(1, "2026-11-24T18:00:00+09:00")]))
+        .await
+        .unwrap();
+    let found = wait_for(
+        "after-hours and mass-print alarms",
+        Duration::from_secs(20),
+        || async {
+            let a = alarms(&gw, &admin).await;
+            (a.len() >= 2).then_some(a)
+        },
+    )
+    .await;
+    let categories: Vec<&str> = found
+        .iter()
+        .map(|a| a["category"].as_str().unwrap())
+        .collect();
+    assert!(categories.contains(&"after_hours"), "{found:?}");
+    assert!(categories.contains(&"mass_print"), "{found:?}");
+
+    // A holiday at noon is after hours: a new alarm (a day away from the
+    // open one).
+    agent
+        .send(batch(3, vec![print(1, "2026-11-23T12:00:00+09:00")]))
+        .await
+        .unwrap();
+    wait_for("the holiday alarm", Duration::from_secs(20), || async {
+        let a = alarms(&gw, &admin).await;
+        (a.iter().filter(|x| x["category"] == "after_hours").count() == 2).then_some(())
+    })
+    .await;
+    // Within the hour, the same device and user count into the open alarm.
+    let late = vec![print(1, "2026-11-24T18:05:00+09:00")];
+    agent.send(batch(4, late.clone())).await.unwrap();
+    let counted = |n: i64| {
+        let gw = &gw;
+        let admin = &admin;
+        move || async move {
+            let a = alarms(gw, admin).await;
+            a.iter()
+                .find(|x| {
+                    x["category"] == "after_hours"
+                        && x["first_at"].as_str().unwrap().starts_with("2026-11-24")
+                        && x["count"] == n
+                })
+                .map(drop)
+        }
+    };
+    wait_for("the count to grow", Duration::from_secs(20), counted(2)).await;
+    // The same events again (a replayed batch) count once.
+    agent.send(batch(5, late)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        counted(2)().await.is_some(),
+        "a replay is not counted twice"
+    );
+    assert_eq!(
+        alarms(&gw, &admin)
+            .await
+            .iter()
+            .filter(|x| x["category"] == "mass_print")
+            .count(),
+        1,
+        "later pages in the window count into the mass-print alarm"
+    );
+    alerting.shutdown().await;
+}
+
+fn spawn_alerting(gw: &Gw, smtp_url: &str, log: &std::path::Path) -> Proc {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Proc(
+        std::process::Command::new(env!("CARGO_BIN_EXE_mamori"))
+            .arg("alerting")
+            .env("MAMORI_DATABASE_URL", &gw.stack.env.database_url)
+            .env("MAMORI_REDIS_URL", &gw.stack.env.redis_url)
+            .env("MAMORI_ALERTING_OPS_ADDR", "127.0.0.1:0")
+            .env("MAMORI_ALERTING_CLAIM_IDLE_MS", "1000")
+            .env("MAMORI_KEY_ENCRYPTION_KEY", &gw.kek)
+            .env("MAMORI_SMTP_URL", smtp_url)
+            .env("MAMORI_NOTIFY_POLL_MS", "200")
+            .env("MAMORI_NOTIFY_LEASE_S", "2")
+            .env_remove("MAMORI_CONFIG")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_survives_smtp_down_and_kill_9_and_goes_out_once() {
+    let gw = Gw::start().await;
+    let admin = gw.signup("Crash Notify KK", "tenant").await;
+    let (status, v) = put(
+        &gw,
+        &admin,
+        "/api/v1/policies/tenant",
+        json!({
+            "banned_apps": [{"name": "winny", "action": "log"}],
+            "notifications": {"routes": [{"categories": ["*"], "email": ["soc@example.com"]}]}
+        }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    // SMTP is down: its port is reserved but nothing listens yet.
+    let mut smtp = Smtp {
+        child: None,
+        port: free_port(),
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("alerting.log");
+    let mut alerting = spawn_alerting(&gw, &smtp.url(), &log);
+
+    let enrolled = gw
+        .stack
+        .new_device(admin.enrollment_token.as_deref().unwrap())
+        .await;
+    let mut agent = gw.stack.open(&enrolled.device_credential).await.unwrap();
+    agent
+        .send(batch(1, vec![process_event("C:\\P2P\\Winny.exe")]))
+        .await
+        .unwrap();
+    // The alarm is raised and its e-mail is stuck in the outbox.
+    wait_for(
+        "a failed delivery attempt",
+        Duration::from_secs(30),
+        || async {
+            let row: Option<(i32, Option<chrono::DateTime<chrono::Utc>>)> = sqlx::query_as(
+            "SELECT attempts, sent_at FROM notification_outbox WHERE recipient = 'soc@example.com'",
+        )
+        .fetch_optional(&gw.stack.env.owner)
+        .await
+        .unwrap();
+            row.filter(|(attempts, sent)| *attempts >= 1 && sent.is_none())
+                .map(drop)
+        },
+    )
+    .await;
+    assert_eq!(alarms(&gw, &admin).await.len(), 1);
+
+    // kill -9, SMTP comes back, a new alerting process takes over.
+    crate::crash::kill9(&mut alerting);
+    smtp.resume().await;
+    let _alerting = spawn_alerting(&gw, &smtp.url(), &log);
+    wait_for("the e-mail", Duration::from_secs(60), || async {
+        (!smtp.messages().is_empty()).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mails = smtp.messages();
+    assert_eq!(mails.len(), 1, "exactly one e-mail: {mails:?}");
+    assert!(mails[0].contains("Winny.exe"), "{}", mails[0]);
+    assert_eq!(
+        alarms(&gw, &admin).await.len(),
+        1,
+        "the replayed entry raised nothing new"
+    );
+    let sent: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM notification_outbox WHERE sent_at IS NOT NULL")
+            .fetch_one(&gw.stack.env.owner)
+            .await
+            .unwrap();
+    assert_eq!(sent, 1);
+}

@@ -1,0 +1,102 @@
+//! The alerting configuration (`[alerting]` in the config file, `MAMORI_*`).
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub database_url: String,
+    pub redis_url: String,
+    /// Metrics and health endpoint.
+    pub alerting_ops_addr: String,
+    pub stream_shards: u32,
+    /// The consumer name in the group; empty means hostname-pid-random.
+    pub alerting_consumer: String,
+    pub alerting_read_count: u32,
+    pub alerting_claim_idle_ms: u64,
+    /// The same rule on the same device (and user) within this many seconds
+    /// counts into one open alarm.
+    pub alarm_window_s: u64,
+    /// How often the outbox is polled (it is also woken after each alarm).
+    pub notify_poll_ms: u64,
+    /// Delivery attempts before a notification is given up (with
+    /// exponential backoff from 2 s, capped at an hour between attempts).
+    pub notify_max_attempts: i32,
+    /// A sender's claim on a notification lasts this long; a sender that
+    /// died holding one lets another retry it after that. Longer than a
+    /// delivery may take.
+    pub notify_lease_s: u32,
+    /// Digest notifications go out at most this often, seconds.
+    pub digest_interval_s: u64,
+    pub webhook_timeout_ms: u64,
+    /// Outgoing mail: `smtp://host:port` (STARTTLS when offered), `smtps://…`,
+    /// a pickup directory, or neither (logged).
+    pub smtp_url: String,
+    pub mail_dir: String,
+    pub mail_from: String,
+    /// Opens the webhook secrets (the same key as the gateway's).
+    pub key_encryption_key: String,
+    pub key_encryption_key_file: String,
+    /// The console's address, for links in notifications.
+    pub public_url: String,
+    pub db_max_connections: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            database_url: "postgres://mamori@127.0.0.1:5432/mamori".into(),
+            redis_url: "redis://127.0.0.1:6379".into(),
+            alerting_ops_addr: "127.0.0.1:9104".into(),
+            stream_shards: 4,
+            alerting_consumer: String::new(),
+            alerting_read_count: 64,
+            alerting_claim_idle_ms: 30_000,
+            alarm_window_s: 3600,
+            notify_poll_ms: 1000,
+            notify_max_attempts: 15,
+            notify_lease_s: 90,
+            digest_interval_s: 3600,
+            webhook_timeout_ms: 10_000,
+            smtp_url: String::new(),
+            mail_dir: String::new(),
+            mail_from: "Mamori <alarms@mamori.localhost>".into(),
+            key_encryption_key: String::new(),
+            key_encryption_key_file: String::new(),
+            public_url: "http://127.0.0.1:8080".into(),
+            db_max_connections: 8,
+        }
+    }
+}
+
+impl Config {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.stream_shards == 0 || self.stream_shards > 1024 {
+            return Err("stream_shards must be 1..=1024".into());
+        }
+        if !(1..=10_000).contains(&self.alerting_read_count) {
+            return Err("alerting_read_count must be 1..=10000".into());
+        }
+        if self.alerting_claim_idle_ms < 100 {
+            return Err("alerting_claim_idle_ms must be at least 100".into());
+        }
+        if !(1..=7 * 86_400).contains(&self.alarm_window_s) {
+            return Err("alarm_window_s must be between 1 and 604800".into());
+        }
+        if self.notify_poll_ms == 0 || self.notify_max_attempts < 1 || self.notify_lease_s == 0 {
+            return Err(
+                "notify_poll_ms, notify_max_attempts and notify_lease_s must be positive".into(),
+            );
+        }
+        if self.digest_interval_s == 0 || self.webhook_timeout_ms == 0 {
+            return Err("digest_interval_s and webhook_timeout_ms must be positive".into());
+        }
+        if self.key_encryption_key.is_empty() && self.key_encryption_key_file.is_empty() {
+            return Err(
+                "set MAMORI_KEY_ENCRYPTION_KEY or MAMORI_KEY_ENCRYPTION_KEY_FILE (the gateway's key): webhook secrets are sealed under it"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}

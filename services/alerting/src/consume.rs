@@ -1,0 +1,140 @@
+//! The alerting consumer: decodes each batch, runs the rules against the
+//! device's effective policy, and records the hits in the tenant's
+//! transaction before the entries are acked (so a crash re-reads them, and
+//! the hit table makes the replay count once).
+
+use crate::cache::PolicyCache;
+use crate::rules;
+use crate::store::{self, Occurrence, Outcome};
+use chrono::{DateTime, Utc};
+use mamori_proto::agent::v1::StreamBatch;
+use mamori_streams::{Entry, Handler};
+use mamori_tenancy::{Db, TenantId};
+use prost::Message;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug, Clone)]
+pub(crate) struct Alerting {
+    pub(crate) db: Db,
+    pub(crate) cache: Arc<PolicyCache>,
+    pub(crate) window: Duration,
+    pub(crate) digest_every: Duration,
+    /// Woken when notifications were queued.
+    pub(crate) outbox: Arc<Notify>,
+}
+
+/// One hit, ready to record.
+struct Pending {
+    hit: rules::Hit,
+    event_id: Uuid,
+    device: Uuid,
+    os_user: String,
+    at: DateTime<Utc>,
+    /// When the agent saw the event, for the latency metric.
+    occurred: DateTime<Utc>,
+    notifications: Option<mamori_policy::document::Notifications>,
+}
+
+impl Handler for Alerting {
+    async fn handle(&self, entries: &[Entry]) -> Result<Vec<(String, String)>, BoxError> {
+        // Hits by tenant, in stream order.
+        let mut by_tenant: BTreeMap<TenantId, Vec<Pending>> = BTreeMap::new();
+        let mut events = 0u64;
+        for entry in entries {
+            // The writer moves undecodable entries to the dead letters.
+            let Some(batch) = entry
+                .bytes
+                .as_deref()
+                .and_then(|b| StreamBatch::decode(b).ok())
+            else {
+                continue;
+            };
+            let (Ok(tenant), Ok(device)) = (
+                batch.tenant_id.parse::<Uuid>(),
+                batch.device_id.parse::<Uuid>(),
+            ) else {
+                continue;
+            };
+            let tenant = TenantId::from_uuid(tenant);
+            let policy = self.cache.effective(tenant, device).await?;
+            for event in batch.events {
+                events += 1;
+                let Some(event_id) = Uuid::from_slice(&event.id).ok() else {
+                    continue;
+                };
+                let occurred =
+                    DateTime::from_timestamp_micros(event.occurred_at_us).unwrap_or_else(Utc::now);
+                let at = occurred + chrono::Duration::milliseconds(event.clock_offset_ms);
+                for hit in rules::evaluate(&event, at, &policy.document) {
+                    by_tenant.entry(tenant).or_default().push(Pending {
+                        hit,
+                        event_id,
+                        device,
+                        os_user: event.os_user.clone(),
+                        at,
+                        occurred,
+                        notifications: policy.document.notifications.clone(),
+                    });
+                }
+            }
+        }
+        metrics::counter!("mamori_alerting_events_evaluated_total").increment(events);
+        if by_tenant.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut queued = 0;
+        let mut raised = Vec::new();
+        for (tenant, hits) in by_tenant {
+            let mut tx = self.db.begin_tenant(tenant).await?;
+            for p in &hits {
+                let occurrence = Occurrence {
+                    event_id: p.event_id,
+                    device: p.device,
+                    os_user: &p.os_user,
+                    at: p.at,
+                };
+                let outcome = store::record(
+                    &mut tx,
+                    &p.hit,
+                    &occurrence,
+                    self.window,
+                    p.notifications.as_ref(),
+                    self.digest_every,
+                )
+                .await?;
+                if let Outcome::Raised(id, n) = outcome {
+                    queued += n;
+                    raised.push((tenant, id, p.hit.category, p.occurred));
+                }
+                metrics::counter!("mamori_alerting_hits_total", "category" => p.hit.category, "outcome" => outcome_label(outcome)).increment(1);
+            }
+            tx.commit().await?;
+        }
+        let now = Utc::now();
+        for (tenant, id, category, occurred) in raised {
+            let latency = (now - occurred).to_std().unwrap_or_default();
+            metrics::histogram!("mamori_alerting_event_to_alarm_seconds")
+                .record(latency.as_secs_f64());
+            tracing::info!(tenant_id = %tenant, alarm_id = %id, category, latency_ms = latency.as_millis() as u64, "alarm raised");
+        }
+        if queued > 0 {
+            self.outbox.notify_one();
+        }
+        Ok(Vec::new())
+    }
+}
+
+fn outcome_label(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Replay => "replay",
+        Outcome::BelowThreshold => "below_threshold",
+        Outcome::Counted(_) => "counted",
+        Outcome::Raised(..) => "raised",
+    }
+}

@@ -1,0 +1,365 @@
+//! The alarm rules: one per category, each a pure function of an event and
+//! the device's effective policy. A rule gives a [`Hit`]; whether a hit
+//! becomes a new alarm, counts into an open one, or (for windowed rules)
+//! waits for its threshold is the store's business.
+
+use chrono::{DateTime, Datelike, Timelike, Utc};
+use mamori_policy::document::{BannedApp, BusinessHours, PolicyDocument, Weekday};
+use mamori_proto::agent::v1::{
+    Event, device_event, environment_change_event, event::Kind, file_event, process_event,
+};
+use mamori_proto::app_name;
+use std::time::Duration;
+
+/// A rule matched an event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    /// The alarm category (as stored in `alarms.category`).
+    pub category: &'static str,
+    /// What makes two hits the same incident besides device and user (the
+    /// app, the folder rule, the host).
+    pub detail: String,
+    pub summary: String,
+    /// Counted against `threshold` (pages printed); 1 otherwise.
+    pub amount: i32,
+    /// Windowed rules: an alarm only once the amounts within the window
+    /// reach the limit.
+    pub threshold: Option<(i64, Duration)>,
+}
+
+impl Hit {
+    fn new(category: &'static str, detail: impl Into<String>, summary: String) -> Self {
+        Hit {
+            category,
+            detail: detail.into(),
+            summary,
+            amount: 1,
+            threshold: None,
+        }
+    }
+}
+
+/// Every hit of `event`, which happened at `at` (server time), under
+/// `policy`.
+pub fn evaluate(event: &Event, at: DateTime<Utc>, policy: &PolicyDocument) -> Vec<Hit> {
+    let mut hits = Vec::new();
+    let Some(kind) = &event.kind else {
+        return hits;
+    };
+    match kind {
+        Kind::Process(p) => match p.action() {
+            process_event::Action::Blocked => hits.push(Hit::new(
+                "banned_app",
+                p.exe_path.to_lowercase(),
+                format!("Banned app stopped: {} ({})", p.exe_path, p.blocked_reason),
+            )),
+            process_event::Action::Start => {
+                if let Some(rule) = policy
+                    .banned_apps
+                    .iter()
+                    .flatten()
+                    .find(|b| app_matches(b, &p.exe_path, &p.exe_sha256))
+                {
+                    hits.push(Hit::new(
+                        "banned_app",
+                        p.exe_path.to_lowercase(),
+                        format!(
+                            "Banned app launched: {} (rule {})",
+                            p.exe_path,
+                            rule_label(rule)
+                        ),
+                    ));
+                }
+            }
+            _ => {}
+        },
+        Kind::File(f) => {
+            if let Some(folders) = &policy.confidential_folders {
+                let opts = glob::MatchOptions {
+                    case_sensitive: true,
+                    require_literal_separator: false,
+                    require_literal_leading_dot: false,
+                };
+                let hit = folders.iter().find(|g| {
+                    glob::Pattern::new(g).is_ok_and(|pat| {
+                        pat.matches_with(&f.path, opts)
+                            || (!f.target_path.is_empty() && pat.matches_with(&f.target_path, opts))
+                    })
+                });
+                if let Some(g) = hit {
+                    let action = file_event::Action::try_from(f.action)
+                        .map(|a| a.as_str_name().trim_start_matches("ACTION_").to_lowercase())
+                        .unwrap_or_default();
+                    let target = if f.target_path.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" → {}", f.target_path)
+                    };
+                    hits.push(Hit::new(
+                        "confidential_folder",
+                        g.clone(),
+                        format!("Confidential folder {g}: {action} {}{target}", f.path),
+                    ));
+                }
+            }
+        }
+        Kind::Print(p) => {
+            if let Some(mp) = &policy.mass_print {
+                let pages = i64::from(p.pages) * i64::from(p.copies.max(1));
+                hits.push(Hit {
+                    category: "mass_print",
+                    detail: String::new(),
+                    summary: format!(
+                        "Mass printing: at least {} pages within {} minutes (last: {:?} on {})",
+                        mp.pages, mp.window_minutes, p.document, p.printer
+                    ),
+                    amount: pages.min(i64::from(i32::MAX)) as i32,
+                    threshold: Some((
+                        i64::from(mp.pages),
+                        Duration::from_secs(u64::from(mp.window_minutes) * 60),
+                    )),
+                });
+            }
+        }
+        Kind::Web(w) => {
+            if let Some(web) = &policy.web {
+                let host = w.url_host.to_ascii_lowercase();
+                let listed =
+                    |list: &Vec<String>| list.iter().find(|p| host_matches(p, &host)).cloned();
+                if let Some(p) = listed(&web.block).or_else(|| listed(&web.alarm)) {
+                    hits.push(Hit::new(
+                        "banned_web",
+                        p.clone(),
+                        format!(
+                            "Web access to {} (listed as {p}) with {}",
+                            w.url_host, w.browser
+                        ),
+                    ));
+                }
+            }
+        }
+        Kind::Device(d) if d.action() == device_event::Action::Blocked => {
+            hits.push(Hit::new(
+                "device_control",
+                format!("{}:{}:{}", d.vendor_id, d.product_id, d.serial),
+                format!(
+                    "Device refused: {} ({}, {}:{} serial {})",
+                    d.description,
+                    d.device_class()
+                        .as_str_name()
+                        .trim_start_matches("DEVICE_CLASS_")
+                        .to_lowercase(),
+                    d.vendor_id,
+                    d.product_id,
+                    d.serial
+                ),
+            ));
+        }
+        Kind::EnvironmentChange(c) => {
+            let field = environment_change_event::Field::try_from(c.field)
+                .map(|f| f.as_str_name().trim_start_matches("FIELD_").to_lowercase())
+                .unwrap_or_default();
+            hits.push(Hit::new(
+                "environment_change",
+                format!("{field}:{}", c.new_value),
+                format!(
+                    "PC environment changed: {field} {} → {}",
+                    c.old_value, c.new_value
+                ),
+            ));
+        }
+        Kind::LanSighting(l) if !l.known => {
+            hits.push(Hit::new(
+                "unauthorized_pc",
+                l.mac_addr.to_ascii_lowercase(),
+                format!(
+                    "Unknown device on the network: {} {} {}",
+                    l.ip_addr, l.mac_addr, l.hostname
+                ),
+            ));
+        }
+        _ => {}
+    }
+    if let Some(bh) = &policy.business_hours
+        && is_operation(kind)
+        && !within_hours(bh, at)
+    {
+        let what = mamori_proto::kind_of(event)
+            .map(|k| k.as_str())
+            .unwrap_or("operation");
+        hits.push(Hit::new(
+            "after_hours",
+            "",
+            format!(
+                "Operation outside business hours: {what} {}",
+                mamori_proto::subject(event)
+            ),
+        ));
+    }
+    hits
+}
+
+/// Operations a person does (not background reports like inventory).
+fn is_operation(kind: &Kind) -> bool {
+    match kind {
+        Kind::Logon(_) | Kind::File(_) | Kind::Print(_) | Kind::Web(_) => true,
+        Kind::Process(p) => p.action() == process_event::Action::Start,
+        Kind::Device(d) => d.action() == device_event::Action::Connect,
+        _ => false,
+    }
+}
+
+fn rule_label(b: &BannedApp) -> String {
+    b.label
+        .clone()
+        .or_else(|| b.name.clone())
+        .or_else(|| b.path.clone())
+        .or_else(|| b.sha256.clone())
+        .unwrap_or_default()
+}
+
+fn app_matches(b: &BannedApp, exe_path: &str, sha256: &[u8]) -> bool {
+    if let Some(name) = &b.name {
+        return !exe_path.is_empty() && app_name(name) == app_name(exe_path);
+    }
+    if let Some(path) = &b.path {
+        return glob::Pattern::new(path).is_ok_and(|p| p.matches(exe_path));
+    }
+    if let Some(h) = &b.sha256 {
+        return !sha256.is_empty() && hex::encode(sha256).eq_ignore_ascii_case(h);
+    }
+    false
+}
+
+/// `example.com` matches it and its subdomains; `*.example.com` only the
+/// subdomains.
+pub fn host_matches(pattern: &str, host: &str) -> bool {
+    let pattern = pattern.to_ascii_lowercase();
+    let host = host.trim_end_matches('.');
+    match pattern.strip_prefix("*.") {
+        Some(domain) => host.ends_with(&format!(".{domain}")),
+        None => host == pattern || host.ends_with(&format!(".{pattern}")),
+    }
+}
+
+/// True when `at` falls in a shift. A shift belongs to the day it starts
+/// (a night shift runs into the next morning); on a holiday no shift starts.
+/// The end minute is outside: hours 09:00–18:00 end at 17:59:59.
+pub fn within_hours(bh: &BusinessHours, at: DateTime<Utc>) -> bool {
+    let Ok(tz) = bh.time_zone.parse::<chrono_tz::Tz>() else {
+        return true;
+    };
+    let local = at.with_timezone(&tz);
+    let today = local.date_naive();
+    let minute = local.hour() * 60 + local.minute();
+    let day_of = |d: chrono::NaiveDate| Weekday::from_chrono(d.weekday());
+    let works = |d: chrono::NaiveDate| !bh.holidays.contains(&d);
+    let mins = |t: chrono::NaiveTime| t.hour() * 60 + t.minute();
+    if works(today) {
+        for s in bh.shifts.get(&day_of(today)).into_iter().flatten() {
+            let (start, end) = (mins(s.start), mins(s.end));
+            let inside = if end > start {
+                (start..end).contains(&minute)
+            } else {
+                minute >= start
+            };
+            if inside {
+                return true;
+            }
+        }
+    }
+    if let Some(yesterday) = today.pred_opt()
+        && works(yesterday)
+    {
+        for s in bh.shifts.get(&day_of(yesterday)).into_iter().flatten() {
+            let (start, end) = (mins(s.start), mins(s.end));
+            if end < start && minute < end {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mamori_proto::agent::v1::{PrintEvent, ProcessEvent, WebEvent};
+    use serde_json::json;
+
+    fn doc(v: serde_json::Value) -> PolicyDocument {
+        PolicyDocument::parse(v).unwrap()
+    }
+
+    fn event(kind: Kind) -> Event {
+        Event {
+            kind: Some(kind),
+            ..Default::default()
+        }
+    }
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn business_hours_end_on_the_minute_and_holidays_have_none() {
+        let bh = doc(json!({"business_hours": {"time_zone": "Asia/Tokyo",
+            "shifts": {"wed": [{"start": "09:00", "end": "18:00"}],
+                       "fri": [{"start": "22:00", "end": "06:00"}]},
+            "holidays": ["2026-12-02"]}}))
+        .business_hours
+        .unwrap();
+        // Wednesday 25 Nov 2026, Tokyo = UTC+9.
+        assert!(within_hours(&bh, utc("2026-11-25T08:59:59Z"))); // 17:59:59
+        assert!(!within_hours(&bh, utc("2026-11-25T09:00:00Z"))); // 18:00
+        assert!(within_hours(&bh, utc("2026-11-25T00:00:00Z"))); // 09:00
+        assert!(!within_hours(&bh, utc("2026-11-24T23:59:00Z"))); // 08:59
+        // The next Wednesday is a holiday.
+        assert!(!within_hours(&bh, utc("2026-12-02T03:00:00Z")));
+        // Friday's night shift runs into Saturday morning.
+        assert!(within_hours(&bh, utc("2026-11-27T20:00:00Z"))); // Sat 05:00
+        assert!(!within_hours(&bh, utc("2026-11-27T21:00:00Z"))); // Sat 06:00
+    }
+
+    #[test]
+    fn rules_match_their_events() {
+        let p = doc(json!({
+            "banned_apps": [{"name": "winny", "action": "log"}],
+            "web": {"block": ["*.example.net"], "alarm": ["example.org"]},
+            "mass_print": {"pages": 10, "window_minutes": 60}
+        }));
+        let at = utc("2026-11-25T00:00:00Z");
+        let start = event(Kind::Process(ProcessEvent {
+            action: process_event::Action::Start as i32,
+            exe_path: "/usr/bin/Winny.exe".into(),
+            ..Default::default()
+        }));
+        let hits = evaluate(&start, at, &p);
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].category, "banned_app");
+        let web = |host: &str| {
+            event(Kind::Web(WebEvent {
+                url_host: host.into(),
+                ..Default::default()
+            }))
+        };
+        assert_eq!(
+            evaluate(&web("a.example.net"), at, &p)[0].category,
+            "banned_web"
+        );
+        assert!(evaluate(&web("example.net"), at, &p).is_empty());
+        assert_eq!(evaluate(&web("www.example.org"), at, &p).len(), 1);
+        assert!(evaluate(&web("notexample.org"), at, &p).is_empty());
+        let print = event(Kind::Print(PrintEvent {
+            pages: 3,
+            copies: 2,
+            ..Default::default()
+        }));
+        let hit = &evaluate(&print, at, &p)[0];
+        assert_eq!(hit.amount, 6);
+        assert_eq!(hit.threshold.unwrap().0, 10);
+        // No business hours: nothing is after hours.
+        assert!(evaluate(&start, at, &PolicyDocument::default()).is_empty());
+    }
+}

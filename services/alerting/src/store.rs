@@ -1,0 +1,199 @@
+//! Turning hits into alarms, in the tenant's transaction: each event counts
+//! once per rule (replays are recognised), windowed rules wait for their
+//! threshold, an open alarm of the same incident within the window takes
+//! the count, and a new alarm writes its notifications to the outbox in the
+//! same transaction.
+
+use crate::rules::Hit;
+use chrono::{DateTime, Utc};
+use mamori_policy::document::{Delivery, Notifications};
+use mamori_tenancy::TenantTx;
+use serde_json::json;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Where and to whom an alarm happened.
+#[derive(Debug, Clone)]
+pub struct Occurrence<'a> {
+    pub event_id: Uuid,
+    pub device: Uuid,
+    pub os_user: &'a str,
+    pub at: DateTime<Utc>,
+}
+
+/// What recording a hit did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// This event was counted before (a replayed stream entry).
+    Replay,
+    /// A windowed rule below its threshold.
+    BelowThreshold,
+    /// Counted into an open alarm.
+    Counted(Uuid),
+    /// A new alarm, with this many notifications queued.
+    Raised(Uuid, usize),
+}
+
+fn dedupe_key(category: &str, device: Uuid, os_user: &str, detail: &str) -> String {
+    let mut key = format!("{category}|{device}|{os_user}|{detail}");
+    if key.len() > 600 {
+        let mut end = 600;
+        while !key.is_char_boundary(end) {
+            end -= 1;
+        }
+        key.truncate(end);
+    }
+    key
+}
+
+/// Records one hit. `window` is the deduplication window.
+pub async fn record(
+    tx: &mut TenantTx,
+    hit: &Hit,
+    at: &Occurrence<'_>,
+    window: Duration,
+    notifications: Option<&Notifications>,
+    digest_every: Duration,
+) -> Result<Outcome, sqlx::Error> {
+    let tenant = tx.tenant().as_uuid();
+    let key = dedupe_key(hit.category, at.device, at.os_user, &hit.detail);
+    let fresh = sqlx::query(
+        "INSERT INTO alert_hits (tenant_id, rule, event_id, key, at, amount) VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(tenant)
+    .bind(hit.category)
+    .bind(at.event_id)
+    .bind(&key)
+    .bind(at.at)
+    .bind(hit.amount)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if fresh == 0 {
+        return Ok(Outcome::Replay);
+    }
+    // One incident at a time per key, across alerting replicas.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(format!("{tenant}|{key}"))
+        .execute(&mut **tx)
+        .await?;
+    if let Some((limit, span)) = hit.threshold {
+        let total: i64 = sqlx::query_scalar(
+            "SELECT coalesce(sum(amount), 0)::bigint FROM alert_hits
+             WHERE rule = $1 AND key = $2 AND at > $3 - make_interval(secs => $4) AND at <= $3",
+        )
+        .bind(hit.category)
+        .bind(&key)
+        .bind(at.at)
+        .bind(span.as_secs_f64())
+        .fetch_one(&mut **tx)
+        .await?;
+        if total < limit {
+            return Ok(Outcome::BelowThreshold);
+        }
+    }
+    let open: Option<Uuid> = sqlx::query_scalar(
+        "UPDATE alarms SET count = count + 1, last_at = greatest(last_at, $2),
+                           first_at = least(first_at, $2)
+         WHERE id = (SELECT id FROM alarms
+                     WHERE dedupe_key = $1 AND status = 'open'
+                       AND last_at > $2 - make_interval(secs => $3)
+                       AND first_at < $2 + make_interval(secs => $3)
+                     ORDER BY last_at DESC LIMIT 1)
+         RETURNING id",
+    )
+    .bind(&key)
+    .bind(at.at)
+    .bind(window.as_secs_f64())
+    .fetch_optional(&mut **tx)
+    .await?;
+    if let Some(id) = open {
+        return Ok(Outcome::Counted(id));
+    }
+    let id = Uuid::now_v7();
+    let summary: String = hit.summary.chars().take(1000).collect();
+    sqlx::query(
+        "INSERT INTO alarms (tenant_id, id, category, device_id, os_user, summary, first_at, last_at,
+                             dedupe_key, details)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9)",
+    )
+    .bind(tenant)
+    .bind(id)
+    .bind(hit.category)
+    .bind(at.device)
+    .bind(at.os_user)
+    .bind(&summary)
+    .bind(at.at)
+    .bind(&key)
+    .bind(json!({ "event_id": at.event_id, "detail": hit.detail }))
+    .execute(&mut **tx)
+    .await?;
+    let queued = match notifications {
+        Some(n) => queue_notifications(tx, id, hit.category, &summary, at, n, digest_every).await?,
+        None => 0,
+    };
+    Ok(Outcome::Raised(id, queued))
+}
+
+/// Writes one outbox row per recipient of every route that covers the
+/// category.
+async fn queue_notifications(
+    tx: &mut TenantTx,
+    alarm: Uuid,
+    category: &str,
+    summary: &str,
+    at: &Occurrence<'_>,
+    n: &Notifications,
+    digest_every: Duration,
+) -> Result<usize, sqlx::Error> {
+    let tenant = tx.tenant().as_uuid();
+    let hostname: Option<String> = sqlx::query_scalar("SELECT hostname FROM devices WHERE id = $1")
+        .bind(at.device)
+        .fetch_optional(&mut **tx)
+        .await?;
+    let payload = json!({
+        "alarm_id": alarm,
+        "category": category,
+        "summary": summary,
+        "device_id": at.device,
+        "hostname": hostname.unwrap_or_default(),
+        "os_user": at.os_user,
+        "at": at.at,
+    });
+    let mut queued = 0;
+    // One row per distinct (channel, recipient, mode): two routes naming the
+    // same address send one message.
+    let mut seen = std::collections::HashSet::new();
+    for route in n.routes.iter().filter(|r| r.covers(category)) {
+        let digest = route.mode == Delivery::Digest;
+        let targets = route
+            .email
+            .iter()
+            .map(|e| ("email", e.to_ascii_lowercase()))
+            .chain(route.webhooks.iter().map(|w| ("webhook", w.to_string())));
+        for (channel, recipient) in targets {
+            if !seen.insert((channel, recipient.clone(), digest)) {
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO notification_outbox (tenant_id, id, alarm_id, channel, recipient, digest, payload,
+                                                  next_attempt_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7,
+                         CASE WHEN $6 THEN to_timestamp(ceil(extract(epoch FROM now()) / $8) * $8) ELSE now() END)",
+            )
+            .bind(tenant)
+            .bind(Uuid::now_v7())
+            .bind(alarm)
+            .bind(channel)
+            .bind(&recipient)
+            .bind(digest)
+            .bind(&payload)
+            .bind(digest_every.as_secs_f64())
+            .execute(&mut **tx)
+            .await?;
+            queued += 1;
+        }
+    }
+    Ok(queued)
+}

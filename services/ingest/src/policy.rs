@@ -1,0 +1,125 @@
+//! Policy distribution: the effective policy of each connected device goes
+//! down its `Connect` stream when the agent says hello with another
+//! revision, when a change notice for its tenant arrives, and on a periodic
+//! sweep that catches notices Redis dropped.
+
+use crate::connections::Connections;
+use mamori_policy::TenantPolicies;
+use mamori_proto::agent::v1::PolicyUpdate;
+use mamori_tenancy::{Db, DeviceId, TenantId};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+#[derive(Debug, Clone)]
+pub(crate) struct Pusher {
+    pub(crate) db: Db,
+    pub(crate) connections: Arc<Connections>,
+}
+
+impl Pusher {
+    /// The effective policy of one device, for its hello.
+    pub(crate) async fn for_device(
+        &self,
+        tenant: TenantId,
+        device: DeviceId,
+    ) -> mamori_policy::Result<PolicyUpdate> {
+        let mut tx = self.db.begin_tenant(tenant).await?;
+        let eff = mamori_policy::store::effective_for_device(&mut tx, device.as_uuid()).await?;
+        tx.commit().await?;
+        Ok(eff.to_update())
+    }
+
+    /// Pushes the tenant's current effective policies to its connected
+    /// devices that are behind. Returns how many devices got one.
+    pub(crate) async fn push_tenant(&self, tenant: TenantId) -> mamori_policy::Result<usize> {
+        let started = Instant::now();
+        let mut tx = self.db.begin_tenant(tenant).await?;
+        let policies = TenantPolicies::load(&mut tx).await?;
+        let revision = policies.revision.max(0) as u64;
+        let behind = self.connections.behind(tenant, revision);
+        if behind.is_empty() {
+            tx.commit().await?;
+            return Ok(0);
+        }
+        let groups: HashMap<Uuid, Option<Uuid>> = mamori_policy::store::device_groups(&mut tx)
+            .await?
+            .into_iter()
+            .collect();
+        tx.commit().await?;
+        // Devices without a policy of their own share their group's update.
+        let mut by_group: HashMap<Option<Uuid>, Arc<PolicyUpdate>> = HashMap::new();
+        for device in &behind {
+            let id = device.as_uuid();
+            // A device missing from the list was revoked or deleted just now:
+            // its stream is about to be cut.
+            let Some(group) = groups.get(&id).copied() else {
+                continue;
+            };
+            let update = if policies.has_device_policy(id) {
+                Arc::new(policies.effective(id, group).to_update())
+            } else {
+                Arc::clone(
+                    by_group
+                        .entry(group)
+                        .or_insert_with(|| Arc::new(policies.effective(id, group).to_update())),
+                )
+            };
+            self.connections.push(*device, &update);
+        }
+        metrics::counter!("mamori_ingest_policy_pushes_total").increment(behind.len() as u64);
+        tracing::info!(
+            tenant_id = %tenant,
+            revision,
+            devices = behind.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "policy pushed"
+        );
+        Ok(behind.len())
+    }
+
+    /// Pushes for every tenant with connections whose revision moved on.
+    async fn sweep(&self) -> mamori_policy::Result<()> {
+        let tenants = self.connections.tenants();
+        if tenants.is_empty() {
+            return Ok(());
+        }
+        let revisions = mamori_policy::notify::revisions(&self.db, &tenants).await?;
+        for (tenant, revision) in revisions {
+            if !self
+                .connections
+                .behind(tenant, revision.max(0) as u64)
+                .is_empty()
+            {
+                self.push_tenant(tenant).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs until `stop`: listens for change notices, and sweeps every
+    /// `every`.
+    pub(crate) async fn run(self, redis: redis::Client, every: Duration, stop: CancellationToken) {
+        let (tx, mut notices) = mpsc::channel(1024);
+        tokio::spawn(mamori_policy::notify::listen(redis, tx, stop.clone()));
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let result = tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => self.sweep().await,
+                notice = notices.recv() => match notice {
+                    None => return,
+                    Some(None) => self.sweep().await,
+                    Some(Some(tenant)) => self.push_tenant(tenant).await.map(drop),
+                },
+            };
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "policy push failed; the next sweep retries");
+            }
+        }
+    }
+}
