@@ -1,11 +1,13 @@
 //! Event sources. Each collector runs as its own task and reports through an
 //! [`EventSink`]; the sink spools the events, the uplink sends them.
 //!
-//! Linux has two today: process starts and stops (`process`) and logons and
-//! logoffs from wtmp (`logon`). Sources for other OSes (ETW on Windows,
+//! Linux has three today: process starts and stops (`process`, which also
+//! kills banned apps), logons and logoffs from wtmp (`logon`), and USB
+//! devices (`devices`, which also enforces device control). Sources for other OSes (ETW on Windows,
 //! Endpoint Security on macOS) and other kinds (files, devices, printing)
 //! implement the same trait.
 
+pub mod devices;
 pub mod logon;
 pub mod process;
 
@@ -33,16 +35,19 @@ pub trait Collector: Send {
 pub struct CollectorSet {
     pub process: bool,
     pub logon: bool,
+    pub devices: bool,
 }
 
 impl CollectorSet {
     pub const ALL: CollectorSet = CollectorSet {
         process: true,
         logon: true,
+        devices: true,
     };
     pub const NONE: CollectorSet = CollectorSet {
         process: false,
         logon: false,
+        devices: false,
     };
 }
 
@@ -52,7 +57,7 @@ impl Default for CollectorSet {
     }
 }
 
-/// `process,logon`, `all` or `none`.
+/// `process,logon,devices`, `all` or `none`.
 impl FromStr for CollectorSet {
     type Err = Error;
 
@@ -62,11 +67,12 @@ impl FromStr for CollectorSet {
             match name {
                 "process" => set.process = true,
                 "logon" => set.logon = true,
+                "devices" => set.devices = true,
                 "all" => set = CollectorSet::ALL,
                 "none" => {}
                 other => {
                     return Err(Error::InvalidOption(format!(
-                        "unknown collector {other:?} (known: process, logon, all, none)"
+                        "unknown collector {other:?} (known: process, logon, devices, all, none)"
                     )));
                 }
             }
@@ -82,7 +88,7 @@ mod tests {
     #[test]
     fn collector_sets_parse() {
         assert_eq!(
-            "process,logon".parse::<CollectorSet>().unwrap(),
+            "process,logon,devices".parse::<CollectorSet>().unwrap(),
             CollectorSet::ALL
         );
         assert_eq!("all".parse::<CollectorSet>().unwrap(), CollectorSet::ALL);

@@ -61,7 +61,14 @@ struct RunArgs {
     /// The wtmp file to watch for logons.
     #[arg(long, default_value = "/var/log/wtmp")]
     wtmp: PathBuf,
-    /// Collectors to run: process, logon, all or none (comma-separated).
+    /// Where sysfs is mounted (USB and block devices).
+    #[arg(long, default_value = "/sys")]
+    sysfs_root: PathBuf,
+    /// The mount table (to remount read-only media).
+    #[arg(long, default_value = "/proc/self/mounts")]
+    mount_table: PathBuf,
+    /// Collectors to run: process, logon, devices, all or none
+    /// (comma-separated).
     #[arg(long, default_value = "all")]
     collectors: CollectorSet,
 }
@@ -116,6 +123,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     opts.batch_max_events = args.batch_max_events;
     opts.drain_rate = args.drain_rate;
     opts.wtmp_path = args.wtmp;
+    opts.sysfs_root = args.sysfs_root;
+    opts.mount_table = args.mount_table;
     opts.collectors = args.collectors;
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;

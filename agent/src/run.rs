@@ -10,6 +10,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 use crate::clock::ClockOffset;
+use crate::collector::devices::DeviceCollector;
 use crate::collector::logon::{DEFAULT_WTMP, LogonCollector};
 use crate::collector::process::ProcessCollector;
 use crate::collector::{Collector, CollectorSet};
@@ -37,12 +38,16 @@ pub struct RunOptions {
     pub drain_rate: u32,
     /// The wtmp file the logon collector reads.
     pub wtmp_path: PathBuf,
+    /// Where sysfs is (USB devices, block devices) and the mount table the
+    /// device collector reads: the real ones, or a fake tree in tests.
+    pub sysfs_root: PathBuf,
+    pub mount_table: PathBuf,
     pub collectors: CollectorSet,
 }
 
 impl RunOptions {
     /// The defaults: 1 GiB spool, 500 events per batch, 5000 backlog events
-    /// per second, /var/log/wtmp, every collector.
+    /// per second, /var/log/wtmp, /sys, /proc/self/mounts, every collector.
     pub fn new(state_dir: PathBuf) -> Self {
         RunOptions {
             state_dir,
@@ -50,6 +55,8 @@ impl RunOptions {
             batch_max_events: 500,
             drain_rate: 5000,
             wtmp_path: PathBuf::from(DEFAULT_WTMP),
+            sysfs_root: PathBuf::from("/sys"),
+            mount_table: PathBuf::from("/proc/self/mounts"),
             collectors: CollectorSet::ALL,
         }
     }
@@ -148,6 +155,13 @@ fn collectors(
         list.push(Box::new(
             ProcessCollector::new().enforcing(Arc::clone(policy)),
         ));
+    }
+    if opts.collectors.devices {
+        list.push(Box::new(DeviceCollector::new(
+            opts.sysfs_root.clone(),
+            opts.mount_table.clone(),
+            Arc::clone(policy),
+        )));
     }
     if opts.collectors.logon {
         list.push(Box::new(LogonCollector::new(

@@ -746,3 +746,244 @@ async fn a_notification_survives_smtp_down_and_kill_9_and_goes_out_once() {
             .unwrap();
     assert_eq!(sent, 1);
 }
+
+/// A fake sysfs: USB devices with their interfaces and block devices, as
+/// the kernel lays them out (bus entries are links into `devices/`).
+struct FakeSysfs {
+    root: tempfile::TempDir,
+}
+
+impl FakeSysfs {
+    fn new() -> Self {
+        let root = tempfile::tempdir().unwrap();
+        for d in ["bus/usb/devices", "devices/usb1", "block"] {
+            std::fs::create_dir_all(root.path().join(d)).unwrap();
+        }
+        FakeSysfs { root }
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.root.path()
+    }
+
+    /// A device `name` (`1-3`) with one interface of `class`/`subclass`.
+    fn plug(&self, name: &str, vendor: &str, product: &str, serial: &str, class: &str, sub: &str) {
+        let dev = self.path().join("devices/usb1").join(name);
+        let iface = dev.join(format!("{name}:1.0"));
+        std::fs::create_dir_all(&iface).unwrap();
+        for (file, value) in [
+            ("idVendor", vendor),
+            ("idProduct", product),
+            ("serial", serial),
+            ("product", "Stick"),
+            ("manufacturer", "Acme"),
+            ("bDeviceClass", "00"),
+            ("authorized", "1"),
+        ] {
+            std::fs::write(dev.join(file), format!("{value}\n")).unwrap();
+        }
+        std::fs::write(iface.join("bInterfaceClass"), format!("{class}\n")).unwrap();
+        std::fs::write(iface.join("bInterfaceSubClass"), format!("{sub}\n")).unwrap();
+        let bus = self.path().join("bus/usb/devices");
+        std::os::unix::fs::symlink(&dev, bus.join(name)).unwrap();
+        std::os::unix::fs::symlink(&iface, bus.join(format!("{name}:1.0"))).unwrap();
+    }
+
+    /// Block device `block` (`sdz`) below USB device `name`.
+    fn block(&self, name: &str, block: &str) {
+        let dir = self
+            .path()
+            .join("devices/usb1")
+            .join(name)
+            .join(format!("{name}:1.0/host7/block"))
+            .join(block);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::os::unix::fs::symlink(&dir, self.path().join("block").join(block)).unwrap();
+    }
+
+    fn authorized(&self, name: &str) -> String {
+        std::fs::read_to_string(
+            self.path()
+                .join("devices/usb1")
+                .join(name)
+                .join("authorized"),
+        )
+        .unwrap()
+        .trim()
+        .to_owned()
+    }
+}
+
+/// A tmpfs mounted for the test, unmounted when dropped.
+struct TmpfsMount(tempfile::TempDir);
+
+impl TmpfsMount {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        nix::mount::mount(
+            Some("tmpfs"),
+            dir.path(),
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some("size=1m"),
+        )
+        .expect("mounting a tmpfs (the tests run as root)");
+        TmpfsMount(dir)
+    }
+}
+
+impl Drop for TmpfsMount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(self.0.path(), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_control_refuses_denied_media_honours_exceptions_and_expires_allowances() {
+    let gw = Gw::start().await;
+    let alerting = mamori_alerting::start(alerting_config(&gw, ""))
+        .await
+        .expect("alerting starts");
+    let admin = gw.signup("USB Control KK", "tenant").await;
+    let sysfs = FakeSysfs::new();
+    sysfs.plug("1-1", "0781", "5581", "DENYME", "08", "06");
+    sysfs.plug("1-2", "0951", "1666", "KEEP", "08", "06");
+    sysfs.plug("1-3", "058f", "6387", "TEMP", "08", "06");
+    sysfs.plug("1-4", "0e8d", "1806", "DVD1", "08", "02");
+    sysfs.block("1-4", "sdz");
+    let media = TmpfsMount::new();
+    let mounts = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        mounts.path(),
+        format!(
+            "proc /proc proc rw 0 0\n/dev/sdz1 {} udf rw 0 0\n",
+            media.0.path().display()
+        ),
+    )
+    .unwrap();
+
+    let state = tempfile::tempdir().unwrap();
+    let enrolled = mamori_agent::enroll(&EnrollOptions {
+        server: gw.stack.url(),
+        token: admin.enrollment_token.clone().unwrap(),
+        state_dir: state.path().to_owned(),
+        ca_cert: None,
+        machine_id: Some(format!("usb-test-{}", uuid::Uuid::new_v4())),
+    })
+    .await
+    .expect("agent enrolls");
+    let mut opts = RunOptions::new(state.path().to_owned());
+    opts.collectors = "devices".parse::<CollectorSet>().unwrap();
+    opts.sysfs_root = sysfs.path().to_owned();
+    opts.mount_table = mounts.path().to_owned();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let agent = tokio::spawn(mamori_agent::run(opts, async {
+        let _ = stop_rx.await;
+    }));
+    // No policy yet: everything is allowed and reported as connected.
+    let device = enrolled.device_id.clone();
+    wait_for("four connect events", Duration::from_secs(30), || async {
+        let (_, v) = gw.get(&admin, "/api/v1/events?kind=device_connect").await;
+        (v["events"].as_array().map(Vec::len) == Some(4)).then_some(())
+    })
+    .await;
+    assert_eq!(sysfs.authorized("1-1"), "1");
+
+    let until = chrono::Utc::now() + chrono::Duration::seconds(6);
+    let (status, v) = put(
+        &gw,
+        &admin,
+        &format!("/api/v1/policies/devices/{device}"),
+        json!({"device_control": {
+            "classes": {"usb_storage": "deny", "cd_dvd": "read_only"},
+            "exceptions": [
+                {"vendor_id": "0951", "product_id": "1666", "serial": "KEEP"},
+                {"vendor_id": "058F", "product_id": "6387", "serial": "TEMP", "until": until}
+            ]
+        }}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+
+    wait_for(
+        "the denied stick to be de-authorised",
+        Duration::from_secs(20),
+        || async { (sysfs.authorized("1-1") == "0").then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        sysfs.authorized("1-2"),
+        "1",
+        "the excepted serial is left alone"
+    );
+    assert_eq!(
+        sysfs.authorized("1-3"),
+        "1",
+        "the allowance is still running"
+    );
+    let probe = media.0.path().join("copy.txt");
+    wait_for(
+        "the DVD's file system to be read-only",
+        Duration::from_secs(20),
+        || async {
+            match std::fs::write(&probe, b"secret") {
+                Err(e) if e.raw_os_error() == Some(libc_erofs()) => Some(()),
+                _ => None,
+            }
+        },
+    )
+    .await;
+
+    // The temporary allowance ends.
+    wait_for(
+        "the allowance to expire",
+        Duration::from_secs(30),
+        || async { (sysfs.authorized("1-3") == "0").then_some(()) },
+    )
+    .await;
+    assert!(
+        chrono::Utc::now() >= until,
+        "refused only after the allowance ended"
+    );
+    assert_eq!(sysfs.authorized("1-2"), "1");
+
+    // Every refusal is an event and a device-control alarm.
+    let blocked = wait_for(
+        "three refusals in the log",
+        Duration::from_secs(20),
+        || async {
+            let (_, v) = gw.get(&admin, "/api/v1/events?kind=device_blocked").await;
+            let e = v["events"].as_array().cloned().unwrap_or_default();
+            (e.len() == 3).then_some(e)
+        },
+    )
+    .await;
+    let serials: Vec<&str> = blocked
+        .iter()
+        .map(|e| e["detail"]["device"]["serial"].as_str().unwrap_or_default())
+        .collect();
+    for s in ["DENYME", "TEMP", "DVD1"] {
+        assert!(serials.contains(&s), "{s} in {serials:?}");
+    }
+    wait_for(
+        "three device-control alarms",
+        Duration::from_secs(20),
+        || async {
+            let a = alarms(&gw, &admin).await;
+            (a.iter()
+                .filter(|x| x["category"] == "device_control")
+                .count()
+                == 3)
+                .then_some(())
+        },
+    )
+    .await;
+
+    let _ = stop_tx.send(());
+    agent.await.unwrap().unwrap();
+    alerting.shutdown().await;
+}
+
+fn libc_erofs() -> i32 {
+    nix::errno::Errno::EROFS as i32
+}

@@ -1,0 +1,384 @@
+//! USB devices on Linux: reports connects and disconnects, and enforces
+//! device control. Reads sysfs (`{root}/bus/usb/devices`): each device's
+//! vendor, product, serial and interface classes decide its class (mass
+//! storage, CD/DVD, floppy, smartphone/MTP, Bluetooth, other). A device of a
+//! denied class is refused by writing `0` to its `authorized` file; a
+//! read-only class has the file systems mounted from it (found through
+//! `{root}/block` and the mount table) remounted read-only. Exceptions by
+//! vendor:product[:serial] are left alone, temporary ones until they
+//! expire. Every refusal is an event.
+//!
+//! Devices are polled every half second, and every poll re-applies the
+//! current policy, so a new policy or an expiring allowance takes effect
+//! within a poll. The sysfs root and the mount table are options, so tests
+//! drive the collector with a fake tree.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use mamori_proto::agent::v1::{
+    DeviceClass, DeviceEvent, device_class_rule::Access, device_event::Action, event::Kind,
+};
+
+use super::{Collector, EventSink};
+use crate::clock::now_us;
+use crate::error::Result;
+use crate::policy::{Compiled, PolicyState};
+
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The device collector and enforcer.
+#[derive(Debug, Clone)]
+pub struct DeviceCollector {
+    sysfs: PathBuf,
+    mounts: PathBuf,
+    policy: Arc<PolicyState>,
+}
+
+impl DeviceCollector {
+    pub fn new(sysfs: PathBuf, mounts: PathBuf, policy: Arc<PolicyState>) -> Self {
+        DeviceCollector {
+            sysfs,
+            mounts,
+            policy,
+        }
+    }
+}
+
+/// One USB device as sysfs shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct UsbDevice {
+    /// The sysfs name (`1-1.2`).
+    name: String,
+    vendor_id: String,
+    product_id: String,
+    serial: String,
+    description: String,
+    class: DeviceClass,
+}
+
+/// What the agent did to a device, so events are sent on changes only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Allowed,
+    ReadOnly,
+    Refused,
+}
+
+impl Collector for DeviceCollector {
+    fn name(&self) -> &'static str {
+        "devices"
+    }
+
+    fn run(self: Box<Self>, sink: EventSink) -> BoxFuture<'static, Result<()>> {
+        Box::pin(async move {
+            let mut known: HashMap<String, (UsbDevice, State)> = HashMap::new();
+            let mut tick = tokio::time::interval(POLL_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let present = scan(&self.sysfs);
+                let policy = self.policy.current();
+                let now = now_us();
+                for dev in &present {
+                    let decision = decide(&policy, dev, now);
+                    let previous = known.get(&dev.name).map(|(_, s)| *s);
+                    if previous.is_none() {
+                        emit(&sink, dev, Action::Connect, "");
+                    }
+                    if previous != Some(decision) {
+                        let outcome = self.enforce(dev, decision, previous);
+                        if decision != State::Allowed {
+                            emit(&sink, dev, Action::Blocked, &outcome);
+                        }
+                    }
+                    known.insert(dev.name.clone(), (dev.clone(), decision));
+                }
+                let gone: Vec<String> = known
+                    .keys()
+                    .filter(|n| !present.iter().any(|d| &&d.name == n))
+                    .cloned()
+                    .collect();
+                for name in gone {
+                    if let Some((dev, _)) = known.remove(&name) {
+                        emit(&sink, &dev, Action::Disconnect, "");
+                    }
+                }
+            }
+        })
+    }
+}
+
+impl DeviceCollector {
+    /// Applies `decision`; returns what was done, for the event.
+    fn enforce(&self, dev: &UsbDevice, decision: State, previous: Option<State>) -> String {
+        let authorized = self
+            .sysfs
+            .join("bus/usb/devices")
+            .join(&dev.name)
+            .join("authorized");
+        match decision {
+            State::Refused => match std::fs::write(&authorized, "0") {
+                Ok(()) => {
+                    tracing::info!(device = %dev.name, vendor = %dev.vendor_id, product = %dev.product_id, "USB device refused");
+                    "denied: de-authorised".to_owned()
+                }
+                Err(e) => {
+                    tracing::warn!(device = %dev.name, error = %e, "cannot de-authorise a denied USB device");
+                    format!("denied: could not de-authorise: {e}")
+                }
+            },
+            State::ReadOnly => {
+                let remounted = self.remount_read_only(&dev.name);
+                format!("read-only: {remounted}")
+            }
+            State::Allowed => {
+                // Give back a device this agent refused (the policy or an
+                // allowance changed).
+                if previous == Some(State::Refused)
+                    && let Err(e) = std::fs::write(&authorized, "1")
+                {
+                    tracing::warn!(device = %dev.name, error = %e, "cannot re-authorise an allowed USB device");
+                }
+                String::new()
+            }
+        }
+    }
+
+    /// Remounts read-only every file system mounted from a block device of
+    /// USB device `name`; says which.
+    fn remount_read_only(&self, name: &str) -> String {
+        let blocks = block_devices_of(&self.sysfs, name);
+        let table = std::fs::read_to_string(&self.mounts).unwrap_or_default();
+        let mut done = Vec::new();
+        for line in table.lines() {
+            let mut fields = line.split_whitespace();
+            let (Some(source), Some(target)) = (fields.next(), fields.next()) else {
+                continue;
+            };
+            let Some(dev) = source.strip_prefix("/dev/") else {
+                continue;
+            };
+            if !blocks
+                .iter()
+                .any(|b| dev == b || dev.starts_with(b.as_str()))
+            {
+                continue;
+            }
+            let target = unescape_mount_path(target);
+            let result = nix::mount::mount(
+                None::<&str>,
+                target.as_str(),
+                None::<&str>,
+                nix::mount::MsFlags::MS_REMOUNT | nix::mount::MsFlags::MS_RDONLY,
+                None::<&str>,
+            );
+            match result {
+                Ok(()) => done.push(format!("{target} remounted read-only")),
+                Err(e) => {
+                    tracing::warn!(%target, error = %e, "cannot remount a read-only device's file system");
+                    done.push(format!("{target} could not be remounted: {e}"));
+                }
+            }
+        }
+        if done.is_empty() {
+            "nothing mounted yet".to_owned()
+        } else {
+            done.join(", ")
+        }
+    }
+}
+
+/// The mount table escapes spaces and the like as octal (`\040`).
+fn unescape_mount_path(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
+            let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The block devices (`sdb`) below USB device `name` in sysfs.
+fn block_devices_of(sysfs: &Path, name: &str) -> Vec<String> {
+    let Ok(dev_path) = sysfs.join("bus/usb/devices").join(name).canonicalize() else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir(sysfs.join("block")) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            e.path()
+                .canonicalize()
+                .is_ok_and(|p| p.starts_with(&dev_path))
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// The policy's verdict on a device at `now_us`.
+fn decide(policy: &Compiled, dev: &UsbDevice, now_us: i64) -> State {
+    let access = policy.device_access(dev.class as i32);
+    if access == Access::Allow {
+        return State::Allowed;
+    }
+    let excepted = policy.update.device_exceptions.iter().any(|e| {
+        e.vendor_id.eq_ignore_ascii_case(&dev.vendor_id)
+            && e.product_id.eq_ignore_ascii_case(&dev.product_id)
+            && (e.serial.is_empty() || e.serial == dev.serial)
+            && (e.until_us == 0 || now_us < e.until_us)
+    });
+    match (excepted, access) {
+        (true, _) => State::Allowed,
+        (false, Access::ReadOnly) => State::ReadOnly,
+        _ => State::Refused,
+    }
+}
+
+fn emit(sink: &EventSink, dev: &UsbDevice, action: Action, outcome: &str) {
+    let description = if outcome.is_empty() {
+        dev.description.clone()
+    } else {
+        format!("{} ({outcome})", dev.description)
+    };
+    let event = DeviceEvent {
+        action: action as i32,
+        device_class: dev.class as i32,
+        vendor_id: dev.vendor_id.clone(),
+        product_id: dev.product_id.clone(),
+        serial: dev.serial.clone(),
+        description: crate::text::truncate_utf8(description, 500),
+        mount_point: String::new(),
+    };
+    if let Err(e) = sink.emit(now_us(), String::new(), Kind::Device(event)) {
+        tracing::warn!(error = %e, "device event not spooled");
+    }
+}
+
+fn read_attr(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(name))
+        .map(|s| s.trim().chars().take(200).collect())
+        .unwrap_or_default()
+}
+
+/// The USB devices under `{sysfs}/bus/usb/devices`, hubs left out.
+fn scan(sysfs: &Path) -> Vec<UsbDevice> {
+    let bus = sysfs.join("bus/usb/devices");
+    let Ok(entries) = std::fs::read_dir(&bus) else {
+        return Vec::new();
+    };
+    let names: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let mut out = Vec::new();
+    for name in names.iter().filter(|n| !n.contains(':') && n.contains('-')) {
+        let dir = bus.join(name);
+        if read_attr(&dir, "bDeviceClass") == "09" {
+            continue;
+        }
+        let vendor_id = read_attr(&dir, "idVendor").to_ascii_lowercase();
+        if vendor_id.is_empty() {
+            continue;
+        }
+        // Interfaces are `{name}:{config}.{number}` beside the device.
+        let interfaces: Vec<(String, String)> = names
+            .iter()
+            .filter(|n| {
+                n.strip_prefix(name.as_str())
+                    .is_some_and(|r| r.starts_with(':'))
+            })
+            .map(|n| {
+                let d = bus.join(n);
+                (
+                    read_attr(&d, "bInterfaceClass").to_ascii_lowercase(),
+                    read_attr(&d, "bInterfaceSubClass").to_ascii_lowercase(),
+                )
+            })
+            .collect();
+        let product = read_attr(&dir, "product");
+        let manufacturer = read_attr(&dir, "manufacturer");
+        out.push(UsbDevice {
+            name: name.clone(),
+            product_id: read_attr(&dir, "idProduct").to_ascii_lowercase(),
+            serial: read_attr(&dir, "serial"),
+            description: format!("{manufacturer} {product}").trim().to_owned(),
+            class: classify(&read_attr(&dir, "bDeviceClass"), &interfaces),
+            vendor_id,
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// The device class from the USB class codes: mass storage (08) by its
+/// subclass (02/05 optical, 04 floppy), still image / MTP (06), wireless
+/// controller (e0, Bluetooth).
+fn classify(device_class: &str, interfaces: &[(String, String)]) -> DeviceClass {
+    let mut class = match device_class {
+        "e0" => DeviceClass::Bluetooth,
+        _ => DeviceClass::Other,
+    };
+    for (c, sub) in interfaces {
+        let this = match (c.as_str(), sub.as_str()) {
+            ("08", "02" | "05") => DeviceClass::CdDvd,
+            ("08", "04") => DeviceClass::Floppy,
+            ("08", _) => DeviceClass::UsbStorage,
+            ("06", _) => DeviceClass::Smartphone,
+            ("e0", _) => DeviceClass::Bluetooth,
+            _ => continue,
+        };
+        // Storage wins over anything else a composite device offers.
+        if class == DeviceClass::Other || this == DeviceClass::UsbStorage {
+            class = this;
+        }
+    }
+    class
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_come_from_interface_codes() {
+        let i = |c: &str, s: &str| (c.to_owned(), s.to_owned());
+        assert_eq!(classify("00", &[i("08", "06")]), DeviceClass::UsbStorage);
+        assert_eq!(classify("00", &[i("08", "02")]), DeviceClass::CdDvd);
+        assert_eq!(classify("00", &[i("08", "04")]), DeviceClass::Floppy);
+        assert_eq!(classify("00", &[i("06", "01")]), DeviceClass::Smartphone);
+        assert_eq!(classify("e0", &[]), DeviceClass::Bluetooth);
+        assert_eq!(
+            classify("00", &[i("03", "01"), i("08", "06")]),
+            DeviceClass::UsbStorage
+        );
+        assert_eq!(classify("00", &[i("03", "01")]), DeviceClass::Other);
+    }
+
+    #[test]
+    fn mount_paths_are_unescaped() {
+        assert_eq!(
+            unescape_mount_path("/media/My\\040Stick"),
+            "/media/My Stick"
+        );
+        assert_eq!(unescape_mount_path("/plain"), "/plain");
+    }
+}
