@@ -987,3 +987,73 @@ async fn device_control_refuses_denied_media_honours_exceptions_and_expires_allo
 fn libc_erofs() -> i32 {
     nix::errno::Errno::EROFS as i32
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_app_alarms_once_per_tenant_after_the_learning_period() {
+    let gw = Gw::start().await;
+    let alerting = mamori_alerting::start(alerting_config(&gw, ""))
+        .await
+        .expect("alerting starts");
+    // A tenant past its first day, and one still learning its apps.
+    let old = gw.signup("Settled KK", "tenant").await;
+    let young = gw.signup("Brand New KK", "tenant").await;
+    sqlx::query("UPDATE tenants SET created_at = now() - interval '2 days' WHERE id = $1")
+        .bind(
+            old.tenant_id
+                .as_deref()
+                .unwrap()
+                .parse::<uuid::Uuid>()
+                .unwrap(),
+        )
+        .execute(&gw.stack.env.owner)
+        .await
+        .unwrap();
+    let mut streams = Vec::new();
+    for s in [&old, &old, &young] {
+        let d = gw
+            .stack
+            .new_device(s.enrollment_token.as_deref().unwrap())
+            .await;
+        streams.push(gw.stack.open(&d.device_credential).await.unwrap());
+    }
+    // Two devices of the old tenant start the same new app, twice.
+    for (i, agent) in streams.iter_mut().enumerate() {
+        let events = vec![
+            process_event("C:\\Tools\\shadow-it.exe"),
+            process_event("C:\\Tools\\shadow-it.exe"),
+        ];
+        agent.send(batch(1 + i as u64, events)).await.unwrap();
+    }
+    let found = wait_for("the new-app alarm", Duration::from_secs(20), || async {
+        let a = alarms(&gw, &old).await;
+        (!a.is_empty()).then_some(a)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let again = alarms(&gw, &old).await;
+    assert_eq!(again.len(), 1, "one alarm for the tenant: {again:?}");
+    assert_eq!(found[0]["category"], "new_app");
+    assert!(
+        found[0]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("shadow-it.exe")
+    );
+    assert!(
+        alarms(&gw, &young).await.is_empty(),
+        "a tenant in its learning period is not alarmed"
+    );
+    // Another app (another executable: another hash) is new again.
+    let mut other = process_event("C:\\Tools\\other.exe");
+    if let Some(Kind::Process(p)) = &mut other.kind {
+        p.exe_sha256 = vec![8; 32];
+    }
+    streams[0].send(batch(10, vec![other])).await.unwrap();
+    wait_for(
+        "the second new-app alarm",
+        Duration::from_secs(20),
+        || async { (alarms(&gw, &old).await.len() == 2).then_some(()) },
+    )
+    .await;
+    alerting.shutdown().await;
+}

@@ -17,6 +17,9 @@ pub struct Config {
     /// The same rule on the same device (and user) within this many seconds
     /// counts into one open alarm.
     pub alarm_window_s: u64,
+    /// "New app launched" stays quiet for a tenant's first this-many
+    /// seconds, while the inventory of its ordinary apps builds up.
+    pub new_app_learning_s: u64,
     /// How often the outbox is polled (it is also woken after each alarm).
     pub notify_poll_ms: u64,
     /// Delivery attempts before a notification is given up (with
@@ -53,6 +56,7 @@ impl Default for Config {
             alerting_read_count: 64,
             alerting_claim_idle_ms: 30_000,
             alarm_window_s: 3600,
+            new_app_learning_s: 86_400,
             notify_poll_ms: 1000,
             notify_max_attempts: 15,
             notify_lease_s: 90,

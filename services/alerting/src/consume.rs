@@ -25,6 +25,10 @@ pub(crate) struct Alerting {
     pub(crate) cache: Arc<PolicyCache>,
     pub(crate) window: Duration,
     pub(crate) digest_every: Duration,
+    pub(crate) learning: Duration,
+    /// Apps known per tenant, so that only unseen ones cost a database
+    /// round trip.
+    pub(crate) known_apps: Arc<KnownApps>,
     /// Woken when notifications were queued.
     pub(crate) outbox: Arc<Notify>,
 }
@@ -71,7 +75,12 @@ impl Handler for Alerting {
                 let occurred =
                     DateTime::from_timestamp_micros(event.occurred_at_us).unwrap_or_else(Utc::now);
                 let at = occurred + chrono::Duration::milliseconds(event.clock_offset_ms);
-                for hit in rules::evaluate(&event, at, &policy.document) {
+                let new_app =
+                    rules::new_app(&event).filter(|h| !self.known_apps.contains(tenant, &h.detail));
+                for hit in rules::evaluate(&event, at, &policy.document)
+                    .into_iter()
+                    .chain(new_app)
+                {
                     by_tenant.entry(tenant).or_default().push(Pending {
                         hit,
                         event_id,
@@ -90,6 +99,7 @@ impl Handler for Alerting {
         }
         let mut queued = 0;
         let mut raised = Vec::new();
+        let mut seen_apps = Vec::new();
         for (tenant, hits) in by_tenant {
             let mut tx = self.db.begin_tenant(tenant).await?;
             for p in &hits {
@@ -106,15 +116,23 @@ impl Handler for Alerting {
                     self.window,
                     p.notifications.as_ref(),
                     self.digest_every,
+                    self.learning,
                 )
                 .await?;
                 if let Outcome::Raised(id, n) = outcome {
                     queued += n;
                     raised.push((tenant, id, p.hit.category, p.occurred));
                 }
+                if p.hit.category == "new_app" {
+                    seen_apps.push((tenant, p.hit.detail.clone()));
+                }
                 metrics::counter!("mamori_alerting_hits_total", "category" => p.hit.category, "outcome" => outcome_label(outcome)).increment(1);
             }
             tx.commit().await?;
+        }
+        // Committed: these apps are known from now on.
+        for (tenant, app) in seen_apps {
+            self.known_apps.insert(tenant, app);
         }
         let now = Utc::now();
         for (tenant, id, category, occurred) in raised {
@@ -133,8 +151,42 @@ impl Handler for Alerting {
 fn outcome_label(o: Outcome) -> &'static str {
     match o {
         Outcome::Replay => "replay",
+        Outcome::KnownApp => "known_app",
         Outcome::BelowThreshold => "below_threshold",
         Outcome::Counted(_) => "counted",
         Outcome::Raised(..) => "raised",
+    }
+}
+
+/// The apps each tenant is known to have, bounded: a tenant past the bound
+/// starts over (its apps are then looked up in PostgreSQL again).
+#[derive(Debug, Default)]
+pub(crate) struct KnownApps {
+    map: std::sync::Mutex<std::collections::HashMap<TenantId, std::collections::HashSet<String>>>,
+}
+
+const KNOWN_APPS_PER_TENANT: usize = 100_000;
+
+impl KnownApps {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<
+        '_,
+        std::collections::HashMap<TenantId, std::collections::HashSet<String>>,
+    > {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn contains(&self, tenant: TenantId, app: &str) -> bool {
+        self.lock().get(&tenant).is_some_and(|s| s.contains(app))
+    }
+
+    fn insert(&self, tenant: TenantId, app: String) {
+        let mut map = self.lock();
+        let set = map.entry(tenant).or_default();
+        if set.len() >= KNOWN_APPS_PER_TENANT {
+            set.clear();
+        }
+        set.insert(app);
     }
 }

@@ -199,6 +199,28 @@ pub fn evaluate(event: &Event, at: DateTime<Utc>, policy: &PolicyDocument) -> Ve
     hits
 }
 
+/// "New app launched": the app of a process start, by hash when the agent
+/// could hash it, else by path. Whether it is new in the tenant is the
+/// store's question (and the learning period's).
+pub fn new_app(event: &Event) -> Option<Hit> {
+    let Some(Kind::Process(p)) = &event.kind else {
+        return None;
+    };
+    if p.action() != process_event::Action::Start || p.exe_path.is_empty() {
+        return None;
+    }
+    let app = if p.exe_sha256.len() == 32 {
+        format!("sha256:{}", hex::encode(&p.exe_sha256))
+    } else {
+        format!("path:{}", p.exe_path.to_lowercase())
+    };
+    Some(Hit::new(
+        "new_app",
+        app,
+        format!("New app launched: {}", p.exe_path),
+    ))
+}
+
 /// Operations a person does (not background reports like inventory).
 fn is_operation(kind: &Kind) -> bool {
     match kind {

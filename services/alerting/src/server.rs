@@ -78,6 +78,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         cache,
         window: Duration::from_secs(config.alarm_window_s),
         digest_every: Duration::from_secs(config.digest_interval_s),
+        learning: Duration::from_secs(config.new_app_learning_s),
+        known_apps: Arc::default(),
         outbox: Arc::clone(&outbox),
     };
     let consumer = mamori_streams::consumer_name(&config.alerting_consumer);

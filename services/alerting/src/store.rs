@@ -26,6 +26,9 @@ pub struct Occurrence<'a> {
 pub enum Outcome {
     /// This event was counted before (a replayed stream entry).
     Replay,
+    /// An app the tenant has seen before, or one seen during the learning
+    /// period.
+    KnownApp,
     /// A windowed rule below its threshold.
     BelowThreshold,
     /// Counted into an open alarm.
@@ -54,8 +57,12 @@ pub async fn record(
     window: Duration,
     notifications: Option<&Notifications>,
     digest_every: Duration,
+    learning: Duration,
 ) -> Result<Outcome, sqlx::Error> {
     let tenant = tx.tenant().as_uuid();
+    if hit.category == "new_app" && !first_sighting(tx, &hit.detail, at, learning).await? {
+        return Ok(Outcome::KnownApp);
+    }
     let key = dedupe_key(hit.category, at.device, at.os_user, &hit.detail);
     let fresh = sqlx::query(
         "INSERT INTO alert_hits (tenant_id, rule, event_id, key, at, amount) VALUES ($1, $2, $3, $4, $5, $6)
@@ -134,6 +141,41 @@ pub async fn record(
         None => 0,
     };
     Ok(Outcome::Raised(id, queued))
+}
+
+/// Records `app` as seen in the tenant; true when it is new there and the
+/// tenant is past its learning period (its first `learning` after creation,
+/// while the inventory of ordinary apps builds up).
+async fn first_sighting(
+    tx: &mut TenantTx,
+    app: &str,
+    at: &Occurrence<'_>,
+    learning: Duration,
+) -> Result<bool, sqlx::Error> {
+    let tenant = tx.tenant().as_uuid();
+    let inserted = sqlx::query(
+        "INSERT INTO known_apps (tenant_id, app, first_seen, device_id) VALUES ($1, $2, $3, $4)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(tenant)
+    .bind(app)
+    .bind(at.at)
+    .bind(at.device)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        return Ok(false);
+    }
+    let learned: bool = sqlx::query_scalar(
+        "SELECT created_at < now() - make_interval(secs => $2) FROM tenants WHERE id = $1",
+    )
+    .bind(tenant)
+    .bind(learning.as_secs_f64())
+    .fetch_optional(&mut **tx)
+    .await?
+    .unwrap_or(false);
+    Ok(learned)
 }
 
 /// Writes one outbox row per recipient of every route that covers the
