@@ -81,6 +81,13 @@ for _ in range(50):
         post("/api/v1/auth/verify", {"token": m[-1]})
         break
     time.sleep(0.1)
+# A demo policy: winny is banned (killed on start), alarms are mailed to
+# the admin (to the log, without SMTP).
+req = urllib.request.Request(base + "/api/v1/policies/tenant", json.dumps({
+    "banned_apps": [{"name": "winny", "action": "kill"}],
+    "notifications": {"routes": [{"categories": ["*"], "email": ["admin@demo.mamori.local"]}]},
+}).encode(), {"Content-Type": "application/json", "Authorization": "Bearer " + r["access_token"]}, method="PUT")
+urllib.request.urlopen(req, timeout=30)
 print(f"DEMO_EMAIL=admin@demo.mamori.local\nDEMO_PASSWORD={password}\nDEMO_TENANT={r['tenant_id']}\nDEMO_TOKEN={r['enrollment_token']}")
 PY
     chmod 600 "$dev/demo.env"
@@ -104,7 +111,7 @@ Mamori is running.
                              -d '{"email":"$DEMO_EMAIL","password":"$DEMO_PASSWORD"}'
                            then: curl -s -H "Authorization: Bearer \$ACCESS_TOKEN" $MAMORI_PUBLIC_URL/api/v1/events
   ingest (gRPC, agents):   http://127.0.0.1:50051
-  metrics / health:        http://127.0.0.1:9101/metrics (ingest)  :9102 (writer)  :9103 (gateway)
+  metrics / health:        http://127.0.0.1:9101/metrics (ingest)  :9102 (writer)  :9103 (gateway)  :9104 (alerting)
   demo tenant:             $DEMO_TENANT
   enrollment token:        $DEMO_TOKEN
   devices:                 $bin/mamori device list --tenant $DEMO_TENANT
@@ -113,6 +120,8 @@ Mamori is running.
   (the browser console is not built yet: use the REST API above)
 
 Start any program on this machine and it shows up in the events within a second or two.
+The demo policy bans "winny": cp /bin/sleep /tmp/winny && /tmp/winny 60 is killed at once (if
+the agent runs as root), and GET /api/v1/alarms shows the alarm; its e-mail is in $dev/mamori.log.
 Press Ctrl-C to stop everything.
 INFO
 wait "$(cat "$dev/mamori.pid")"

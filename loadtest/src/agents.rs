@@ -226,7 +226,13 @@ async fn run_agent(
                     } else {
                         now_us
                     };
-                    pool.take(&mut rng, at)
+                    let mut e = pool.take(&mut rng, at);
+                    if args.alarm_every > 0
+                        && rand::Rng::random_range(&mut rng, 0..args.alarm_every) == 0
+                    {
+                        e.kind = Some(events::banned_start());
+                    }
+                    e
                 })
                 .collect();
             let batch = EventBatch {

@@ -129,6 +129,16 @@ pub fn event(rng: &mut impl Rng, now_us: i64) -> Event {
     }
 }
 
+/// A start of `winny`, which `--alarm-every` tenants ban.
+pub fn banned_start() -> Kind {
+    Kind::Process(ProcessEvent {
+        action: process_event::Action::Start as i32,
+        pid: 4242,
+        exe_path: "C:\\Users\\Public\\P2P\\winny.exe".into(),
+        ..Default::default()
+    })
+}
+
 /// A pool of pre-generated events: each simulated event is a clone of one
 /// with a new id and time, so the load generator spends its CPU on the
 /// protocol, not on formatting strings (real agents run elsewhere).

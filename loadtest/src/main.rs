@@ -77,6 +77,11 @@ pub struct Args {
     /// benchmarks); latency figures are skipped then.
     #[arg(long, default_value_t = 0)]
     spread_days: u32,
+    /// One event in this many is a start of `winny`, which the created
+    /// tenants' policy bans (log only): alarm load for the alerting
+    /// service (0: none).
+    #[arg(long, default_value_t = 0)]
+    alarm_every: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -140,6 +145,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let tok =
             mamori_registry::create_token(&db, t, Some(Duration::from_secs(3600)), None).await?;
         tenants.push((t, tok.token.expose().to_owned()));
+        if args.alarm_every > 0 {
+            let doc = mamori_policy::PolicyDocument::parse(serde_json::json!({
+                "banned_apps": [{"name": "winny", "action": "log"}]
+            }))?;
+            let mut tx = db.begin_tenant(t).await?;
+            mamori_policy::store::put(&mut tx, mamori_policy::Scope::Tenant, Some(&doc), None)
+                .await?;
+            tx.commit().await?;
+        }
     }
     eprintln!(
         "enrolling {} agents over {} tenants...",

@@ -1057,3 +1057,111 @@ async fn a_new_app_alarms_once_per_tenant_after_the_learning_period() {
     .await;
     alerting.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn folder_web_environment_and_lan_rules_raise_their_alarms() {
+    use mamori_proto::agent::v1::{
+        EnvironmentChangeEvent, FileEvent, LanSightingEvent, WebEvent, environment_change_event,
+        file_event,
+    };
+    let gw = Gw::start().await;
+    let alerting = mamori_alerting::start(alerting_config(&gw, ""))
+        .await
+        .expect("alerting starts");
+    let admin = gw.signup("Four Rules KK", "tenant").await;
+    let (status, v) = put(
+        &gw,
+        &admin,
+        "/api/v1/policies/tenant",
+        json!({
+            "confidential_folders": ["/srv/hr/**"],
+            "web": {"block": ["*.p2p.example"], "alarm": ["upload.example"]}
+        }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let d = gw
+        .stack
+        .new_device(admin.enrollment_token.as_deref().unwrap())
+        .await;
+    let mut agent = gw.stack.open(&d.device_credential).await.unwrap();
+    let now = chrono::Utc::now();
+    let file = |path: &str, target: &str| {
+        event_at(
+            now,
+            Kind::File(FileEvent {
+                action: file_event::Action::Copy as i32,
+                path: path.into(),
+                target_path: target.into(),
+                removable_media: true,
+                ..Default::default()
+            }),
+        )
+    };
+    let web = |host: &str| {
+        event_at(
+            now,
+            Kind::Web(WebEvent {
+                url_host: host.into(),
+                browser: "Edge".into(),
+                ..Default::default()
+            }),
+        )
+    };
+    let lan = |mac: &str, known: bool| {
+        event_at(
+            now,
+            Kind::LanSighting(LanSightingEvent {
+                ip_addr: "192.168.1.77".into(),
+                mac_addr: mac.into(),
+                known,
+                ..Default::default()
+            }),
+        )
+    };
+    let events = vec![
+        file("/srv/hr/salaries.xlsx", "/media/usb/salaries.xlsx"),
+        file("/home/tanaka/notes.txt", "/media/usb/notes.txt"),
+        web("www.p2p.example"),
+        web("news.example"),
+        web("files.upload.example"),
+        event_at(
+            now,
+            Kind::EnvironmentChange(EnvironmentChangeEvent {
+                field: environment_change_event::Field::IpAddress as i32,
+                old_value: "10.0.0.5".into(),
+                new_value: "10.0.9.9".into(),
+            }),
+        ),
+        lan("aa:bb:cc:00:11:22", false),
+        lan("aa:bb:cc:00:11:33", true),
+    ];
+    agent.send(batch(1, events)).await.unwrap();
+    let found = wait_for("five alarms", Duration::from_secs(20), || async {
+        let a = alarms(&gw, &admin).await;
+        (a.len() >= 5).then_some(a)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let found_again = alarms(&gw, &admin).await;
+    assert_eq!(found_again.len(), 5, "{found_again:?}");
+    let summary = |category: &str| -> Vec<String> {
+        found
+            .iter()
+            .filter(|a| a["category"] == category)
+            .map(|a| a["summary"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let folder = summary("confidential_folder");
+    assert_eq!(folder.len(), 1);
+    assert!(folder[0].contains("salaries.xlsx"), "{folder:?}");
+    let webs = summary("banned_web");
+    assert_eq!(webs.len(), 2, "a blocked and an alarmed host: {webs:?}");
+    assert!(webs.iter().any(|w| w.contains("www.p2p.example")));
+    assert!(webs.iter().any(|w| w.contains("files.upload.example")));
+    assert!(summary("environment_change")[0].contains("10.0.9.9"));
+    let lan_alarms = summary("unauthorized_pc");
+    assert_eq!(lan_alarms.len(), 1);
+    assert!(lan_alarms[0].contains("aa:bb:cc:00:11:22"));
+    alerting.shutdown().await;
+}

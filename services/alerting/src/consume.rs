@@ -119,9 +119,15 @@ impl Handler for Alerting {
                     self.learning,
                 )
                 .await?;
-                if let Outcome::Raised(id, n) = outcome {
-                    queued += n;
-                    raised.push((tenant, id, p.hit.category, p.occurred));
+                match outcome {
+                    Outcome::Raised(id, n) => {
+                        queued += n;
+                        raised.push((tenant, id, p.hit.category, p.occurred, true));
+                    }
+                    Outcome::Counted(id) => {
+                        raised.push((tenant, id, p.hit.category, p.occurred, false));
+                    }
+                    _ => {}
                 }
                 if p.hit.category == "new_app" {
                     seen_apps.push((tenant, p.hit.detail.clone()));
@@ -135,11 +141,15 @@ impl Handler for Alerting {
             self.known_apps.insert(tenant, app);
         }
         let now = Utc::now();
-        for (tenant, id, category, occurred) in raised {
+        // From the event on the agent to its alarm row committed (new or
+        // counted into an open one).
+        for (tenant, id, category, occurred, new) in raised {
             let latency = (now - occurred).to_std().unwrap_or_default();
             metrics::histogram!("mamori_alerting_event_to_alarm_seconds")
                 .record(latency.as_secs_f64());
-            tracing::info!(tenant_id = %tenant, alarm_id = %id, category, latency_ms = latency.as_millis() as u64, "alarm raised");
+            if new {
+                tracing::info!(tenant_id = %tenant, alarm_id = %id, category, latency_ms = latency.as_millis() as u64, "alarm raised");
+            }
         }
         if queued > 0 {
             self.outbox.notify_one();
