@@ -7,35 +7,5 @@
 # Extra arguments go to mamori-policy-bench (e.g. --agents 2000 --rounds 3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-. scripts/servers.sh
-
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/mamori-target}
-ensure_servers_installed
-log "building (release)"
-cargo build --release --locked -p mamori -p mamori-loadtest
-bin=$CARGO_TARGET_DIR/release
-
-start_private_servers policy
-mamori_pid=
-trap '[ -n "$mamori_pid" ] && kill "$mamori_pid" 2>/dev/null; stop_private_servers' EXIT
-ingest_port=$(free_port)
-export MAMORI_DATABASE_URL="postgres://mamori@127.0.0.1:$pg_port/mamori"
-export MAMORI_REDIS_URL="redis://127.0.0.1:$redis_port"
-export MAMORI_INGEST_ADDR="127.0.0.1:$ingest_port"
-export MAMORI_INGEST_OPS_ADDR="127.0.0.1:0"
-export MAMORI_WRITER_OPS_ADDR="127.0.0.1:0"
-export MAMORI_GATEWAY_ADDR="127.0.0.1:0"
-export MAMORI_GATEWAY_OPS_ADDR="127.0.0.1:0"
-export MAMORI_ALERTING_OPS_ADDR="127.0.0.1:0"
-export MAMORI_KEY_ENCRYPTION_KEY_FILE="$work/kek"
-export MAMORI_DB_MAX_CONNECTIONS=${MAMORI_DB_MAX_CONNECTIONS:-12}
-ulimit -n 65536 2>/dev/null || true
-"$bin/mamori" migrate
-RUST_LOG=${RUST_LOG:-warn} "$bin/mamori" all >"$work/mamori.log" 2>&1 &
-mamori_pid=$!
-for _ in $(seq 1 100); do
-    grep -q "mamori is running" "$work/mamori.log" && break
-    kill -0 "$mamori_pid" 2>/dev/null || { cat "$work/mamori.log"; exit 1; }
-    sleep 0.2
-done
+. loadtest/stack.sh policy
 "$bin/mamori-policy-bench" --ingest "http://127.0.0.1:$ingest_port" "$@"

@@ -160,3 +160,30 @@ CREATE FUNCTION mamori_policy_revisions(tenant_ids uuid[])
     AS $$ SELECT t.id, t.policy_revision FROM tenants t WHERE t.id = ANY(tenant_ids) $$;
 REVOKE ALL ON FUNCTION mamori_policy_revisions(uuid[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION mamori_policy_revisions(uuid[]) TO mamori_app;
+
+-- MSP policy templates: one document kept by an MSP organisation, applied
+-- to many of its tenants (as their tenant policy); a tenant whose policy no
+-- longer equals the template has drifted.
+CREATE TABLE policy_templates (
+    msp_org_id  uuid        NOT NULL REFERENCES msp_orgs (id) ON DELETE CASCADE,
+    id          uuid        NOT NULL,
+    name        text        NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
+    version     integer     NOT NULL CHECK (version > 0),
+    document    jsonb       NOT NULL,
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    updated_by  uuid,
+    PRIMARY KEY (msp_org_id, id),
+    CONSTRAINT policy_templates_name UNIQUE (msp_org_id, name)
+);
+ALTER TABLE policy_templates ENABLE ROW LEVEL SECURITY;
+ALTER TABLE policy_templates FORCE ROW LEVEL SECURITY;
+CREATE POLICY org_isolation ON policy_templates
+    USING (msp_org_id = (SELECT mamori_current_org())) WITH CHECK (msp_org_id = (SELECT mamori_current_org()));
+GRANT SELECT, INSERT, UPDATE ON policy_templates TO mamori_app;
+
+-- Which template (and its version) a tenant policy was last applied from,
+-- and the policy version that apply wrote (a later version means the tenant
+-- changed it since).
+ALTER TABLE policies ADD COLUMN template_id uuid;
+ALTER TABLE policies ADD COLUMN template_version integer;
+ALTER TABLE policies ADD COLUMN template_policy_version integer;

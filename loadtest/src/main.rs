@@ -82,6 +82,13 @@ pub struct Args {
     /// service (0: none).
     #[arg(long, default_value_t = 0)]
     alarm_every: u64,
+    /// Redis, to wait before sending until every stream consumer group
+    /// (writer, alerting) has caught up with what earlier runs left.
+    #[arg(long, env = "MAMORI_REDIS_URL")]
+    redis_url: Option<String>,
+    /// Stream shards (as the services are configured).
+    #[arg(long, env = "MAMORI_STREAM_SHARDS", default_value_t = 4)]
+    stream_shards: u32,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -160,6 +167,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.agents,
         tenants.len()
     );
+    if let Some(url) = &args.redis_url {
+        wait_for_consumers(url, args.stream_shards).await?;
+    }
     let started = Instant::now();
     let fleet = agents::enroll_all(&args, &tenants).await?;
     eprintln!(
@@ -287,6 +297,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             );
         }
     }
+    if args.alarm_every > 0 && tracked == "on" {
+        alarm_latency(&owner, &tenant_uuids, run_start).await?;
+    }
     let sent = wire::SENT.load(Ordering::Relaxed);
     let recv = wire::RECEIVED.load(Ordering::Relaxed);
     println!(
@@ -326,4 +339,84 @@ async fn run(args: Args) -> anyhow::Result<()> {
         println!("end-to-end / raw          {:.2}", e2e / raw_rate);
     }
     Ok(())
+}
+
+/// Event → alarm latency: from each banned-app event's time to the commit of
+/// the alerting transaction that counted it (new alarm or count), once the
+/// alerting service has caught up.
+async fn alarm_latency(
+    owner: &sqlx::PgPool,
+    tenants: &[uuid::Uuid],
+    run_start: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<()> {
+    let count = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM alert_hits WHERE tenant_id = ANY($1) AND at >= $2",
+        )
+        .bind(tenants)
+        .bind(run_start - chrono::Duration::seconds(5))
+        .fetch_one(owner)
+        .await
+    };
+    let mut last = -1;
+    for _ in 0..60 {
+        let n = count().await?;
+        if n == last {
+            break;
+        }
+        last = n;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let (n, p50, p99, max): (i64, Option<f64>, Option<f64>, Option<f64>) = sqlx::query_as(
+        "SELECT count(*),
+                percentile_cont(0.5) WITHIN GROUP (ORDER BY d),
+                percentile_cont(0.99) WITHIN GROUP (ORDER BY d),
+                max(d)
+         FROM (SELECT extract(epoch FROM pg_xact_commit_timestamp(xmin) - at)::float8 AS d FROM alert_hits
+               WHERE tenant_id = ANY($1) AND at >= $2) s",
+    )
+    .bind(tenants)
+    .bind(run_start - chrono::Duration::seconds(5))
+    .fetch_one(owner)
+    .await?;
+    if let (Some(p50), Some(p99), Some(max)) = (p50, p99, max) {
+        println!(
+            "event → alarm row         p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({n} banned-app events)",
+            p50 * 1000.0,
+            p99 * 1000.0,
+            max * 1000.0
+        );
+    } else {
+        println!(
+            "event → alarm row         no alarm hits recorded (is the alerting service running?)"
+        );
+    }
+    Ok(())
+}
+
+/// Waits (at most five minutes) until no consumer group has entries left
+/// to read or acknowledge, so a run does not queue behind the last one.
+async fn wait_for_consumers(url: &str, shards: u32) -> anyhow::Result<()> {
+    let client = redis::Client::open(url)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let started = Instant::now();
+    loop {
+        let mut behind = 0u64;
+        for key in mamori_streams::stream_keys(shards) {
+            for g in mamori_streams::groups(&mut conn, &key).await? {
+                behind += g.lag.unwrap_or(0) + g.pending;
+            }
+        }
+        if behind == 0 {
+            return Ok(());
+        }
+        if started.elapsed() > Duration::from_secs(300) {
+            eprintln!("consumers still {behind} entries behind after 5 minutes; starting anyway");
+            return Ok(());
+        }
+        if started.elapsed().as_secs().is_multiple_of(5) {
+            eprintln!("waiting for the stream consumers to catch up ({behind} entries behind)...");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }

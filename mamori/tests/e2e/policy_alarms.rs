@@ -1165,3 +1165,132 @@ async fn folder_web_environment_and_lan_rules_raise_their_alarms() {
     assert!(lan_alarms[0].contains("aa:bb:cc:00:11:22"));
     alerting.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_msp_applies_a_template_to_its_tenants_and_sees_drift() {
+    let gw = Gw::start().await;
+    let msp = gw.signup("Template MSP", "msp").await;
+    let mut tenants = Vec::new();
+    for name in ["Shop A", "Shop B", "Shop C"] {
+        let (status, v) = gw
+            .post(&msp, "/api/v1/tenants", json!({ "name": name }))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{v}");
+        tenants.push(v["id"].as_str().unwrap().to_owned());
+    }
+    let doc = json!({"banned_apps": [{"name": "winny", "action": "kill"}]});
+    let (status, template) = gw
+        .post(
+            &msp,
+            "/api/v1/org/policy-templates",
+            json!({"name": "Standard", "document": doc}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{template}");
+    let id = template["id"].as_str().unwrap().to_owned();
+    // A bad template document names the field.
+    let (status, v) = gw
+        .post(
+            &msp,
+            "/api/v1/org/policy-templates",
+            json!({"name": "Broken", "document": {"banned_apps": [{"action": "kill"}]}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("document.banned_apps[0]")
+    );
+
+    // Apply to A and B.
+    let (status, applied) = gw
+        .post(
+            &msp,
+            &format!("/api/v1/org/policy-templates/{id}/apply"),
+            json!({"tenant_ids": [tenants[0], tenants[1]]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{applied}");
+    assert_eq!(applied.as_array().unwrap().len(), 2);
+    let (_, a_policy) = gw
+        .get(&msp.on(&tenants[0]), "/api/v1/policies/tenant")
+        .await;
+    assert_eq!(a_policy["document"]["banned_apps"][0]["name"], "winny");
+
+    let drift = |expect: [&'static str; 3]| {
+        let gw = &gw;
+        let msp = &msp;
+        let id = id.clone();
+        let tenants = tenants.clone();
+        async move {
+            let (status, v) = gw
+                .get(msp, &format!("/api/v1/org/policy-templates/{id}/drift"))
+                .await;
+            assert_eq!(status, StatusCode::OK, "{v}");
+            for (t, want) in tenants.iter().zip(expect) {
+                let row = v
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|r| r["tenant_id"] == t.as_str())
+                    .unwrap_or_else(|| panic!("{t} missing from {v}"));
+                assert_eq!(row["status"], want, "{t}: {v}");
+            }
+        }
+    };
+    drift(["in_sync", "in_sync", "not_applied"]).await;
+
+    // The template moves on: A and B are outdated; A is then edited locally.
+    let (status, v) = gw
+        .call(
+            Some(&msp),
+            Method::PUT,
+            &format!("/api/v1/org/policy-templates/{id}"),
+            Some(json!({"name": "Standard", "document": {"banned_apps": [
+                {"name": "winny", "action": "kill"}, {"name": "share", "action": "kill"}]}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["version"], 2);
+    drift(["outdated", "outdated", "not_applied"]).await;
+    let (status, v) = put(
+        &gw,
+        &msp.on(&tenants[0]),
+        "/api/v1/policies/tenant",
+        json!({"mass_print": {"pages": 50, "window_minutes": 60}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    drift(["modified", "outdated", "not_applied"]).await;
+
+    // A tenant of another organisation cannot be named: nothing changes.
+    let stranger = gw.signup("Independent KK", "tenant").await;
+    let (status, _) = gw
+        .post(
+            &msp,
+            &format!("/api/v1/org/policy-templates/{id}/apply"),
+            json!({"tenant_ids": [tenants[2], stranger.tenant_id.clone().unwrap()]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    drift(["modified", "outdated", "not_applied"]).await;
+    let (status, _) = gw.get(&stranger, "/api/v1/policies/tenant").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "the stranger got no policy");
+    // Tenants' own admins do not manage templates.
+    assert_eq!(
+        gw.get(&stranger, "/api/v1/org/policy-templates").await.0,
+        StatusCode::FORBIDDEN
+    );
+    // Applying again brings A and B to the current version.
+    let (status, _) = gw
+        .post(
+            &msp,
+            &format!("/api/v1/org/policy-templates/{id}/apply"),
+            json!({"tenant_ids": [tenants[0], tenants[1]]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    drift(["in_sync", "in_sync", "not_applied"]).await;
+}

@@ -67,6 +67,8 @@ impl Handler for Alerting {
             };
             let tenant = TenantId::from_uuid(tenant);
             let policy = self.cache.effective(tenant, device).await?;
+            // The tenant's known apps, looked up once per batch.
+            let known = self.known_apps.of(tenant);
             for event in batch.events {
                 events += 1;
                 let Some(event_id) = Uuid::from_slice(&event.id).ok() else {
@@ -75,8 +77,9 @@ impl Handler for Alerting {
                 let occurred =
                     DateTime::from_timestamp_micros(event.occurred_at_us).unwrap_or_else(Utc::now);
                 let at = occurred + chrono::Duration::milliseconds(event.clock_offset_ms);
-                let new_app =
-                    rules::new_app(&event).filter(|h| !self.known_apps.contains(tenant, &h.detail));
+                let new_app = rules::new_app(&event, |sha, path| {
+                    known.as_ref().is_some_and(|k| k.contains(sha, path))
+                });
                 for hit in rules::evaluate(&event, at, &policy.document)
                     .into_iter()
                     .chain(new_app)
@@ -138,7 +141,7 @@ impl Handler for Alerting {
         }
         // Committed: these apps are known from now on.
         for (tenant, app) in seen_apps {
-            self.known_apps.insert(tenant, app);
+            self.known_apps.insert(tenant, &app);
         }
         let now = Utc::now();
         // From the event on the agent to its alarm row committed (new or
@@ -172,31 +175,56 @@ fn outcome_label(o: Outcome) -> &'static str {
 /// starts over (its apps are then looked up in PostgreSQL again).
 #[derive(Debug, Default)]
 pub(crate) struct KnownApps {
-    map: std::sync::Mutex<std::collections::HashMap<TenantId, std::collections::HashSet<String>>>,
+    map: std::sync::Mutex<std::collections::HashMap<TenantId, Arc<AppSet>>>,
+}
+
+/// One tenant's known apps: by executable hash, and by path for apps that
+/// could not be hashed (keys as [`rules::app_key`] makes them).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct AppSet {
+    hashes: std::collections::HashSet<[u8; 32]>,
+    paths: std::collections::HashSet<String>,
+}
+
+impl AppSet {
+    fn contains(&self, sha256: &[u8], path: &str) -> bool {
+        match <[u8; 32]>::try_from(sha256) {
+            Ok(h) => self.hashes.contains(&h),
+            Err(_) => self.paths.contains(&path.to_lowercase()),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.hashes.len() + self.paths.len()
+    }
 }
 
 const KNOWN_APPS_PER_TENANT: usize = 100_000;
 
 impl KnownApps {
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<
-        '_,
-        std::collections::HashMap<TenantId, std::collections::HashSet<String>>,
-    > {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<TenantId, Arc<AppSet>>> {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn contains(&self, tenant: TenantId, app: &str) -> bool {
-        self.lock().get(&tenant).is_some_and(|s| s.contains(app))
+    fn of(&self, tenant: TenantId) -> Option<Arc<AppSet>> {
+        self.lock().get(&tenant).cloned()
     }
 
-    fn insert(&self, tenant: TenantId, app: String) {
+    /// Adds an app by its key (`sha256:…` or `path:…`).
+    fn insert(&self, tenant: TenantId, key: &str) {
         let mut map = self.lock();
-        let set = map.entry(tenant).or_default();
+        let set = Arc::make_mut(map.entry(tenant).or_default());
         if set.len() >= KNOWN_APPS_PER_TENANT {
-            set.clear();
+            *set = AppSet::default();
         }
-        set.insert(app);
+        if let Some(h) = key
+            .strip_prefix("sha256:")
+            .and_then(|h| hex::decode(h).ok())
+            .and_then(|h| <[u8; 32]>::try_from(h).ok())
+        {
+            set.hashes.insert(h);
+        } else if let Some(p) = key.strip_prefix("path:") {
+            set.paths.insert(p.to_owned());
+        }
     }
 }

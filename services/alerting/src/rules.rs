@@ -199,24 +199,32 @@ pub fn evaluate(event: &Event, at: DateTime<Utc>, policy: &PolicyDocument) -> Ve
     hits
 }
 
-/// "New app launched": the app of a process start, by hash when the agent
-/// could hash it, else by path. Whether it is new in the tenant is the
-/// store's question (and the learning period's).
-pub fn new_app(event: &Event) -> Option<Hit> {
+/// The identity of an app for "new app launched": its hash when the agent
+/// could hash it, else its path.
+pub fn app_key(p: &mamori_proto::agent::v1::ProcessEvent) -> String {
+    if p.exe_sha256.len() == 32 {
+        format!("sha256:{}", hex::encode(&p.exe_sha256))
+    } else {
+        format!("path:{}", p.exe_path.to_lowercase())
+    }
+}
+
+/// "New app launched": a process start whose app (see [`app_key`]) is not
+/// in `known`. Whether it is new in the tenant is then the store's question
+/// (and the learning period's).
+pub fn new_app(event: &Event, known: impl Fn(&[u8], &str) -> bool) -> Option<Hit> {
     let Some(Kind::Process(p)) = &event.kind else {
         return None;
     };
     if p.action() != process_event::Action::Start || p.exe_path.is_empty() {
         return None;
     }
-    let app = if p.exe_sha256.len() == 32 {
-        format!("sha256:{}", hex::encode(&p.exe_sha256))
-    } else {
-        format!("path:{}", p.exe_path.to_lowercase())
-    };
+    if known(&p.exe_sha256, &p.exe_path) {
+        return None;
+    }
     Some(Hit::new(
         "new_app",
-        app,
+        app_key(p),
         format!("New app launched: {}", p.exe_path),
     ))
 }

@@ -23,6 +23,7 @@ mod password;
 mod policies;
 mod server;
 mod state;
+mod templates;
 mod tenants;
 mod users;
 mod validate;

@@ -86,6 +86,11 @@ impl Modify for Bearer {
         crate::policies::create_webhook,
         crate::policies::list_webhooks,
         crate::policies::delete_webhook,
+        crate::templates::create,
+        crate::templates::list,
+        crate::templates::update,
+        crate::templates::apply,
+        crate::templates::drift,
     ),
     modifiers(&Bearer),
     tags(

@@ -156,7 +156,7 @@ async fn put_at(
     )
     .await?;
     tx.commit().await?;
-    notify(state, acting).await;
+    notify(state, acting.tenant).await;
     Ok(Json(SavedView {
         policy_id: saved.policy_id,
         version: saved.version,
@@ -165,14 +165,14 @@ async fn put_at(
 }
 
 /// Tells ingest that the tenant's effective policies changed.
-pub(crate) async fn notify(state: &Shared, acting: &Acting) {
+pub(crate) async fn notify(state: &Shared, tenant: mamori_tenancy::TenantId) {
     let connect = tokio::time::timeout(
         std::time::Duration::from_secs(2),
         state.redis.get_multiplexed_async_connection(),
     )
     .await;
     match connect {
-        Ok(Ok(mut conn)) => mamori_policy::notify::publish(&mut conn, acting.tenant).await,
+        Ok(Ok(mut conn)) => mamori_policy::notify::publish(&mut conn, tenant).await,
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "cannot reach Redis for the policy notice; agents get the change on ingest's next sweep")
         }
@@ -386,7 +386,7 @@ pub async fn move_device(
     )
     .await?;
     tx.commit().await?;
-    notify(&state, &acting).await;
+    notify(&state, acting.tenant).await;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -7,7 +7,7 @@ use crate::error::ApiError;
 use crate::keys::{Kek, KeyRing};
 use crate::limits::{Keyed, Limits};
 use crate::state::{AppState, Shared};
-use crate::{accounts, alarms, devices, events, openapi, policies, tenants, users};
+use crate::{accounts, alarms, devices, events, openapi, policies, templates, tenants, users};
 use anyhow::Context;
 use axum::Router;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
@@ -123,6 +123,13 @@ pub fn router(state: Shared) -> Router {
             get(policies::list_webhooks).post(policies::create_webhook),
         )
         .route("/webhooks/{id}", delete(policies::delete_webhook))
+        .route(
+            "/org/policy-templates",
+            get(templates::list).post(templates::create),
+        )
+        .route("/org/policy-templates/{id}", put(templates::update))
+        .route("/org/policy-templates/{id}/apply", post(templates::apply))
+        .route("/org/policy-templates/{id}/drift", get(templates::drift))
         .route("/devices/{id}/revoke", post(devices::revoke))
         .route(
             "/groups",

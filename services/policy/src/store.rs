@@ -91,6 +91,58 @@ pub async fn put(
     })
 }
 
+/// Stores `document` as the tenant's policy, applied from an MSP template
+/// (`template` at `template_version`), and remembers where it came from.
+pub async fn put_from_template(
+    tx: &mut TenantTx,
+    document: &PolicyDocument,
+    actor: Option<Uuid>,
+    template: Uuid,
+    template_version: i32,
+) -> Result<Saved> {
+    let saved = put(tx, Scope::Tenant, Some(document), actor).await?;
+    sqlx::query(
+        "UPDATE policies SET template_id = $2, template_version = $3, template_policy_version = $4
+         WHERE id = $1",
+    )
+    .bind(saved.policy_id)
+    .bind(template)
+    .bind(template_version)
+    .bind(saved.version)
+    .execute(&mut **tx)
+    .await?;
+    Ok(saved)
+}
+
+/// Where the tenant's policy came from, if from a template.
+#[derive(Debug, Clone, Copy)]
+pub struct TemplateOrigin {
+    pub template: Uuid,
+    /// The template's version that was applied.
+    pub template_version: i32,
+    /// True when the tenant's policy changed after the apply.
+    pub edited: bool,
+}
+
+/// The template the tenant's policy was last applied from.
+pub async fn applied_template(tx: &mut TenantTx) -> Result<Option<TemplateOrigin>> {
+    let row = sqlx::query(
+        "SELECT template_id, template_version, template_policy_version, version
+         FROM policies WHERE scope = 'tenant'",
+    )
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(row.and_then(|r| {
+        let at: Option<i32> = r.get("template_policy_version");
+        let current: i32 = r.get("version");
+        Some(TemplateOrigin {
+            template: r.get::<Option<Uuid>, _>("template_id")?,
+            template_version: r.get::<Option<i32>, _>("template_version")?,
+            edited: at != Some(current),
+        })
+    }))
+}
+
 /// Bumps the tenant's policy revision (under its row lock, so concurrent
 /// changes get distinct revisions) and returns the new one. Call it for
 /// anything that changes a device's effective policy.
