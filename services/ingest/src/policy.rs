@@ -5,6 +5,7 @@
 
 use crate::connections::Connections;
 use mamori_policy::TenantPolicies;
+use mamori_policy::store::AppliedReport;
 use mamori_proto::agent::v1::PolicyUpdate;
 use mamori_tenancy::{Db, DeviceId, TenantId};
 use std::collections::HashMap;
@@ -18,9 +19,22 @@ use uuid::Uuid;
 pub(crate) struct Pusher {
     pub(crate) db: Db,
     pub(crate) connections: Arc<Connections>,
+    /// Agents' applied-revision reports, written in batches.
+    pub(crate) applied: mpsc::Sender<(TenantId, AppliedReport)>,
 }
 
+/// Reports waiting at most; past it a report is dropped (the agent says its
+/// revision again in its next hello).
+pub(crate) const APPLIED_QUEUE: usize = 100_000;
+
 impl Pusher {
+    /// Queues an agent's report for [`write_applied`].
+    pub(crate) fn record_applied(&self, tenant: TenantId, report: AppliedReport) {
+        if self.applied.try_send((tenant, report)).is_err() {
+            metrics::counter!("mamori_ingest_policy_reports_dropped_total").increment(1);
+        }
+    }
+
     /// The effective policy of one device, for its hello.
     pub(crate) async fn for_device(
         &self,
@@ -119,6 +133,30 @@ impl Pusher {
             };
             if let Err(e) = result {
                 tracing::warn!(error = %e, "policy push failed; the next sweep retries");
+            }
+        }
+    }
+}
+
+/// Writes queued applied-revision reports: whatever has arrived, one
+/// statement per tenant, until the queue closes.
+pub(crate) async fn write_applied(db: Db, mut queue: mpsc::Receiver<(TenantId, AppliedReport)>) {
+    let mut buf = Vec::with_capacity(4096);
+    while queue.recv_many(&mut buf, 4096).await > 0 {
+        let mut by_tenant: HashMap<TenantId, Vec<AppliedReport>> = HashMap::new();
+        for (tenant, report) in buf.drain(..) {
+            by_tenant.entry(tenant).or_default().push(report);
+        }
+        for (tenant, reports) in by_tenant {
+            let result = async {
+                let mut tx = db.begin_tenant(tenant).await?;
+                mamori_policy::store::record_applied(&mut tx, &reports).await?;
+                tx.commit().await?;
+                Ok::<(), mamori_policy::Error>(())
+            }
+            .await;
+            if let Err(e) = result {
+                tracing::warn!(tenant_id = %tenant, reports = reports.len(), error = %e, "cannot record applied policy revisions");
             }
         }
     }

@@ -119,9 +119,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     let ops_addr = mamori_telemetry::serve_ops(&config.ingest_ops_addr, ready).await?;
 
+    let (applied_tx, applied_rx) = tokio::sync::mpsc::channel(crate::policy::APPLIED_QUEUE);
+    tokio::spawn(crate::policy::write_applied(db.clone(), applied_rx));
     let pusher = Pusher {
         db: db.clone(),
         connections: Arc::clone(&connections),
+        applied: applied_tx,
     };
     let redis = redis::Client::open(config.redis_url.as_str())
         .with_context(|| format!("MAMORI_REDIS_URL {:?} is not a Redis URL", config.redis_url))?;

@@ -7,6 +7,7 @@ use crate::limits::{Bucket, TenantLimits};
 use crate::policy::Pusher;
 use crate::sink::Sink;
 use crate::validate::{Limits, Rejection, validate_batch};
+use mamori_policy::store::AppliedReport;
 use mamori_proto::agent::v1::agent_service_server::AgentService;
 use mamori_proto::agent::v1::{
     AgentMessage, BatchAck, BatchRejected, EnrollRequest, EnrollResponse, EventBatch, Hello,
@@ -265,7 +266,7 @@ impl DeviceStream {
     }
 
     /// Records the revision the agent applied (or why it could not), off the
-    /// stream's path.
+    /// stream's path: the pusher writes reports in batches.
     fn on_policy_applied(&self, applied: PolicyApplied, inbox: &PolicyInbox) {
         let error: Option<String> = (!applied.error.is_empty()).then(|| {
             applied
@@ -289,26 +290,14 @@ impl DeviceStream {
         let Ok(revision) = i64::try_from(applied.revision) else {
             return;
         };
-        let db = self.db.clone();
-        let device = self.device;
-        tokio::spawn(async move {
-            let result = async {
-                let mut tx = db.begin_tenant(device.tenant).await?;
-                mamori_policy::store::record_applied(
-                    &mut tx,
-                    device.device.as_uuid(),
-                    revision,
-                    error.as_deref(),
-                )
-                .await?;
-                tx.commit().await?;
-                Ok::<(), mamori_policy::Error>(())
-            }
-            .await;
-            if let Err(e) = result {
-                tracing::warn!(error = %e, "cannot record the applied policy revision");
-            }
-        });
+        self.pusher.record_applied(
+            self.device.tenant,
+            AppliedReport {
+                device: self.device.device.as_uuid(),
+                revision,
+                error,
+            },
+        );
     }
 
     /// Records, off the stream's path, that the device was seen now (and

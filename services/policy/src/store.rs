@@ -359,23 +359,34 @@ pub async fn effective_for_device(tx: &mut TenantTx, device: Uuid) -> Result<Eff
     Ok(TenantPolicies::load(tx).await?.effective(device, group))
 }
 
-/// Records what an agent reported: the revision it enforces, or why it
-/// could not apply one.
-pub async fn record_applied(
-    tx: &mut TenantTx,
-    device: Uuid,
-    revision: i64,
-    error: Option<&str>,
-) -> Result<()> {
-    let error = error.map(|e| e.chars().take(500).collect::<String>());
+/// What an agent reported: the revision it enforces, or why it could not
+/// apply one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedReport {
+    pub device: Uuid,
+    pub revision: i64,
+    pub error: Option<String>,
+}
+
+/// Records agents' reports in one statement (a fleet answers a change at
+/// once).
+pub async fn record_applied(tx: &mut TenantTx, reports: &[AppliedReport]) -> Result<()> {
+    let devices: Vec<Uuid> = reports.iter().map(|r| r.device).collect();
+    let revisions: Vec<i64> = reports.iter().map(|r| r.revision).collect();
+    let errors: Vec<Option<String>> = reports
+        .iter()
+        .map(|r| r.error.as_ref().map(|e| e.chars().take(500).collect()))
+        .collect();
     sqlx::query(
-        "UPDATE devices SET policy_version = CASE WHEN $3::text IS NULL THEN $2 ELSE policy_version END,
-                            policy_error = $3
-         WHERE id = $1",
+        "UPDATE devices d
+         SET policy_version = CASE WHEN u.err IS NULL THEN u.rev ELSE d.policy_version END,
+             policy_error = u.err
+         FROM unnest($1::uuid[], $2::bigint[], $3::text[]) AS u(id, rev, err)
+         WHERE d.id = u.id",
     )
-    .bind(device)
-    .bind(revision)
-    .bind(error)
+    .bind(&devices)
+    .bind(&revisions)
+    .bind(&errors)
     .execute(&mut **tx)
     .await?;
     Ok(())
