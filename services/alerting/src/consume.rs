@@ -3,10 +3,10 @@
 //! transaction before the entries are acked (so a crash re-reads them, and
 //! the hit table makes the replay count once).
 
-use crate::cache::PolicyCache;
 use crate::rules;
 use crate::store::{self, Occurrence, Outcome};
 use chrono::{DateTime, Utc};
+use mamori_policy::PolicyCache;
 use mamori_proto::agent::v1::StreamBatch;
 use mamori_streams::{Entry, Handler};
 use mamori_tenancy::{Db, TenantId};

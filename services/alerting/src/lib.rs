@@ -3,7 +3,6 @@
 //! policy, deduplicates hits into alarms with counts, and sends
 //! notifications (e-mail, signed webhooks) from a transactional outbox.
 
-mod cache;
 mod config;
 mod consume;
 mod outbox;

@@ -2,13 +2,13 @@
 //! `alerting` group, the policy-notice listener, the notifier and the
 //! pruning of old rule state.
 
-use crate::cache::PolicyCache;
 use crate::config::Config;
 use crate::consume::Alerting;
 use crate::outbox::Notifier;
 use anyhow::Context;
 use mamori_keywrap::Kek;
 use mamori_mail::Mailer;
+use mamori_policy::PolicyCache;
 use mamori_streams::{ALERTING_GROUP, GroupSpec, spawn_group};
 use mamori_tenancy::Db;
 use std::net::SocketAddr;

@@ -4,8 +4,8 @@
 //! sweep that catches notices Redis dropped.
 
 use crate::connections::Connections;
-use mamori_policy::TenantPolicies;
 use mamori_policy::store::AppliedReport;
+use mamori_policy::{PolicyCache, TenantPolicies};
 use mamori_proto::agent::v1::PolicyUpdate;
 use mamori_tenancy::{Db, DeviceId, TenantId};
 use std::collections::HashMap;
@@ -19,6 +19,8 @@ use uuid::Uuid;
 pub(crate) struct Pusher {
     pub(crate) db: Db,
     pub(crate) connections: Arc<Connections>,
+    /// Effective policies for hellos, dropped on every change notice.
+    pub(crate) cache: Arc<PolicyCache>,
     /// Agents' applied-revision reports, written in batches.
     pub(crate) applied: mpsc::Sender<(TenantId, AppliedReport)>,
 }
@@ -35,12 +37,20 @@ impl Pusher {
         }
     }
 
-    /// The effective policy of one device, for its hello.
+    /// The effective policy of one device, for its hello: from the cache
+    /// when it knows the device, else from PostgreSQL.
     pub(crate) async fn for_device(
         &self,
         tenant: TenantId,
         device: DeviceId,
     ) -> mamori_policy::Result<PolicyUpdate> {
+        if let Some(eff) = self
+            .cache
+            .effective_if_known(tenant, device.as_uuid())
+            .await?
+        {
+            return Ok(eff.to_update());
+        }
         let mut tx = self.db.begin_tenant(tenant).await?;
         let eff = mamori_policy::store::effective_for_device(&mut tx, device.as_uuid()).await?;
         tx.commit().await?;
@@ -127,8 +137,14 @@ impl Pusher {
                 _ = tick.tick() => self.sweep().await,
                 notice = notices.recv() => match notice {
                     None => return,
-                    Some(None) => self.sweep().await,
-                    Some(Some(tenant)) => self.push_tenant(tenant).await.map(drop),
+                    Some(None) => {
+                        self.cache.invalidate(None);
+                        self.sweep().await
+                    }
+                    Some(Some(tenant)) => {
+                        self.cache.invalidate(Some(tenant));
+                        self.push_tenant(tenant).await.map(drop)
+                    }
                 },
             };
             if let Err(e) = result {

@@ -124,6 +124,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let pusher = Pusher {
         db: db.clone(),
         connections: Arc::clone(&connections),
+        cache: Arc::new(mamori_policy::PolicyCache::new(db.clone())),
         applied: applied_tx,
     };
     let redis = redis::Client::open(config.redis_url.as_str())

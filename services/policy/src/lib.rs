@@ -7,12 +7,15 @@
 //! * [`effective`]: merging (most specific wins) and the wire form agents
 //!   enforce.
 //! * [`notify`]: change notices to the ingest processes holding the agents.
+//! * [`cache`]: effective policies kept in memory between notices.
 
+pub mod cache;
 pub mod document;
 pub mod effective;
 pub mod notify;
 pub mod store;
 
+pub use cache::PolicyCache;
 pub use document::{FieldError, PolicyDocument};
 pub use effective::{Effective, Origin, Scope};
 pub use store::{Saved, StoredPolicy, TenantPolicies};
