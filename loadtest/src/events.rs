@@ -34,22 +34,23 @@ const USERS: &[&str] = &["tanaka", "sato", "suzuki", "takahashi"];
 pub fn event(rng: &mut impl Rng, now_us: i64) -> Event {
     let roll = rng.random_range(0..100);
     let kind = match roll {
-        0..40 => Kind::Process(ProcessEvent {
-            action: process_event::Action::Start as i32,
-            pid: rng.random_range(100..60000),
-            parent_pid: rng.random_range(1..1000),
-            exe_path: EXES.choose(rng).unwrap().to_string(),
-            command_line: format!(
-                "{} --profile-directory=Default /n",
-                EXES.choose(rng).unwrap()
-            ),
-            exe_sha256: (0..32).map(|_| rng.random()).collect(),
-            parent_exe_path: "C:\\Windows\\explorer.exe".into(),
-            window_title: "無題 - メモ帳".into(),
-            uid: 1000,
-            exit_code: 0,
-            ..Default::default()
-        }),
+        0..40 => {
+            let exe = EXES.choose(rng).unwrap();
+            Kind::Process(ProcessEvent {
+                action: process_event::Action::Start as i32,
+                pid: rng.random_range(100..60000),
+                parent_pid: rng.random_range(1..1000),
+                exe_path: exe.to_string(),
+                command_line: format!("{exe} --profile-directory=Default /n"),
+                // One binary, one hash, as on real PCs.
+                exe_sha256: stable_hash(exe),
+                parent_exe_path: "C:\\Windows\\explorer.exe".into(),
+                window_title: "無題 - メモ帳".into(),
+                uid: 1000,
+                exit_code: 0,
+                ..Default::default()
+            })
+        }
         40..65 => Kind::File(FileEvent {
             action: *[
                 file_event::Action::Create,
@@ -127,6 +128,21 @@ pub fn event(rng: &mut impl Rng, now_us: i64) -> Event {
         os_user: USERS.choose(rng).unwrap().to_string(),
         kind: Some(kind),
     }
+}
+
+/// 32 bytes that stand for the SHA-256 of the binary at `path` (FNV-1a,
+/// four seeds): the same for every event of that path.
+fn stable_hash(path: &str) -> Vec<u8> {
+    (0u64..4)
+        .flat_map(|seed| {
+            let mut h = 0xcbf2_9ce4_8422_2325u64 ^ seed;
+            for b in path.bytes() {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+            h.to_le_bytes()
+        })
+        .collect()
 }
 
 /// A start of `winny`, which `--alarm-every` tenants ban.
