@@ -87,6 +87,14 @@ pub async fn enroll(opts: &EnrollOptions) -> Result<EnrollOutcome> {
         return Err(tonic::Status::internal("the server sent no device id or credential").into());
     }
 
+    // A policy stored under an earlier enrollment (perhaps of another
+    // tenant, whose revisions mean nothing here) goes: the server sends the
+    // device's policy at the first hello.
+    match std::fs::remove_file(state.policy_path()) {
+        Ok(()) => tracing::info!("removed the policy of the previous enrollment"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io("removing the previous enrollment's policy")(e)),
+    }
     // The credential first: an agent.json without its credential would look
     // enrolled and fail at every connect.
     state.save_credential(&SecretString::from(response.device_credential))?;

@@ -329,6 +329,21 @@ async fn a_banned_app_is_killed_alarmed_mailed_and_posted() {
     let _ = stop_tx.send(());
     agent.await.unwrap().unwrap();
     alerting.shutdown().await;
+
+    // The agent keeps the applied policy for offline enforcement; enrolling
+    // the same installation into another tenant drops it.
+    assert!(state.path().join("policy.pb").exists());
+    let next = gw.signup("Next Owner KK", "tenant").await;
+    mamori_agent::enroll(&EnrollOptions {
+        server: gw.stack.url(),
+        token: next.enrollment_token.clone().unwrap(),
+        state_dir: state.path().to_owned(),
+        ca_cert: None,
+        machine_id: Some(format!("policy-test-{}", uuid::Uuid::new_v4())),
+    })
+    .await
+    .expect("agent enrolls again");
+    assert!(!state.path().join("policy.pb").exists());
 }
 
 /// A copy of /bin/sleep under `name`.
