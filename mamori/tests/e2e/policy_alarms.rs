@@ -133,6 +133,7 @@ pub fn alerting_config(gw: &Gw, smtp_url: &str) -> mamori_alerting::Config {
         mail_from: "Mamori <alarms@mamori.example>".into(),
         notify_poll_ms: 200,
         db_max_connections: 4,
+        webhook_allow_private: true,
         ..Default::default()
     }
 }
@@ -1308,4 +1309,30 @@ async fn an_msp_applies_a_template_to_its_tenants_and_sees_drift() {
         .await;
     assert_eq!(status, StatusCode::OK);
     drift(["in_sync", "in_sync", "not_applied"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_into_the_operators_network_are_refused() {
+    let gw = Gw::start_with(|c| c.webhook_allow_private = false).await;
+    let admin = gw.signup("SSRF KK", "tenant").await;
+    for url in [
+        "http://127.0.0.1:9101/metrics",
+        "https://127.0.0.1/hook",
+        "https://169.254.169.254/latest/meta-data",
+        "https://10.0.0.5/hook",
+        "https://[::1]/hook",
+        "https://localhost/hook",
+        "https://user:pw@hooks.example.com/x",
+    ] {
+        let (status, v) = gw
+            .post(&admin, "/api/v1/webhooks", json!({"name": "x", "url": url}))
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{url}: {v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().starts_with("url:"),
+            "{v}"
+        );
+    }
+    let (_, listed) = gw.get(&admin, "/api/v1/webhooks").await;
+    assert_eq!(listed.as_array().unwrap().len(), 0, "nothing was stored");
 }

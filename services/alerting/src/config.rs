@@ -43,6 +43,9 @@ pub struct Config {
     /// The console's address, for links in notifications.
     pub public_url: String,
     pub db_max_connections: u32,
+    /// Deliver to private, loopback and link-local webhook addresses (a
+    /// local setup, tests); off, a webhook resolving to one is refused.
+    pub webhook_allow_private: bool,
 }
 
 impl Default for Config {
@@ -69,6 +72,7 @@ impl Default for Config {
             key_encryption_key_file: String::new(),
             public_url: "http://127.0.0.1:8080".into(),
             db_max_connections: 8,
+            webhook_allow_private: false,
         }
     }
 }

@@ -28,6 +28,7 @@ pub(crate) struct Notifier {
     pub(crate) kek: Arc<Kek>,
     pub(crate) max_attempts: i32,
     pub(crate) lease_s: u32,
+    pub(crate) allow_private: bool,
     pub(crate) public_url: String,
 }
 
@@ -178,6 +179,12 @@ impl Notifier {
         let Some((url, sealed)) = row else {
             anyhow::bail!(Permanent("the webhook was deleted".into()));
         };
+        // Checked again at every delivery: a name may resolve elsewhere now.
+        let target = mamori_policy::webhook::check_url(&url, self.allow_private)
+            .map_err(|e| Permanent(format!("webhook URL refused: {e}")))?;
+        mamori_policy::webhook::check_destination(&target, self.allow_private)
+            .await
+            .map_err(|e| anyhow::anyhow!("webhook destination refused: {e}"))?;
         let secret = self.kek.open(&format!("webhook:{id}"), &sealed)?;
         let text: Vec<String> = alarms
             .iter()

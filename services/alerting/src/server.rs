@@ -114,6 +114,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         kek: Arc::new(kek),
         max_attempts: config.notify_max_attempts,
         lease_s: config.notify_lease_s,
+        allow_private: config.webhook_allow_private,
         public_url: config.public_url.clone(),
     };
     tasks.spawn(notifier.run(

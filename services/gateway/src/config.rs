@@ -49,6 +49,9 @@ pub struct Config {
     pub mail_dir: String,
     pub mail_from: String,
     pub db_max_connections: u32,
+    /// Let webhooks point at private, loopback and link-local addresses
+    /// (a local setup, tests); off, they must be public.
+    pub webhook_allow_private: bool,
 }
 
 impl Default for Config {
@@ -78,6 +81,7 @@ impl Default for Config {
             mail_dir: String::new(),
             mail_from: "Mamori <no-reply@mamori.invalid>".into(),
             db_max_connections: 16,
+            webhook_allow_private: false,
         }
     }
 }

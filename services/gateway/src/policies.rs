@@ -406,7 +406,8 @@ async fn group_exists(tx: &mut TenantTx, id: Uuid) -> ApiResult<()> {
 #[serde(deny_unknown_fields)]
 pub struct CreateWebhook {
     pub name: String,
-    /// `https://…` (or `http://` to a loopback address, for testing).
+    /// `https://…` to a public address (private and loopback destinations
+    /// only where the operator allows them).
     pub url: String,
 }
 
@@ -427,42 +428,6 @@ pub struct CreatedWebhook {
     pub secret: String,
 }
 
-/// Checks a webhook URL: absolute http(s), https unless the host is a
-/// loopback address.
-fn webhook_url(url: &str) -> ApiResult<String> {
-    let parsed = url::Url::parse(url.trim())
-        .map_err(|e| ApiError::invalid("url", format!("{url:?} is not a URL: {e}")))?;
-    if url.len() > 2000 {
-        return Err(ApiError::invalid("url", "is longer than 2000 characters"));
-    }
-    let loopback = match parsed.host() {
-        Some(url::Host::Ipv4(a)) => a.is_loopback(),
-        Some(url::Host::Ipv6(a)) => a.is_loopback(),
-        Some(url::Host::Domain(d)) => d == "localhost",
-        None => return Err(ApiError::invalid("url", "has no host")),
-    };
-    match parsed.scheme() {
-        "https" => {}
-        "http" if loopback => {}
-        "http" => {
-            return Err(ApiError::invalid(
-                "url",
-                "must use https (plain http is allowed only to a loopback address)",
-            ));
-        }
-        other => {
-            return Err(ApiError::invalid(
-                "url",
-                format!("scheme {other:?} is not http(s)"),
-            ));
-        }
-    }
-    if !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err(ApiError::invalid("url", "must not carry credentials"));
-    }
-    Ok(parsed.to_string())
-}
-
 /// Register a webhook that alarm notifications can be routed to.
 #[utoipa::path(post, path = "/api/v1/webhooks", tag = "policies", security(("bearer" = [])),
     request_body = CreateWebhook,
@@ -474,7 +439,13 @@ pub async fn create_webhook(
 ) -> ApiResult<(StatusCode, Json<CreatedWebhook>)> {
     acting.require_admin()?;
     let name = crate::validate::name("name", &req.name)?;
-    let url = webhook_url(&req.url)?;
+    let allow_private = state.cfg.webhook_allow_private;
+    let url = mamori_policy::webhook::check_url(&req.url, allow_private)
+        .map_err(|e| ApiError::invalid("url", e))?;
+    mamori_policy::webhook::check_destination(&url, allow_private)
+        .await
+        .map_err(|e| ApiError::invalid("url", e))?;
+    let url = url.to_string();
     let id = Uuid::now_v7();
     let mut secret = zeroize::Zeroizing::new([0u8; 32]);
     rand::rng().fill_bytes(secret.as_mut());

@@ -8,12 +8,14 @@
 //!   enforce.
 //! * [`notify`]: change notices to the ingest processes holding the agents.
 //! * [`cache`]: effective policies kept in memory between notices.
+//! * [`webhook`]: which webhook destinations are acceptable.
 
 pub mod cache;
 pub mod document;
 pub mod effective;
 pub mod notify;
 pub mod store;
+pub mod webhook;
 
 pub use cache::PolicyCache;
 pub use document::{FieldError, PolicyDocument};
