@@ -209,13 +209,16 @@ pub async fn apply(
     }
     let template = fetch(&state, &caller, org, id).await?;
     let doc = parse(template.document.clone())?;
-    // Check all, then change all.
-    let mut txs = Vec::with_capacity(req.tenant_ids.len());
+    // Check all, then change all (each check in its own short transaction:
+    // a thousand open ones would drain the pool).
     for t in &req.tenant_ids {
-        txs.push(org_tenant(&state, &caller, org, *t).await?);
+        org_tenant(&state, &caller, org, *t).await?.commit().await?;
     }
-    let mut applied = Vec::with_capacity(txs.len());
-    for mut tx in txs {
+    let mut applied = Vec::with_capacity(req.tenant_ids.len());
+    for t in &req.tenant_ids {
+        // Checked again inside the change: a tenant released since fails
+        // here, before anything of its own is touched.
+        let mut tx = org_tenant(&state, &caller, org, *t).await?;
         let saved = mamori_policy::store::put_from_template(
             &mut tx,
             &doc,
