@@ -36,6 +36,8 @@ pub struct DeviceCollector {
     sysfs: PathBuf,
     mounts: PathBuf,
     policy: Arc<PolicyState>,
+    /// Mount points that refused a read-only remount (reported once).
+    remount_failed: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 impl DeviceCollector {
@@ -44,6 +46,7 @@ impl DeviceCollector {
             sysfs,
             mounts,
             policy,
+            remount_failed: Arc::default(),
         }
     }
 }
@@ -94,6 +97,18 @@ impl Collector for DeviceCollector {
                         if decision != State::Allowed {
                             emit(&sink, dev, Action::Blocked, &outcome);
                         }
+                    } else if decision == State::ReadOnly {
+                        // Media are mounted after they appear (by the
+                        // desktop, by hand): remount what came since.
+                        let done = self.remount_read_only(&dev.name);
+                        if !done.is_empty() {
+                            emit(
+                                &sink,
+                                dev,
+                                Action::Blocked,
+                                &format!("read-only: {}", done.join(", ")),
+                            );
+                        }
                     }
                     known.insert(dev.name.clone(), (dev.clone(), decision));
                 }
@@ -132,25 +147,41 @@ impl DeviceCollector {
                 }
             },
             State::ReadOnly => {
-                let remounted = self.remount_read_only(&dev.name);
-                format!("read-only: {remounted}")
+                if previous == Some(State::Refused) {
+                    self.reauthorise(dev, &authorized);
+                }
+                let done = self.remount_read_only(&dev.name);
+                if done.is_empty() {
+                    "read-only: nothing mounted yet".to_owned()
+                } else {
+                    format!("read-only: {}", done.join(", "))
+                }
             }
             State::Allowed => {
                 // Give back a device this agent refused (the policy or an
                 // allowance changed).
-                if previous == Some(State::Refused)
-                    && let Err(e) = std::fs::write(&authorized, "1")
-                {
-                    tracing::warn!(device = %dev.name, error = %e, "cannot re-authorise an allowed USB device");
+                if previous == Some(State::Refused) {
+                    self.reauthorise(dev, &authorized);
                 }
                 String::new()
             }
         }
     }
 
-    /// Remounts read-only every file system mounted from a block device of
-    /// USB device `name`; says which.
-    fn remount_read_only(&self, name: &str) -> String {
+    fn reauthorise(&self, dev: &UsbDevice, authorized: &Path) {
+        if let Err(e) = std::fs::write(authorized, "1") {
+            tracing::warn!(device = %dev.name, error = %e, "cannot re-authorise a USB device");
+        }
+    }
+
+    /// Remounts read-only every file system mounted writable from a block
+    /// device of USB device `name` (writable as the kernel says, not the
+    /// table); says what it did, nothing when there was nothing to do.
+    fn remount_read_only(&self, name: &str) -> Vec<String> {
+        let mut failed = self
+            .remount_failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let blocks = block_devices_of(&self.sysfs, name);
         let table = std::fs::read_to_string(&self.mounts).unwrap_or_default();
         let mut done = Vec::new();
@@ -169,6 +200,12 @@ impl DeviceCollector {
                 continue;
             }
             let target = unescape_mount_path(target);
+            let writable = nix::sys::statvfs::statvfs(target.as_str())
+                .is_ok_and(|v| !v.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY));
+            // A mount that refused once is reported once, not every poll.
+            if !writable || failed.contains(&target) {
+                continue;
+            }
             let result = nix::mount::mount(
                 None::<&str>,
                 target.as_str(),
@@ -181,14 +218,11 @@ impl DeviceCollector {
                 Err(e) => {
                     tracing::warn!(%target, error = %e, "cannot remount a read-only device's file system");
                     done.push(format!("{target} could not be remounted: {e}"));
+                    failed.insert(target);
                 }
             }
         }
-        if done.is_empty() {
-            "nothing mounted yet".to_owned()
-        } else {
-            done.join(", ")
-        }
+        done
     }
 }
 
