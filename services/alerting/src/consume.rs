@@ -80,7 +80,7 @@ impl Handler for Alerting {
                 let new_app = rules::new_app(&event, |sha, path| {
                     known.as_ref().is_some_and(|k| k.contains(sha, path))
                 });
-                for hit in rules::evaluate(&event, at, &policy.document)
+                for hit in rules::evaluate(&event, at, &policy)
                     .into_iter()
                     .chain(new_app)
                 {

@@ -4,7 +4,8 @@
 //! waits for its threshold is the store's business.
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
-use mamori_policy::document::{BannedApp, BusinessHours, PolicyDocument, Weekday};
+use mamori_policy::Effective;
+use mamori_policy::document::{BannedApp, BusinessHours, Weekday};
 use mamori_proto::agent::v1::{
     Event, device_event, environment_change_event, event::Kind, file_event, process_event,
 };
@@ -41,7 +42,9 @@ impl Hit {
 
 /// Every hit of `event`, which happened at `at` (server time), under
 /// `policy`.
-pub fn evaluate(event: &Event, at: DateTime<Utc>, policy: &PolicyDocument) -> Vec<Hit> {
+pub fn evaluate(event: &Event, at: DateTime<Utc>, effective: &Effective) -> Vec<Hit> {
+    let policy = &effective.document;
+    let globs = &effective.globs;
     let mut hits = Vec::new();
     let Some(kind) = &event.kind else {
         return hits;
@@ -54,11 +57,12 @@ pub fn evaluate(event: &Event, at: DateTime<Utc>, policy: &PolicyDocument) -> Ve
                 format!("Banned app stopped: {} ({})", p.exe_path, p.blocked_reason),
             )),
             process_event::Action::Start => {
-                if let Some(rule) = policy
+                if let Some((rule, _)) = policy
                     .banned_apps
                     .iter()
                     .flatten()
-                    .find(|b| app_matches(b, &p.exe_path, &p.exe_sha256))
+                    .zip(&globs.banned_paths)
+                    .find(|(b, glob)| app_matches(b, glob.as_ref(), &p.exe_path, &p.exe_sha256))
                 {
                     hits.push(Hit::new(
                         "banned_app",
@@ -73,34 +77,30 @@ pub fn evaluate(event: &Event, at: DateTime<Utc>, policy: &PolicyDocument) -> Ve
             }
             _ => {}
         },
-        Kind::File(f) => {
-            if let Some(folders) = &policy.confidential_folders {
-                let opts = glob::MatchOptions {
-                    case_sensitive: true,
-                    require_literal_separator: false,
-                    require_literal_leading_dot: false,
+        Kind::File(f) if !globs.folders.is_empty() => {
+            let opts = glob::MatchOptions {
+                case_sensitive: true,
+                require_literal_separator: false,
+                require_literal_leading_dot: false,
+            };
+            let hit = globs.folders.iter().find(|(_, pat)| {
+                pat.matches_with(&f.path, opts)
+                    || (!f.target_path.is_empty() && pat.matches_with(&f.target_path, opts))
+            });
+            if let Some((g, _)) = hit {
+                let action = file_event::Action::try_from(f.action)
+                    .map(|a| a.as_str_name().trim_start_matches("ACTION_").to_lowercase())
+                    .unwrap_or_default();
+                let target = if f.target_path.is_empty() {
+                    String::new()
+                } else {
+                    format!(" → {}", f.target_path)
                 };
-                let hit = folders.iter().find(|g| {
-                    glob::Pattern::new(g).is_ok_and(|pat| {
-                        pat.matches_with(&f.path, opts)
-                            || (!f.target_path.is_empty() && pat.matches_with(&f.target_path, opts))
-                    })
-                });
-                if let Some(g) = hit {
-                    let action = file_event::Action::try_from(f.action)
-                        .map(|a| a.as_str_name().trim_start_matches("ACTION_").to_lowercase())
-                        .unwrap_or_default();
-                    let target = if f.target_path.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" → {}", f.target_path)
-                    };
-                    hits.push(Hit::new(
-                        "confidential_folder",
-                        g.clone(),
-                        format!("Confidential folder {g}: {action} {}{target}", f.path),
-                    ));
-                }
+                hits.push(Hit::new(
+                    "confidential_folder",
+                    g.clone(),
+                    format!("Confidential folder {g}: {action} {}{target}", f.path),
+                ));
             }
         }
         Kind::Print(p) => {
@@ -248,12 +248,13 @@ fn rule_label(b: &BannedApp) -> String {
         .unwrap_or_default()
 }
 
-fn app_matches(b: &BannedApp, exe_path: &str, sha256: &[u8]) -> bool {
+/// `glob` is the rule's compiled path glob (see [`Globs`]).
+fn app_matches(b: &BannedApp, glob: Option<&glob::Pattern>, exe_path: &str, sha256: &[u8]) -> bool {
     if let Some(name) = &b.name {
         return !exe_path.is_empty() && app_name(name) == app_name(exe_path);
     }
-    if let Some(path) = &b.path {
-        return glob::Pattern::new(path).is_ok_and(|p| p.matches(exe_path));
+    if b.path.is_some() {
+        return glob.is_some_and(|p| p.matches(exe_path));
     }
     if let Some(h) = &b.sha256 {
         return !sha256.is_empty() && hex::encode(sha256).eq_ignore_ascii_case(h);
@@ -317,8 +318,21 @@ mod tests {
     use mamori_proto::agent::v1::{PrintEvent, ProcessEvent, WebEvent};
     use serde_json::json;
 
-    fn doc(v: serde_json::Value) -> PolicyDocument {
-        PolicyDocument::parse(v).unwrap()
+    fn doc(v: serde_json::Value) -> mamori_policy::PolicyDocument {
+        mamori_policy::PolicyDocument::parse(v).unwrap()
+    }
+
+    /// `v` as a tenant's only policy.
+    fn effective(v: serde_json::Value) -> Effective {
+        mamori_policy::effective::merge(
+            1,
+            &[mamori_policy::effective::Layer {
+                scope: mamori_policy::Scope::Tenant,
+                policy_id: uuid::Uuid::nil(),
+                version: 1,
+                document: doc(v),
+            }],
+        )
     }
 
     fn event(kind: Kind) -> Event {
@@ -354,8 +368,9 @@ mod tests {
 
     #[test]
     fn rules_match_their_events() {
-        let p = doc(json!({
-            "banned_apps": [{"name": "winny", "action": "log"}],
+        let p = effective(json!({
+            "banned_apps": [{"name": "winny", "action": "log"}, {"path": "/opt/p2p/**", "action": "log"}],
+            "confidential_folders": ["/srv/hr/**"],
             "web": {"block": ["*.example.net"], "alarm": ["example.org"]},
             "mass_print": {"pages": 10, "window_minutes": 60}
         }));
@@ -390,6 +405,25 @@ mod tests {
         assert_eq!(hit.amount, 6);
         assert_eq!(hit.threshold.unwrap().0, 10);
         // No business hours: nothing is after hours.
-        assert!(evaluate(&start, at, &PolicyDocument::default()).is_empty());
+        assert!(evaluate(&start, at, &effective(json!({}))).is_empty());
+        // Path globs, compiled once with the effective policy.
+        let share = event(Kind::Process(ProcessEvent {
+            action: process_event::Action::Start as i32,
+            exe_path: "/opt/p2p/bin/share".into(),
+            ..Default::default()
+        }));
+        assert_eq!(evaluate(&share, at, &p)[0].category, "banned_app");
+        let copy = |path: &str| {
+            event(Kind::File(mamori_proto::agent::v1::FileEvent {
+                action: file_event::Action::Copy as i32,
+                path: path.into(),
+                ..Default::default()
+            }))
+        };
+        assert_eq!(
+            evaluate(&copy("/srv/hr/pay.xlsx"), at, &p)[0].category,
+            "confidential_folder"
+        );
+        assert!(evaluate(&copy("/srv/www/index.html"), at, &p).is_empty());
     }
 }

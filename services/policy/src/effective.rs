@@ -71,6 +71,38 @@ pub struct Effective {
     pub document: PolicyDocument,
     /// Section name (`banned_apps`) → the policy that set it.
     pub origins: BTreeMap<&'static str, Origin>,
+    /// The document's globs, compiled once for the rules that match every
+    /// event against them.
+    #[serde(skip)]
+    pub globs: Globs,
+}
+
+/// Compiled globs of a document (validation made sure they compile).
+#[derive(Debug, Clone, Default)]
+pub struct Globs {
+    /// `confidential_folders`, each with its text.
+    pub folders: Vec<(String, glob::Pattern)>,
+    /// One per `banned_apps` entry: its path glob, if it has one.
+    pub banned_paths: Vec<Option<glob::Pattern>>,
+}
+
+impl Globs {
+    pub fn of(document: &PolicyDocument) -> Self {
+        Globs {
+            folders: document
+                .confidential_folders
+                .iter()
+                .flatten()
+                .filter_map(|g| Some((g.clone(), glob::Pattern::new(g).ok()?)))
+                .collect(),
+            banned_paths: document
+                .banned_apps
+                .iter()
+                .flatten()
+                .map(|b| b.path.as_deref().and_then(|p| glob::Pattern::new(p).ok()))
+                .collect(),
+        }
+    }
 }
 
 /// Merges `layers`, least specific first.
@@ -103,6 +135,7 @@ pub fn merge(revision: i64, layers: &[Layer]) -> Effective {
     }
     Effective {
         revision,
+        globs: Globs::of(&document),
         document,
         origins,
     }

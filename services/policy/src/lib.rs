@@ -19,7 +19,7 @@ pub mod webhook;
 
 pub use cache::PolicyCache;
 pub use document::{FieldError, PolicyDocument};
-pub use effective::{Effective, Origin, Scope};
+pub use effective::{Effective, Globs, Origin, Scope};
 pub use store::{Saved, StoredPolicy, TenantPolicies};
 
 #[derive(Debug, thiserror::Error)]
