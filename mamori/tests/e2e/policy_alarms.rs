@@ -177,22 +177,11 @@ async fn a_banned_app_is_killed_alarmed_mailed_and_posted() {
 
     // The agent on this machine, connected before the policy exists.
     let state = tempfile::tempdir().unwrap();
-    let enrolled = mamori_agent::enroll(&EnrollOptions {
-        server: gw.stack.url(),
-        token: admin.enrollment_token.clone().unwrap(),
-        state_dir: state.path().to_owned(),
-        ca_cert: None,
-        machine_id: Some(format!("policy-test-{}", uuid::Uuid::new_v4())),
-    })
-    .await
-    .expect("agent enrolls");
+    let enrolled = enroll_agent(&gw, &admin, state.path(), "policy-test").await;
     let device = enrolled.device_id.clone();
     let mut opts = RunOptions::new(state.path().to_owned());
     opts.collectors = "process".parse::<CollectorSet>().unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let agent = tokio::spawn(mamori_agent::run(opts, async {
-        let _ = stop_rx.await;
-    }));
+    let (stop_tx, agent) = run_agent(opts);
     wait_for("the agent to connect", Duration::from_secs(30), || async {
         let (_, d) = gw.get(&admin, &format!("/api/v1/devices/{device}")).await;
         (d["status"] == "online").then_some(())
@@ -335,16 +324,40 @@ async fn a_banned_app_is_killed_alarmed_mailed_and_posted() {
     // the same installation into another tenant drops it.
     assert!(state.path().join("policy.pb").exists());
     let next = gw.signup("Next Owner KK", "tenant").await;
+    enroll_agent(&gw, &next, state.path(), "policy-test").await;
+    assert!(!state.path().join("policy.pb").exists());
+}
+
+/// Enrolls an agent installation in `state` with the session's token.
+async fn enroll_agent(
+    gw: &Gw,
+    s: &Session,
+    state: &std::path::Path,
+    machine: &str,
+) -> mamori_agent::EnrollOutcome {
     mamori_agent::enroll(&EnrollOptions {
         server: gw.stack.url(),
-        token: next.enrollment_token.clone().unwrap(),
-        state_dir: state.path().to_owned(),
+        token: s.enrollment_token.clone().unwrap(),
+        state_dir: state.to_owned(),
         ca_cert: None,
-        machine_id: Some(format!("policy-test-{}", uuid::Uuid::new_v4())),
+        machine_id: Some(format!("{machine}-{}", uuid::Uuid::new_v4())),
     })
     .await
-    .expect("agent enrolls again");
-    assert!(!state.path().join("policy.pb").exists());
+    .expect("agent enrolls")
+}
+
+/// Runs the agent until the returned sender is used (or dropped).
+fn run_agent(
+    opts: RunOptions,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<mamori_agent::Result<()>>,
+) {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let agent = tokio::spawn(mamori_agent::run(opts, async {
+        let _ = stop_rx.await;
+    }));
+    (stop_tx, agent)
 }
 
 /// A copy of /bin/sleep under `name`.
@@ -879,23 +892,12 @@ async fn device_control_refuses_denied_media_honours_exceptions_and_expires_allo
     .unwrap();
 
     let state = tempfile::tempdir().unwrap();
-    let enrolled = mamori_agent::enroll(&EnrollOptions {
-        server: gw.stack.url(),
-        token: admin.enrollment_token.clone().unwrap(),
-        state_dir: state.path().to_owned(),
-        ca_cert: None,
-        machine_id: Some(format!("usb-test-{}", uuid::Uuid::new_v4())),
-    })
-    .await
-    .expect("agent enrolls");
+    let enrolled = enroll_agent(&gw, &admin, state.path(), "usb-test").await;
     let mut opts = RunOptions::new(state.path().to_owned());
     opts.collectors = "devices".parse::<CollectorSet>().unwrap();
     opts.sysfs_root = sysfs.path().to_owned();
     opts.mount_table = mounts.path().to_owned();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let agent = tokio::spawn(mamori_agent::run(opts, async {
-        let _ = stop_rx.await;
-    }));
+    let (stop_tx, agent) = run_agent(opts);
     // No policy yet: everything is allowed and reported as connected.
     let device = enrolled.device_id.clone();
     wait_for("four connect events", Duration::from_secs(30), || async {
