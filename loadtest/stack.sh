@@ -22,8 +22,21 @@ export MAMORI_WRITER_OPS_ADDR="127.0.0.1:0"
 export MAMORI_GATEWAY_ADDR="127.0.0.1:0"
 export MAMORI_GATEWAY_OPS_ADDR="127.0.0.1:0"
 export MAMORI_ALERTING_OPS_ADDR="127.0.0.1:0"
+export MAMORI_POLICY_ADDR="127.0.0.1:0"
+export MAMORI_POLICY_OPS_ADDR="127.0.0.1:0"
 export MAMORI_KEY_ENCRYPTION_KEY_FILE="$work/kek"
 export MAMORI_DB_MAX_CONNECTIONS=${MAMORI_DB_MAX_CONNECTIONS:-12}
+# Alarm e-mails go to a real SMTP server that keeps nothing, where Python's
+# aiosmtpd is installed (scripts/test.sh installs it); otherwise they are
+# only logged and the benchmark says no e-mail was sent.
+smtp_pid=
+if /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
+    smtp_port=$(free_port)
+    /usr/bin/python3 -m aiosmtpd -n -l "127.0.0.1:$smtp_port" -c aiosmtpd.handlers.Sink >"$work/smtp.log" 2>&1 &
+    smtp_pid=$!
+    export MAMORI_SMTP_URL="smtp://127.0.0.1:$smtp_port"
+fi
+trap '[ -n "$mamori_pid" ] && kill "$mamori_pid" 2>/dev/null; [ -n "$smtp_pid" ] && kill "$smtp_pid" 2>/dev/null; stop_private_servers' EXIT
 ulimit -n 65536 2>/dev/null || true
 "$bin/mamori" migrate
 RUST_LOG=${RUST_LOG:-warn} "$bin/mamori" all >"$work/mamori.log" 2>&1 &

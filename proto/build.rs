@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "mamori/agent/v1/agent.proto",
         "mamori/agent/v1/events.proto",
+        "mamori/policy/v1/policy.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");

@@ -111,7 +111,7 @@ Mamori is running.
                              -d '{"email":"$DEMO_EMAIL","password":"$DEMO_PASSWORD"}'
                            then: curl -s -H "Authorization: Bearer \$ACCESS_TOKEN" $MAMORI_PUBLIC_URL/api/v1/events
   ingest (gRPC, agents):   http://127.0.0.1:50051
-  metrics / health:        http://127.0.0.1:9101/metrics (ingest)  :9102 (writer)  :9103 (gateway)  :9104 (alerting)
+  metrics / health:        http://127.0.0.1:9101/metrics (ingest)  :9102 (writer)  :9103 (gateway)  :9104 (alerting)  :9105 (policy)
   demo tenant:             $DEMO_TENANT
   enrollment token:        $DEMO_TOKEN
   devices:                 $bin/mamori device list --tenant $DEMO_TENANT

@@ -153,8 +153,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             mamori_registry::create_token(&db, t, Some(Duration::from_secs(3600)), None).await?;
         tenants.push((t, tok.token.expose().to_owned()));
         if args.alarm_every > 0 {
+            // Each new alarm is also mailed (to the SMTP server the
+            // benchmark script runs, if any), for the event → e-mail figure.
             let doc = mamori_policy::PolicyDocument::parse(serde_json::json!({
-                "banned_apps": [{"name": "winny", "action": "log"}]
+                "banned_apps": [{"name": "winny", "action": "log"}],
+                "notifications": {"routes": [{"categories": ["banned_app"], "email": ["soc@loadtest.example"]}]}
             }))?;
             let mut tx = db.begin_tenant(t).await?;
             mamori_policy::store::put(&mut tx, mamori_policy::Scope::Tenant, Some(&doc), None)
@@ -299,6 +302,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     if args.alarm_every > 0 && tracked == "on" {
         alarm_latency(&owner, &tenant_uuids, run_start).await?;
+        email_latency(&owner, &tenant_uuids, run_start).await?;
     }
     let sent = wire::SENT.load(Ordering::Relaxed);
     let recv = wire::RECEIVED.load(Ordering::Relaxed);
@@ -401,6 +405,64 @@ async fn alarm_latency(
         } else {
             println!("{label} no alarm hits recorded (is the alerting service running?)");
         }
+    }
+    Ok(())
+}
+
+/// Event → e-mail latency: from the event that opened an alarm to the
+/// commit that marked its e-mail handed to the SMTP server (the notifier
+/// marks it after the server accepted it), once the outbox has drained.
+async fn email_latency(
+    owner: &sqlx::PgPool,
+    tenants: &[uuid::Uuid],
+    run_start: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<()> {
+    let from = run_start - chrono::Duration::seconds(5);
+    let pending = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM notification_outbox
+             WHERE tenant_id = ANY($1) AND created_at >= $2 AND channel = 'email' AND sent_at IS NULL",
+        )
+        .bind(tenants)
+        .bind(from)
+        .fetch_one(owner)
+        .await
+    };
+    for _ in 0..60 {
+        if pending().await? == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let (n, unsent, p50, p99, max): (i64, i64, Option<f64>, Option<f64>, Option<f64>) =
+        sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE o.sent_at IS NOT NULL),
+                    count(*) FILTER (WHERE o.sent_at IS NULL),
+                    percentile_cont(0.5) WITHIN GROUP (ORDER BY d),
+                    percentile_cont(0.99) WITHIN GROUP (ORDER BY d),
+                    max(d)
+             FROM (SELECT o.sent_at,
+                          CASE WHEN o.sent_at IS NOT NULL THEN
+                              extract(epoch FROM pg_xact_commit_timestamp(o.xmin) - a.first_at)::float8
+                          END AS d
+                   FROM notification_outbox o
+                   JOIN alarms a ON a.tenant_id = o.tenant_id AND a.id = o.alarm_id
+                   WHERE o.tenant_id = ANY($1) AND o.created_at >= $2 AND o.channel = 'email') o",
+        )
+        .bind(tenants)
+        .bind(from)
+        .fetch_one(owner)
+        .await?;
+    match (p50, p99, max) {
+        (Some(p50), Some(p99), Some(max)) => println!(
+            "event → e-mail to SMTP    p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({n} e-mails, {unsent} not sent)",
+            p50 * 1000.0,
+            p99 * 1000.0,
+            max * 1000.0
+        ),
+        _ => println!(
+            "event → e-mail to SMTP    no e-mail sent ({unsent} waiting; is MAMORI_SMTP_URL set?)"
+        ),
     }
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! `mamori`: the one server binary. Each role is a subcommand (`ingest`,
-//! `writer`, `gateway`, `alerting`, or `all` of them in one process);
+//! `writer`, `gateway`, `policy`, `alerting`, or `all` of them in one process);
 //! `migrate` prepares the database; `tenant`, `token`, `device`, `user` and
 //! `keys` are the operator's admin commands.
 
@@ -23,7 +23,7 @@ use std::path::PathBuf;
     about = "Mamori: endpoint monitoring and leak prevention"
 )]
 struct Cli {
-    /// Optional TOML config file (sections [ingest], [writer], [gateway], [alerting], [admin];
+    /// Optional TOML config file (sections [ingest], [writer], [gateway], [policy], [alerting], [admin];
     /// top-level keys apply to all). MAMORI_* variables override it.
     #[arg(long, global = true, env = "MAMORI_CONFIG")]
     config: Option<PathBuf>,
@@ -41,6 +41,8 @@ enum Command {
     Writer,
     /// Runs the public HTTP gateway (REST API).
     Gateway,
+    /// Runs the policy service (internal gRPC API the gateway calls).
+    Policy,
     /// Runs the alarm rules and notifications.
     Alerting,
     /// Runs every role in one process (small office, development).
@@ -93,6 +95,7 @@ impl Settings {
                     "gateway",
                     mamori_config::keys_of::<mamori_gateway::Config>(),
                 ),
+                ("policy", mamori_config::keys_of::<mamori_policy::Config>()),
                 (
                     "alerting",
                     mamori_config::keys_of::<mamori_alerting::Config>(),
@@ -155,6 +158,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             });
             running.wait().await
         }
+        Command::Policy => {
+            let _telemetry = mamori_telemetry::init("mamori-policy")?;
+            mamori_telemetry::metrics_handle();
+            let running = mamori_policy::start(settings.get("policy")?).await?;
+            let stop = running.stopper();
+            tokio::select! {
+                _ = shutdown_signal() => {}
+                _ = stop.cancelled() => {}
+            }
+            running.shutdown().await
+        }
         Command::Alerting => {
             let _telemetry = mamori_telemetry::init("mamori-alerting")?;
             mamori_telemetry::metrics_handle();
@@ -168,14 +182,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             mamori_telemetry::metrics_handle();
             let writer = mamori_writer::start(settings.get("writer")?).await?;
             let ingest = mamori_ingest::start(settings.get("ingest")?).await?;
-            let gateway = mamori_gateway::start(settings.get("gateway")?).await?;
+            let policy_cfg: mamori_policy::Config = settings.get("policy")?;
+            let policy_tls = policy_cfg.tls_enabled();
+            let policy = mamori_policy::start(policy_cfg).await?;
+            let mut gateway_cfg: mamori_gateway::Config = settings.get("gateway")?;
+            if !policy_tls {
+                // The gateway calls the policy service of this process,
+                // wherever it was told to listen.
+                gateway_cfg.policy_url = format!("http://{}", policy.grpc_addr);
+            }
+            let gateway = mamori_gateway::start(gateway_cfg).await?;
             let alerting = mamori_alerting::start(settings.get("alerting")?).await?;
             println!(
-                "mamori is running: gateway http://{} (ops {}), ingest gRPC on {} (ops {}), writer ops on {}, alerting ops on {}",
+                "mamori is running: gateway http://{} (ops {}), ingest gRPC on {} (ops {}), policy gRPC on {} (ops {}), writer ops on {}, alerting ops on {}",
                 gateway.addr,
                 gateway.ops_addr,
                 ingest.grpc_addr,
                 ingest.ops_addr,
+                policy.grpc_addr,
+                policy.ops_addr,
                 writer.ops_addr,
                 alerting.ops_addr
             );
@@ -187,6 +212,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 _ = gateway_stop.cancelled() => {}
             }
             gateway.shutdown().await?;
+            policy.shutdown().await?;
             ingest.shutdown().await?;
             alerting.shutdown().await;
             writer.shutdown().await;

@@ -10,6 +10,14 @@ pub mod agent {
     }
 }
 
+/// `policy::v1` is the policy service's internal API (gateway → policy).
+pub mod policy {
+    pub mod v1 {
+        #![allow(clippy::all, missing_debug_implementations)]
+        tonic::include_proto!("mamori.policy.v1");
+    }
+}
+
 mod convert;
 
 pub use convert::{EventKind, app_name, kind_of, subject};

@@ -12,7 +12,11 @@ use rand::RngCore;
 use zeroize::Zeroizing;
 
 /// The key-encryption key.
-pub struct Kek(Aes256Gcm);
+pub struct Kek {
+    aead: Aes256Gcm,
+    /// Kept for [`Kek::derive`] only.
+    raw: Zeroizing<[u8; 32]>,
+}
 
 impl std::fmt::Debug for Kek {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -31,9 +35,35 @@ impl Kek {
         if bytes.len() != 32 {
             anyhow::bail!("key encryption key must be 32 bytes, got {}", bytes.len());
         }
-        Ok(Self(
-            Aes256Gcm::new_from_slice(&bytes).expect("32-byte key is valid for AES-256"),
-        ))
+        let mut raw = Zeroizing::new([0u8; 32]);
+        raw.copy_from_slice(&bytes);
+        Ok(Self {
+            aead: Aes256Gcm::new_from_slice(&bytes).expect("32-byte key is valid for AES-256"),
+            raw,
+        })
+    }
+
+    /// A key for one purpose derived from the KEK (HMAC-SHA256 of the
+    /// purpose under it): services holding the same KEK share it without
+    /// another secret to distribute, and it reveals nothing of the KEK.
+    pub fn derive(&self, purpose: &str) -> Zeroizing<[u8; 32]> {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(self.raw.as_ref())
+            .expect("HMAC takes any key length");
+        mac.update(b"mamori-kek-derive:");
+        mac.update(purpose.as_bytes());
+        Zeroizing::new(mac.finalize().into_bytes().into())
+    }
+
+    /// The key from its configuration: `text` (base64, from
+    /// MAMORI_KEY_ENCRYPTION_KEY) when set, else the file (created with a
+    /// fresh key when missing).
+    pub fn load(text: &str, file: &str) -> anyhow::Result<Self> {
+        if text.is_empty() {
+            Self::from_file(file)
+        } else {
+            Self::from_base64(text).map_err(|e| anyhow::anyhow!("MAMORI_KEY_ENCRYPTION_KEY: {e}"))
+        }
     }
 
     /// A fresh random key, base64.
@@ -77,7 +107,7 @@ impl Kek {
         let mut nonce = [0u8; 12];
         rand::rng().fill_bytes(&mut nonce);
         let sealed = self
-            .0
+            .aead
             .encrypt(
                 &Nonce::from(nonce),
                 Payload {
@@ -99,7 +129,7 @@ impl Kek {
         let (nonce, body) = sealed.split_at(12);
         let nonce: [u8; 12] = nonce.try_into().expect("split at 12");
         let plain = self
-            .0
+            .aead
             .decrypt(
                 &Nonce::from(nonce),
                 Payload {
@@ -130,5 +160,16 @@ mod tests {
         assert!(other.open("k1", &sealed).is_err(), "other key");
         assert!(Kek::from_base64("not base64!").is_err());
         assert!(Kek::from_base64(&STANDARD.encode([1u8; 16])).is_err());
+    }
+
+    #[test]
+    fn derived_keys_differ_by_purpose_and_kek() {
+        let text = Kek::generate_base64();
+        let kek = Kek::from_base64(&text).unwrap();
+        let same = Kek::from_base64(&text).unwrap();
+        let other = Kek::from_base64(&Kek::generate_base64()).unwrap();
+        assert_eq!(*kek.derive("a"), *same.derive("a"));
+        assert_ne!(*kek.derive("a"), *kek.derive("b"));
+        assert_ne!(*kek.derive("a"), *other.derive("a"));
     }
 }

@@ -7,6 +7,7 @@
 //! sets the tenant for that transaction alone. A query that forgets its
 //! `WHERE tenant_id = ..` still sees only that tenant's rows.
 
+pub mod audit;
 mod db;
 mod error;
 mod ids;

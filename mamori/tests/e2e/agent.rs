@@ -146,7 +146,7 @@ async fn tls_with_a_pinned_ca_works_and_a_wrong_ca_is_refused() {
 }
 
 /// A CA and a server certificate for localhost signed by it (PEM).
-fn test_pki() -> (String, String, String) {
+pub(crate) fn test_pki() -> (String, String, String) {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);

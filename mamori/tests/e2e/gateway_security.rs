@@ -51,6 +51,15 @@ async fn victim(g: &Gw) -> Victim {
     let (_, group) = g
         .post(&admin, "/api/v1/groups", json!({ "name": "HQ" }))
         .await;
+    let (status, policy) = g
+        .call(
+            Some(&admin),
+            Method::PUT,
+            &format!("/api/v1/policies/groups/{}", group["id"].as_str().unwrap()),
+            Some(json!({ "banned_apps": [{"name": "winny", "action": "kill"}] })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{policy}");
     let auditor = invite_and_accept(g, &admin, "auditor").await;
     let (_, me) = g.get(&auditor, "/api/v1/me").await;
     let (_, pending) = g
@@ -91,6 +100,7 @@ async fn snapshot(g: &Gw, v: &Victim) -> Value {
     let (_, groups) = g.get(&v.admin, "/api/v1/groups").await;
     let (_, invitations) = g.get(&v.admin, "/api/v1/invitations").await;
     let (_, alarms) = g.get(&v.admin, "/api/v1/alarms").await;
+    let (_, policies) = g.get(&v.admin, "/api/v1/policies").await;
     let (_, mut tenant) = g.get(&v.admin, "/api/v1/tenant").await;
     tenant["devices"] = Value::Null;
     let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE tenant_id = $1::uuid")
@@ -105,7 +115,7 @@ async fn snapshot(g: &Gw, v: &Victim) -> Value {
         d["last_seen_at"] = Value::Null;
     }
     json!({ "devices": devices, "tokens": tokens, "users": users, "groups": groups, "tenant": tenant,
-            "events": events, "invitations": invitations, "alarms": alarms })
+            "events": events, "invitations": invitations, "alarms": alarms, "policies": policies })
 }
 
 /// Every endpoint that takes a tenant object's id, aimed at B's objects.
@@ -146,6 +156,42 @@ fn attacks(v: &Victim) -> Vec<(Method, String, Option<Value>)> {
             Method::POST,
             "/api/v1/groups".into(),
             Some(json!({ "name": "x", "parent_id": v.group })),
+        ),
+        (
+            Method::PATCH,
+            format!("/api/v1/groups/{}", v.group),
+            Some(json!({ "name": "renamed" })),
+        ),
+        (
+            Method::PATCH,
+            format!("/api/v1/groups/{}", v.group),
+            Some(json!({ "parent_id": null })),
+        ),
+        (Method::DELETE, format!("/api/v1/groups/{}", v.group), None),
+        (
+            Method::PUT,
+            format!("/api/v1/policies/groups/{}", v.group),
+            Some(json!({ "banned_apps": [{"name": "x", "action": "kill"}] })),
+        ),
+        (
+            Method::DELETE,
+            format!("/api/v1/policies/groups/{}", v.group),
+            None,
+        ),
+        (
+            Method::PUT,
+            format!("/api/v1/policies/devices/{}", v.device),
+            Some(json!({ "banned_apps": [{"name": "x", "action": "kill"}] })),
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/devices/{}/policy", v.device),
+            None,
+        ),
+        (
+            Method::PATCH,
+            format!("/api/v1/devices/{}", v.device),
+            Some(json!({ "group_id": null })),
         ),
         (
             Method::POST,

@@ -12,6 +12,8 @@ pub const PASSWORD: &str = "correct horse battery staple";
 pub struct Gw {
     pub stack: Stack,
     pub gateway: mamori_gateway::Running,
+    /// The policy service the gateway calls.
+    pub policy: mamori_policy::Running,
     pub http: reqwest::Client,
     pub base: String,
     pub mail_dir: tempfile::TempDir,
@@ -48,7 +50,6 @@ pub fn gateway_config(
 ) -> mamori_gateway::Config {
     mamori_gateway::Config {
         database_url: stack.env.database_url.clone(),
-        redis_url: stack.env.redis_url.clone(),
         gateway_addr: "127.0.0.1:0".into(),
         gateway_ops_addr: "127.0.0.1:0".into(),
         key_encryption_key: kek.to_owned(),
@@ -61,6 +62,19 @@ pub fn gateway_config(
         api_ip_burst: 10_000,
         // The tests' webhook receivers listen on loopback.
         webhook_allow_private: true,
+        ..Default::default()
+    }
+}
+
+/// The policy service on port 0, sharing the gateway's key-encryption key.
+pub fn policy_config(stack: &Stack, kek: &str) -> mamori_policy::Config {
+    mamori_policy::Config {
+        database_url: stack.env.database_url.clone(),
+        redis_url: stack.env.redis_url.clone(),
+        policy_addr: "127.0.0.1:0".into(),
+        policy_ops_addr: "127.0.0.1:0".into(),
+        key_encryption_key: kek.to_owned(),
+        db_max_connections: 4,
         ..Default::default()
     }
 }
@@ -79,13 +93,18 @@ impl Gw {
         let stack = Stack::start().await;
         let mail_dir = tempfile::tempdir().unwrap();
         let kek = mamori_gateway::Kek::generate_base64();
+        let policy = mamori_policy::start(policy_config(&stack, &kek))
+            .await
+            .expect("policy service starts");
         let mut cfg = gateway_config(&stack, mail_dir.path(), &kek);
+        cfg.policy_url = format!("http://{}", policy.grpc_addr);
         tweak(&mut cfg);
         let gateway = mamori_gateway::start(cfg).await.expect("gateway starts");
         let base = format!("http://{}", gateway.addr);
         Self {
             stack,
             gateway,
+            policy,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()

@@ -13,6 +13,7 @@ mod gateway;
 mod gateway_security;
 mod operations;
 mod policy_alarms;
+mod policy_service;
 mod redis_faults;
 mod stream;
 mod tenancy;

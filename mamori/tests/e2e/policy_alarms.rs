@@ -24,14 +24,6 @@ pub struct Smtp {
     dir: tempfile::TempDir,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Smtp {
     pub async fn start() -> Self {
         let mut smtp = Smtp {
@@ -675,27 +667,18 @@ async fn alarm_rules_fire_at_their_edges() {
 }
 
 fn spawn_alerting(gw: &Gw, smtp_url: &str, log: &std::path::Path) -> Proc {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    Proc(
-        std::process::Command::new(env!("CARGO_BIN_EXE_mamori"))
-            .arg("alerting")
-            .env("MAMORI_DATABASE_URL", &gw.stack.env.database_url)
-            .env("MAMORI_REDIS_URL", &gw.stack.env.redis_url)
-            .env("MAMORI_ALERTING_OPS_ADDR", "127.0.0.1:0")
-            .env("MAMORI_ALERTING_CLAIM_IDLE_MS", "1000")
-            .env("MAMORI_KEY_ENCRYPTION_KEY", &gw.kek)
-            .env("MAMORI_SMTP_URL", smtp_url)
-            .env("MAMORI_NOTIFY_POLL_MS", "200")
-            .env("MAMORI_NOTIFY_LEASE_S", "2")
-            .env_remove("MAMORI_CONFIG")
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
+    crate::support::spawn_mamori(
+        "alerting",
+        &gw.stack.env,
+        &[
+            ("MAMORI_ALERTING_OPS_ADDR", "127.0.0.1:0"),
+            ("MAMORI_ALERTING_CLAIM_IDLE_MS", "1000"),
+            ("MAMORI_KEY_ENCRYPTION_KEY", &gw.kek),
+            ("MAMORI_SMTP_URL", smtp_url),
+            ("MAMORI_NOTIFY_POLL_MS", "200"),
+            ("MAMORI_NOTIFY_LEASE_S", "2"),
+        ],
+        log,
     )
 }
 

@@ -216,6 +216,41 @@ where
     }
 }
 
+/// A loopback port nothing listens on (yet).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `mamori ROLE` as a child process with the test's database and Redis,
+/// `env` on top, its log appended to `log`.
+pub fn spawn_mamori(
+    role: &str,
+    env: &TestEnv,
+    vars: &[(&str, &str)],
+    log: &std::path::Path,
+) -> Proc {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mamori"));
+    cmd.arg(role)
+        .env("MAMORI_DATABASE_URL", &env.database_url)
+        .env("MAMORI_REDIS_URL", &env.redis_url)
+        .env_remove("MAMORI_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .stderr(log);
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    Proc(cmd.spawn().unwrap())
+}
+
 /// A child process that is killed when the test ends, even by a panic, so a
 /// failed run leaves no server or agent behind.
 pub struct Proc(pub std::process::Child);

@@ -77,6 +77,9 @@ async fn a_batch_is_one_trace_from_agent_through_ingest_to_writer() {
             .env("MAMORI_WRITER_OPS_ADDR", "127.0.0.1:0")
             .env("MAMORI_GATEWAY_ADDR", "127.0.0.1:0")
             .env("MAMORI_GATEWAY_OPS_ADDR", "127.0.0.1:0")
+            .env("MAMORI_POLICY_ADDR", "127.0.0.1:0")
+            .env("MAMORI_POLICY_OPS_ADDR", "127.0.0.1:0")
+            .env("MAMORI_ALERTING_OPS_ADDR", "127.0.0.1:0")
             .env(
                 "MAMORI_KEY_ENCRYPTION_KEY",
                 mamori_gateway::Kek::generate_base64(),

@@ -40,12 +40,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     config
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid alerting config: {e}"))?;
-    let kek = if config.key_encryption_key.is_empty() {
-        Kek::from_file(&config.key_encryption_key_file)?
-    } else {
-        Kek::from_base64(&config.key_encryption_key)
-            .map_err(|e| anyhow::anyhow!("MAMORI_KEY_ENCRYPTION_KEY: {e}"))?
-    };
+    let kek = Kek::load(&config.key_encryption_key, &config.key_encryption_key_file)?;
     let mailer = Mailer::new(&config.smtp_url, &config.mail_dir, &config.mail_from)?;
     let db = Db::connect(&config.database_url, config.db_max_connections)
         .await

@@ -6,8 +6,6 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub database_url: String,
-    /// Where policy change notices are published for ingest.
-    pub redis_url: String,
     /// HTTP listen address of the REST API (and later the console).
     pub gateway_addr: String,
     /// Metrics and health endpoint.
@@ -52,13 +50,17 @@ pub struct Config {
     /// Let webhooks point at private, loopback and link-local addresses
     /// (a local setup, tests); off, they must be public.
     pub webhook_allow_private: bool,
+    /// The policy service's internal API (`mamori policy`); policy and
+    /// template calls go there with the caller's signed identity.
+    pub policy_url: String,
+    /// CA certificate (PEM) to trust for an `https://` policy_url.
+    pub policy_tls_ca: String,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
             database_url: "postgres://mamori@127.0.0.1:5432/mamori".into(),
-            redis_url: "redis://127.0.0.1:6379".into(),
             gateway_addr: "127.0.0.1:8080".into(),
             gateway_ops_addr: "127.0.0.1:9103".into(),
             public_url: "http://127.0.0.1:8080".into(),
@@ -82,6 +84,8 @@ impl Default for Config {
             mail_from: "Mamori <no-reply@mamori.invalid>".into(),
             db_max_connections: 16,
             webhook_allow_private: false,
+            policy_url: "http://127.0.0.1:50061".into(),
+            policy_tls_ca: String::new(),
         }
     }
 }

@@ -32,6 +32,20 @@ impl Caller {
         self.claims.role
     }
 
+    /// Who is calling, for the policy service (signed by its client).
+    pub fn identity(&self, tenant: Option<TenantId>) -> mamori_policy::Identity {
+        mamori_policy::Identity {
+            tenant: tenant.map(|t| t.as_uuid()),
+            org: self.claims.org,
+            user: self.claims.sub,
+            email: self.claims.email.clone(),
+            role: self.claims.role.as_str().to_owned(),
+            ip: self.ip,
+            request_id: self.request_id.clone(),
+            iat: chrono::Utc::now().timestamp(),
+        }
+    }
+
     /// The caller's MSP organisation, for MSP-only endpoints.
     pub fn require_msp_admin(&self) -> ApiResult<Uuid> {
         match (self.claims.role, self.claims.org) {
@@ -115,6 +129,11 @@ impl Acting {
             Role::Auditor => Access::Read,
             _ => Access::Admin,
         }
+    }
+
+    /// Who is calling on which tenant, for the policy service.
+    pub fn identity(&self) -> mamori_policy::Identity {
+        self.caller.identity(Some(self.tenant))
     }
 
     /// Refuses callers with read-only access.

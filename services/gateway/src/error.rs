@@ -146,3 +146,42 @@ impl From<mamori_policy::Error> for ApiError {
         }
     }
 }
+
+/// An answer of the policy service. Its messages are written for the
+/// caller (they name the bad field); its internal failures are logged
+/// there and here.
+impl From<tonic::Status> for ApiError {
+    fn from(s: tonic::Status) -> Self {
+        use tonic::Code;
+        let message = s.message().to_owned();
+        match s.code() {
+            Code::InvalidArgument => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", message)
+            }
+            Code::NotFound => Self::new(StatusCode::NOT_FOUND, "not_found", message),
+            Code::PermissionDenied => Self::forbidden(message),
+            Code::AlreadyExists | Code::FailedPrecondition => {
+                let code = match s
+                    .metadata()
+                    .get(mamori_policy::CODE_METADATA)
+                    .and_then(|v| v.to_str().ok())
+                {
+                    Some("group_exists") => "group_exists",
+                    Some("group_not_empty") => "group_not_empty",
+                    Some("template_exists") => "template_exists",
+                    _ => "conflict",
+                };
+                Self::conflict(code, message)
+            }
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
+                tracing::warn!(error = %s, "the policy service did not answer");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the policy service is unavailable; try again shortly",
+                )
+            }
+            _ => Self::internal("policy service", s),
+        }
+    }
+}

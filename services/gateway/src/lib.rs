@@ -16,6 +16,7 @@ mod ctx;
 mod devices;
 mod error;
 mod events;
+mod groups;
 mod keys;
 mod limits;
 mod openapi;

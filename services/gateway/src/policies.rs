@@ -1,7 +1,9 @@
 //! Policies over REST: one document per tenant, group and device, every
 //! change a new version (audited), the effective policy of a device with
 //! where each section came from, and the webhooks notifications can go to.
-//! After a change commits, a notice goes to ingest, which pushes the new
+//! The policy service (`mamori policy`) owns policies: these handlers call
+//! its internal API as the verified caller, and it validates, stores,
+//! audits and announces each change to ingest, which pushes the new
 //! effective policy to the affected agents.
 
 use crate::audit;
@@ -14,9 +16,7 @@ use axum::http::StatusCode;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
-use mamori_policy::store::{self, PolicyVersion};
-use mamori_policy::{PolicyDocument, Scope, StoredPolicy};
-use mamori_tenancy::TenantTx;
+use mamori_proto::policy::v1 as pb;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -35,22 +35,6 @@ pub struct PolicyView {
     pub document: Option<Value>,
     pub updated_at: DateTime<Utc>,
     pub updated_by: Option<Uuid>,
-}
-
-impl From<StoredPolicy> for PolicyView {
-    fn from(p: StoredPolicy) -> Self {
-        PolicyView {
-            id: p.id,
-            scope: p.scope.name().to_owned(),
-            target_id: p.scope.target(),
-            version: p.version,
-            document: p
-                .document
-                .map(|d| serde_json::to_value(d).expect("serialisable")),
-            updated_at: p.updated_at,
-            updated_by: p.updated_by,
-        }
-    }
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -76,16 +60,72 @@ pub struct VersionView {
     pub created_by: Option<Uuid>,
 }
 
-impl From<PolicyVersion> for VersionView {
-    fn from(v: PolicyVersion) -> Self {
-        VersionView {
+/// What the policy service answered, read back. It only sends what it
+/// wrote itself; anything unreadable is its fault, not the caller's.
+pub(crate) fn uuid(text: &str) -> ApiResult<Uuid> {
+    Uuid::parse_str(text)
+        .map_err(|_| ApiError::internal("policy service", format!("bad id {text:?}")))
+}
+
+fn optional_uuid(text: &str) -> ApiResult<Option<Uuid>> {
+    if text.is_empty() {
+        Ok(None)
+    } else {
+        uuid(text).map(Some)
+    }
+}
+
+pub(crate) fn json(text: &str) -> ApiResult<Value> {
+    serde_json::from_str(text).map_err(|e| ApiError::internal("policy service", e))
+}
+
+pub(crate) fn time(t: Option<prost_types::Timestamp>) -> ApiResult<DateTime<Utc>> {
+    t.and_then(|t| DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
+        .ok_or_else(|| ApiError::internal("policy service", "missing time"))
+}
+
+impl TryFrom<pb::Policy> for PolicyView {
+    type Error = ApiError;
+    fn try_from(p: pb::Policy) -> ApiResult<Self> {
+        let target = p.target.unwrap_or_default();
+        let scope = match pb::ScopeKind::try_from(target.scope) {
+            Ok(pb::ScopeKind::Tenant) => "tenant",
+            Ok(pb::ScopeKind::Group) => "group",
+            Ok(pb::ScopeKind::Device) => "device",
+            _ => return Err(ApiError::internal("policy service", "bad scope")),
+        };
+        Ok(PolicyView {
+            id: uuid(&p.id)?,
+            scope: scope.to_owned(),
+            target_id: optional_uuid(&target.target_id)?,
+            version: p.version,
+            document: p.document_json.as_deref().map(json).transpose()?,
+            updated_at: time(p.updated_at)?,
+            updated_by: optional_uuid(&p.updated_by)?,
+        })
+    }
+}
+
+impl TryFrom<pb::PolicyVersion> for VersionView {
+    type Error = ApiError;
+    fn try_from(v: pb::PolicyVersion) -> ApiResult<Self> {
+        Ok(VersionView {
             version: v.version,
-            document: v
-                .document
-                .map(|d| serde_json::to_value(d).expect("serialisable")),
-            created_at: v.created_at,
-            created_by: v.created_by,
-        }
+            document: v.document_json.as_deref().map(json).transpose()?,
+            created_at: time(v.created_at)?,
+            created_by: optional_uuid(&v.created_by)?,
+        })
+    }
+}
+
+impl TryFrom<pb::SavedPolicy> for SavedView {
+    type Error = ApiError;
+    fn try_from(s: pb::SavedPolicy) -> ApiResult<Self> {
+        Ok(SavedView {
+            policy_id: uuid(&s.policy_id)?,
+            version: s.version,
+            revision: s.revision,
+        })
     }
 }
 
@@ -93,107 +133,74 @@ impl From<PolicyVersion> for VersionView {
 #[utoipa::path(get, path = "/api/v1/policies", tag = "policies", security(("bearer" = [])),
     responses((status = 200, body = PolicyList)))]
 pub async fn list(State(state): State<Shared>, acting: Acting) -> ApiResult<Json<PolicyList>> {
-    let mut tx = acting.begin(&state).await?;
-    let policies = store::list(&mut tx).await?;
-    let revision: i64 = sqlx::query_scalar("SELECT policy_revision FROM tenants WHERE id = $1")
-        .bind(acting.tenant.as_uuid())
-        .fetch_one(&mut *tx)
-        .await?;
-    tx.commit().await?;
+    let req = state
+        .policy
+        .request(&acting.identity(), pb::ListPoliciesRequest {});
+    let list = state.policy.api().list_policies(req).await?.into_inner();
     Ok(Json(PolicyList {
-        revision,
-        policies: policies.into_iter().map(PolicyView::from).collect(),
+        revision: list.revision,
+        policies: list
+            .policies
+            .into_iter()
+            .map(PolicyView::try_from)
+            .collect::<ApiResult<_>>()?,
     }))
 }
 
-async fn get_at(state: &Shared, acting: &Acting, scope: Scope) -> ApiResult<Json<PolicyView>> {
-    let mut tx = acting.begin(state).await?;
-    let found = store::get(&mut tx, scope).await?;
-    tx.commit().await?;
-    found
-        .map(|p| Json(p.into()))
-        .ok_or_else(|| ApiError::not_found("policy"))
+fn target(scope: pb::ScopeKind, id: Option<Uuid>) -> pb::PolicyTarget {
+    pb::PolicyTarget {
+        scope: scope as i32,
+        target_id: id.map(|u| u.to_string()).unwrap_or_default(),
+    }
+}
+
+async fn get_at(
+    state: &Shared,
+    acting: &Acting,
+    at: pb::PolicyTarget,
+) -> ApiResult<Json<PolicyView>> {
+    let req = state.policy.request(&acting.identity(), at);
+    let policy = state.policy.api().get_policy(req).await?.into_inner();
+    Ok(Json(policy.try_into()?))
 }
 
 async fn put_at(
     state: &Shared,
     acting: &Acting,
-    scope: Scope,
+    at: pb::PolicyTarget,
     body: Option<Value>,
 ) -> ApiResult<Json<SavedView>> {
+    // Refused here already so an auditor learns it without a round trip;
+    // the policy service checks the role again.
     acting.require_admin()?;
-    // Validate before anything is touched: a refused document changes
-    // nothing and the previous version stays in force.
-    let document = body
-        .map(PolicyDocument::parse)
-        .transpose()
-        .map_err(mamori_policy::Error::from)?;
-    let mut tx = acting.begin(state).await?;
-    let saved = store::put(
-        &mut tx,
-        scope,
-        document.as_ref(),
-        Some(acting.caller.user()),
-    )
-    .await?;
-    let action = if document.is_some() {
-        "policy.update"
-    } else {
-        "policy.clear"
-    };
-    audit::by(
-        &mut tx,
-        acting,
-        action,
-        &saved.policy_id.to_string(),
-        serde_json::json!({
-            "scope": scope.name(),
-            "target_id": scope.target(),
-            "version": saved.version,
-            "revision": saved.revision,
-            "document": document,
-        }),
-    )
-    .await?;
-    tx.commit().await?;
-    notify(state, acting.tenant).await;
-    Ok(Json(SavedView {
-        policy_id: saved.policy_id,
-        version: saved.version,
-        revision: saved.revision,
-    }))
-}
-
-/// Tells ingest that the tenant's effective policies changed.
-pub(crate) async fn notify(state: &Shared, tenant: mamori_tenancy::TenantId) {
-    let connect = tokio::time::timeout(
-        std::time::Duration::from_secs(2),
-        state.redis.get_multiplexed_async_connection(),
-    )
-    .await;
-    match connect {
-        Ok(Ok(mut conn)) => mamori_policy::notify::publish(&mut conn, tenant).await,
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "cannot reach Redis for the policy notice; agents get the change on ingest's next sweep")
-        }
-        Err(_) => tracing::warn!(
-            "Redis did not answer in time for the policy notice; agents get the change on ingest's next sweep"
-        ),
-    }
+    let req = state.policy.request(
+        &acting.identity(),
+        pb::PutPolicyRequest {
+            target: Some(at),
+            document_json: body.map(|b| b.to_string()),
+        },
+    );
+    let saved = state.policy.api().put_policy(req).await?.into_inner();
+    Ok(Json(saved.try_into()?))
 }
 
 async fn versions_at(
     state: &Shared,
     acting: &Acting,
-    scope: Scope,
+    at: pb::PolicyTarget,
 ) -> ApiResult<Json<Vec<VersionView>>> {
-    let mut tx = acting.begin(state).await?;
-    let versions = store::versions(&mut tx, scope).await?;
-    tx.commit().await?;
-    if versions.is_empty() {
-        return Err(ApiError::not_found("policy"));
-    }
-    Ok(Json(versions.into_iter().map(VersionView::from).collect()))
+    let req = state.policy.request(&acting.identity(), at);
+    let list = state.policy.api().list_versions(req).await?.into_inner();
+    Ok(Json(
+        list.versions
+            .into_iter()
+            .map(VersionView::try_from)
+            .collect::<ApiResult<_>>()?,
+    ))
+}
+
+fn tenant_target() -> pb::PolicyTarget {
+    target(pb::ScopeKind::Tenant, None)
 }
 
 /// The tenant's own policy.
@@ -203,7 +210,7 @@ pub async fn get_tenant(
     State(state): State<Shared>,
     acting: Acting,
 ) -> ApiResult<Json<PolicyView>> {
-    get_at(&state, &acting, Scope::Tenant).await
+    get_at(&state, &acting, tenant_target()).await
 }
 
 /// Replace the tenant's policy with a new version. Sections left out are
@@ -217,7 +224,7 @@ pub async fn put_tenant(
     acting: Acting,
     Json(body): Json<Value>,
 ) -> ApiResult<Json<SavedView>> {
-    put_at(&state, &acting, Scope::Tenant, Some(body)).await
+    put_at(&state, &acting, tenant_target(), Some(body)).await
 }
 
 /// Clear the tenant's policy (a new, empty version).
@@ -227,7 +234,7 @@ pub async fn clear_tenant(
     State(state): State<Shared>,
     acting: Acting,
 ) -> ApiResult<Json<SavedView>> {
-    put_at(&state, &acting, Scope::Tenant, None).await
+    put_at(&state, &acting, tenant_target(), None).await
 }
 
 /// The versions of the tenant's policy, newest first.
@@ -237,14 +244,14 @@ pub async fn tenant_versions(
     State(state): State<Shared>,
     acting: Acting,
 ) -> ApiResult<Json<Vec<VersionView>>> {
-    versions_at(&state, &acting, Scope::Tenant).await
+    versions_at(&state, &acting, tenant_target()).await
 }
 
 /// `groups` or `devices` in the path.
-fn scope_of(kind: &str, id: Uuid) -> ApiResult<Scope> {
+fn scope_of(kind: &str, id: Uuid) -> ApiResult<pb::PolicyTarget> {
     match kind {
-        "groups" => Ok(Scope::Group(id)),
-        "devices" => Ok(Scope::Device(id)),
+        "groups" => Ok(target(pb::ScopeKind::Group, Some(id))),
+        "devices" => Ok(target(pb::ScopeKind::Device, Some(id))),
         other => Err(ApiError::not_found(&format!(
             "policy target kind {other:?}"
         ))),
@@ -327,20 +334,19 @@ pub async fn effective(
     acting: Acting,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<EffectiveView>> {
-    let mut tx = acting.begin(&state).await?;
-    let eff = store::effective_for_device(&mut tx, id).await?;
-    let (applied, error): (Option<i64>, Option<String>) =
-        sqlx::query_as("SELECT policy_version, policy_error FROM devices WHERE id = $1")
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
-    tx.commit().await?;
+    let req = state.policy.request(
+        &acting.identity(),
+        pb::DeviceRef {
+            device_id: id.to_string(),
+        },
+    );
+    let eff = state.policy.api().get_effective(req).await?.into_inner();
     Ok(Json(EffectiveView {
         revision: eff.revision,
-        applied_revision: applied,
-        apply_error: error,
-        document: serde_json::to_value(&eff.document).expect("serialisable"),
-        origins: serde_json::to_value(&eff.origins).expect("serialisable"),
+        applied_revision: eff.applied_revision,
+        apply_error: eff.apply_error,
+        document: json(&eff.document_json)?,
+        origins: json(&eff.origins_json)?,
     }))
 }
 
@@ -359,47 +365,18 @@ pub async fn move_device(
     State(state): State<Shared>,
     acting: Acting,
     Path(id): Path<Uuid>,
-    Json(req): Json<MoveDevice>,
+    Json(body): Json<MoveDevice>,
 ) -> ApiResult<StatusCode> {
     acting.require_admin()?;
-    let mut tx = acting.begin(&state).await?;
-    if let Some(g) = req.group_id {
-        group_exists(&mut tx, g).await?;
-    }
-    let moved =
-        sqlx::query("UPDATE devices SET group_id = $2 WHERE id = $1 AND deleted_at IS NULL")
-            .bind(id)
-            .bind(req.group_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-    if moved == 0 {
-        return Err(ApiError::not_found("device"));
-    }
-    let revision = store::bump_revision(&mut tx).await?;
-    audit::by(
-        &mut tx,
-        &acting,
-        "device.move",
-        &id.to_string(),
-        serde_json::json!({ "group_id": req.group_id, "revision": revision }),
-    )
-    .await?;
-    tx.commit().await?;
-    notify(&state, acting.tenant).await;
+    let req = state.policy.request(
+        &acting.identity(),
+        pb::MoveDeviceRequest {
+            device_id: id.to_string(),
+            group_id: body.group_id.map(|g| g.to_string()).unwrap_or_default(),
+        },
+    );
+    state.policy.api().move_device(req).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-async fn group_exists(tx: &mut TenantTx, id: Uuid) -> ApiResult<()> {
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM groups WHERE id = $1)")
-        .bind(id)
-        .fetch_one(&mut **tx)
-        .await?;
-    if exists {
-        Ok(())
-    } else {
-        Err(ApiError::not_found("group"))
-    }
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

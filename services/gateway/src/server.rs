@@ -7,7 +7,9 @@ use crate::error::ApiError;
 use crate::keys::{Kek, KeyRing};
 use crate::limits::{Keyed, Limits};
 use crate::state::{AppState, Shared};
-use crate::{accounts, alarms, devices, events, openapi, policies, templates, tenants, users};
+use crate::{
+    accounts, alarms, devices, events, groups, openapi, policies, templates, tenants, users,
+};
 use anyhow::Context;
 use axum::Router;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
@@ -131,10 +133,8 @@ pub fn router(state: Shared) -> Router {
         .route("/org/policy-templates/{id}/apply", post(templates::apply))
         .route("/org/policy-templates/{id}/drift", get(templates::drift))
         .route("/devices/{id}/revoke", post(devices::revoke))
-        .route(
-            "/groups",
-            get(devices::list_groups).post(devices::create_group),
-        )
+        .route("/groups", get(groups::list).post(groups::create))
+        .route("/groups/{id}", patch(groups::update).delete(groups::delete))
         .route("/events", get(events::search))
         .route("/events/export", get(events::export))
         .route("/audit", get(events::audit_log))
@@ -264,19 +264,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             config.gateway_addr
         )
     })?;
-    let kek = if config.key_encryption_key.is_empty() {
-        Kek::from_file(&config.key_encryption_key_file)?
-    } else {
-        Kek::from_base64(&config.key_encryption_key)
-            .map_err(|e| anyhow::anyhow!("MAMORI_KEY_ENCRYPTION_KEY: {e}"))?
-    };
+    let kek = Kek::load(&config.key_encryption_key, &config.key_encryption_key_file)?;
     let db = Db::connect(&config.database_url, config.db_max_connections)
         .await
         .context("cannot connect to PostgreSQL (MAMORI_DATABASE_URL)")?;
     let kek = Arc::new(kek);
     let keys = KeyRing::open(&db, Arc::clone(&kek)).await?;
-    let redis = redis::Client::open(config.redis_url.as_str())
-        .with_context(|| format!("MAMORI_REDIS_URL {:?} is not a Redis URL", config.redis_url))?;
+    let policy = mamori_policy::PolicyClient::new(&config.policy_url, &config.policy_tls_ca, &kek)?;
     let mailer = Mailer::new(&config.smtp_url, &config.mail_dir, &config.mail_from)?;
     let limits = Limits {
         ip: Keyed::new(config.api_ip_rate, config.api_ip_burst),
@@ -289,7 +283,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         cfg: config.clone(),
         mailer,
         limits,
-        redis,
+        policy,
         kek,
     });
     let ready_db = db.clone();

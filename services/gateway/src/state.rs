@@ -14,8 +14,8 @@ pub struct AppState {
     pub cfg: Config,
     pub mailer: Mailer,
     pub limits: Limits,
-    /// Policy change notices go out through it.
-    pub redis: redis::Client,
+    /// The policy service (`mamori policy`): policies and templates.
+    pub policy: mamori_policy::PolicyClient,
     /// Webhook secrets are sealed under it.
     pub kek: std::sync::Arc<crate::keys::Kek>,
 }

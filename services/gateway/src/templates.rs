@@ -1,25 +1,21 @@
-//! MSP policy templates: an MSP organisation keeps policy documents of its
-//! own, applies one to many of its tenants at once (it becomes their tenant
-//! policy, a new version each, audited in each tenant), and sees which
-//! tenants have drifted from it since.
+//! MSP policy templates over REST: an MSP organisation keeps policy
+//! documents of its own, applies one to many of its tenants at once (it
+//! becomes their tenant policy, a new version each, audited in each
+//! tenant), and sees which tenants have drifted from it since. The policy
+//! service keeps them; these handlers call it as the verified caller.
 
-use crate::accounts::begin_identity;
-use crate::audit;
-use crate::ctx::{Caller, set_identity};
-use crate::error::{ApiError, ApiResult};
+use crate::ctx::Caller;
+use crate::error::ApiResult;
+use crate::policies::{json, time, uuid};
 use crate::state::Shared;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use mamori_policy::PolicyDocument;
-use mamori_tenancy::{TenantId, TenantTx};
+use mamori_proto::policy::v1 as pb;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
-
-/// Tenants one apply call may name.
-const MAX_APPLY: usize = 1000;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -30,7 +26,16 @@ pub struct TemplateInput {
     pub document: Value,
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+impl From<TemplateInput> for pb::TemplateInput {
+    fn from(t: TemplateInput) -> Self {
+        pb::TemplateInput {
+            name: t.name,
+            document_json: t.document.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TemplateView {
     pub id: Uuid,
     pub name: String,
@@ -40,11 +45,17 @@ pub struct TemplateView {
     pub updated_at: DateTime<Utc>,
 }
 
-const COLUMNS: &str = "id, name, version, document, updated_at";
-
-fn parse(document: Value) -> ApiResult<PolicyDocument> {
-    PolicyDocument::parse(document)
-        .map_err(|f| ApiError::invalid(&format!("document.{}", f.field), f.message))
+impl TryFrom<pb::Template> for TemplateView {
+    type Error = crate::error::ApiError;
+    fn try_from(t: pb::Template) -> ApiResult<Self> {
+        Ok(TemplateView {
+            id: uuid(&t.id)?,
+            name: t.name,
+            version: t.version,
+            document: json(&t.document_json)?,
+            updated_at: time(t.updated_at)?,
+        })
+    }
 }
 
 /// Create a policy template of the caller's MSP organisation.
@@ -55,36 +66,12 @@ fn parse(document: Value) -> ApiResult<PolicyDocument> {
 pub async fn create(
     State(state): State<Shared>,
     caller: Caller,
-    Json(req): Json<TemplateInput>,
+    Json(input): Json<TemplateInput>,
 ) -> ApiResult<(StatusCode, Json<TemplateView>)> {
-    let org = caller.require_msp_admin()?;
-    let name = crate::validate::name("name", &req.name)?;
-    let doc = parse(req.document)?;
-    let mut tx = begin_identity(&state, Some(org), Some(caller.user())).await?;
-    let inserted: Result<TemplateView, sqlx::Error> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO policy_templates (msp_org_id, id, name, version, document, updated_by)
-         VALUES ($1, $2, $3, 1, $4, $5) RETURNING {COLUMNS}"
-    )))
-    .bind(org)
-    .bind(Uuid::now_v7())
-    .bind(&name)
-    .bind(serde_json::to_value(&doc).expect("serialisable"))
-    .bind(caller.user())
-    .fetch_one(&mut *tx)
-    .await;
-    let view = match inserted {
-        Ok(v) => v,
-        Err(sqlx::Error::Database(d)) if d.constraint() == Some("policy_templates_name") => {
-            return Err(ApiError::conflict(
-                "template_exists",
-                format!("a template named {name:?} exists"),
-            ));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    tx.commit().await?;
-    tracing::info!(template_id = %view.id, "policy template created");
-    Ok((StatusCode::CREATED, Json(view)))
+    caller.require_msp_admin()?;
+    let req = state.policy.request(&caller.identity(None), input.into());
+    let template = state.policy.api().create_template(req).await?.into_inner();
+    Ok((StatusCode::CREATED, Json(template.try_into()?)))
 }
 
 /// The organisation's policy templates.
@@ -94,16 +81,17 @@ pub async fn list(
     State(state): State<Shared>,
     caller: Caller,
 ) -> ApiResult<Json<Vec<TemplateView>>> {
-    let org = caller.require_msp_admin()?;
-    let mut tx = begin_identity(&state, Some(org), Some(caller.user())).await?;
-    let rows: Vec<TemplateView> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM policy_templates WHERE msp_org_id = $1 ORDER BY name"
-    )))
-    .bind(org)
-    .fetch_all(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(Json(rows))
+    caller.require_msp_admin()?;
+    let req = state
+        .policy
+        .request(&caller.identity(None), pb::ListTemplatesRequest {});
+    let list = state.policy.api().list_templates(req).await?.into_inner();
+    Ok(Json(
+        list.templates
+            .into_iter()
+            .map(TemplateView::try_from)
+            .collect::<ApiResult<_>>()?,
+    ))
 }
 
 /// Replace a template's document (a new version). Tenants it was applied to
@@ -116,62 +104,18 @@ pub async fn update(
     State(state): State<Shared>,
     caller: Caller,
     Path(id): Path<Uuid>,
-    Json(req): Json<TemplateInput>,
+    Json(input): Json<TemplateInput>,
 ) -> ApiResult<Json<TemplateView>> {
-    let org = caller.require_msp_admin()?;
-    let name = crate::validate::name("name", &req.name)?;
-    let doc = parse(req.document)?;
-    let mut tx = begin_identity(&state, Some(org), Some(caller.user())).await?;
-    let view: Option<TemplateView> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE policy_templates SET name = $3, document = $4, version = version + 1,
-                updated_at = now(), updated_by = $5
-         WHERE msp_org_id = $1 AND id = $2 RETURNING {COLUMNS}"
-    )))
-    .bind(org)
-    .bind(id)
-    .bind(&name)
-    .bind(serde_json::to_value(&doc).expect("serialisable"))
-    .bind(caller.user())
-    .fetch_optional(&mut *tx)
-    .await?;
-    let view = view.ok_or_else(|| ApiError::not_found("policy template"))?;
-    tx.commit().await?;
-    Ok(Json(view))
-}
-
-async fn fetch(state: &Shared, caller: &Caller, org: Uuid, id: Uuid) -> ApiResult<TemplateView> {
-    let mut tx = begin_identity(state, Some(org), Some(caller.user())).await?;
-    let view: Option<TemplateView> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM policy_templates WHERE msp_org_id = $1 AND id = $2"
-    )))
-    .bind(org)
-    .bind(id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    view.ok_or_else(|| ApiError::not_found("policy template"))
-}
-
-/// A transaction on one of the organisation's tenants (404 for any other).
-async fn org_tenant(
-    state: &Shared,
-    caller: &Caller,
-    org: Uuid,
-    tenant: Uuid,
-) -> ApiResult<TenantTx> {
-    let mut tx = state.db.begin_tenant(TenantId::from_uuid(tenant)).await?;
-    set_identity(&mut tx, &caller.claims).await?;
-    let ours: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1 AND msp_org_id = $2)",
-    )
-    .bind(tenant)
-    .bind(org)
-    .fetch_one(&mut *tx)
-    .await?;
-    if !ours {
-        return Err(ApiError::not_found(&format!("tenant {tenant}")));
-    }
-    Ok(tx)
+    caller.require_msp_admin()?;
+    let req = state.policy.request(
+        &caller.identity(None),
+        pb::UpdateTemplateRequest {
+            id: id.to_string(),
+            template: Some(input.into()),
+        },
+    );
+    let template = state.policy.api().update_template(req).await?.into_inner();
+    Ok(Json(template.try_into()?))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -198,58 +142,28 @@ pub async fn apply(
     State(state): State<Shared>,
     caller: Caller,
     Path(id): Path<Uuid>,
-    Json(req): Json<ApplyTemplate>,
+    Json(body): Json<ApplyTemplate>,
 ) -> ApiResult<Json<Vec<Applied>>> {
-    let org = caller.require_msp_admin()?;
-    if req.tenant_ids.is_empty() || req.tenant_ids.len() > MAX_APPLY {
-        return Err(ApiError::invalid(
-            "tenant_ids",
-            format!("name 1 to {MAX_APPLY} tenants"),
-        ));
-    }
-    let template = fetch(&state, &caller, org, id).await?;
-    let doc = parse(template.document.clone())?;
-    // Check all, then change all (each check in its own short transaction:
-    // a thousand open ones would drain the pool).
-    for t in &req.tenant_ids {
-        org_tenant(&state, &caller, org, *t).await?.commit().await?;
-    }
-    let mut applied = Vec::with_capacity(req.tenant_ids.len());
-    for t in &req.tenant_ids {
-        // Checked again inside the change: a tenant released since fails
-        // here, before anything of its own is touched.
-        let mut tx = org_tenant(&state, &caller, org, *t).await?;
-        let saved = mamori_policy::store::put_from_template(
-            &mut tx,
-            &doc,
-            Some(caller.user()),
-            template.id,
-            template.version,
-        )
-        .await?;
-        audit::record(
-            &mut tx,
-            &caller,
-            "policy.apply_template",
-            &saved.policy_id.to_string(),
-            serde_json::json!({
-                "template_id": template.id,
-                "template_name": template.name,
-                "template_version": template.version,
-                "version": saved.version,
-                "revision": saved.revision,
-            }),
-        )
-        .await?;
-        let tenant = tx.tenant();
-        tx.commit().await?;
-        crate::policies::notify(&state, tenant).await;
-        applied.push(Applied {
-            tenant_id: tenant.as_uuid(),
-            policy_version: saved.version,
-            revision: saved.revision,
-        });
-    }
+    caller.require_msp_admin()?;
+    let req = state.policy.request(
+        &caller.identity(None),
+        pb::ApplyTemplateRequest {
+            id: id.to_string(),
+            tenant_ids: body.tenant_ids.iter().map(Uuid::to_string).collect(),
+        },
+    );
+    let done = state.policy.api().apply_template(req).await?.into_inner();
+    let applied = done
+        .applied
+        .into_iter()
+        .map(|a| {
+            Ok(Applied {
+                tenant_id: uuid(&a.tenant_id)?,
+                policy_version: a.policy_version,
+                revision: a.revision,
+            })
+        })
+        .collect::<ApiResult<_>>()?;
     Ok(Json(applied))
 }
 
@@ -261,7 +175,7 @@ pub struct DriftView {
     /// `outdated` (an older version of the template, unchanged since),
     /// `modified` (changed in the tenant after the apply), or
     /// `not_applied` (never applied, or another template was applied since).
-    pub status: &'static str,
+    pub status: String,
     pub applied_version: Option<i32>,
     pub template_version: i32,
 }
@@ -276,33 +190,24 @@ pub async fn drift(
     caller: Caller,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<Vec<DriftView>>> {
-    let org = caller.require_msp_admin()?;
-    let template = fetch(&state, &caller, org, id).await?;
-    let mut tx = begin_identity(&state, Some(org), Some(caller.user())).await?;
-    let tenants: Vec<(Uuid, String)> =
-        sqlx::query_as("SELECT tenant_id, name FROM mamori_msp_tenant_overview()")
-            .fetch_all(&mut *tx)
-            .await?;
-    tx.commit().await?;
-    let mut out = Vec::with_capacity(tenants.len());
-    for (tenant, name) in tenants {
-        let mut tx = org_tenant(&state, &caller, org, tenant).await?;
-        let from = mamori_policy::store::applied_template(&mut tx).await?;
-        tx.commit().await?;
-        let from = from.filter(|o| o.template == template.id);
-        let status = match from {
-            None => "not_applied",
-            Some(o) if o.edited => "modified",
-            Some(o) if o.template_version < template.version => "outdated",
-            Some(_) => "in_sync",
-        };
-        out.push(DriftView {
-            tenant_id: tenant,
-            name,
-            status,
-            applied_version: from.map(|o| o.template_version),
-            template_version: template.version,
-        });
-    }
+    caller.require_msp_admin()?;
+    let req = state.policy.request(
+        &caller.identity(None),
+        pb::TemplateRef { id: id.to_string() },
+    );
+    let list = state.policy.api().template_drift(req).await?.into_inner();
+    let out = list
+        .tenants
+        .into_iter()
+        .map(|d| {
+            Ok(DriftView {
+                tenant_id: uuid(&d.tenant_id)?,
+                name: d.name,
+                status: d.status,
+                applied_version: d.applied_version,
+                template_version: d.template_version,
+            })
+        })
+        .collect::<ApiResult<_>>()?;
     Ok(Json(out))
 }

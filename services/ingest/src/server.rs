@@ -8,7 +8,7 @@ use crate::policy::Pusher;
 use crate::service::Ingest;
 use crate::sink::{BacklogLimits, Sink};
 use crate::validate::Limits;
-use anyhow::{Context, bail};
+use anyhow::Context;
 use mamori_proto::agent::v1::agent_service_server::AgentServiceServer;
 use mamori_tenancy::Db;
 use std::net::SocketAddr;
@@ -17,7 +17,6 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
-use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 /// A started ingest server.
 #[derive(Debug)]
@@ -50,34 +49,17 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     config
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid ingest config: {e}"))?;
-    let addr: SocketAddr = config.ingest_addr.parse().with_context(|| {
-        format!(
-            "MAMORI_INGEST_ADDR {:?} is not an address like 127.0.0.1:50051",
-            config.ingest_addr
-        )
-    })?;
-    if !config.tls_enabled() && !addr.ip().is_loopback() {
-        bail!(
-            "ingest would listen on {addr} without TLS: set MAMORI_INGEST_TLS_CERT and MAMORI_INGEST_TLS_KEY, or listen on a loopback address"
-        );
-    }
-    let tls = if config.tls_enabled() {
-        let cert = std::fs::read(&config.ingest_tls_cert).with_context(|| {
-            format!(
-                "cannot read MAMORI_INGEST_TLS_CERT {:?}",
-                config.ingest_tls_cert
-            )
-        })?;
-        let key = std::fs::read(&config.ingest_tls_key).with_context(|| {
-            format!(
-                "cannot read MAMORI_INGEST_TLS_KEY {:?}",
-                config.ingest_tls_key
-            )
-        })?;
-        Some(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
-    } else {
-        None
-    };
+    // Bound before anything else starts, so a bad address or certificate
+    // stops start-up at once.
+    let bound = mamori_grpc_server::bind(&mamori_grpc_server::Listen {
+        what: "ingest",
+        addr: &config.ingest_addr,
+        addr_var: "MAMORI_INGEST_ADDR",
+        tls_cert: &config.ingest_tls_cert,
+        tls_key: &config.ingest_tls_key,
+        tls_var: "MAMORI_INGEST_TLS",
+    })
+    .await?;
     let db = Db::connect(&config.database_url, config.db_max_connections)
         .await
         .context("ingest cannot use the database (MAMORI_DATABASE_URL)")?;
@@ -152,27 +134,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         // few bytes: not worth compressing.
         .accept_compressed(CompressionEncoding::Zstd)
         .accept_compressed(CompressionEncoding::Gzip);
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<AgentServiceServer<Ingest>>()
-        .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(mamori_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on MAMORI_INGEST_ADDR {addr}"))?;
-    let grpc_addr = listener.local_addr()?;
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    let mut builder = Server::builder()
-        .tcp_nodelay(true)
+    let (health_service, reflection) =
+        mamori_grpc_server::health_and_reflection::<AgentServiceServer<Ingest>>().await?;
+    let grpc_addr = bound.addr;
+    let incoming = bound.incoming;
+    let mut builder = bound
+        .builder
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)));
-    if let Some(tls) = tls {
-        builder = builder.tls_config(tls)?;
-    }
     let router = builder
         .add_service(health_service)
         .add_service(reflection)
@@ -184,7 +153,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .await
             .context("ingest gRPC server failed")
     });
-    tracing::info!(%grpc_addr, %ops_addr, tls = config.tls_enabled(), "ingest listening");
+    tracing::info!(%grpc_addr, %ops_addr, tls = bound.tls, "ingest listening");
     Ok(Running {
         grpc_addr,
         ops_addr,

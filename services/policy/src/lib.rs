@@ -9,17 +9,34 @@
 //! * [`notify`]: change notices to the ingest processes holding the agents.
 //! * [`cache`]: effective policies kept in memory between notices.
 //! * [`webhook`]: which webhook destinations are acceptable.
+//!
+//! The service itself (`mamori policy`) serves the internal gRPC API
+//! `mamori.policy.v1` the gateway calls ([`start`], [`PolicyApi`]), acting
+//! as the caller identity the gateway signed ([`identity`]); the gateway
+//! calls it through [`PolicyClient`].
 
+mod api;
 pub mod cache;
+pub mod client;
+mod config;
 pub mod document;
 pub mod effective;
+mod groups;
+pub mod identity;
 pub mod notify;
+mod server;
 pub mod store;
+mod templates;
 pub mod webhook;
 
+pub use api::{CODE_METADATA, PolicyApi};
 pub use cache::PolicyCache;
+pub use client::PolicyClient;
+pub use config::Config;
 pub use document::{FieldError, PolicyDocument};
 pub use effective::{Effective, Globs, Origin, Scope};
+pub use identity::{Identity, IdentityKey};
+pub use server::{Running, start};
 pub use store::{Saved, StoredPolicy, TenantPolicies};
 
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,190 @@
+//! The caller's identity on the internal API. The gateway verifies the
+//! user's access token (and, for MSP users, that the named tenant is one
+//! they may reach), then sends who is acting on which tenant in the
+//! `x-mamori-identity` metadata, signed with HMAC-SHA256 under a key both
+//! derive from the key-encryption key. The policy service takes the tenant
+//! from this identity only, and refuses one that is unsigned, forged,
+//! malformed or older than [`MAX_AGE_S`].
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use mamori_keywrap::Kek;
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use std::net::IpAddr;
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+/// The metadata key the signed identity travels in.
+pub const METADATA: &str = "x-mamori-identity";
+/// How long a signed identity is accepted after it was made (one call;
+/// the clocks of the two services may differ a little).
+pub const MAX_AGE_S: i64 = 60;
+/// Longest encoded identity accepted.
+const MAX_LEN: usize = 2048;
+
+/// Who is calling, as verified by the gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Identity {
+    /// The tenant acted on; absent for organisation-level calls.
+    pub tenant: Option<Uuid>,
+    /// The MSP organisation of an MSP user.
+    pub org: Option<Uuid>,
+    pub user: Uuid,
+    pub email: String,
+    /// `tenant_admin`, `auditor`, `msp_admin` or `msp_technician`.
+    pub role: String,
+    pub ip: Option<IpAddr>,
+    pub request_id: String,
+    /// Unix seconds when the identity was signed.
+    pub iat: i64,
+}
+
+impl Identity {
+    /// Whether the role may change things (every role but `auditor`).
+    pub fn may_change(&self) -> bool {
+        matches!(
+            self.role.as_str(),
+            "tenant_admin" | "msp_admin" | "msp_technician"
+        )
+    }
+
+    /// The organisation of an MSP administrator.
+    pub fn msp_admin_org(&self) -> Option<Uuid> {
+        (self.role == "msp_admin").then_some(self.org).flatten()
+    }
+
+    pub fn actor(&self) -> mamori_tenancy::audit::Actor<'_> {
+        mamori_tenancy::audit::Actor {
+            user: self.user,
+            email: &self.email,
+            role: &self.role,
+            ip: self.ip,
+            request_id: &self.request_id,
+        }
+    }
+}
+
+/// Signs and verifies identities.
+pub struct IdentityKey(Zeroizing<[u8; 32]>);
+
+impl std::fmt::Debug for IdentityKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IdentityKey(..)")
+    }
+}
+
+/// Why an identity was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum IdentityError {
+    #[error("the call carries no x-mamori-identity")]
+    Missing,
+    #[error("x-mamori-identity is malformed")]
+    Malformed,
+    #[error(
+        "x-mamori-identity has a bad signature (do the services share MAMORI_KEY_ENCRYPTION_KEY?)"
+    )]
+    BadSignature,
+    #[error("x-mamori-identity has expired or is from the future (are the clocks in step?)")]
+    Stale,
+}
+
+impl IdentityKey {
+    pub fn from_kek(kek: &Kek) -> Self {
+        Self(kek.derive("internal-identity-v1"))
+    }
+
+    fn mac(&self, payload: &[u8]) -> Hmac<Sha256> {
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(self.0.as_ref()).expect("any key length");
+        mac.update(payload);
+        mac
+    }
+
+    /// `base64url(json).base64url(hmac)`.
+    pub fn sign(&self, identity: &Identity) -> String {
+        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(identity).expect("serialisable"));
+        let tag = self.mac(payload.as_bytes()).finalize().into_bytes();
+        format!("{payload}.{}", URL_SAFE_NO_PAD.encode(tag))
+    }
+
+    pub fn verify(&self, text: &str, now: i64) -> Result<Identity, IdentityError> {
+        if text.len() > MAX_LEN {
+            return Err(IdentityError::Malformed);
+        }
+        let (payload, tag) = text.split_once('.').ok_or(IdentityError::Malformed)?;
+        let tag = URL_SAFE_NO_PAD
+            .decode(tag)
+            .map_err(|_| IdentityError::Malformed)?;
+        self.mac(payload.as_bytes())
+            .verify_slice(&tag)
+            .map_err(|_| IdentityError::BadSignature)?;
+        let json = URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| IdentityError::Malformed)?;
+        let identity: Identity =
+            serde_json::from_slice(&json).map_err(|_| IdentityError::Malformed)?;
+        if (now - identity.iat).abs() > MAX_AGE_S {
+            return Err(IdentityError::Stale);
+        }
+        Ok(identity)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(iat: i64) -> Identity {
+        Identity {
+            tenant: Some(Uuid::now_v7()),
+            org: None,
+            user: Uuid::now_v7(),
+            email: "a@example.com".into(),
+            role: "tenant_admin".into(),
+            ip: Some("127.0.0.1".parse().unwrap()),
+            request_id: "r1".into(),
+            iat,
+        }
+    }
+
+    #[test]
+    fn only_a_fresh_identity_signed_under_the_same_kek_is_accepted() {
+        let text = Kek::generate_base64();
+        let key = IdentityKey::from_kek(&Kek::from_base64(&text).unwrap());
+        let same = IdentityKey::from_kek(&Kek::from_base64(&text).unwrap());
+        let other = IdentityKey::from_kek(&Kek::from_base64(&Kek::generate_base64()).unwrap());
+        let id = identity(1000);
+        let signed = key.sign(&id);
+        assert_eq!(same.verify(&signed, 1030), Ok(id.clone()));
+        assert_eq!(
+            other.verify(&signed, 1000),
+            Err(IdentityError::BadSignature)
+        );
+        assert_eq!(
+            key.verify(&signed, 1000 + MAX_AGE_S + 1),
+            Err(IdentityError::Stale)
+        );
+        assert_eq!(
+            key.verify(&signed, 1000 - MAX_AGE_S - 1),
+            Err(IdentityError::Stale)
+        );
+
+        // Another tenant spliced into a signed identity.
+        let (_, tag) = signed.split_once('.').unwrap();
+        let mut forged = id.clone();
+        forged.tenant = Some(Uuid::now_v7());
+        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&forged).unwrap());
+        assert_eq!(
+            key.verify(&format!("{payload}.{tag}"), 1000),
+            Err(IdentityError::BadSignature)
+        );
+        assert_eq!(key.verify("garbage", 1000), Err(IdentityError::Malformed));
+        assert_eq!(
+            key.verify(&"a.".repeat(2000), 1000),
+            Err(IdentityError::Malformed)
+        );
+    }
+}
