@@ -1,6 +1,8 @@
 //! One trace shows a batch's whole path: the agent names the trace in the
 //! batch, ingest's span joins it and travels in the stream entry, and the
-//! writer's span joins it too. Spans reach a real OTLP/gRPC receiver.
+//! writer's span joins it too. A gateway request and the policy service
+//! call it makes are one trace as well. Spans reach a real OTLP/gRPC
+//! receiver.
 
 use crate::support::*;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
@@ -169,4 +171,53 @@ async fn a_batch_is_one_trace_from_agent_through_ingest_to_writer() {
         writer.parent, ingest.id,
         "the writer's span is a child of ingest's"
     );
+
+    // A policy change through the gateway: the policy service's span joins
+    // the gateway request's trace over the internal gRPC call.
+    let gateway = line
+        .split("gateway http://")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no gateway address in {line:?}"))
+        .to_owned();
+    let http = reqwest::Client::new();
+    let signup: serde_json::Value = http
+        .post(format!("http://{gateway}/api/v1/signup"))
+        .json(&serde_json::json!({
+            "email": "trace@trace.example.com",
+            "password": crate::gw::PASSWORD,
+            "company": "Trace Policy KK",
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let put = http
+        .put(format!("http://{gateway}/api/v1/policies/tenant"))
+        .bearer_auth(signup["access_token"].as_str().unwrap())
+        .json(&serde_json::json!({"banned_apps": [{"name": "winny", "action": "kill"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), reqwest::StatusCode::OK);
+    let (request, call, handler) = wait_for(
+        "the policy service's spans in the gateway request's trace",
+        Duration::from_secs(20),
+        || async {
+            let spans = receiver.spans.lock().unwrap().clone();
+            let handler = spans.iter().find(|s| s.name == "put_policy")?;
+            let call = spans.iter().find(|s| s.id == handler.parent)?;
+            let request = spans.iter().find(|s| s.id == call.parent)?;
+            Some((request.clone(), call.clone(), handler.clone()))
+        },
+    )
+    .await;
+    assert_eq!(call.name, "policy_call");
+    assert_eq!(
+        request.name, "http",
+        "the policy call is a child of the gateway request"
+    );
+    assert_eq!(request.trace, handler.trace, "one trace");
 }

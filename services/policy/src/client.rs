@@ -1,7 +1,7 @@
 //! The gateway's side of the internal API: a lazily connecting channel to
 //! the policy service and requests carrying the caller's signed identity.
 
-use crate::identity::{Identity, IdentityKey, METADATA};
+use crate::identity::{Identity, IdentityKey, METADATA, TRACEPARENT};
 use anyhow::Context;
 use mamori_keywrap::Kek;
 use mamori_proto::policy::v1::policy_service_client::PolicyServiceClient;
@@ -49,7 +49,8 @@ impl PolicyClient {
         self.api.clone()
     }
 
-    /// `message` as a request on behalf of `identity` (signed now).
+    /// `message` as a request on behalf of `identity` (signed now), in the
+    /// current trace.
     pub fn request<T>(&self, identity: &Identity, message: T) -> Request<T> {
         let mut req = Request::new(message);
         let signed = self.key.sign(identity);
@@ -57,6 +58,13 @@ impl PolicyClient {
             METADATA,
             MetadataValue::try_from(signed).expect("base64url is valid metadata"),
         );
+        // The call joins the gateway request's trace.
+        let traceparent = mamori_telemetry::current_traceparent();
+        if let Ok(v) = MetadataValue::try_from(traceparent)
+            && !v.is_empty()
+        {
+            req.metadata_mut().insert(TRACEPARENT, v);
+        }
         req
     }
 }

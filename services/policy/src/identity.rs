@@ -18,6 +18,8 @@ use zeroize::Zeroizing;
 
 /// The metadata key the signed identity travels in.
 pub const METADATA: &str = "x-mamori-identity";
+/// The metadata key of the caller's W3C trace context.
+pub const TRACEPARENT: &str = "traceparent";
 /// How long a signed identity is accepted after it was made (one call;
 /// the clocks of the two services may differ a little).
 pub const MAX_AGE_S: i64 = 60;

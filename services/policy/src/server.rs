@@ -81,7 +81,22 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         mamori_grpc_server::health_and_reflection::<PolicyServiceServer<PolicyApi>>().await?;
     let grpc_addr = bound.addr;
     let incoming = bound.incoming;
-    let mut builder = bound.builder.timeout(Duration::from_secs(60));
+    // Each call gets a span in the caller's trace (the gateway sends its
+    // request's `traceparent`); the handlers' spans are its children.
+    let mut builder = bound
+        .builder
+        .timeout(Duration::from_secs(60))
+        .trace_fn(|req| {
+            let span = tracing::info_span!("policy_call", path = %req.uri().path());
+            if let Some(tp) = req
+                .headers()
+                .get(crate::identity::TRACEPARENT)
+                .and_then(|v| v.to_str().ok())
+            {
+                mamori_telemetry::set_parent_from_traceparent(&span, tp);
+            }
+            span
+        });
     let router = builder
         .add_service(health_service)
         .add_service(reflection)
