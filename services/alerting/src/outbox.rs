@@ -4,6 +4,7 @@
 //! backoff. Digest rows due together go to each recipient as one message.
 
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use hmac::{Hmac, Mac};
 use mamori_keywrap::Kek;
 use mamori_mail::Mailer;
@@ -19,6 +20,8 @@ use uuid::Uuid;
 
 /// Rows leased per round.
 const LEASE_ROWS: i32 = 100;
+/// Deliveries in progress at once.
+const CONCURRENT_DELIVERIES: usize = 8;
 
 #[derive(Debug)]
 pub(crate) struct Notifier {
@@ -91,11 +94,19 @@ impl Notifier {
                 };
                 groups.entry(key).or_default().push(r);
             }
-            for (d, rows) in groups {
-                let tenant = TenantId::from_uuid(d.tenant);
-                let result = self.send(tenant, &d.channel, &d.recipient, &rows).await;
-                self.settle(tenant, &rows, result).await?;
-            }
+            // A few deliveries at a time: a slow SMTP server or webhook
+            // does not hold up the rest, and one connection's round trips
+            // do not bound the rate. Each is settled as soon as it is done.
+            let settled: Vec<anyhow::Result<()>> = futures::stream::iter(groups)
+                .map(|(d, rows)| async move {
+                    let tenant = TenantId::from_uuid(d.tenant);
+                    let result = self.send(tenant, &d.channel, &d.recipient, &rows).await;
+                    self.settle(tenant, &rows, result).await
+                })
+                .buffer_unordered(CONCURRENT_DELIVERIES)
+                .collect()
+                .await;
+            settled.into_iter().collect::<anyhow::Result<()>>()?;
         }
     }
 
