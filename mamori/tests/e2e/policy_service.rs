@@ -459,9 +459,18 @@ async fn groups_move_rename_and_delete_only_when_empty_and_policies_follow() {
         v["error"]["message"].as_str().unwrap().contains("1 device"),
         "{v}"
     );
-    // Tokyo is empty now; its policy goes with it.
+    // Tokyo is empty now; its policy goes with it. No device's effective
+    // policy changes, so the revision stays (nothing is pushed).
+    let (_, listed) = gw.get(&admin, "/api/v1/policies").await;
     let (status, v) = delete_group(&gw, &admin, &tokyo).await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{v}");
+    let (_, after) = gw.get(&admin, "/api/v1/policies").await;
+    assert_eq!(after["revision"], listed["revision"]);
+    assert_eq!(
+        after["policies"].as_array().unwrap().len() + 1,
+        listed["policies"].as_array().unwrap().len(),
+        "Tokyo's policy is gone: {after}"
+    );
     let (status, _) = gw
         .get(&admin, &format!("/api/v1/policies/groups/{tokyo}"))
         .await;

@@ -443,9 +443,7 @@ impl PolicyService for PolicyApi {
     #[tracing::instrument(skip_all, fields(user_id))]
     async fn delete_group(&self, req: Request<pb::GroupRef>) -> Reply<pb::DeleteGroupResponse> {
         let (identity, tx) = self.tenant_tx(&req).await?;
-        let tenant = tx.tenant();
         let revision = groups::delete(&identity, tx, req.into_inner()).await?;
-        self.announce(tenant).await;
         Ok(Response::new(pb::DeleteGroupResponse { revision }))
     }
 

@@ -195,6 +195,7 @@ pub(crate) async fn update(
 }
 
 /// Deletes an empty group (no devices, no subgroups) and its policy.
+/// Returns the tenant's (unchanged) policy revision.
 pub(crate) async fn delete(
     identity: &Identity,
     mut tx: TenantTx,
@@ -202,8 +203,10 @@ pub(crate) async fn delete(
 ) -> Result<i64, Status> {
     require_change(identity)?;
     let id = parse_id("id", &req.id)?;
-    // The revision's row lock orders this after any device move in flight.
-    let revision = store::bump_revision(&mut tx).await?;
+    // The revision's row lock orders this after any device or group move
+    // in flight. An empty group changes no device's effective policy, so
+    // the revision stays and nothing is pushed.
+    let revision = store::lock_revision(&mut tx).await?;
     if !exists(&mut tx, id).await? {
         return Err(Status::not_found("group not found"));
     }

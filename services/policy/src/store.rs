@@ -157,6 +157,19 @@ pub async fn bump_revision(tx: &mut TenantTx) -> Result<i64> {
     Ok(rev)
 }
 
+/// The tenant's current policy revision, holding its row lock until the
+/// transaction ends: orders this change against every other one that
+/// bumps or locks the revision, without announcing a change.
+pub async fn lock_revision(tx: &mut TenantTx) -> Result<i64> {
+    let tenant = tx.tenant().as_uuid();
+    let rev: i64 =
+        sqlx::query_scalar("SELECT policy_revision FROM tenants WHERE id = $1 FOR UPDATE")
+            .bind(tenant)
+            .fetch_one(&mut **tx)
+            .await?;
+    Ok(rev)
+}
+
 async fn check_target(tx: &mut TenantTx, scope: Scope) -> Result<()> {
     let exists: bool = match scope {
         Scope::Tenant => true,
