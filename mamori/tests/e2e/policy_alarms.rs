@@ -1321,3 +1321,93 @@ async fn webhooks_into_the_operators_network_are_refused() {
     let (_, listed) = gw.get(&admin, "/api/v1/webhooks").await;
     assert_eq!(listed.as_array().unwrap().len(), 0, "nothing was stored");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_digest_route_collects_alarms_into_one_mail_when_its_interval_ends() {
+    let gw = Gw::start().await;
+    let smtp = Smtp::start().await;
+    let alerting = mamori_alerting::start(mamori_alerting::Config {
+        digest_interval_s: 3600,
+        ..alerting_config(&gw, &smtp.url())
+    })
+    .await
+    .expect("alerting starts");
+    let admin = gw.signup("Digest KK", "tenant").await;
+    let (status, v) = put(
+        &gw,
+        &admin,
+        "/api/v1/policies/tenant",
+        json!({
+            "banned_apps": [{"name": "winny", "action": "log"}],
+            "notifications": {"routes": [
+                {"categories": ["banned_app"], "email": ["now@digest.example"]},
+                {"categories": ["*"], "email": ["boss@digest.example"], "mode": "digest"}
+            ]}
+        }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let token = admin.enrollment_token.clone().unwrap();
+    let mut hosts = Vec::new();
+    for _ in 0..3 {
+        let d = gw.stack.new_device(&token).await;
+        let mut agent = gw.stack.open(&d.device_credential).await.unwrap();
+        agent
+            .send(batch(1, vec![process_event("/usr/local/bin/winny")]))
+            .await
+            .unwrap();
+        let (_, device) = gw
+            .get(&admin, &format!("/api/v1/devices/{}", d.device_id))
+            .await;
+        hosts.push(device["hostname"].as_str().unwrap().to_owned());
+    }
+    // The immediate route: one e-mail per alarm at once.
+    let to = |who: &str| {
+        smtp.messages()
+            .into_iter()
+            .filter(|m| m.contains(&format!("To: {who}")))
+            .collect::<Vec<_>>()
+    };
+    wait_for(
+        "three immediate e-mails",
+        Duration::from_secs(20),
+        || async { (to("now@digest.example").len() == 3).then_some(()) },
+    )
+    .await;
+    // The digest waits for its hour.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        to("boss@digest.example").is_empty(),
+        "the digest went early"
+    );
+    let waiting: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM notification_outbox
+         WHERE recipient = 'boss@digest.example' AND digest AND sent_at IS NULL AND next_attempt_at > now()",
+    )
+    .fetch_one(&gw.stack.env.owner)
+    .await
+    .unwrap();
+    assert_eq!(waiting, 3);
+
+    // The hour is over: one message with all three alarms.
+    sqlx::query(
+        "UPDATE notification_outbox SET next_attempt_at = now() WHERE recipient = 'boss@digest.example'",
+    )
+    .execute(&gw.stack.env.owner)
+    .await
+    .unwrap();
+    let digest = wait_for("the digest e-mail", Duration::from_secs(20), || async {
+        to("boss@digest.example").pop()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(to("boss@digest.example").len(), 1, "one digest, not three");
+    assert!(digest.contains("[Mamori] 3 alarms"), "{digest}");
+    for host in &hosts {
+        assert!(
+            digest.contains(host.as_str()),
+            "{host} missing from {digest}"
+        );
+    }
+    alerting.shutdown().await;
+}
