@@ -118,6 +118,20 @@ impl Compiled {
         self.has_hash_bans
     }
 
+    /// Whether any rule blocks a launch by name or path (what the launch
+    /// guard can decide before the exec; hash rules are checked after it).
+    pub fn blocks_launches(&self) -> bool {
+        self.bans
+            .iter()
+            .any(|b| b.action == BanAction::Block && !matches!(b.matcher, Matcher::Sha256(_)))
+    }
+
+    /// The rule that blocks launching `exe_path`, if any.
+    pub fn check_launch(&self, exe_path: &str) -> Option<Verdict> {
+        self.check_path(exe_path)
+            .filter(|v| v.action == BanAction::Block)
+    }
+
     fn strongest(&self, hit: impl Fn(&Matcher) -> bool) -> Option<Verdict> {
         let rank = |a: BanAction| match a {
             BanAction::Block => 3,

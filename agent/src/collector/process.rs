@@ -13,6 +13,7 @@
 //! reported (their exit status cannot be known).
 
 mod hash;
+mod launch;
 mod netlink;
 mod procfs;
 
@@ -48,8 +49,10 @@ enum Source {
 }
 
 /// The process collector. With a policy it also enforces the banned-app
-/// rules: a matching process is killed as soon as its exec is seen, and the
-/// event says what was stopped and why.
+/// rules: where the kernel allows it, a `block` rule refuses the launch
+/// before the program runs (`launch`); otherwise a matching process is
+/// killed as soon as its exec is seen. The event says what was stopped and
+/// why.
 #[derive(Debug, Clone)]
 pub struct ProcessCollector {
     source: Source,
@@ -121,6 +124,15 @@ impl Collector for ProcessCollector {
 
     fn run(self: Box<Self>, sink: EventSink) -> BoxFuture<'static, Result<()>> {
         Box::pin(async move {
+            // Lives as long as this collector: dropped, it stops guarding.
+            let _guard = match &self.policy {
+                Some(policy) if self.source == Source::Auto => {
+                    launch::start(Arc::clone(policy), sink.clone())
+                        .inspect_err(|e| tracing::warn!(error = %e, "cannot start the launch guard: apps with a block rule are killed at exec"))
+                        .ok()
+                }
+                _ => None,
+            };
             let mut handler = Handler::new(sink, self.policy);
             if self.source == Source::Auto {
                 match ProcConnector::open() {

@@ -1411,3 +1411,103 @@ async fn a_digest_route_collects_alarms_into_one_mail_when_its_interval_ends() {
     }
     alerting.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_app_is_refused_before_it_runs_and_runs_again_without_the_agent() {
+    let gw = Gw::start().await;
+    let alerting = mamori_alerting::start(alerting_config(&gw, ""))
+        .await
+        .expect("alerting starts");
+    let admin = gw.signup("Launch Guard KK", "tenant").await;
+    let state = tempfile::tempdir().unwrap();
+    let device = enroll_agent(&gw, &admin, state.path(), "launch-guard")
+        .await
+        .device_id;
+    let mut opts = RunOptions::new(state.path().to_owned());
+    opts.collectors = "process".parse::<CollectorSet>().unwrap();
+    let (stop_tx, agent) = run_agent(opts);
+    let (status, saved) = put(
+        &gw,
+        &admin,
+        "/api/v1/policies/tenant",
+        json!({"banned_apps": [{"name": "p2p-share", "action": "block"}]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{saved}");
+    let revision = saved["revision"].as_i64().unwrap();
+    wait_for(
+        "the agent to apply the policy",
+        Duration::from_secs(30),
+        || async {
+            let (_, p) = gw
+                .get(&admin, &format!("/api/v1/devices/{device}/policy"))
+                .await;
+            (p["applied_revision"].as_i64() == Some(revision)).then_some(())
+        },
+    )
+    .await;
+
+    let bin = tempfile::tempdir().unwrap();
+    let banned = marker_program_named(bin.path(), "p2p-share");
+    let other = marker_program_named(bin.path(), "allowed-tool");
+    // The banned program never runs: its exec is refused.
+    // The guard opens its fanotify group within a quarter second of the
+    // policy arriving; until then a block rule kills at exec. Either way
+    // the program does not keep running; once the guard is on, its exec
+    // is refused (EPERM) and it never runs at all.
+    let err = wait_for("the launch guard", Duration::from_secs(10), || async {
+        match std::process::Command::new(&banned).arg("30").status() {
+            Err(e) => Some(e),
+            Ok(status) => {
+                assert_eq!(status.signal(), Some(9), "killed at exec: {status:?}");
+                None
+            }
+        }
+    })
+    .await;
+    assert_eq!(err.raw_os_error(), Some(1), "EPERM: {err}");
+    // Everything else starts as usual.
+    let ok = std::process::Command::new(&other)
+        .arg("0")
+        .status()
+        .unwrap();
+    assert!(ok.success(), "{ok:?}");
+
+    let alarm = wait_for("the banned-app alarm", Duration::from_secs(20), || async {
+        alarms(&gw, &admin)
+            .await
+            .into_iter()
+            .find(|a| a["category"] == "banned_app")
+    })
+    .await;
+    let summary = alarm["summary"].as_str().unwrap();
+    assert!(summary.contains("p2p-share"), "{summary}");
+    assert_eq!(alarm["device_id"].as_str(), Some(device.as_str()));
+    // The operation log has the refused launch, with the rule.
+    wait_for(
+        "the refused-launch event",
+        Duration::from_secs(20),
+        || async {
+            let (_, v) = gw.get(&admin, "/api/v1/events?kind=process_blocked").await;
+            v["events"].as_array()?.iter().find_map(|e| {
+                let reason = e["detail"]["process"]["blocked_reason"].as_str()?;
+                (e["subject"].as_str() == banned.to_str()
+                    && reason.contains("p2p-share")
+                    && reason.ends_with("blocked before launch"))
+                .then_some(())
+            })
+        },
+    )
+    .await;
+
+    // A stopped agent guards nothing: it closed its fanotify group (marks
+    // removed, queued questions allowed), so no exec waits for it.
+    let _ = stop_tx.send(());
+    agent.await.unwrap().unwrap();
+    let ran = std::process::Command::new(&banned)
+        .arg("0")
+        .status()
+        .unwrap();
+    assert!(ran.success(), "{ran:?}");
+    alerting.shutdown().await;
+}
