@@ -201,17 +201,7 @@ async fn a_banned_app_is_killed_alarmed_mailed_and_posted() {
     assert_eq!(saved["version"], 1);
 
     // The agent receives it and says so; the device shows the revision.
-    wait_for(
-        "the agent to apply the policy",
-        Duration::from_secs(20),
-        || async {
-            let (_, p) = gw
-                .get(&admin, &format!("/api/v1/devices/{device}/policy"))
-                .await;
-            (p["applied_revision"].as_i64() == Some(revision)).then_some(())
-        },
-    )
-    .await;
+    wait_applied(&gw, &admin, &device, revision).await;
     let (_, eff) = gw
         .get(&admin, &format!("/api/v1/devices/{device}/policy"))
         .await;
@@ -350,6 +340,19 @@ fn run_agent(
         let _ = stop_rx.await;
     }));
     (stop_tx, agent)
+}
+
+/// Waits until the device's agent reports applying `revision`.
+async fn wait_applied(gw: &Gw, s: &Session, device: &str, revision: i64) {
+    wait_for(
+        "the agent to apply the policy",
+        Duration::from_secs(30),
+        || async {
+            let (_, p) = gw.get(s, &format!("/api/v1/devices/{device}/policy")).await;
+            (p["applied_revision"].as_i64() == Some(revision)).then_some(())
+        },
+    )
+    .await;
 }
 
 /// A copy of /bin/sleep under `name`.
@@ -1435,17 +1438,7 @@ async fn a_blocked_app_is_refused_before_it_runs_and_runs_again_without_the_agen
     .await;
     assert_eq!(status, StatusCode::OK, "{saved}");
     let revision = saved["revision"].as_i64().unwrap();
-    wait_for(
-        "the agent to apply the policy",
-        Duration::from_secs(30),
-        || async {
-            let (_, p) = gw
-                .get(&admin, &format!("/api/v1/devices/{device}/policy"))
-                .await;
-            (p["applied_revision"].as_i64() == Some(revision)).then_some(())
-        },
-    )
-    .await;
+    wait_applied(&gw, &admin, &device, revision).await;
 
     let bin = tempfile::tempdir().unwrap();
     let banned = marker_program_named(bin.path(), "p2p-share");
