@@ -122,7 +122,10 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
             }
         });
     }
-    tasks.spawn(flush_loop(spool.clone()));
+    // Held while a flush job runs: a job outlives the loop's abort (it is on
+    // a blocking thread), and the last flush must not race it.
+    let flushing = Arc::new(tokio::sync::Mutex::new(()));
+    tasks.spawn(flush_loop(spool.clone(), Arc::clone(&flushing)));
 
     let uplink = Uplink::new(
         state,
@@ -139,6 +142,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
 
     tracing::info!("shutting down");
     tasks.shutdown().await;
+    let _flushing = flushing.lock().await;
     let mut spool = lock(&spool);
     spool.flush()?;
     tracing::info!(pending = spool.pending(), "agent stopped");
@@ -175,11 +179,12 @@ fn collectors(
 /// Makes spooled events durable every [`FLUSH_INTERVAL`], fsyncing on the
 /// blocking pool so the runtime (and the collectors on it) never waits for
 /// the disk.
-async fn flush_loop(spool: SharedSpool) {
+async fn flush_loop(spool: SharedSpool, flushing: Arc<tokio::sync::Mutex<()>>) {
     let mut tick = tokio::time::interval(FLUSH_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        let running = Arc::clone(&flushing).lock_owned().await;
         let job = match lock(&spool).prepare_flush() {
             Ok(job) if job.is_empty() => continue,
             Ok(job) => job,
@@ -188,7 +193,13 @@ async fn flush_loop(spool: SharedSpool) {
                 continue;
             }
         };
-        match tokio::task::spawn_blocking(move || job.run()).await {
+        match tokio::task::spawn_blocking(move || {
+            let done = job.run();
+            drop(running);
+            done
+        })
+        .await
+        {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "spool flush failed"),
             Err(e) => tracing::warn!(error = %e, "spool flush task failed"),

@@ -48,6 +48,8 @@ struct Seen {
     hellos: Vec<Hello>,
     batches: Vec<EventBatch>,
     encodings: Vec<String>,
+    /// Replies handed to the stream (acks and rejections).
+    replies: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -171,6 +173,7 @@ impl AgentService for Fake {
                 {
                     break;
                 }
+                seen.lock().unwrap().replies += 1;
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
@@ -442,6 +445,14 @@ async fn run_delivers_events_and_learns_the_clock_offset() {
     append_wtmp(&s.wtmp, &[logon("bob", "pts/2")]);
     eventually("the second event", || {
         fake.logon_users() == ["alice", "bob"]
+    })
+    .await;
+    // Every batch's ack is on its way before the agent is told to stop
+    // (a stopping agent waits for acks in flight; one the server has not
+    // sent yet it may rightly keep for the next start).
+    eventually("the acks", || {
+        let seen = fake.seen.lock().unwrap();
+        seen.replies == seen.batches.len()
     })
     .await;
     agent.stop().await;

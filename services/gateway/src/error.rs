@@ -134,19 +134,6 @@ impl From<mamori_registry::Error> for ApiError {
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
-impl From<mamori_policy::Error> for ApiError {
-    fn from(e: mamori_policy::Error) -> Self {
-        use mamori_policy::Error as E;
-        match e {
-            E::NotFound(kind) => Self::not_found(kind),
-            E::Invalid(f) => Self::invalid(&f.field, f.message),
-            E::Corrupt(_) => Self::internal("policy store", e),
-            E::Db(inner) => Self::internal("database error", inner),
-            E::Tenancy(inner) => Self::internal("database error", inner),
-        }
-    }
-}
-
 /// An answer of the policy service. Its messages are written for the
 /// caller (they name the bad field); its internal failures are logged
 /// there and here.
