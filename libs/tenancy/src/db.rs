@@ -69,6 +69,19 @@ impl Db {
         Ok(TenantTx { tx, tenant })
     }
 
+    /// Opens a transaction outside any one tenant (signup, login, MSP
+    /// organisation work) with the acting organisation and user named for
+    /// the row policies that look at them.
+    pub async fn begin_actor(
+        &self,
+        org: Option<uuid::Uuid>,
+        user: Option<uuid::Uuid>,
+    ) -> Result<Transaction<'static, Postgres>> {
+        let mut tx = self.pool.begin().await?;
+        name_actor(&mut tx, org, user).await?;
+        Ok(tx)
+    }
+
     /// The pool itself, for calls that involve no tenant rows (the
     /// SECURITY DEFINER authentication functions, health checks).
     pub fn pool(&self) -> &PgPool {
@@ -126,6 +139,16 @@ impl TenantTx {
         Ok(())
     }
 
+    /// Names the acting organisation and user for the row policies that
+    /// look at them (MSP access, the user's own rows).
+    pub async fn set_actor(
+        &mut self,
+        org: Option<uuid::Uuid>,
+        user: Option<uuid::Uuid>,
+    ) -> Result<()> {
+        name_actor(&mut self.tx, org, user).await
+    }
+
     pub async fn commit(self) -> Result<()> {
         self.tx.commit().await?;
         Ok(())
@@ -143,4 +166,22 @@ impl DerefMut for TenantTx {
     fn deref_mut(&mut self) -> &mut PgConnection {
         &mut self.tx
     }
+}
+
+/// Sets `mamori.org_id` and `mamori.user_id` for the transaction (empty for
+/// none).
+async fn name_actor(
+    conn: &mut PgConnection,
+    org: Option<uuid::Uuid>,
+    user: Option<uuid::Uuid>,
+) -> Result<()> {
+    let text = |id: Option<uuid::Uuid>| id.map(|u| u.to_string()).unwrap_or_default();
+    sqlx::query(
+        "SELECT set_config('mamori.org_id', $1, true), set_config('mamori.user_id', $2, true)",
+    )
+    .bind(text(org))
+    .bind(text(user))
+    .execute(conn)
+    .await?;
+    Ok(())
 }

@@ -111,15 +111,7 @@ pub async fn begin_identity(
     org: Option<Uuid>,
     user: Option<Uuid>,
 ) -> ApiResult<Transaction<'static, Postgres>> {
-    let mut tx = state.db.pool().begin().await?;
-    sqlx::query(
-        "SELECT set_config('mamori.org_id', $1, true), set_config('mamori.user_id', $2, true)",
-    )
-    .bind(org.map(|o| o.to_string()).unwrap_or_default())
-    .bind(user.map(|u| u.to_string()).unwrap_or_default())
-    .execute(&mut *tx)
-    .await?;
-    Ok(tx)
+    Ok(state.db.begin_actor(org, user).await?)
 }
 
 #[derive(sqlx::FromRow)]

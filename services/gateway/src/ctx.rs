@@ -158,14 +158,7 @@ impl Acting {
 
 /// Names the organisation and user of a transaction for the policies.
 pub async fn set_identity(tx: &mut TenantTx, claims: &Claims) -> ApiResult<()> {
-    sqlx::query(
-        "SELECT set_config('mamori.org_id', $1, true), set_config('mamori.user_id', $2, true)",
-    )
-    .bind(claims.org.map(|o| o.to_string()).unwrap_or_default())
-    .bind(claims.sub.to_string())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    Ok(tx.set_actor(claims.org, Some(claims.sub)).await?)
 }
 
 impl FromRequestParts<Shared> for Acting {

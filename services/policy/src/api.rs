@@ -177,17 +177,18 @@ impl PolicyApi {
     /// The identity of a call on a tenant, and a transaction on that tenant
     /// with the caller's organisation and user named for the row policies.
     async fn tenant_tx<T>(&self, req: &Request<T>) -> Result<(Identity, TenantTx), Status> {
-        let identity = self.identity(req)?;
-        let tenant = identity
-            .tenant
-            .ok_or_else(|| Status::invalid_argument("the identity names no tenant to act on"))?;
-        let tx = begin_as(&self.db, &identity, TenantId::from_uuid(tenant)).await?;
-        Ok((identity, tx))
+        self.open(self.identity(req)?).await
     }
 
+    /// As [`PolicyApi::tenant_tx`], for a caller whose role may change
+    /// things (refused before anything is opened).
     async fn change_tx<T>(&self, req: &Request<T>) -> Result<(Identity, TenantTx), Status> {
         let identity = self.identity(req)?;
         require_change(&identity)?;
+        self.open(identity).await
+    }
+
+    async fn open(&self, identity: Identity) -> Result<(Identity, TenantTx), Status> {
         let tenant = identity
             .tenant
             .ok_or_else(|| Status::invalid_argument("the identity names no tenant to act on"))?;
@@ -232,14 +233,9 @@ pub(crate) async fn begin_as(
     tenant: TenantId,
 ) -> Result<TenantTx, Status> {
     let mut tx = db.begin_tenant(tenant).await.map_err(db_error)?;
-    sqlx::query(
-        "SELECT set_config('mamori.org_id', $1, true), set_config('mamori.user_id', $2, true)",
-    )
-    .bind(uuid_text(identity.org))
-    .bind(identity.user.to_string())
-    .execute(&mut *tx)
-    .await
-    .map_err(db_error)?;
+    tx.set_actor(identity.org, Some(identity.user))
+        .await
+        .map_err(db_error)?;
     Ok(tx)
 }
 
@@ -423,7 +419,7 @@ impl PolicyService for PolicyApi {
 
     #[tracing::instrument(skip_all, fields(user_id))]
     async fn create_group(&self, req: Request<pb::CreateGroupRequest>) -> Reply<pb::Group> {
-        let (identity, tx) = self.tenant_tx(&req).await?;
+        let (identity, tx) = self.change_tx(&req).await?;
         groups::create(&identity, tx, req.into_inner())
             .await
             .map(Response::new)
@@ -431,7 +427,7 @@ impl PolicyService for PolicyApi {
 
     #[tracing::instrument(skip_all, fields(user_id))]
     async fn update_group(&self, req: Request<pb::UpdateGroupRequest>) -> Reply<pb::Group> {
-        let (identity, tx) = self.tenant_tx(&req).await?;
+        let (identity, tx) = self.change_tx(&req).await?;
         let tenant = tx.tenant();
         let (group, moved) = groups::update(&identity, tx, req.into_inner()).await?;
         if moved.is_some() {
@@ -442,7 +438,7 @@ impl PolicyService for PolicyApi {
 
     #[tracing::instrument(skip_all, fields(user_id))]
     async fn delete_group(&self, req: Request<pb::GroupRef>) -> Reply<pb::DeleteGroupResponse> {
-        let (identity, tx) = self.tenant_tx(&req).await?;
+        let (identity, tx) = self.change_tx(&req).await?;
         let revision = groups::delete(&identity, tx, req.into_inner()).await?;
         Ok(Response::new(pb::DeleteGroupResponse { revision }))
     }

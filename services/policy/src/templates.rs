@@ -62,16 +62,10 @@ async fn begin_org(
     org: Uuid,
     user: Uuid,
 ) -> Result<Transaction<'static, Postgres>, Status> {
-    let mut tx = api.db.pool().begin().await.map_err(db_error)?;
-    sqlx::query(
-        "SELECT set_config('mamori.org_id', $1, true), set_config('mamori.user_id', $2, true)",
-    )
-    .bind(org.to_string())
-    .bind(user.to_string())
-    .execute(&mut *tx)
-    .await
-    .map_err(db_error)?;
-    Ok(tx)
+    api.db
+        .begin_actor(Some(org), Some(user))
+        .await
+        .map_err(db_error)
 }
 
 pub(crate) async fn create(
