@@ -1,9 +1,9 @@
-//! The raw-insert baseline: the writer's own INSERT .. UNNEST statement,
+//! The raw-insert baseline: the writer's own INSERT .. unnest statement,
 //! the same rows shape, on the same database, with no services in between.
 
 use mamori_proto::agent::v1::StreamBatch;
 use mamori_tenancy::{Db, DeviceId};
-use mamori_writer::store::{Batch, insert_rows};
+use mamori_writer::store::{Batch, Duplicates, insert_rows};
 use prost::Message;
 use rand::SeedableRng;
 use std::time::Instant;
@@ -66,7 +66,7 @@ pub async fn measure(
             for b in chunk {
                 for (t, r) in &b.tenants {
                     let mut tx = db.begin_tenant(*t).await?;
-                    insert_rows(&mut tx, *t, r).await?;
+                    insert_rows(&mut tx, *t, r, Duplicates::Fail).await?;
                     tx.commit().await?;
                 }
             }

@@ -76,6 +76,23 @@ async fn acked_batches_land_in_postgres_once_even_when_replayed() {
         3,
         "replayed batch stored once"
     );
+    // The writer got past the replay (a writer stuck on it would hold back
+    // everything after it on the device's stream).
+    assert_eq!(
+        acked(
+            stream
+                .send(batch(3, vec![process_event("/usr/bin/top")]))
+                .await,
+            3
+        ),
+        1
+    );
+    wait_for(
+        "the event after the replay",
+        Duration::from_secs(10),
+        || async { (s.count_events(tenant).await == 4).then_some(()) },
+    )
+    .await;
     let device: uuid::Uuid = dev.device_id.parse().unwrap();
     assert!(rows.iter().all(|r| r.0 == device && r.2 == "alice"));
     let subjects: Vec<&str> = rows.iter().map(|r| r.3.as_str()).collect();

@@ -1,7 +1,7 @@
 //! writer: moves accepted batches from the Redis streams into PostgreSQL.
 //!
 //! One task per stream shard reads through the `writer` consumer group,
-//! writes what it read in one transaction (one `INSERT .. SELECT FROM UNNEST`
+//! writes what it read in one transaction (one `INSERT .. SELECT unnest(..)`
 //! per tenant, under that tenant's row-level security), and acks the stream
 //! entries only after the commit. A writer that dies leaves its entries
 //! pending; another (or its restart) claims them with XAUTOCLAIM once they

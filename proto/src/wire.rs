@@ -1,0 +1,299 @@
+//! Reading encoded messages field by field, without decoding them: for hot
+//! paths that need a few fields of many events (the writer stores each
+//! event's encoding minus three fields, plus its kind and subject).
+
+use crate::convert::EventKind;
+use prost::encoding::{WireType, decode_key, decode_varint};
+
+/// Why an encoding cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct WireError(pub &'static str);
+
+impl From<prost::DecodeError> for WireError {
+    fn from(_: prost::DecodeError) -> Self {
+        WireError("malformed field key or varint")
+    }
+}
+
+/// One protobuf field: its number, wire type, value and whole encoding.
+#[derive(Debug, Clone, Copy)]
+pub struct Field<'a> {
+    pub tag: u32,
+    pub wire_type: WireType,
+    /// The varint, or 0.
+    pub varint: u64,
+    /// The bytes of a length-delimited value, or empty.
+    pub bytes: &'a [u8],
+    /// Key and value as encoded.
+    pub encoded: &'a [u8],
+}
+
+impl<'a> Field<'a> {
+    pub fn is_bytes(&self) -> bool {
+        self.wire_type == WireType::LengthDelimited
+    }
+
+    pub fn is_varint(&self) -> bool {
+        self.wire_type == WireType::Varint
+    }
+
+    /// The value as UTF-8 text.
+    pub fn text(&self) -> Result<&'a str, WireError> {
+        std::str::from_utf8(self.bytes).map_err(|_| WireError("text is not UTF-8"))
+    }
+}
+
+/// The next field of an encoded message, advancing `buf` past it.
+pub fn next_field<'a>(buf: &mut &'a [u8]) -> Result<Field<'a>, WireError> {
+    let start: &'a [u8] = buf;
+    let (tag, wire_type) = decode_key(buf)?;
+    let (mut varint, mut bytes) = (0, &[][..]);
+    let skip = |buf: &mut &'a [u8], n: usize| {
+        if n > buf.len() {
+            return Err(WireError("field runs past the end"));
+        }
+        let rest: &'a [u8] = buf;
+        let (value, rest) = rest.split_at(n);
+        *buf = rest;
+        Ok(value)
+    };
+    match wire_type {
+        WireType::Varint => varint = decode_varint(buf)?,
+        WireType::LengthDelimited => {
+            let len =
+                usize::try_from(decode_varint(buf)?).map_err(|_| WireError("length overflows"))?;
+            bytes = skip(buf, len)?;
+        }
+        WireType::SixtyFourBit => drop(skip(buf, 8)?),
+        WireType::ThirtyTwoBit => drop(skip(buf, 4)?),
+        WireType::StartGroup | WireType::EndGroup => return Err(WireError("groups are not used")),
+    }
+    Ok(Field {
+        tag,
+        wire_type,
+        varint,
+        bytes,
+        encoded: &start[..start.len() - buf.len()],
+    })
+}
+
+/// The field numbers of `Event`'s body (`oneof kind`).
+pub const EVENT_BODIES: std::ops::RangeInclusive<u32> = 10..=21;
+
+/// The kind and subject of an encoded event body — the message of the
+/// `Event` field `field` (one of [`EVENT_BODIES`]) — read without decoding
+/// it. Agrees with [`crate::kind_of`] and [`crate::subject`] (tested);
+/// `Ok(None)` where `kind_of` is `None`.
+pub fn kind_and_subject(field: u32, body: &[u8]) -> Result<Option<(EventKind, &str)>, WireError> {
+    let subject_field = match field {
+        10 => 2, // LogonEvent.terminal
+        11 => 4, // ProcessEvent.exe_path
+        12 => 2, // FileEvent.path
+        13 => 6, // DeviceEvent.description
+        14 => 2, // PrintEvent.document
+        15 => 1, // WebEvent.url_host
+        16 => 5, // NetworkEvent.remote_addr
+        17 => 2, // SoftwareEvent.name
+        18 => 1, // InventoryEvent.hostname
+        19 => 3, // EnvironmentChangeEvent.new_value
+        20 => 4, // SecurityStatusEvent.antivirus_product
+        21 => 1, // LanSightingEvent.ip_addr
+        _ => return Ok(None),
+    };
+    let (mut action, mut subject) = (0, "");
+    let mut buf = body;
+    while !buf.is_empty() {
+        let f = next_field(&mut buf)?;
+        if f.tag == 1 && f.is_varint() {
+            action = f.varint;
+        } else if f.tag == subject_field && f.is_bytes() {
+            subject = f.text()?;
+        }
+    }
+    use EventKind as K;
+    let kind = match (field, action) {
+        (10, 1) => K::Logon,
+        (10, 2) => K::Logoff,
+        (10, 3) => K::Lock,
+        (10, 4) => K::Unlock,
+        (11, 1) => K::ProcessStart,
+        (11, 2) => K::ProcessStop,
+        (11, 3) => K::ProcessBlocked,
+        (12, 1) => K::FileCreate,
+        (12, 2) => K::FileModify,
+        (12, 3) => K::FileCopy,
+        (12, 4) => K::FileMove,
+        (12, 5) => K::FileRename,
+        (12, 6) => K::FileDelete,
+        (12, 7) => K::FileRead,
+        (13, 1) => K::DeviceConnect,
+        (13, 2) => K::DeviceDisconnect,
+        (13, 3) => K::DeviceBlocked,
+        (14, _) => K::Print,
+        (15, _) => K::WebAccess,
+        (16, _) => K::NetworkConnect,
+        (17, 1) => K::SoftwareInstalled,
+        (17, 2) => K::SoftwareRemoved,
+        (17, 3) => K::SoftwareUpdated,
+        (18, _) => K::Inventory,
+        (19, _) => K::EnvironmentChange,
+        (20, _) => K::SecurityStatus,
+        (21, _) => K::LanSighting,
+        _ => return Ok(None),
+    };
+    Ok(Some((kind, subject)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::v1::*;
+    use crate::{kind_of, subject};
+    use prost::Message;
+
+    /// One event of every kind and action (and some with none), each
+    /// string field set to a distinct value.
+    fn every_body() -> Vec<event::Kind> {
+        use event::Kind;
+        let s = |n: &str| format!("{n}-value");
+        let mut out = Vec::new();
+        for action in 0..=8 {
+            out.push(Kind::Logon(LogonEvent {
+                action,
+                terminal: s("terminal"),
+                remote_host: s("remote"),
+                session_pid: 7,
+            }));
+            out.push(Kind::Process(ProcessEvent {
+                action,
+                pid: 1,
+                parent_pid: 2,
+                exe_path: s("exe"),
+                command_line: s("cmd"),
+                exe_sha256: vec![1; 32],
+                parent_exe_path: s("parent"),
+                window_title: s("title"),
+                uid: 3,
+                exit_code: -1,
+                blocked_reason: s("why"),
+                policy_revision: 9,
+            }));
+            out.push(Kind::File(FileEvent {
+                action,
+                path: s("path"),
+                target_path: s("target"),
+                removable_media: true,
+                size_bytes: 10,
+                process_exe_path: s("proc"),
+            }));
+            out.push(Kind::Device(DeviceEvent {
+                action,
+                device_class: 1,
+                vendor_id: s("vendor"),
+                product_id: s("product"),
+                serial: s("serial"),
+                description: s("description"),
+                mount_point: s("mount"),
+            }));
+            out.push(Kind::Software(SoftwareEvent {
+                action,
+                name: s("name"),
+                version: s("version"),
+                publisher: s("publisher"),
+            }));
+            out.push(Kind::Network(NetworkEvent {
+                direction: action,
+                protocol: s("proto"),
+                local_addr: s("local"),
+                local_port: 1,
+                remote_addr: s("remote"),
+                remote_port: 2,
+                process_exe_path: s("proc"),
+            }));
+            out.push(Kind::EnvironmentChange(EnvironmentChangeEvent {
+                field: action,
+                old_value: s("old"),
+                new_value: s("new"),
+            }));
+        }
+        out.push(Kind::Print(PrintEvent {
+            printer: s("printer"),
+            document: s("document"),
+            pages: 3,
+            copies: 1,
+            process_exe_path: s("proc"),
+        }));
+        out.push(Kind::Web(WebEvent {
+            url_host: s("host"),
+            url: s("url"),
+            title: s("title"),
+            browser: s("browser"),
+        }));
+        out.push(Kind::Inventory(InventoryEvent {
+            hostname: s("hostname"),
+            os_name: s("os"),
+            ip_addrs: vec![s("ip")],
+            ..Default::default()
+        }));
+        out.push(Kind::SecurityStatus(SecurityStatusEvent {
+            patch_level: s("patch"),
+            antivirus_product: s("av"),
+            antivirus_signature_version: s("sig"),
+            ..Default::default()
+        }));
+        out.push(Kind::LanSighting(LanSightingEvent {
+            ip_addr: s("ip"),
+            mac_addr: s("mac"),
+            hostname: s("host"),
+            vendor: s("vendor"),
+            known: true,
+        }));
+        out
+    }
+
+    #[test]
+    fn kind_and_subject_agree_with_the_decoded_event_for_every_body() {
+        let mut kinds = std::collections::HashSet::new();
+        for body in every_body() {
+            let event = Event {
+                id: vec![7; 16],
+                os_user: "alice".into(),
+                kind: Some(body),
+                ..Default::default()
+            };
+            let encoded = event.encode_to_vec();
+            let mut buf = &encoded[..];
+            let mut found = None;
+            while !buf.is_empty() {
+                let f = next_field(&mut buf).unwrap();
+                if EVENT_BODIES.contains(&f.tag) {
+                    found = Some(kind_and_subject(f.tag, f.bytes).unwrap());
+                }
+            }
+            let expected = kind_of(&event).map(|k| (k, subject(&event)));
+            assert_eq!(found.unwrap(), expected, "{event:?}");
+            kinds.extend(expected.map(|(k, _)| k));
+        }
+        assert_eq!(kinds.len(), EventKind::ALL.len(), "every kind covered");
+    }
+
+    #[test]
+    fn truncated_and_bad_encodings_are_refused() {
+        let mut buf = &[0x0a, 0x05, b'a'][..];
+        assert_eq!(
+            next_field(&mut buf).unwrap_err().0,
+            "field runs past the end"
+        );
+        let mut buf = &[0x0b][..];
+        assert_eq!(next_field(&mut buf).unwrap_err().0, "groups are not used");
+        let mut buf = &[0x08, 0xff][..];
+        assert!(next_field(&mut buf).is_err());
+        assert_eq!(
+            kind_and_subject(11, &[0x08, 0x01, 0x22, 0x01, 0xff])
+                .unwrap_err()
+                .0,
+            "text is not UTF-8"
+        );
+    }
+}
