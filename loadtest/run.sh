@@ -3,6 +3,7 @@
 # Redis, `mamori all` (release build), then mamori-loadtest twice — at the
 # peak rate, and at half of the peak for latency — and stops everything.
 # Extra arguments go to both loadtest runs (e.g. --agents 2000 --duration 30).
+# MAMORI_BENCH_SPINE_ONLY=1 measures ingest and writer alone (see stack.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # With --alarm-every, a banned start more than 20 s after the last one on

@@ -2,6 +2,8 @@
 # private PostgreSQL and Redis and `mamori all` on free loopback ports, and
 # stops everything on exit. Sets $bin, $work, $ingest_port and
 # $alerting_ops (the alerting service's metrics address).
+# MAMORI_BENCH_SPINE_ONLY=1 starts `mamori writer` and `mamori ingest` as
+# two processes instead, without alerting (the event spine alone).
 . scripts/servers.sh
 
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/mamori-target}
@@ -39,11 +41,29 @@ fi
 trap '[ -n "$mamori_pid" ] && kill "$mamori_pid" 2>/dev/null; [ -n "$smtp_pid" ] && kill "$smtp_pid" 2>/dev/null; stop_private_servers' EXIT
 ulimit -n 65536 2>/dev/null || true
 "$bin/mamori" migrate
-RUST_LOG=${RUST_LOG:-warn} "$bin/mamori" all >"$work/mamori.log" 2>&1 &
-mamori_pid=$!
-for _ in $(seq 1 100); do
-    grep -q "mamori is running" "$work/mamori.log" && break
-    kill -0 "$mamori_pid" 2>/dev/null || { cat "$work/mamori.log"; exit 1; }
-    sleep 0.2
-done
+writer_pid=
+trap '[ -n "$mamori_pid" ] && kill "$mamori_pid" 2>/dev/null; [ -n "$writer_pid" ] && kill "$writer_pid" 2>/dev/null; [ -n "$smtp_pid" ] && kill "$smtp_pid" 2>/dev/null; stop_private_servers' EXIT
+if [ -n "${MAMORI_BENCH_SPINE_ONLY:-}" ]; then
+    # The spine alone: ingest and writer, each a process of its own, and no
+    # alerting, gateway or policy service.
+    log "starting mamori writer and mamori ingest (spine only)"
+    RUST_LOG=${RUST_LOG:-warn} "$bin/mamori" writer >"$work/writer.log" 2>&1 &
+    writer_pid=$!
+    RUST_LOG=${RUST_LOG:-warn} "$bin/mamori" ingest >"$work/mamori.log" 2>&1 &
+    mamori_pid=$!
+    for _ in $(seq 1 100); do
+        (echo >"/dev/tcp/127.0.0.1/$ingest_port") 2>/dev/null && break
+        kill -0 "$mamori_pid" 2>/dev/null || { cat "$work/mamori.log"; exit 1; }
+        kill -0 "$writer_pid" 2>/dev/null || { cat "$work/writer.log"; exit 1; }
+        sleep 0.2
+    done
+else
+    RUST_LOG=${RUST_LOG:-warn} "$bin/mamori" all >"$work/mamori.log" 2>&1 &
+    mamori_pid=$!
+    for _ in $(seq 1 100); do
+        grep -q "mamori is running" "$work/mamori.log" && break
+        kill -0 "$mamori_pid" 2>/dev/null || { cat "$work/mamori.log"; exit 1; }
+        sleep 0.2
+    done
+fi
 alerting_ops=$(sed -n 's/.*alerting ops on \([0-9.:]*\).*/\1/p' "$work/mamori.log" | head -1)
