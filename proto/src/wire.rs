@@ -78,6 +78,59 @@ pub fn next_field<'a>(buf: &mut &'a [u8]) -> Result<Field<'a>, WireError> {
     })
 }
 
+/// A `StreamBatch` read field by field: the header decoded, the events
+/// left encoded (each decodes as an `Event`).
+#[derive(Debug, Clone, Default)]
+pub struct StreamBatchView<'a> {
+    pub tenant_id: &'a str,
+    pub device_id: &'a str,
+    pub received_at: Option<prost_types::Timestamp>,
+    pub traceparent: &'a str,
+    pub events: Vec<&'a [u8]>,
+}
+
+/// Reads an encoded `StreamBatch` without decoding its events.
+pub fn read_stream_batch(bytes: &[u8]) -> Result<StreamBatchView<'_>, WireError> {
+    use prost::Message;
+    let mut view = StreamBatchView::default();
+    let mut buf = bytes;
+    while !buf.is_empty() {
+        let f = next_field(&mut buf)?;
+        if !f.is_bytes() {
+            continue;
+        }
+        // Field numbers of StreamBatch (proto/mamori/agent/v1/agent.proto).
+        match f.tag {
+            1 => view.tenant_id = f.text()?,
+            2 => view.device_id = f.text()?,
+            4 => {
+                view.received_at = Some(
+                    prost_types::Timestamp::decode(f.bytes)
+                        .map_err(|_| WireError("received_at is not a timestamp"))?,
+                );
+            }
+            5 => view.traceparent = f.text()?,
+            6 => view.events.push(f.bytes),
+            _ => {}
+        }
+    }
+    Ok(view)
+}
+
+/// The number of the body field (one of [`EVENT_BODIES`]) of an encoded
+/// `Event`, or `None` when it has no body.
+pub fn body_field(event: &[u8]) -> Result<Option<u32>, WireError> {
+    let mut buf = event;
+    let mut body = None;
+    while !buf.is_empty() {
+        let f = next_field(&mut buf)?;
+        if EVENT_BODIES.contains(&f.tag) && f.is_bytes() {
+            body = Some(f.tag);
+        }
+    }
+    Ok(body)
+}
+
 /// The field numbers of `Event`'s body (`oneof kind`).
 pub const EVENT_BODIES: std::ops::RangeInclusive<u32> = 10..=21;
 
@@ -276,6 +329,48 @@ mod tests {
             kinds.extend(expected.map(|(k, _)| k));
         }
         assert_eq!(kinds.len(), EventKind::ALL.len(), "every kind covered");
+    }
+
+    #[test]
+    fn a_stream_batch_reads_as_its_header_and_encoded_events() {
+        let events: Vec<Event> = every_body()
+            .into_iter()
+            .map(|k| Event {
+                kind: Some(k),
+                ..Default::default()
+            })
+            .collect();
+        let sb = StreamBatch {
+            tenant_id: "t".into(),
+            device_id: "d".into(),
+            sequence: 9,
+            received_at: Some(prost_types::Timestamp {
+                seconds: 5,
+                nanos: 6,
+            }),
+            traceparent: "tp".into(),
+            events: events.clone(),
+        };
+        let bytes = sb.encode_to_vec();
+        let view = read_stream_batch(&bytes).unwrap();
+        assert_eq!(
+            (view.tenant_id, view.device_id, view.traceparent),
+            ("t", "d", "tp")
+        );
+        assert_eq!(view.received_at, sb.received_at);
+        assert_eq!(view.events.len(), events.len());
+        for (encoded, event) in view.events.iter().zip(&events) {
+            assert_eq!(&Event::decode(*encoded).unwrap(), event);
+            let field = body_field(encoded).unwrap().unwrap();
+            let only_body = Event {
+                kind: event.kind.clone(),
+                ..Default::default()
+            };
+            // The field number is the body's: encoded alone, its key comes first.
+            let alone = only_body.encode_to_vec();
+            assert_eq!(decode_key(&mut &alone[..]).unwrap().0, field);
+        }
+        assert_eq!(body_field(&Event::default().encode_to_vec()).unwrap(), None);
     }
 
     #[test]

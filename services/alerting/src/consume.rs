@@ -7,7 +7,8 @@ use crate::rules;
 use crate::store::{self, Occurrence, Outcome};
 use chrono::{DateTime, Utc};
 use mamori_policy::PolicyCache;
-use mamori_proto::agent::v1::StreamBatch;
+use mamori_proto::agent::v1::Event;
+use mamori_proto::wire;
 use mamori_streams::{Entry, Handler};
 use mamori_tenancy::{Db, TenantId};
 use prost::Message;
@@ -55,7 +56,7 @@ impl Handler for Alerting {
             let Some(batch) = entry
                 .bytes
                 .as_deref()
-                .and_then(|b| StreamBatch::decode(b).ok())
+                .and_then(|b| wire::read_stream_batch(b).ok())
             else {
                 continue;
             };
@@ -69,8 +70,16 @@ impl Handler for Alerting {
             let policy = self.cache.effective(tenant, device).await?;
             // The tenant's known apps, looked up once per batch.
             let known = self.known_apps.of(tenant);
-            for event in batch.events {
+            for encoded in batch.events {
                 events += 1;
+                // Only events some rule can hit are decoded.
+                let relevant = wire::body_field(encoded)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|field| rules::may_hit(field, &policy));
+                let Some(event) = relevant.then(|| Event::decode(encoded).ok()).flatten() else {
+                    continue;
+                };
                 let Some(event_id) = Uuid::from_slice(&event.id).ok() else {
                     continue;
                 };

@@ -17,7 +17,6 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use mamori_proto::wire::{self, EVENT_BODIES, WireError, next_field};
 use mamori_tenancy::{Db, TenantId};
-use prost::Message;
 use prost::encoding::WireType;
 use sqlx::encode::IsNull;
 use sqlx::postgres::{PgArgumentBuffer, PgTypeInfo};
@@ -239,12 +238,7 @@ pub enum BadEntry {
     Field(&'static str),
 }
 
-// Field numbers of `StreamBatch` and `Event` (proto/mamori/agent/v1).
-const BATCH_TENANT: u32 = 1;
-const BATCH_DEVICE: u32 = 2;
-const BATCH_RECEIVED_AT: u32 = 4;
-const BATCH_TRACEPARENT: u32 = 5;
-const BATCH_EVENTS: u32 = 6;
+// Field numbers of `Event` (proto/mamori/agent/v1/events.proto).
 const EVENT_ID: u32 = 1;
 const EVENT_OCCURRED_AT: u32 = 2;
 const EVENT_CLOCK_OFFSET: u32 = 3;
@@ -262,36 +256,21 @@ impl Batch {
     /// place. Decoding every event (every string an allocation) and encoding
     /// it again took half of the writer's time.
     pub fn add_entry(&mut self, bytes: &[u8]) -> Result<String, BadEntry> {
-        let mut buf = bytes;
-        let (mut tenant, mut device, mut received, mut traceparent) = (None, None, None, "");
-        let mut events = Vec::new();
-        while !buf.is_empty() {
-            let f = next_field(&mut buf)?;
-            match (f.tag, f.wire_type) {
-                (BATCH_TENANT, WireType::LengthDelimited) => tenant = Some(f.bytes),
-                (BATCH_DEVICE, WireType::LengthDelimited) => device = Some(f.bytes),
-                (BATCH_RECEIVED_AT, WireType::LengthDelimited) => {
-                    received = Some(prost_types::Timestamp::decode(f.bytes)?);
-                }
-                (BATCH_TRACEPARENT, WireType::LengthDelimited) => {
-                    traceparent =
-                        std::str::from_utf8(f.bytes).map_err(|_| BadEntry::Field("traceparent"))?;
-                }
-                (BATCH_EVENTS, WireType::LengthDelimited) => events.push(f.bytes),
-                _ => {}
-            }
-        }
-        let tenant: TenantId = std::str::from_utf8(tenant.unwrap_or_default())
-            .ok()
-            .and_then(|t| t.parse().ok())
-            .ok_or(BadEntry::Field("tenant_id"))?;
-        let device: Uuid = std::str::from_utf8(device.unwrap_or_default())
-            .ok()
-            .and_then(|d| d.parse().ok())
-            .ok_or(BadEntry::Field("device_id"))?;
-        let received = received
+        let batch = wire::read_stream_batch(bytes)?;
+        let tenant: TenantId = batch
+            .tenant_id
+            .parse()
+            .map_err(|_| BadEntry::Field("tenant_id"))?;
+        let device: Uuid = batch
+            .device_id
+            .parse()
+            .map_err(|_| BadEntry::Field("device_id"))?;
+        let received = batch
+            .received_at
             .and_then(|t| DateTime::from_timestamp(t.seconds, t.nanos.try_into().ok()?))
             .ok_or(BadEntry::Field("received_at"))?;
+        let traceparent = batch.traceparent;
+        let events = batch.events;
         let rows = self.tenants.entry(tenant).or_default();
         let mark = rows.mark();
         let mut days = self.days;
@@ -452,6 +431,7 @@ pub fn is_missing_partition(e: &mamori_tenancy::Error) -> bool {
 mod tests {
     use super::*;
     use mamori_proto::agent::v1::{Event, ProcessEvent, StreamBatch, event::Kind, process_event};
+    use prost::Message;
 
     fn event(user: &str, path: &str) -> Event {
         Event {
