@@ -231,8 +231,6 @@ pub struct Batch {
 #[derive(Debug, thiserror::Error)]
 pub enum BadEntry {
     #[error("entry is not a StreamBatch: {0}")]
-    Decode(#[from] prost::DecodeError),
-    #[error("entry is not a StreamBatch: {0}")]
     Malformed(#[from] WireError),
     #[error("entry has an invalid {0}")]
     Field(&'static str),
