@@ -32,17 +32,16 @@ export MAMORI_DB_MAX_CONNECTIONS=${MAMORI_DB_MAX_CONNECTIONS:-12}
 # aiosmtpd is installed (scripts/test.sh installs it); otherwise they are
 # only logged and the benchmark says no e-mail was sent.
 smtp_pid=
+writer_pid=
 if /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
     smtp_port=$(free_port)
     /usr/bin/python3 -m aiosmtpd -n -l "127.0.0.1:$smtp_port" -c aiosmtpd.handlers.Sink >"$work/smtp.log" 2>&1 &
     smtp_pid=$!
     export MAMORI_SMTP_URL="smtp://127.0.0.1:$smtp_port"
 fi
-trap '[ -n "$mamori_pid" ] && kill "$mamori_pid" 2>/dev/null; [ -n "$smtp_pid" ] && kill "$smtp_pid" 2>/dev/null; stop_private_servers' EXIT
+trap '[ -n "$mamori_pid" ] && kill "$mamori_pid" 2>/dev/null; [ -n "$writer_pid" ] && kill "$writer_pid" 2>/dev/null; [ -n "$smtp_pid" ] && kill "$smtp_pid" 2>/dev/null; stop_private_servers' EXIT
 ulimit -n 65536 2>/dev/null || true
 "$bin/mamori" migrate
-writer_pid=
-trap '[ -n "$mamori_pid" ] && kill "$mamori_pid" 2>/dev/null; [ -n "$writer_pid" ] && kill "$writer_pid" 2>/dev/null; [ -n "$smtp_pid" ] && kill "$smtp_pid" 2>/dev/null; stop_private_servers' EXIT
 if [ -n "${MAMORI_BENCH_SPINE_ONLY:-}" ]; then
     # The spine alone: ingest and writer, each a process of its own, and no
     # alerting, gateway or policy service.
