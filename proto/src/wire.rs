@@ -65,8 +65,12 @@ pub fn next_field<'a>(buf: &mut &'a [u8]) -> Result<Field<'a>, WireError> {
                 usize::try_from(decode_varint(buf)?).map_err(|_| WireError("length overflows"))?;
             bytes = skip(buf, len)?;
         }
-        WireType::SixtyFourBit => drop(skip(buf, 8)?),
-        WireType::ThirtyTwoBit => drop(skip(buf, 4)?),
+        WireType::SixtyFourBit => {
+            skip(buf, 8)?;
+        }
+        WireType::ThirtyTwoBit => {
+            skip(buf, 4)?;
+        }
         WireType::StartGroup | WireType::EndGroup => return Err(WireError("groups are not used")),
     }
     Ok(Field {

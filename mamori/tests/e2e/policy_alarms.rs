@@ -134,6 +134,13 @@ async fn put(gw: &Gw, s: &Session, path: &str, body: Value) -> (StatusCode, Valu
     gw.call(Some(s), Method::PUT, path, Some(body)).await
 }
 
+/// Sets the tenant policy of the session's tenant; returns the saved policy.
+async fn set_tenant_policy(gw: &Gw, s: &Session, document: Value) -> Value {
+    let (status, v) = put(gw, s, "/api/v1/policies/tenant", document).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    v
+}
+
 /// The alarms of the session's tenant.
 async fn alarms(gw: &Gw, s: &Session) -> Vec<Value> {
     let (status, v) = gw.get(s, "/api/v1/alarms").await;
@@ -182,10 +189,9 @@ async fn a_banned_app_is_killed_alarmed_mailed_and_posted() {
 
     // The administrator bans winny and routes the alarm to two addresses
     // and the webhook.
-    let (status, saved) = put(
+    let saved = set_tenant_policy(
         &gw,
         &admin,
-        "/api/v1/policies/tenant",
         json!({
             "banned_apps": [{"name": "winny", "action": "kill"}],
             "notifications": {"routes": [{
@@ -196,7 +202,6 @@ async fn a_banned_app_is_killed_alarmed_mailed_and_posted() {
         }),
     )
     .await;
-    assert_eq!(status, StatusCode::OK, "{saved}");
     let revision = saved["revision"].as_i64().unwrap();
     assert_eq!(saved["version"], 1);
 
@@ -365,8 +370,7 @@ async fn a_bad_policy_is_refused_with_the_field_named_and_the_old_one_stays() {
     let gw = Gw::start().await;
     let admin = gw.signup("Strict Policies KK", "tenant").await;
     let good = json!({"device_control": {"classes": {"usb_storage": "deny"}}});
-    let (status, saved) = put(&gw, &admin, "/api/v1/policies/tenant", good.clone()).await;
-    assert_eq!(status, StatusCode::OK, "{saved}");
+    set_tenant_policy(&gw, &admin, good.clone()).await;
     let too_many: Vec<Value> = (0..1001)
         .map(|i| json!({"name": format!("app{i}"), "action": "kill"}))
         .collect();
@@ -555,17 +559,15 @@ async fn alarm_rules_fire_at_their_edges() {
         .iter()
         .map(|d| (d.to_string(), json!([{"start": "09:00", "end": "18:00"}])))
         .collect();
-    let (status, v) = put(
+    set_tenant_policy(
         &gw,
         &admin,
-        "/api/v1/policies/tenant",
         json!({
             "business_hours": {"time_zone": "Asia/Tokyo", "shifts": weekdays, "holidays": ["2026-11-23"]},
             "mass_print": {"pages": 10, "window_minutes": 60}
         }),
     )
     .await;
-    assert_eq!(status, StatusCode::OK, "{v}");
     let enrolled = gw
         .stack
         .new_device(admin.enrollment_token.as_deref().unwrap())
@@ -689,17 +691,15 @@ fn spawn_alerting(gw: &Gw, smtp_url: &str, log: &std::path::Path) -> Proc {
 async fn a_notification_survives_smtp_down_and_kill_9_and_goes_out_once() {
     let gw = Gw::start().await;
     let admin = gw.signup("Crash Notify KK", "tenant").await;
-    let (status, v) = put(
+    set_tenant_policy(
         &gw,
         &admin,
-        "/api/v1/policies/tenant",
         json!({
             "banned_apps": [{"name": "winny", "action": "log"}],
             "notifications": {"routes": [{"categories": ["*"], "email": ["soc@example.com"]}]}
         }),
     )
     .await;
-    assert_eq!(status, StatusCode::OK, "{v}");
     // SMTP is down: its port is reserved but nothing listens yet.
     let mut smtp = Smtp {
         child: None,
@@ -1073,17 +1073,15 @@ async fn folder_web_environment_and_lan_rules_raise_their_alarms() {
         .await
         .expect("alerting starts");
     let admin = gw.signup("Four Rules KK", "tenant").await;
-    let (status, v) = put(
+    set_tenant_policy(
         &gw,
         &admin,
-        "/api/v1/policies/tenant",
         json!({
             "confidential_folders": ["/srv/hr/**"],
             "web": {"block": ["*.p2p.example"], "alarm": ["upload.example"]}
         }),
     )
     .await;
-    assert_eq!(status, StatusCode::OK, "{v}");
     let d = gw
         .stack
         .new_device(admin.enrollment_token.as_deref().unwrap())
@@ -1259,14 +1257,12 @@ async fn an_msp_applies_a_template_to_its_tenants_and_sees_drift() {
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["version"], 2);
     drift(["outdated", "outdated", "not_applied"]).await;
-    let (status, v) = put(
+    set_tenant_policy(
         &gw,
         &msp.on(&tenants[0]),
-        "/api/v1/policies/tenant",
         json!({"mass_print": {"pages": 50, "window_minutes": 60}}),
     )
     .await;
-    assert_eq!(status, StatusCode::OK, "{v}");
     drift(["modified", "outdated", "not_applied"]).await;
 
     // A tenant of another organisation cannot be named: nothing changes.
@@ -1336,10 +1332,9 @@ async fn a_digest_route_collects_alarms_into_one_mail_when_its_interval_ends() {
     .await
     .expect("alerting starts");
     let admin = gw.signup("Digest KK", "tenant").await;
-    let (status, v) = put(
+    set_tenant_policy(
         &gw,
         &admin,
-        "/api/v1/policies/tenant",
         json!({
             "banned_apps": [{"name": "winny", "action": "log"}],
             "notifications": {"routes": [
@@ -1349,7 +1344,6 @@ async fn a_digest_route_collects_alarms_into_one_mail_when_its_interval_ends() {
         }),
     )
     .await;
-    assert_eq!(status, StatusCode::OK, "{v}");
     let token = admin.enrollment_token.clone().unwrap();
     let mut hosts = Vec::new();
     for _ in 0..3 {
@@ -1429,14 +1423,12 @@ async fn a_blocked_app_is_refused_before_it_runs_and_runs_again_without_the_agen
     let mut opts = RunOptions::new(state.path().to_owned());
     opts.collectors = "process".parse::<CollectorSet>().unwrap();
     let (stop_tx, agent) = run_agent(opts);
-    let (status, saved) = put(
+    let saved = set_tenant_policy(
         &gw,
         &admin,
-        "/api/v1/policies/tenant",
         json!({"banned_apps": [{"name": "p2p-share", "action": "block"}]}),
     )
     .await;
-    assert_eq!(status, StatusCode::OK, "{saved}");
     let revision = saved["revision"].as_i64().unwrap();
     wait_applied(&gw, &admin, &device, revision).await;
 
