@@ -121,6 +121,49 @@ pub fn read_stream_batch(bytes: &[u8]) -> Result<StreamBatchView<'_>, WireError>
     Ok(view)
 }
 
+/// Encodes a `StreamBatch` whose events are already encoded (each an
+/// `Event`), copying their bytes instead of decoding and re-encoding them.
+/// [`read_stream_batch`] reads it back; it decodes as a `StreamBatch`.
+pub fn encode_stream_batch(
+    tenant_id: &str,
+    device_id: &str,
+    sequence: u64,
+    received_at: &prost_types::Timestamp,
+    traceparent: &str,
+    events: &[&[u8]],
+) -> Vec<u8> {
+    use prost::encoding::{encode_key, encode_varint, encoded_len_varint, message, uint64};
+    fn put(tag: u32, value: &[u8], out: &mut Vec<u8>) {
+        encode_key(tag, WireType::LengthDelimited, out);
+        encode_varint(value.len() as u64, out);
+        out.extend_from_slice(value);
+    }
+    let events_len: usize = events
+        .iter()
+        .map(|e| 1 + encoded_len_varint(e.len() as u64) + e.len())
+        .sum();
+    let header = tenant_id.len() + device_id.len() + traceparent.len() + 64;
+    let mut out = Vec::with_capacity(header + events_len);
+    // Field numbers of StreamBatch (proto/mamori/agent/v1/agent.proto);
+    // proto3 leaves empty and zero values out.
+    for (tag, text) in [(1, tenant_id), (2, device_id)] {
+        if !text.is_empty() {
+            put(tag, text.as_bytes(), &mut out);
+        }
+    }
+    if sequence != 0 {
+        uint64::encode(3, &sequence, &mut out);
+    }
+    message::encode(4, received_at, &mut out);
+    if !traceparent.is_empty() {
+        put(5, traceparent.as_bytes(), &mut out);
+    }
+    for e in events {
+        put(6, e, &mut out);
+    }
+    out
+}
+
 /// The number of the body field (one of [`EVENT_BODIES`]) of an encoded
 /// `Event`, or `None` when it has no body.
 pub fn body_field(event: &[u8]) -> Result<Option<u32>, WireError> {
@@ -375,6 +418,44 @@ mod tests {
             assert_eq!(decode_key(&mut &alone[..]).unwrap().0, field);
         }
         assert_eq!(body_field(&Event::default().encode_to_vec()).unwrap(), None);
+    }
+
+    #[test]
+    fn a_stream_batch_encoded_from_encoded_events_decodes_as_one() {
+        let events: Vec<Event> = every_body()
+            .into_iter()
+            .map(|k| Event {
+                id: vec![3; 16],
+                occurred_at_us: 17,
+                kind: Some(k),
+                ..Default::default()
+            })
+            .collect();
+        let encoded: Vec<Vec<u8>> = events.iter().map(Message::encode_to_vec).collect();
+        let slices: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
+        let at = prost_types::Timestamp {
+            seconds: 1_800_000_000,
+            nanos: 7,
+        };
+        let bytes = encode_stream_batch("tenant", "device", 42, &at, "00-tp", &slices);
+        let expected = StreamBatch {
+            tenant_id: "tenant".into(),
+            device_id: "device".into(),
+            sequence: 42,
+            received_at: Some(at),
+            traceparent: "00-tp".into(),
+            events,
+        };
+        assert_eq!(StreamBatch::decode(&bytes[..]).unwrap(), expected);
+        assert_eq!(bytes, expected.encode_to_vec(), "the same bytes as prost's");
+        let empty = encode_stream_batch("", "", 0, &prost_types::Timestamp::default(), "", &[]);
+        assert_eq!(
+            StreamBatch::decode(&empty[..]).unwrap(),
+            StreamBatch {
+                received_at: Some(prost_types::Timestamp::default()),
+                ..Default::default()
+            }
+        );
     }
 
     #[test]

@@ -205,6 +205,111 @@ async fn bad_batches_are_refused_precisely_and_write_nothing() {
     );
 }
 
+/// An `AgentMessage` whose batch is given as bytes: what a broken or
+/// hostile client sends, and no generated client can.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RawBatchMessage {
+    #[prost(bytes = "vec", tag = "1")]
+    batch: Vec<u8>,
+}
+
+/// An encoded `EventBatch` of already encoded events.
+fn raw_batch(sequence: u64, events: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    prost::encoding::uint64::encode(1, &sequence, &mut out);
+    for e in events {
+        prost::encoding::bytes::encode(2, e, &mut out);
+    }
+    out
+}
+
+#[tokio::test]
+async fn malformed_events_are_refused_by_name_and_the_stream_goes_on() {
+    use prost::Message;
+    use tokio_stream::wrappers::ReceiverStream;
+    let s = Stack::start().await;
+    let (tenant, token) = s.tenant_with_token().await;
+    let dev = s.new_device(&token).await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<RawBatchMessage>(4);
+    let mut req = tonic::Request::new(ReceiverStream::new(rx));
+    req.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", dev.device_credential).parse().unwrap(),
+    );
+    let channel = tonic::transport::Channel::from_shared(s.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let codec =
+        tonic_prost::ProstCodec::<RawBatchMessage, mamori_proto::agent::v1::ServerMessage>::default(
+        );
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/mamori.agent.v1.AgentService/Connect",
+    );
+    let mut replies = grpc.streaming(req, path, codec).await.unwrap().into_inner();
+    let mut send = async |sequence: u64, events: &[Vec<u8>]| {
+        tx.send(RawBatchMessage {
+            batch: raw_batch(sequence, events),
+        })
+        .await
+        .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), replies.message())
+            .await
+            .expect("a reply within 10 s")
+            .transpose()
+            .expect("the stream goes on")
+    };
+
+    let good = || process_event("/usr/bin/AAAA").encode_to_vec();
+    // exe_path (and the command line) with bytes that are not UTF-8.
+    let mut not_utf8 = good();
+    let at = not_utf8.windows(4).position(|w| w == b"AAAA").unwrap();
+    not_utf8[at..at + 4].copy_from_slice(&[0xff, 0xfe, 0xfd, 0xfc]);
+    // A field Event does not define (5, a varint).
+    let unknown = [good(), vec![0x28, 0x01]].concat();
+    // A second body: a file event after the process event.
+    let two_kinds = [good(), vec![0x62, 0x02, 0x08, 0x01]].concat();
+    let cases = [
+        (not_utf8, "batch 1 event 1: exe_path is not valid UTF-8"),
+        (unknown, "batch 2 event 1: event has field 5"),
+        (two_kinds, "batch 3 event 1: event has more than one kind"),
+    ];
+    for (sequence, (bad, expect)) in (1..).zip(cases) {
+        let (code, why) = rejected(send(sequence, &[good(), bad]).await);
+        assert_eq!(code, Code::InvalidArgument);
+        assert!(why.contains(expect), "{expect}: {why}");
+    }
+    assert_eq!(acked(send(4, &[good(), good()]).await, 4), 2);
+
+    // A batch that is not an EventBatch at all ends the stream, naming why.
+    tx.send(RawBatchMessage { batch: vec![0x08] })
+        .await
+        .unwrap();
+    let err = replies
+        .message()
+        .await
+        .expect_err("a broken batch ends the stream");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("event batch is malformed"),
+        "{err:?}"
+    );
+
+    wait_for("the good batch", Duration::from_secs(10), || async {
+        (s.count_events(tenant).await == 2).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        s.count_events(tenant).await,
+        2,
+        "only the good batch was written"
+    );
+}
+
 #[tokio::test]
 async fn wrong_or_missing_credentials_are_refused() {
     let s = Stack::start().await;

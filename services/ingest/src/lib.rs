@@ -12,6 +12,7 @@ mod auth;
 mod config;
 mod connections;
 mod error;
+mod grpc;
 mod limits;
 mod policy;
 mod server;

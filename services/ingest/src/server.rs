@@ -3,20 +3,19 @@
 
 use crate::config::Config;
 use crate::connections::Connections;
+use crate::grpc::AgentServer;
 use crate::limits::TenantLimits;
 use crate::policy::Pusher;
 use crate::service::Ingest;
 use crate::sink::{BacklogLimits, Sink};
 use crate::validate::Limits;
 use anyhow::Context;
-use mamori_proto::agent::v1::agent_service_server::AgentServiceServer;
 use mamori_tenancy::Db;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tonic::codec::CompressionEncoding;
 
 /// A started ingest server.
 #[derive(Debug)]
@@ -128,14 +127,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         device_rate: (config.device_rate, config.device_burst),
         shutdown: stop.clone(),
     };
-    let service = AgentServiceServer::new(ingest)
-        .max_decoding_message_size(config.max_message_bytes as usize)
-        // zstd is what the agent sends; gzip for other clients. Acks are a
-        // few bytes: not worth compressing.
-        .accept_compressed(CompressionEncoding::Zstd)
-        .accept_compressed(CompressionEncoding::Gzip);
+    let service = AgentServer::new(ingest, config.max_message_bytes as usize);
     let (health_service, reflection) =
-        mamori_grpc_server::health_and_reflection::<AgentServiceServer<Ingest>>().await?;
+        mamori_grpc_server::health_and_reflection::<AgentServer>().await?;
     let grpc_addr = bound.addr;
     let incoming = bound.incoming;
     let mut builder = bound

@@ -3,19 +3,18 @@
 use crate::auth::bearer_credential;
 use crate::connections::{Connections, PolicyInbox};
 use crate::error::registry_status;
+use crate::grpc::{Inbound, InboundBody};
 use crate::limits::{Bucket, TenantLimits};
 use crate::policy::Pusher;
 use crate::sink::Sink;
-use crate::validate::{Limits, Rejection, validate_batch};
+use crate::validate::{BatchView, Limits, Rejection, read_batch, validate_batch};
 use mamori_policy::store::AppliedReport;
-use mamori_proto::agent::v1::agent_service_server::AgentService;
 use mamori_proto::agent::v1::{
-    AgentMessage, BatchAck, BatchRejected, EnrollRequest, EnrollResponse, EventBatch, Hello,
-    PolicyApplied, ServerMessage, StreamBatch, agent_message, server_message,
+    BatchAck, BatchRejected, EnrollRequest, EnrollResponse, Hello, PolicyApplied, ServerMessage,
+    server_message,
 };
 use mamori_registry::{AuthenticatedDevice, EnrollmentToken, MachineFacts};
 use mamori_tenancy::Db;
-use prost::Message;
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -39,11 +38,11 @@ pub(crate) struct Ingest {
     pub(crate) shutdown: CancellationToken,
 }
 
-type ConnectStream = Pin<Box<dyn Stream<Item = Result<ServerMessage, Status>> + Send>>;
+pub(crate) type ConnectStream = Pin<Box<dyn Stream<Item = Result<ServerMessage, Status>> + Send>>;
 
-#[tonic::async_trait]
-impl AgentService for Ingest {
-    async fn enroll(
+/// `AgentService`'s two methods (routed by `crate::grpc`).
+impl Ingest {
+    pub(crate) async fn enroll(
         &self,
         request: Request<EnrollRequest>,
     ) -> Result<Response<EnrollResponse>, Status> {
@@ -84,12 +83,10 @@ impl AgentService for Ingest {
         }))
     }
 
-    type ConnectStream = ConnectStream;
-
-    async fn connect(
+    pub(crate) async fn connect(
         &self,
-        request: Request<Streaming<AgentMessage>>,
-    ) -> Result<Response<Self::ConnectStream>, Status> {
+        request: Request<Streaming<Inbound>>,
+    ) -> Result<Response<ConnectStream>, Status> {
         let credential = bearer_credential(request.metadata())?;
         let device = mamori_registry::authenticate(&self.db, &credential)
             .await
@@ -133,7 +130,7 @@ struct DeviceStream {
 impl DeviceStream {
     async fn run(
         mut self,
-        mut inbound: Streaming<AgentMessage>,
+        mut inbound: Streaming<Inbound>,
         tx: mpsc::Sender<Result<ServerMessage, Status>>,
     ) {
         let (registration, mut inbox) = self
@@ -176,8 +173,8 @@ impl DeviceStream {
                 }
             };
             let reply = match msg.body {
-                Some(agent_message::Body::Batch(batch)) => self.handle_batch(batch).await,
-                Some(agent_message::Body::Hello(hello)) => {
+                Some(InboundBody::Batch(batch)) => self.handle_batch(&batch).await,
+                Some(InboundBody::Hello(hello)) => {
                     if !self.on_hello_policy(&hello, &inbox, &tx).await {
                         break;
                     }
@@ -203,7 +200,7 @@ impl DeviceStream {
                     }
                     continue;
                 }
-                Some(agent_message::Body::PolicyApplied(applied)) => {
+                Some(InboundBody::PolicyApplied(applied)) => {
                     self.on_policy_applied(applied, &inbox);
                     continue;
                 }
@@ -314,12 +311,14 @@ impl DeviceStream {
         });
     }
 
-    /// Accepts (acks) or refuses one batch. `Err` ends the stream with a
-    /// retryable status; the agent keeps the batch and sends it again.
-    async fn handle_batch(&mut self, batch: EventBatch) -> Result<ServerMessage, Status> {
+    /// Accepts (acks) or refuses one batch, given as encoded. `Err` ends
+    /// the stream: a retryable status (the agent keeps the batch and sends
+    /// it again), or a message too broken to name its batch.
+    async fn handle_batch(&mut self, encoded: &[u8]) -> Result<ServerMessage, Status> {
+        let batch = read_batch(encoded).map_err(Status::invalid_argument)?;
         let sequence = batch.sequence;
         let now = chrono::Utc::now();
-        let checked = validate_batch(&batch, self.limits, now)
+        let checked = validate_batch(&batch, self.limits, now.timestamp_micros())
             .and_then(|()| self.check_claimed_device(&batch));
         if let Err(r) = checked {
             tracing::warn!(sequence, code = ?r.code, reason = %r.reason, "batch refused");
@@ -348,17 +347,19 @@ impl DeviceStream {
             tokio::time::sleep(wait).await;
         }
         let span = tracing::info_span!("append_batch", sequence, events = n);
-        mamori_telemetry::set_parent_from_traceparent(&span, &batch.traceparent);
-        let entry = StreamBatch {
-            tenant_id: self.device.tenant.to_string(),
-            device_id: self.device.device.to_string(),
+        mamori_telemetry::set_parent_from_traceparent(&span, batch.traceparent);
+        // The tenant and device come from the credential; the events are
+        // the agent's bytes, checked above.
+        let entry = mamori_proto::wire::encode_stream_batch(
+            &self.device.tenant.to_string(),
+            &self.device.device.to_string(),
             sequence,
-            received_at: Some(prost_types_timestamp(now)),
-            traceparent: span.in_scope(mamori_telemetry::current_traceparent),
-            events: batch.events,
-        };
+            &prost_types_timestamp(now),
+            &span.in_scope(mamori_telemetry::current_traceparent),
+            &batch.events,
+        );
         self.sink
-            .append(self.device.device, entry.encode_to_vec())
+            .append(self.device.device, entry)
             .instrument(span)
             .await?;
         metrics::counter!("mamori_ingest_events_accepted_total").increment(u64::from(n));
@@ -373,7 +374,7 @@ impl DeviceStream {
     }
 
     /// A batch may name its device; it must be the credential's.
-    fn check_claimed_device(&self, batch: &EventBatch) -> Result<(), Rejection> {
+    fn check_claimed_device(&self, batch: &BatchView<'_>) -> Result<(), Rejection> {
         if batch.device_id.is_empty() || batch.device_id == self.device.device.to_string() {
             return Ok(());
         }

@@ -1,8 +1,15 @@
 //! Validation and bounds for everything an agent sends. A batch is accepted
 //! whole or refused whole, with a reason that names the event and field.
+//!
+//! Batches are checked in their encoding, field by field, and never decoded:
+//! ingest passes each accepted event on as the bytes the agent sent. So the
+//! checks here are also what makes those bytes safe for every reader after
+//! it: each accepted event decodes as an `Event` (right wire types, UTF-8
+//! text, no groups), has exactly one body with a known kind, no field twice
+//! and no field the protocol does not define, and every value is bounded.
 
-use chrono::{DateTime, Utc};
-use mamori_proto::agent::v1::{Event, EventBatch, event::Kind};
+use mamori_proto::wire::{EVENT_BODIES, Field, WireError, kind_and_subject, next_field};
+use prost::encoding::WireType;
 use tonic::Code;
 
 /// Bounds on one batch and its events.
@@ -16,12 +23,13 @@ const MAX_COMMAND_LINE: usize = 8192;
 const MAX_TEXT: usize = 1024;
 const MAX_URL: usize = 4096;
 const MAX_LIST: usize = 64;
+const MAX_TRACEPARENT: usize = 128;
 /// Events older than this (by corrected time) are refused: the operation log
 /// keeps nothing older, and it bounds the partitions a bad clock can touch.
 const MAX_AGE_DAYS: i64 = 400;
 /// Corrected times more than this in the future are a broken clock.
 const MAX_FUTURE_SECS: i64 = 24 * 3600;
-const MAX_CLOCK_OFFSET_MS: i64 = 10 * 365 * 24 * 3600 * 1000;
+const MAX_CLOCK_OFFSET_MS: u64 = 10 * 365 * 24 * 3600 * 1000;
 
 /// Why a batch was refused: a gRPC code and a message for the agent's log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,18 +50,48 @@ impl Rejection {
     }
 }
 
-/// The corrected time of an event (device time plus its clock offset).
-pub(crate) fn corrected_time(e: &Event) -> Option<DateTime<Utc>> {
-    let us = e
-        .occurred_at_us
-        .checked_add(e.clock_offset_ms.checked_mul(1000)?)?;
-    DateTime::from_timestamp_micros(us)
+/// An `EventBatch` read from its encoding: the header decoded, each event
+/// still encoded (and not yet checked).
+#[derive(Debug, Default)]
+pub(crate) struct BatchView<'a> {
+    pub(crate) sequence: u64,
+    pub(crate) events: Vec<&'a [u8]>,
+    pub(crate) traceparent: &'a str,
+    pub(crate) device_id: &'a str,
 }
 
+/// Reads an encoded `EventBatch`. An error means the message itself is
+/// broken (not just one of its events): the stream ends with it.
+pub(crate) fn read_batch(bytes: &[u8]) -> Result<BatchView<'_>, String> {
+    let mut view = BatchView::default();
+    let mut buf = bytes;
+    let broken = |what: &str, e: WireError| format!("event batch is malformed: {what}: {e}");
+    while !buf.is_empty() {
+        let f = next_field(&mut buf).map_err(|e| broken("field", e))?;
+        // Field numbers of EventBatch (proto/mamori/agent/v1/agent.proto).
+        // Fields it does not define are skipped, as a decoder would.
+        match (f.tag, f.wire_type) {
+            (1, WireType::Varint) => view.sequence = f.varint,
+            (2, WireType::LengthDelimited) => view.events.push(f.bytes),
+            (3, WireType::LengthDelimited) => {
+                view.traceparent = f.text().map_err(|e| broken("traceparent", e))?;
+            }
+            (4, WireType::LengthDelimited) => {
+                view.device_id = f.text().map_err(|e| broken("device_id", e))?;
+            }
+            (1..=4, _) => return Err(broken("field", WireError("wrong wire type"))),
+            _ => {}
+        }
+    }
+    Ok(view)
+}
+
+/// Checks a batch and each of its events, as of `now_us` (µs since the
+/// Unix epoch).
 pub(crate) fn validate_batch(
-    batch: &EventBatch,
+    batch: &BatchView<'_>,
     limits: Limits,
-    now: DateTime<Utc>,
+    now_us: i64,
 ) -> Result<(), Rejection> {
     if batch.sequence == 0 {
         return Err(Rejection::invalid(
@@ -78,14 +116,15 @@ pub(crate) fn validate_batch(
             ),
         ));
     }
-    if batch.traceparent.len() > 128 {
+    if batch.traceparent.len() > MAX_TRACEPARENT {
         return Err(Rejection::invalid(
             "traceparent",
-            "traceparent is longer than 128 bytes".into(),
+            format!("traceparent is longer than {MAX_TRACEPARENT} bytes"),
         ));
     }
+    let window = TimeWindow::around(now_us);
     for (i, e) in batch.events.iter().enumerate() {
-        validate_event(e, now).map_err(|(label, why)| {
+        validate_event(e, &window).map_err(|(label, why)| {
             Rejection::invalid(label, format!("batch {} event {i}: {why}", batch.sequence))
         })?;
     }
@@ -94,158 +133,408 @@ pub(crate) fn validate_batch(
 
 type Bad = (&'static str, String);
 
-fn text(field: &'static str, value: &str, max: usize) -> Result<(), Bad> {
+/// The corrected times (µs) an event may have.
+struct TimeWindow {
+    oldest: i64,
+    newest: i64,
+}
+
+impl TimeWindow {
+    fn around(now_us: i64) -> Self {
+        Self {
+            oldest: now_us.saturating_sub(MAX_AGE_DAYS * 24 * 3600 * 1_000_000),
+            newest: now_us.saturating_add(MAX_FUTURE_SECS * 1_000_000),
+        }
+    }
+}
+
+fn time_text(us: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(us)
+        .map_or_else(|| format!("{us} µs"), |t| t.to_string())
+}
+
+fn malformed(at: &str, e: WireError) -> Bad {
+    ("malformed", format!("{at}: {e}"))
+}
+
+fn text<'a>(field: &str, value: &'a [u8], max: usize) -> Result<&'a str, Bad> {
     if value.len() > max {
         return Err((
             "field_too_long",
             format!("{field} is {} bytes; at most {max}", value.len()),
         ));
     }
-    if value.contains('\0') {
+    let s = std::str::from_utf8(value)
+        .map_err(|_| ("not_utf8", format!("{field} is not valid UTF-8")))?;
+    if value.contains(&0) {
         return Err(("nul_byte", format!("{field} contains a NUL byte")));
     }
+    Ok(s)
+}
+
+fn expect(f: &Field<'_>, wire_type: WireType, field: &str) -> Result<(), Bad> {
+    if f.wire_type == wire_type {
+        return Ok(());
+    }
+    Err((
+        "wire_type",
+        format!("{field} is encoded as {:?}, not {wire_type:?}", f.wire_type),
+    ))
+}
+
+/// Marks field `tag` (< 64) seen; a field may appear once.
+fn once(seen: &mut u64, tag: u32, field: &str) -> Result<(), Bad> {
+    let bit = 1u64 << tag;
+    if *seen & bit != 0 {
+        return Err(("duplicate_field", format!("{field} appears twice")));
+    }
+    *seen |= bit;
     Ok(())
 }
 
-fn list(field: &'static str, values: &[String], max_each: usize) -> Result<(), Bad> {
-    if values.len() > MAX_LIST {
-        return Err((
-            "list_too_long",
-            format!("{field} has {} items; at most {MAX_LIST}", values.len()),
-        ));
+fn validate_event(bytes: &[u8], window: &TimeWindow) -> Result<(), Bad> {
+    let (mut id, mut occurred_at_us, mut clock_offset_ms) = (&[][..], 0i64, 0i64);
+    let mut body: Option<(u32, &[u8])> = None;
+    let mut seen = 0u64;
+    let mut buf = bytes;
+    while !buf.is_empty() {
+        let f = next_field(&mut buf).map_err(|e| malformed("event", e))?;
+        // Field numbers of Event (proto/mamori/agent/v1/events.proto).
+        match f.tag {
+            1 => {
+                once(&mut seen, 1, "id")?;
+                expect(&f, WireType::LengthDelimited, "id")?;
+                id = f.bytes;
+            }
+            2 => {
+                once(&mut seen, 2, "occurred_at_us")?;
+                expect(&f, WireType::Varint, "occurred_at_us")?;
+                occurred_at_us = f.varint as i64;
+            }
+            3 => {
+                once(&mut seen, 3, "clock_offset_ms")?;
+                expect(&f, WireType::Varint, "clock_offset_ms")?;
+                clock_offset_ms = f.varint as i64;
+            }
+            4 => {
+                once(&mut seen, 4, "os_user")?;
+                expect(&f, WireType::LengthDelimited, "os_user")?;
+                text("os_user", f.bytes, 256)?;
+            }
+            tag if EVENT_BODIES.contains(&tag) => {
+                let (name, _) = body_spec(tag).expect("every body has a spec");
+                expect(&f, WireType::LengthDelimited, name)?;
+                if let Some((other, _)) = body {
+                    let (first, _) = body_spec(other).expect("every body has a spec");
+                    return Err((
+                        "kind",
+                        format!("event has more than one kind ({first} and {name})"),
+                    ));
+                }
+                body = Some((tag, f.bytes));
+            }
+            tag => {
+                return Err((
+                    "unknown_field",
+                    format!("event has field {tag}, which the protocol does not define"),
+                ));
+            }
+        }
     }
-    values.iter().try_for_each(|v| text(field, v, max_each))
-}
-
-fn validate_event(e: &Event, now: DateTime<Utc>) -> Result<(), Bad> {
-    match uuid::Uuid::from_slice(&e.id) {
+    match uuid::Uuid::from_slice(id) {
         Ok(id) if !id.is_nil() => {}
         _ => {
             return Err((
                 "event_id",
-                format!("id must be 16 bytes (a UUIDv7), got {} bytes", e.id.len()),
+                format!("id must be 16 bytes (a UUIDv7), got {} bytes", id.len()),
             ));
         }
     }
-    if e.clock_offset_ms.abs() > MAX_CLOCK_OFFSET_MS {
+    if clock_offset_ms.unsigned_abs() > MAX_CLOCK_OFFSET_MS {
         return Err((
             "clock_offset",
-            format!("clock_offset_ms {} is out of range", e.clock_offset_ms),
+            format!("clock_offset_ms {clock_offset_ms} is out of range"),
         ));
     }
-    let ts = corrected_time(e).ok_or(("timestamp", "occurred_at_us is out of range".to_owned()))?;
-    if ts < now - chrono::Duration::days(MAX_AGE_DAYS) {
+    let ts = clock_offset_ms
+        .checked_mul(1000)
+        .and_then(|o| occurred_at_us.checked_add(o))
+        .ok_or(("timestamp", "occurred_at_us is out of range".to_owned()))?;
+    if ts < window.oldest {
         return Err((
             "timestamp",
-            format!("occurred at {ts}, more than {MAX_AGE_DAYS} days ago"),
+            format!(
+                "occurred at {}, more than {MAX_AGE_DAYS} days ago",
+                time_text(ts)
+            ),
         ));
     }
-    if ts > now + chrono::Duration::seconds(MAX_FUTURE_SECS) {
-        return Err(("timestamp", format!("occurred at {ts}, in the future")));
-    }
-    text("os_user", &e.os_user, 256)?;
-    if mamori_proto::kind_of(e).is_none() {
+    if ts > window.newest {
         return Err((
+            "timestamp",
+            format!("occurred at {}, in the future", time_text(ts)),
+        ));
+    }
+    let no_kind = || {
+        (
             "kind",
             "event has no kind, or its action is unspecified".to_owned(),
-        ));
+        )
+    };
+    let (tag, body) = body.ok_or_else(no_kind)?;
+    validate_body(tag, body)?;
+    match kind_and_subject(tag, body) {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(no_kind()),
+        Err(e) => Err(malformed(body_spec(tag).map_or("body", |s| s.0), e)),
     }
-    match e.kind.as_ref().expect("kind_of checked it") {
-        Kind::Logon(l) => {
-            text("terminal", &l.terminal, MAX_TEXT)?;
-            text("remote_host", &l.remote_host, MAX_TEXT)
+}
+
+/// How one field of an event body is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    /// `string`, at most this many bytes.
+    Text(usize),
+    /// `repeated string`: at most [`MAX_LIST`] items of at most this many
+    /// bytes each.
+    Texts(usize),
+    /// `bytes`: empty or a SHA-256 digest.
+    Sha256,
+    /// `int32`, `int64`, `uint64`, `bool` or an enum: any varint (a decoder
+    /// truncates to the field's width, as for every `int32`).
+    Varint,
+    /// `uint32`.
+    U32,
+    /// `uint32`, a TCP/UDP port.
+    Port,
+}
+
+type Spec = &'static [(u32, &'static str, Check)];
+
+/// The name and field checks of the body in `Event` field `tag`. Kept in
+/// step with events.proto by a test that reads the compiled descriptors.
+fn body_spec(tag: u32) -> Option<(&'static str, Spec)> {
+    use Check::*;
+    Some(match tag {
+        10 => (
+            "logon",
+            &[
+                (1, "action", Varint),
+                (2, "terminal", Text(MAX_TEXT)),
+                (3, "remote_host", Text(MAX_TEXT)),
+                (4, "session_pid", U32),
+            ],
+        ),
+        11 => (
+            "process",
+            &[
+                (1, "action", Varint),
+                (2, "pid", U32),
+                (3, "parent_pid", U32),
+                (4, "exe_path", Text(MAX_PATH)),
+                (5, "command_line", Text(MAX_COMMAND_LINE)),
+                (6, "exe_sha256", Sha256),
+                (7, "parent_exe_path", Text(MAX_PATH)),
+                (8, "window_title", Text(MAX_TEXT)),
+                (9, "uid", U32),
+                (10, "exit_code", Varint),
+                (11, "blocked_reason", Text(MAX_TEXT)),
+                (12, "policy_revision", Varint),
+            ],
+        ),
+        12 => (
+            "file",
+            &[
+                (1, "action", Varint),
+                (2, "path", Text(MAX_PATH)),
+                (3, "target_path", Text(MAX_PATH)),
+                (4, "removable_media", Varint),
+                (5, "size_bytes", Varint),
+                (6, "process_exe_path", Text(MAX_PATH)),
+            ],
+        ),
+        13 => (
+            "device",
+            &[
+                (1, "action", Varint),
+                (2, "device_class", Varint),
+                (3, "vendor_id", Text(64)),
+                (4, "product_id", Text(64)),
+                (5, "serial", Text(256)),
+                (6, "description", Text(MAX_TEXT)),
+                (7, "mount_point", Text(MAX_PATH)),
+            ],
+        ),
+        14 => (
+            "print",
+            &[
+                (1, "printer", Text(MAX_TEXT)),
+                (2, "document", Text(MAX_TEXT)),
+                (3, "pages", U32),
+                (4, "copies", U32),
+                (5, "process_exe_path", Text(MAX_PATH)),
+            ],
+        ),
+        15 => (
+            "web",
+            &[
+                (1, "url_host", Text(255)),
+                (2, "url", Text(MAX_URL)),
+                (3, "title", Text(MAX_TEXT)),
+                (4, "browser", Text(MAX_TEXT)),
+            ],
+        ),
+        16 => (
+            "network",
+            &[
+                (1, "direction", Varint),
+                (2, "protocol", Text(16)),
+                (3, "local_addr", Text(64)),
+                (4, "local_port", Port),
+                (5, "remote_addr", Text(255)),
+                (6, "remote_port", Port),
+                (7, "process_exe_path", Text(MAX_PATH)),
+            ],
+        ),
+        17 => (
+            "software",
+            &[
+                (1, "action", Varint),
+                (2, "name", Text(MAX_TEXT)),
+                (3, "version", Text(256)),
+                (4, "publisher", Text(MAX_TEXT)),
+            ],
+        ),
+        18 => (
+            "inventory",
+            &[
+                (1, "hostname", Text(255)),
+                (2, "os_name", Text(256)),
+                (3, "os_version", Text(256)),
+                (4, "kernel_version", Text(256)),
+                (5, "cpu_model", Text(256)),
+                (6, "cpu_cores", U32),
+                (7, "memory_bytes", Varint),
+                (8, "disk_bytes", Varint),
+                (9, "ip_addrs", Texts(64)),
+                (10, "mac_addrs", Texts(64)),
+            ],
+        ),
+        19 => (
+            "environment_change",
+            &[
+                (1, "field", Varint),
+                (2, "old_value", Text(MAX_TEXT)),
+                (3, "new_value", Text(MAX_TEXT)),
+            ],
+        ),
+        20 => (
+            "security_status",
+            &[
+                (1, "patch_level", Text(256)),
+                (2, "pending_updates", U32),
+                (3, "pending_security_updates", U32),
+                (4, "antivirus_product", Text(256)),
+                (5, "antivirus_enabled", Varint),
+                (6, "antivirus_signature_version", Text(256)),
+                (7, "antivirus_up_to_date", Varint),
+            ],
+        ),
+        21 => (
+            "lan_sighting",
+            &[
+                (1, "ip_addr", Text(64)),
+                (2, "mac_addr", Text(64)),
+                (3, "hostname", Text(255)),
+                (4, "vendor", Text(256)),
+                (5, "known", Varint),
+            ],
+        ),
+        _ => return None,
+    })
+}
+
+fn validate_body(tag: u32, bytes: &[u8]) -> Result<(), Bad> {
+    let (body, spec) = body_spec(tag).expect("called with a body field");
+    let mut seen = 0u64;
+    let mut items = [0usize; 2];
+    let mut buf = bytes;
+    while !buf.is_empty() {
+        let f = next_field(&mut buf).map_err(|e| malformed(body, e))?;
+        let Some(&(_, name, check)) = spec.iter().find(|(t, _, _)| *t == f.tag) else {
+            return Err((
+                "unknown_field",
+                format!(
+                    "{body} has field {}, which the protocol does not define",
+                    f.tag
+                ),
+            ));
+        };
+        if !matches!(check, Check::Texts(_)) {
+            once(&mut seen, f.tag, name)?;
         }
-        Kind::Process(p) => {
-            text("exe_path", &p.exe_path, MAX_PATH)?;
-            text("command_line", &p.command_line, MAX_COMMAND_LINE)?;
-            text("parent_exe_path", &p.parent_exe_path, MAX_PATH)?;
-            text("window_title", &p.window_title, MAX_TEXT)?;
-            if !(p.exe_sha256.is_empty() || p.exe_sha256.len() == 32) {
-                return Err((
-                    "exe_sha256",
-                    format!("exe_sha256 must be 32 bytes, got {}", p.exe_sha256.len()),
-                ));
+        match check {
+            Check::Text(max) => {
+                expect(&f, WireType::LengthDelimited, name)?;
+                text(name, f.bytes, max)?;
             }
-            Ok(())
-        }
-        Kind::File(f) => {
-            text("path", &f.path, MAX_PATH)?;
-            text("target_path", &f.target_path, MAX_PATH)?;
-            text("process_exe_path", &f.process_exe_path, MAX_PATH)
-        }
-        Kind::Device(d) => {
-            text("vendor_id", &d.vendor_id, 64)?;
-            text("product_id", &d.product_id, 64)?;
-            text("serial", &d.serial, 256)?;
-            text("description", &d.description, MAX_TEXT)?;
-            text("mount_point", &d.mount_point, MAX_PATH)
-        }
-        Kind::Print(p) => {
-            text("printer", &p.printer, MAX_TEXT)?;
-            text("document", &p.document, MAX_TEXT)?;
-            text("process_exe_path", &p.process_exe_path, MAX_PATH)
-        }
-        Kind::Web(w) => {
-            text("url_host", &w.url_host, 255)?;
-            text("url", &w.url, MAX_URL)?;
-            text("title", &w.title, MAX_TEXT)?;
-            text("browser", &w.browser, MAX_TEXT)
-        }
-        Kind::Network(n) => {
-            text("protocol", &n.protocol, 16)?;
-            text("local_addr", &n.local_addr, 64)?;
-            text("remote_addr", &n.remote_addr, 255)?;
-            text("process_exe_path", &n.process_exe_path, MAX_PATH)?;
-            if n.local_port > 65535 || n.remote_port > 65535 {
-                return Err(("port", "port is above 65535".to_owned()));
+            Check::Texts(max) => {
+                expect(&f, WireType::LengthDelimited, name)?;
+                // Inventory's two lists (fields 9 and 10) are the only ones.
+                let count = &mut items[usize::from(f.tag == 10)];
+                *count += 1;
+                if *count > MAX_LIST {
+                    return Err((
+                        "list_too_long",
+                        format!("{name} has more than {MAX_LIST} items"),
+                    ));
+                }
+                text(name, f.bytes, max)?;
             }
-            Ok(())
-        }
-        Kind::Software(s) => {
-            text("name", &s.name, MAX_TEXT)?;
-            text("version", &s.version, 256)?;
-            text("publisher", &s.publisher, MAX_TEXT)
-        }
-        Kind::Inventory(i) => {
-            text("hostname", &i.hostname, 255)?;
-            text("os_name", &i.os_name, 256)?;
-            text("os_version", &i.os_version, 256)?;
-            text("kernel_version", &i.kernel_version, 256)?;
-            text("cpu_model", &i.cpu_model, 256)?;
-            list("ip_addrs", &i.ip_addrs, 64)?;
-            list("mac_addrs", &i.mac_addrs, 64)
-        }
-        Kind::EnvironmentChange(c) => {
-            text("old_value", &c.old_value, MAX_TEXT)?;
-            text("new_value", &c.new_value, MAX_TEXT)
-        }
-        Kind::SecurityStatus(s) => {
-            text("patch_level", &s.patch_level, 256)?;
-            text("antivirus_product", &s.antivirus_product, 256)?;
-            text(
-                "antivirus_signature_version",
-                &s.antivirus_signature_version,
-                256,
-            )
-        }
-        Kind::LanSighting(l) => {
-            text("ip_addr", &l.ip_addr, 64)?;
-            text("mac_addr", &l.mac_addr, 64)?;
-            text("hostname", &l.hostname, 255)?;
-            text("vendor", &l.vendor, 256)
+            Check::Sha256 => {
+                expect(&f, WireType::LengthDelimited, name)?;
+                if !(f.bytes.is_empty() || f.bytes.len() == 32) {
+                    return Err((
+                        name,
+                        format!("{name} must be 32 bytes, got {}", f.bytes.len()),
+                    ));
+                }
+            }
+            Check::Varint => expect(&f, WireType::Varint, name)?,
+            Check::U32 => {
+                expect(&f, WireType::Varint, name)?;
+                if f.varint > u64::from(u32::MAX) {
+                    return Err(("out_of_range", format!("{name} is above {}", u32::MAX)));
+                }
+            }
+            Check::Port => {
+                expect(&f, WireType::Varint, name)?;
+                if f.varint > 65535 {
+                    return Err(("port", format!("{name} is above 65535")));
+                }
+            }
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mamori_proto::agent::v1::{ProcessEvent, process_event::Action};
+    use mamori_proto::agent::v1::{
+        Event, EventBatch, InventoryEvent, NetworkEvent, ProcessEvent, event::Kind,
+        process_event::Action,
+    };
+    use prost::Message;
 
-    fn event(now: DateTime<Utc>) -> Event {
+    fn now_us() -> i64 {
+        chrono::Utc::now().timestamp_micros()
+    }
+
+    fn event(now_us: i64) -> Event {
         Event {
             id: uuid::Uuid::now_v7().as_bytes().to_vec(),
-            occurred_at_us: now.timestamp_micros(),
+            occurred_at_us: now_us,
             clock_offset_ms: 0,
             os_user: "alice".into(),
             kind: Some(Kind::Process(ProcessEvent {
@@ -256,42 +545,83 @@ mod tests {
         }
     }
 
-    fn batch(events: Vec<Event>) -> EventBatch {
-        EventBatch {
+    fn check(events: &[Vec<u8>], now_us: i64) -> Result<(), Rejection> {
+        let batch = BatchView {
             sequence: 7,
-            events,
+            events: events.iter().map(Vec::as_slice).collect(),
             ..Default::default()
-        }
+        };
+        validate_batch(&batch, LIMITS, now_us)
     }
 
     const LIMITS: Limits = Limits { max_events: 10 };
 
     #[test]
-    fn good_batch_passes() {
-        let now = Utc::now();
+    fn an_encoded_batch_reads_as_its_header_and_events() {
+        let now = now_us();
+        let events = vec![event(now), event(now)];
+        let batch = EventBatch {
+            sequence: 9,
+            events: events.clone(),
+            traceparent: "00-abc".into(),
+            device_id: "dev".into(),
+        };
+        let bytes = batch.encode_to_vec();
+        let view = read_batch(&bytes).unwrap();
         assert_eq!(
-            validate_batch(&batch(vec![event(now)]), LIMITS, now),
-            Ok(())
+            (view.sequence, view.traceparent, view.device_id),
+            (9, "00-abc", "dev")
+        );
+        let decoded: Vec<Event> = view
+            .events
+            .iter()
+            .map(|e| Event::decode(*e).unwrap())
+            .collect();
+        assert_eq!(decoded, events);
+        assert_eq!(validate_batch(&view, LIMITS, now), Ok(()));
+
+        let mut broken = bytes.clone();
+        broken.truncate(bytes.len() - 1);
+        let why = read_batch(&broken).unwrap_err();
+        assert!(why.contains("runs past the end"), "{why}");
+        // Sequence sent as a string: a decoder would refuse it too.
+        let why = read_batch(&[0x0a, 0x01, b'7']).unwrap_err();
+        assert!(why.contains("wrong wire type"), "{why}");
+        let why = read_batch(&[0x1a, 0x01, 0xff]).unwrap_err();
+        assert!(
+            why.contains("traceparent") && why.contains("UTF-8"),
+            "{why}"
         );
     }
 
     #[test]
     fn each_bad_field_is_named() {
-        let now = Utc::now();
+        let now = now_us();
         type Mutation = Box<dyn Fn(&mut Event)>;
         let cases: Vec<(Mutation, &str)> = vec![
             (Box::new(|e| e.id = vec![1, 2, 3]), "16 bytes"),
+            (Box::new(|e| e.id = vec![0; 16]), "16 bytes"),
             (Box::new(|e| e.occurred_at_us = 0), "days ago"),
             (Box::new(|e| e.clock_offset_ms = 3_600_000 * 48), "future"),
+            (Box::new(|e| e.clock_offset_ms = i64::MIN), "out of range"),
+            (Box::new(|e| e.occurred_at_us = i64::MAX), "future"),
             (Box::new(|e| e.os_user = "x".repeat(300)), "os_user"),
             (Box::new(|e| e.kind = None), "no kind"),
+            (
+                Box::new(|e| {
+                    if let Some(Kind::Process(p)) = &mut e.kind {
+                        p.action = 0;
+                    }
+                }),
+                "no kind",
+            ),
             (
                 Box::new(|e| {
                     if let Some(Kind::Process(p)) = &mut e.kind {
                         p.exe_sha256 = vec![0; 31];
                     }
                 }),
-                "exe_sha256",
+                "exe_sha256 must be 32 bytes",
             ),
             (
                 Box::new(|e| {
@@ -299,28 +629,267 @@ mod tests {
                         p.exe_path = "a\0b".into();
                     }
                 }),
-                "NUL",
+                "exe_path contains a NUL",
+            ),
+            (
+                Box::new(|e| {
+                    if let Some(Kind::Process(p)) = &mut e.kind {
+                        p.command_line = "c".repeat(MAX_COMMAND_LINE + 1);
+                    }
+                }),
+                "command_line is 8193 bytes; at most 8192",
+            ),
+            (
+                Box::new(|e| {
+                    e.kind = Some(Kind::Network(NetworkEvent {
+                        remote_port: 70000,
+                        ..Default::default()
+                    }))
+                }),
+                "remote_port is above 65535",
+            ),
+            (
+                Box::new(|e| {
+                    e.kind = Some(Kind::Inventory(InventoryEvent {
+                        ip_addrs: vec!["10.0.0.1".into(); MAX_LIST + 1],
+                        ..Default::default()
+                    }))
+                }),
+                "ip_addrs has more than 64 items",
             ),
         ];
         for (mutate, expect) in cases {
             let mut e = event(now);
             mutate(&mut e);
-            let r = validate_batch(&batch(vec![event(now), e]), LIMITS, now).unwrap_err();
+            let r = check(&[event(now).encode_to_vec(), e.encode_to_vec()], now).unwrap_err();
             assert_eq!(r.code, Code::InvalidArgument);
             assert!(
-                r.reason.contains(expect) && r.reason.contains("event 1"),
-                "{}",
+                r.reason.contains(expect) && r.reason.contains("batch 7 event 1"),
+                "{expect}: {}",
                 r.reason
             );
         }
     }
 
+    /// Encodings no agent of ours produces, but a decoder would choke on
+    /// (or, worse, read differently from the writer's field reader).
+    #[test]
+    fn encodings_a_decoder_would_refuse_or_misread_are_refused() {
+        let now = now_us();
+        let good = event(now).encode_to_vec();
+        let process_body = |e: &[u8]| {
+            let mut buf = e;
+            loop {
+                let f = next_field(&mut buf).unwrap();
+                if f.tag == 11 {
+                    return f.bytes.to_vec();
+                }
+            }
+        };
+        let with_body = |body: &[u8]| {
+            let mut e = good.clone();
+            // The body is the last field of this encoding.
+            let body_at = e.len() - process_body(&good).len() - 2;
+            e.truncate(body_at);
+            e.push(0x5a); // field 11, length-delimited
+            e.push(u8::try_from(body.len()).unwrap());
+            e.extend_from_slice(body);
+            e
+        };
+        let body = process_body(&good);
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            // exe_path (4) with a byte that is not UTF-8.
+            (
+                with_body(&[&body[..], &[0x22, 0x02, b'/', 0xff]].concat()),
+                "exe_path appears twice",
+            ),
+            (
+                with_body(&[0x08, 0x01, 0x22, 0x02, b'/', 0xff]),
+                "exe_path is not valid UTF-8",
+            ),
+            // pid (2) sent as bytes.
+            (
+                with_body(&[0x08, 0x01, 0x12, 0x01, b'1']),
+                "pid is encoded as LengthDelimited",
+            ),
+            // pid above u32.
+            (
+                with_body(&[0x08, 0x01, 0x10, 0x80, 0x80, 0x80, 0x80, 0x10]),
+                "pid is above",
+            ),
+            // A field ProcessEvent does not have.
+            (
+                with_body(&[0x08, 0x01, 0xf8, 0x01, 0x01]),
+                "process has field 31",
+            ),
+            // Truncated inside the body.
+            (
+                with_body(&[0x08, 0x01, 0x22, 0x05, b'/']),
+                "process: field runs past the end",
+            ),
+            // A second body.
+            (
+                [&good[..], &[0x62, 0x02, 0x08, 0x01]].concat(),
+                "more than one kind (process and file)",
+            ),
+            // A second id.
+            (
+                [&good[..], &[0x0a, 0x10], &[9; 16]].concat(),
+                "id appears twice",
+            ),
+            // A field Event does not have.
+            ([&good[..], &[0x28, 0x01]].concat(), "event has field 5"),
+            // A group.
+            ([&good[..], &[0x2b]].concat(), "groups are not used"),
+        ];
+        for (bytes, expect) in cases {
+            let r = check(&[bytes], now).unwrap_err();
+            assert!(r.reason.contains(expect), "{expect}: {}", r.reason);
+        }
+        assert_eq!(
+            check(&[with_body(&body)], now),
+            Ok(()),
+            "the splice itself is fine"
+        );
+    }
+
     #[test]
     fn too_many_and_empty_batches_are_refused() {
-        let now = Utc::now();
-        let r =
-            validate_batch(&batch((0..11).map(|_| event(now)).collect()), LIMITS, now).unwrap_err();
+        let now = now_us();
+        let many: Vec<_> = (0..11).map(|_| event(now).encode_to_vec()).collect();
+        let r = check(&many, now).unwrap_err();
         assert!(r.reason.contains("at most 10"), "{}", r.reason);
-        assert!(validate_batch(&batch(vec![]), LIMITS, now).is_err());
+        assert!(check(&[], now).is_err());
+    }
+
+    /// Whatever passes decodes as an `Event` with a kind: ingest passes the
+    /// bytes on, and the writer, alerting and the console decode them.
+    #[test]
+    fn whatever_passes_decodes_as_an_event_with_a_kind() {
+        let now = now_us();
+        let mut samples = vec![event(now)];
+        samples.push(Event {
+            kind: Some(Kind::Inventory(InventoryEvent {
+                hostname: "pc-1".into(),
+                ip_addrs: vec!["10.0.0.1".into(), "::1".into()],
+                mac_addrs: vec!["aa:bb".into()],
+                memory_bytes: 1 << 33,
+                ..Default::default()
+            })),
+            ..event(now)
+        });
+        samples.push(Event {
+            clock_offset_ms: -1500,
+            kind: Some(Kind::Network(NetworkEvent {
+                direction: 1,
+                protocol: "tcp".into(),
+                remote_addr: "example.org".into(),
+                remote_port: 443,
+                ..Default::default()
+            })),
+            ..event(now)
+        });
+        let encoded: Vec<Vec<u8>> = samples.iter().map(Message::encode_to_vec).collect();
+        // xorshift: deterministic, no dependency.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let (mut passed, mut refused) = (0, 0);
+        for round in 0..40_000 {
+            let mut bytes = encoded[round % encoded.len()].clone();
+            for _ in 0..=(next() % 3) {
+                let at = (next() as usize) % bytes.len();
+                match next() % 4 {
+                    0 => bytes[at] = next() as u8,
+                    1 => bytes[at] ^= 1 << (next() % 8),
+                    2 => bytes.truncate(at.max(1)),
+                    _ => bytes.insert(at, next() as u8),
+                }
+            }
+            match check(&[bytes.clone()], now) {
+                Ok(()) => {
+                    passed += 1;
+                    let e = Event::decode(&bytes[..])
+                        .unwrap_or_else(|err| panic!("{bytes:?} passed but: {err}"));
+                    assert!(mamori_proto::kind_of(&e).is_some(), "{e:?}");
+                    assert_eq!(e.id.len(), 16);
+                    // Its canonical encoding passes too.
+                    assert_eq!(check(&[e.encode_to_vec()], now), Ok(()), "{e:?}");
+                }
+                Err(r) => {
+                    refused += 1;
+                    assert!(r.reason.starts_with("batch 7 event 0: "), "{}", r.reason);
+                }
+            }
+        }
+        assert!(
+            passed > 1000 && refused > 1000,
+            "{passed} passed, {refused} refused"
+        );
+    }
+
+    /// Every field of every body in events.proto has a check of the right
+    /// kind, and every check names a field that exists.
+    #[test]
+    fn the_checks_cover_events_proto_exactly() {
+        use prost_types::field_descriptor_proto::{Label, Type};
+        let fds =
+            prost_types::FileDescriptorSet::decode(mamori_proto::FILE_DESCRIPTOR_SET).unwrap();
+        let messages: Vec<&prost_types::DescriptorProto> = fds
+            .file
+            .iter()
+            .filter(|f| f.package() == "mamori.agent.v1")
+            .flat_map(|f| &f.message_type)
+            .collect();
+        let find = |name: &str| {
+            *messages
+                .iter()
+                .find(|m| m.name() == name)
+                .unwrap_or_else(|| panic!("{name} in events.proto"))
+        };
+        let event = find("Event");
+        let bodies: Vec<_> = event
+            .field
+            .iter()
+            .filter(|f| f.oneof_index.is_some())
+            .collect();
+        assert_eq!(
+            bodies.iter().map(|f| f.number() as u32).collect::<Vec<_>>(),
+            EVENT_BODIES.collect::<Vec<_>>()
+        );
+        for b in bodies {
+            let (name, spec) = body_spec(b.number() as u32).unwrap();
+            assert_eq!(name, b.name());
+            let message = find(b.type_name().rsplit('.').next().unwrap());
+            assert_eq!(message.field.len(), spec.len(), "{name}");
+            for f in &message.field {
+                let &(_, field, check) = spec
+                    .iter()
+                    .find(|(t, _, _)| *t == f.number() as u32)
+                    .unwrap_or_else(|| panic!("{name}.{} has no check", f.name()));
+                assert_eq!(field, f.name(), "{name} field {}", f.number());
+                let repeated = f.label() == Label::Repeated;
+                let fits = match check {
+                    Check::Text(_) => f.r#type() == Type::String && !repeated,
+                    Check::Texts(_) => f.r#type() == Type::String && repeated,
+                    Check::Sha256 => f.r#type() == Type::Bytes && !repeated,
+                    Check::U32 | Check::Port => f.r#type() == Type::Uint32 && !repeated,
+                    Check::Varint => {
+                        matches!(
+                            f.r#type(),
+                            Type::Int32 | Type::Int64 | Type::Uint64 | Type::Bool | Type::Enum
+                        ) && !repeated
+                    }
+                };
+                assert!(fits, "{name}.{field}: {check:?} does not fit {f:?}");
+                if let Check::Texts(_) = check {
+                    assert!(name == "inventory" && matches!(f.number(), 9 | 10));
+                }
+            }
+        }
     }
 }
