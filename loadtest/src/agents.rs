@@ -5,11 +5,8 @@ use crate::{Args, events, wire};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use mamori_proto::agent::v1::agent_service_client::AgentServiceClient;
-use mamori_proto::agent::v1::{
-    AgentMessage, EnrollRequest, EventBatch, MachineFacts, agent_message, server_message,
-};
+use mamori_proto::agent::v1::{EnrollRequest, MachineFacts, ServerMessage, server_message};
 use mamori_tenancy::TenantId;
-use prost::Message;
 use rand::SeedableRng;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -101,6 +98,9 @@ pub async fn drive(args: &Args, fleet: Vec<SimAgent>) -> anyhow::Result<Report> 
     let per_agent_rate = (args.rate > 0).then(|| args.rate as f64 / n as f64);
     let deadline = Instant::now() + Duration::from_secs(args.duration);
     let started = Instant::now();
+    // Event ids take their random bits from each agent's seeded generator:
+    // a seed of this run keeps them apart from other runs' on the same day.
+    let run_seed: u64 = rand::random();
     let mut tasks = Vec::with_capacity(n);
     for (i, agent) in fleet.into_iter().enumerate() {
         let args = args.clone();
@@ -112,7 +112,7 @@ pub async fn drive(args: &Args, fleet: Vec<SimAgent>) -> anyhow::Result<Report> 
                     &args,
                     per_agent_rate,
                     deadline,
-                    i as u64 + report.retries * 1_000_003,
+                    run_seed ^ (i as u64 + report.retries * 1_000_003),
                     &mut report,
                 )
                 .await;
@@ -170,6 +170,14 @@ fn retry_later(e: &anyhow::Error) -> bool {
     })
 }
 
+/// An `AgentMessage` whose `EventBatch` is already encoded: the same bytes
+/// on the wire as the generated message's.
+#[derive(Clone, PartialEq, prost::Message)]
+struct BatchMessage {
+    #[prost(bytes = "vec", tag = "1")]
+    batch: Vec<u8>,
+}
+
 async fn run_agent(
     agent: SimAgent,
     args: &Args,
@@ -179,7 +187,7 @@ async fn run_agent(
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let pool = events::Pool::new(&mut rng, 256);
+    let mut pool = events::Pool::new(&mut rng, 256);
     // This agent's share of --events (0: no limit).
     let budget = if args.events > 0 {
         args.events.div_ceil(args.agents as u64)
@@ -188,20 +196,28 @@ async fn run_agent(
     };
     let spread_us = i64::from(args.spread_days) * 86_400_000_000;
     let channel = wire::channel(&agent.url).await?;
-    let mut client = AgentServiceClient::new(channel);
+    let mut grpc = tonic::client::Grpc::new(channel);
     match args.compression.as_str() {
-        "zstd" => client = client.send_compressed(CompressionEncoding::Zstd),
-        "gzip" => client = client.send_compressed(CompressionEncoding::Gzip),
+        "zstd" => grpc = grpc.send_compressed(CompressionEncoding::Zstd),
+        "gzip" => grpc = grpc.send_compressed(CompressionEncoding::Gzip),
         "none" => {}
         other => anyhow::bail!("--compression {other:?}: expected zstd, gzip or none"),
     }
-    let (tx, rx) = mpsc::channel::<AgentMessage>(args.window + 1);
+    let (tx, rx) = mpsc::channel::<BatchMessage>(args.window + 1);
     let mut req = tonic::Request::new(ReceiverStream::new(rx));
     req.metadata_mut().insert(
         "authorization",
         format!("Bearer {}", agent.credential).parse()?,
     );
-    let mut inbound = client.connect(req).await?.into_inner();
+    grpc.ready().await?;
+    let mut inbound = grpc
+        .streaming(
+            req,
+            http::uri::PathAndQuery::from_static("/mamori.agent.v1.AgentService/Connect"),
+            tonic_prost::ProstCodec::<BatchMessage, ServerMessage>::default(),
+        )
+        .await?
+        .into_inner();
     let interval = per_agent_rate.map(|r| Duration::from_secs_f64(args.batch as f64 / r));
     // Spread the agents' first batches over one interval.
     let mut next_send = Instant::now()
@@ -219,33 +235,22 @@ async fn run_agent(
         if sending && inflight.len() < args.window && now >= next_send {
             sequence += 1;
             let now_us = chrono::Utc::now().timestamp_micros();
-            let events: Vec<_> = (0..args.batch)
-                .map(|_| {
-                    let at = if spread_us > 0 {
-                        now_us - rand::Rng::random_range(&mut rng, 0..spread_us)
-                    } else {
-                        now_us
-                    };
-                    let mut e = pool.take(&mut rng, at);
-                    if args.alarm_every > 0
-                        && rand::Rng::random_range(&mut rng, 0..args.alarm_every) == 0
-                    {
-                        e.kind = Some(events::banned_start());
-                    }
-                    e
-                })
-                .collect();
-            let batch = EventBatch {
-                sequence,
-                events,
-                ..Default::default()
-            };
-            report.encoded_bytes += batch.encoded_len() as u64;
+            // An encoded EventBatch: its sequence, then the events.
+            let mut batch = Vec::with_capacity(args.batch * 200);
+            prost::encoding::uint64::encode(1, &sequence, &mut batch);
+            for _ in 0..args.batch {
+                let at = if spread_us > 0 {
+                    now_us - rand::Rng::random_range(&mut rng, 0..spread_us)
+                } else {
+                    now_us
+                };
+                let banned = args.alarm_every > 0
+                    && rand::Rng::random_range(&mut rng, 0..args.alarm_every) == 0;
+                pool.put(&mut rng, at, banned, &mut batch);
+            }
+            report.encoded_bytes += batch.len() as u64;
             report.sent_events += args.batch as u64;
-            tx.send(AgentMessage {
-                body: Some(agent_message::Body::Batch(batch)),
-            })
-            .await?;
+            tx.send(BatchMessage { batch }).await?;
             inflight.push_back((sequence, Instant::now(), args.batch as u32));
             if let Some(i) = interval {
                 next_send += i;

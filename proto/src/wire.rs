@@ -3,18 +3,12 @@
 //! event's encoding minus three fields, plus its kind and subject).
 
 use crate::convert::EventKind;
-use prost::encoding::{WireType, decode_key, decode_varint};
+use prost::encoding::WireType;
 
 /// Why an encoding cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct WireError(pub &'static str);
-
-impl From<prost::DecodeError> for WireError {
-    fn from(_: prost::DecodeError) -> Self {
-        WireError("malformed field key or varint")
-    }
-}
 
 /// One protobuf field: its number, wire type, value and whole encoding.
 #[derive(Debug, Clone, Copy)]
@@ -44,10 +38,53 @@ impl<'a> Field<'a> {
     }
 }
 
+/// Reads a varint, advancing `buf` past it. Accepts and refuses exactly
+/// what prost's `decode_varint` does (tested), with a fast path for the
+/// one-byte varints that most keys and lengths are.
+#[inline]
+pub fn read_varint(buf: &mut &[u8]) -> Result<u64, WireError> {
+    let bytes: &[u8] = buf;
+    match bytes.first() {
+        Some(&b) if b < 0x80 => {
+            *buf = &bytes[1..];
+            return Ok(u64::from(b));
+        }
+        None => return Err(WireError("field runs past the end")),
+        Some(_) => {}
+    }
+    let mut value = 0u64;
+    for (i, &b) in bytes.iter().take(10).enumerate() {
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b < 0x80 {
+            // The tenth byte holds the 64th bit only.
+            if i == 9 && b > 1 {
+                break;
+            }
+            *buf = &bytes[i + 1..];
+            return Ok(value);
+        }
+    }
+    Err(WireError("malformed varint"))
+}
+
+/// Reads a field key (number and wire type), as prost's `decode_key` does.
+#[inline]
+fn read_key(buf: &mut &[u8]) -> Result<(u32, WireType), WireError> {
+    let key = read_varint(buf)?;
+    let key = u32::try_from(key).map_err(|_| WireError("malformed field key"))?;
+    let wire_type =
+        WireType::try_from(u64::from(key & 0x07)).map_err(|_| WireError("malformed field key"))?;
+    let tag = key >> 3;
+    if tag == 0 {
+        return Err(WireError("malformed field key"));
+    }
+    Ok((tag, wire_type))
+}
+
 /// The next field of an encoded message, advancing `buf` past it.
 pub fn next_field<'a>(buf: &mut &'a [u8]) -> Result<Field<'a>, WireError> {
     let start: &'a [u8] = buf;
-    let (tag, wire_type) = decode_key(buf)?;
+    let (tag, wire_type) = read_key(buf)?;
     let (mut varint, mut bytes) = (0, &[][..]);
     let skip = |buf: &mut &'a [u8], n: usize| {
         if n > buf.len() {
@@ -59,10 +96,10 @@ pub fn next_field<'a>(buf: &mut &'a [u8]) -> Result<Field<'a>, WireError> {
         Ok(value)
     };
     match wire_type {
-        WireType::Varint => varint = decode_varint(buf)?,
+        WireType::Varint => varint = read_varint(buf)?,
         WireType::LengthDelimited => {
             let len =
-                usize::try_from(decode_varint(buf)?).map_err(|_| WireError("length overflows"))?;
+                usize::try_from(read_varint(buf)?).map_err(|_| WireError("length overflows"))?;
             bytes = skip(buf, len)?;
         }
         WireType::SixtyFourBit => {
@@ -415,7 +452,7 @@ mod tests {
             };
             // The field number is the body's: encoded alone, its key comes first.
             let alone = only_body.encode_to_vec();
-            assert_eq!(decode_key(&mut &alone[..]).unwrap().0, field);
+            assert_eq!(read_key(&mut &alone[..]).unwrap().0, field);
         }
         assert_eq!(body_field(&Event::default().encode_to_vec()).unwrap(), None);
     }
@@ -456,6 +493,63 @@ mod tests {
                 ..Default::default()
             }
         );
+    }
+
+    #[test]
+    fn varints_and_keys_read_as_prost_reads_them() {
+        use prost::encoding::{decode_key, decode_varint, encode_varint};
+        let mut inputs: Vec<Vec<u8>> = vec![vec![], vec![0x80], vec![0xff; 11], vec![0x08]];
+        for v in [
+            0,
+            1,
+            127,
+            128,
+            300,
+            u64::from(u32::MAX),
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
+            let mut b = Vec::new();
+            encode_varint(v, &mut b);
+            inputs.push(b.clone());
+            b.push(0x42);
+            inputs.push(b);
+        }
+        // Ten-byte varints whose last byte is 0, 1, 2 or has the high bit.
+        for last in [0, 1, 2, 0x7f, 0x80] {
+            inputs.push([&[0xff; 9][..], &[last, 0x01]].concat());
+        }
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..20_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let len = (state % 12) as usize;
+            let bytes = state.to_le_bytes();
+            let mut b: Vec<u8> = (0..len)
+                .map(|i| bytes[i % 8] | (0x80 * u8::from(i + 1 < len)))
+                .collect();
+            if state & 1 == 0 {
+                b.iter_mut().for_each(|x| *x ^= (state >> 8) as u8);
+            }
+            inputs.push(b);
+        }
+        for input in inputs {
+            let (mut ours, mut theirs) = (&input[..], &input[..]);
+            let a = read_varint(&mut ours).ok();
+            let b = decode_varint(&mut theirs).ok();
+            assert_eq!(a, b, "{input:?}");
+            if a.is_some() {
+                assert_eq!(ours, theirs, "{input:?}");
+            }
+            let (mut ours, mut theirs) = (&input[..], &input[..]);
+            let a = read_key(&mut ours).ok();
+            let b = decode_key(&mut theirs).ok();
+            assert_eq!(a, b, "{input:?}");
+            if a.is_some() {
+                assert_eq!(ours, theirs, "{input:?}");
+            }
+        }
     }
 
     #[test]
