@@ -209,6 +209,46 @@ async fn a_writer_that_falls_behind_slows_acks_then_refuses_until_it_catches_up(
 }
 
 #[tokio::test]
+async fn a_waiting_ack_goes_out_as_soon_as_the_writer_catches_up() {
+    let mut s = Stack::ingest_only(|cfg| {
+        cfg.max_backlog_ms = 300;
+        cfg.backpressure_wait_ms = 9_000;
+    })
+    .await;
+    let (tenant, token) = s.tenant_with_token().await;
+    let dev = s.new_device(&token).await;
+    let mut st = s.open(&dev.device_credential).await.unwrap();
+    st.send(batch(1, vec![process_event("/first")]))
+        .await
+        .expect("no backlog yet");
+    // No writer: the first batch grows old in Redis.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+
+    // The second batch waits for the consumers; a writer starts meanwhile.
+    let t = std::time::Instant::now();
+    let (reply, writer) = tokio::join!(st.send(batch(2, vec![process_event("/second")])), async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        mamori_writer::start(writer_config(&s.env)).await.unwrap()
+    });
+    s._writer = Some(writer);
+    let waited = t.elapsed();
+    match reply.expect("acked, not refused").body {
+        Some(mamori_proto::agent::v1::server_message::Body::Ack(a)) => assert_eq!(a.sequence, 2),
+        other => panic!("expected the ack of batch 2, got {other:?}"),
+    }
+    // It waited for the writer, and went out once the writer caught up,
+    // long before its 9 s bound.
+    assert!(
+        waited >= Duration::from_millis(500) && waited < Duration::from_secs(5),
+        "acked after {waited:?}"
+    );
+    wait_for("both events stored", Duration::from_secs(10), || async {
+        (s.count_events(tenant).await == 2).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_database_that_refuses_writes_for_a_while_loses_nothing() {
     let env = mamori_test_support::TestEnv::new().await;
     let mut wcfg = writer_config(&env);

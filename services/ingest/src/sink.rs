@@ -25,6 +25,9 @@ pub(crate) struct Sink {
     entries: Arc<AtomicU64>,
     /// How far (ms) the slowest consumer group is behind the newest entry.
     behind_ms: Arc<AtomicU64>,
+    /// Wakes the appends waiting for the consumers when a measurement finds
+    /// them caught up (waiters do not poll: at the peak thousands wait).
+    caught_up: Arc<tokio::sync::Notify>,
 }
 
 /// When appends wait, and when they are refused.
@@ -76,6 +79,7 @@ impl Sink {
             limits,
             entries: Arc::new(AtomicU64::new(0)),
             behind_ms: Arc::new(AtomicU64::new(0)),
+            caught_up: Arc::new(tokio::sync::Notify::new()),
         })
     }
 
@@ -86,6 +90,9 @@ impl Sink {
         let deadline = Instant::now() + self.limits.max_wait;
         let mut waited = false;
         loop {
+            // Registered before the check, so a wake-up between the check
+            // and the wait is not lost.
+            let caught_up = self.caught_up.notified();
             if self.entries.load(Ordering::Relaxed) > self.limits.max_entries {
                 metrics::counter!("mamori_ingest_backlog_refusals_total").increment(1);
                 return Err(Status::resource_exhausted(
@@ -105,7 +112,10 @@ impl Sink {
                 waited = true;
                 metrics::counter!("mamori_ingest_backpressure_waits_total").increment(1);
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::select! {
+                () = caught_up => {}
+                () = tokio::time::sleep_until(deadline.into()) => {}
+            }
         }
         let key = stream_key(shard_of(device, self.shards));
         let mut conn = self.conn.clone();
@@ -144,6 +154,9 @@ impl Sink {
                 Ok((entries, behind_ms)) => {
                     self.entries.store(entries, Ordering::Relaxed);
                     self.behind_ms.store(behind_ms, Ordering::Relaxed);
+                    if behind_ms <= self.limits.max_behind.as_millis() as u64 {
+                        self.caught_up.notify_waiters();
+                    }
                     metrics::gauge!("mamori_ingest_stream_backlog").set(entries as f64);
                     metrics::gauge!("mamori_ingest_consumers_behind_seconds")
                         .set(behind_ms as f64 / 1000.0);
