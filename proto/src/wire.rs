@@ -248,8 +248,15 @@ pub fn kind_and_subject(field: u32, body: &[u8]) -> Result<Option<(EventKind, &s
             subject = f.text()?;
         }
     }
+    Ok(kind(field, action).map(|k| (k, subject)))
+}
+
+/// The kind of an event whose body is the `Event` field `field` (one of
+/// [`EVENT_BODIES`]) with `action` in its field 1 (0 when it has none, or
+/// when field 1 is not its action). `None` where [`crate::kind_of`] is.
+pub fn kind(field: u32, action: u64) -> Option<EventKind> {
     use EventKind as K;
-    let kind = match (field, action) {
+    Some(match (field, action) {
         (10, 1) => K::Logon,
         (10, 2) => K::Logoff,
         (10, 3) => K::Lock,
@@ -277,9 +284,8 @@ pub fn kind_and_subject(field: u32, body: &[u8]) -> Result<Option<(EventKind, &s
         (19, _) => K::EnvironmentChange,
         (20, _) => K::SecurityStatus,
         (21, _) => K::LanSighting,
-        _ => return Ok(None),
-    };
-    Ok(Some((kind, subject)))
+        _ => return None,
+    })
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 //! text, no groups), has exactly one body with a known kind, no field twice
 //! and no field the protocol does not define, and every value is bounded.
 
-use mamori_proto::wire::{EVENT_BODIES, Field, WireError, kind_and_subject, next_field};
+use mamori_proto::wire::{EVENT_BODIES, Field, WireError, next_field};
 use prost::encoding::WireType;
 use tonic::Code;
 
@@ -282,12 +282,9 @@ fn validate_event(bytes: &[u8], window: &TimeWindow) -> Result<(), Bad> {
         )
     };
     let (tag, body) = body.ok_or_else(no_kind)?;
-    validate_body(tag, body)?;
-    match kind_and_subject(tag, body) {
-        Ok(Some(_)) => Ok(()),
-        Ok(None) => Err(no_kind()),
-        Err(e) => Err(malformed(body_spec(tag).map_or("body", |s| s.0), e)),
-    }
+    let action = validate_body(tag, body)?;
+    mamori_proto::wire::kind(tag, action).ok_or_else(no_kind)?;
+    Ok(())
 }
 
 /// How one field of an event body is checked.
@@ -454,8 +451,11 @@ fn body_spec(tag: u32) -> Option<(&'static str, Spec)> {
     })
 }
 
-fn validate_body(tag: u32, bytes: &[u8]) -> Result<(), Bad> {
+/// Checks an event body; returns its action (field 1 where that is a
+/// varint, else 0) for [`mamori_proto::wire::kind`].
+fn validate_body(tag: u32, bytes: &[u8]) -> Result<u64, Bad> {
     let (body, spec) = body_spec(tag).expect("called with a body field");
+    let mut action = 0;
     let mut seen = 0u64;
     let mut items = [0usize; 2];
     let mut buf = bytes;
@@ -500,7 +500,12 @@ fn validate_body(tag: u32, bytes: &[u8]) -> Result<(), Bad> {
                     ));
                 }
             }
-            Check::Varint => expect(&f, WireType::Varint, name)?,
+            Check::Varint => {
+                expect(&f, WireType::Varint, name)?;
+                if f.tag == 1 {
+                    action = f.varint;
+                }
+            }
             Check::U32 => {
                 expect(&f, WireType::Varint, name)?;
                 if f.varint > u64::from(u32::MAX) {
@@ -515,7 +520,7 @@ fn validate_body(tag: u32, bytes: &[u8]) -> Result<(), Bad> {
             }
         }
     }
-    Ok(())
+    Ok(action)
 }
 
 #[cfg(test)]
