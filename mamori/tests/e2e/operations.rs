@@ -159,11 +159,20 @@ async fn an_event_from_a_day_without_a_partition_gets_one() {
     assert!(exists, "partition {day} was created");
 }
 
-#[tokio::test]
-async fn a_writer_that_falls_behind_slows_acks_then_refuses_until_it_catches_up() {
-    let mut s = Stack::ingest_only(|cfg| {
+/// Ingest without a writer (appends wait once it is 300 ms behind, for at
+/// most `backpressure_wait_ms`), one device, and a first batch that has
+/// waited 900 ms in Redis: the writer is behind.
+async fn behind_without_a_writer(
+    backpressure_wait_ms: u64,
+) -> (
+    Stack,
+    mamori_tenancy::TenantId,
+    mamori_proto::agent::v1::EnrollResponse,
+    AgentStream,
+) {
+    let s = Stack::ingest_only(|cfg| {
         cfg.max_backlog_ms = 300;
-        cfg.backpressure_wait_ms = 700;
+        cfg.backpressure_wait_ms = backpressure_wait_ms;
     })
     .await;
     let (tenant, token) = s.tenant_with_token().await;
@@ -172,9 +181,13 @@ async fn a_writer_that_falls_behind_slows_acks_then_refuses_until_it_catches_up(
     st.send(batch(1, vec![process_event("/first")]))
         .await
         .expect("no backlog yet");
-
-    // No writer: the first batch waits in Redis and grows old.
     tokio::time::sleep(Duration::from_millis(900)).await;
+    (s, tenant, dev, st)
+}
+
+#[tokio::test]
+async fn a_writer_that_falls_behind_slows_acks_then_refuses_until_it_catches_up() {
+    let (mut s, tenant, dev, mut st) = behind_without_a_writer(700).await;
     let t = std::time::Instant::now();
     let err = st
         .send(batch(2, vec![process_event("/second")]))
@@ -210,20 +223,7 @@ async fn a_writer_that_falls_behind_slows_acks_then_refuses_until_it_catches_up(
 
 #[tokio::test]
 async fn a_waiting_ack_goes_out_as_soon_as_the_writer_catches_up() {
-    let mut s = Stack::ingest_only(|cfg| {
-        cfg.max_backlog_ms = 300;
-        cfg.backpressure_wait_ms = 9_000;
-    })
-    .await;
-    let (tenant, token) = s.tenant_with_token().await;
-    let dev = s.new_device(&token).await;
-    let mut st = s.open(&dev.device_credential).await.unwrap();
-    st.send(batch(1, vec![process_event("/first")]))
-        .await
-        .expect("no backlog yet");
-    // No writer: the first batch grows old in Redis.
-    tokio::time::sleep(Duration::from_millis(900)).await;
-
+    let (mut s, tenant, _dev, mut st) = behind_without_a_writer(9_000).await;
     // The second batch waits for the consumers; a writer starts meanwhile.
     let t = std::time::Instant::now();
     let (reply, writer) = tokio::join!(st.send(batch(2, vec![process_event("/second")])), async {

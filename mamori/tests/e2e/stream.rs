@@ -193,16 +193,7 @@ async fn bad_batches_are_refused_precisely_and_write_nothing() {
         "{err:?}"
     );
 
-    wait_for("the good event", Duration::from_secs(10), || async {
-        (s.count_events(tenant).await == 1).then_some(())
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert_eq!(
-        s.count_events(tenant).await,
-        1,
-        "only the good batch was written"
-    );
+    s.assert_only_written(tenant, 1).await;
 }
 
 /// An `AgentMessage` whose batch is given as bytes: what a broken or
@@ -298,16 +289,7 @@ async fn malformed_events_are_refused_by_name_and_the_stream_goes_on() {
         "{err:?}"
     );
 
-    wait_for("the good batch", Duration::from_secs(10), || async {
-        (s.count_events(tenant).await == 2).then_some(())
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        s.count_events(tenant).await,
-        2,
-        "only the good batch was written"
-    );
+    s.assert_only_written(tenant, 2).await;
 }
 
 #[tokio::test]

@@ -145,6 +145,21 @@ impl Stack {
             .await
             .unwrap()
     }
+
+    /// Waits until `tenant` has `n` events stored, then a second more, and
+    /// asserts there are still exactly `n`: the refused input wrote nothing.
+    pub async fn assert_only_written(&self, tenant: TenantId, n: i64) {
+        wait_for("the accepted events", Duration::from_secs(10), || async {
+            (self.count_events(tenant).await == n).then_some(())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert_eq!(
+            self.count_events(tenant).await,
+            n,
+            "only the accepted batches were written"
+        );
+    }
 }
 
 pub struct AgentStream {
