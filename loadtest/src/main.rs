@@ -317,7 +317,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         report.encoded_bytes as f64 / report.sent_events.max(1) as f64
     );
     let (bytes, rows): (Option<i64>, i64) = sqlx::query_as(
-        "SELECT (SELECT sum(pg_total_relation_size(inhrelid)) FROM pg_inherits WHERE inhparent = 'events'::regclass)::bigint,
+        "SELECT (SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree('events') WHERE isleaf)::bigint,
                 (SELECT count(*) FROM events)",
     )
     .fetch_one(&owner)

@@ -1,6 +1,7 @@
 //! Reading encoded messages field by field, without decoding them: for hot
 //! paths that need a few fields of many events (the writer stores each
-//! event's encoding minus three fields, plus its kind and subject).
+//! event's encoding minus the fields it keeps in columns: id, time, user and
+//! the body's subject).
 
 use crate::convert::EventKind;
 use prost::encoding::WireType;
@@ -218,12 +219,10 @@ pub fn body_field(event: &[u8]) -> Result<Option<u32>, WireError> {
 /// The field numbers of `Event`'s body (`oneof kind`).
 pub const EVENT_BODIES: std::ops::RangeInclusive<u32> = 10..=21;
 
-/// The kind and subject of an encoded event body — the message of the
-/// `Event` field `field` (one of [`EVENT_BODIES`]) — read without decoding
-/// it. Agrees with [`crate::kind_of`] and [`crate::subject`] (tested);
-/// `Ok(None)` where `kind_of` is `None`.
-pub fn kind_and_subject(field: u32, body: &[u8]) -> Result<Option<(EventKind, &str)>, WireError> {
-    let subject_field = match field {
+/// The field of the body message in `Event` field `body_field` (one of
+/// [`EVENT_BODIES`]) that holds the event's subject.
+pub fn subject_field(body_field: u32) -> Option<u32> {
+    Some(match body_field {
         10 => 2, // LogonEvent.terminal
         11 => 4, // ProcessEvent.exe_path
         12 => 2, // FileEvent.path
@@ -236,19 +235,108 @@ pub fn kind_and_subject(field: u32, body: &[u8]) -> Result<Option<(EventKind, &s
         19 => 3, // EnvironmentChangeEvent.new_value
         20 => 4, // SecurityStatusEvent.antivirus_product
         21 => 1, // LanSightingEvent.ip_addr
-        _ => return Ok(None),
+        _ => return None,
+    })
+}
+
+/// The kind and subject of an encoded event body — the message of the
+/// `Event` field `field` (one of [`EVENT_BODIES`]) — read without decoding
+/// it. Agrees with [`crate::kind_of`] and [`crate::subject`] (tested);
+/// `Ok(None)` where `kind_of` is `None`.
+pub fn kind_and_subject(field: u32, body: &[u8]) -> Result<Option<(EventKind, &str)>, WireError> {
+    Ok(split_subject(field, body)?.map(|b| (b.kind, b.subject)))
+}
+
+/// An event body read by [`split_subject`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SplitBody<'a> {
+    pub kind: EventKind,
+    pub subject: &'a str,
+    /// The body's encoding without its subject field, in two pieces (before
+    /// and after it): the subject is stored once, in its own column, and
+    /// [`restore_subject`] puts it back. The whole body when the subject
+    /// field is absent or appears more than once.
+    pub rest: [&'a [u8]; 2],
+}
+
+/// [`kind_and_subject`], plus the body without its subject field.
+pub fn split_subject(field: u32, body: &[u8]) -> Result<Option<SplitBody<'_>>, WireError> {
+    let Some(subject_field) = subject_field(field) else {
+        return Ok(None);
     };
     let (mut action, mut subject) = (0, "");
+    let (mut found, mut at) = (0, (0, 0));
     let mut buf = body;
     while !buf.is_empty() {
+        let start = body.len() - buf.len();
         let f = next_field(&mut buf)?;
         if f.tag == 1 && f.is_varint() {
             action = f.varint;
         } else if f.tag == subject_field && f.is_bytes() {
             subject = f.text()?;
+            found += 1;
+            at = (start, body.len() - buf.len());
         }
     }
-    Ok(kind(field, action).map(|k| (k, subject)))
+    let rest = if found == 1 {
+        [&body[..at.0], &body[at.1..]]
+    } else {
+        [body, &[][..]]
+    };
+    Ok(kind(field, action).map(|kind| SplitBody {
+        kind,
+        subject,
+        rest,
+    }))
+}
+
+/// An `Event` payload as stored (see [`split_subject`]) with `subject` put
+/// back into its body, so that it decodes as the event the agent sent
+/// (less the fields stored in columns). Payloads that still hold their
+/// subject, and empty subjects, come back as they are.
+pub fn restore_subject<'a>(
+    payload: &'a [u8],
+    subject: &str,
+) -> Result<std::borrow::Cow<'a, [u8]>, WireError> {
+    use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len};
+    use std::borrow::Cow;
+    if subject.is_empty() {
+        return Ok(Cow::Borrowed(payload));
+    }
+    let mut buf = payload;
+    let mut body = None;
+    while !buf.is_empty() {
+        let start = payload.len() - buf.len();
+        let f = next_field(&mut buf)?;
+        if EVENT_BODIES.contains(&f.tag) && f.is_bytes() {
+            body = Some((f.tag, f.bytes, start, payload.len() - buf.len()));
+        }
+    }
+    let Some((tag, bytes, start, end)) = body else {
+        return Ok(Cow::Borrowed(payload));
+    };
+    let Some(subject_field) = subject_field(tag) else {
+        return Ok(Cow::Borrowed(payload));
+    };
+    let mut fields = bytes;
+    while !fields.is_empty() {
+        if next_field(&mut fields)?.tag == subject_field {
+            return Ok(Cow::Borrowed(payload));
+        }
+    }
+    let subject_len =
+        key_len(subject_field) + encoded_len_varint(subject.len() as u64) + subject.len();
+    let body_len = (bytes.len() + subject_len) as u64;
+    let mut out = Vec::with_capacity(payload.len() + subject_len + 10);
+    out.extend_from_slice(&payload[..start]);
+    encode_key(tag, WireType::LengthDelimited, &mut out);
+    encode_varint(body_len, &mut out);
+    out.extend_from_slice(bytes);
+    encode_key(subject_field, WireType::LengthDelimited, &mut out);
+    encode_varint(subject.len() as u64, &mut out);
+    out.extend_from_slice(subject.as_bytes());
+    out.extend_from_slice(&payload[end..]);
+    Ok(Cow::Owned(out))
 }
 
 /// The kind of an event whose body is the `Event` field `field` (one of
@@ -419,6 +507,90 @@ mod tests {
             kinds.extend(expected.map(|(k, _)| k));
         }
         assert_eq!(kinds.len(), EventKind::ALL.len(), "every kind covered");
+    }
+
+    /// The `Event` with `body`, as the writer stores it: its fields with the
+    /// body's subject left out.
+    fn stored(event: &Event) -> (Vec<u8>, String) {
+        let encoded = event.encode_to_vec();
+        let mut buf = &encoded[..];
+        let (mut out, mut subject) = (Vec::new(), String::new());
+        while !buf.is_empty() {
+            let f = next_field(&mut buf).unwrap();
+            match split_subject(f.tag, f.bytes).unwrap() {
+                Some(b) if EVENT_BODIES.contains(&f.tag) => {
+                    prost::encoding::encode_key(f.tag, WireType::LengthDelimited, &mut out);
+                    prost::encoding::encode_varint(
+                        (b.rest[0].len() + b.rest[1].len()) as u64,
+                        &mut out,
+                    );
+                    out.extend_from_slice(b.rest[0]);
+                    out.extend_from_slice(b.rest[1]);
+                    subject = b.subject.to_owned();
+                }
+                _ => out.extend_from_slice(f.encoded),
+            }
+        }
+        (out, subject)
+    }
+
+    #[test]
+    fn a_body_without_its_subject_gets_it_back() {
+        for body in every_body() {
+            let event = Event {
+                id: vec![7; 16],
+                clock_offset_ms: -3,
+                kind: Some(body),
+                ..Default::default()
+            };
+            let Some(expected_subject) = kind_of(&event).map(|_| subject(&event)) else {
+                continue;
+            };
+            let (payload, found) = stored(&event);
+            assert_eq!(found, expected_subject, "{event:?}");
+            // Without the subject the payload is shorter by its field (key,
+            // length and text)...
+            assert!(
+                payload.len() + expected_subject.len() + 2 <= event.encoded_len(),
+                "{event:?}"
+            );
+            let without = Event::decode(&payload[..]).unwrap();
+            assert_eq!(subject(&without), "", "{event:?}");
+            // ...and with it put back decodes as the event again.
+            let restored = restore_subject(&payload, &found).unwrap();
+            assert!(matches!(restored, std::borrow::Cow::Owned(_)));
+            assert_eq!(Event::decode(&restored[..]).unwrap(), event);
+            // A payload that kept its subject (stored before it was split
+            // off) is read as it is, and so is an empty subject.
+            let full = event.encode_to_vec();
+            let kept = restore_subject(&full, &found).unwrap();
+            assert!(matches!(kept, std::borrow::Cow::Borrowed(_)));
+            assert_eq!(&kept[..], &full[..]);
+            assert_eq!(&restore_subject(&payload, "").unwrap()[..], &payload[..]);
+        }
+    }
+
+    #[test]
+    fn a_subject_given_twice_is_not_split_off() {
+        let mut body = ProcessEvent {
+            action: 1,
+            exe_path: "/bin/a".into(),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        prost::encoding::string::encode(4, &"/bin/b".to_owned(), &mut body);
+        let split = split_subject(11, &body).unwrap().unwrap();
+        // The last one counts, as for a decoder; the body stays whole.
+        assert_eq!(split.subject, "/bin/b");
+        assert_eq!(split.rest, [&body[..], &[][..]]);
+        // A body without a subject field has nothing to split.
+        let bare = ProcessEvent {
+            action: 1,
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let split = split_subject(11, &bare).unwrap().unwrap();
+        assert_eq!((split.subject, split.rest), ("", [&bare[..], &[][..]]));
     }
 
     #[test]

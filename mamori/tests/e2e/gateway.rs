@@ -304,6 +304,8 @@ async fn log_search_filters_pages_and_is_audited() {
         ev[0]["detail"]["process"]["command_line"],
         "/usr/bin/other --flag"
     );
+    // Stored once, in its column, the subject is still in the detail.
+    assert_eq!(ev[0]["detail"]["process"]["exe_path"], "/usr/bin/other");
     // Free text is literal: % and _ are not wildcards.
     let (_, page) = g.get(&s, "/api/v1/events?q=100%25_legit").await;
     assert_eq!(page["events"].as_array().unwrap().len(), 1);

@@ -318,7 +318,11 @@ async fn page(tx: &mut TenantTx, s: &Search, limit: i64) -> ApiResult<Vec<EventR
 }
 
 pub(crate) fn event_view(r: EventRow) -> EventView {
-    let detail = DynamicMessage::decode(EVENT_DESCRIPTOR.clone(), r.payload.as_slice())
+    // The writer keeps the subject in its column only: put it back, so the
+    // detail is the event as the agent sent it.
+    let payload = mamori_proto::wire::restore_subject(&r.payload, &r.subject)
+        .unwrap_or(std::borrow::Cow::Borrowed(&r.payload));
+    let detail = DynamicMessage::decode(EVENT_DESCRIPTOR.clone(), &payload[..])
         .ok()
         .and_then(|m| {
             m.serialize_with_options(

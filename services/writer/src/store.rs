@@ -249,10 +249,11 @@ impl Batch {
     /// not at all.
     ///
     /// The entry is read field by field rather than decoded: an event's
-    /// payload is its own encoding without the fields stored in columns,
-    /// copied as it is, and the kind and subject are read from the body in
-    /// place. Decoding every event (every string an allocation) and encoding
-    /// it again took half of the writer's time.
+    /// payload is its own encoding without the fields stored in columns (id,
+    /// time, user, and the body's subject field), copied as it is, and the
+    /// kind and subject are read from the body in place. Decoding every
+    /// event (every string an allocation) and encoding it again took half
+    /// of the writer's time.
     pub fn add_entry(&mut self, bytes: &[u8]) -> Result<String, BadEntry> {
         let batch = wire::read_stream_batch(bytes)?;
         let tenant: TenantId = batch
@@ -305,7 +306,9 @@ fn add_event(
     device: Uuid,
     received: DateTime<Utc>,
 ) -> Result<NaiveDate, BadEntry> {
-    let (mut id, mut occurred_us, mut offset_ms, mut os_user, mut body) = (&[][..], 0, 0, "", None);
+    use prost::encoding::{encode_key, encode_varint};
+    let (mut id, mut occurred_us, mut offset_ms, mut os_user) = (&[][..], 0, 0, "");
+    let mut body = None;
     let payload_start = rows.payload.data.len();
     rows.payload.data.extend_from_slice(&[0; 4]);
     while !buf.is_empty() {
@@ -316,25 +319,31 @@ fn add_event(
             (EVENT_OS_USER, WireType::LengthDelimited) => {
                 os_user = f.text().map_err(|_| BadEntry::Field("os_user"))?;
             }
+            (tag, WireType::LengthDelimited) if EVENT_BODIES.contains(&tag) => {
+                // The body goes into the payload without its subject, which
+                // is stored in its column only (the gateway puts it back).
+                let split = wire::split_subject(tag, f.bytes)?;
+                let rest = split.map_or([f.bytes, &[][..]], |b| b.rest);
+                let out = &mut rows.payload.data;
+                encode_key(tag, WireType::LengthDelimited, out);
+                encode_varint((rest[0].len() + rest[1].len()) as u64, out);
+                out.extend_from_slice(rest[0]);
+                out.extend_from_slice(rest[1]);
+                body = split.map(|b| (b.kind, b.subject));
+            }
             (tag, wire_type) => {
                 if tag == EVENT_CLOCK_OFFSET && wire_type == WireType::Varint {
                     offset_ms = f.varint as i64;
-                } else if EVENT_BODIES.contains(&tag) {
-                    body = Some((tag, f.bytes));
                 }
-                // The payload keeps everything but the id, the time and the
-                // user (the clock offset stays: `ts - clock_offset` gives
-                // the device time).
+                // The payload keeps everything else but the id, the time
+                // and the user (the clock offset stays: `ts - clock_offset`
+                // gives the device time).
                 rows.payload.data.extend_from_slice(f.encoded);
             }
         }
     }
     let id = Uuid::from_slice(id).map_err(|_| BadEntry::Field("event id"))?;
-    let (kind, subject) = body
-        .map(|(field, bytes)| wire::kind_and_subject(field, bytes))
-        .transpose()?
-        .flatten()
-        .ok_or(BadEntry::Field("event kind"))?;
+    let (kind, subject) = body.ok_or(BadEntry::Field("event kind"))?;
     let ts = occurred_us
         .checked_add(offset_ms.saturating_mul(1000))
         .and_then(DateTime::from_timestamp_micros)
@@ -502,16 +511,22 @@ mod tests {
         // Corrected time: occurred + offset, as microseconds since 2000-01-01.
         let ts = 1_764_000_000_000_000 - 1_500_000 - PG_EPOCH_US;
         assert_eq!(elements(&rows.ts)[0], &ts.to_be_bytes()[..]);
-        let payload = Event::decode(elements(&rows.payload)[0]).unwrap();
-        assert_eq!(
-            payload,
-            Event {
-                id: vec![],
-                occurred_at_us: 0,
-                os_user: String::new(),
-                ..e
-            }
-        );
+        let payload = elements(&rows.payload)[0];
+        let stored = Event {
+            id: vec![],
+            occurred_at_us: 0,
+            os_user: String::new(),
+            ..e
+        };
+        // The subject is in its column only, and put back on reading.
+        let mut without_subject = stored.clone();
+        match &mut without_subject.kind {
+            Some(Kind::Process(p)) => p.exe_path.clear(),
+            other => panic!("not a process event: {other:?}"),
+        }
+        assert_eq!(Event::decode(payload).unwrap(), without_subject);
+        let restored = wire::restore_subject(payload, "/usr/bin/winny").unwrap();
+        assert_eq!(Event::decode(&restored[..]).unwrap(), stored);
         let day = DateTime::from_timestamp_micros(1_764_000_000_000_000 - 1_500_000)
             .unwrap()
             .date_naive();
