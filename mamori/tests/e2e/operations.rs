@@ -1,5 +1,6 @@
 //! Operating the spine: metrics and health endpoints, stateless ingest
-//! replicas, rate limits, partitions created on demand.
+//! replicas, rate limits, partitions created on demand, a graceful writer
+//! stop.
 
 use crate::support::*;
 use std::time::Duration;
@@ -288,4 +289,63 @@ async fn a_database_that_refuses_writes_for_a_while_loses_nothing() {
         || async { (s.count_events(tenant).await == 1).then_some(()) },
     )
     .await;
+}
+
+/// Entries the writer's consumer group has read and not yet acked, over
+/// every shard.
+async fn writer_pending(redis_url: &str) -> u64 {
+    let client = redis::Client::open(redis_url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut pending = 0;
+    for key in mamori_streams::stream_keys(4) {
+        let summary: redis::Value = redis::cmd("XPENDING")
+            .arg(&key)
+            .arg(mamori_streams::WRITER_GROUP)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if let redis::Value::Array(parts) = summary
+            && let Some(redis::Value::Int(n)) = parts.first()
+        {
+            pending += *n as u64;
+        }
+    }
+    pending
+}
+
+#[tokio::test]
+async fn a_writer_stopped_mid_stream_leaves_nothing_pending_and_the_next_stores_the_rest() {
+    let mut s = Stack::ingest_only(|cfg| {
+        cfg.max_backlog_ms = 600_000;
+        cfg.device_rate = 1_000_000;
+        cfg.device_burst = 1_000_000;
+    })
+    .await;
+    let (tenant, token) = s.tenant_with_token().await;
+    let dev = s.new_device(&token).await;
+    let mut st = s.open(&dev.device_credential).await.unwrap();
+    for seq in 1..=300 {
+        let events = (0..20)
+            .map(|i| process_event(&format!("/bin/p{seq}-{i}")))
+            .collect();
+        st.send(batch(seq, events)).await.expect("acked");
+    }
+    // A writer reading two entries at a time (and the next two while it
+    // writes those), stopped while most are still unread.
+    let mut wcfg = writer_config(&s.env);
+    wcfg.writer_read_count = 2;
+    let writer = mamori_writer::start(wcfg.clone()).await.unwrap();
+    wait_for("the first events", Duration::from_secs(10), || async {
+        (s.count_events(tenant).await > 0).then_some(())
+    })
+    .await;
+    writer.shutdown().await;
+    let stored = s.count_events(tenant).await;
+    assert!(stored < 6000, "stopped mid-stream ({stored} stored)");
+    assert_eq!(stored % 20, 0, "whole batches only ({stored} stored)");
+    // What it read, it wrote and acked: nothing waits for a reclaim.
+    assert_eq!(writer_pending(&s.env.redis_url).await, 0);
+    // The next writer stores the rest, each event once.
+    s._writer = Some(mamori_writer::start(wcfg).await.unwrap());
+    s.assert_only_written(tenant, 6000).await;
 }
