@@ -112,9 +112,16 @@ impl<H: Handler> Consumer<H> {
         }
         cmd.arg("STREAMS").arg(&self.key).arg(from);
         let read = cmd.query_async::<Value>(reader);
+        tokio::pin!(read);
         let reply = tokio::select! {
-            _ = stop.cancelled() => return Ok(0),
-            r = read => r?,
+            r = &mut read => r?,
+            _ = stop.cancelled() => {
+                // Redis may have delivered entries to this consumer already:
+                // take the reply (the read blocks for at most BLOCK_MS) and
+                // handle them, instead of leaving them pending until another
+                // consumer claims them.
+                read.await?
+            }
         };
         let entries = parse_read_reply(reply)?;
         let n = entries.len();

@@ -19,7 +19,8 @@ pub struct Running {
 }
 
 impl Running {
-    /// Stops reading; a batch being written is finished and acked first.
+    /// Stops reading; entries already read (a batch being written, a read
+    /// in flight) are written and acked first.
     pub async fn shutdown(mut self) {
         self.stop.cancel();
         while self.tasks.join_next().await.is_some() {}
