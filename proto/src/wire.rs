@@ -290,6 +290,16 @@ pub fn split_subject(field: u32, body: &[u8]) -> Result<Option<SplitBody<'_>>, W
     }))
 }
 
+/// Appends the `Event` body field `field` made of `rest` (a body's
+/// [`SplitBody::rest`], or a whole body and nothing) to an encoding.
+pub fn encode_body(field: u32, rest: [&[u8]; 2], out: &mut Vec<u8>) {
+    use prost::encoding::{encode_key, encode_varint};
+    encode_key(field, WireType::LengthDelimited, out);
+    encode_varint((rest[0].len() + rest[1].len()) as u64, out);
+    out.extend_from_slice(rest[0]);
+    out.extend_from_slice(rest[1]);
+}
+
 /// An `Event` payload as stored (see [`split_subject`]) with `subject` put
 /// back into its body, so that it decodes as the event the agent sent
 /// (less the fields stored in columns). Payloads that still hold their
@@ -519,13 +529,7 @@ mod tests {
             let f = next_field(&mut buf).unwrap();
             match split_subject(f.tag, f.bytes).unwrap() {
                 Some(b) if EVENT_BODIES.contains(&f.tag) => {
-                    prost::encoding::encode_key(f.tag, WireType::LengthDelimited, &mut out);
-                    prost::encoding::encode_varint(
-                        (b.rest[0].len() + b.rest[1].len()) as u64,
-                        &mut out,
-                    );
-                    out.extend_from_slice(b.rest[0]);
-                    out.extend_from_slice(b.rest[1]);
+                    encode_body(f.tag, b.rest, &mut out);
                     subject = b.subject.to_owned();
                 }
                 _ => out.extend_from_slice(f.encoded),

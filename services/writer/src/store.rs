@@ -306,7 +306,6 @@ fn add_event(
     device: Uuid,
     received: DateTime<Utc>,
 ) -> Result<NaiveDate, BadEntry> {
-    use prost::encoding::{encode_key, encode_varint};
     let (mut id, mut occurred_us, mut offset_ms, mut os_user) = (&[][..], 0, 0, "");
     let mut body = None;
     let payload_start = rows.payload.data.len();
@@ -324,11 +323,7 @@ fn add_event(
                 // is stored in its column only (the gateway puts it back).
                 let split = wire::split_subject(tag, f.bytes)?;
                 let rest = split.map_or([f.bytes, &[][..]], |b| b.rest);
-                let out = &mut rows.payload.data;
-                encode_key(tag, WireType::LengthDelimited, out);
-                encode_varint((rest[0].len() + rest[1].len()) as u64, out);
-                out.extend_from_slice(rest[0]);
-                out.extend_from_slice(rest[1]);
+                wire::encode_body(tag, rest, &mut rows.payload.data);
                 body = split.map(|b| (b.kind, b.subject));
             }
             (tag, wire_type) => {
