@@ -14,6 +14,7 @@ mod gateway_security;
 mod operations;
 mod policy_alarms;
 mod policy_service;
+mod postgres_crash;
 mod redis_faults;
 mod stream;
 mod tenancy;
