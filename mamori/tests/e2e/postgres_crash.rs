@@ -8,7 +8,7 @@
 //! The test crashes a PostgreSQL cluster of its own (the shared one serves
 //! the other tests) by killing one of its processes with SIGKILL: the
 //! postmaster then ends every session and recovers from the WAL, as after
-//! a power cut of PostgreSQL alone.
+//! any crash of PostgreSQL while the machine stays up.
 
 use crate::support::*;
 use mamori_proto::agent::v1::StreamBatch;
