@@ -291,22 +291,6 @@ async fn a_database_that_refuses_writes_for_a_while_loses_nothing() {
     .await;
 }
 
-/// Entries the writer's consumer group has read and not yet acked, over
-/// every one of `shards` streams.
-async fn writer_pending(redis_url: &str, shards: u32) -> u64 {
-    let client = redis::Client::open(redis_url).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let mut pending = 0;
-    for key in mamori_streams::stream_keys(shards) {
-        for g in mamori_streams::groups(&mut conn, &key).await.unwrap() {
-            if g.name == mamori_streams::WRITER_GROUP {
-                pending += g.pending;
-            }
-        }
-    }
-    pending
-}
-
 #[tokio::test]
 async fn a_writer_stopped_mid_stream_leaves_nothing_pending_and_the_next_stores_the_rest() {
     let mut s = Stack::ingest_only(|cfg| {

@@ -12,13 +12,15 @@
 
 use crate::support::*;
 use mamori_proto::agent::v1::StreamBatch;
-use mamori_streams::{BATCH_FIELD, WRITER_GROUP, groups, shard_of, stream_key};
+use mamori_streams::{BATCH_FIELD, shard_of, stream_key};
 use mamori_tenancy::{Db, DeviceId};
 use mamori_test_support::TestEnv;
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 use prost::Message;
 use sqlx::{Connection, PgConnection};
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 /// A PostgreSQL cluster of the test's own on a loopback port, removed on
@@ -45,28 +47,22 @@ fn pg_bindir() -> PathBuf {
 }
 
 fn is_root() -> bool {
-    let out = Command::new("id").arg("-u").output().unwrap();
-    String::from_utf8_lossy(&out.stdout).trim() == "0"
+    nix::unistd::geteuid().is_root()
 }
 
-fn run(cmd: &mut Command) -> Output {
+fn run(cmd: &mut Command) {
     let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
         "{cmd:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    out
 }
 
 impl OwnPostgres {
     async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let pg = Self {
             dir,
             bin: pg_bindir(),
@@ -142,11 +138,9 @@ impl Drop for OwnPostgres {
     }
 }
 
-fn signal(pids: &[i32], sig: &str) {
+fn kill(pids: &[i32]) {
     for pid in pids {
-        run(Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(pid.to_string()));
+        nix::sys::signal::kill(Pid::from_raw(*pid), Signal::SIGKILL).unwrap();
     }
 }
 
@@ -157,18 +151,6 @@ async fn stored(url: &str) -> Option<(i64, i64)> {
         .fetch_one(&mut c)
         .await
         .ok()
-}
-
-async fn writer_pending(redis: &mut redis::aio::MultiplexedConnection, shards: u32) -> u64 {
-    let mut pending = 0;
-    for key in mamori_streams::stream_keys(shards) {
-        for g in groups(redis, &key).await.unwrap() {
-            if g.name == WRITER_GROUP {
-                pending += g.pending;
-            }
-        }
-    }
-    pending
 }
 
 #[tokio::test]
@@ -257,7 +239,7 @@ async fn postgres_crashing_mid_stream_loses_and_doubles_no_event() {
     // Crash.
     let victims = pg.background(&["walwriter"]).await.unwrap();
     assert_eq!(victims.len(), 1, "found {victims:?}");
-    signal(&victims, "KILL");
+    kill(&victims);
     wait_for("PostgreSQL to recover", Duration::from_secs(60), || async {
         let now = pg.background(&["walwriter"]).await?;
         (!now.is_empty() && !now.iter().any(|p| victims.contains(p))).then_some(())
@@ -271,8 +253,7 @@ async fn postgres_crashing_mid_stream_loses_and_doubles_no_event() {
     })
     .await;
     wait_for("every entry acked", Duration::from_secs(30), || async {
-        let mut redis = env.redis().await;
-        (writer_pending(&mut redis, cfg.stream_shards).await == 0).then_some(())
+        (writer_pending(&env.redis_url, cfg.stream_shards).await == 0).then_some(())
     })
     .await;
     writer.shutdown().await;

@@ -276,3 +276,19 @@ impl Drop for Proc {
         let _ = self.0.wait();
     }
 }
+
+/// Entries the writer's consumer group has read and not yet acked, over
+/// every one of `shards` streams.
+pub async fn writer_pending(redis_url: &str, shards: u32) -> u64 {
+    let client = redis::Client::open(redis_url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut pending = 0;
+    for key in mamori_streams::stream_keys(shards) {
+        for g in mamori_streams::groups(&mut conn, &key).await.unwrap() {
+            if g.name == mamori_streams::WRITER_GROUP {
+                pending += g.pending;
+            }
+        }
+    }
+    pending
+}
