@@ -205,12 +205,32 @@ pub fn encode_stream_batch(
 /// The number of the body field (one of [`EVENT_BODIES`]) of an encoded
 /// `Event`, or `None` when it has no body.
 pub fn body_field(event: &[u8]) -> Result<Option<u32>, WireError> {
+    Ok(body(event)?.map(|b| b.field))
+}
+
+/// The body of an encoded `Event`, read by [`body`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Body<'a> {
+    /// The body field (one of [`EVENT_BODIES`]): the last one, as the
+    /// decoder keeps.
+    pub field: u32,
+    /// The body message's encoding when the event has just one body field.
+    /// With several, the decoder merges or replaces them, so no single
+    /// encoding is the body and this is `None`.
+    pub encoding: Option<&'a [u8]>,
+}
+
+/// The body of an encoded `Event`, or `None` when it has none.
+pub fn body(event: &[u8]) -> Result<Option<Body<'_>>, WireError> {
     let mut buf = event;
     let mut body = None;
     while !buf.is_empty() {
         let f = next_field(&mut buf)?;
         if EVENT_BODIES.contains(&f.tag) && f.is_bytes() {
-            body = Some(f.tag);
+            body = Some(Body {
+                field: f.tag,
+                encoding: body.is_none().then_some(f.bytes),
+            });
         }
     }
     Ok(body)
@@ -635,8 +655,56 @@ mod tests {
             // The field number is the body's: encoded alone, its key comes first.
             let alone = only_body.encode_to_vec();
             assert_eq!(read_key(&mut &alone[..]).unwrap().0, field);
+            // And the body's encoding is the body message's, as prost wrote it.
+            let b = body(encoded).unwrap().unwrap();
+            assert_eq!(b.encoding, Some(next_field(&mut &alone[..]).unwrap().bytes));
         }
         assert_eq!(body_field(&Event::default().encode_to_vec()).unwrap(), None);
+        assert_eq!(body(&Event::default().encode_to_vec()).unwrap(), None);
+    }
+
+    #[test]
+    fn an_event_with_several_body_fields_has_no_single_body_encoding() {
+        let start = Event {
+            kind: Some(event::Kind::Process(ProcessEvent {
+                action: process_event::Action::Blocked as i32,
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let path = Event {
+            kind: Some(event::Kind::Process(ProcessEvent {
+                exe_path: "/usr/bin/winny".into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        // Two occurrences of one body field: the decoder merges them, so
+        // neither encoding alone is the body.
+        let twice = [start.encode_to_vec(), path.encode_to_vec()].concat();
+        let merged = Event::decode(&twice[..]).unwrap();
+        let Some(event::Kind::Process(p)) = &merged.kind else {
+            panic!("{merged:?}")
+        };
+        assert_eq!(
+            (p.action(), p.exe_path.as_str()),
+            (process_event::Action::Blocked, "/usr/bin/winny")
+        );
+        let no_single = |field| {
+            Some(Body {
+                field,
+                encoding: None,
+            })
+        };
+        assert_eq!(body(&twice).unwrap(), no_single(11));
+        // A different body field after it replaces it: the field is the last.
+        let web = Event {
+            kind: Some(event::Kind::Web(WebEvent::default())),
+            ..Default::default()
+        };
+        let replaced = [start.encode_to_vec(), web.encode_to_vec()].concat();
+        assert_eq!(body_field(&replaced).unwrap(), Some(15));
+        assert_eq!(body(&replaced).unwrap(), no_single(15));
     }
 
     #[test]

@@ -73,10 +73,11 @@ impl Handler for Alerting {
             for encoded in batch.events {
                 events += 1;
                 // Only events some rule can hit are decoded.
-                let relevant = wire::body_field(encoded)
-                    .ok()
-                    .flatten()
-                    .is_some_and(|field| rules::may_hit(field, &policy));
+                let relevant = wire::body(encoded).ok().flatten().is_some_and(|b| {
+                    rules::may_hit(b.field, b.encoding, &policy, |sha, path| {
+                        known.as_ref().is_some_and(|k| k.contains(sha, path))
+                    })
+                });
                 let Some(event) = relevant.then(|| Event::decode(encoded).ok()).flatten() else {
                     continue;
                 };
