@@ -202,12 +202,6 @@ pub fn encode_stream_batch(
     out
 }
 
-/// The number of the body field (one of [`EVENT_BODIES`]) of an encoded
-/// `Event`, or `None` when it has no body.
-pub fn body_field(event: &[u8]) -> Result<Option<u32>, WireError> {
-    Ok(body(event)?.map(|b| b.field))
-}
-
 /// The body of an encoded `Event`, read by [`body`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Body<'a> {
@@ -647,7 +641,8 @@ mod tests {
         assert_eq!(view.events.len(), events.len());
         for (encoded, event) in view.events.iter().zip(&events) {
             assert_eq!(&Event::decode(*encoded).unwrap(), event);
-            let field = body_field(encoded).unwrap().unwrap();
+            let b = body(encoded).unwrap().unwrap();
+            let field = b.field;
             let only_body = Event {
                 kind: event.kind.clone(),
                 ..Default::default()
@@ -656,10 +651,8 @@ mod tests {
             let alone = only_body.encode_to_vec();
             assert_eq!(read_key(&mut &alone[..]).unwrap().0, field);
             // And the body's encoding is the body message's, as prost wrote it.
-            let b = body(encoded).unwrap().unwrap();
             assert_eq!(b.encoding, Some(next_field(&mut &alone[..]).unwrap().bytes));
         }
-        assert_eq!(body_field(&Event::default().encode_to_vec()).unwrap(), None);
         assert_eq!(body(&Event::default().encode_to_vec()).unwrap(), None);
     }
 
@@ -703,7 +696,6 @@ mod tests {
             ..Default::default()
         };
         let replaced = [start.encode_to_vec(), web.encode_to_vec()].concat();
-        assert_eq!(body_field(&replaced).unwrap(), Some(15));
         assert_eq!(body(&replaced).unwrap(), no_single(15));
     }
 

@@ -70,14 +70,15 @@ impl Handler for Alerting {
             let policy = self.cache.effective(tenant, device).await?;
             // The tenant's known apps, looked up once per batch.
             let known = self.known_apps.of(tenant);
+            let is_known =
+                |sha: &[u8], path: &str| known.as_ref().is_some_and(|k| k.contains(sha, path));
             for encoded in batch.events {
                 events += 1;
                 // Only events some rule can hit are decoded.
-                let relevant = wire::body(encoded).ok().flatten().is_some_and(|b| {
-                    rules::may_hit(b.field, b.encoding, &policy, |sha, path| {
-                        known.as_ref().is_some_and(|k| k.contains(sha, path))
-                    })
-                });
+                let relevant = wire::body(encoded)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|b| rules::may_hit(b.field, b.encoding, &policy, is_known));
                 let Some(event) = relevant.then(|| Event::decode(encoded).ok()).flatten() else {
                     continue;
                 };
@@ -87,9 +88,7 @@ impl Handler for Alerting {
                 let occurred =
                     DateTime::from_timestamp_micros(event.occurred_at_us).unwrap_or_else(Utc::now);
                 let at = occurred + chrono::Duration::milliseconds(event.clock_offset_ms);
-                let new_app = rules::new_app(&event, |sha, path| {
-                    known.as_ref().is_some_and(|k| k.contains(sha, path))
-                });
+                let new_app = rules::new_app(&event, is_known);
                 for hit in rules::evaluate(&event, at, &policy)
                     .into_iter()
                     .chain(new_app)
