@@ -58,6 +58,10 @@ struct RunArgs {
     /// Backlog events sent per second after an outage (0: no limit).
     #[arg(long, default_value_t = 5000)]
     drain_rate: u32,
+    /// The longest wait between reconnect attempts, in seconds (1-3600);
+    /// the waits double from 0.5 s up to it, with full jitter.
+    #[arg(long, default_value_t = 30)]
+    reconnect_max_s: u64,
     /// The wtmp file to watch for logons.
     #[arg(long, default_value = "/var/log/wtmp")]
     wtmp: PathBuf,
@@ -122,6 +126,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     opts.spool_max_bytes = args.spool_max_bytes;
     opts.batch_max_events = args.batch_max_events;
     opts.drain_rate = args.drain_rate;
+    opts.reconnect_max = std::time::Duration::from_secs(args.reconnect_max_s);
     opts.wtmp_path = args.wtmp;
     opts.sysfs_root = args.sysfs_root;
     opts.mount_table = args.mount_table;

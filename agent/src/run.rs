@@ -36,6 +36,9 @@ pub struct RunOptions {
     pub batch_max_events: usize,
     /// Backlog events sent per second after an outage; 0 for no limit.
     pub drain_rate: u32,
+    /// The longest wait between reconnect attempts (the delays double from
+    /// 0.5 s up to it, with full jitter).
+    pub reconnect_max: Duration,
     /// The wtmp file the logon collector reads.
     pub wtmp_path: PathBuf,
     /// Where sysfs is (USB devices, block devices) and the mount table the
@@ -46,14 +49,21 @@ pub struct RunOptions {
 }
 
 impl RunOptions {
+    pub const DEFAULT_RECONNECT_MAX: Duration = Duration::from_secs(30);
+    /// Bounds of `reconnect_max`.
+    const RECONNECT_MAX_RANGE: std::ops::RangeInclusive<Duration> =
+        Duration::from_secs(1)..=Duration::from_secs(3600);
+
     /// The defaults: 1 GiB spool, 500 events per batch, 5000 backlog events
-    /// per second, /var/log/wtmp, /sys, /proc/self/mounts, every collector.
+    /// per second, reconnects at most 30 s apart, /var/log/wtmp, /sys,
+    /// /proc/self/mounts, every collector.
     pub fn new(state_dir: PathBuf) -> Self {
         RunOptions {
             state_dir,
             spool_max_bytes: SpoolConfig::DEFAULT_MAX_BYTES,
             batch_max_events: 500,
             drain_rate: 5000,
+            reconnect_max: Self::DEFAULT_RECONNECT_MAX,
             wtmp_path: PathBuf::from(DEFAULT_WTMP),
             sysfs_root: PathBuf::from("/sys"),
             mount_table: PathBuf::from("/proc/self/mounts"),
@@ -66,6 +76,12 @@ impl RunOptions {
             return Err(Error::InvalidOption(format!(
                 "batch-max-events must be between 1 and {SERVER_MAX_BATCH_EVENTS}, not {}",
                 self.batch_max_events
+            )));
+        }
+        if !Self::RECONNECT_MAX_RANGE.contains(&self.reconnect_max) {
+            return Err(Error::InvalidOption(format!(
+                "reconnect-max must be between 1 s and 3600 s, not {:?}",
+                self.reconnect_max
             )));
         }
         if self.spool_max_bytes < 1 << 20 {
@@ -136,6 +152,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
         UplinkOptions {
             batch_max_events: opts.batch_max_events,
             drain_rate: opts.drain_rate,
+            reconnect_max: opts.reconnect_max,
         },
     );
     uplink.run(shutdown).await;

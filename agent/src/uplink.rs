@@ -78,6 +78,8 @@ pub(crate) struct UplinkOptions {
     pub batch_max_events: usize,
     /// Backlog events per second; 0 for no limit.
     pub drain_rate: u32,
+    /// The cap of the reconnect backoff.
+    pub reconnect_max: Duration,
 }
 
 /// Why a session ended.
@@ -150,7 +152,7 @@ impl Uplink {
     /// Keeps a session up until `shutdown` resolves.
     pub(crate) async fn run(mut self, shutdown: impl Future<Output = ()>) {
         let mut shutdown = std::pin::pin!(shutdown);
-        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        let mut backoff = Backoff::new(Duration::from_millis(500), self.opts.reconnect_max);
         loop {
             // Read on every attempt, so a re-enrollment takes effect without a
             // restart.

@@ -266,6 +266,10 @@ impl Agent {
         let mut opts = RunOptions::new(state_dir.into());
         opts.collectors = "logon".parse::<CollectorSet>().unwrap();
         opts.wtmp_path = wtmp.into();
+        // Reconnects at most 1 s apart: with the default 30 s cap, a few
+        // short jittered waits during an outage can push the next attempt
+        // past any reasonable deadline of a test.
+        opts.reconnect_max = Duration::from_secs(1);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(mamori_agent::run(opts, async {
             let _ = stopped.await;
@@ -596,6 +600,20 @@ async fn run_without_enrollment_fails() {
         .await
         .unwrap_err();
     assert!(matches!(err, mamori_agent::Error::NotEnrolled(_)), "{err}");
+}
+
+#[tokio::test]
+async fn a_reconnect_cap_out_of_range_is_refused_with_its_name() {
+    let (_fake, _, _server, s) = enrolled(Mode::Ack).await;
+    for bad in [Duration::from_millis(999), Duration::from_secs(3601)] {
+        let mut opts = RunOptions::new(s.state.clone());
+        opts.reconnect_max = bad;
+        let err = mamori_agent::run(opts, async {}).await.unwrap_err();
+        assert!(
+            matches!(&err, mamori_agent::Error::InvalidOption(m) if m.contains("reconnect-max")),
+            "{err}"
+        );
+    }
 }
 
 #[tokio::test]
