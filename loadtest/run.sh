@@ -15,13 +15,9 @@ cd "$(dirname "$0")/.."
 # the same device opens a new alarm (and sends an e-mail) instead of
 # counting into the open one: most of them do, the worst case for alerting.
 export MAMORI_ALARM_WINDOW_S=${MAMORI_ALARM_WINDOW_S:-20}
+. scripts/servers.sh
 rounds=${MAMORI_BENCH_ROUNDS:-1}
-case $rounds in
-'' | *[!0-9]* | 0)
-    echo "MAMORI_BENCH_ROUNDS must be a positive whole number, not '$rounds'" >&2
-    exit 1
-    ;;
-esac
+positive_int MAMORI_BENCH_ROUNDS "$rounds"
 results=$(mktemp -d /tmp/mamori-bench.XXXXXX)
 trap 'rm -rf "$results"' EXIT
 

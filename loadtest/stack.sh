@@ -1,7 +1,8 @@
 # Sourced by the benchmark scripts: builds the release binaries, starts a
 # private PostgreSQL and Redis and `mamori all` on free loopback ports, and
-# stops everything on exit. Sets $bin, $work, $ingest_port and
-# $alerting_ops (the alerting service's metrics address).
+# stops everything on exit (and the pids a script adds to $bench_pids).
+# Sets $bin, $work, $ingest_port and $alerting_ops (the alerting service's
+# metrics address).
 # MAMORI_BENCH_SPINE_ONLY=1 starts `mamori writer` and `mamori ingest` as
 # two processes instead, without alerting (the event spine alone).
 . scripts/servers.sh
@@ -39,7 +40,9 @@ if /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
     smtp_pid=$!
     export MAMORI_SMTP_URL="smtp://127.0.0.1:$smtp_port"
 fi
-trap '[ -n "$mamori_pid" ] && kill "$mamori_pid" 2>/dev/null; [ -n "$writer_pid" ] && kill "$writer_pid" 2>/dev/null; [ -n "$smtp_pid" ] && kill "$smtp_pid" 2>/dev/null; stop_private_servers' EXIT
+# A script that starts processes of its own adds their pids to bench_pids.
+bench_pids=
+trap 'for p in $bench_pids; do kill "$p" 2>/dev/null; done; [ -n "$mamori_pid" ] && kill "$mamori_pid" 2>/dev/null; [ -n "$writer_pid" ] && kill "$writer_pid" 2>/dev/null; [ -n "$smtp_pid" ] && kill "$smtp_pid" 2>/dev/null; stop_private_servers' EXIT
 ulimit -n 65536 2>/dev/null || true
 "$bin/mamori" migrate
 if [ -n "${MAMORI_BENCH_SPINE_ONLY:-}" ]; then

@@ -7,6 +7,17 @@
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
+# positive_int NAME VALUE: stops the script unless VALUE is a whole number
+# above 0, naming the setting.
+positive_int() {
+    case $2 in
+    '' | *[!0-9]* | 0)
+        echo "$1 must be a positive whole number, not '$2'" >&2
+        exit 1
+        ;;
+    esac
+}
+
 apt_install() {
     if [ "$(id -u)" -ne 0 ]; then
         if command -v sudo >/dev/null 2>&1; then

@@ -21,7 +21,7 @@
 //! batch's first event serves as the batch's sequence number.
 //!
 //! Durability: an append is one `write(2)` of a whole record, so it survives
-//! the death of the process at once; [`Spool::flush`] (every 200 ms in the
+//! the death of the process at once; [`Spool::flush`] (every second in the
 //! agent, and on shutdown) fsyncs it for power loss. On open, a torn or
 //! corrupt record at the tail of the head segment is cut off. Acks may arrive
 //! out of order (several batches are in flight); acked ranges above the

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Agent footprint benchmark: a private PostgreSQL and Redis, `mamori all`
+# (release build), and a release `mamori-agent run` with every collector,
+# enrolled in a new tenant. Measures the agent's CPU (from /proc, as a share
+# of one core) and resident memory while this machine is idle, then while a
+# program starts 5 and 50 times a second (a start and a stop event each:
+# 10 and 100 events/s), and prints the events the server stored in each
+# window (other programs on the machine add theirs).
+# MAMORI_BENCH_WINDOW_S sets the length of each window (default 60).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/servers.sh
+window=${MAMORI_BENCH_WINDOW_S:-60}
+positive_int MAMORI_BENCH_WINDOW_S "$window"
+. loadtest/stack.sh agent
+cargo build --release --locked -p mamori-agent
+psql="$(pg_bindir)/psql"
+
+tenant=$("$bin/mamori" tenant create agent-bench --json | sed -n 's/.*"id":"\([^"]*\)".*/\1/p')
+token=$("$bin/mamori" token create --tenant "$tenant" --json | sed -n 's/.*"token":"\([^"]*\)".*/\1/p')
+MAMORI_ENROLLMENT_TOKEN=$token "$bin/mamori-agent" enroll \
+    --server "http://127.0.0.1:$ingest_port" --state-dir "$work/agent" >/dev/null
+RUST_LOG=${RUST_LOG:-warn} "$bin/mamori-agent" run --state-dir "$work/agent" >"$work/agent.log" 2>&1 &
+agent=$!
+bench_pids="$agent"
+stored() {
+    "$psql" "$MAMORI_DATABASE_URL" -qAt \
+        -c "SELECT set_config('mamori.tenant_id', '$tenant', false)" \
+        -c "SELECT count(*) FROM events" | tail -n 1
+}
+# CPU ticks (user + system) of the agent so far.
+ticks() { awk '{print $14 + $15}' "/proc/$agent/stat"; }
+kib() { awk -v k="$1:" '$1 == k {print $2}' "/proc/$agent/status"; }
+
+# measure LABEL: one window; prints CPU, RSS, peak RSS and events stored.
+measure() {
+    local t0 t1 s0 s1 e0 e1
+    e0=$(stored)
+    t0=$(ticks)
+    s0=$(date +%s.%N)
+    sleep "$window"
+    t1=$(ticks)
+    s1=$(date +%s.%N)
+    sleep 2 # the window's last batch reaches PostgreSQL
+    e1=$(stored)
+    kill -0 "$agent" || { cat "$work/agent.log"; exit 1; }
+    awk -v l="$1" -v t="$((t1 - t0))" -v hz="$(getconf CLK_TCK)" -v s0="$s0" -v s1="$s1" \
+        -v rss="$(kib VmRSS)" -v hwm="$(kib VmHWM)" -v ev="$((e1 - e0))" 'BEGIN {
+        d = s1 - s0
+        printf "%-22s cpu %.3f %% of one core, RSS %.1f MiB (peak %.1f MiB), %.1f events/s stored\n",
+            l, 100 * t / hz / d, rss / 1024, hwm / 1024, ev / d
+    }'
+}
+
+# execs PER_SECOND: starts /bin/true at that rate until killed.
+execs() {
+    exec /usr/bin/python3 -c '
+import subprocess, sys, time
+period = 1 / float(sys.argv[1])
+t = time.monotonic()
+while True:
+    subprocess.run(["/bin/true"])
+    t += period
+    time.sleep(max(0, t - time.monotonic()))
+' "$1"
+}
+
+log "agent started; warming up"
+sleep 10
+echo "== $("$bin/mamori-agent" --version), every collector, $window s per window =="
+measure "idle"
+for rate in 5 50; do
+    execs "$rate" &
+    gen=$!
+    bench_pids="$agent $gen"
+    sleep 2
+    measure "$((rate * 2)) events/s offered"
+    kill "$gen"
+    wait "$gen" 2>/dev/null || true
+    bench_pids="$agent"
+done
