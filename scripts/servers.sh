@@ -11,11 +11,11 @@ log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 # above 0, naming the setting.
 positive_int() {
     case $2 in
-    '' | *[!0-9]* | 0)
-        echo "$1 must be a positive whole number, not '$2'" >&2
-        exit 1
-        ;;
+    '' | *[!0-9]*) ;;
+    *[1-9]*) return 0 ;;
     esac
+    echo "$1 must be a positive whole number, not '$2'" >&2
+    exit 1
 }
 
 apt_install() {

@@ -83,8 +83,8 @@ impl RunOptions {
         }
         if !Self::RECONNECT_MAX_RANGE.contains(&self.reconnect_max) {
             return Err(Error::InvalidOption(format!(
-                "reconnect-max must be between 1 s and 3600 s, not {:?}",
-                self.reconnect_max
+                "reconnect-max-s must be between 1 and 3600 seconds, not {}",
+                self.reconnect_max.as_secs_f64()
             )));
         }
         if self.spool_max_bytes < 1 << 20 {

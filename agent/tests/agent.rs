@@ -610,7 +610,7 @@ async fn a_reconnect_cap_out_of_range_is_refused_with_its_name() {
         opts.reconnect_max = bad;
         let err = mamori_agent::run(opts, async {}).await.unwrap_err();
         assert!(
-            matches!(&err, mamori_agent::Error::InvalidOption(m) if m.contains("reconnect-max")),
+            matches!(&err, mamori_agent::Error::InvalidOption(m) if m.contains("reconnect-max-s")),
             "{err}"
         );
     }
