@@ -7,6 +7,7 @@
 # 10 and 100 events/s), and prints the events the server stored in each
 # window (other programs on the machine add theirs).
 # MAMORI_BENCH_WINDOW_S sets the length of each window (default 60).
+# Extra arguments go to `mamori-agent run` (e.g. --sysfs-root DIR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/servers.sh
@@ -20,7 +21,7 @@ tenant=$("$bin/mamori" tenant create agent-bench --json | sed -n 's/.*"id":"\([^
 token=$("$bin/mamori" token create --tenant "$tenant" --json | sed -n 's/.*"token":"\([^"]*\)".*/\1/p')
 MAMORI_ENROLLMENT_TOKEN=$token "$bin/mamori-agent" enroll \
     --server "http://127.0.0.1:$ingest_port" --state-dir "$work/agent" >/dev/null
-RUST_LOG=${RUST_LOG:-warn} "$bin/mamori-agent" run --state-dir "$work/agent" >"$work/agent.log" 2>&1 &
+RUST_LOG=${RUST_LOG:-warn} "$bin/mamori-agent" run --state-dir "$work/agent" "$@" >"$work/agent.log" 2>&1 &
 agent=$!
 bench_pids="$agent"
 stored() {

@@ -24,6 +24,7 @@ mod clock;
 mod enroll;
 mod facts;
 mod fsutil;
+mod netlink;
 mod run;
 mod sink;
 mod state;

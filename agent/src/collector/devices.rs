@@ -8,15 +8,18 @@
 //! vendor:product[:serial] are left alone, temporary ones until they
 //! expire. Every refusal is an event.
 //!
-//! Devices are polled every half second, and every poll re-applies the
-//! current policy, so a new policy or an expiring allowance takes effect
-//! within a poll. The sysfs root and the mount table are options, so tests
-//! drive the collector with a fake tree.
+//! Every half second the current policy is re-applied to the devices
+//! present, so a new policy or an expiring allowance takes effect within
+//! that time. With the real `/sys`, sysfs is read again only when the
+//! kernel announces a USB change (a uevent), and every 30 s in case an
+//! announcement was missed; reading it on every tick cost 0.2 % of a core
+//! with 8 devices. Another sysfs root (a fake tree in tests) has no
+//! announcements and is read on every tick.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use mamori_proto::agent::v1::{
@@ -28,7 +31,11 @@ use crate::clock::now_us;
 use crate::error::Result;
 use crate::policy::{Compiled, PolicyState};
 
+mod uevent;
+
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// How often sysfs is read without an announcement.
+const RESCAN_EVERY: Duration = Duration::from_secs(30);
 
 /// The device collector and enforcer.
 #[derive(Debug, Clone)]
@@ -79,11 +86,27 @@ impl Collector for DeviceCollector {
     fn run(self: Box<Self>, sink: EventSink) -> BoxFuture<'static, Result<()>> {
         Box::pin(async move {
             let mut known: HashMap<String, (UsbDevice, State)> = HashMap::new();
+            let mut uevents = if self.sysfs == Path::new("/sys") {
+                uevent::Uevents::open()
+                    .inspect_err(|e| {
+                        tracing::warn!(error = %e, "no uevent socket; reading sysfs on every poll");
+                    })
+                    .ok()
+            } else {
+                None
+            };
+            let mut present = Vec::new();
+            let mut scanned: Option<Instant> = None;
             let mut tick = tokio::time::interval(POLL_INTERVAL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                let present = scan(&self.sysfs);
+                // The socket is drained on every tick, rescan or not.
+                let announced = uevents.as_mut().is_none_or(|u| u.usb_changed());
+                if announced || scanned.is_none_or(|at| at.elapsed() >= RESCAN_EVERY) {
+                    present = scan(&self.sysfs);
+                    scanned = Some(Instant::now());
+                }
                 let policy = self.policy.current();
                 let now = now_us();
                 for dev in &present {

@@ -6,14 +6,15 @@
 //! /proc. The wire format is fixed kernel ABI (linux/connector.h,
 //! linux/cn_proc.h), parsed here by offset in host byte order.
 
-// std and nix have no netlink-connector socket; creating, binding and
-// reading it goes through libc. Each unsafe block is one syscall on a socket
-// this type owns, with buffers whose sizes are passed alongside.
+// std and nix have no netlink-connector socket; its options, messages and
+// reads go through libc (creating and binding it: crate::netlink). Each
+// unsafe block is one syscall on a socket this type owns, with buffers
+// whose sizes are passed alongside.
 #![allow(unsafe_code)]
 
 use std::io;
 use std::mem::size_of;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -53,53 +54,22 @@ pub(crate) struct ProcConnector {
 impl ProcConnector {
     /// Opens, binds and subscribes. Must be called inside a tokio runtime.
     pub(crate) fn open() -> io::Result<Self> {
-        // SAFETY: plain socket(2); the result is checked before use.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                NETLINK_CONNECTOR,
-            )
-        };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a fresh descriptor nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-
         // A burst (a build starting thousands of compilers) must not overflow
         // the socket while the agent is busy; the memory is the kernel's and
         // only used when the agent falls behind.
-        let rcvbuf: libc::c_int = 4 << 20;
-        // SAFETY: the option value is a c_int whose size is passed.
-        unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                (&rcvbuf as *const libc::c_int).cast(),
-                size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
-
-        // SAFETY: sockaddr_nl is plain data; all-zero is a valid value.
-        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        // Port id 0: the kernel picks a unique one, so several sockets in one
-        // process (tests) do not collide.
-        addr.nl_pid = 0;
-        addr.nl_groups = CN_IDX_PROC;
-        // SAFETY: `addr` is a valid sockaddr_nl and its exact size is passed.
-        let rc = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&addr as *const libc::sockaddr_nl).cast(),
-                size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let fd = crate::netlink::bound_socket(NETLINK_CONNECTOR, CN_IDX_PROC, |fd| {
+            let rcvbuf: libc::c_int = 4 << 20;
+            // SAFETY: the option value is a c_int whose size is passed.
+            unsafe {
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVBUF,
+                    (&rcvbuf as *const libc::c_int).cast(),
+                    size_of::<libc::c_int>() as libc::socklen_t,
+                );
+            }
+        })?;
         send_op(&fd, PROC_CN_MCAST_LISTEN)?;
         // SAFETY: `fd` is an open socket owned by the OwnedFd handed over, and
         // an OwnedFd always reports the descriptor it owns.
