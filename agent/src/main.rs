@@ -60,7 +60,7 @@ struct RunArgs {
     drain_rate: u32,
     /// The longest wait between reconnect attempts, in seconds (1-3600);
     /// the waits double from 0.5 s up to it, with full jitter.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = RunOptions::DEFAULT_RECONNECT_MAX.as_secs())]
     reconnect_max_s: u64,
     /// The wtmp file to watch for logons.
     #[arg(long, default_value = "/var/log/wtmp")]

@@ -464,22 +464,18 @@ mod tests {
             }));
             // An app no rule names, one that could not be hashed, and a
             // start without a path.
-            out.push(Kind::Process(ProcessEvent {
-                action,
-                exe_path: "/usr/bin/vim".into(),
-                exe_sha256: vec![2; 32],
-                ..Default::default()
-            }));
-            out.push(Kind::Process(ProcessEvent {
-                action,
-                exe_path: "/opt/p2p/share".into(),
-                ..Default::default()
-            }));
-            out.push(Kind::Process(ProcessEvent {
-                action,
-                exe_sha256: vec![3; 32],
-                ..Default::default()
-            }));
+            for (exe_path, exe_sha256) in [
+                ("/usr/bin/vim", vec![2; 32]),
+                ("/opt/p2p/share", vec![]),
+                ("", vec![3; 32]),
+            ] {
+                out.push(Kind::Process(ProcessEvent {
+                    action,
+                    exe_path: exe_path.into(),
+                    exe_sha256,
+                    ..Default::default()
+                }));
+            }
             out.push(Kind::File(FileEvent {
                 action,
                 path: "/srv/hr/pay.xlsx".into(),
