@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
+use mamori_pathglob::{Case, PathGlobs};
 use mamori_proto::agent::v1::{
     PolicyUpdate, banned_app::Action as BanAction, device_class_rule::Access,
 };
@@ -28,7 +29,8 @@ pub struct Verdict {
 enum Matcher {
     /// Lower-case file name without `.exe`.
     Name(String),
-    Path(glob::Pattern),
+    /// The glob as written, and its index in [`Compiled::paths`].
+    Path(String, usize),
     Sha256([u8; 32]),
 }
 
@@ -44,6 +46,9 @@ struct Ban {
 pub struct Compiled {
     pub revision: u64,
     bans: Vec<Ban>,
+    /// The path globs of the bans, compiled together: one pass over an
+    /// executable's path tries them all, in time linear in the path.
+    paths: PathGlobs,
     has_hash_bans: bool,
     pub update: PolicyUpdate,
 }
@@ -53,16 +58,19 @@ impl Compiled {
     /// server validated it, so this guards against a newer server's rules).
     pub fn compile(update: PolicyUpdate) -> Result<Self> {
         let mut bans = Vec::with_capacity(update.banned_apps.len());
+        let mut globs = Vec::new();
         for (i, b) in update.banned_apps.iter().enumerate() {
             let matcher = if !b.name.is_empty() {
                 Matcher::Name(app_name(&b.name))
             } else if !b.path_glob.is_empty() {
-                Matcher::Path(glob::Pattern::new(&b.path_glob).map_err(|e| {
+                mamori_pathglob::check(&b.path_glob).map_err(|e| {
                     Error::InvalidOption(format!(
                         "banned app {i}: path glob {:?}: {e}",
                         b.path_glob
                     ))
-                })?)
+                })?;
+                globs.push(b.path_glob.as_str());
+                Matcher::Path(b.path_glob.clone(), globs.len() - 1)
             } else if let Ok(h) = <[u8; 32]>::try_from(b.sha256.as_slice()) {
                 Matcher::Sha256(h)
             } else {
@@ -80,8 +88,11 @@ impl Compiled {
                 label: b.label.clone(),
             });
         }
+        let paths = PathGlobs::new(globs, Case::Sensitive)
+            .map_err(|e| Error::InvalidOption(format!("banned app path globs: {e}")))?;
         Ok(Compiled {
             revision: update.revision,
+            paths,
             has_hash_bans: bans.iter().any(|b| matches!(b.matcher, Matcher::Sha256(_))),
             bans,
             update,
@@ -94,14 +105,10 @@ impl Compiled {
             return None;
         }
         let name = app_name(exe_path);
-        let opts = glob::MatchOptions {
-            case_sensitive: true,
-            require_literal_separator: false,
-            require_literal_leading_dot: false,
-        };
+        let by_path = self.paths.matches(exe_path);
         self.strongest(|m| match m {
             Matcher::Name(n) => *n == name,
-            Matcher::Path(p) => p.matches_with(exe_path, opts),
+            Matcher::Path(_, k) => by_path.binary_search(k).is_ok(),
             Matcher::Sha256(_) => false,
         })
     }
@@ -145,7 +152,7 @@ impl Compiled {
             .map(|b| {
                 let how = match &b.matcher {
                     Matcher::Name(n) => format!("name {n}"),
-                    Matcher::Path(p) => format!("path {}", p.as_str()),
+                    Matcher::Path(p, _) => format!("path {p}"),
                     Matcher::Sha256(h) => format!("sha256 {}", hex::encode(h)),
                 };
                 Verdict {

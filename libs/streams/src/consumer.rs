@@ -44,6 +44,9 @@ pub struct Consumer<H> {
     /// Move entries that can never be handled to [`DEAD_LETTER_STREAM`]
     /// (one group should; the others just skip them).
     pub dead_letters: bool,
+    /// Delete entries once acked: for a stream only this group reads (the
+    /// alerting overflow lane), where no trimmer runs.
+    pub delete_acked: bool,
     /// For XACK, XADD to the dead letters and XAUTOCLAIM.
     pub conn: ConnectionManager,
     pub handler: H,
@@ -177,12 +180,12 @@ impl<H: Handler> Consumer<H> {
         }
         let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
         let mut conn = self.conn.clone();
-        redis::cmd("XACK")
-            .arg(&self.key)
-            .arg(self.group)
-            .arg(&ids)
-            .query_async::<u64>(&mut conn)
-            .await?;
+        let mut pipe = redis::pipe();
+        pipe.cmd("XACK").arg(&self.key).arg(self.group).arg(&ids);
+        if self.delete_acked {
+            pipe.cmd("XDEL").arg(&self.key).arg(&ids);
+        }
+        pipe.query_async::<Vec<u64>>(&mut conn).await?;
         Ok(())
     }
 
@@ -280,11 +283,14 @@ fn parse_entries(v: Value) -> Result<Vec<Entry>, BoxError> {
 #[derive(Debug, Clone)]
 pub struct GroupSpec {
     pub shards: u32,
+    /// The stream key of a shard ([`crate::stream_key`] for the events).
+    pub key_of: fn(u32) -> String,
     pub group: &'static str,
     pub consumer: String,
     pub read_count: u32,
     pub claim_idle_ms: u64,
     pub dead_letters: bool,
+    pub delete_acked: bool,
 }
 
 /// Creates the group on every shard and spawns one consumer per shard into
@@ -298,8 +304,9 @@ pub async fn spawn_group<H: Handler>(
     stop: &CancellationToken,
 ) -> redis::RedisResult<()> {
     let mut setup = conn.clone();
-    crate::ensure_group(&mut setup, spec.shards, spec.group).await?;
-    for key in crate::stream_keys(spec.shards) {
+    let keys: Vec<String> = (0..spec.shards).map(spec.key_of).collect();
+    crate::ensure_group_on(&mut setup, &keys, spec.group).await?;
+    for key in keys {
         // A blocking XREADGROUP holds its connection: each shard reads on
         // its own, and acks on the shared manager.
         let reader = client
@@ -316,6 +323,7 @@ pub async fn spawn_group<H: Handler>(
             read_count: spec.read_count,
             claim_idle_ms: spec.claim_idle_ms,
             dead_letters: spec.dead_letters,
+            delete_acked: spec.delete_acked,
             conn: conn.clone(),
         };
         tasks.spawn(consumer.run(reader, stop.clone()));

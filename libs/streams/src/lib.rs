@@ -35,6 +35,20 @@ pub fn stream_key(n: u32) -> String {
     format!("mamori:events:{{{n}}}")
 }
 
+/// The alerting service's overflow lane of shard `n`: the entries of a
+/// tenant that used up its share of rule evaluation wait here, so that
+/// the shard's other tenants are not held up (same hash tag as the shard,
+/// so the same Redis Cluster node).
+pub fn overflow_key(n: u32) -> String {
+    format!("mamori:alerting:overflow:{{{n}}}")
+}
+
+/// The shard number in a key made by [`stream_key`] or [`overflow_key`].
+pub fn shard_of_key(key: &str) -> Option<u32> {
+    let (_, rest) = key.split_once('{')?;
+    rest.split_once('}')?.0.parse().ok()
+}
+
 /// Every shard's stream key, in shard order.
 pub fn stream_keys(shards: u32) -> Vec<String> {
     (0..shards).map(stream_key).collect()
@@ -58,10 +72,19 @@ pub async fn ensure_group(
     shards: u32,
     group: &str,
 ) -> redis::RedisResult<()> {
-    for key in stream_keys(shards) {
+    ensure_group_on(conn, &stream_keys(shards), group).await
+}
+
+/// [`ensure_group`] on the streams `keys`.
+pub async fn ensure_group_on(
+    conn: &mut impl redis::aio::ConnectionLike,
+    keys: &[String],
+    group: &str,
+) -> redis::RedisResult<()> {
+    for key in keys {
         let res: redis::RedisResult<()> = redis::cmd("XGROUP")
             .arg("CREATE")
-            .arg(&key)
+            .arg(key)
             .arg(group)
             .arg("0")
             .arg("MKSTREAM")
@@ -86,5 +109,8 @@ mod tests {
         assert_eq!(shard_of(d, 8), shard_of(d, 8));
         assert!(shard_of(d, 8) < 8);
         assert_eq!(stream_key(3), "mamori:events:{3}");
+        assert_eq!(shard_of_key(&stream_key(3)), Some(3));
+        assert_eq!(shard_of_key(&overflow_key(12)), Some(12));
+        assert_eq!(shard_of_key("mamori:events:dead"), None);
     }
 }

@@ -11,6 +11,7 @@ mod crash;
 mod enrollment;
 mod gateway;
 mod gateway_security;
+mod hardening;
 mod operations;
 mod policy_alarms;
 mod policy_service;

@@ -135,14 +135,14 @@ async fn put(gw: &Gw, s: &Session, path: &str, body: Value) -> (StatusCode, Valu
 }
 
 /// Sets the tenant policy of the session's tenant; returns the saved policy.
-async fn set_tenant_policy(gw: &Gw, s: &Session, document: Value) -> Value {
+pub(crate) async fn set_tenant_policy(gw: &Gw, s: &Session, document: Value) -> Value {
     let (status, v) = put(gw, s, "/api/v1/policies/tenant", document).await;
     assert_eq!(status, StatusCode::OK, "{v}");
     v
 }
 
 /// The alarms of the session's tenant.
-async fn alarms(gw: &Gw, s: &Session) -> Vec<Value> {
+pub(crate) async fn alarms(gw: &Gw, s: &Session) -> Vec<Value> {
     let (status, v) = gw.get(s, "/api/v1/alarms").await;
     assert_eq!(status, StatusCode::OK, "{v}");
     v["alarms"].as_array().cloned().unwrap_or_default()
@@ -536,7 +536,7 @@ async fn the_most_specific_policy_wins_and_names_its_origin() {
 }
 
 /// An event of `kind` at `at`.
-fn event_at(at: chrono::DateTime<chrono::Utc>, kind: Kind) -> Event {
+pub(crate) fn event_at(at: chrono::DateTime<chrono::Utc>, kind: Kind) -> Event {
     Event {
         id: uuid::Uuid::now_v7().as_bytes().to_vec(),
         occurred_at_us: at.timestamp_micros(),

@@ -14,6 +14,15 @@ pub struct Config {
     pub alerting_consumer: String,
     pub alerting_read_count: u32,
     pub alerting_claim_idle_ms: u64,
+    /// Rule evaluation and recording one tenant may take per read of a
+    /// shard; a tenant over it has its events evaluated in the shard's
+    /// overflow lane instead, so that it does not hold up the others.
+    pub alerting_tenant_budget_ms: u64,
+    /// How long a tenant over its budget stays in the overflow lane.
+    pub alerting_overflow_s: u64,
+    /// The overflow lanes of a process use at most this share of one core
+    /// (percent); beyond it they wait and fall behind, not the others.
+    pub alerting_overflow_cpu_percent: u32,
     /// The same rule on the same device (and user) within this many seconds
     /// counts into one open alarm.
     pub alarm_window_s: u64,
@@ -58,6 +67,9 @@ impl Default for Config {
             alerting_consumer: String::new(),
             alerting_read_count: 64,
             alerting_claim_idle_ms: 30_000,
+            alerting_tenant_budget_ms: 20,
+            alerting_overflow_s: 60,
+            alerting_overflow_cpu_percent: 50,
             alarm_window_s: 3600,
             new_app_learning_s: 86_400,
             notify_poll_ms: 1000,
@@ -87,6 +99,15 @@ impl Config {
         }
         if self.alerting_claim_idle_ms < 100 {
             return Err("alerting_claim_idle_ms must be at least 100".into());
+        }
+        if !(1..=60_000).contains(&self.alerting_tenant_budget_ms) {
+            return Err("alerting_tenant_budget_ms must be 1..=60000".into());
+        }
+        if !(1..=86_400).contains(&self.alerting_overflow_s) {
+            return Err("alerting_overflow_s must be 1..=86400".into());
+        }
+        if !(1..=6400).contains(&self.alerting_overflow_cpu_percent) {
+            return Err("alerting_overflow_cpu_percent must be 1..=6400".into());
         }
         if !(1..=7 * 86_400).contains(&self.alarm_window_s) {
             return Err("alarm_window_s must be between 1 and 604800".into());

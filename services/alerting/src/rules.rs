@@ -72,16 +72,10 @@ pub fn evaluate(event: &Event, at: DateTime<Utc>, effective: &Effective) -> Vec<
             _ => {}
         },
         Kind::File(f) if !globs.folders.is_empty() => {
-            let opts = glob::MatchOptions {
-                case_sensitive: true,
-                require_literal_separator: false,
-                require_literal_leading_dot: false,
-            };
-            let hit = globs.folders.iter().find(|(_, pat)| {
-                pat.matches_with(&f.path, opts)
-                    || (!f.target_path.is_empty() && pat.matches_with(&f.target_path, opts))
-            });
-            if let Some((g, _)) = hit {
+            let hit = globs
+                .folder_of(&f.path)
+                .or_else(|| globs.folder_of(&f.target_path));
+            if let Some(g) = hit {
                 let action = file_event::Action::try_from(f.action)
                     .map(|a| a.as_str_name().trim_start_matches("ACTION_").to_lowercase())
                     .unwrap_or_default();
@@ -92,7 +86,7 @@ pub fn evaluate(event: &Event, at: DateTime<Utc>, effective: &Effective) -> Vec<
                 };
                 hits.push(Hit::new(
                     "confidential_folder",
-                    g.clone(),
+                    g,
                     format!("Confidential folder {g}: {action} {}{target}", f.path),
                 ));
             }
@@ -317,23 +311,29 @@ fn banned_rule<'a>(
     exe_path: &str,
     sha256: &[u8],
 ) -> Option<&'a BannedApp> {
-    effective
+    let apps = effective
         .document
         .banned_apps
-        .iter()
-        .flatten()
-        .zip(&effective.globs.banned_paths)
-        .find(|(b, glob)| app_matches(b, glob.as_ref(), exe_path, sha256))
-        .map(|(b, _)| b)
+        .as_deref()
+        .unwrap_or_default();
+    if apps.is_empty() {
+        return None;
+    }
+    // Every path glob at once, in one pass over the compiled set.
+    let by_path = effective.globs.banned_by_path(exe_path);
+    apps.iter()
+        .enumerate()
+        .find(|(i, b)| app_matches(b, by_path.contains(i), exe_path, sha256))
+        .map(|(_, b)| b)
 }
 
-/// `glob` is the rule's compiled path glob (see [`Globs`]).
-fn app_matches(b: &BannedApp, glob: Option<&glob::Pattern>, exe_path: &str, sha256: &[u8]) -> bool {
+/// `path_matched`: the rule's path glob matches (see `Globs::banned_by_path`).
+fn app_matches(b: &BannedApp, path_matched: bool, exe_path: &str, sha256: &[u8]) -> bool {
     if let Some(name) = &b.name {
         return !exe_path.is_empty() && app_name(name) == app_name(exe_path);
     }
     if b.path.is_some() {
-        return glob.is_some_and(|p| p.matches(exe_path));
+        return path_matched;
     }
     if let Some(h) = &b.sha256 {
         return !sha256.is_empty() && hex::encode(sha256).eq_ignore_ascii_case(h);

@@ -1,9 +1,9 @@
 //! Start-up of the alerting service: one consumer per shard in the
-//! `alerting` group, the policy-notice listener, the notifier and the
-//! pruning of old rule state.
+//! `alerting` group and one per shard's overflow lane, the policy-notice
+//! listener, the notifier and the pruning of old rule state.
 
 use crate::config::Config;
-use crate::consume::Alerting;
+use crate::consume::{Alerting, Fairness, Overflow, Throttle};
 use crate::outbox::Notifier;
 use anyhow::Context;
 use mamori_keywrap::Kek;
@@ -76,27 +76,62 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         learning: Duration::from_secs(config.new_app_learning_s),
         known_apps: Arc::default(),
         outbox: Arc::clone(&outbox),
+        overflow: None,
+        throttle: Arc::new(Throttle::new(
+            f64::from(config.alerting_overflow_cpu_percent) / 100.0,
+        )),
     };
     let consumer = mamori_streams::consumer_name(&config.alerting_consumer);
     let spec = GroupSpec {
         shards: config.stream_shards,
+        key_of: mamori_streams::stream_key,
         group: ALERTING_GROUP,
         consumer: consumer.clone(),
         read_count: config.alerting_read_count,
         claim_idle_ms: config.alerting_claim_idle_ms,
         // The writer keeps the dead letters.
         dead_letters: false,
+        delete_acked: false,
     };
+    let fairness = Arc::new(Fairness::new(
+        Duration::from_millis(config.alerting_tenant_budget_ms),
+        Duration::from_secs(config.alerting_overflow_s),
+    ));
     spawn_group(
         &client,
         &conn,
         &spec,
-        |_| handler.clone(),
+        |key| Alerting {
+            overflow: Some(Overflow {
+                key: mamori_streams::overflow_key(
+                    mamori_streams::shard_of_key(key).expect("a shard's stream key"),
+                ),
+                conn: conn.clone(),
+                fairness: Arc::clone(&fairness),
+            }),
+            ..handler.clone()
+        },
         &mut tasks,
         &stop,
     )
     .await
     .context("cannot create the alerting consumer group")?;
+    // The overflow lanes: read by this group only, so deleted once acked.
+    let overflow = GroupSpec {
+        key_of: mamori_streams::overflow_key,
+        delete_acked: true,
+        ..spec
+    };
+    spawn_group(
+        &client,
+        &conn,
+        &overflow,
+        |_| handler.clone(),
+        &mut tasks,
+        &stop,
+    )
+    .await
+    .context("cannot create the alerting overflow group")?;
 
     let http = reqwest::Client::builder()
         .timeout(Duration::from_millis(config.webhook_timeout_ms))

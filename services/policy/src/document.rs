@@ -297,10 +297,11 @@ impl PolicyDocument {
             for (i, f) in folders.iter().enumerate() {
                 let field = format!("confidential_folders[{i}]");
                 text(&field, f)?;
-                glob::Pattern::new(f)
+                mamori_pathglob::check(f)
                     .map_err(|e| err(&field, format!("{f:?} is not a valid glob: {e}")))?;
             }
         }
+        self.validate_glob_total()?;
         if let Some(mp) = &self.mass_print {
             if !(1..=100_000).contains(&mp.pages) {
                 return Err(err("mass_print.pages", "must be between 1 and 100000"));
@@ -324,6 +325,42 @@ impl PolicyDocument {
             validate_routes(&n.routes)?;
         }
         Ok(())
+    }
+}
+
+impl PolicyDocument {
+    /// Bounds the path globs the rules match every file event and process
+    /// start against (see `mamori_pathglob::MAX_TOTAL_BYTES`).
+    fn validate_glob_total(&self) -> Result<(), FieldError> {
+        let folders: usize = self
+            .confidential_folders
+            .iter()
+            .flatten()
+            .map(String::len)
+            .sum();
+        let paths: usize = self
+            .banned_apps
+            .iter()
+            .flatten()
+            .filter_map(|b| b.path.as_ref())
+            .map(String::len)
+            .sum();
+        let max = mamori_pathglob::MAX_TOTAL_BYTES;
+        if folders + paths <= max {
+            return Ok(());
+        }
+        let field = if paths > folders {
+            "banned_apps"
+        } else {
+            "confidential_folders"
+        };
+        Err(err(
+            field,
+            format!(
+                "the path globs of confidential_folders and banned_apps total {} bytes; at most {max}",
+                folders + paths
+            ),
+        ))
     }
 }
 
@@ -372,7 +409,7 @@ fn validate_banned_apps(apps: &[BannedApp]) -> Result<(), FieldError> {
         }
         if let Some(path) = &app.path {
             text(&field("path"), path)?;
-            glob::Pattern::new(path)
+            mamori_pathglob::check(path)
                 .map_err(|e| err(field("path"), format!("{path:?} is not a valid glob: {e}")))?;
         }
         if let Some(h) = &app.sha256
@@ -609,5 +646,31 @@ mod tests {
         assert!(e.message.contains("surprise"), "{e}");
         let e = refused(json!({"web": {"block": ["exa mple.com"]}}));
         assert_eq!(e.field, "web.block[0]");
+    }
+
+    /// The review's hostile policy: 200 folders of `*` + 450 × `a` + `b`
+    /// (90,400 bytes of globs) was accepted, and every file event cost the
+    /// shared alerting consumer seconds.
+    #[test]
+    fn the_glob_text_of_a_document_is_bounded() {
+        let hostile = format!("*{}b", "a".repeat(450));
+        let e = refused(json!({ "confidential_folders": vec![hostile.clone(); 200] }));
+        assert_eq!(e.field, "confidential_folders");
+        assert!(e.message.contains("90400 bytes"), "{e}");
+        // Both sections count: folders within the bound and banned paths
+        // that take the total over it.
+        let n = mamori_pathglob::MAX_TOTAL_BYTES / 2 / hostile.len();
+        let apps: Vec<_> = (0..n + 2)
+            .map(|_| json!({"path": hostile, "action": "log"}))
+            .collect();
+        let e = refused(
+            json!({ "confidential_folders": vec![hostile.clone(); n], "banned_apps": apps }),
+        );
+        assert_eq!(e.field, "banned_apps");
+        // What an administrator writes fits many times over.
+        let folders: Vec<String> = (0..MAX_FOLDERS)
+            .map(|i| format!("/srv/share/dept{i}/**"))
+            .collect();
+        PolicyDocument::parse(json!({ "confidential_folders": folders })).unwrap();
     }
 }

@@ -4,6 +4,7 @@
 //! to the wire message.
 
 use crate::document::{Access, AppAction, DeviceClass, PolicyDocument};
+use mamori_pathglob::{Case, PathGlobs};
 use mamori_proto::agent::v1::{
     self as wire, banned_app::Action as WireAction, device_class_rule::Access as WireAccess,
 };
@@ -77,31 +78,71 @@ pub struct Effective {
     pub globs: Globs,
 }
 
-/// Compiled globs of a document (validation made sure they compile).
+/// Compiled globs of a document (validation made sure they compile; one
+/// that does not, in a document stored before a rule tightened, matches
+/// nothing rather than failing every event).
 #[derive(Debug, Clone, Default)]
 pub struct Globs {
-    /// `confidential_folders`, each with its text.
-    pub folders: Vec<(String, glob::Pattern)>,
-    /// One per `banned_apps` entry: its path glob, if it has one.
-    pub banned_paths: Vec<Option<glob::Pattern>>,
+    /// `confidential_folders` as written, in order.
+    pub folder_texts: Vec<String>,
+    /// The same, compiled: a match's index is into `folder_texts`.
+    pub folders: PathGlobs,
+    /// The `banned_apps` entries that have a path glob, by their index.
+    pub banned_path_rules: Vec<usize>,
+    /// Their globs, compiled: a match's index is into `banned_path_rules`.
+    pub banned_paths: PathGlobs,
 }
 
 impl Globs {
     pub fn of(document: &PolicyDocument) -> Self {
+        let compile = |patterns: &[&str]| {
+            PathGlobs::new(patterns.iter().copied(), Case::Sensitive).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "a stored policy glob does not compile; it matches nothing");
+                PathGlobs::default()
+            })
+        };
+        let folder_texts: Vec<String> = document
+            .confidential_folders
+            .iter()
+            .flatten()
+            .cloned()
+            .collect();
+        let (banned_path_rules, paths): (Vec<usize>, Vec<&str>) = document
+            .banned_apps
+            .iter()
+            .flatten()
+            .enumerate()
+            .filter_map(|(i, b)| Some((i, b.path.as_deref()?)))
+            .unzip();
         Globs {
-            folders: document
-                .confidential_folders
-                .iter()
-                .flatten()
-                .filter_map(|g| Some((g.clone(), glob::Pattern::new(g).ok()?)))
-                .collect(),
-            banned_paths: document
-                .banned_apps
-                .iter()
-                .flatten()
-                .map(|b| b.path.as_deref().and_then(|p| glob::Pattern::new(p).ok()))
-                .collect(),
+            folders: compile(&folder_texts.iter().map(String::as_str).collect::<Vec<_>>()),
+            folder_texts,
+            banned_paths: compile(&paths),
+            banned_path_rules,
         }
+    }
+
+    /// The confidential-folder glob (as written) that `path` is in.
+    pub fn folder_of(&self, path: &str) -> Option<&str> {
+        if path.is_empty() {
+            return None;
+        }
+        self.folders
+            .first_match(path)
+            .map(|i| self.folder_texts[i].as_str())
+    }
+
+    /// The indices of the `banned_apps` entries whose path glob matches
+    /// `exe_path`, ascending.
+    pub fn banned_by_path(&self, exe_path: &str) -> Vec<usize> {
+        if exe_path.is_empty() {
+            return Vec::new();
+        }
+        self.banned_paths
+            .matches(exe_path)
+            .into_iter()
+            .map(|k| self.banned_path_rules[k])
+            .collect()
     }
 }
 

@@ -50,11 +50,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let mut tasks = JoinSet::new();
     let spec = GroupSpec {
         shards: config.stream_shards,
+        key_of: mamori_streams::stream_key,
         group: WRITER_GROUP,
         consumer: consumer.clone(),
         read_count: config.writer_read_count,
         claim_idle_ms: config.writer_claim_idle_ms,
         dead_letters: true,
+        delete_acked: false,
     };
     let writer_db = db.clone();
     spawn_group(
