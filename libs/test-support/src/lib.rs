@@ -53,6 +53,16 @@ impl TestEnv {
         .await
         .expect("create test database");
         let database_url = with_database(&server, &name);
+        // A copy does not inherit the template's database privileges: take
+        // temporary tables away from the services' role as the migration did.
+        let mut copy = PgConnection::connect(&database_url)
+            .await
+            .expect("connect to the test database");
+        sqlx::query("SELECT mamori_revoke_temp()")
+            .execute(&mut copy)
+            .await
+            .expect("revoke temporary tables");
+        let _ = copy.close().await;
         let db = Db::connect(&database_url, 8)
             .await
             .expect("connect as the application role");

@@ -2,10 +2,12 @@
 //! free tenant slowing, spamming or outlasting others), each failing on the
 //! code before its fix.
 
-use crate::gw::Gw;
+use crate::gateway::{invite_and_accept, verify};
+use crate::gw::{Gw, PASSWORD, code, session_from};
 use crate::policy_alarms::{alarms, alerting_config, event_at, set_tenant_policy};
 use crate::support::*;
 use mamori_proto::agent::v1::{FileEvent, ProcessEvent, event::Kind, file_event, process_event};
+use reqwest::{Method, StatusCode};
 use serde_json::json;
 use std::time::Duration;
 
@@ -108,5 +110,371 @@ async fn a_tenant_over_its_alerting_budget_is_moved_aside_and_loses_nothing() {
     let again = alarms(&gw, &hostile).await;
     assert_eq!(again[0]["count"], 900, "{again:?}");
     assert_eq!(alarms(&gw, &quiet).await[0]["count"], 1);
+    alerting.shutdown().await;
+}
+
+/// The review's escalation: a tenant admin who was disabled used the
+/// access token it still held (good for 15 minutes) to invite and accept a
+/// new admin account, keeping access for good. Now the token is refused
+/// at once, and the invitation it had sent before is void.
+#[tokio::test]
+async fn a_disabled_admin_is_refused_at_once_and_its_invitations_are_void() {
+    let g = Gw::start().await;
+    let owner = g.signup("Disable KK", "tenant").await;
+    verify(&g, &owner).await;
+    let admin = invite_and_accept(&g, &owner, "tenant_admin").await;
+    // The admin invites someone before being disabled.
+    let pending = format!("{}@pending.example.com", uuid::Uuid::new_v4().simple());
+    let (status, v) = g
+        .post(
+            &admin,
+            "/api/v1/invitations",
+            json!({"email": pending, "role": "tenant_admin"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let pending_code = g.code_mailed_to(&pending, "mmi_");
+
+    let (status, v) = g
+        .call(
+            Some(&owner),
+            Method::PATCH,
+            &format!("/api/v1/users/{}", user_id(&g, &admin).await),
+            Some(json!({ "disabled": true })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    // The very next request with the admin's token is refused.
+    let backdoor = format!("{}@backdoor.example.com", uuid::Uuid::new_v4().simple());
+    let (status, v) = g
+        .post(
+            &admin,
+            "/api/v1/invitations",
+            json!({"email": backdoor, "role": "tenant_admin"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{v}");
+    assert!(g.mails().iter().all(|m| !m.contains(&backdoor)));
+    let (status, _) = g.get(&admin, "/api/v1/me").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = g
+        .call(
+            None,
+            Method::POST,
+            "/api/v1/auth/refresh",
+            Some(json!({"refresh_token": admin.refresh})),
+        )
+        .await;
+    assert!(status.is_client_error(), "{status}");
+    // What it sent before does not let anyone in either.
+    let (status, v) = g
+        .call(
+            None,
+            Method::POST,
+            "/api/v1/invitations/accept",
+            Some(json!({ "token": pending_code, "password": PASSWORD })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{v}");
+    assert_eq!(code(&v), "invitation_expired");
+    // The owner's own session is untouched.
+    let (status, _) = g.get(&owner, "/api/v1/users").await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+/// A demoted admin's token no longer carries admin rights: refused at once;
+/// a new login has the new role.
+#[tokio::test]
+async fn a_demoted_admin_must_log_in_again_and_gets_the_new_role() {
+    let g = Gw::start().await;
+    let owner = g.signup("Demote KK", "tenant").await;
+    verify(&g, &owner).await;
+    let admin = invite_and_accept(&g, &owner, "tenant_admin").await;
+    let (status, v) = g
+        .call(
+            Some(&owner),
+            Method::PATCH,
+            &format!("/api/v1/users/{}", user_id(&g, &admin).await),
+            Some(json!({ "role": "auditor" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let (status, v) = g.post(&admin, "/api/v1/enrollment-tokens", json!({})).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{v}");
+    let (status, v) = g.login(&admin.email, PASSWORD).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let again = session_from(&v, &admin.email);
+    let (status, _) = g.post(&again, "/api/v1/enrollment-tokens", json!({})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "an auditor now");
+    let (status, _) = g.get(&again, "/api/v1/devices").await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+/// Logging out ends that login's access token (not the user's other
+/// logins); logging out everywhere and changing the password end them all.
+#[tokio::test]
+async fn logout_logout_everywhere_and_a_new_password_end_access_tokens_at_once() {
+    let g = Gw::start().await;
+    let owner = g.signup("Logout KK", "tenant").await;
+    let login = || async {
+        let (status, v) = g.login(&owner.email, PASSWORD).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        session_from(&v, &owner.email)
+    };
+    let (laptop, phone) = (login().await, login().await);
+    let (status, _) = g
+        .call(
+            None,
+            Method::POST,
+            "/api/v1/auth/logout",
+            Some(json!({"refresh_token": laptop.refresh})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, v) = g.get(&laptop, "/api/v1/devices").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("logged out"),
+        "{v}"
+    );
+    let (status, _) = g.get(&phone, "/api/v1/devices").await;
+    assert_eq!(status, StatusCode::OK, "the other login stays");
+
+    let (status, _) = g
+        .post(&phone, "/api/v1/auth/logout-everywhere", json!({}))
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    for s in [&phone, &owner] {
+        let (status, _) = g.get(s, "/api/v1/devices").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+
+    let (desk, other) = (login().await, login().await);
+    let new_password = "a different long passphrase";
+    let (status, v) = g
+        .post(
+            &desk,
+            "/api/v1/me/password",
+            json!({"current_password": "wrong guess here", "new_password": new_password}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{v}");
+    let (status, v) = g
+        .post(
+            &desk,
+            "/api/v1/me/password",
+            json!({"current_password": PASSWORD, "new_password": new_password}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let fresh = session_from(&v, &owner.email);
+    for s in [&desk, &other] {
+        let (status, _) = g.get(s, "/api/v1/devices").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (status, _) = g.get(&fresh, "/api/v1/devices").await;
+    assert_eq!(status, StatusCode::OK, "the answer is a working login");
+    let (status, _) = g.login(&owner.email, PASSWORD).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = g.login(&owner.email, new_password).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+/// The id of the session's user.
+async fn user_id(g: &Gw, s: &crate::gw::Session) -> String {
+    let (status, me) = g.get(s, "/api/v1/me").await;
+    assert_eq!(status, StatusCode::OK, "{me}");
+    me["id"].as_str().unwrap().to_owned()
+}
+
+/// Every SECURITY DEFINER function searches `pg_temp` last (or not at
+/// all), and the services' role cannot create temporary tables: the review
+/// shadowed `tenants` with a temporary table and made definer functions
+/// return forged rows.
+#[tokio::test]
+async fn definer_functions_cannot_be_fooled_by_temporary_tables() {
+    let env = mamori_test_support::TestEnv::new().await;
+    let loose: Vec<(String, Option<Vec<String>>)> = sqlx::query_as(
+        "SELECT p.oid::regprocedure::text, p.proconfig FROM pg_proc p
+         WHERE p.prosecdef
+           AND NOT coalesce('search_path=public, pg_temp' = ANY(p.proconfig), false)",
+    )
+    .fetch_all(&env.owner)
+    .await
+    .unwrap();
+    assert!(
+        loose.is_empty(),
+        "definer functions without pg_temp last: {loose:?}"
+    );
+    let definers: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_proc WHERE prosecdef")
+        .fetch_one(&env.owner)
+        .await
+        .unwrap();
+    assert!(definers > 20, "the scan saw the functions: {definers}");
+
+    let mut conn = env.db.pool().acquire().await.unwrap();
+    let err = sqlx::query("CREATE TEMP TABLE tenants (id uuid, policy_revision bigint)")
+        .execute(&mut *conn)
+        .await
+        .expect_err("the services' role may not create temporary tables");
+    assert!(err.to_string().contains("permission denied"), "{err}");
+    let err = sqlx::query("CREATE TABLE public.tenants_forged (id uuid)")
+        .execute(&mut *conn)
+        .await
+        .expect_err("nor tables in public");
+    assert!(err.to_string().contains("permission denied"), "{err}");
+}
+
+/// A DNS server on loopback that answers A questions from a script: the
+/// n-th question gets `answers(n)` (n from 1), with a TTL of 0. Returns its
+/// address and the number of questions so far.
+async fn dns_responder(
+    answers: fn(usize) -> Vec<std::net::Ipv4Addr>,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::Ordering;
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = asked.clone();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        loop {
+            let Ok((n, peer)) = socket.recv_from(&mut buf).await else {
+                return;
+            };
+            let q = &buf[..n];
+            // The question: labels up to the root, then type and class.
+            let mut end = 12;
+            while end < q.len() && q[end] != 0 {
+                end += 1 + usize::from(q[end]);
+            }
+            let Some(qtype) = q.get(end + 1..end + 3) else {
+                continue;
+            };
+            let ips = if qtype == [0, 1] {
+                answers(count.fetch_add(1, Ordering::SeqCst) + 1)
+            } else {
+                Vec::new()
+            };
+            let mut reply = Vec::new();
+            reply.extend_from_slice(&q[..2]);
+            reply.extend_from_slice(&[0x81, 0x80, 0, 1]);
+            reply.extend_from_slice(&(ips.len() as u16).to_be_bytes());
+            reply.extend_from_slice(&[0, 0, 0, 0]);
+            reply.extend_from_slice(&q[12..end + 5]);
+            for ip in ips {
+                reply.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 0, 0, 4]);
+                reply.extend_from_slice(&ip.octets());
+            }
+            let _ = socket.send_to(&reply, peer).await;
+        }
+    });
+    (addr, asked)
+}
+
+/// DNS rebinding: the webhook's name answers a public address when the
+/// webhook is created, then a public and a loopback address, then loopback
+/// only. Every delivery resolves once and vets every address the HTTP
+/// client may connect to, so nothing ever connects to the loopback server
+/// behind the name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_name_that_rebinds_to_loopback_gets_no_connection() {
+    use std::sync::atomic::Ordering;
+    let public: std::net::Ipv4Addr = "93.184.216.34".parse().unwrap();
+    let loopback = std::net::Ipv4Addr::LOCALHOST;
+    let (dns, asked) = dns_responder(|n| match n {
+        1 => vec!["93.184.216.34".parse().unwrap()],
+        2 => vec![
+            "93.184.216.34".parse().unwrap(),
+            std::net::Ipv4Addr::LOCALHOST,
+        ],
+        _ => vec![std::net::Ipv4Addr::LOCALHOST],
+    })
+    .await;
+    assert!(
+        mamori_policy::webhook::is_public(public.into())
+            && !mamori_policy::webhook::is_public(loopback.into())
+    );
+    // What the name would reach: a server on loopback that counts visitors.
+    let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = target.local_addr().unwrap().port();
+    let visits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = visits.clone();
+    tokio::spawn(async move {
+        while let Ok((_conn, _)) = target.accept().await {
+            seen.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+
+    let g = Gw::start_with(|cfg| {
+        cfg.webhook_allow_private = false;
+        cfg.webhook_dns_server = dns.to_string();
+    })
+    .await;
+    let mut acfg = alerting_config(&g, "");
+    acfg.webhook_allow_private = false;
+    acfg.webhook_dns_server = dns.to_string();
+    acfg.webhook_timeout_ms = 2000;
+    let alerting = mamori_alerting::start(acfg).await.expect("alerting starts");
+    let admin = g.signup("Rebind KK", "tenant").await;
+    let url = format!("https://hook.rebind.test:{port}/hook");
+    let (status, hook) = g
+        .post(
+            &admin,
+            "/api/v1/webhooks",
+            json!({"name": "chat", "url": url}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{hook}");
+    set_tenant_policy(
+        &g,
+        &admin,
+        json!({"banned_apps": [{"name": "winny", "action": "log"}],
+               "notifications": {"routes": [{"categories": ["*"], "webhooks": [hook["id"]]}]}}),
+    )
+    .await;
+    let device = g
+        .stack
+        .new_device(admin.enrollment_token.as_deref().unwrap())
+        .await;
+    let mut agent = g.stack.open(&device.device_credential).await.unwrap();
+    agent
+        .send(batch(1, vec![process_event("/usr/bin/winny")]))
+        .await
+        .unwrap();
+
+    let (attempts, error): (i32, String) = wait_for(
+        "two refused deliveries",
+        Duration::from_secs(30),
+        || async {
+            sqlx::query_as::<_, (i32, Option<String>)>(
+                "SELECT attempts, last_error FROM notification_outbox WHERE channel = 'webhook'",
+            )
+            .fetch_optional(&g.stack.env.owner)
+            .await
+            .unwrap()
+            .and_then(|(a, e)| (a >= 2).then(|| (a, e.unwrap_or_default())))
+        },
+    )
+    .await;
+    assert!(
+        error.contains("127.0.0.1 is not a public address"),
+        "attempt {attempts}: {error}"
+    );
+    assert!(
+        asked.load(Ordering::SeqCst) >= 3,
+        "each delivery asked the DNS"
+    );
+    assert_eq!(
+        visits.load(Ordering::SeqCst),
+        0,
+        "nothing connected to loopback"
+    );
     alerting.shutdown().await;
 }

@@ -55,6 +55,9 @@ pub struct Config {
     /// Deliver to private, loopback and link-local webhook addresses (a
     /// local setup, tests); off, a webhook resolving to one is refused.
     pub webhook_allow_private: bool,
+    /// The DNS server (`ip:port`) webhook hosts are resolved with; empty:
+    /// the system's resolver.
+    pub webhook_dns_server: String,
 }
 
 impl Default for Config {
@@ -85,6 +88,7 @@ impl Default for Config {
             public_url: "http://127.0.0.1:8080".into(),
             db_max_connections: 8,
             webhook_allow_private: false,
+            webhook_dns_server: String::new(),
         }
     }
 }

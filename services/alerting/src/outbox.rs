@@ -190,12 +190,11 @@ impl Notifier {
         let Some((url, sealed)) = row else {
             anyhow::bail!(Permanent("the webhook was deleted".into()));
         };
-        // Checked again at every delivery: a name may resolve elsewhere now.
-        let target = mamori_policy::webhook::check_url(&url, self.allow_private)
+        // The form (and a literal address) is checked again at every
+        // delivery; a name is resolved and vetted by the client's resolver
+        // (`VettedDns`) as it connects.
+        mamori_policy::webhook::check_url(&url, self.allow_private)
             .map_err(|e| Permanent(format!("webhook URL refused: {e}")))?;
-        mamori_policy::webhook::check_destination(&target, self.allow_private)
-            .await
-            .map_err(|e| anyhow::anyhow!("webhook destination refused: {e}"))?;
         let secret = self.kek.open(&format!("webhook:{id}"), &sealed)?;
         let text: Vec<String> = alarms
             .iter()
@@ -275,9 +274,9 @@ impl Notifier {
                 .execute(&mut *tx)
                 .await?;
                 if give_up {
-                    tracing::error!(tenant_id = %tenant, channel = %rows[0].channel, recipient = %rows[0].recipient, attempts, error = %e, "notification given up");
+                    tracing::error!(tenant_id = %tenant, channel = %rows[0].channel, recipient = %rows[0].recipient, attempts, error = format!("{e:#}"), "notification given up");
                 } else {
-                    tracing::warn!(tenant_id = %tenant, channel = %rows[0].channel, attempts, retry_in_s = delay_s, error = %e, "notification failed; will retry");
+                    tracing::warn!(tenant_id = %tenant, channel = %rows[0].channel, attempts, retry_in_s = delay_s, error = format!("{e:#}"), "notification failed; will retry");
                 }
                 metrics::counter!("mamori_alerting_notification_failures_total", "channel" => rows[0].channel.clone())
                     .increment(rows.len() as u64);
@@ -285,6 +284,25 @@ impl Notifier {
         }
         tx.commit().await?;
         Ok(())
+    }
+}
+
+/// The webhook client's resolver: each connection's addresses are the ones
+/// [`mamori_policy::webhook::Resolver`] resolved and vetted, once.
+pub(crate) struct VettedDns(pub(crate) mamori_policy::webhook::Resolver);
+
+impl reqwest::dns::Resolve for VettedDns {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let resolver = self.0.clone();
+        Box::pin(async move {
+            let addrs = resolver
+                .resolve(name.as_str())
+                .await
+                .map_err(|e| format!("webhook destination refused: {e}"))?;
+            let addrs: reqwest::dns::Addrs =
+                Box::new(addrs.into_iter().map(|ip| std::net::SocketAddr::new(ip, 0)));
+            Ok(addrs)
+        })
     }
 }
 

@@ -133,9 +133,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     .await
     .context("cannot create the alerting overflow group")?;
 
+    let resolver = mamori_policy::webhook::Resolver::new(
+        config.webhook_allow_private,
+        &config.webhook_dns_server,
+    )
+    .map_err(anyhow::Error::msg)?;
+    // Webhook hosts are resolved, vetted and connected to in one step: the
+    // client connects only to the addresses the resolver let through.
     let http = reqwest::Client::builder()
         .timeout(Duration::from_millis(config.webhook_timeout_ms))
         .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .dns_resolver(Arc::new(crate::outbox::VettedDns(resolver)))
         .build()?;
     let notifier = Notifier {
         db: db.clone(),

@@ -28,6 +28,8 @@ pub struct UserRow {
     pub role: String,
     pub tenant_id: Option<Uuid>,
     pub msp_org_id: Option<Uuid>,
+    /// The epoch new sessions start at (see `crate::sessions`).
+    pub session_epoch: i32,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema, PartialEq, Eq)]
@@ -125,7 +127,7 @@ struct UserState {
 pub async fn load_user(state: &Shared, id: Uuid) -> ApiResult<Option<(UserRow, bool)>> {
     let mut tx = begin_identity(state, None, Some(id)).await?;
     let row: Option<UserState> = sqlx::query_as(
-        "SELECT id, email, role, tenant_id, msp_org_id, disabled_at IS NOT NULL AS disabled
+        "SELECT id, email, role, tenant_id, msp_org_id, session_epoch, disabled_at IS NOT NULL AS disabled
          FROM users WHERE id = $1",
     )
     .bind(id)
@@ -135,7 +137,8 @@ pub async fn load_user(state: &Shared, id: Uuid) -> ApiResult<Option<(UserRow, b
     Ok(row.map(|r| (r.user, r.disabled)))
 }
 
-fn claims_for(state: &Shared, user: &UserRow) -> ApiResult<Claims> {
+/// The claims of an access token for `user`'s login `family`.
+fn claims_for(state: &Shared, user: &UserRow, family: Option<Uuid>) -> ApiResult<Claims> {
     let role = Role::parse(&user.role)
         .ok_or_else(|| ApiError::internal("user role", format!("unknown role {:?}", user.role)))?;
     let now = Utc::now().timestamp();
@@ -152,6 +155,8 @@ fn claims_for(state: &Shared, user: &UserRow) -> ApiResult<Claims> {
         role,
         tid: user.tenant_id,
         org: user.msp_org_id,
+        sep: user.session_epoch,
+        fam: family,
     })
 }
 
@@ -159,9 +164,15 @@ fn refresh_expiry(state: &Shared) -> DateTime<Utc> {
     Utc::now() + Duration::seconds(i64::try_from(state.cfg.refresh_token_ttl_s).unwrap_or(86_400))
 }
 
-/// Signs an access token for `user` and pairs it with `refresh`.
-fn token_pair(state: &Shared, user: &UserRow, refresh: &RefreshToken) -> ApiResult<TokenResponse> {
-    let claims = claims_for(state, user)?;
+/// Signs an access token for `user` and pairs it with `refresh`, of the
+/// login `family`.
+fn token_pair(
+    state: &Shared,
+    user: &UserRow,
+    refresh: &RefreshToken,
+    family: Uuid,
+) -> ApiResult<TokenResponse> {
+    let claims = claims_for(state, user, Some(family))?;
     let access = state
         .keys
         .sign(&claims)
@@ -177,15 +188,16 @@ fn token_pair(state: &Shared, user: &UserRow, refresh: &RefreshToken) -> ApiResu
 /// Starts a new refresh-token family for a fresh login.
 pub async fn login_tokens(state: &Shared, user: &UserRow) -> ApiResult<TokenResponse> {
     let refresh = RefreshToken::generate();
+    let family = Uuid::new_v4();
     sqlx::query("SELECT mamori_issue_refresh_token($1, $2, $3, $4, $5)")
         .bind(Uuid::new_v4())
-        .bind(Uuid::new_v4())
+        .bind(family)
         .bind(user.id)
         .bind(refresh.hash())
         .bind(refresh_expiry(state))
         .execute(state.db.pool())
         .await?;
-    token_pair(state, user, &refresh)
+    token_pair(state, user, &refresh, family)
 }
 
 /// The enrollment token a new tenant starts with: 30 days, unlimited uses.
@@ -269,11 +281,12 @@ pub async fn signup(
                 role: Role::TenantAdmin.as_str().into(),
                 tenant_id: Some(tenant.as_uuid()),
                 msp_org_id: None,
+                session_epoch: 0,
             };
             let caller = synthetic_caller(
                 client_ip(&parts),
                 request_id(&parts),
-                claims_for(&state, &user)?,
+                claims_for(&state, &user, None)?,
             );
             audit::record(&mut tx, &caller, "tenant.signup", &tenant.to_string(),
                 serde_json::json!({"company": company, "enrollment_token_id": token.id.to_string()})).await?;
@@ -311,6 +324,7 @@ pub async fn signup(
                 role: Role::MspAdmin.as_str().into(),
                 tenant_id: None,
                 msp_org_id: Some(org),
+                session_epoch: 0,
             };
             (user, None, Some(org), None)
         }
@@ -411,6 +425,7 @@ struct LoginRow {
     role: String,
     disabled: bool,
     failed_logins: i32,
+    session_epoch: i32,
 }
 
 /// Log in with e-mail and password.
@@ -433,7 +448,7 @@ pub async fn login(
     let row: Option<LoginRow> = match &email {
         Some(e) => {
             sqlx::query_as(
-                "SELECT id, password_hash, tenant_id, msp_org_id, role, disabled, failed_logins
+                "SELECT id, password_hash, tenant_id, msp_org_id, role, disabled, failed_logins, session_epoch
              FROM mamori_user_for_login($1)",
             )
             .bind(e)
@@ -475,6 +490,7 @@ pub async fn login(
         role: r.role,
         tenant_id: r.tenant_id,
         msp_org_id: r.msp_org_id,
+        session_epoch: r.session_epoch,
     };
     Ok(Json(login_tokens(&state, &user).await?))
 }
@@ -537,17 +553,20 @@ pub async fn refresh(
         }
         _ => return Err(ApiError::unauthenticated("refresh token is not valid")),
     }
-    let user_id = user_id.ok_or_else(|| ApiError::unauthenticated("refresh token is not valid"))?;
+    let (Some(user_id), Some(family)) = (user_id, family) else {
+        return Err(ApiError::unauthenticated("refresh token is not valid"));
+    };
     let (user, disabled) = load_user(&state, user_id)
         .await?
         .ok_or_else(|| ApiError::unauthenticated("the account no longer exists"))?;
     if disabled {
         return Err(ApiError::forbidden("this account is disabled"));
     }
-    Ok(Json(token_pair(&state, &user, &new)?))
+    Ok(Json(token_pair(&state, &user, &new, family)?))
 }
 
-/// Revoke the login that a refresh token belongs to.
+/// Log out: ends the login that a refresh token belongs to, its access
+/// tokens included.
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "accounts", request_body = RefreshRequest,
     responses((status = 204, description = "logged out")))]
 pub async fn logout(
@@ -555,12 +574,128 @@ pub async fn logout(
     Json(req): Json<RefreshRequest>,
 ) -> ApiResult<StatusCode> {
     if let Ok(token) = RefreshToken::parse(&req.refresh_token) {
-        sqlx::query("SELECT mamori_revoke_refresh_family($1)")
+        let family: Option<Uuid> = sqlx::query_scalar("SELECT mamori_revoke_refresh_family($1)")
             .bind(token.hash())
-            .execute(state.db.pool())
+            .fetch_one(state.db.pool())
             .await?;
+        if let Some(f) = family {
+            state.sessions.forget_family(f);
+        }
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Ends every session of `user` (refresh tokens revoked, access tokens
+/// refused from now on), in `conn`'s transaction. The caller forgets the
+/// cached state after committing.
+pub async fn end_sessions(conn: &mut sqlx::PgConnection, user: Uuid) -> ApiResult<()> {
+    sqlx::query("SELECT mamori_revoke_user_sessions($1)")
+        .bind(user)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Stores a new password hash and ends every session of the user; returns
+/// the epoch new sessions start at.
+async fn set_password(conn: &mut sqlx::PgConnection, user: Uuid, hash: &str) -> ApiResult<i32> {
+    sqlx::query("UPDATE users SET password_hash = $2, failed_logins = 0 WHERE id = $1")
+        .bind(user)
+        .bind(hash)
+        .execute(&mut *conn)
+        .await?;
+    let epoch: i32 = sqlx::query_scalar("SELECT mamori_revoke_user_sessions($1)")
+        .bind(user)
+        .fetch_one(conn)
+        .await?;
+    Ok(epoch)
+}
+
+/// Log out everywhere: ends every session of the caller, on every device.
+#[utoipa::path(post, path = "/api/v1/auth/logout-everywhere", tag = "accounts", security(("bearer" = [])),
+    responses((status = 204, description = "every session ended"), (status = 401, body = crate::error::ErrorBody)))]
+pub async fn logout_everywhere(
+    State(state): State<Shared>,
+    caller: Caller,
+) -> ApiResult<StatusCode> {
+    let mut tx = begin_identity(&state, caller.claims.org, Some(caller.user())).await?;
+    end_sessions(&mut tx, caller.user()).await?;
+    tx.commit().await?;
+    state.sessions.forget_user(caller.user());
+    tracing::info!(user_id = %caller.user(), "logged out everywhere");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePassword {
+    pub current_password: String,
+    pub new_password: String,
+}
+
+/// Change your password: every other session ends; the answer is a fresh
+/// login for this one.
+#[utoipa::path(post, path = "/api/v1/me/password", tag = "accounts", security(("bearer" = [])),
+    request_body = ChangePassword,
+    responses((status = 200, body = TokenResponse), (status = 401, body = crate::error::ErrorBody),
+              (status = 422, body = crate::error::ErrorBody)))]
+pub async fn change_password(
+    State(state): State<Shared>,
+    parts: Parts,
+    caller: Caller,
+    Json(req): Json<ChangePassword>,
+) -> ApiResult<Json<TokenResponse>> {
+    state.limits.auth(client_ip(&parts))?;
+    let email = caller.claims.email.clone();
+    password::check_rules(&req.new_password, &email)?;
+    if req.current_password.len() > 4 * password::MAX_LEN {
+        return Err(ApiError::unauthenticated("the current password is wrong"));
+    }
+    let row: Option<LoginRow> = sqlx::query_as(
+        "SELECT id, password_hash, tenant_id, msp_org_id, role, disabled, failed_logins, session_epoch
+         FROM mamori_user_for_login($1)",
+    )
+    .bind(&email)
+    .fetch_optional(state.db.pool())
+    .await?;
+    let row = row.ok_or_else(|| ApiError::unauthenticated("the account no longer exists"))?;
+    if let Some(wait) = admit_attempt(&state, row.id).await? {
+        return Err(ApiError::rate_limited(
+            wait,
+            format!("too many wrong passwords for this account: try again in {wait} s"),
+        ));
+    }
+    if !password::verify(req.current_password, Some(row.password_hash.clone())).await? {
+        return Err(ApiError::unauthenticated("the current password is wrong"));
+    }
+    let hash = password::hash(req.new_password).await?;
+    // The row is updated as its own user, in its tenant or organisation.
+    let epoch = match row.tenant_id {
+        Some(t) => {
+            let mut tx = state.db.begin_tenant(TenantId::from_uuid(t)).await?;
+            tx.set_actor(None, Some(row.id)).await?;
+            let epoch = set_password(&mut tx, row.id, &hash).await?;
+            tx.commit().await?;
+            epoch
+        }
+        None => {
+            let mut tx = begin_identity(&state, row.msp_org_id, Some(row.id)).await?;
+            let epoch = set_password(&mut tx, row.id, &hash).await?;
+            tx.commit().await?;
+            epoch
+        }
+    };
+    state.sessions.forget_user(row.id);
+    tracing::info!(user_id = %row.id, "password changed; other sessions ended");
+    let user = UserRow {
+        id: row.id,
+        email,
+        role: row.role,
+        tenant_id: row.tenant_id,
+        msp_org_id: row.msp_org_id,
+        session_epoch: epoch,
+    };
+    Ok(Json(login_tokens(&state, &user).await?))
 }
 
 /// Whether the user's address is confirmed (`None`: no such user), read as

@@ -62,4 +62,12 @@ pub struct Claims {
     /// The user's MSP organisation (MSP roles).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub org: Option<Uuid>,
+    /// The user's session epoch when the token was issued: the token stops
+    /// working once the epoch moves on (see `crate::sessions`).
+    #[serde(default)]
+    pub sep: i32,
+    /// The login (refresh-token family) the token belongs to: a logout of
+    /// that login ends the token too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fam: Option<Uuid>,
 }

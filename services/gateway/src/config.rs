@@ -24,6 +24,10 @@ pub struct Config {
     /// How often the signing keys are re-read (to pick up rotations made by
     /// another replica or `mamori keys`).
     pub key_reload_s: u64,
+    /// How long a gateway trusts what it read of a session (disabled? role
+    /// or password changed? logged out?): a change made on another replica
+    /// reaches this one within it. Milliseconds.
+    pub session_cache_ms: u64,
     /// Consecutive wrong passwords before an account is slowed down; each
     /// further failure doubles the wait, up to `login_max_lockout_s`.
     pub login_free_failures: u32,
@@ -50,6 +54,9 @@ pub struct Config {
     /// Let webhooks point at private, loopback and link-local addresses
     /// (a local setup, tests); off, they must be public.
     pub webhook_allow_private: bool,
+    /// The DNS server (`ip:port`) webhook hosts are resolved with; empty:
+    /// the system's resolver.
+    pub webhook_dns_server: String,
     /// The policy service's internal API (`mamori policy`); policy and
     /// template calls go there with the caller's signed identity.
     pub policy_url: String,
@@ -69,6 +76,7 @@ impl Default for Config {
             access_token_ttl_s: 900,
             refresh_token_ttl_s: 30 * 24 * 3600,
             key_reload_s: 30,
+            session_cache_ms: 1000,
             login_free_failures: 5,
             login_max_lockout_s: 900,
             api_ip_rate: 50,
@@ -84,6 +92,7 @@ impl Default for Config {
             mail_from: "Mamori <no-reply@mamori.invalid>".into(),
             db_max_connections: 16,
             webhook_allow_private: false,
+            webhook_dns_server: String::new(),
             policy_url: "http://127.0.0.1:50061".into(),
             policy_tls_ca: String::new(),
         }
@@ -112,6 +121,9 @@ impl Config {
         }
         if self.key_reload_s == 0 {
             return Err("key_reload_s must be positive".into());
+        }
+        if self.session_cache_ms > 60_000 {
+            return Err("session_cache_ms must be at most 60000".into());
         }
         if self.api_ip_rate == 0 || self.api_tenant_rate == 0 || self.api_auth_rate == 0 {
             return Err("api_ip_rate, api_tenant_rate and api_auth_rate must be positive".into());

@@ -97,6 +97,7 @@ impl FromRequestParts<Shared> for Caller {
             .verify(&state.db, token)
             .await
             .map_err(|e| ApiError::unauthenticated(e.to_string()))?;
+        state.sessions.check(&state.db, &claims).await?;
         let span = tracing::Span::current();
         span.record("user_id", tracing::field::display(claims.sub));
         Ok(Self {

@@ -23,6 +23,7 @@ mod openapi;
 mod password;
 mod policies;
 mod server;
+mod sessions;
 mod state;
 mod templates;
 mod tenants;

@@ -35,6 +35,8 @@ impl Modify for Bearer {
         crate::accounts::login,
         crate::accounts::refresh,
         crate::accounts::logout,
+        crate::accounts::logout_everywhere,
+        crate::accounts::change_password,
         crate::accounts::verify_link,
         crate::accounts::verify_post,
         crate::accounts::me,

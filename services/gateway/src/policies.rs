@@ -419,7 +419,9 @@ pub async fn create_webhook(
     let allow_private = state.cfg.webhook_allow_private;
     let url = mamori_policy::webhook::check_url(&req.url, allow_private)
         .map_err(|e| ApiError::invalid("url", e))?;
-    mamori_policy::webhook::check_destination(&url, allow_private)
+    state
+        .webhook_resolver
+        .check_destination(&url)
         .await
         .map_err(|e| ApiError::invalid("url", e))?;
     let url = url.to_string();

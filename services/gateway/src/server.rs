@@ -64,6 +64,8 @@ pub fn router(state: Shared) -> Router {
         .route("/auth/login", post(accounts::login))
         .route("/auth/refresh", post(accounts::refresh))
         .route("/auth/logout", post(accounts::logout))
+        .route("/auth/logout-everywhere", post(accounts::logout_everywhere))
+        .route("/me/password", post(accounts::change_password))
         .route(
             "/auth/verify",
             get(accounts::verify_link).post(accounts::verify_post),
@@ -283,6 +285,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         cfg: config.clone(),
         mailer,
         limits,
+        sessions: crate::sessions::Sessions::new(Duration::from_millis(config.session_cache_ms)),
+        webhook_resolver: mamori_policy::webhook::Resolver::new(
+            config.webhook_allow_private,
+            &config.webhook_dns_server,
+        )
+        .map_err(anyhow::Error::msg)?,
         policy,
         kek,
     });

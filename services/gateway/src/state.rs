@@ -14,8 +14,12 @@ pub struct AppState {
     pub cfg: Config,
     pub mailer: Mailer,
     pub limits: Limits,
+    /// Whether access tokens' sessions still stand.
+    pub sessions: crate::sessions::Sessions,
     /// The policy service (`mamori policy`): policies and templates.
     pub policy: mamori_policy::PolicyClient,
+    /// Resolves and vets webhook destinations.
+    pub webhook_resolver: mamori_policy::webhook::Resolver,
     /// Webhook secrets are sealed under it.
     pub kek: std::sync::Arc<crate::keys::Kek>,
 }

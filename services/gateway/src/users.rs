@@ -2,7 +2,8 @@
 //! of an MSP organisation (MSP admins), with technicians' tenant access lists.
 
 use crate::accounts::{
-    TokenResponse, UserRow, begin_identity, email_taken, email_verified, insert_user, login_tokens,
+    TokenResponse, UserRow, begin_identity, email_taken, email_verified, end_sessions, insert_user,
+    login_tokens,
 };
 use crate::audit;
 use crate::claims::Role;
@@ -393,6 +394,7 @@ pub async fn accept(
         role: inv.role,
         tenant_id: inv.tenant_id,
         msp_org_id: inv.msp_org_id,
+        session_epoch: 0,
     };
     Ok((
         StatusCode::CREATED,
@@ -434,14 +436,6 @@ fn check_self(caller: &Caller, id: Uuid) -> ApiResult<()> {
     Ok(())
 }
 
-async fn end_sessions(conn: &mut sqlx::PgConnection, id: Uuid) -> ApiResult<()> {
-    sqlx::query("SELECT mamori_revoke_user_sessions($1)")
-        .bind(id)
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
 /// Whose users an update may touch.
 enum Scope {
     Tenant(Uuid),
@@ -476,7 +470,16 @@ async fn apply_update(
     .await?;
     let row = row.ok_or_else(|| ApiError::not_found("user"))?;
     if req.disabled == Some(true) || req.role.is_some() {
+        // Their tokens stop working at once, and nobody they invited can
+        // still join on their word.
         end_sessions(conn, id).await?;
+        let voided: i32 = sqlx::query_scalar("SELECT mamori_void_invitations_of($1)")
+            .bind(id)
+            .fetch_one(&mut *conn)
+            .await?;
+        if voided > 0 {
+            tracing::info!(user_id = %id, invitations = voided, "pending invitations of the user withdrawn");
+        }
     }
     Ok(row)
 }
@@ -510,6 +513,7 @@ pub async fn update(
     )
     .await?;
     tx.commit().await?;
+    state.sessions.forget_user(id);
     Ok(Json(row))
 }
 
@@ -534,6 +538,7 @@ pub async fn update_org(
     let mut tx = begin_identity(&state, Some(org), Some(caller.user())).await?;
     let row = apply_update(&mut tx, Scope::Org(org), id, &req).await?;
     tx.commit().await?;
+    state.sessions.forget_user(id);
     Ok(Json(row))
 }
 

@@ -1,9 +1,11 @@
 //! Webhook destinations. A tenant administrator chooses the URL and the
 //! alerting service posts to it from inside the operator's network, so a
 //! URL must not reach that network: private, loopback, link-local and other
-//! non-public addresses are refused (checked when the webhook is created
-//! and again, after resolving, before every delivery), unless the operator
-//! allows them (`webhook_allow_private`, for a local setup or tests).
+//! non-public addresses are refused (checked when the webhook is created,
+//! and by the resolver the delivering HTTP client connects through, which
+//! resolves once and hands over only vetted addresses), unless the
+//! operator allows them (`webhook_allow_private`, for a local setup or
+//! tests).
 
 use std::net::IpAddr;
 
@@ -37,25 +39,108 @@ pub fn check_url(url: &str, allow_private: bool) -> Result<url::Url, String> {
     Ok(parsed)
 }
 
-/// Resolves the URL's host and checks every address it resolves to.
-pub async fn check_destination(url: &url::Url, allow_private: bool) -> Result<(), String> {
-    if allow_private {
-        return Ok(());
+/// Resolves webhook hosts once and vets every address: the only way the
+/// services turn a webhook's name into addresses. The alerting service's
+/// HTTP client connects only to the addresses this returned (it is the
+/// client's resolver), so a name cannot answer a public address to a check
+/// and a private one to the connection (DNS rebinding). A name with any
+/// non-public address is refused whole, unless private destinations are
+/// allowed.
+#[derive(Clone)]
+pub struct Resolver {
+    allow_private: bool,
+    dns: Dns,
+}
+
+#[derive(Clone)]
+enum Dns {
+    /// The operating system's resolver (`getaddrinfo`: hosts file, resolv.conf).
+    System,
+    /// One DNS server, asked over UDP with no cache: each resolution is a
+    /// fresh question (`webhook_dns_server`; the tests' own responder).
+    Server(std::sync::Arc<hickory_resolver::TokioResolver>),
+}
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resolver")
+            .field("allow_private", &self.allow_private)
+            .field(
+                "dns",
+                &match self.dns {
+                    Dns::System => "system",
+                    Dns::Server(_) => "server",
+                },
+            )
+            .finish()
     }
-    let host = url.host_str().ok_or("has no host")?;
-    let port = url.port_or_known_default().unwrap_or(443);
-    let addrs = tokio::net::lookup_host((host.trim_matches(['[', ']']), port))
-        .await
-        .map_err(|e| format!("{host} does not resolve: {e}"))?;
-    let mut any = false;
-    for a in addrs {
-        check_ip(a.ip(), false)?;
-        any = true;
+}
+
+impl Resolver {
+    /// `dns_server` empty: the system's resolver; else `ip:port` of a DNS
+    /// server to ask. The error names the setting.
+    pub fn new(allow_private: bool, dns_server: &str) -> Result<Self, String> {
+        let dns = if dns_server.is_empty() {
+            Dns::System
+        } else {
+            use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
+            let addr: std::net::SocketAddr = dns_server.parse().map_err(|_| {
+                format!("webhook_dns_server {dns_server:?} is not an address like 127.0.0.1:53")
+            })?;
+            let mut config = ResolverConfig::new();
+            config.add_name_server(NameServerConfig::new(
+                addr,
+                hickory_resolver::proto::xfer::Protocol::Udp,
+            ));
+            let mut opts = ResolverOpts::default();
+            opts.cache_size = 0;
+            opts.timeout = std::time::Duration::from_secs(3);
+            opts.use_hosts_file = hickory_resolver::config::ResolveHosts::Never;
+            let resolver = hickory_resolver::Resolver::builder_with_config(
+                config,
+                hickory_resolver::name_server::TokioConnectionProvider::default(),
+            )
+            .with_options(opts)
+            .build();
+            Dns::Server(std::sync::Arc::new(resolver))
+        };
+        Ok(Self { allow_private, dns })
     }
-    if any {
-        Ok(())
-    } else {
-        Err(format!("{host} resolves to no address"))
+
+    /// The addresses of `host`, every one of them vetted; an error names
+    /// the first that is not allowed.
+    pub async fn resolve(&self, host: &str) -> Result<Vec<IpAddr>, String> {
+        let host = host.trim_matches(['[', ']']);
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            check_ip(ip, self.allow_private)?;
+            return Ok(vec![ip]);
+        }
+        let addrs: Vec<IpAddr> = match &self.dns {
+            Dns::System => tokio::net::lookup_host((host, 0))
+                .await
+                .map_err(|e| format!("{host} does not resolve: {e}"))?
+                .map(|a| a.ip())
+                .collect(),
+            Dns::Server(r) => r
+                .lookup_ip(host)
+                .await
+                .map_err(|e| format!("{host} does not resolve: {e}"))?
+                .iter()
+                .collect(),
+        };
+        if addrs.is_empty() {
+            return Err(format!("{host} resolves to no address"));
+        }
+        for a in &addrs {
+            check_ip(*a, self.allow_private).map_err(|e| format!("{host}: {e}"))?;
+        }
+        Ok(addrs)
+    }
+
+    /// Checks where `url` leads: its form and, resolved, every address.
+    pub async fn check_destination(&self, url: &url::Url) -> Result<(), String> {
+        let host = url.host_str().ok_or("has no host")?;
+        self.resolve(host).await.map(drop)
     }
 }
 
@@ -67,7 +152,10 @@ fn check_ip(ip: IpAddr, allow_private: bool) -> Result<(), String> {
     }
 }
 
-/// True for addresses on the public internet.
+/// True for addresses on the public internet. IPv6 must be global unicast
+/// (2000::/3), and not one of the ranges inside it that embed or reach an
+/// IPv4 address another way (6to4, Teredo, NAT64's are outside it anyway)
+/// or are reserved (documentation, ORCHID, benchmarking).
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(a) => {
@@ -90,12 +178,15 @@ pub fn is_public(ip: IpAddr) -> bool {
                 return is_public(IpAddr::V4(v4));
             }
             let s = a.segments();
-            !(a.is_loopback()
-                || a.is_unspecified()
-                || a.is_multicast()
-                || (s[0] & 0xfe00) == 0xfc00
-                || (s[0] & 0xffc0) == 0xfe80
-                || (s[0] == 0x2001 && s[1] == 0x0db8))
+            let global_unicast = (s[0] & 0xe000) == 0x2000;
+            global_unicast
+                && !(s[0] == 0x2002 // 6to4
+                    || (s[0] == 0x2001 && s[1] == 0x0000) // Teredo
+                    || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
+                    || (s[0] == 0x2001 && (s[1] & 0xfff0) == 0x0010) // ORCHID
+                    || (s[0] == 0x2001 && (s[1] & 0xfff0) == 0x0020) // ORCHIDv2
+                    || (s[0] == 0x2001 && s[1] == 0x0002 && s[2] == 0) // benchmarking
+                    || (s[0] & 0xfff0) == 0x3ff0) // documentation (3fff::/20)
         }
     }
 }
@@ -124,6 +215,23 @@ mod tests {
             assert!(check_url(bad, false).is_err(), "{bad}");
         }
         assert!(check_url("https://hooks.slack.com/services/T/B/X", false).is_ok());
+        // IPv6 that reaches an IPv4 or local network another way.
+        for bad in [
+            "64:ff9b::a00:1",
+            "2002:a00:1::1",
+            "::a00:1",
+            "fec0::1",
+            "fe80::1",
+            "2001:0:4136:e378::1",
+            "2001:db8::1",
+            "3fff::1",
+            "ff02::1",
+            "::",
+        ] {
+            assert!(!is_public(bad.parse().unwrap()), "{bad}");
+        }
+        assert!(is_public("2606:4700::1111".parse().unwrap()));
+        assert!(is_public("2a00:1450:4001::200e".parse().unwrap()));
         assert!(check_url("https://8.8.8.8/x", false).is_ok());
         assert!(check_url("http://127.0.0.1:8080/hook", true).is_ok());
     }

@@ -1,0 +1,117 @@
+-- Hardening after the outside security review (issue 18).
+
+-- SECURITY DEFINER functions run as the owner. With `search_path = public`
+-- alone, PostgreSQL still searches the session's temporary schema first for
+-- tables, so a role that may create temporary tables could shadow
+-- `tenants` or `events` inside them (measured: a temporary `tenants` made
+-- mamori_policy_revisions return forged rows and mamori_apply_retention
+-- delete another tenant's events as the owner). Every definer function
+-- now names pg_temp last, and nobody but the owner may create temporary
+-- tables or objects in `public`.
+DO $$
+DECLARE
+    f record;
+BEGIN
+    FOR f IN
+        SELECT p.oid::regprocedure AS sig FROM pg_proc p
+        WHERE p.prosecdef AND p.pronamespace = 'public'::regnamespace
+    LOOP
+        EXECUTE format('ALTER FUNCTION %s SET search_path = public, pg_temp', f.sig);
+    END LOOP;
+END
+$$;
+REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+
+-- Database privileges are not copied when a database is created from
+-- another as a template, so this is a function the owner can run again on
+-- such a copy (the tests' databases are).
+CREATE FUNCTION mamori_revoke_temp() RETURNS void
+    LANGUAGE plpgsql SET search_path = public, pg_temp
+    AS $$
+BEGIN
+    EXECUTE format('REVOKE TEMPORARY ON DATABASE %I FROM PUBLIC', current_database());
+END
+$$;
+REVOKE ALL ON FUNCTION mamori_revoke_temp() FROM PUBLIC;
+SELECT mamori_revoke_temp();
+
+-- A user's session epoch: access tokens carry the epoch they were issued
+-- at, and the gateway refuses one whose epoch is behind the user's. It is
+-- bumped when the user is disabled, changes role or password, or logs out
+-- everywhere, so that an access token stops working at once rather than
+-- when it expires.
+ALTER TABLE users ADD COLUMN session_epoch integer NOT NULL DEFAULT 0;
+
+-- What the gateway checks on every request (through a short cache): the
+-- user's epoch and whether it is disabled, and whether the login (refresh
+-- family) the token came from was logged out. Refresh tokens have no policy
+-- for the application role, hence a definer function.
+CREATE FUNCTION mamori_session_state(owner uuid, family uuid)
+    RETURNS TABLE (session_epoch integer, disabled boolean, family_revoked boolean)
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp
+    AS $$ SELECT u.session_epoch, u.disabled_at IS NOT NULL,
+                 family IS NOT NULL AND EXISTS (
+                     SELECT 1 FROM refresh_tokens r
+                     WHERE r.family_id = family AND r.user_id = owner AND r.revoked_at IS NOT NULL)
+          FROM users u WHERE u.id = owner $$;
+
+-- Ends every session of a user at once: refresh tokens revoked, epoch
+-- bumped (disabling, a role or password change, logging out everywhere).
+-- Replaces the refresh-only version.
+DROP FUNCTION mamori_revoke_user_sessions(uuid);
+CREATE FUNCTION mamori_revoke_user_sessions(owner uuid) RETURNS integer
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp
+    AS $$
+DECLARE
+    epoch integer;
+BEGIN
+    UPDATE refresh_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE user_id = owner;
+    UPDATE users SET session_epoch = session_epoch + 1 WHERE id = owner RETURNING session_epoch INTO epoch;
+    RETURN epoch;
+END
+$$;
+
+-- Invitations a user sent that nobody accepted yet, withdrawn when the user
+-- is disabled or changes role: whatever tenant or organisation they were
+-- for (an MSP user invites into its tenants too), so a definer function.
+CREATE FUNCTION mamori_void_invitations_of(inviter uuid) RETURNS integer
+    LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp
+    AS $$ WITH gone AS (
+              UPDATE invitations SET revoked_at = now()
+              WHERE invited_by = inviter AND accepted_at IS NULL AND revoked_at IS NULL
+              RETURNING 1)
+          SELECT count(*)::integer FROM gone $$;
+CREATE INDEX invitations_inviter ON invitations (invited_by) WHERE accepted_at IS NULL AND revoked_at IS NULL;
+
+REVOKE ALL ON FUNCTION mamori_session_state(uuid, uuid), mamori_revoke_user_sessions(uuid),
+    mamori_void_invitations_of(uuid) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mamori_session_state(uuid, uuid), mamori_revoke_user_sessions(uuid),
+    mamori_void_invitations_of(uuid) TO mamori_app;
+
+-- Login reads the epoch a new session starts at.
+DROP FUNCTION mamori_user_for_login(text);
+CREATE FUNCTION mamori_user_for_login(login_email text)
+    RETURNS TABLE (id uuid, password_hash text, tenant_id uuid, msp_org_id uuid, role text,
+                   disabled boolean, failed_logins integer, last_failed_at timestamptz, session_epoch integer)
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp
+    AS $$ SELECT u.id, u.password_hash, u.tenant_id, u.msp_org_id, u.role, u.disabled_at IS NOT NULL,
+                 u.failed_logins, u.last_failed_at, u.session_epoch
+          FROM users u WHERE u.email = login_email $$;
+
+-- Logout names the login it ended, so the gateway can forget it at once.
+DROP FUNCTION mamori_revoke_refresh_family(bytea);
+CREATE FUNCTION mamori_revoke_refresh_family(hash bytea) RETURNS uuid
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp
+    AS $$
+DECLARE
+    fam uuid;
+BEGIN
+    SELECT r.family_id INTO fam FROM refresh_tokens r WHERE r.token_hash = hash;
+    IF fam IS NOT NULL THEN
+        UPDATE refresh_tokens r SET revoked_at = coalesce(r.revoked_at, now()) WHERE r.family_id = fam;
+    END IF;
+    RETURN fam;
+END
+$$;
+REVOKE ALL ON FUNCTION mamori_user_for_login(text), mamori_revoke_refresh_family(bytea) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mamori_user_for_login(text), mamori_revoke_refresh_family(bytea) TO mamori_app;
