@@ -259,25 +259,6 @@ pub async fn revoked_since(
         .collect())
 }
 
-/// Records that a device was seen now (on connect).
-pub async fn touch_last_seen(
-    db: &Db,
-    device: AuthenticatedDevice,
-    agent_version: Option<&str>,
-) -> Result<()> {
-    let mut tx = db.begin_tenant(device.tenant).await?;
-    sqlx::query(
-        "UPDATE devices SET last_seen_at = now(), agent_version = coalesce($2, agent_version)
-         WHERE id = $1",
-    )
-    .bind(device.device.as_uuid())
-    .bind(agent_version)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(())
-}
-
 pub async fn list_devices(db: &Db, tenant: TenantId) -> Result<Vec<Device>> {
     let mut tx = db.begin_tenant(tenant).await?;
     type Row = (

@@ -15,7 +15,7 @@ mod tokens;
 
 pub use devices::{
     AuthenticatedDevice, Device, Enrolled, MachineFacts, authenticate, enroll, list_devices,
-    revoke_device, revoked_since, touch_last_seen,
+    revoke_device, revoked_since,
 };
 pub use error::{Error, Result};
 pub use secret::{

@@ -20,6 +20,8 @@ pub(crate) type PolicySlot = watch::Sender<Option<Arc<PolicyUpdate>>>;
 struct Open {
     id: u64,
     cancel: CancellationToken,
+    /// Cancelled when a newer stream of the same device registers.
+    superseded: CancellationToken,
     tenant: TenantId,
     policy: PolicySlot,
     /// The newest revision the agent has or was sent.
@@ -45,10 +47,17 @@ pub(crate) struct Registration {
     owner: Arc<Connections>,
     device: DeviceId,
     id: u64,
+    /// The device was revoked.
     pub(crate) cancelled: CancellationToken,
+    /// A newer stream of the device took over.
+    pub(crate) superseded: CancellationToken,
 }
 
 impl Connections {
+    /// Registers a stream of `device`, closing its older streams here: a
+    /// device has one live stream, so that it cannot multiply its share of
+    /// anything by opening more (a reconnecting agent's old stream is
+    /// usually dead already).
     pub(crate) fn register(
         self: &Arc<Self>,
         tenant: TenantId,
@@ -56,21 +65,31 @@ impl Connections {
     ) -> (Registration, PolicyInbox) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let token = CancellationToken::new();
+        let superseded = CancellationToken::new();
         let (policy, updates) = watch::channel(None);
         let known_revision = Arc::new(AtomicU64::new(0));
-        self.lock().entry(device).or_default().push(Open {
-            id,
-            cancel: token.clone(),
-            tenant,
-            policy,
-            known_revision: Arc::clone(&known_revision),
-        });
+        {
+            let mut open = self.lock();
+            let streams = open.entry(device).or_default();
+            for older in streams.iter() {
+                older.superseded.cancel();
+            }
+            streams.push(Open {
+                id,
+                cancel: token.clone(),
+                superseded: superseded.clone(),
+                tenant,
+                policy,
+                known_revision: Arc::clone(&known_revision),
+            });
+        }
         metrics::gauge!("mamori_ingest_connected_agents").increment(1.0);
         let registration = Registration {
             owner: Arc::clone(self),
             device,
             id,
             cancelled: token,
+            superseded,
         };
         (
             registration,

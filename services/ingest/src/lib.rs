@@ -15,6 +15,7 @@ mod error;
 mod grpc;
 mod limits;
 mod policy;
+mod seen;
 mod server;
 mod service;
 mod sink;

@@ -3,10 +3,12 @@
 //! A batch that finds too few tokens waits for them when the wait is short
 //! (back-pressure the agent sees as a slower ack); past that the stream ends
 //! with RESOURCE_EXHAUSTED and the agent retries later with its data intact.
-//! Tenant buckets are per ingest process: with N replicas a tenant's ceiling
-//! is N times the configured rate.
+//! A device's bucket is shared by all its streams on this process (a
+//! device has one live stream at a time anyway: a new one closes the older);
+//! Hello and PolicyApplied messages take from it too. Buckets are per ingest
+//! process: with N replicas a tenant's ceiling is N times the configured
+//! rate (shared buckets across replicas are the scale-out work).
 
-use mamori_tenancy::TenantId;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -55,14 +57,21 @@ impl Bucket {
     }
 }
 
+/// Buckets by key (device, tenant), shared by every stream of this process
+/// that takes from them: a device gets one budget however many streams it
+/// opens or however often it reconnects.
 #[derive(Debug)]
-pub(crate) struct TenantLimits {
+pub(crate) struct Buckets<K> {
     rate: u32,
     burst: u32,
-    buckets: Mutex<HashMap<TenantId, Bucket>>,
+    buckets: Mutex<HashMap<K, Bucket>>,
 }
 
-impl TenantLimits {
+/// Buckets idle this long are full again and can be forgotten.
+const IDLE: Duration = Duration::from_secs(600);
+const SWEEP_AT: usize = 100_000;
+
+impl<K: std::hash::Hash + Eq + Copy> Buckets<K> {
     pub(crate) fn new(rate: u32, burst: u32) -> Self {
         Self {
             rate,
@@ -71,10 +80,15 @@ impl TenantLimits {
         }
     }
 
-    pub(crate) fn take(&self, tenant: TenantId, n: u32) -> Option<Duration> {
+    /// [`Bucket::take`] on `key`'s bucket.
+    pub(crate) fn take(&self, key: K, n: u32) -> Option<Duration> {
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if buckets.len() >= SWEEP_AT {
+            let now = Instant::now();
+            buckets.retain(|_, b| now.duration_since(b.at) < IDLE);
+        }
         buckets
-            .entry(tenant)
+            .entry(key)
             .or_insert_with(|| Bucket::new(self.rate, self.burst))
             .take(n)
     }
@@ -83,6 +97,15 @@ impl TenantLimits {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_keeps_its_bucket() {
+        let b = Buckets::new(1, 10);
+        assert_eq!(b.take(1u8, 10), Some(Duration::ZERO));
+        // The same device again (another stream): the bucket is empty.
+        assert_eq!(b.take(1u8, 10), None);
+        assert_eq!(b.take(2u8, 10), Some(Duration::ZERO));
+    }
 
     #[test]
     fn burst_then_wait_then_refuse() {

@@ -4,7 +4,7 @@
 use crate::config::Config;
 use crate::connections::Connections;
 use crate::grpc::AgentServer;
-use crate::limits::TenantLimits;
+use crate::limits::Buckets;
 use crate::policy::Pusher;
 use crate::service::Ingest;
 use crate::sink::{BacklogLimits, Sink};
@@ -100,6 +100,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     let ops_addr = mamori_telemetry::serve_ops(&config.ingest_ops_addr, ready).await?;
 
+    let seen = Arc::new(crate::seen::Seen::default());
+    tokio::spawn({
+        let seen = Arc::clone(&seen);
+        let db = db.clone();
+        let stop = stop.clone();
+        async move { seen.run(db, Duration::from_secs(1), stop).await }
+    });
     let (applied_tx, applied_rx) = tokio::sync::mpsc::channel(crate::policy::APPLIED_QUEUE);
     tokio::spawn(crate::policy::write_applied(db.clone(), applied_rx));
     let pusher = Pusher {
@@ -120,11 +127,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         sink,
         connections,
         pusher,
-        tenant_limits: Arc::new(TenantLimits::new(config.tenant_rate, config.tenant_burst)),
+        tenant_limits: Arc::new(Buckets::new(config.tenant_rate, config.tenant_burst)),
+        device_limits: Arc::new(Buckets::new(config.device_rate, config.device_burst)),
+        seen,
         limits: Limits {
             max_events: config.max_batch_events as usize,
         },
-        device_rate: (config.device_rate, config.device_burst),
         shutdown: stop.clone(),
     };
     let service = AgentServer::new(ingest, config.max_message_bytes as usize);

@@ -4,8 +4,9 @@ use crate::auth::bearer_credential;
 use crate::connections::{Connections, PolicyInbox};
 use crate::error::registry_status;
 use crate::grpc::{Inbound, InboundBody};
-use crate::limits::{Bucket, TenantLimits};
+use crate::limits::Buckets;
 use crate::policy::Pusher;
+use crate::seen::Seen;
 use crate::sink::Sink;
 use crate::validate::{BatchView, Limits, Rejection, read_batch, validate_batch};
 use mamori_policy::store::AppliedReport;
@@ -14,7 +15,7 @@ use mamori_proto::agent::v1::{
     server_message,
 };
 use mamori_registry::{AuthenticatedDevice, EnrollmentToken, MachineFacts};
-use mamori_tenancy::Db;
+use mamori_tenancy::{Db, DeviceId, TenantId};
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -30,9 +31,10 @@ pub(crate) struct Ingest {
     pub(crate) sink: Sink,
     pub(crate) connections: Arc<Connections>,
     pub(crate) pusher: Pusher,
-    pub(crate) tenant_limits: Arc<TenantLimits>,
+    pub(crate) tenant_limits: Arc<Buckets<TenantId>>,
+    pub(crate) device_limits: Arc<Buckets<DeviceId>>,
+    pub(crate) seen: Arc<Seen>,
     pub(crate) limits: Limits,
-    pub(crate) device_rate: (u32, u32),
     /// Cancelled when the server shuts down: open streams end with
     /// UNAVAILABLE so agents reconnect to another replica.
     pub(crate) shutdown: CancellationToken,
@@ -100,13 +102,13 @@ impl Ingest {
         );
         let stream = DeviceStream {
             device,
-            db: self.db.clone(),
             sink: self.sink.clone(),
             connections: Arc::clone(&self.connections),
             pusher: self.pusher.clone(),
             tenant_limits: Arc::clone(&self.tenant_limits),
+            device_limits: Arc::clone(&self.device_limits),
+            seen: Arc::clone(&self.seen),
             limits: self.limits,
-            bucket: Bucket::new(self.device_rate.0, self.device_rate.1),
             shutdown: self.shutdown.clone(),
         };
         tokio::spawn(stream.run(inbound, tx).instrument(span));
@@ -117,15 +119,20 @@ impl Ingest {
 /// One agent's open stream.
 struct DeviceStream {
     device: AuthenticatedDevice,
-    db: Db,
     sink: Sink,
     connections: Arc<Connections>,
     pusher: Pusher,
-    tenant_limits: Arc<TenantLimits>,
+    tenant_limits: Arc<Buckets<TenantId>>,
+    device_limits: Arc<Buckets<DeviceId>>,
+    seen: Arc<Seen>,
     limits: Limits,
-    bucket: Bucket,
     shutdown: CancellationToken,
 }
+
+/// What a Hello or PolicyApplied takes from the device's budget, in events:
+/// a hello makes ingest compute the device's policy, a report queues a
+/// database write.
+const CONTROL_COST: u32 = 10;
 
 impl DeviceStream {
     async fn run(
@@ -155,6 +162,11 @@ impl DeviceStream {
                     let _ = tx.send(Err(Status::permission_denied("device has been revoked"))).await;
                     break;
                 }
+                _ = registration.superseded.cancelled() => {
+                    tracing::info!("a newer stream of the device took over; closing this one");
+                    let _ = tx.send(Err(Status::aborted("a newer stream of this device replaced this one"))).await;
+                    break;
+                }
                 _ = self.shutdown.cancelled() => {
                     let _ = tx.send(Err(Status::unavailable("ingest is shutting down, reconnect"))).await;
                     break;
@@ -172,6 +184,14 @@ impl DeviceStream {
                     break;
                 }
             };
+            if matches!(
+                msg.body,
+                Some(InboundBody::Hello(_) | InboundBody::PolicyApplied(_))
+            ) && let Err(status) = self.take_tokens(CONTROL_COST).await
+            {
+                let _ = tx.send(Err(status)).await;
+                break;
+            }
             let reply = match msg.body {
                 Some(InboundBody::Batch(batch)) => self.handle_batch(&batch).await,
                 Some(InboundBody::Hello(hello)) => {
@@ -297,18 +317,31 @@ impl DeviceStream {
         );
     }
 
-    /// Records, off the stream's path, that the device was seen now (and
-    /// the agent version it reported).
+    /// Marks the device seen now (and the agent version it reported),
+    /// written with the others within a second (see [`Seen`]).
     fn record_seen(&self, agent_version: Option<String>) {
-        let db = self.db.clone();
-        let device = self.device;
-        tokio::spawn(async move {
-            if let Err(e) =
-                mamori_registry::touch_last_seen(&db, device, agent_version.as_deref()).await
-            {
-                tracing::warn!(error = %e, "cannot record last seen");
-            }
-        });
+        self.seen
+            .touch(self.device.tenant, self.device.device, agent_version);
+    }
+
+    /// Takes `n` events' worth from the device's and the tenant's budgets,
+    /// waiting a little when they are short; past that, the agent is told
+    /// to retry later.
+    async fn take_tokens(&self, n: u32) -> Result<(), Status> {
+        let wait = self
+            .device_limits
+            .take(self.device.device, n)
+            .ok_or_else(|| Status::resource_exhausted("device rate limit exceeded, retry later"))?;
+        let tenant_wait = self
+            .tenant_limits
+            .take(self.device.tenant, n)
+            .ok_or_else(|| Status::resource_exhausted("tenant rate limit exceeded, retry later"))?;
+        let wait = wait.max(tenant_wait);
+        if !wait.is_zero() {
+            metrics::counter!("mamori_ingest_rate_limited_batches_total").increment(1);
+            tokio::time::sleep(wait).await;
+        }
+        Ok(())
     }
 
     /// Accepts (acks) or refuses one batch, given as encoded. `Err` ends
@@ -333,19 +366,7 @@ impl DeviceStream {
             });
         }
         let n = batch.events.len() as u32;
-        let wait = self
-            .bucket
-            .take(n)
-            .ok_or_else(|| Status::resource_exhausted("device rate limit exceeded, retry later"))?;
-        let tenant_wait = self
-            .tenant_limits
-            .take(self.device.tenant, n)
-            .ok_or_else(|| Status::resource_exhausted("tenant rate limit exceeded, retry later"))?;
-        let wait = wait.max(tenant_wait);
-        if !wait.is_zero() {
-            metrics::counter!("mamori_ingest_rate_limited_batches_total").increment(1);
-            tokio::time::sleep(wait).await;
-        }
+        self.take_tokens(n).await?;
         let span = tracing::info_span!("append_batch", sequence, events = n);
         mamori_telemetry::set_parent_from_traceparent(&span, batch.traceparent);
         // The tenant and device come from the credential; the events are

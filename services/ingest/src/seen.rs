@@ -1,0 +1,99 @@
+//! When each device was last seen (and the agent version it reported),
+//! written in batches: a connect, a hello or a disconnect marks the device,
+//! and every second the marks are written, one transaction per tenant.
+//! Written one by one, an agent sending hellos in a loop cost a database
+//! commit each (measured by the review: 2,000 hellos, about 1,650 commits
+//! in 0.2 s).
+
+use mamori_tenancy::{Db, DeviceId, TenantId};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Devices written per statement.
+const CHUNK: usize = 5_000;
+
+#[derive(Debug, Default)]
+pub(crate) struct Seen {
+    /// Device → its tenant and the newest agent version it reported.
+    marks: Mutex<HashMap<DeviceId, (TenantId, Option<String>)>>,
+}
+
+impl Seen {
+    /// Marks `device` seen now, with the version its agent reported.
+    pub(crate) fn touch(&self, tenant: TenantId, device: DeviceId, agent_version: Option<String>) {
+        let mut marks = self.marks.lock().unwrap_or_else(|e| e.into_inner());
+        let mark = marks.entry(device).or_insert((tenant, None));
+        if agent_version.is_some() {
+            mark.1 = agent_version;
+        }
+    }
+
+    /// Writes the marks every `every` until `stop`, then once more.
+    pub(crate) async fn run(&self, db: Db, every: Duration, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            let stopping = tokio::select! {
+                _ = stop.cancelled() => true,
+                _ = tick.tick() => false,
+            };
+            if let Err(e) = self.flush(&db).await {
+                tracing::warn!(error = %e, "cannot record when devices were last seen; will retry");
+            }
+            if stopping {
+                return;
+            }
+        }
+    }
+
+    /// Writes the marks taken so far; returns how many devices. Marks that
+    /// could not be written are kept for the next round.
+    pub(crate) async fn flush(&self, db: &Db) -> Result<usize, mamori_tenancy::Error> {
+        let marks = std::mem::take(&mut *self.marks.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut by_tenant: HashMap<TenantId, Vec<(DeviceId, Option<String>)>> = HashMap::new();
+        for (device, (tenant, version)) in marks {
+            by_tenant.entry(tenant).or_default().push((device, version));
+        }
+        let mut written = 0;
+        let mut tenants = by_tenant.into_iter();
+        while let Some((tenant, devices)) = tenants.next() {
+            if let Err(e) = write(db, tenant, &devices).await {
+                // Put back what was not written (newer marks win).
+                let mut marks = self.marks.lock().unwrap_or_else(|e| e.into_inner());
+                for (t, devices) in std::iter::once((tenant, devices)).chain(tenants) {
+                    for (d, v) in devices {
+                        marks.entry(d).or_insert((t, v));
+                    }
+                }
+                return Err(e);
+            }
+            written += devices.len();
+        }
+        metrics::counter!("mamori_ingest_last_seen_written_total").increment(written as u64);
+        Ok(written)
+    }
+}
+
+async fn write(
+    db: &Db,
+    tenant: TenantId,
+    devices: &[(DeviceId, Option<String>)],
+) -> Result<(), mamori_tenancy::Error> {
+    let mut tx = db.begin_tenant(tenant).await?;
+    for chunk in devices.chunks(CHUNK) {
+        let ids: Vec<uuid::Uuid> = chunk.iter().map(|(d, _)| d.as_uuid()).collect();
+        let versions: Vec<Option<&str>> = chunk.iter().map(|(_, v)| v.as_deref()).collect();
+        sqlx::query(
+            "UPDATE devices d SET last_seen_at = now(), agent_version = coalesce(v.version, d.agent_version)
+             FROM unnest($1::uuid[], $2::text[]) AS v(id, version)
+             WHERE d.id = v.id",
+        )
+        .bind(&ids)
+        .bind(&versions)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
