@@ -115,3 +115,54 @@ END
 $$;
 REVOKE ALL ON FUNCTION mamori_user_for_login(text), mamori_revoke_refresh_family(bytea) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION mamori_user_for_login(text), mamori_revoke_refresh_family(bytea) TO mamori_app;
+
+-- Addresses a tenant's alarm mail may go to besides its own verified users:
+-- each is mailed a confirmation link first, and nothing else until it is
+-- followed (an unverified signup could otherwise route agent-written
+-- alarm text to a thousand strangers per alarm).
+CREATE TABLE notification_recipients (
+    tenant_id     uuid        NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    email         text        NOT NULL CHECK (email = lower(email) AND length(email) BETWEEN 3 AND 254),
+    -- SHA-256 of the confirmation secret, until it is used.
+    token_hash    bytea       UNIQUE CHECK (length(token_hash) = 32),
+    requested_by  uuid,
+    requested_at  timestamptz NOT NULL DEFAULT now(),
+    confirmed_at  timestamptz,
+    PRIMARY KEY (tenant_id, email)
+);
+
+-- The day each tenant reached its daily mail quota (its owners were told once).
+CREATE TABLE mail_quota_notices (
+    tenant_id  uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    day        date NOT NULL,
+    PRIMARY KEY (tenant_id, day)
+);
+
+DO $$
+DECLARE t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['notification_recipients', 'mail_quota_notices'] LOOP
+        EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
+        EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);
+        EXECUTE format('CREATE POLICY tenant_isolation ON %I USING (tenant_id = (SELECT mamori_current_tenant()))'
+                       ' WITH CHECK (tenant_id = (SELECT mamori_current_tenant()))', t);
+    END LOOP;
+END $$;
+GRANT SELECT, INSERT, UPDATE ON notification_recipients TO mamori_app;
+GRANT SELECT, INSERT ON mail_quota_notices TO mamori_app;
+
+-- Alarm mails a tenant queued today (the quota counts them).
+CREATE INDEX notification_outbox_mail_day ON notification_outbox (tenant_id, created_at)
+    WHERE channel = 'email' AND alarm_id IS NOT NULL;
+
+-- Follows a confirmation link: the address whose secret hashes to `hash`
+-- (asked for within the last 7 days) is confirmed. Before any tenant is
+-- known, hence a definer function; it reveals only what the secret names.
+CREATE FUNCTION mamori_confirm_recipient(hash bytea)
+    RETURNS TABLE (tenant_id uuid, email text)
+    LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp
+    AS $$ UPDATE notification_recipients r SET confirmed_at = now(), token_hash = NULL
+          WHERE r.token_hash = hash AND r.requested_at > now() - interval '7 days'
+          RETURNING r.tenant_id, r.email $$;
+REVOKE ALL ON FUNCTION mamori_confirm_recipient(bytea) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mamori_confirm_recipient(bytea) TO mamori_app;

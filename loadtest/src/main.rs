@@ -162,6 +162,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let mut tx = db.begin_tenant(t).await?;
             mamori_policy::store::put(&mut tx, mamori_policy::Scope::Tenant, Some(&doc), None)
                 .await?;
+            // The address as if it had followed its confirmation link.
+            sqlx::query(
+                "INSERT INTO notification_recipients (tenant_id, email, confirmed_at)
+                 VALUES ($1, 'soc@loadtest.example', now())",
+            )
+            .bind(t.as_uuid())
+            .execute(&mut *tx)
+            .await?;
             tx.commit().await?;
         }
     }

@@ -18,6 +18,7 @@ const REFRESH_PREFIX: &str = "mmr_";
 const INVITATION_PREFIX: &str = "mmi_";
 const VERIFICATION_PREFIX: &str = "mmv_";
 const HANDOVER_PREFIX: &str = "mmh_";
+const RECIPIENT_PREFIX: &str = "mmn_";
 const BODY_LEN: usize = 43;
 
 fn generate(prefix: &str) -> SecretString {
@@ -96,6 +97,11 @@ secret_type!(
 secret_type!(
     /// The one-time code with which a tenant is handed over to an MSP.
     HandoverCode, HANDOVER_PREFIX, "handover code"
+);
+
+secret_type!(
+    /// The secret in the link that confirms an address for alarm mail.
+    RecipientSecret, RECIPIENT_PREFIX, "confirmation code"
 );
 
 #[cfg(test)]

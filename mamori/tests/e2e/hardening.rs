@@ -590,3 +590,165 @@ async fn hellos_are_rate_limited_and_last_seen_is_written_coalesced() {
     let err = st.next().await.expect_err("the flood is refused");
     assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
 }
+
+/// The review's mail abuse: an unverified signup routed alarm mail (with
+/// agent-chosen text) to arbitrary addresses. Now only a verified user may
+/// route mail; an outside address gets one confirmation mail and nothing
+/// else until it confirms; a tenant's alarm mail stops at its daily quota,
+/// and its administrator is told once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alarm_mail_goes_only_to_confirmed_addresses_and_within_a_daily_quota() {
+    use crate::policy_alarms::{Smtp, confirm_recipients};
+    let g = Gw::start().await;
+    let smtp = Smtp::start().await;
+    let mut cfg = alerting_config(&g, &smtp.url());
+    cfg.mail_daily_quota = 4;
+    let alerting = mamori_alerting::start(cfg).await.expect("alerting starts");
+    let admin = g.signup("Spam KK", "tenant").await;
+    let strangers: Vec<String> = (0..19).map(|i| format!("victim{i}@spam.example")).collect();
+    let routed: Vec<&String> = std::iter::once(&admin.email).chain(&strangers).collect();
+    let policy = json!({
+        "banned_apps": [{"name": "winny", "action": "log"}],
+        "notifications": {"routes": [{"categories": ["*"], "email": routed}]}
+    });
+    let (status, v) = g
+        .call(
+            Some(&admin),
+            Method::PUT,
+            "/api/v1/policies/tenant",
+            Some(policy.clone()),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "an unverified user routes no mail: {v}"
+    );
+
+    verify(&g, &admin).await;
+    let (status, saved) = g
+        .call(
+            Some(&admin),
+            Method::PUT,
+            "/api/v1/policies/tenant",
+            Some(policy),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{saved}");
+    assert_eq!(
+        saved["awaiting_confirmation"].as_array().unwrap().len(),
+        19,
+        "{saved}"
+    );
+    for s in &strangers {
+        let asked = g
+            .mails()
+            .iter()
+            .filter(|m| m.contains(&format!("To: {s}")))
+            .count();
+        assert_eq!(asked, 1, "one confirmation mail to {s}");
+    }
+    let (_, listed) = g.get(&admin, "/api/v1/notification-recipients").await;
+    assert_eq!(listed.as_array().unwrap().len(), 19, "{listed}");
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] == "pending")
+    );
+
+    // Alarms from four devices: four alarms.
+    let token = admin.enrollment_token.clone().unwrap();
+    let mut agents = Vec::new();
+    for _ in 0..4 {
+        let d = g.stack.new_device(&token).await;
+        agents.push(g.stack.open(&d.device_credential).await.unwrap());
+    }
+    let to = |addr: &str| {
+        smtp.messages()
+            .into_iter()
+            .filter(|m| m.contains(&format!("To: {addr}")))
+            .collect::<Vec<_>>()
+    };
+    agents[0]
+        .send(batch(1, vec![process_event("/usr/bin/winny")]))
+        .await
+        .unwrap();
+    wait_for("the first alarm mail", Duration::from_secs(20), || async {
+        (!to(&admin.email).is_empty()).then_some(())
+    })
+    .await;
+    // One stranger confirms; it gets the next alarm, the others never.
+    confirm_recipients(&g, &[strangers[0].as_str()]).await;
+    agents[1]
+        .send(batch(1, vec![process_event("/usr/bin/winny")]))
+        .await
+        .unwrap();
+    wait_for(
+        "the second alarm's mails",
+        Duration::from_secs(20),
+        || async { (!to(&strangers[0]).is_empty() && to(&admin.email).len() >= 2).then_some(()) },
+    )
+    .await;
+    // The third alarm reaches the quota (4 alarm mails a day): the admin's
+    // copy is the fourth, the confirmed stranger's is over it; the admin is
+    // told, once, and the fourth alarm sends nothing.
+    agents[2]
+        .send(batch(1, vec![process_event("/usr/bin/winny")]))
+        .await
+        .unwrap();
+    wait_for("the quota notice", Duration::from_secs(20), || async {
+        to(&admin.email)
+            .iter()
+            .any(|m| m.contains("daily alarm e-mail limit"))
+            .then_some(())
+    })
+    .await;
+    agents[3]
+        .send(batch(1, vec![process_event("/usr/bin/winny")]))
+        .await
+        .unwrap();
+    wait_for("four alarms", Duration::from_secs(20), || async {
+        (alarms(&g, &admin).await.len() == 4).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let admin_mails = to(&admin.email);
+    assert_eq!(
+        admin_mails
+            .iter()
+            .filter(|m| m.contains("Subject: [Mamori] banned_app"))
+            .count(),
+        3,
+        "{admin_mails:?}"
+    );
+    assert_eq!(
+        admin_mails
+            .iter()
+            .filter(|m| m.contains("daily alarm e-mail limit"))
+            .count(),
+        1
+    );
+    assert_eq!(to(&strangers[0]).len(), 1);
+    for s in &strangers[1..] {
+        assert!(to(s).is_empty(), "{s} got alarm mail without confirming");
+    }
+    // At most 50 addresses await confirmation at once.
+    let more: Vec<String> = (0..40).map(|i| format!("more{i}@spam.example")).collect();
+    let (status, v) = g
+        .call(
+            Some(&admin),
+            Method::PUT,
+            "/api/v1/policies/tenant",
+            Some(json!({"notifications": {"routes": [
+                {"categories": ["*"], "email": more[..20]},
+                {"categories": ["*"], "email": more[20..]}
+            ]}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{v}");
+    assert_eq!(code(&v), "too_many_unconfirmed");
+    assert!(g.mails().iter().all(|m| !m.contains("more0@spam.example")));
+    alerting.shutdown().await;
+}

@@ -141,6 +141,24 @@ pub(crate) async fn set_tenant_policy(gw: &Gw, s: &Session, document: Value) -> 
     v
 }
 
+/// Follows the confirmation link mailed to each address (a policy routed
+/// alarm mail to it).
+pub(crate) async fn confirm_recipients(gw: &Gw, emails: &[&str]) {
+    for email in emails {
+        let token = gw.code_mailed_to(email, "mmn_");
+        let (status, v) = gw
+            .call(
+                None,
+                Method::GET,
+                &format!("/api/v1/notification-recipients/confirm?token={token}"),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        assert_eq!(v["email"], *email);
+    }
+}
+
 /// The alarms of the session's tenant.
 pub(crate) async fn alarms(gw: &Gw, s: &Session) -> Vec<Value> {
     let (status, v) = gw.get(s, "/api/v1/alarms").await;
@@ -157,6 +175,7 @@ async fn a_banned_app_is_killed_alarmed_mailed_and_posted() {
         .await
         .expect("alerting starts");
     let admin = gw.signup("Winny Ban KK", "tenant").await;
+    crate::gateway::verify(&gw, &admin).await;
 
     // A webhook, its secret shown once.
     let (status, created) = gw
@@ -204,6 +223,11 @@ async fn a_banned_app_is_killed_alarmed_mailed_and_posted() {
     .await;
     let revision = saved["revision"].as_i64().unwrap();
     assert_eq!(saved["version"], 1);
+    assert_eq!(
+        saved["awaiting_confirmation"],
+        json!(["boss@example.com", "security@example.com"])
+    );
+    confirm_recipients(&gw, &["boss@example.com", "security@example.com"]).await;
 
     // The agent receives it and says so; the device shows the revision.
     wait_applied(&gw, &admin, &device, revision).await;
@@ -691,6 +715,7 @@ fn spawn_alerting(gw: &Gw, smtp_url: &str, log: &std::path::Path) -> Proc {
 async fn a_notification_survives_smtp_down_and_kill_9_and_goes_out_once() {
     let gw = Gw::start().await;
     let admin = gw.signup("Crash Notify KK", "tenant").await;
+    crate::gateway::verify(&gw, &admin).await;
     set_tenant_policy(
         &gw,
         &admin,
@@ -700,6 +725,7 @@ async fn a_notification_survives_smtp_down_and_kill_9_and_goes_out_once() {
         }),
     )
     .await;
+    confirm_recipients(&gw, &["soc@example.com"]).await;
     // SMTP is down: its port is reserved but nothing listens yet.
     let mut smtp = Smtp {
         child: None,
@@ -1332,6 +1358,7 @@ async fn a_digest_route_collects_alarms_into_one_mail_when_its_interval_ends() {
     .await
     .expect("alerting starts");
     let admin = gw.signup("Digest KK", "tenant").await;
+    crate::gateway::verify(&gw, &admin).await;
     set_tenant_policy(
         &gw,
         &admin,
@@ -1344,6 +1371,7 @@ async fn a_digest_route_collects_alarms_into_one_mail_when_its_interval_ends() {
         }),
     )
     .await;
+    confirm_recipients(&gw, &["now@digest.example", "boss@digest.example"]).await;
     let token = admin.enrollment_token.clone().unwrap();
     let mut hosts = Vec::new();
     for _ in 0..3 {

@@ -40,6 +40,10 @@ pub struct Config {
     pub notify_lease_s: u32,
     /// Digest notifications go out at most this often, seconds.
     pub digest_interval_s: u64,
+    /// Alarm e-mails one tenant may queue per day (UTC); past it they are
+    /// not sent (the alarms are still raised) and the tenant's
+    /// administrators are told once.
+    pub mail_daily_quota: u32,
     pub webhook_timeout_ms: u64,
     /// Outgoing mail: `smtp://host:port` (STARTTLS when offered), `smtps://…`,
     /// a pickup directory, or neither (logged).
@@ -79,6 +83,7 @@ impl Default for Config {
             notify_max_attempts: 15,
             notify_lease_s: 90,
             digest_interval_s: 3600,
+            mail_daily_quota: 500,
             webhook_timeout_ms: 10_000,
             smtp_url: String::new(),
             mail_dir: String::new(),
@@ -120,6 +125,9 @@ impl Config {
             return Err(
                 "notify_poll_ms, notify_max_attempts and notify_lease_s must be positive".into(),
             );
+        }
+        if self.mail_daily_quota == 0 {
+            return Err("mail_daily_quota must be positive".into());
         }
         if self.digest_interval_s == 0 || self.webhook_timeout_ms == 0 {
             return Err("digest_interval_s and webhook_timeout_ms must be positive".into());

@@ -35,9 +35,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub(crate) struct Alerting {
     pub(crate) db: Db,
     pub(crate) cache: Arc<PolicyCache>,
-    pub(crate) window: Duration,
-    pub(crate) digest_every: Duration,
-    pub(crate) learning: Duration,
+    pub(crate) settings: store::Settings,
     /// Apps known per tenant, so that only unseen ones cost a database
     /// round trip.
     pub(crate) known_apps: Arc<KnownApps>,
@@ -351,16 +349,7 @@ impl Alerting {
             os_user: &p.os_user,
             at: p.at,
         };
-        let outcome = store::record(
-            tx,
-            &p.hit,
-            &occurrence,
-            self.window,
-            notifications,
-            self.digest_every,
-            self.learning,
-        )
-        .await?;
+        let outcome = store::record(tx, &p.hit, &occurrence, &self.settings, notifications).await?;
         match outcome {
             Outcome::Raised(id, n) => {
                 done.queued += n;

@@ -154,6 +154,18 @@ impl Notifier {
                 a["alarm_id"].as_str().unwrap_or_default(),
             )
         };
+        if let [one] = alarms
+            && one["kind"] == "mail_quota"
+        {
+            return (
+                "[Mamori] daily alarm e-mail limit reached".into(),
+                format!(
+                    "Your tenant has sent {} alarm e-mails today (UTC), its daily limit. Further alarm e-mails are not sent until tomorrow; the alarms are still raised: {}/alarms\n",
+                    one["quota"],
+                    self.public_url.trim_end_matches('/')
+                ),
+            );
+        }
         if let [one] = alarms {
             let subject = format!(
                 "[Mamori] {}: {}",

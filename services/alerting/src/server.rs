@@ -71,9 +71,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let handler = Alerting {
         db: db.clone(),
         cache,
-        window: Duration::from_secs(config.alarm_window_s),
-        digest_every: Duration::from_secs(config.digest_interval_s),
-        learning: Duration::from_secs(config.new_app_learning_s),
+        settings: crate::store::Settings {
+            window: Duration::from_secs(config.alarm_window_s),
+            digest_every: Duration::from_secs(config.digest_interval_s),
+            learning: Duration::from_secs(config.new_app_learning_s),
+            mail_quota: config.mail_daily_quota,
+        },
         known_apps: Arc::default(),
         outbox: Arc::clone(&outbox),
         overflow: None,

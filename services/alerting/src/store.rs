@@ -49,16 +49,27 @@ fn dedupe_key(category: &str, device: Uuid, os_user: &str, detail: &str) -> Stri
     key
 }
 
-/// Records one hit. `window` is the deduplication window.
+/// How hits become alarms and mail.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// The deduplication window.
+    pub window: Duration,
+    pub digest_every: Duration,
+    /// "New app" is quiet for a tenant's first this-long.
+    pub learning: Duration,
+    /// Alarm e-mails a tenant may queue per day (UTC).
+    pub mail_quota: u32,
+}
+
+/// Records one hit.
 pub async fn record(
     tx: &mut TenantTx,
     hit: &Hit,
     at: &Occurrence<'_>,
-    window: Duration,
+    settings: &Settings,
     notifications: Option<&Notifications>,
-    digest_every: Duration,
-    learning: Duration,
 ) -> Result<Outcome, sqlx::Error> {
+    let (window, learning) = (settings.window, settings.learning);
     let tenant = tx.tenant().as_uuid();
     if hit.category == "new_app" && !first_sighting(tx, &hit.detail, at, learning).await? {
         return Ok(Outcome::KnownApp);
@@ -137,7 +148,7 @@ pub async fn record(
     .execute(&mut **tx)
     .await?;
     let queued = match notifications {
-        Some(n) => queue_notifications(tx, id, hit.category, &summary, at, n, digest_every).await?,
+        Some(n) => queue_notifications(tx, id, hit.category, &summary, at, n, settings).await?,
         None => 0,
     };
     Ok(Outcome::Raised(id, queued))
@@ -179,7 +190,9 @@ async fn first_sighting(
 }
 
 /// Writes one outbox row per recipient of every route that covers the
-/// category.
+/// category. E-mail goes only to confirmed addresses (see
+/// `mamori_policy::recipients`) and within the tenant's daily quota; the
+/// first alarm over the quota each day tells the tenant's administrators.
 async fn queue_notifications(
     tx: &mut TenantTx,
     alarm: Uuid,
@@ -187,9 +200,37 @@ async fn queue_notifications(
     summary: &str,
     at: &Occurrence<'_>,
     n: &Notifications,
-    digest_every: Duration,
+    settings: &Settings,
 ) -> Result<usize, sqlx::Error> {
     let tenant = tx.tenant().as_uuid();
+    let digest_every = settings.digest_every;
+    let emails: Vec<String> = n
+        .routes
+        .iter()
+        .filter(|r| r.covers(category))
+        .flat_map(|r| &r.email)
+        .map(|e| e.to_ascii_lowercase())
+        .collect();
+    let confirmed: std::collections::HashSet<String> = if emails.is_empty() {
+        Default::default()
+    } else {
+        sqlx::query_scalar(
+            "SELECT e FROM unnest($1::text[]) AS e
+             WHERE EXISTS (SELECT 1 FROM notification_recipients r
+                           WHERE r.email = e AND r.confirmed_at IS NOT NULL)
+                OR EXISTS (SELECT 1 FROM users u WHERE u.tenant_id = $2 AND u.email = e
+                           AND u.email_verified_at IS NOT NULL AND u.disabled_at IS NULL)",
+        )
+        .bind(&emails)
+        .bind(tenant)
+        .fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .collect()
+    };
+    // Mails the quota still allows today, counted when first needed.
+    let mut mail_left: Option<i64> = None;
+    let mut over_quota = false;
     let hostname: Option<String> = sqlx::query_scalar("SELECT hostname FROM devices WHERE id = $1")
         .bind(at.device)
         .fetch_optional(&mut **tx)
@@ -218,6 +259,23 @@ async fn queue_notifications(
             if !seen.insert((channel, recipient.clone(), digest)) {
                 continue;
             }
+            if channel == "email" {
+                if !confirmed.contains(&recipient) {
+                    metrics::counter!("mamori_alerting_mail_unconfirmed_total").increment(1);
+                    continue;
+                }
+                let left = match mail_left {
+                    Some(left) => left,
+                    None => i64::from(settings.mail_quota) - mail_today(tx).await?,
+                };
+                if left <= 0 {
+                    over_quota = true;
+                    mail_left = Some(0);
+                    metrics::counter!("mamori_alerting_mail_over_quota_total").increment(1);
+                    continue;
+                }
+                mail_left = Some(left - 1);
+            }
             sqlx::query(
                 "INSERT INTO notification_outbox (tenant_id, id, alarm_id, channel, recipient, digest, payload,
                                                   next_attempt_at)
@@ -237,5 +295,59 @@ async fn queue_notifications(
             queued += 1;
         }
     }
+    if over_quota {
+        queued += quota_notice(tx, settings.mail_quota).await?;
+    }
     Ok(queued)
+}
+
+/// Alarm e-mails the tenant queued today (UTC).
+async fn mail_today(tx: &mut TenantTx) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM notification_outbox
+         WHERE tenant_id = $1 AND channel = 'email' AND alarm_id IS NOT NULL
+           AND created_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'",
+    )
+    .bind(tx.tenant().as_uuid())
+    .fetch_one(&mut **tx)
+    .await
+}
+
+/// Tells the tenant's administrators (verified, enabled) that its alarm
+/// mail stops for the day, once a day. Returns the mails queued.
+async fn quota_notice(tx: &mut TenantTx, quota: u32) -> Result<usize, sqlx::Error> {
+    let tenant = tx.tenant().as_uuid();
+    let first = sqlx::query(
+        "INSERT INTO mail_quota_notices (tenant_id, day)
+         VALUES ($1, (now() AT TIME ZONE 'UTC')::date) ON CONFLICT DO NOTHING",
+    )
+    .bind(tenant)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if first == 0 {
+        return Ok(0);
+    }
+    tracing::warn!(tenant_id = %tenant, quota, "tenant reached its daily alarm mail quota");
+    let admins: Vec<String> = sqlx::query_scalar(
+        "SELECT email FROM users WHERE tenant_id = $1 AND role = 'tenant_admin'
+           AND email_verified_at IS NOT NULL AND disabled_at IS NULL",
+    )
+    .bind(tenant)
+    .fetch_all(&mut **tx)
+    .await?;
+    let payload = json!({ "kind": "mail_quota", "quota": quota });
+    for email in &admins {
+        sqlx::query(
+            "INSERT INTO notification_outbox (tenant_id, id, channel, recipient, payload)
+             VALUES ($1, $2, 'email', $3, $4)",
+        )
+        .bind(tenant)
+        .bind(Uuid::now_v7())
+        .bind(email)
+        .bind(&payload)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(admins.len())
 }

@@ -156,6 +156,7 @@ impl From<tonic::Status> for ApiError {
                     Some("group_exists") => "group_exists",
                     Some("group_not_empty") => "group_not_empty",
                     Some("template_exists") => "template_exists",
+                    Some("too_many_unconfirmed") => "too_many_unconfirmed",
                     _ => "conflict",
                 };
                 Self::conflict(code, message)

@@ -22,6 +22,7 @@ mod limits;
 mod openapi;
 mod password;
 mod policies;
+mod recipients;
 mod server;
 mod sessions;
 mod state;

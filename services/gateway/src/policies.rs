@@ -49,6 +49,9 @@ pub struct SavedView {
     pub policy_id: Uuid,
     pub version: i32,
     pub revision: i64,
+    /// Addresses the document routes alarm mail to that were just mailed a
+    /// confirmation link: they receive nothing else until they follow it.
+    pub awaiting_confirmation: Vec<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -125,6 +128,7 @@ impl TryFrom<pb::SavedPolicy> for SavedView {
             policy_id: uuid(&s.policy_id)?,
             version: s.version,
             revision: s.revision,
+            awaiting_confirmation: s.confirmations.into_iter().map(|c| c.email).collect(),
         })
     }
 }
@@ -181,6 +185,8 @@ async fn put_at(
         },
     );
     let saved = state.policy.api().put_policy(req).await?.into_inner();
+    crate::recipients::mail_confirmations(state, &acting.caller.claims.email, &saved.confirmations)
+        .await;
     Ok(Json(saved.try_into()?))
 }
 

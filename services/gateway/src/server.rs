@@ -8,7 +8,8 @@ use crate::keys::{Kek, KeyRing};
 use crate::limits::{Keyed, Limits};
 use crate::state::{AppState, Shared};
 use crate::{
-    accounts, alarms, devices, events, groups, openapi, policies, templates, tenants, users,
+    accounts, alarms, devices, events, groups, openapi, policies, recipients, templates, tenants,
+    users,
 };
 use anyhow::Context;
 use axum::Router;
@@ -127,6 +128,11 @@ pub fn router(state: Shared) -> Router {
             get(policies::list_webhooks).post(policies::create_webhook),
         )
         .route("/webhooks/{id}", delete(policies::delete_webhook))
+        .route("/notification-recipients", get(recipients::list))
+        .route(
+            "/notification-recipients/confirm",
+            get(recipients::confirm_link).post(recipients::confirm_post),
+        )
         .route(
             "/org/policy-templates",
             get(templates::list).post(templates::create),

@@ -129,6 +129,9 @@ pub struct Applied {
     pub tenant_id: Uuid,
     pub policy_version: i32,
     pub revision: i64,
+    /// Addresses just mailed a confirmation link for this tenant's alarm
+    /// mail.
+    pub awaiting_confirmation: Vec<String>,
 }
 
 /// Apply a template to tenants of the organisation: it becomes each one's
@@ -153,17 +156,18 @@ pub async fn apply(
         },
     );
     let done = state.policy.api().apply_template(req).await?.into_inner();
-    let applied = done
-        .applied
-        .into_iter()
-        .map(|a| {
-            Ok(Applied {
-                tenant_id: uuid(&a.tenant_id)?,
-                policy_version: a.policy_version,
-                revision: a.revision,
-            })
-        })
-        .collect::<ApiResult<_>>()?;
+    let mut applied = Vec::with_capacity(done.applied.len());
+    for a in done.applied {
+        let awaiting =
+            crate::recipients::mail_confirmations(&state, &caller.claims.email, &a.confirmations)
+                .await;
+        applied.push(Applied {
+            tenant_id: uuid(&a.tenant_id)?,
+            policy_version: a.policy_version,
+            revision: a.revision,
+            awaiting_confirmation: awaiting,
+        });
+    }
     Ok(Json(applied))
 }
 

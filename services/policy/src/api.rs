@@ -297,6 +297,10 @@ impl PolicyService for PolicyApi {
             .transpose()?;
         let (identity, mut tx) = self.change_tx(&req).await?;
         let saved = store::put(&mut tx, scope, document.as_ref(), Some(identity.user)).await?;
+        let confirmations = match &document {
+            Some(d) => crate::recipients::register(&mut tx, &identity, d).await?,
+            None => Vec::new(),
+        };
         let action = if document.is_some() {
             "policy.update"
         } else {
@@ -323,6 +327,7 @@ impl PolicyService for PolicyApi {
             policy_id: saved.policy_id.to_string(),
             version: saved.version,
             revision: saved.revision,
+            confirmations,
         }))
     }
 

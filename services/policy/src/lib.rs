@@ -24,6 +24,7 @@ pub mod effective;
 mod groups;
 pub mod identity;
 pub mod notify;
+pub mod recipients;
 mod server;
 pub mod store;
 mod templates;

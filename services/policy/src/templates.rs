@@ -227,6 +227,7 @@ pub(crate) async fn apply(
             template.version,
         )
         .await?;
+        let confirmations = crate::recipients::register(&mut tx, identity, &doc).await?;
         audit(
             &mut tx,
             identity,
@@ -248,6 +249,7 @@ pub(crate) async fn apply(
             tenant_id: tenant.to_string(),
             policy_version: saved.version,
             revision: saved.revision,
+            confirmations,
         });
     }
     Ok(pb::ApplyTemplateResponse { applied })
