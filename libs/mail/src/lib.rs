@@ -64,7 +64,8 @@ impl Mailer {
                 t.send(build(from)?).await?;
             }
             Self::Log => {
-                tracing::info!(to, subject, body = %body, "mail (no smtp_url or mail_dir configured)");
+                // Quoted and escaped: the body holds text agents chose.
+                tracing::info!(to = ?to, subject = ?subject, body = ?body, "mail (no smtp_url or mail_dir configured)");
             }
         }
         Ok(())

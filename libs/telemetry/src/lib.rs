@@ -3,8 +3,10 @@
 //! context carried inside event batches, and the operations HTTP endpoint
 //! (`/metrics` in Prometheus format, `/healthz`, `/readyz`).
 
+mod escape;
 mod ops;
 mod trace;
 
+pub use escape::OneLine;
 pub use ops::{Readiness, metrics_handle, serve_ops};
 pub use trace::{TelemetryGuard, current_traceparent, init, set_parent_from_traceparent};

@@ -39,8 +39,11 @@ pub fn init(service: &'static str) -> anyhow::Result<TelemetryGuard> {
             .with_writer(std::io::stderr)
             .boxed()
     } else {
+        // One line per event, whatever the values hold; no colour codes,
+        // which the escaping would mangle.
         tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .with_writer(crate::escape::OneLine(std::io::stderr))
             .boxed()
     };
     let (otel, provider) = if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some() {

@@ -25,7 +25,23 @@ impl Db {
     /// Connects, switches every connection to the application role and
     /// refuses an unmigrated database with a message saying so.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
-        let opts = PgConnectOptions::from_str(url)?.application_name("mamori");
+        Self::connect_with(url, max_connections, "mamori", None).await
+    }
+
+    /// [`Db::connect`], naming the connections `application_name` (what
+    /// `pg_stat_activity` shows), and with `statement_timeout` PostgreSQL
+    /// cancels any statement running longer (a request given up on does
+    /// not leave its query behind).
+    pub async fn connect_with(
+        url: &str,
+        max_connections: u32,
+        application_name: &str,
+        statement_timeout: Option<Duration>,
+    ) -> Result<Self> {
+        let mut opts = PgConnectOptions::from_str(url)?.application_name(application_name);
+        if let Some(t) = statement_timeout {
+            opts = opts.options([("statement_timeout", format!("{}ms", t.as_millis().max(1)))]);
+        }
         // Check as the connecting (owner) user first: the application role
         // cannot read the migration table, and does not exist before the
         // first migration.

@@ -752,3 +752,213 @@ async fn alarm_mail_goes_only_to_confirmed_addresses_and_within_a_daily_quota() 
     assert!(g.mails().iter().all(|m| !m.contains("more0@spam.example")));
     alerting.shutdown().await;
 }
+
+/// With neither SMTP nor a mail directory, mail is logged; an agent-chosen
+/// path with newlines in an alarm mail forged whole log lines. The real
+/// `mamori alerting` now writes each event on one line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_text_in_a_logged_mail_cannot_forge_log_lines() {
+    let g = Gw::start().await;
+    let admin = g.signup("Log KK", "tenant").await;
+    verify(&g, &admin).await;
+    set_tenant_policy(
+        &g,
+        &admin,
+        json!({"banned_apps": [{"name": "winny", "action": "log"}],
+               "notifications": {"routes": [{"categories": ["*"], "email": [admin.email]}]}}),
+    )
+    .await;
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("alerting.log");
+    let _alerting = spawn_mamori(
+        "alerting",
+        &g.stack.env,
+        &[
+            ("MAMORI_ALERTING_OPS_ADDR", "127.0.0.1:0"),
+            ("MAMORI_KEY_ENCRYPTION_KEY", &g.kek),
+            ("MAMORI_NOTIFY_POLL_MS", "200"),
+            ("RUST_LOG", "info"),
+        ],
+        &log,
+    );
+    let forged = "2026-12-05T00:00:00.000000Z  INFO mamori_gateway: FORGED admin logged in";
+    let d = g
+        .stack
+        .new_device(admin.enrollment_token.as_deref().unwrap())
+        .await;
+    let mut agent = g.stack.open(&d.device_credential).await.unwrap();
+    agent
+        .send(batch(
+            1,
+            vec![process_event(&format!("/tmp/a\n{forged}\r\n/winny"))],
+        ))
+        .await
+        .unwrap();
+    let text = wait_for("the logged mail", Duration::from_secs(30), || async {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.contains("no smtp_url or mail_dir").then_some(text)
+    })
+    .await;
+    let mail_line = text
+        .lines()
+        .find(|l| l.contains("no smtp_url or mail_dir"))
+        .unwrap();
+    assert!(
+        mail_line.contains("FORGED"),
+        "the text is in the mail line: {mail_line}"
+    );
+    assert!(
+        text.lines().all(|l| !l.starts_with("2026-12-05T00:00:00")),
+        "a forged line: {text}"
+    );
+}
+
+/// MSP invitations (msp_admin included) could be neither listed nor
+/// withdrawn, and outlived their inviter: now an MSP admin lists and
+/// withdraws them, and disabling an inviter voids what it sent.
+#[tokio::test]
+async fn msp_invitations_are_listed_withdrawn_and_voided_with_their_inviter() {
+    let g = Gw::start().await;
+    let msp = g.signup("Invite MSP", "msp").await;
+    verify(&g, &msp).await;
+    let invite = |by: crate::gw::Session, role: &'static str| {
+        let g = &g;
+        async move {
+            let email = format!("{}@msp-invite.example.com", uuid::Uuid::new_v4().simple());
+            let (status, v) = g
+                .post(
+                    &by,
+                    "/api/v1/org/invitations",
+                    json!({"email": email, "role": role}),
+                )
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{v}");
+            (
+                v["id"].as_str().unwrap().to_owned(),
+                g.code_mailed_to(&email, "mmi_"),
+            )
+        }
+    };
+    let accept = |code: String| {
+        let g = &g;
+        async move {
+            g.call(
+                None,
+                Method::POST,
+                "/api/v1/invitations/accept",
+                Some(json!({ "token": code, "password": PASSWORD })),
+            )
+            .await
+        }
+    };
+    let (admin_inv, admin_code) = invite(msp.clone(), "msp_admin").await;
+    let (_tech_inv, _) = invite(msp.clone(), "msp_technician").await;
+    let (status, listed) = g.get(&msp, "/api/v1/org/invitations").await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    let (status, _) = g
+        .post(
+            &msp,
+            &format!("/api/v1/org/invitations/{admin_inv}/revoke"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, v) = accept(admin_code).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{v}");
+    assert_eq!(code(&v), "invitation_expired");
+
+    // A second MSP admin invites someone, then is disabled: void.
+    let second = invite_and_accept(&g, &msp, "msp_admin").await;
+    let (_, pending_code) = invite(second.clone(), "msp_admin").await;
+    let second_id = user_id(&g, &second).await;
+    let (status, v) = g
+        .call(
+            Some(&msp),
+            Method::PATCH,
+            &format!("/api/v1/org/users/{second_id}"),
+            Some(json!({ "disabled": true })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let (status, v) = accept(pending_code).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{v}");
+    // Another organisation's admin sees none of them.
+    let other = g.signup("Other MSP", "msp").await;
+    verify(&g, &other).await;
+    let (_, theirs) = g.get(&other, "/api/v1/org/invitations").await;
+    assert_eq!(theirs, json!([]));
+    let (status, _) = g
+        .post(
+            &other,
+            &format!("/api/v1/org/invitations/{admin_inv}/revoke"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+/// Slack and Teams webhook URLs are credentials: an auditor sees only the
+/// scheme and host.
+#[tokio::test]
+async fn auditors_see_webhook_urls_without_their_secret_part() {
+    let g = Gw::start().await;
+    let owner = g.signup("Hook Mask KK", "tenant").await;
+    verify(&g, &owner).await;
+    let url = "http://127.0.0.1:9/services/T0001/B0002/SecretPart123";
+    let (status, v) = g
+        .post(
+            &owner,
+            "/api/v1/webhooks",
+            json!({"name": "slack", "url": url}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let (_, full) = g.get(&owner, "/api/v1/webhooks").await;
+    assert_eq!(full[0]["url"], url);
+    let auditor = invite_and_accept(&g, &owner, "auditor").await;
+    let (status, masked) = g.get(&auditor, "/api/v1/webhooks").await;
+    assert_eq!(status, StatusCode::OK, "{masked}");
+    assert_eq!(masked[0]["url"], "http://127.0.0.1:9/…");
+    assert!(!masked.to_string().contains("SecretPart123"));
+}
+
+/// A request the gateway gives up on (503 after its timeout) no longer
+/// leaves its query running: PostgreSQL cancels it at the same timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_request_leaves_no_query_behind() {
+    let g = Gw::start_with(|cfg| cfg.api_request_timeout_ms = 300).await;
+    let owner = g.signup("Timeout KK", "tenant").await;
+    // Something holds the devices table, as a long report would.
+    let mut lock = g.stack.env.owner.begin().await.unwrap();
+    sqlx::query("LOCK TABLE devices IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let (status, v) = g.get(&owner, "/api/v1/devices").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    let database: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&g.stack.env.owner)
+        .await
+        .unwrap();
+    wait_for(
+        "the abandoned query to end",
+        Duration::from_secs(5),
+        || async {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = $1 AND application_name = 'mamori-gateway'
+               AND wait_event_type = 'Lock'",
+            )
+            .bind(&database)
+            .fetch_one(&g.stack.env.owner)
+            .await
+            .unwrap();
+            (waiting == 0).then_some(())
+        },
+    )
+    .await;
+    lock.rollback().await.unwrap();
+    let (status, _) = g.get(&owner, "/api/v1/devices").await;
+    assert_eq!(status, StatusCode::OK);
+}

@@ -154,10 +154,31 @@ fn identity_of(s: &Session, role: &str) -> Identity {
         ip: None,
         request_id: "test".into(),
         iat: chrono::Utc::now().timestamp(),
+        id: Uuid::nil(),
+        method: String::new(),
+        body_sha256: String::new(),
     }
 }
 
-fn signed<T>(key: &IdentityKey, identity: &Identity, message: T) -> tonic::Request<T> {
+/// `message` for the call `method`, with `identity` signed for it (as the
+/// gateway's client does).
+fn signed<T: prost::Message>(
+    key: &IdentityKey,
+    identity: &Identity,
+    method: &str,
+    message: T,
+) -> tonic::Request<T> {
+    let identity = Identity {
+        id: Uuid::new_v4(),
+        method: mamori_policy::identity::method_path(method),
+        body_sha256: mamori_policy::identity::body_digest(&message),
+        ..identity.clone()
+    };
+    signed_as(key, &identity, message)
+}
+
+/// `message` with `identity` signed as it is.
+fn signed_as<T>(key: &IdentityKey, identity: &Identity, message: T) -> tonic::Request<T> {
     let mut req = tonic::Request::new(message);
     req.metadata_mut().insert(
         mamori_policy::identity::METADATA,
@@ -209,6 +230,7 @@ async fn the_internal_api_acts_only_as_a_valid_signed_identity() {
         .put_policy(signed(
             &other_key,
             &identity_of(&a, "tenant_admin"),
+            "PutPolicy",
             put_req(banning("x")),
         ))
         .await
@@ -218,7 +240,7 @@ async fn the_internal_api_acts_only_as_a_valid_signed_identity() {
     let mut stale = identity_of(&a, "tenant_admin");
     stale.iat -= 120;
     let err = api
-        .put_policy(signed(&key, &stale, put_req(banning("x"))))
+        .put_policy(signed(&key, &stale, "PutPolicy", put_req(banning("x"))))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
@@ -233,13 +255,18 @@ async fn the_internal_api_acts_only_as_a_valid_signed_identity() {
     // An auditor may read but not change.
     let auditor = identity_of(&a, "auditor");
     let list = api
-        .list_policies(signed(&key, &auditor, pb::ListPoliciesRequest {}))
+        .list_policies(signed(
+            &key,
+            &auditor,
+            "ListPolicies",
+            pb::ListPoliciesRequest {},
+        ))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(list.policies.len(), 1);
     let err = api
-        .put_policy(signed(&key, &auditor, put_req(banning("x"))))
+        .put_policy(signed(&key, &auditor, "PutPolicy", put_req(banning("x"))))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
@@ -248,7 +275,12 @@ async fn the_internal_api_acts_only_as_a_valid_signed_identity() {
     // reach A's group, and tenant-level templates are refused.
     let b_id = identity_of(&b, "tenant_admin");
     let list = api
-        .list_policies(signed(&key, &b_id, pb::ListPoliciesRequest {}))
+        .list_policies(signed(
+            &key,
+            &b_id,
+            "ListPolicies",
+            pb::ListPoliciesRequest {},
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -257,6 +289,7 @@ async fn the_internal_api_acts_only_as_a_valid_signed_identity() {
         .put_policy(signed(
             &key,
             &b_id,
+            "PutPolicy",
             pb::PutPolicyRequest {
                 target: Some(pb::PolicyTarget {
                     scope: pb::ScopeKind::Group as i32,
@@ -272,6 +305,7 @@ async fn the_internal_api_acts_only_as_a_valid_signed_identity() {
         .create_template(signed(
             &key,
             &b_id,
+            "CreateTemplate",
             pb::TemplateInput {
                 name: "t".into(),
                 document_json: "{}".into(),
@@ -286,6 +320,7 @@ async fn the_internal_api_acts_only_as_a_valid_signed_identity() {
         .put_policy(signed(
             &key,
             &identity_of(&a, "tenant_admin"),
+            "PutPolicy",
             put_req(json!({"device_control": {"classes": {"warp_drive": "deny"}}})),
         ))
         .await
@@ -296,6 +331,7 @@ async fn the_internal_api_acts_only_as_a_valid_signed_identity() {
         .put_policy(signed(
             &key,
             &identity_of(&a, "tenant_admin"),
+            "PutPolicy",
             pb::PutPolicyRequest {
                 target: Some(pb::PolicyTarget {
                     scope: pb::ScopeKind::Device as i32,
@@ -309,7 +345,7 @@ async fn the_internal_api_acts_only_as_a_valid_signed_identity() {
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     assert!(err.message().contains("target_id"), "{err:?}");
     let current = api
-        .get_policy(signed(&key, &auditor, tenant_target()))
+        .get_policy(signed(&key, &auditor, "GetPolicy", tenant_target()))
         .await
         .unwrap()
         .into_inner();
@@ -558,4 +594,72 @@ async fn the_gateway_reaches_the_policy_service_over_tls_only_with_its_ca() {
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["version"], 1, "the refused attempt stored nothing");
     policy.shutdown().await.unwrap();
+}
+
+/// The review replayed a captured identity for about two minutes, on any
+/// call, with an `iat` a minute in the future. Now an identity is signed
+/// for one call and one request message, is accepted once, and may be at
+/// most a few seconds ahead.
+#[tokio::test]
+async fn an_identity_serves_only_the_call_it_was_signed_for_and_only_once() {
+    let gw = Gw::start().await;
+    let a = gw.signup("Replay KK", "tenant").await;
+    let key = IdentityKey::from_kek(&mamori_gateway::Kek::from_base64(&gw.kek).unwrap());
+    let mut api = client(&gw).await;
+    let admin = identity_of(&a, "tenant_admin");
+    let for_call = |method: &str, body: &dyn Fn() -> Vec<u8>| Identity {
+        id: Uuid::new_v4(),
+        method: mamori_policy::identity::method_path(method),
+        body_sha256: {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(body()))
+        },
+        ..admin.clone()
+    };
+    use prost::Message;
+
+    // Once: the same signed identity a second time is refused.
+    let once = for_call("ListPolicies", &|| {
+        pb::ListPoliciesRequest {}.encode_to_vec()
+    });
+    api.list_policies(signed_as(&key, &once, pb::ListPoliciesRequest {}))
+        .await
+        .expect("the first use");
+    let err = api
+        .list_policies(signed_as(&key, &once, pb::ListPoliciesRequest {}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    assert!(err.message().contains("used before"), "{err:?}");
+
+    // Another call with the same message, or the same call with another.
+    let read = for_call("GetPolicy", &|| tenant_target().encode_to_vec());
+    let err = api
+        .list_versions(signed_as(&key, &read, tenant_target()))
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("another call"), "{err:?}");
+    let put = for_call("PutPolicy", &|| put_req(banning("winny")).encode_to_vec());
+    let err = api
+        .put_policy(signed_as(&key, &put, put_req(banning("everything"))))
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("another call"), "{err:?}");
+    let (status, current) = gw.get(&a, "/api/v1/policies/tenant").await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "nothing was stored: {current}"
+    );
+
+    // From the future: a few seconds are clock skew, a minute is not.
+    let mut ahead = for_call("ListPolicies", &|| {
+        pb::ListPoliciesRequest {}.encode_to_vec()
+    });
+    ahead.iat += 50;
+    let err = api
+        .list_policies(signed_as(&key, &ahead, pb::ListPoliciesRequest {}))
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("future"), "{err:?}");
 }

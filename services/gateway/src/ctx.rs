@@ -43,6 +43,10 @@ impl Caller {
             ip: self.ip,
             request_id: self.request_id.clone(),
             iat: chrono::Utc::now().timestamp(),
+            // Filled in for each call by the policy client.
+            id: Uuid::nil(),
+            method: String::new(),
+            body_sha256: String::new(),
         }
     }
 

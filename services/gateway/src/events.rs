@@ -370,11 +370,21 @@ pub async fn search(
     }))
 }
 
+/// What makes a spreadsheet take a cell for a formula when it comes first
+/// (after any blanks): the ASCII signs, the full-width ones that Excel in a
+/// Japanese locale also honours, and TAB, CR and LF.
+const FORMULA_START: [char; 11] = [
+    '=', '+', '-', '@', '\t', '\r', '\n', '\u{FF1D}', '\u{FF0B}', '\u{FF0D}', '\u{FF20}',
+];
+
 fn csv_field(out: &mut String, value: &str) {
-    // Quote always; double inner quotes. A leading =, +, - or @ is
-    // prefixed with ' so that spreadsheets do not run it as a formula.
+    // Quote always; double inner quotes. A cell that would start a formula
+    // is prefixed with ' so that spreadsheets show it as text.
     out.push('"');
-    if value.starts_with(['=', '+', '-', '@']) {
+    if value
+        .trim_start_matches([' ', '\u{3000}'])
+        .starts_with(FORMULA_START)
+    {
         out.push('\'');
     }
     for c in value.chars() {
@@ -568,4 +578,39 @@ pub async fn audit_log(
         entries,
         next_cursor: next,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cells_that_would_be_formulas_are_shown_as_text() {
+        let cell = |v: &str| {
+            let mut out = String::new();
+            csv_field(&mut out, v);
+            out
+        };
+        for v in [
+            "=HYPERLINK(\"http://x\")",
+            "+1",
+            "-1",
+            "@SUM(A1)",
+            "\t=1",
+            "\r=1",
+            "\n=1",
+            "\u{FF1D}1+1",
+            "\u{FF0B}1",
+            "\u{FF20}x",
+            "  =1",
+            "\u{3000}=1",
+        ] {
+            assert!(cell(v).starts_with("\"'"), "{v:?} -> {}", cell(v));
+        }
+        assert_eq!(
+            cell("C:\\Secret\\a \"b\".xlsx"),
+            "\"C:\\Secret\\a \"\"b\"\".xlsx\""
+        );
+        assert_eq!(cell("/srv/hr/給与.xlsx"), "\"/srv/hr/給与.xlsx\"");
+    }
 }

@@ -52,7 +52,7 @@ pub struct CreateGroup {
 pub async fn list(State(state): State<Shared>, acting: Acting) -> ApiResult<Json<Vec<GroupView>>> {
     let req = state
         .policy
-        .request(&acting.identity(), pb::ListGroupsRequest {});
+        .request(&acting.identity(), "ListGroups", pb::ListGroupsRequest {});
     let list = state.policy.api().list_groups(req).await?.into_inner();
     Ok(Json(
         list.groups
@@ -74,6 +74,7 @@ pub async fn create(
     acting.require_admin()?;
     let req = state.policy.request(
         &acting.identity(),
+        "CreateGroup",
         pb::CreateGroupRequest {
             name: body.name,
             parent_id: body.parent_id.map(|p| p.to_string()).unwrap_or_default(),
@@ -115,6 +116,7 @@ pub async fn update(
     acting.require_admin()?;
     let req = state.policy.request(
         &acting.identity(),
+        "UpdateGroup",
         pb::UpdateGroupRequest {
             id: id.to_string(),
             name: body.name,
@@ -138,9 +140,11 @@ pub async fn delete(
     Path(id): Path<Uuid>,
 ) -> ApiResult<StatusCode> {
     acting.require_admin()?;
-    let req = state
-        .policy
-        .request(&acting.identity(), pb::GroupRef { id: id.to_string() });
+    let req = state.policy.request(
+        &acting.identity(),
+        "DeleteGroup",
+        pb::GroupRef { id: id.to_string() },
+    );
     state.policy.api().delete_group(req).await?;
     Ok(StatusCode::NO_CONTENT)
 }

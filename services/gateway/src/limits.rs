@@ -74,7 +74,7 @@ impl Limits {
 
     pub fn auth(&self, ip: Option<IpAddr>) -> ApiResult<()> {
         match ip {
-            Some(ip) => self.auth.take(ip).map_err(|s| {
+            Some(ip) => self.auth.take(client_key(ip)).map_err(|s| {
                 ApiError::rate_limited(s, "too many sign-in attempts from this address, wait")
             }),
             None => Ok(()),
@@ -82,9 +82,39 @@ impl Limits {
     }
 }
 
+/// The key a client address is limited by: an IPv4 address as it is, an
+/// IPv6 address by its /64 (one host usually holds a whole /64, and would
+/// otherwise get a fresh budget for each of its 2^64 addresses).
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ipv6_host_gets_one_budget_for_its_64() {
+        let k = Keyed::new(1, 2);
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff:1:2:3".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        k.take(client_key(a)).unwrap();
+        k.take(client_key(b)).unwrap();
+        assert!(k.take(client_key(a)).is_err(), "the /64 has used its burst");
+        k.take(client_key(other)).unwrap();
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(client_key(mapped), "192.0.2.7".parse::<IpAddr>().unwrap());
+    }
 
     #[test]
     fn burst_then_refusal_with_a_wait() {

@@ -54,6 +54,8 @@ impl Modify for Bearer {
         crate::users::invite_org,
         crate::users::list_invitations,
         crate::users::revoke_invitation,
+        crate::users::list_org_invitations,
+        crate::users::revoke_org_invitation,
         crate::users::accept,
         crate::users::update,
         crate::users::update_org,

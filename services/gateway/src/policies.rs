@@ -137,9 +137,11 @@ impl TryFrom<pb::SavedPolicy> for SavedView {
 #[utoipa::path(get, path = "/api/v1/policies", tag = "policies", security(("bearer" = [])),
     responses((status = 200, body = PolicyList)))]
 pub async fn list(State(state): State<Shared>, acting: Acting) -> ApiResult<Json<PolicyList>> {
-    let req = state
-        .policy
-        .request(&acting.identity(), pb::ListPoliciesRequest {});
+    let req = state.policy.request(
+        &acting.identity(),
+        "ListPolicies",
+        pb::ListPoliciesRequest {},
+    );
     let list = state.policy.api().list_policies(req).await?.into_inner();
     Ok(Json(PolicyList {
         revision: list.revision,
@@ -163,7 +165,7 @@ async fn get_at(
     acting: &Acting,
     at: pb::PolicyTarget,
 ) -> ApiResult<Json<PolicyView>> {
-    let req = state.policy.request(&acting.identity(), at);
+    let req = state.policy.request(&acting.identity(), "GetPolicy", at);
     let policy = state.policy.api().get_policy(req).await?.into_inner();
     Ok(Json(policy.try_into()?))
 }
@@ -179,6 +181,7 @@ async fn put_at(
     acting.require_admin()?;
     let req = state.policy.request(
         &acting.identity(),
+        "PutPolicy",
         pb::PutPolicyRequest {
             target: Some(at),
             document_json: body.map(|b| b.to_string()),
@@ -195,7 +198,7 @@ async fn versions_at(
     acting: &Acting,
     at: pb::PolicyTarget,
 ) -> ApiResult<Json<Vec<VersionView>>> {
-    let req = state.policy.request(&acting.identity(), at);
+    let req = state.policy.request(&acting.identity(), "ListVersions", at);
     let list = state.policy.api().list_versions(req).await?.into_inner();
     Ok(Json(
         list.versions
@@ -342,6 +345,7 @@ pub async fn effective(
 ) -> ApiResult<Json<EffectiveView>> {
     let req = state.policy.request(
         &acting.identity(),
+        "GetEffective",
         pb::DeviceRef {
             device_id: id.to_string(),
         },
@@ -376,6 +380,7 @@ pub async fn move_device(
     acting.require_admin()?;
     let req = state.policy.request(
         &acting.identity(),
+        "MoveDevice",
         pb::MoveDeviceRequest {
             device_id: id.to_string(),
             group_id: body.group_id.map(|g| g.to_string()).unwrap_or_default(),
@@ -398,8 +403,23 @@ pub struct CreateWebhook {
 pub struct WebhookView {
     pub id: Uuid,
     pub name: String,
+    /// The whole URL for administrators; for auditors only its scheme and
+    /// host (`https://hooks.slack.com/…`): Slack's and Teams' webhook URLs
+    /// are credentials.
     pub url: String,
     pub created_at: DateTime<Utc>,
+}
+
+/// A webhook URL without what may be a credential (path, query).
+fn masked_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(u) => match (u.host_str(), u.port()) {
+            (Some(h), Some(p)) => format!("{}://{h}:{p}/…", u.scheme()),
+            (Some(h), None) => format!("{}://{h}/…", u.scheme()),
+            _ => "…".into(),
+        },
+        Err(_) => "…".into(),
+    }
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -478,11 +498,16 @@ pub async fn list_webhooks(
     acting: Acting,
 ) -> ApiResult<Json<Vec<WebhookView>>> {
     let mut tx = acting.begin(&state).await?;
-    let rows: Vec<WebhookView> =
+    let mut rows: Vec<WebhookView> =
         sqlx::query_as("SELECT id, name, url, created_at FROM webhooks ORDER BY name, id")
             .fetch_all(&mut *tx)
             .await?;
     tx.commit().await?;
+    if acting.access() < crate::ctx::Access::Admin {
+        for r in &mut rows {
+            r.url = masked_url(&r.url);
+        }
+    }
     Ok(Json(rows))
 }
 

@@ -88,7 +88,14 @@ pub fn router(state: Shared) -> Router {
         .route("/org/users", get(users::list_org))
         .route("/org/users/{id}", patch(users::update_org))
         .route("/org/users/{id}/tenants", put(users::set_access))
-        .route("/org/invitations", post(users::invite_org))
+        .route(
+            "/org/invitations",
+            get(users::list_org_invitations).post(users::invite_org),
+        )
+        .route(
+            "/org/invitations/{id}/revoke",
+            post(users::revoke_org_invitation),
+        )
         .route(
             "/enrollment-tokens",
             get(devices::list_tokens).post(devices::create_token),
@@ -200,7 +207,7 @@ async fn edge(State(state): State<Shared>, req: Request, next: Next) -> Response
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
     if let Some(ip) = ip
-        && let Err(wait) = state.limits.ip.take(ip)
+        && let Err(wait) = state.limits.ip.take(crate::limits::client_key(ip))
     {
         return ApiError::rate_limited(wait, "too many requests from this address, slow down")
             .into_response();
@@ -273,9 +280,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         )
     })?;
     let kek = Kek::load(&config.key_encryption_key, &config.key_encryption_key_file)?;
-    let db = Db::connect(&config.database_url, config.db_max_connections)
-        .await
-        .context("cannot connect to PostgreSQL (MAMORI_DATABASE_URL)")?;
+    // A request given up on (503 after api_request_timeout_ms) must not
+    // leave its query running.
+    let db = Db::connect_with(
+        &config.database_url,
+        config.db_max_connections,
+        "mamori-gateway",
+        Some(Duration::from_millis(config.api_request_timeout_ms)),
+    )
+    .await
+    .context("cannot connect to PostgreSQL (MAMORI_DATABASE_URL)")?;
     let kek = Arc::new(kek);
     let keys = KeyRing::open(&db, Arc::clone(&kek)).await?;
     let policy = mamori_policy::PolicyClient::new(&config.policy_url, &config.policy_tls_ca, &kek)?;

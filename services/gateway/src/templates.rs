@@ -69,7 +69,9 @@ pub async fn create(
     Json(input): Json<TemplateInput>,
 ) -> ApiResult<(StatusCode, Json<TemplateView>)> {
     caller.require_msp_admin()?;
-    let req = state.policy.request(&caller.identity(None), input.into());
+    let req = state
+        .policy
+        .request(&caller.identity(None), "CreateTemplate", input.into());
     let template = state.policy.api().create_template(req).await?.into_inner();
     Ok((StatusCode::CREATED, Json(template.try_into()?)))
 }
@@ -82,9 +84,11 @@ pub async fn list(
     caller: Caller,
 ) -> ApiResult<Json<Vec<TemplateView>>> {
     caller.require_msp_admin()?;
-    let req = state
-        .policy
-        .request(&caller.identity(None), pb::ListTemplatesRequest {});
+    let req = state.policy.request(
+        &caller.identity(None),
+        "ListTemplates",
+        pb::ListTemplatesRequest {},
+    );
     let list = state.policy.api().list_templates(req).await?.into_inner();
     Ok(Json(
         list.templates
@@ -109,6 +113,7 @@ pub async fn update(
     caller.require_msp_admin()?;
     let req = state.policy.request(
         &caller.identity(None),
+        "UpdateTemplate",
         pb::UpdateTemplateRequest {
             id: id.to_string(),
             template: Some(input.into()),
@@ -150,6 +155,7 @@ pub async fn apply(
     caller.require_msp_admin()?;
     let req = state.policy.request(
         &caller.identity(None),
+        "ApplyTemplate",
         pb::ApplyTemplateRequest {
             id: id.to_string(),
             tenant_ids: body.tenant_ids.iter().map(Uuid::to_string).collect(),
@@ -197,6 +203,7 @@ pub async fn drift(
     caller.require_msp_admin()?;
     let req = state.policy.request(
         &caller.identity(None),
+        "TemplateDrift",
         pb::TemplateRef { id: id.to_string() },
     );
     let list = state.policy.api().template_drift(req).await?.into_inner();

@@ -283,6 +283,52 @@ pub async fn list_invitations(
     Ok(Json(rows))
 }
 
+/// Invitations to the caller's MSP organisation (never their codes).
+#[utoipa::path(get, path = "/api/v1/org/invitations", tag = "users", security(("bearer" = [])),
+    responses((status = 200, body = [PendingInvitationView])))]
+pub async fn list_org_invitations(
+    State(state): State<Shared>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<PendingInvitationView>>> {
+    let org = caller.require_msp_admin()?;
+    let mut tx = begin_identity(&state, Some(org), Some(caller.user())).await?;
+    let rows: Vec<PendingInvitationView> = sqlx::query_as(
+        "SELECT id, email, role, created_at, expires_at, accepted_at, revoked_at
+         FROM invitations WHERE msp_org_id = $1 ORDER BY created_at DESC, id",
+    )
+    .bind(org)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Json(rows))
+}
+
+/// Withdraw an invitation to the caller's MSP organisation that has not
+/// been accepted.
+#[utoipa::path(post, path = "/api/v1/org/invitations/{id}/revoke", tag = "users", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "invitation id")),
+    responses((status = 204, description = "withdrawn"), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn revoke_org_invitation(
+    State(state): State<Shared>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> ApiResult<StatusCode> {
+    let org = caller.require_msp_admin()?;
+    let mut tx = begin_identity(&state, Some(org), Some(caller.user())).await?;
+    let email: Option<String> = sqlx::query_scalar(
+        "UPDATE invitations SET revoked_at = coalesce(revoked_at, now())
+         WHERE msp_org_id = $1 AND id = $2 AND accepted_at IS NULL RETURNING email",
+    )
+    .bind(org)
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    email.ok_or_else(|| ApiError::not_found("pending invitation"))?;
+    tx.commit().await?;
+    tracing::info!(org = %org, invitation_id = %id, by = %caller.user(), "MSP invitation withdrawn");
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// Withdraw an invitation that has not been accepted.
 #[utoipa::path(post, path = "/api/v1/invitations/{id}/revoke", tag = "users", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "invitation id")),

@@ -24,6 +24,8 @@ pub struct PolicyApi {
     pub db: Db,
     pub redis: redis::Client,
     pub key: Arc<IdentityKey>,
+    /// Identities already accepted (each is good for one call).
+    pub replays: Arc<crate::identity::Replays>,
 }
 
 type Reply<T> = Result<Response<T>, Status>;
@@ -154,9 +156,23 @@ fn version_of(v: PolicyVersion) -> pb::PolicyVersion {
     }
 }
 
+/// The path of the gRPC call being served, put in the request's extensions
+/// by the server (see `server.rs`) for the identity check.
+#[derive(Debug, Clone)]
+pub(crate) struct CallPath(pub(crate) String);
+
 impl PolicyApi {
-    /// The verified identity of a call.
-    pub(crate) fn identity<T>(&self, req: &Request<T>) -> Result<Identity, Status> {
+    /// The verified identity of a call: signed for this call (its path, as
+    /// `CallPath` recorded it) and this request message, and not seen
+    /// before.
+    pub(crate) fn identity<T: prost::Message>(&self, req: &Request<T>) -> Result<Identity, Status> {
+        let method = req
+            .extensions()
+            .get::<CallPath>()
+            .map(|p| p.0.as_str())
+            .unwrap_or_default();
+        let body = crate::identity::body_digest(req.get_ref());
+        let now = Utc::now().timestamp();
         let text = req
             .metadata()
             .get(METADATA)
@@ -167,7 +183,8 @@ impl PolicyApi {
             .map_err(|_| Status::unauthenticated("x-mamori-identity is not ASCII"))?;
         let identity = self
             .key
-            .verify(text, Utc::now().timestamp())
+            .verify(text, now, method, &body)
+            .and_then(|i| self.replays.admit(&i, now).map(|()| i))
             .map_err(|e| Status::unauthenticated(e.to_string()))?;
         let span = tracing::Span::current();
         span.record("user_id", tracing::field::display(identity.user));
@@ -176,13 +193,19 @@ impl PolicyApi {
 
     /// The identity of a call on a tenant, and a transaction on that tenant
     /// with the caller's organisation and user named for the row policies.
-    async fn tenant_tx<T>(&self, req: &Request<T>) -> Result<(Identity, TenantTx), Status> {
+    async fn tenant_tx<T: prost::Message>(
+        &self,
+        req: &Request<T>,
+    ) -> Result<(Identity, TenantTx), Status> {
         self.open(self.identity(req)?).await
     }
 
     /// As [`PolicyApi::tenant_tx`], for a caller whose role may change
     /// things (refused before anything is opened).
-    async fn change_tx<T>(&self, req: &Request<T>) -> Result<(Identity, TenantTx), Status> {
+    async fn change_tx<T: prost::Message>(
+        &self,
+        req: &Request<T>,
+    ) -> Result<(Identity, TenantTx), Status> {
         let identity = self.identity(req)?;
         require_change(&identity)?;
         self.open(identity).await

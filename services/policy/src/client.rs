@@ -49,11 +49,23 @@ impl PolicyClient {
         self.api.clone()
     }
 
-    /// `message` as a request on behalf of `identity` (signed now), in the
-    /// current trace.
-    pub fn request<T>(&self, identity: &Identity, message: T) -> Request<T> {
+    /// `message` as a request of the call `method` (`PutPolicy`) on behalf
+    /// of `identity`, in the current trace. The identity is signed for this
+    /// call and this message only, once.
+    pub fn request<T: prost::Message>(
+        &self,
+        identity: &Identity,
+        method: &str,
+        message: T,
+    ) -> Request<T> {
+        let identity = Identity {
+            id: uuid::Uuid::new_v4(),
+            method: crate::identity::method_path(method),
+            body_sha256: crate::identity::body_digest(&message),
+            ..identity.clone()
+        };
         let mut req = Request::new(message);
-        let signed = self.key.sign(identity);
+        let signed = self.key.sign(&identity);
         req.metadata_mut().insert(
             METADATA,
             MetadataValue::try_from(signed).expect("base64url is valid metadata"),

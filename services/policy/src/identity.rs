@@ -23,6 +23,18 @@ pub const TRACEPARENT: &str = "traceparent";
 /// How long a signed identity is accepted after it was made (one call;
 /// the clocks of the two services may differ a little).
 pub const MAX_AGE_S: i64 = 60;
+/// How far in the future an identity's time may be (clock differences).
+pub const MAX_AHEAD_S: i64 = 5;
+/// The path of a policy-service call named `method` (`PutPolicy`).
+pub fn method_path(method: &str) -> String {
+    format!("/mamori.policy.v1.PolicyService/{method}")
+}
+
+/// The SHA-256 (hex) of a request message's encoding.
+pub fn body_digest(message: &impl prost::Message) -> String {
+    use sha2::Digest;
+    hex::encode(Sha256::digest(message.encode_to_vec()))
+}
 /// Longest encoded identity accepted.
 const MAX_LEN: usize = 2048;
 
@@ -42,6 +54,16 @@ pub struct Identity {
     pub request_id: String,
     /// Unix seconds when the identity was signed.
     pub iat: i64,
+    /// Unique per signed call: the service accepts each identity once.
+    #[serde(default)]
+    pub id: Uuid,
+    /// The call it was signed for (`/mamori.policy.v1.PolicyService/PutPolicy`)…
+    #[serde(default)]
+    pub method: String,
+    /// …and the SHA-256 (hex) of its request message's encoding: a captured
+    /// identity cannot carry another request.
+    #[serde(default)]
+    pub body_sha256: String,
 }
 
 impl Identity {
@@ -91,6 +113,10 @@ pub enum IdentityError {
     BadSignature,
     #[error("x-mamori-identity has expired or is from the future (are the clocks in step?)")]
     Stale,
+    #[error("x-mamori-identity was signed for another call or request")]
+    WrongCall,
+    #[error("x-mamori-identity was used before (a replayed call)")]
+    Replayed,
 }
 
 impl IdentityKey {
@@ -112,7 +138,16 @@ impl IdentityKey {
         format!("{payload}.{}", URL_SAFE_NO_PAD.encode(tag))
     }
 
-    pub fn verify(&self, text: &str, now: i64) -> Result<Identity, IdentityError> {
+    /// Verifies `text` as the identity of the call `method` (its path)
+    /// whose request message has the digest `body_sha256`, at `now`. The
+    /// caller keeps a [`Replays`] to refuse a second use.
+    pub fn verify(
+        &self,
+        text: &str,
+        now: i64,
+        method: &str,
+        body_sha256: &str,
+    ) -> Result<Identity, IdentityError> {
         if text.len() > MAX_LEN {
             return Err(IdentityError::Malformed);
         }
@@ -128,10 +163,37 @@ impl IdentityKey {
             .map_err(|_| IdentityError::Malformed)?;
         let identity: Identity =
             serde_json::from_slice(&json).map_err(|_| IdentityError::Malformed)?;
-        if (now - identity.iat).abs() > MAX_AGE_S {
+        if now - identity.iat > MAX_AGE_S || identity.iat - now > MAX_AHEAD_S {
             return Err(IdentityError::Stale);
         }
+        if identity.method != method || identity.body_sha256 != body_sha256 {
+            return Err(IdentityError::WrongCall);
+        }
         Ok(identity)
+    }
+}
+
+/// The identities accepted in the last [`MAX_AGE_S`] (older ones are
+/// refused as stale anyway), so that each is accepted once. Per process:
+/// with several policy replicas a captured identity could still be played
+/// once to each within that minute; it can carry only the request it was
+/// signed for.
+#[derive(Debug, Default)]
+pub struct Replays {
+    seen: std::sync::Mutex<std::collections::HashMap<Uuid, i64>>,
+}
+
+impl Replays {
+    /// Records `identity`; an error if it was seen before.
+    pub fn admit(&self, identity: &Identity, now: i64) -> Result<(), IdentityError> {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() > 10_000 {
+            seen.retain(|_, iat| now - *iat <= MAX_AGE_S);
+        }
+        if identity.id.is_nil() || seen.insert(identity.id, identity.iat).is_some() {
+            return Err(IdentityError::Replayed);
+        }
+        Ok(())
     }
 }
 
@@ -149,7 +211,39 @@ mod tests {
             ip: Some("127.0.0.1".parse().unwrap()),
             request_id: "r1".into(),
             iat,
+            id: Uuid::new_v4(),
+            method: method_path("PutPolicy"),
+            body_sha256: "ab".repeat(32),
         }
+    }
+
+    #[test]
+    fn an_identity_serves_one_call_once_and_not_from_the_future() {
+        let key = IdentityKey::from_kek(&Kek::from_base64(&Kek::generate_base64()).unwrap());
+        let id = identity(1000);
+        let signed = key.sign(&id);
+        let put = method_path("PutPolicy");
+        let body = "ab".repeat(32);
+        // Another call, another request body.
+        assert_eq!(
+            key.verify(&signed, 1000, &method_path("DeleteGroup"), &body),
+            Err(IdentityError::WrongCall)
+        );
+        assert_eq!(
+            key.verify(&signed, 1000, &put, &"cd".repeat(32)),
+            Err(IdentityError::WrongCall)
+        );
+        // A few seconds ahead is a clock difference; a minute is not.
+        assert!(key.verify(&signed, 1000 - MAX_AHEAD_S, &put, &body).is_ok());
+        assert_eq!(
+            key.verify(&signed, 1000 - MAX_AHEAD_S - 1, &put, &body),
+            Err(IdentityError::Stale)
+        );
+        // Once only.
+        let replays = Replays::default();
+        let ok = key.verify(&signed, 1001, &put, &body).unwrap();
+        assert_eq!(replays.admit(&ok, 1001), Ok(()));
+        assert_eq!(replays.admit(&ok, 1002), Err(IdentityError::Replayed));
     }
 
     #[test]
@@ -160,17 +254,18 @@ mod tests {
         let other = IdentityKey::from_kek(&Kek::from_base64(&Kek::generate_base64()).unwrap());
         let id = identity(1000);
         let signed = key.sign(&id);
-        assert_eq!(same.verify(&signed, 1030), Ok(id.clone()));
+        let (put, body) = (id.method.clone(), id.body_sha256.clone());
+        assert_eq!(same.verify(&signed, 1030, &put, &body), Ok(id.clone()));
         assert_eq!(
-            other.verify(&signed, 1000),
+            other.verify(&signed, 1000, &put, &body),
             Err(IdentityError::BadSignature)
         );
         assert_eq!(
-            key.verify(&signed, 1000 + MAX_AGE_S + 1),
+            key.verify(&signed, 1000 + MAX_AGE_S + 1, &put, &body),
             Err(IdentityError::Stale)
         );
         assert_eq!(
-            key.verify(&signed, 1000 - MAX_AGE_S - 1),
+            key.verify(&signed, 1000 - MAX_AGE_S - 1, &put, &body),
             Err(IdentityError::Stale)
         );
 
@@ -180,12 +275,15 @@ mod tests {
         forged.tenant = Some(Uuid::now_v7());
         let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&forged).unwrap());
         assert_eq!(
-            key.verify(&format!("{payload}.{tag}"), 1000),
+            key.verify(&format!("{payload}.{tag}"), 1000, &put, &body),
             Err(IdentityError::BadSignature)
         );
-        assert_eq!(key.verify("garbage", 1000), Err(IdentityError::Malformed));
         assert_eq!(
-            key.verify(&"a.".repeat(2000), 1000),
+            key.verify("garbage", 1000, &put, &body),
+            Err(IdentityError::Malformed)
+        );
+        assert_eq!(
+            key.verify(&"a.".repeat(2000), 1000, &put, &body),
             Err(IdentityError::Malformed)
         );
     }

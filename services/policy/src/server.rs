@@ -75,6 +75,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         db,
         redis,
         key: Arc::new(IdentityKey::from_kek(&kek)),
+        replays: Arc::default(),
     };
     let service = PolicyServiceServer::new(api).max_decoding_message_size(MAX_MESSAGE_BYTES);
     let (health_service, reflection) =
@@ -96,7 +97,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 mamori_telemetry::set_parent_from_traceparent(&span, tp);
             }
             span
-        });
+        })
+        // The identity check compares the call's path with the one the
+        // identity was signed for.
+        .layer(tower::util::MapRequestLayer::new(
+            |mut req: http::Request<tonic::body::Body>| {
+                let path = crate::api::CallPath(req.uri().path().to_owned());
+                req.extensions_mut().insert(path);
+                req
+            },
+        ));
     let router = builder
         .add_service(health_service)
         .add_service(reflection)
