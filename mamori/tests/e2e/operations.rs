@@ -330,3 +330,44 @@ async fn a_writer_stopped_mid_stream_leaves_nothing_pending_and_the_next_stores_
     s._writer = Some(mamori_writer::start(wcfg).await.unwrap());
     s.assert_only_written(tenant, 6000).await;
 }
+
+/// A device that keeps sending stays "seen": each accepted batch marks it
+/// (written with the others once a second), not only its connect.
+#[tokio::test]
+async fn a_device_sending_batches_is_seen_at_each_batch() {
+    let s = Stack::start().await;
+    let (_tenant, token) = s.tenant_with_token().await;
+    let dev = s.new_device(&token).await;
+    let mut st = s.open(&dev.device_credential).await.unwrap();
+    st.send(batch(1, vec![process_event("/x")])).await.unwrap();
+    let id: uuid::Uuid = dev.device_id.parse().unwrap();
+    let seen_within = |secs: f64| {
+        let owner = s.env.owner.clone();
+        async move {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT coalesce(last_seen_at > now() - make_interval(secs => $2), false)
+                 FROM devices WHERE id = $1",
+            )
+            .bind(id)
+            .bind(secs)
+            .fetch_one(&owner)
+            .await
+            .unwrap()
+        }
+    };
+    wait_for("the connect recorded", Duration::from_secs(10), || async {
+        seen_within(60.0).await.then_some(())
+    })
+    .await;
+    // As if the stream had been open for an hour.
+    sqlx::query("UPDATE devices SET last_seen_at = now() - interval '1 hour' WHERE id = $1")
+        .bind(id)
+        .execute(&s.env.owner)
+        .await
+        .unwrap();
+    st.send(batch(2, vec![process_event("/x")])).await.unwrap();
+    wait_for("the batch recorded", Duration::from_secs(10), || async {
+        seen_within(60.0).await.then_some(())
+    })
+    .await;
+}

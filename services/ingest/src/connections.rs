@@ -114,6 +114,14 @@ impl Connections {
         streams.len()
     }
 
+    /// Every device with an open stream here, with its tenant.
+    pub(crate) fn devices(&self) -> Vec<(TenantId, DeviceId)> {
+        let open = self.lock();
+        open.iter()
+            .filter_map(|(d, streams)| streams.first().map(|s| (s.tenant, *d)))
+            .collect()
+    }
+
     /// The tenants with at least one open stream here.
     pub(crate) fn tenants(&self) -> Vec<TenantId> {
         let open = self.lock();

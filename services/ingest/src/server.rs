@@ -105,7 +105,17 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         let seen = Arc::clone(&seen);
         let db = db.clone();
         let stop = stop.clone();
-        async move { seen.run(db, Duration::from_secs(1), stop).await }
+        let connections = Arc::clone(&connections);
+        async move {
+            seen.run(
+                db,
+                Duration::from_secs(1),
+                move || connections.devices(),
+                Duration::from_secs(60),
+                stop,
+            )
+            .await
+        }
     });
     let (applied_tx, applied_rx) = tokio::sync::mpsc::channel(crate::policy::APPLIED_QUEUE);
     tokio::spawn(crate::policy::write_applied(db.clone(), applied_rx));

@@ -383,6 +383,7 @@ impl DeviceStream {
             .append(self.device.device, entry)
             .instrument(span)
             .await?;
+        self.record_seen(None);
         metrics::counter!("mamori_ingest_events_accepted_total").increment(u64::from(n));
         metrics::counter!("mamori_ingest_batches_accepted_total").increment(1);
         Ok(ServerMessage {
