@@ -71,16 +71,30 @@ BEGIN
 END
 $$;
 
--- Invitations a user sent that nobody accepted yet, withdrawn when the user
--- is disabled or changes role: whatever tenant or organisation they were
--- for (an MSP user invites into its tenants too), so a definer function.
+-- Who made a tenant's pending handover code: it goes when they lose their
+-- rights, like their invitations.
+ALTER TABLE tenants ADD COLUMN handover_created_by uuid;
+
+-- What a user granted that nobody used yet — invitations and a handover
+-- code — withdrawn when the user is disabled or changes role: whatever
+-- tenant or organisation they were for (an MSP user invites into its
+-- tenants too), so a definer function. Returns how many.
 CREATE FUNCTION mamori_void_invitations_of(inviter uuid) RETURNS integer
-    LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp
-    AS $$ WITH gone AS (
-              UPDATE invitations SET revoked_at = now()
-              WHERE invited_by = inviter AND accepted_at IS NULL AND revoked_at IS NULL
-              RETURNING 1)
-          SELECT count(*)::integer FROM gone $$;
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp
+    AS $$
+DECLARE
+    invitations_gone integer;
+    codes_gone integer;
+BEGIN
+    UPDATE invitations SET revoked_at = now()
+    WHERE invited_by = inviter AND accepted_at IS NULL AND revoked_at IS NULL;
+    GET DIAGNOSTICS invitations_gone = ROW_COUNT;
+    UPDATE tenants SET handover_hash = NULL, handover_expires_at = NULL, handover_created_by = NULL
+    WHERE handover_created_by = inviter AND handover_hash IS NOT NULL;
+    GET DIAGNOSTICS codes_gone = ROW_COUNT;
+    RETURN invitations_gone + codes_gone;
+END
+$$;
 CREATE INDEX invitations_inviter ON invitations (invited_by) WHERE accepted_at IS NULL AND revoked_at IS NULL;
 
 REVOKE ALL ON FUNCTION mamori_session_state(uuid, uuid), mamori_revoke_user_sessions(uuid),
@@ -122,7 +136,8 @@ GRANT EXECUTE ON FUNCTION mamori_user_for_login(text), mamori_revoke_refresh_fam
 -- alarm text to a thousand strangers per alarm).
 CREATE TABLE notification_recipients (
     tenant_id     uuid        NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
-    email         text        NOT NULL CHECK (email = lower(email) AND length(email) BETWEEN 3 AND 254),
+    -- Normalised by mamori_policy::recipients::normalise (lower case).
+    email         text        NOT NULL CHECK (length(email) BETWEEN 3 AND 254),
     -- SHA-256 of the confirmation secret, until it is used.
     token_hash    bytea       UNIQUE CHECK (length(token_hash) = 32),
     requested_by  uuid,
@@ -130,6 +145,14 @@ CREATE TABLE notification_recipients (
     confirmed_at  timestamptz,
     PRIMARY KEY (tenant_id, email)
 );
+
+-- Addresses routed to before this version keep receiving mail: the
+-- administrators who chose them were trusted then (new ones confirm).
+INSERT INTO notification_recipients (tenant_id, email, confirmed_at)
+SELECT DISTINCT p.tenant_id, lower(e #>> '{}'), now()
+FROM policies p, jsonb_path_query(p.document, '$.notifications.routes[*].email[*]') AS e
+WHERE p.document IS NOT NULL AND length(e #>> '{}') BETWEEN 3 AND 254
+ON CONFLICT DO NOTHING;
 
 -- The day each tenant reached its daily mail quota (its owners were told once).
 CREATE TABLE mail_quota_notices (

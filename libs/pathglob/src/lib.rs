@@ -152,8 +152,16 @@ struct Segment {
     /// per character).
     any: Vec<u64>,
     /// Per ASCII character, the positions it matches (from literals and
-    /// classes); other characters are worked out when seen.
+    /// classes).
     ascii: Vec<u64>,
+    /// Beyond ASCII (case-sensitive): the characters where some literal or
+    /// class range of the segment starts or ends cut the rest of Unicode
+    /// into intervals in which every character matches the same positions;
+    /// `above[i]` starts interval `i + 1`, and `above_masks` holds each
+    /// interval's positions. So a Japanese path costs a binary search per
+    /// character, not a pass over the segment.
+    above: Vec<u32>,
+    above_masks: Vec<u64>,
     case: Case,
 }
 
@@ -174,11 +182,20 @@ impl Segment {
                 }
             }
         }
+        let (above, above_masks) = match case {
+            Case::Sensitive => intervals(&atoms, words),
+            // Folding does not keep intervals intact; worked out per
+            // character instead (only the agent matches case-insensitively,
+            // against its own PC's paths).
+            Case::Insensitive => (Vec::new(), Vec::new()),
+        };
         Self {
             atoms,
             words,
             any,
             ascii,
+            above,
+            above_masks,
             case,
         }
     }
@@ -204,6 +221,14 @@ impl Segment {
                 .iter_mut()
                 .zip(self.any.iter().zip(&self.ascii[row..row + self.words]))
             {
+                *m = a | b;
+            }
+            return;
+        }
+        if self.case == Case::Sensitive {
+            let i = self.above.partition_point(|&b| b <= u32::from(c));
+            let row = &self.above_masks[i * self.words..(i + 1) * self.words];
+            for (m, (a, b)) in mask.iter_mut().zip(self.any.iter().zip(row)) {
                 *m = a | b;
             }
             return;
@@ -245,6 +270,47 @@ impl Segment {
         }
         None
     }
+}
+
+/// The intervals of non-ASCII characters a segment's atoms cannot tell
+/// apart (case-sensitive), and each one's positions (see `Segment::above`).
+fn intervals(atoms: &[Atom], words: usize) -> (Vec<u32>, Vec<u64>) {
+    let mut cuts: Vec<u32> = Vec::new();
+    let mut cut = |lo: char, hi: char| {
+        for b in [u32::from(lo), u32::from(hi) + 1] {
+            if b > 0x7f && b <= 0x10_ffff {
+                cuts.push(b);
+            }
+        }
+    };
+    for atom in atoms {
+        match atom {
+            Atom::Char(c) => cut(*c, *c),
+            Atom::Class { ranges, .. } => {
+                for &(lo, hi) in ranges {
+                    cut(lo, hi);
+                }
+            }
+            Atom::Any => {}
+        }
+    }
+    cuts.sort_unstable();
+    cuts.dedup();
+    // Interval 0 is [0x80, cuts[0]); interval i + 1 starts at cuts[i].
+    let starts = std::iter::once(0x80).chain(cuts.iter().copied());
+    let mut masks = Vec::with_capacity((cuts.len() + 1) * words);
+    for start in starts {
+        // A character of the interval (the surrogates are no characters).
+        let probe = char::from_u32(start).unwrap_or('\u{e000}');
+        let mut row = vec![0u64; words];
+        for (i, atom) in atoms.iter().enumerate() {
+            if *atom != Atom::Any && atom.matches(probe, Case::Sensitive) {
+                row[i / 64] |= 1 << (i % 64);
+            }
+        }
+        masks.extend(row);
+    }
+    (cuts, masks)
 }
 
 /// Reused buffers of a search.
@@ -563,9 +629,25 @@ mod tests {
     fn agrees_with_the_backtracking_matcher_it_replaced() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         let atoms = [
-            "a", "B", "/", "*", "?", "[ab]", "[!a]", "[A-b]", "**", "\\", ".",
+            "a",
+            "B",
+            "/",
+            "*",
+            "?",
+            "[ab]",
+            "[!a]",
+            "[A-b]",
+            "**",
+            "\\",
+            ".",
+            "あ",
+            "[ぁ-ん]",
+            "[!ア]",
+            "[a漢]",
         ];
-        let chars = ['a', 'A', 'b', 'B', 'c', '/', '\\', '.'];
+        let chars = [
+            'a', 'A', 'b', 'B', 'c', '/', '\\', '.', 'あ', 'ん', 'ア', '漢', '字',
+        ];
         let opts = glob::MatchOptions {
             case_sensitive: true,
             require_literal_separator: false,

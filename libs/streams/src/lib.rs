@@ -43,6 +43,13 @@ pub fn overflow_key(n: u32) -> String {
     format!("mamori:alerting:overflow:{{{n}}}")
 }
 
+/// Set (with the penalty's expiry) while the alerting service sends a
+/// tenant's events to the overflow lanes; ingest refuses the tenant's
+/// batches while it is set and the lanes are full.
+pub fn penalised_key(tenant: &str) -> String {
+    format!("mamori:alerting:penalised:{tenant}")
+}
+
 /// The shard number in a key made by [`stream_key`] or [`overflow_key`].
 pub fn shard_of_key(key: &str) -> Option<u32> {
     let (_, rest) = key.split_once('{')?;

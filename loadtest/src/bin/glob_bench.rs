@@ -24,6 +24,13 @@ fn shapes() -> Vec<(&'static str, Vec<String>)> {
     let middle = format!("*{}*", "[ab]".repeat(120));
     let n = MAX_TOTAL_BYTES / middle.len();
     out.push(("*[ab]{120}* to the bound", vec![middle; n]));
+    // Classes of Japanese characters, for Japanese paths.
+    let kana = format!("*{}*", "[ぁ-ゖ]".repeat(50));
+    let n = MAX_TOTAL_BYTES / kana.len();
+    out.push(("*[ぁ-ゖ]{50}* to the bound", vec![kana; n]));
+    let kana = format!("*{}x*", "あ".repeat(150));
+    let n = MAX_TOTAL_BYTES / kana.len();
+    out.push(("*あ{150}x* to the bound", vec![kana; n]));
     // Runs of different lengths: many distinct automaton states.
     let mut varied = Vec::new();
     let mut total = 0;
@@ -67,6 +74,8 @@ fn shapes() -> Vec<(&'static str, Vec<String>)> {
 fn main() {
     let paths = [
         ("a{4096}", "a".repeat(4096)),
+        ("あ{1365} (4,095 bytes)", "あ".repeat(1365)),
+        ("c{4096} (no a, no b)", "c".repeat(4096)),
         (
             "random a/b/'/' {4096}",
             (0..4096u32)

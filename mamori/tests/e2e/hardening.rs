@@ -114,6 +114,16 @@ async fn a_tenant_over_its_alerting_budget_is_moved_aside_and_loses_nothing() {
     )
     .await;
     assert!(lanes_used >= 1, "the flood bypassed the overflow lanes");
+    // Ingest was told, so that it can hold the tenant back.
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let marked: bool = redis::cmd("EXISTS")
+        .arg(mamori_streams::penalised_key(
+            hostile.tenant_id.as_deref().unwrap(),
+        ))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(marked, "the hostile tenant is marked penalised");
     tokio::time::sleep(Duration::from_secs(1)).await;
     let again = alarms(&gw, &hostile).await;
     assert_eq!(again[0]["count"], 900, "{again:?}");
@@ -142,6 +152,10 @@ async fn a_disabled_admin_is_refused_at_once_and_its_invitations_are_void() {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{v}");
     let pending_code = g.code_mailed_to(&pending, "mmi_");
+    // ...and makes a handover code, with which an MSP of its own could take
+    // the tenant over for good.
+    let (status, handover) = g.post(&admin, "/api/v1/tenant/handover", json!({})).await;
+    assert_eq!(status, StatusCode::CREATED, "{handover}");
 
     let (status, v) = g
         .call(
@@ -185,6 +199,19 @@ async fn a_disabled_admin_is_refused_at_once_and_its_invitations_are_void() {
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "{v}");
     assert_eq!(code(&v), "invitation_expired");
+    let msp = g.signup("Accomplice MSP", "msp").await;
+    let (status, v) = g
+        .post(
+            &msp,
+            "/api/v1/tenants/claim",
+            json!({"code": handover["code"]}),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "the handover code is void: {v}"
+    );
     // The owner's own session is untouched.
     let (status, _) = g.get(&owner, "/api/v1/users").await;
     assert_eq!(status, StatusCode::OK);
@@ -687,8 +714,30 @@ async fn alarm_mail_goes_only_to_confirmed_addresses_and_within_a_daily_quota() 
         (!to(&admin.email).is_empty()).then_some(())
     })
     .await;
-    // One stranger confirms; it gets the next alarm, the others never.
+    // Opening a link (as a mail scanner does) confirms nothing.
+    let scanned = g.code_mailed_to(&strangers[1], "mmn_");
+    let page = g
+        .http
+        .get(g.url(&format!(
+            "/api/v1/notification-recipients/confirm?token={scanned}"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    // One stranger confirms (and by JSON, the API's way, a second time
+    // finds the code used); it gets the next alarm, the others never.
     confirm_recipients(&g, &[strangers[0].as_str()]).await;
+    let used = g.code_mailed_to(&strangers[0], "mmn_");
+    let (status, _) = g
+        .call(
+            None,
+            Method::POST,
+            "/api/v1/notification-recipients/confirm",
+            Some(json!({"token": used})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
     agents[1]
         .send(batch(1, vec![process_event("/usr/bin/winny")]))
         .await
@@ -742,6 +791,21 @@ async fn alarm_mail_goes_only_to_confirmed_addresses_and_within_a_daily_quota() 
     for s in &strangers[1..] {
         assert!(to(s).is_empty(), "{s} got alarm mail without confirming");
     }
+    let (_, listed) = g.get(&admin, "/api/v1/notification-recipients").await;
+    let status_of = |email: &str| {
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["email"] == email)
+            .map(|r| r["status"].clone())
+    };
+    assert_eq!(status_of(&strangers[0]), Some(json!("confirmed")));
+    assert_eq!(
+        status_of(&strangers[1]),
+        Some(json!("pending")),
+        "a GET confirmed nothing"
+    );
     // At most 50 addresses await confirmation at once.
     let more: Vec<String> = (0..40).map(|i| format!("more{i}@spam.example")).collect();
     let (status, v) = g
@@ -969,4 +1033,213 @@ async fn a_timed_out_request_leaves_no_query_behind() {
     lock.rollback().await.unwrap();
     let (status, _) = g.get(&owner, "/api/v1/devices").await;
     assert_eq!(status, StatusCode::OK);
+}
+
+/// The overflow lanes are outside the streams' bound: while they are full,
+/// ingest tells the tenants alerting penalised to retry later (their
+/// agents keep the batches), and only them.
+#[tokio::test]
+async fn a_penalised_tenant_is_held_back_while_the_overflow_lanes_are_full() {
+    let s = Stack::ingest_only(|cfg| cfg.max_alerting_overflow = 0).await;
+    let (hostile, hostile_token) = s.tenant_with_token().await;
+    let (_quiet, quiet_token) = s.tenant_with_token().await;
+    let mut conn = s.env.redis().await;
+    let _: () = redis::cmd("SET")
+        .arg(mamori_streams::penalised_key(&hostile.to_string()))
+        .arg(1)
+        .arg("PX")
+        .arg(60_000)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut flood = s
+        .open(&s.new_device(&hostile_token).await.device_credential)
+        .await
+        .unwrap();
+    let mut quiet = s
+        .open(&s.new_device(&quiet_token).await.device_credential)
+        .await
+        .unwrap();
+    // The lanes are empty: nobody is held back.
+    flood
+        .send(batch(1, vec![process_event("/x")]))
+        .await
+        .unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg(mamori_streams::overflow_key(0))
+        .arg("*")
+        .arg(mamori_streams::BATCH_FIELD)
+        .arg("queued")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let err = wait_for(
+        "the lanes measured full",
+        Duration::from_secs(10),
+        || async {
+            let mut st = s
+                .open(&s.new_device(&hostile_token).await.device_credential)
+                .await
+                .unwrap();
+            st.send(batch(1, vec![process_event("/x")])).await.err()
+        },
+    )
+    .await;
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("retry later"), "{err:?}");
+    quiet
+        .send(batch(1, vec![process_event("/x")]))
+        .await
+        .unwrap();
+    let _ = flood;
+}
+
+/// A technician invited an administrator into a tenant, then lost access to
+/// it: the invitation goes with the access.
+#[tokio::test]
+async fn a_technicians_invitations_go_when_it_loses_the_tenant() {
+    let g = Gw::start().await;
+    let msp = g.signup("Access MSP", "msp").await;
+    verify(&g, &msp).await;
+    let (status, t) = g
+        .post(&msp, "/api/v1/tenants", json!({"name": "Customer"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{t}");
+    let tenant = t["id"].as_str().unwrap().to_owned();
+    let tech = invite_and_accept(&g, &msp, "msp_technician").await;
+    let tech_id = user_id(&g, &tech).await;
+    let grant = |ids: serde_json::Value| {
+        let (g, msp, tech_id) = (&g, &msp, &tech_id);
+        async move {
+            let (status, v) = g
+                .call(
+                    Some(msp),
+                    Method::PUT,
+                    &format!("/api/v1/org/users/{tech_id}/tenants"),
+                    Some(json!({ "tenant_ids": ids })),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{v}");
+        }
+    };
+    grant(json!([tenant])).await;
+    let email = format!("{}@backdoor.example.com", uuid::Uuid::new_v4().simple());
+    let (status, v) = g
+        .post(
+            &tech.on(&tenant),
+            "/api/v1/invitations",
+            json!({"email": email, "role": "tenant_admin"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let invitation = g.code_mailed_to(&email, "mmi_");
+    grant(json!([])).await;
+    let (status, v) = g
+        .call(
+            None,
+            Method::POST,
+            "/api/v1/invitations/accept",
+            Some(json!({ "token": invitation, "password": PASSWORD })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{v}");
+    assert_eq!(code(&v), "invitation_expired");
+}
+
+/// Mass printing counted out of order (a tenant's events evaluated partly
+/// in the overflow lane, or a batch written late): the later job counted
+/// first leaves the window below the threshold, and the earlier one that
+/// completes it must still raise the alarm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_print_threshold_crossed_out_of_order_still_alarms() {
+    use mamori_proto::agent::v1::PrintEvent;
+    let g = Gw::start().await;
+    let alerting = mamori_alerting::start(alerting_config(&g, ""))
+        .await
+        .expect("alerting starts");
+    let admin = g.signup("Print Order KK", "tenant").await;
+    set_tenant_policy(
+        &g,
+        &admin,
+        json!({"mass_print": {"pages": 100, "window_minutes": 60}}),
+    )
+    .await;
+    let d = g
+        .stack
+        .new_device(admin.enrollment_token.as_deref().unwrap())
+        .await;
+    let mut agent = g.stack.open(&d.device_credential).await.unwrap();
+    let print = |at: chrono::DateTime<chrono::Utc>| {
+        event_at(
+            at,
+            Kind::Print(PrintEvent {
+                printer: "hall".into(),
+                document: "report.pdf".into(),
+                pages: 60,
+                copies: 1,
+                ..Default::default()
+            }),
+        )
+    };
+    let now = chrono::Utc::now();
+    // The later job (60 pages) is counted before the earlier one (60 more,
+    // within the hour).
+    agent
+        .send(batch(1, vec![print(now - chrono::Duration::minutes(5))]))
+        .await
+        .unwrap();
+    agent
+        .send(batch(2, vec![print(now - chrono::Duration::minutes(35))]))
+        .await
+        .unwrap();
+    let found = wait_for("the mass-print alarm", Duration::from_secs(20), || async {
+        let a = alarms(&g, &admin).await;
+        (!a.is_empty()).then_some(a)
+    })
+    .await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["category"], "mass_print");
+    alerting.shutdown().await;
+}
+
+/// Every `Connect` cost a database lookup before any limit applied: a
+/// device opening streams in a loop, or a client trying credentials, could
+/// keep the database busy. Now a device may open a stream about once a
+/// second (ten at once), and an address that keeps failing to authenticate
+/// is refused without a lookup.
+#[tokio::test]
+async fn connects_are_limited_per_device_and_failed_logins_per_address() {
+    let s = Stack::ingest_only(|_| {}).await;
+    let (_tenant, token) = s.tenant_with_token().await;
+    let dev = s.new_device(&token).await;
+    let mut refused = None;
+    for _ in 0..40 {
+        if let Err(e) = s.open(&dev.device_credential).await {
+            refused = Some(e);
+            break;
+        }
+    }
+    let err = refused.expect("40 streams in a row are refused at some point");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("too often"), "{err:?}");
+
+    let bogus = mamori_registry::DeviceCredential::generate();
+    let mut last = None;
+    for _ in 0..60 {
+        last = Some(
+            s.open(bogus.expose())
+                .await
+                .err()
+                .expect("unknown credential"),
+        );
+    }
+    let err = last.unwrap();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("failed authentications"), "{err:?}");
+    // The address is refused for enrollment too, even with a good token.
+    let err = s
+        .enroll(&token, "m-late", "i-late")
+        .await
+        .expect_err("refused while the address cools down");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
 }

@@ -141,21 +141,21 @@ pub(crate) async fn set_tenant_policy(gw: &Gw, s: &Session, document: Value) -> 
     v
 }
 
-/// Follows the confirmation link mailed to each address (a policy routed
-/// alarm mail to it).
+/// Confirms each address with the code mailed to it (a policy routed alarm
+/// mail to it), as a person does: the link's page, then its button.
 pub(crate) async fn confirm_recipients(gw: &Gw, emails: &[&str]) {
     for email in emails {
         let token = gw.code_mailed_to(email, "mmn_");
-        let (status, v) = gw
-            .call(
-                None,
-                Method::GET,
-                &format!("/api/v1/notification-recipients/confirm?token={token}"),
-                None,
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{v}");
-        assert_eq!(v["email"], *email);
+        let link = gw.url(&format!(
+            "/api/v1/notification-recipients/confirm?token={token}"
+        ));
+        let page = gw.http.get(&link).send().await.unwrap();
+        assert_eq!(page.status(), StatusCode::OK);
+        let page = page.text().await.unwrap();
+        assert!(page.contains("<form method=\"post\""), "{page}");
+        let done = gw.http.post(&link).send().await.unwrap();
+        assert_eq!(done.status(), StatusCode::OK);
+        assert!(done.text().await.unwrap().contains("Confirmed"));
     }
 }
 

@@ -143,7 +143,9 @@ impl Fairness {
         }
     }
 
-    fn penalise(&self, tenant: TenantId, cost: Duration) {
+    /// Sends `tenant` to the overflow lane for the penalty; true when it
+    /// was not there already.
+    fn penalise(&self, tenant: TenantId, cost: Duration) -> bool {
         let mut map = self.lock();
         let fresh = map.insert(tenant, Instant::now() + self.penalty).is_none();
         if fresh {
@@ -152,6 +154,7 @@ impl Fairness {
                 "tenant over its alerting budget: its events go to the overflow lane");
             metrics::counter!("mamori_alerting_tenants_deferred_total").increment(1);
         }
+        fresh
     }
 }
 
@@ -273,8 +276,21 @@ impl Handler for Alerting {
             queued += self.committed(tenant, done);
             if let Some(o) = &self.overflow
                 && cost > o.fairness.budget
+                && o.fairness.penalise(tenant, cost)
             {
-                o.fairness.penalise(tenant, cost);
+                // Ingest holds the tenant's batches back (retry later)
+                // while the overflow lanes are full.
+                let penalty = o.fairness.penalty.as_millis().max(1) as u64;
+                let set: redis::RedisResult<()> = redis::cmd("SET")
+                    .arg(mamori_streams::penalised_key(&tenant.to_string()))
+                    .arg(1)
+                    .arg("PX")
+                    .arg(penalty)
+                    .query_async(&mut o.conn.clone())
+                    .await;
+                if let Err(e) = set {
+                    tracing::warn!(tenant_id = %tenant, error = %e, "cannot mark the tenant penalised for ingest");
+                }
             }
         }
         if !deferred.is_empty() {
@@ -354,7 +370,12 @@ impl Alerting {
                 };
                 let tx = match tx {
                     Some(tx) => tx,
-                    None => tx.insert(self.db.begin_tenant(tenant).await?),
+                    None => {
+                        let mut new = self.db.begin_tenant(tenant).await?;
+                        // First, before any incident lock (see the doc).
+                        store::lock_mail_quota(&mut new).await?;
+                        tx.insert(new)
+                    }
                 };
                 self.record(tx, &p, policy.document.notifications.as_ref(), done)
                     .await?;

@@ -119,10 +119,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     )
     .await
     .context("cannot create the alerting consumer group")?;
-    // The overflow lanes: read by this group only, so deleted once acked.
+    // The overflow lanes: read by this group only, so deleted once acked;
+    // one entry at a time, so that a read waiting for its CPU share never
+    // holds entries long enough for another replica to claim them.
     let overflow = GroupSpec {
         key_of: mamori_streams::overflow_key,
         delete_acked: true,
+        read_count: 1,
         ..spec
     };
     spawn_group(

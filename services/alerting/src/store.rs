@@ -97,9 +97,21 @@ pub async fn record(
         .execute(&mut **tx)
         .await?;
     if let Some((limit, span)) = hit.threshold {
+        // Every window (e - span, e] that holds this hit, not only the one
+        // ending at it: hits may be counted out of order (a batch written
+        // late, a tenant's events evaluated partly in the overflow lane),
+        // and a later hit counted first must still see the window cross.
         let total: i64 = sqlx::query_scalar(
-            "SELECT coalesce(sum(amount), 0)::bigint FROM alert_hits
-             WHERE rule = $1 AND key = $2 AND at > $3 - make_interval(secs => $4) AND at <= $3",
+            "SELECT coalesce(max(w.total), 0)::bigint FROM (
+                 SELECT h.at, sum(h.amount) OVER (
+                     ORDER BY h.at
+                     RANGE BETWEEN make_interval(secs => $4) - interval '1 microsecond' PRECEDING
+                               AND CURRENT ROW) AS total
+                 FROM alert_hits h
+                 WHERE h.rule = $1 AND h.key = $2
+                   AND h.at > $3 - make_interval(secs => $4) AND h.at <= $3 + make_interval(secs => $4)
+             ) w
+             WHERE w.at >= $3",
         )
         .bind(hit.category)
         .bind(&key)
@@ -209,7 +221,7 @@ async fn queue_notifications(
         .iter()
         .filter(|r| r.covers(category))
         .flat_map(|r| &r.email)
-        .map(|e| e.to_ascii_lowercase())
+        .map(|e| mamori_policy::recipients::normalise(e))
         .collect();
     let confirmed: std::collections::HashSet<String> = if emails.is_empty() {
         Default::default()
@@ -253,7 +265,7 @@ async fn queue_notifications(
         let targets = route
             .email
             .iter()
-            .map(|e| ("email", e.to_ascii_lowercase()))
+            .map(|e| ("email", mamori_policy::recipients::normalise(e)))
             .chain(route.webhooks.iter().map(|w| ("webhook", w.to_string())));
         for (channel, recipient) in targets {
             if !seen.insert((channel, recipient.clone(), digest)) {
@@ -299,6 +311,19 @@ async fn queue_notifications(
         queued += quota_notice(tx, settings.mail_quota).await?;
     }
     Ok(queued)
+}
+
+/// Serialises the tenant's alarm mail until commit, so that consumers on
+/// several shards, lanes or replicas cannot each count the same room under
+/// the daily quota. Taken first in every alerting transaction of a tenant
+/// (before any incident lock, so the two cannot deadlock); it also keeps
+/// one tenant's alarms recorded one transaction at a time.
+pub async fn lock_mail_quota(tx: &mut TenantTx) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(format!("mail-quota|{}", tx.tenant()))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 /// Alarm e-mails the tenant queued today (UTC).

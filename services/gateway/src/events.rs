@@ -422,6 +422,11 @@ pub async fn export(
         let mut out = String::from("time,received_at,device_id,kind,os_user,subject,detail\n");
         let mut sent = 0usize;
         loop {
+            // A long export stops when its session ends (logout, disable).
+            if let Err(e) = state.sessions.check(&state.db, &acting.caller.claims).await {
+                let _ = send.send(Err(std::io::Error::other(e.message))).await;
+                return;
+            }
             let rows = match acting.begin(&state).await {
                 Ok(mut tx) => {
                     let r = page(&mut tx, &s, EXPORT_CHUNK).await;

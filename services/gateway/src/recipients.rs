@@ -7,8 +7,11 @@ use crate::ctx::{Acting, client_ip};
 use crate::error::{ApiError, ApiResult};
 use crate::state::Shared;
 use axum::Json;
+use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use mamori_proto::policy::v1 as pb;
 use mamori_registry::RecipientSecret;
@@ -55,46 +58,101 @@ pub struct Confirmed {
     pub email: String,
 }
 
-/// Confirm an address for alarm mail (the link in the confirmation mail).
+/// The page the confirmation link opens: it confirms nothing by itself (mail
+/// scanners open links), it asks for a click that POSTs the code.
 #[utoipa::path(get, path = "/api/v1/notification-recipients/confirm", tag = "policies",
     params(ConfirmRequest),
-    responses((status = 200, body = Confirmed), (status = 404, body = crate::error::ErrorBody)))]
-pub async fn confirm_link(
-    State(state): State<Shared>,
-    parts: Parts,
-    Query(req): Query<ConfirmRequest>,
-) -> ApiResult<Json<Confirmed>> {
-    confirm(&state, &parts, &req.token).await
+    responses((status = 200, content_type = "text/html", description = "a page with a Confirm button"),
+              (status = 422, body = crate::error::ErrorBody)))]
+pub async fn confirm_page(Query(req): Query<ConfirmRequest>) -> ApiResult<Response> {
+    let secret = RecipientSecret::parse(&req.token).map_err(|e| ApiError::invalid("token", e))?;
+    // The code is base64url after a fixed prefix: nothing to escape.
+    let body = format!(
+        "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>Mamori alarm mail</title>\
+         <p>Do you want to receive Mamori alarm e-mail at this address?</p>\
+         <form method=\"post\" action=\"/api/v1/notification-recipients/confirm?token={}\">\
+         <button type=\"submit\">Yes, send me alarm mail</button></form>\
+         <p>If you did not expect this, close this page: nothing will be sent to you.</p></html>",
+        secret.expose()
+    );
+    html(StatusCode::OK, body)
 }
 
-/// Confirm an address for alarm mail (the same as following the link).
+fn html(status: StatusCode, body: String) -> ApiResult<Response> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+        .header(
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; form-action 'self'; frame-ancestors 'none'",
+        )
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(Body::from(body))
+        .map_err(|e| ApiError::internal("confirmation page", e))
+}
+
+/// Confirm an address for alarm mail: the code in the query (the page's
+/// button, answered with a page) or in a JSON body (answered in JSON).
 #[utoipa::path(post, path = "/api/v1/notification-recipients/confirm", tag = "policies",
-    request_body = ConfirmRequest,
-    responses((status = 200, body = Confirmed), (status = 404, body = crate::error::ErrorBody)))]
-pub async fn confirm_post(
+    params(("token" = Option<String>, Query, description = "the code, when it is not in the body")),
+    request_body(content = Option<ConfirmRequest>, description = "the code, when it is not in the query"),
+    responses((status = 200, body = Confirmed), (status = 404, body = crate::error::ErrorBody),
+              (status = 422, body = crate::error::ErrorBody)))]
+pub async fn confirm(
     State(state): State<Shared>,
     parts: Parts,
-    Json(req): Json<ConfirmRequest>,
-) -> ApiResult<Json<Confirmed>> {
-    confirm(&state, &parts, &req.token).await
-}
-
-async fn confirm(state: &Shared, parts: &Parts, code: &str) -> ApiResult<Json<Confirmed>> {
-    state.limits.auth(client_ip(parts))?;
-    let secret = RecipientSecret::parse(code).map_err(|e| ApiError::invalid("token", e))?;
+    Query(query): Query<ConfirmQuery>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    state.limits.auth(client_ip(&parts))?;
+    let (code, from_page) = match query.token {
+        Some(t) => (t, true),
+        None => {
+            let req: ConfirmRequest = serde_json::from_slice(&body).map_err(|e| {
+                ApiError::invalid("token", format!("send {{\"token\": \"mmn_…\"}}: {e}"))
+            })?;
+            (req.token, false)
+        }
+    };
+    let secret = RecipientSecret::parse(&code).map_err(|e| ApiError::invalid("token", e))?;
     let row: Option<(uuid::Uuid, String)> =
         sqlx::query_as("SELECT tenant_id, email FROM mamori_confirm_recipient($1)")
             .bind(secret.hash())
             .fetch_optional(state.db.pool())
             .await?;
-    let (tenant, email) = row.ok_or_else(|| {
-        ApiError::not_found("confirmation code (already used, or older than 7 days?)")
-    })?;
+    let Some((tenant, email)) = row else {
+        if from_page {
+            return html(
+                StatusCode::NOT_FOUND,
+                "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>Mamori alarm mail</title>\
+                 <p>This link was already used or is older than 7 days.</p></html>"
+                    .into(),
+            );
+        }
+        return Err(ApiError::not_found(
+            "confirmation code (already used, or older than 7 days?)",
+        ));
+    };
     tracing::info!(tenant_id = %tenant, "alarm mail address confirmed");
+    if from_page {
+        return html(
+            StatusCode::OK,
+            "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>Mamori alarm mail</title>\
+             <p>Confirmed: this address now receives Mamori alarm mail.</p></html>"
+                .into(),
+        );
+    }
     Ok(Json(Confirmed {
         confirmed: true,
         email,
-    }))
+    })
+    .into_response())
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmQuery {
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]

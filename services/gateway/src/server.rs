@@ -138,7 +138,7 @@ pub fn router(state: Shared) -> Router {
         .route("/notification-recipients", get(recipients::list))
         .route(
             "/notification-recipients/confirm",
-            get(recipients::confirm_link).post(recipients::confirm_post),
+            get(recipients::confirm_page).post(recipients::confirm),
         )
         .route(
             "/org/policy-templates",
@@ -236,7 +236,11 @@ async fn json_rejection(response: Response) -> Response {
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/csv"));
+        .is_some_and(|v| {
+            v.starts_with("application/json")
+                || v.starts_with("text/csv")
+                || v.starts_with("text/html")
+        });
     if is_json || !(status.is_client_error()) {
         return response;
     }

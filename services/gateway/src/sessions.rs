@@ -33,6 +33,9 @@ type Cache = HashMap<(Uuid, Option<Uuid>), (Option<State>, Instant)>;
 pub struct Sessions {
     ttl: Duration,
     cache: Mutex<Cache>,
+    /// Bumped by every forget: a read that began before one must not put
+    /// what it read (perhaps from before the change) back in the cache.
+    forgets: std::sync::atomic::AtomicU64,
 }
 
 impl Sessions {
@@ -40,6 +43,7 @@ impl Sessions {
         Self {
             ttl,
             cache: Mutex::default(),
+            forgets: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -54,6 +58,7 @@ impl Sessions {
         {
             return Ok(*state);
         }
+        let generation = self.forgets.load(std::sync::atomic::Ordering::SeqCst);
         let state: Option<State> = sqlx::query_as(
             "SELECT session_epoch, disabled, family_revoked FROM mamori_session_state($1, $2)",
         )
@@ -62,6 +67,10 @@ impl Sessions {
         .fetch_optional(db.pool())
         .await?;
         let mut cache = self.lock();
+        if self.forgets.load(std::sync::atomic::Ordering::SeqCst) != generation {
+            // Something was forgotten meanwhile: use the answer, keep none.
+            return Ok(state);
+        }
         if cache.len() >= SWEEP_AT {
             let ttl = self.ttl;
             cache.retain(|_, (_, at)| now.duration_since(*at) < ttl);
@@ -93,11 +102,17 @@ impl Sessions {
 
     /// Forgets what is cached of `user`'s sessions (after ending them here).
     pub fn forget_user(&self, user: Uuid) {
-        self.lock().retain(|(u, _), _| *u != user);
+        let mut cache = self.lock();
+        self.forgets
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        cache.retain(|(u, _), _| *u != user);
     }
 
     /// Forgets what is cached of one login (after a logout here).
     pub fn forget_family(&self, family: Uuid) {
-        self.lock().retain(|(_, f), _| *f != Some(family));
+        let mut cache = self.lock();
+        self.forgets
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        cache.retain(|(_, f), _| *f != Some(family));
     }
 }

@@ -243,11 +243,13 @@ pub async fn handover(
     let expires_at = Utc::now() + Duration::days(7);
     let mut tx = acting.begin(&state).await?;
     let updated = sqlx::query(
-        "UPDATE tenants SET handover_hash = $2, handover_expires_at = $3 WHERE id = $1 AND msp_org_id IS NULL",
+        "UPDATE tenants SET handover_hash = $2, handover_expires_at = $3, handover_created_by = $4
+         WHERE id = $1 AND msp_org_id IS NULL",
     )
     .bind(acting.tenant.as_uuid())
     .bind(code.hash())
     .bind(expires_at)
+    .bind(acting.caller.user())
     .execute(&mut *tx)
     .await?;
     if updated.rows_affected() == 0 {

@@ -678,6 +678,17 @@ pub async fn set_access(
         .map(|t| (*t, false));
     for (tenant, granted) in granted.chain(removed).collect::<Vec<_>>() {
         tx.switch_tenant(TenantId::from_uuid(tenant)).await?;
+        if !granted {
+            // What the technician invited there goes with its access.
+            sqlx::query(
+                "UPDATE invitations SET revoked_at = now()
+                 WHERE tenant_id = $1 AND invited_by = $2 AND accepted_at IS NULL AND revoked_at IS NULL",
+            )
+            .bind(tenant)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
         audit::record(
             &mut tx,
             &caller,

@@ -21,12 +21,21 @@ pub struct Config {
     /// Sustained events per second one device may send, and its burst.
     pub device_rate: u32,
     pub device_burst: u32,
+    /// Failed authentications (enrollment token, device credential) per
+    /// second from one client address, and their burst; past them the
+    /// address is refused for a while without a database lookup.
+    pub auth_failure_rate: u32,
+    pub auth_failure_burst: u32,
     /// Sustained events per second one tenant may send (per ingest process).
     pub tenant_rate: u32,
     pub tenant_burst: u32,
     /// Past this many entries held in the streams, new batches are told to
     /// retry later instead of growing Redis without bound.
     pub max_stream_backlog: u64,
+    /// Past this many entries in the alerting service's overflow lanes, the
+    /// tenants it has penalised (their alarm evaluation costs too much)
+    /// are told to retry later; the others are not held up.
+    pub max_alerting_overflow: u64,
     /// Back-pressure: while the slowest stream consumer (the writer) is
     /// further behind than this, acks wait...
     pub max_backlog_ms: u64,
@@ -54,9 +63,12 @@ impl Default for Config {
             max_message_bytes: 4 * 1024 * 1024,
             device_rate: 5_000,
             device_burst: 50_000,
+            auth_failure_rate: 2,
+            auth_failure_burst: 50,
             tenant_rate: 500_000,
             tenant_burst: 1_000_000,
             max_stream_backlog: 2_000_000,
+            max_alerting_overflow: 10_000,
             max_backlog_ms: 1_000,
             backpressure_wait_ms: 10_000,
             revocation_check_ms: 2_000,

@@ -32,6 +32,8 @@ struct Open {
 pub(crate) struct Connections {
     next: AtomicU64,
     open: Mutex<HashMap<DeviceId, Vec<Open>>>,
+    /// Recent authentications, evicted by the revocation sweep.
+    pub(crate) credentials: crate::auth::CredentialCache,
 }
 
 /// A stream's way to the policy pusher.
@@ -169,6 +171,7 @@ impl Connections {
             match mamori_registry::revoked_since(&db, since).await {
                 Ok(revoked) => {
                     for (device, _) in revoked {
+                        self.credentials.forget_device(device);
                         let n = self.cut(device);
                         if n > 0 {
                             tracing::info!(device_id = %device, streams = n, "device revoked: stream cut");

@@ -80,6 +80,31 @@ impl<K: std::hash::Hash + Eq + Copy> Buckets<K> {
         }
     }
 
+    /// Whether `key`'s bucket holds a whole token now (takes nothing).
+    pub(crate) fn has_token(&self, key: K) -> bool {
+        let buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        buckets.get(&key).is_none_or(|b| {
+            b.tokens + Instant::now().duration_since(b.at).as_secs_f64() * b.rate >= 1.0
+        })
+    }
+
+    /// Takes one token from `key`'s bucket if it holds one now.
+    pub(crate) fn try_take(&self, key: K) -> bool {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let b = buckets
+            .entry(key)
+            .or_insert_with(|| Bucket::new(self.rate, self.burst));
+        let now = Instant::now();
+        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * b.rate).min(b.burst);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
     /// [`Bucket::take`] on `key`'s bucket.
     pub(crate) fn take(&self, key: K, n: u32) -> Option<Duration> {
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());

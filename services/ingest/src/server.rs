@@ -69,6 +69,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             max_entries: config.max_stream_backlog,
             max_behind: Duration::from_millis(config.max_backlog_ms),
             max_wait: Duration::from_millis(config.backpressure_wait_ms),
+            max_overflow: config.max_alerting_overflow,
         },
     )
     .await?;
@@ -139,6 +140,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         pusher,
         tenant_limits: Arc::new(Buckets::new(config.tenant_rate, config.tenant_burst)),
         device_limits: Arc::new(Buckets::new(config.device_rate, config.device_burst)),
+        // A reconnecting agent backs off from half a second: a stream a
+        // second, ten at once, is room enough.
+        connect_limits: Arc::new(Buckets::new(1, 10)),
+        auth_failures: Arc::new(Buckets::new(
+            config.auth_failure_rate,
+            config.auth_failure_burst,
+        )),
         seen,
         limits: Limits {
             max_events: config.max_batch_events as usize,

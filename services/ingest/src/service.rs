@@ -33,6 +33,11 @@ pub(crate) struct Ingest {
     pub(crate) pusher: Pusher,
     pub(crate) tenant_limits: Arc<Buckets<TenantId>>,
     pub(crate) device_limits: Arc<Buckets<DeviceId>>,
+    /// Streams a device may open (one live at a time; reconnects back off).
+    pub(crate) connect_limits: Arc<Buckets<DeviceId>>,
+    /// Failed authentications (enrollment token or device credential) per
+    /// client address: each costs a database lookup.
+    pub(crate) auth_failures: Arc<Buckets<std::net::IpAddr>>,
     pub(crate) seen: Arc<Seen>,
     pub(crate) limits: Limits,
     /// Cancelled when the server shuts down: open streams end with
@@ -44,10 +49,31 @@ pub(crate) type ConnectStream = Pin<Box<dyn Stream<Item = Result<ServerMessage, 
 
 /// `AgentService`'s two methods (routed by `crate::grpc`).
 impl Ingest {
+    /// Refuses a client address that failed authentication too often.
+    fn admit_address(&self, ip: Option<std::net::IpAddr>) -> Result<(), Status> {
+        match ip {
+            Some(ip) if !self.auth_failures.has_token(ip) => {
+                metrics::counter!("mamori_ingest_auth_refusals_total").increment(1);
+                Err(Status::resource_exhausted(
+                    "too many failed authentications from this address, wait",
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn count_failure(&self, ip: Option<std::net::IpAddr>) {
+        if let Some(ip) = ip {
+            let _ = self.auth_failures.take(ip, 1);
+        }
+    }
+
     pub(crate) async fn enroll(
         &self,
         request: Request<EnrollRequest>,
     ) -> Result<Response<EnrollResponse>, Status> {
+        let ip = request.remote_addr().map(|a| a.ip());
+        self.admit_address(ip)?;
         let req = request.into_inner();
         let token = EnrollmentToken::parse(&req.enrollment_token).map_err(registry_status)?;
         let f = req
@@ -69,6 +95,9 @@ impl Ingest {
             Err(_) => "refused",
         };
         metrics::counter!("mamori_ingest_enrollments_total", "result" => label).increment(1);
+        if label == "refused" {
+            self.count_failure(ip);
+        }
         let enrolled = result.map_err(registry_status)?;
         tracing::info!(
             tenant_id = %enrolled.tenant,
@@ -89,10 +118,26 @@ impl Ingest {
         &self,
         request: Request<Streaming<Inbound>>,
     ) -> Result<Response<ConnectStream>, Status> {
-        let credential = bearer_credential(request.metadata())?;
-        let device = mamori_registry::authenticate(&self.db, &credential)
+        let ip = request.remote_addr().map(|a| a.ip());
+        self.admit_address(ip)?;
+        let credential =
+            bearer_credential(request.metadata()).inspect_err(|_| self.count_failure(ip))?;
+        let device = self
+            .connections
+            .credentials
+            .authenticate(&self.db, &credential)
             .await
-            .map_err(registry_status)?;
+            .map_err(|e| {
+                if !matches!(e, mamori_registry::Error::Tenancy(_)) {
+                    self.count_failure(ip);
+                }
+                registry_status(e)
+            })?;
+        if !self.connect_limits.try_take(device.device) {
+            return Err(Status::resource_exhausted(
+                "this device opens streams too often, retry later",
+            ));
+        }
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(32);
         let span = tracing::info_span!(
@@ -367,6 +412,7 @@ impl DeviceStream {
         }
         let n = batch.events.len() as u32;
         self.take_tokens(n).await?;
+        self.sink.admit_penalised(self.device.tenant).await?;
         let span = tracing::info_span!("append_batch", sequence, events = n);
         mamori_telemetry::set_parent_from_traceparent(&span, batch.traceparent);
         // The tenant and device come from the credential; the events are

@@ -28,6 +28,12 @@ pub(crate) struct Sink {
     /// Wakes the appends waiting for the consumers when a measurement finds
     /// them caught up (waiters do not poll: at the peak thousands wait).
     caught_up: Arc<tokio::sync::Notify>,
+    /// Entries in the alerting service's overflow lanes.
+    overflow: Arc<AtomicU64>,
+    /// Whether a tenant is penalised by alerting, as last read (cached for
+    /// a second: asked only while the overflow lanes are full).
+    penalised:
+        Arc<std::sync::Mutex<std::collections::HashMap<mamori_tenancy::TenantId, (bool, Instant)>>>,
 }
 
 /// When appends wait, and when they are refused.
@@ -39,6 +45,12 @@ pub(crate) struct BacklogLimits {
     pub(crate) max_behind: Duration,
     /// ...for at most this long, then the agent is told to retry later.
     pub(crate) max_wait: Duration,
+    /// Entries the alerting service's overflow lanes may hold before the
+    /// tenants it penalised are told to retry later. The lanes hold the
+    /// entries of tenants whose alarm evaluation costs too much; they are
+    /// outside the streams' bound and back-pressure (which would hold up
+    /// every tenant for one), so they get their own.
+    pub(crate) max_overflow: u64,
 }
 
 impl std::fmt::Debug for Sink {
@@ -80,7 +92,53 @@ impl Sink {
             entries: Arc::new(AtomicU64::new(0)),
             behind_ms: Arc::new(AtomicU64::new(0)),
             caught_up: Arc::new(tokio::sync::Notify::new()),
+            overflow: Arc::new(AtomicU64::new(0)),
+            penalised: Arc::default(),
         })
+    }
+
+    /// Refuses a batch of `tenant` when the alerting service has penalised
+    /// the tenant and its overflow lanes are full: the agent keeps the
+    /// batch and retries later, the other tenants carry on.
+    pub(crate) async fn admit_penalised(
+        &self,
+        tenant: mamori_tenancy::TenantId,
+    ) -> Result<(), Status> {
+        if self.overflow.load(Ordering::Relaxed) <= self.limits.max_overflow {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let cached = self
+            .penalised
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&tenant)
+            .filter(|(_, at)| now.duration_since(*at) < Duration::from_secs(1))
+            .map(|(p, _)| *p);
+        let penalised = match cached {
+            Some(p) => p,
+            None => {
+                let mut conn = self.monitor.clone();
+                let p: bool = redis::cmd("EXISTS")
+                    .arg(mamori_streams::penalised_key(&tenant.to_string()))
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| redis_status(&e))?;
+                let mut map = self.penalised.lock().unwrap_or_else(|e| e.into_inner());
+                if map.len() > 100_000 {
+                    map.clear();
+                }
+                map.insert(tenant, (p, now));
+                p
+            }
+        };
+        if penalised {
+            metrics::counter!("mamori_ingest_penalised_refusals_total").increment(1);
+            return Err(Status::resource_exhausted(
+                "alarm evaluation for this tenant is far behind, retry later",
+            ));
+        }
+        Ok(())
     }
 
     /// Waits while the consumers are too far behind (back-pressure the
@@ -151,8 +209,10 @@ impl Sink {
                 _ = tick.tick() => {}
             }
             match self.measure(&keys).await {
-                Ok((entries, behind_ms)) => {
+                Ok((entries, behind_ms, overflow)) => {
                     self.entries.store(entries, Ordering::Relaxed);
+                    self.overflow.store(overflow, Ordering::Relaxed);
+                    metrics::gauge!("mamori_ingest_alerting_overflow_entries").set(overflow as f64);
                     self.behind_ms.store(behind_ms, Ordering::Relaxed);
                     if behind_ms <= self.limits.max_behind.as_millis() as u64 {
                         self.caught_up.notify_waiters();
@@ -166,7 +226,9 @@ impl Sink {
         }
     }
 
-    async fn measure(&self, keys: &[String]) -> redis::RedisResult<(u64, u64)> {
+    /// Entries in the streams, how far (ms) the writer is behind, and
+    /// entries in the alerting overflow lanes.
+    async fn measure(&self, keys: &[String]) -> redis::RedisResult<(u64, u64, u64)> {
         let mut conn = self.monitor.clone();
         // Redis's clock, since entry ids carry Redis's append time.
         let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await?;
@@ -190,6 +252,17 @@ impl Sink {
                 }
             }
         }
-        Ok((entries, oldest.map_or(0, |o| now_ms.saturating_sub(o))))
+        let mut overflow = 0;
+        for shard in 0..self.shards {
+            overflow += redis::cmd("XLEN")
+                .arg(mamori_streams::overflow_key(shard))
+                .query_async::<u64>(&mut conn)
+                .await?;
+        }
+        Ok((
+            entries,
+            oldest.map_or(0, |o| now_ms.saturating_sub(o)),
+            overflow,
+        ))
     }
 }

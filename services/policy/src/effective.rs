@@ -78,47 +78,72 @@ pub struct Effective {
     pub globs: Globs,
 }
 
-/// Compiled globs of a document (validation made sure they compile; one
-/// that does not, in a document stored before a rule tightened, matches
-/// nothing rather than failing every event).
+/// Compiled globs of a document. Validation made sure they compile and fit
+/// `mamori_pathglob::MAX_TOTAL_BYTES`; a document stored before a rule
+/// tightened may not, and then each section keeps the patterns that
+/// compile, up to the bound (the rest are logged and left out), rather than
+/// failing every event or costing without bound.
 #[derive(Debug, Clone, Default)]
 pub struct Globs {
-    /// `confidential_folders` as written, in order.
+    /// The `confidential_folders` compiled, as written, in order.
     pub folder_texts: Vec<String>,
     /// The same, compiled: a match's index is into `folder_texts`.
     pub folders: PathGlobs,
-    /// The `banned_apps` entries that have a path glob, by their index.
+    /// The `banned_apps` entries whose path glob was compiled, by index.
     pub banned_path_rules: Vec<usize>,
     /// Their globs, compiled: a match's index is into `banned_path_rules`.
     pub banned_paths: PathGlobs,
 }
 
+/// The patterns of `(tag, pattern)` that compile, within the size bound,
+/// with their tags.
+fn usable<T>(
+    section: &str,
+    patterns: impl IntoIterator<Item = (T, String)>,
+) -> (Vec<T>, PathGlobs) {
+    let mut total = 0;
+    let mut kept = Vec::new();
+    let mut texts = Vec::new();
+    for (tag, pattern) in patterns {
+        if let Err(e) = mamori_pathglob::check(&pattern) {
+            tracing::warn!(section, pattern, error = %e, "a stored policy glob does not compile; it is left out");
+            continue;
+        }
+        total += pattern.len();
+        if total > mamori_pathglob::MAX_TOTAL_BYTES {
+            tracing::warn!(
+                section,
+                "a stored policy holds more glob text than allowed; the rest is left out"
+            );
+            break;
+        }
+        kept.push(tag);
+        texts.push(pattern);
+    }
+    let globs = PathGlobs::new(texts.iter().map(String::as_str), Case::Sensitive)
+        .expect("each pattern was checked");
+    (kept, globs)
+}
+
 impl Globs {
     pub fn of(document: &PolicyDocument) -> Self {
-        let compile = |patterns: &[&str]| {
-            PathGlobs::new(patterns.iter().copied(), Case::Sensitive).unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "a stored policy glob does not compile; it matches nothing");
-                PathGlobs::default()
-            })
-        };
-        let folder_texts: Vec<String> = document
-            .confidential_folders
-            .iter()
-            .flatten()
-            .cloned()
-            .collect();
-        let (banned_path_rules, paths): (Vec<usize>, Vec<&str>) = document
+        let folders = document.confidential_folders.iter().flatten();
+        let (folder_texts, folders) = usable(
+            "confidential_folders",
+            folders.map(|f| (f.clone(), f.clone())),
+        );
+        let paths = document
             .banned_apps
             .iter()
             .flatten()
             .enumerate()
-            .filter_map(|(i, b)| Some((i, b.path.as_deref()?)))
-            .unzip();
+            .filter_map(|(i, b)| Some((i, b.path.clone()?)));
+        let (banned_path_rules, banned_paths) = usable("banned_apps", paths);
         Globs {
-            folders: compile(&folder_texts.iter().map(String::as_str).collect::<Vec<_>>()),
             folder_texts,
-            banned_paths: compile(&paths),
+            folders,
             banned_path_rules,
+            banned_paths,
         }
     }
 
@@ -269,6 +294,25 @@ mod tests {
             version: 1,
             document: PolicyDocument::parse(v).unwrap(),
         }
+    }
+
+    /// A document stored before the bounds (no validation): bad globs are
+    /// left out one by one, and the text beyond the bound.
+    #[test]
+    fn a_stored_document_past_todays_rules_keeps_what_it_can() {
+        let hostile = format!("*{}b", "a".repeat(450));
+        let mut folders = vec!["/srv/hr/**".to_owned(), "/opt/[bad".to_owned()];
+        folders.extend(std::iter::repeat_n(hostile, 200));
+        let doc = PolicyDocument {
+            confidential_folders: Some(folders),
+            ..Default::default()
+        };
+        let globs = Globs::of(&doc);
+        assert_eq!(globs.folder_of("/srv/hr/pay.xlsx"), Some("/srv/hr/**"));
+        assert!(!globs.folder_texts.iter().any(|f| f == "/opt/[bad"));
+        let kept: usize = globs.folder_texts.iter().map(String::len).sum();
+        assert!(kept <= mamori_pathglob::MAX_TOTAL_BYTES, "{kept}");
+        assert!(globs.folder_texts.len() > 10, "what fits is kept");
     }
 
     #[test]

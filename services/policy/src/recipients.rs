@@ -23,6 +23,11 @@ pub const MAX_PENDING: i64 = 50;
 /// not follow it may be asked again).
 pub const CONFIRM_DAYS: i32 = 7;
 
+/// An address as stored and compared (the alerting service uses it too).
+pub fn normalise(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
 /// Registers the addresses `document` routes mail to, in the transaction
 /// that stores it; returns the confirmations to mail.
 pub(crate) async fn register(
@@ -35,7 +40,7 @@ pub(crate) async fn register(
         .iter()
         .flat_map(|n| &n.routes)
         .flat_map(|r| &r.email)
-        .map(|e| e.trim().to_lowercase())
+        .map(|e| normalise(e))
         .collect();
     if wanted.is_empty() {
         return Ok(Vec::new());
@@ -47,7 +52,7 @@ pub(crate) async fn register(
     .fetch_optional(&mut **tx)
     .await
     .map_err(db_error)?;
-    let Some((own, true)) = caller else {
+    let Some((own, true)) = caller.map(|(e, v)| (normalise(&e), v)) else {
         return Err(Status::permission_denied(
             "notifications: confirm your own e-mail address (see the link we sent) before routing alarm mail to addresses",
         ));
@@ -76,7 +81,8 @@ pub(crate) async fn register(
     let settled: Vec<String> = sqlx::query_scalar(
         "SELECT e FROM unnest($1::text[]) AS e
          WHERE EXISTS (SELECT 1 FROM users u WHERE u.tenant_id = $2 AND u.email = e
-                                                AND u.email_verified_at IS NOT NULL)
+                                                AND u.email_verified_at IS NOT NULL
+                                                AND u.disabled_at IS NULL)
             OR EXISTS (SELECT 1 FROM notification_recipients r WHERE r.email = e
                           AND (r.confirmed_at IS NOT NULL
                                OR r.requested_at > now() - make_interval(days => $3)))",
