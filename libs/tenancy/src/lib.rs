@@ -10,8 +10,10 @@
 pub mod audit;
 mod db;
 mod error;
+mod failure;
 mod ids;
 
 pub use db::{Db, MIGRATOR, TenantTx};
 pub use error::{Error, Result};
+pub use failure::{Failure, classify, classify_error};
 pub use ids::{DeviceId, EventId, TenantId, TokenId};

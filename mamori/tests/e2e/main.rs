@@ -7,6 +7,7 @@ mod support;
 
 mod admin_cli;
 mod agent;
+mod api_contract;
 mod crash;
 mod enrollment;
 mod gateway;

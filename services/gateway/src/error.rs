@@ -79,13 +79,61 @@ impl ApiError {
         }
     }
 
+    /// A fault of ours: logged in full (with the request id of the span),
+    /// answered with a 500 whose `X-Request-Id` the user can quote.
     pub fn internal(context: &str, e: impl std::fmt::Display) -> Self {
         tracing::error!(error = %e, "{context}");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "an internal error occurred; it is logged under this answer's X-Request-Id",
+        )
+    }
+
+    /// Something we depend on is away or timed out: worth a retry.
+    pub fn unavailable(context: &str, e: impl std::fmt::Display) -> Self {
+        tracing::warn!(error = %e, "{context}");
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
             "the service is unavailable, retry later",
         )
+    }
+
+    /// A database failure, classified once (see `mamori_tenancy::Failure`).
+    fn database(failure: mamori_tenancy::Failure, e: impl std::fmt::Display) -> Self {
+        use mamori_tenancy::Failure;
+        match failure {
+            Failure::Duplicate { constraint } => {
+                let (code, message) = duplicate(constraint.as_deref());
+                Self::conflict(code, message)
+            }
+            Failure::Refused { constraint } => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_input",
+                format!(
+                    "a value breaks the rule {}",
+                    constraint.as_deref().unwrap_or("of the database")
+                ),
+            ),
+            Failure::Rule { message } => Self::conflict("conflict", message),
+            Failure::Unavailable => Self::unavailable("database unavailable", e),
+            Failure::Internal => Self::internal("database error", e),
+        }
+    }
+}
+
+/// The stable code and message of a duplicate, by the unique constraint
+/// that refused it.
+fn duplicate(constraint: Option<&str>) -> (&'static str, &'static str) {
+    match constraint {
+        Some("users_email_key") => ("email_taken", "an account with this e-mail address exists"),
+        Some("groups_name") => ("group_exists", "a group of this name exists there"),
+        Some("policy_templates_name") => (
+            "template_exists",
+            "the organisation has a template of this name",
+        ),
+        _ => ("conflict", "this would duplicate something that exists"),
     }
 }
 
@@ -109,13 +157,13 @@ impl IntoResponse for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        Self::internal("database error", e)
+        Self::database(mamori_tenancy::classify(&e), e)
     }
 }
 
 impl From<mamori_tenancy::Error> for ApiError {
     fn from(e: mamori_tenancy::Error) -> Self {
-        Self::internal("database error", e)
+        Self::database(mamori_tenancy::classify_error(&e), e)
     }
 }
 
@@ -126,7 +174,7 @@ impl From<mamori_registry::Error> for ApiError {
             E::InvalidInput { field, reason } => Self::invalid(field, reason),
             E::NotFound { kind, .. } => Self::not_found(kind),
             E::LicenceCap { .. } => Self::conflict("licence_cap", e.to_string()),
-            E::Tenancy(inner) => Self::internal("registry database error", inner),
+            E::Tenancy(inner) => inner.into(),
             other => Self::bad_request(other.to_string()),
         }
     }

@@ -35,6 +35,8 @@ impl From<Error> for Status {
         match e {
             Error::NotFound(kind) => Status::not_found(format!("{kind} not found")),
             Error::Invalid(f) => Status::invalid_argument(format!("{}: {}", f.field, f.message)),
+            Error::Db(e) => db_error(e),
+            Error::Tenancy(e) => db_error(e),
             other => {
                 tracing::error!(error = %other, "policy store failed");
                 Status::internal("the policy store failed; see the policy service's log")
@@ -43,9 +45,59 @@ impl From<Error> for Status {
     }
 }
 
-pub(crate) fn db_error(e: impl std::fmt::Display) -> Status {
-    tracing::error!(error = %e, "database error");
-    Status::internal("database error; see the policy service's log")
+/// An error a database call can end with, classified by SQLSTATE.
+pub(crate) trait DbFailure: std::fmt::Display {
+    fn failure(&self) -> mamori_tenancy::Failure;
+}
+
+impl DbFailure for sqlx::Error {
+    fn failure(&self) -> mamori_tenancy::Failure {
+        mamori_tenancy::classify(self)
+    }
+}
+
+impl DbFailure for mamori_tenancy::Error {
+    fn failure(&self) -> mamori_tenancy::Failure {
+        mamori_tenancy::classify_error(self)
+    }
+}
+
+/// The stable code and message of a duplicate, by the constraint refusing it.
+fn duplicate(constraint: Option<&str>) -> (&'static str, &'static str) {
+    match constraint {
+        Some("groups_name") => ("group_exists", "a group of this name exists there"),
+        Some("policy_templates_name") => (
+            "template_exists",
+            "the organisation has a template of this name",
+        ),
+        _ => ("conflict", "this would duplicate something that exists"),
+    }
+}
+
+/// A database failure as the caller should see it: its own mistake
+/// (duplicate, refused value, a rule of ours), a moment to retry, or an
+/// internal error (logged here in full, never shown).
+pub(crate) fn db_error(e: impl DbFailure) -> Status {
+    use mamori_tenancy::Failure;
+    match e.failure() {
+        Failure::Duplicate { constraint } => {
+            let (key, message) = duplicate(constraint.as_deref());
+            coded(tonic::Code::AlreadyExists, key, message.into())
+        }
+        Failure::Refused { constraint } => Status::invalid_argument(format!(
+            "a value breaks the rule {}",
+            constraint.as_deref().unwrap_or("of the database")
+        )),
+        Failure::Rule { message } => coded(tonic::Code::FailedPrecondition, "conflict", message),
+        Failure::Unavailable => {
+            tracing::warn!(error = %e, "database unavailable");
+            Status::unavailable("the database is unavailable, retry later")
+        }
+        Failure::Internal => {
+            tracing::error!(error = %e, "database error");
+            Status::internal("internal error; see the policy service's log")
+        }
+    }
 }
 
 pub(crate) fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {

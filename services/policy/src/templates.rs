@@ -87,17 +87,7 @@ pub(crate) async fn create(
     .bind(identity.user)
     .fetch_one(&mut *tx)
     .await;
-    let row = match inserted {
-        Ok(v) => v,
-        Err(sqlx::Error::Database(d)) if d.constraint() == Some("policy_templates_name") => {
-            return Err(coded(
-                tonic::Code::AlreadyExists,
-                "template_exists",
-                format!("a template named {name:?} exists"),
-            ));
-        }
-        Err(e) => return Err(db_error(e)),
-    };
+    let row = inserted.map_err(|e| named(e, &name))?;
     tx.commit().await.map_err(db_error)?;
     tracing::info!(template_id = %row.id, "policy template created");
     Ok(row.into_pb())
@@ -142,10 +132,27 @@ pub(crate) async fn update(
     .bind(identity.user)
     .fetch_optional(&mut *tx)
     .await
-    .map_err(db_error)?;
+    .map_err(|e| named(e, &name))?;
     let row = row.ok_or_else(|| Status::not_found("policy template not found"))?;
     tx.commit().await.map_err(db_error)?;
     Ok(row.into_pb())
+}
+
+/// A failed insert or update of template `name`: the name taken in the
+/// organisation (a rename too), or another database failure.
+fn named(e: sqlx::Error, name: &str) -> Status {
+    match mamori_tenancy::classify(&e) {
+        mamori_tenancy::Failure::Duplicate { constraint }
+            if constraint.as_deref() == Some("policy_templates_name") =>
+        {
+            coded(
+                tonic::Code::AlreadyExists,
+                "template_exists",
+                format!("a template named {name:?} exists"),
+            )
+        }
+        _ => db_error(e),
+    }
 }
 
 async fn fetch(api: &PolicyApi, identity: &Identity, org: Uuid, id: Uuid) -> Result<Row, Status> {
