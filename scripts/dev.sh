@@ -46,6 +46,8 @@ start_redis "$dev" "$redis_port"
 
 log "building mamori and mamori-agent (release)"
 cargo build --release --locked -p mamori -p mamori-agent
+build_console
+export MAMORI_CONSOLE_DIR=${MAMORI_CONSOLE_DIR:-$root/console/dist}
 
 log "migrating"
 "$bin/mamori" migrate
@@ -105,8 +107,9 @@ echo $! >"$dev/agent.pid"
 cat <<INFO
 
 Mamori is running.
-  gateway (REST API):      $MAMORI_PUBLIC_URL/api/v1   (OpenAPI: $MAMORI_PUBLIC_URL/api/v1/openapi.json)
+  console (browser):       $MAMORI_PUBLIC_URL/
   login:                   $DEMO_EMAIL / $DEMO_PASSWORD
+  gateway (REST API):      $MAMORI_PUBLIC_URL/api/v1   (OpenAPI: $MAMORI_PUBLIC_URL/api/v1/openapi.json)
   try it:                  curl -s -X POST $MAMORI_PUBLIC_URL/api/v1/auth/login -H 'content-type: application/json' \\
                              -d '{"email":"$DEMO_EMAIL","password":"$DEMO_PASSWORD"}'
                            then: curl -s -H "Authorization: Bearer \$ACCESS_TOKEN" $MAMORI_PUBLIC_URL/api/v1/events
@@ -117,7 +120,6 @@ Mamori is running.
   devices:                 $bin/mamori device list --tenant $DEMO_TENANT
   enroll another agent:    $bin/mamori-agent enroll --server http://127.0.0.1:50051 --token $DEMO_TOKEN --state-dir DIR
   latest events (psql):    psql $MAMORI_DATABASE_URL -c "SET ROLE mamori_app; SELECT set_config('mamori.tenant_id', '$DEMO_TENANT', false); SELECT ts, kind, os_user, subject FROM events ORDER BY ts DESC LIMIT 20"
-  (the browser console is not built yet: use the REST API above)
 
 Start any program on this machine and it shows up in the events within a second or two.
 The demo policy bans "winny": cp /bin/sleep /tmp/winny && /tmp/winny 60 is killed at once (if

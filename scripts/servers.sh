@@ -40,6 +40,22 @@ pg_bindir() {
     [ -n "$d" ] && [ -x "$d/initdb" ] && echo "$d"
 }
 
+# build_console: installs the console's npm packages from the lockfile
+# (when missing or older than it) and builds it into console/dist, checking
+# its TypeScript on the way (Node.js 20 and npm are on the machine).
+build_console() {
+    if ! command -v npm >/dev/null 2>&1; then
+        echo "npm is missing: the console needs Node.js 20 and npm" >&2
+        return 1
+    fi
+    if [ ! -d console/node_modules ] || [ console/package-lock.json -nt console/node_modules ]; then
+        log "installing the console's npm packages (npm ci)"
+        (cd console && npm ci --no-audit --no-fund --loglevel=error)
+    fi
+    log "building the console (console/dist)"
+    (cd console && npm run --silent build >/dev/null)
+}
+
 ensure_servers_installed() {
     if [ -z "$(pg_bindir)" ]; then
         log "installing PostgreSQL (Debian packages)"

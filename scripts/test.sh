@@ -17,6 +17,11 @@ if ! /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
     apt_install python3-aiosmtpd
 fi
 export MAMORI_TEST_PYTHON=/usr/bin/python3
+# The console's browser tests run Debian's Chromium (no browser download).
+if [ ! -x /usr/bin/chromium ]; then
+    log "installing chromium (the console's browser tests)"
+    apt_install chromium
+fi
 if ! command -v cargo-nextest >/dev/null 2>&1; then
     log "installing cargo-nextest"
     cargo install --locked cargo-nextest
@@ -32,5 +37,21 @@ log "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 log "building binaries"
 cargo build --workspace --bins --locked
+build_console
+log "checking the console's API types against the gateway's OpenAPI document"
+console_check="$work/console-check"
+mkdir -p "$console_check"
+"$CARGO_TARGET_DIR/debug/mamori" openapi >"$console_check/openapi.json"
+if ! diff -q console/src/api/openapi.json "$console_check/openapi.json" >/dev/null; then
+    echo "console/src/api/openapi.json differs from \`mamori openapi\`: run scripts/gen-api.sh and commit" >&2
+    exit 1
+fi
+(cd console && npx --no-install openapi-typescript src/api/openapi.json -o "$console_check/schema.d.ts" >/dev/null 2>&1)
+if ! diff -q console/src/api/schema.d.ts "$console_check/schema.d.ts" >/dev/null; then
+    echo "console/src/api/schema.d.ts is stale: run scripts/gen-api.sh and commit" >&2
+    exit 1
+fi
 log "running tests"
 cargo nextest run --workspace --locked --no-fail-fast "$@"
+log "running the console's browser tests"
+MAMORI_BIN="$CARGO_TARGET_DIR/debug/mamori" console/tests/run.sh

@@ -35,6 +35,9 @@ struct Cli {
 enum Command {
     /// Applies the database migrations.
     Migrate,
+    /// Prints the REST API's OpenAPI document (what the console's types are
+    /// generated from).
+    Openapi,
     /// Runs the gRPC ingest edge for agents.
     Ingest,
     /// Runs the stream-to-PostgreSQL writer.
@@ -118,8 +121,15 @@ impl Settings {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if matches!(cli.command, Command::Openapi) {
+        use std::io::Write;
+        // A closed pipe (`| head`) is not an error worth a panic.
+        let _ = writeln!(std::io::stdout(), "{}", mamori_gateway::openapi_json());
+        return Ok(());
+    }
     let settings = Settings::load(cli.config.as_ref())?;
     match cli.command {
+        Command::Openapi => Ok(()),
         Command::Migrate => {
             let cfg: admin::Config = settings.get("admin")?;
             let applied = mamori_tenancy::Db::migrate(&cfg.database_url)

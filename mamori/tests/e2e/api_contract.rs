@@ -94,3 +94,133 @@ async fn renaming_a_template_to_a_taken_name_is_a_conflict() {
     assert_eq!(status, StatusCode::CONFLICT, "{v}");
     assert_eq!(code(&v), "template_exists");
 }
+
+/// Browser sessions keep the refresh token in an HttpOnly cookie, never in
+/// JavaScript's reach, and only a same-origin request that says it is a
+/// browser session may use it.
+#[tokio::test]
+async fn browser_sessions_keep_the_refresh_token_in_a_cookie_only_they_can_use() {
+    let g = Gw::start().await;
+    let owner = g.signup("Cookie KK", "tenant").await;
+    let login = g
+        .http
+        .post(g.url("/api/v1/auth/login"))
+        .header("X-Mamori-Session", "cookie")
+        .json(&json!({"email": owner.email, "password": crate::gw::PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::OK);
+    let cookie = login
+        .headers()
+        .get("set-cookie")
+        .expect("a refresh cookie")
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for part in [
+        "mamori_refresh=mmr_",
+        "HttpOnly",
+        "SameSite=Strict",
+        "Path=/api/v1/auth",
+    ] {
+        assert!(cookie.contains(part), "{cookie}");
+    }
+    let body: serde_json::Value = login.json().await.unwrap();
+    assert!(
+        body.get("refresh_token").is_none(),
+        "not in the JSON: {body}"
+    );
+    assert!(body["access_token"].is_string());
+    let pair = cookie.split(';').next().unwrap().to_owned();
+
+    let refresh = |headers: Vec<(&'static str, String)>| {
+        let (g, pair) = (&g, &pair);
+        async move {
+            let mut req = g
+                .http
+                .post(g.url("/api/v1/auth/refresh"))
+                .header("Cookie", pair.clone());
+            for (k, v) in headers {
+                req = req.header(k, v);
+            }
+            req.send().await.unwrap()
+        }
+    };
+    // The cookie alone (a form another site posts) is not a session.
+    let plain = refresh(vec![]).await;
+    assert!(plain.status().is_client_error(), "{}", plain.status());
+    // From another origin, refused.
+    let forged = refresh(vec![
+        ("X-Mamori-Session", "cookie".into()),
+        ("Origin", "https://evil.example".into()),
+    ])
+    .await;
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    // The console's own request gets a new access token and a new cookie.
+    let ok = refresh(vec![
+        ("X-Mamori-Session", "cookie".into()),
+        ("Origin", g.base.clone()),
+    ])
+    .await;
+    assert_eq!(ok.status(), StatusCode::OK);
+    assert!(ok.headers().get("set-cookie").is_some());
+    let body: serde_json::Value = ok.json().await.unwrap();
+    assert!(body["access_token"].is_string() && body.get("refresh_token").is_none());
+    // The old cookie was rotated: presenting it again ends the login.
+    let reused = refresh(vec![("X-Mamori-Session", "cookie".into())]).await;
+    assert_eq!(reused.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        reused
+            .headers()
+            .get("set-cookie")
+            .is_some_and(|c| c.to_str().unwrap().contains("Max-Age=0")),
+        "a refused cookie is cleared"
+    );
+    // API clients keep the JSON flow.
+    let (status, v) = g.login(&owner.email, crate::gw::PASSWORD).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(v["refresh_token"].is_string());
+}
+
+/// The gateway serves a built console at `/` with its caching and security
+/// headers, deep links included, next to the API.
+#[tokio::test]
+async fn the_console_is_served_beside_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("index.html"), "<div id=\"root\"></div>").unwrap();
+    std::fs::create_dir(dir.path().join("assets")).unwrap();
+    std::fs::write(dir.path().join("assets/app-1234.js"), "console.log(1)").unwrap();
+    let console = dir.path().to_string_lossy().into_owned();
+    let g = Gw::start_with(|cfg| cfg.console_dir = console).await;
+    let get = |path: &'static str| {
+        let g = &g;
+        async move { g.http.get(g.url(path)).send().await.unwrap() }
+    };
+    for path in ["/", "/devices/123/policy"] {
+        let page = get(path).await;
+        assert_eq!(page.status(), StatusCode::OK, "{path}");
+        assert_eq!(page.headers()["cache-control"], "no-cache");
+        let csp = page.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+            "{csp}"
+        );
+        assert_eq!(page.text().await.unwrap(), "<div id=\"root\"></div>");
+    }
+    let asset = get("/assets/app-1234.js").await;
+    assert!(
+        asset.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("immutable")
+    );
+    let api = get("/api/v1/nothing-here").await;
+    assert_eq!(api.status(), StatusCode::NOT_FOUND);
+    assert_eq!(api.headers()["x-content-type-options"], "nosniff");
+    let v: serde_json::Value = api.json().await.unwrap();
+    assert_eq!(code(&v), "not_found");
+}

@@ -215,9 +215,14 @@ pub async fn first_enrollment_token(
 
 /// Creates the verification secret of a new address and mails the link.
 pub async fn send_verification(state: &Shared, email: &str, secret: &VerificationSecret) {
-    let link = state
-        .cfg
-        .link(&format!("/api/v1/auth/verify?token={}", secret.expose()));
+    // The console's page when there is one (it confirms with a POST), else
+    // the API's GET.
+    let path = if state.cfg.console_dir.is_empty() {
+        "/api/v1/auth/verify"
+    } else {
+        "/verify"
+    };
+    let link = state.cfg.link(&format!("{path}?token={}", secret.expose()));
     state
         .mailer
         .send(

@@ -62,6 +62,8 @@ pub struct Config {
     pub policy_url: String,
     /// CA certificate (PEM) to trust for an `https://` policy_url.
     pub policy_tls_ca: String,
+    /// The built web console (`console/dist`), served at `/`; empty: none.
+    pub console_dir: String,
 }
 
 impl Default for Config {
@@ -95,6 +97,7 @@ impl Default for Config {
             webhook_dns_server: String::new(),
             policy_url: "http://127.0.0.1:50061".into(),
             policy_tls_ca: String::new(),
+            console_dir: String::new(),
         }
     }
 }
@@ -139,6 +142,16 @@ impl Config {
         }
         if !self.public_url.starts_with("http://") && !self.public_url.starts_with("https://") {
             return Err("public_url must start with http:// or https://".into());
+        }
+        if !self.console_dir.is_empty()
+            && !std::path::Path::new(&self.console_dir)
+                .join("index.html")
+                .is_file()
+        {
+            return Err(format!(
+                "console_dir {:?} holds no index.html (build the console: cd console && npm ci && npm run build)",
+                self.console_dir
+            ));
         }
         Ok(())
     }

@@ -10,8 +10,10 @@
 mod accounts;
 mod alarms;
 mod audit;
+mod browser;
 mod claims;
 mod config;
+mod console;
 mod ctx;
 mod devices;
 mod error;
@@ -35,4 +37,5 @@ pub use accounts::create_tenant_user;
 pub use claims::{Claims, Role};
 pub use config::Config;
 pub use keys::{AUDIENCE, ISSUER, Kek, KeyInfo, add_key, import_key, list_keys, retire_key};
+pub use openapi::document_json as openapi_json;
 pub use server::{Running, start};

@@ -161,10 +161,18 @@ pub fn router(state: Shared) -> Router {
         .fallback(|| async { ApiError::not_found("endpoint") });
     let timeout = Duration::from_millis(state.cfg.api_request_timeout_ms);
     let body_limit = state.cfg.api_max_body_bytes;
-    Router::new()
+    let router = Router::new()
         .nest("/api/v1", api)
-        .route("/.well-known/jwks.json", get(accounts::jwks))
-        .fallback(|| async { ApiError::not_found("page") })
+        .route("/.well-known/jwks.json", get(accounts::jwks));
+    let router = match crate::console::files(&state.cfg.console_dir) {
+        Some(files) => router.fallback_service(files),
+        None => router.fallback(|| async { ApiError::not_found("page") }),
+    };
+    router
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::browser::layer,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), edge))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(
@@ -196,6 +204,10 @@ pub fn router(state: Shared) -> Router {
                     timeout,
                 )),
         )
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::console::headers,
+        ))
         .with_state(state)
 }
 

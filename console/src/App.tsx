@@ -1,0 +1,52 @@
+// The console's routes: public pages (login, signup, links from mails) and
+// the pages behind a session, inside the layout.
+
+import { Center, Loader } from '@mantine/core';
+import { Navigate, Outlet, createBrowserRouter, useLocation } from 'react-router';
+import { useSession } from './auth/session';
+import { Layout } from './components/Layout';
+import { AcceptInvitation } from './pages/AcceptInvitation';
+import { Alarms } from './pages/Alarms';
+import { Dashboard } from './pages/Dashboard';
+import { Devices } from './pages/Devices';
+import { Login } from './pages/Login';
+import { NotFound } from './pages/NotFound';
+import { Signup } from './pages/Signup';
+import { Verify } from './pages/Verify';
+
+function RequireSession() {
+  const { ready, me } = useSession();
+  const location = useLocation();
+  if (!ready) {
+    return (
+      <Center h="100vh">
+        <Loader />
+      </Center>
+    );
+  }
+  if (!me) {
+    const next = encodeURIComponent(location.pathname + location.search);
+    return <Navigate to={`/login?next=${next}`} replace />;
+  }
+  return (
+    <Layout>
+      <Outlet />
+    </Layout>
+  );
+}
+
+export const router = createBrowserRouter([
+  { path: '/login', element: <Login /> },
+  { path: '/signup', element: <Signup /> },
+  { path: '/verify', element: <Verify /> },
+  { path: '/accept-invitation', element: <AcceptInvitation /> },
+  {
+    element: <RequireSession />,
+    children: [
+      { path: '/', element: <Dashboard /> },
+      { path: '/alarms', element: <Alarms /> },
+      { path: '/devices', element: <Devices /> },
+      { path: '*', element: <NotFound /> },
+    ],
+  },
+]);

@@ -1,0 +1,46 @@
+// How a page says it is loading, failed, or needs a tenant chosen first.
+
+import { Alert, Button, Center, Loader, Stack, Text } from '@mantine/core';
+import { useTranslation } from 'react-i18next';
+import * as api from '../api/client';
+
+export function Loading() {
+  const { t } = useTranslation();
+  return (
+    <Center p="xl" aria-label={t('app.loading')}>
+      <Loader />
+    </Center>
+  );
+}
+
+export function Failure({ error, retry }: { error: unknown; retry?: () => void }) {
+  const { t } = useTranslation();
+  const message = error instanceof Error ? error.message : String(error);
+  return (
+    <Alert color="red" role="alert">
+      <Stack gap="xs">
+        <Text size="sm">{t('app.error', { message })}</Text>
+        {retry && (
+          <Button size="xs" variant="light" onClick={retry} w="fit-content">
+            {t('app.retry')}
+          </Button>
+        )}
+      </Stack>
+    </Alert>
+  );
+}
+
+/** True when the page can ask for the tenant's data (an MSP user has to
+ * choose a tenant first). */
+export function useTenantChosen(isMsp: boolean): boolean {
+  return !isMsp || api.getActingTenant() !== null;
+}
+
+export function ChooseTenant() {
+  const { t } = useTranslation();
+  return (
+    <Alert color="blue" data-testid="choose-tenant">
+      {t('app.chooseTenant')}
+    </Alert>
+  );
+}

@@ -1,0 +1,46 @@
+import { Alert, Button, PasswordInput, Stack } from '@mantine/core';
+import { useState } from 'react';
+import { useTranslation } from 'react-i18next';
+import { useNavigate, useSearchParams } from 'react-router';
+import * as api from '../api/client';
+import { useSession } from '../auth/session';
+import { useSubmit } from '../components/useSubmit';
+import { AuthFrame } from './Login';
+
+/** The page an invitation mail links to: choose a password, join. */
+export function AcceptInvitation() {
+  const { t } = useTranslation();
+  const { adopt } = useSession();
+  const [params] = useSearchParams();
+  const navigate = useNavigate();
+  const [password, setPassword] = useState('');
+  const { busy, error, onSubmit } = useSubmit(async () => {
+    await api.authenticate('/api/v1/invitations/accept', { token: params.get('token') ?? '', password });
+    await adopt();
+    void navigate('/', { replace: true });
+  });
+  return (
+    <AuthFrame title={t('auth.acceptTitle')}>
+      <form onSubmit={onSubmit}>
+        <Stack>
+          <PasswordInput
+            label={t('auth.password')}
+            description={t('auth.passwordHint')}
+            autoComplete="new-password"
+            required
+            value={password}
+            onChange={(e) => setPassword(e.currentTarget.value)}
+          />
+          {error && (
+            <Alert color="red" role="alert">
+              {error}
+            </Alert>
+          )}
+          <Button type="submit" loading={busy}>
+            {t('auth.accept')}
+          </Button>
+        </Stack>
+      </form>
+    </AuthFrame>
+  );
+}

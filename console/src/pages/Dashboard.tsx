@@ -1,0 +1,200 @@
+// The dashboard: open alarms, devices online and offline, licences in use,
+// and the violation calendar of a month (alarms per day and category, as
+// LanScope's): a click on a day lists that day's alarms.
+
+import { Alert, Badge, Button, Card, Group, Paper, SimpleGrid, Stack, Table, Text, Title, Tooltip, UnstyledButton } from '@mantine/core';
+import { useQuery } from '@tanstack/react-query';
+import { useState } from 'react';
+import { useTranslation } from 'react-i18next';
+import { useSearchParams } from 'react-router';
+import * as api from '../api/client';
+import type { Schemas } from '../api/client';
+import { useSession } from '../auth/session';
+import { ChooseTenant, Failure, Loading, useTenantChosen } from '../components/Feedback';
+import { browserTimeZone, dateTime } from '../format';
+
+/** A short mark per alarm category, for the calendar's cells. */
+const MARK: Record<string, string> = {
+  environment_change: 'ENV',
+  new_app: 'NEW',
+  banned_app: 'APP',
+  after_hours: 'HRS',
+  confidential_folder: 'DOC',
+  mass_print: 'PRN',
+  banned_web: 'WEB',
+  device_control: 'USB',
+  unauthorized_pc: 'LAN',
+};
+
+function monthOf(d: Date): string {
+  return `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, '0')}`;
+}
+
+function shift(month: string, by: number): string {
+  const [y, m] = month.split('-').map(Number);
+  return monthOf(new Date(y ?? 2000, (m ?? 1) - 1 + by, 1));
+}
+
+function Stat({ label, value, testId }: { label: string; value: string | number; testId: string }) {
+  return (
+    <Card withBorder>
+      <Text size="sm" c="dimmed">
+        {label}
+      </Text>
+      <Text fz={28} fw={700} data-testid={testId}>
+        {value}
+      </Text>
+    </Card>
+  );
+}
+
+function Calendar() {
+  const { t } = useTranslation();
+  const [month, setMonth] = useState(monthOf(new Date()));
+  const [day, setDay] = useState<string | null>(null);
+  const tz = browserTimeZone();
+  const calendar = useQuery({
+    queryKey: ['calendar', month, tz],
+    queryFn: () => api.call<Schemas['Calendar']>('GET', '/api/v1/alarms/calendar', { query: { month, tz } }),
+  });
+  const dayAlarms = useQuery({
+    queryKey: ['alarms-of-day', day, tz],
+    enabled: day !== null,
+    queryFn: async () => {
+      const from = new Date(`${day}T00:00:00`);
+      const to = new Date(from.getTime() + 86_400_000);
+      return api.call<Schemas['AlarmPage']>('GET', '/api/v1/alarms', {
+        query: { from: from.toISOString(), to: to.toISOString(), limit: 200 },
+      });
+    },
+  });
+  if (calendar.isPending) return <Loading />;
+  if (calendar.isError) return <Failure error={calendar.error} retry={() => void calendar.refetch()} />;
+  const days = calendar.data.days;
+  // Monday-first weeks: blanks before the 1st.
+  const first = new Date(`${month}-01T00:00:00`);
+  const lead = (first.getDay() + 6) % 7;
+  const cells: (Schemas['CalendarDay'] | null)[] = [...Array<null>(lead).fill(null), ...days];
+  return (
+    <Stack>
+      <Group justify="space-between">
+        <Title order={3}>{t('dashboard.calendar')}</Title>
+        <Group gap="xs">
+          <Button size="xs" variant="default" onClick={() => setMonth(shift(month, -1))}>
+            {t('dashboard.previous')}
+          </Button>
+          <Text fw={600} data-testid="calendar-month">
+            {month}
+          </Text>
+          <Button size="xs" variant="default" onClick={() => setMonth(shift(month, 1))}>
+            {t('dashboard.next')}
+          </Button>
+        </Group>
+      </Group>
+      <Text size="xs" c="dimmed">
+        {t('dashboard.timeZone')}: {calendar.data.time_zone}
+      </Text>
+      <SimpleGrid cols={7} spacing={4}>
+        {t('dashboard.weekdays')
+          .split(',')
+          .map((w) => (
+            <Text key={w} size="xs" ta="center" c="dimmed">
+              {w}
+            </Text>
+          ))}
+        {cells.map((c, i) =>
+          c === null ? (
+            <div key={`blank-${i}`} />
+          ) : (
+            <UnstyledButton key={c.date} onClick={() => setDay(c.date)} data-testid={`day-${c.date}`}>
+              <Paper withBorder p={4} mih={64} bg={day === c.date ? 'var(--mantine-color-teal-light)' : undefined}>
+                <Text size="xs" fw={600}>
+                  {Number(c.date.slice(8))}
+                </Text>
+                <Group gap={2}>
+                  {Object.entries(c.counts).map(([category, n]) => (
+                    <Tooltip key={category} label={t(`category.${category}`)}>
+                      <Badge size="xs" color="red" variant="light" data-category={category}>
+                        {MARK[category] ?? '?'} {n}
+                      </Badge>
+                    </Tooltip>
+                  ))}
+                </Group>
+              </Paper>
+            </UnstyledButton>
+          ),
+        )}
+      </SimpleGrid>
+      {day && (
+        <Stack gap="xs">
+          <Title order={4}>{t('dashboard.dayAlarms', { date: day })}</Title>
+          {dayAlarms.isPending && <Loading />}
+          {dayAlarms.isError && <Failure error={dayAlarms.error} />}
+          {dayAlarms.data && dayAlarms.data.alarms.length === 0 && <Text size="sm">{t('dashboard.none')}</Text>}
+          {dayAlarms.data && dayAlarms.data.alarms.length > 0 && (
+            <Table data-testid="day-alarms">
+              <Table.Tbody>
+                {dayAlarms.data.alarms.map((a) => (
+                  <Table.Tr key={a.id}>
+                    <Table.Td>{dateTime(a.first_at)}</Table.Td>
+                    <Table.Td>{t(`category.${a.category}`)}</Table.Td>
+                    <Table.Td>{a.summary}</Table.Td>
+                  </Table.Tr>
+                ))}
+              </Table.Tbody>
+            </Table>
+          )}
+        </Stack>
+      )}
+    </Stack>
+  );
+}
+
+export function Dashboard() {
+  const { t } = useTranslation();
+  const { me, isMsp } = useSession();
+  const [params] = useSearchParams();
+  const chosen = useTenantChosen(isMsp);
+  const tenant = useQuery({
+    queryKey: ['tenant'],
+    enabled: chosen,
+    queryFn: () => api.call<Schemas['TenantSettings']>('GET', '/api/v1/tenant'),
+  });
+  const devices = useQuery({
+    queryKey: ['devices'],
+    enabled: chosen,
+    queryFn: () => api.call<Schemas['DeviceView'][]>('GET', '/api/v1/devices'),
+  });
+  const welcome = params.get('welcome') === '1' && me && !me.email_verified;
+  return (
+    <Stack>
+      <Title order={2}>{t('dashboard.title')}</Title>
+      {welcome && <Alert color="blue">{t('auth.checkMail', { email: me.email })}</Alert>}
+      {!chosen && <ChooseTenant />}
+      {chosen && (
+        <>
+          {(tenant.isError || devices.isError) && <Failure error={tenant.error ?? devices.error} />}
+          <SimpleGrid cols={{ base: 2, md: 4 }}>
+            <Stat label={t('dashboard.openAlarms')} value={tenant.data?.open_alarms ?? '…'} testId="open-alarms" />
+            <Stat
+              label={t('dashboard.devicesOnline')}
+              value={devices.data ? devices.data.filter((d) => d.status === 'online').length : '…'}
+              testId="devices-online"
+            />
+            <Stat
+              label={t('dashboard.devicesOffline')}
+              value={devices.data ? devices.data.filter((d) => d.status === 'offline').length : '…'}
+              testId="devices-offline"
+            />
+            <Stat
+              label={t('dashboard.licence')}
+              value={tenant.data ? `${tenant.data.devices} / ${tenant.data.device_limit}` : '…'}
+              testId="licence"
+            />
+          </SimpleGrid>
+          <Calendar />
+        </>
+      )}
+    </Stack>
+  );
+}

@@ -1,0 +1,198 @@
+// The console in a real browser (Debian's Chromium through Playwright)
+// against a real `mamori all` (tests/run.sh starts it). Each test is a
+// person's path through the console; every page is checked for keys left
+// untranslated, for errors in the browser's console and for refused
+// Content-Security-Policy.
+//
+// MAMORI_CONSOLE_URL: the gateway; MAMORI_MAIL_DIR: where it drops mail.
+
+import { chromium } from 'playwright-core';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+
+const base = process.env.MAMORI_CONSOLE_URL;
+const mailDir = process.env.MAMORI_MAIL_DIR;
+const executablePath = process.env.MAMORI_CHROMIUM ?? '/usr/bin/chromium';
+assert.ok(base && mailDir, 'run through tests/run.sh');
+
+const PASSWORD = 'a long passphrase for tests';
+
+/** The newest mail to `to`, decoded enough to read a link. */
+function mailTo(to) {
+  if (!fs.existsSync(mailDir)) return null;
+  const mails = fs
+    .readdirSync(mailDir)
+    .map((f) => path.join(mailDir, f))
+    .sort((a, b) => fs.statSync(a).mtimeMs - fs.statSync(b).mtimeMs)
+    .map((f) => fs.readFileSync(f, 'utf8').replace(/=\r?\n/g, '').replace(/=3D/g, '='))
+    .filter((m) => m.includes(to));
+  return mails.at(-1) ?? null;
+}
+
+async function waitFor(what, f, ms = 15000) {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await f();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** A page that records what should never happen on it. */
+async function watchedPage(context) {
+  const page = await context.newPage();
+  const problems = [];
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !/status of 401/.test(m.text())) problems.push(`console: ${m.text()}`);
+  });
+  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+  page.problems = problems;
+  return page;
+}
+
+async function assertClean(page, where) {
+  const missing = await page.evaluate(() => window.__mamoriMissingKeys ?? []);
+  assert.deepEqual(missing, [], `${where}: untranslated keys`);
+  // Text that looks like a key (`nav.devices`) was not translated.
+  const body = await page.locator('body').innerText();
+  const raw = body.match(/\b(app|nav|auth|dashboard|alarms|devices|category|role|notFound)\.[a-zA-Z_]+\b/);
+  assert.equal(raw, null, `${where}: a raw key on the page: ${raw?.[0]}`);
+  assert.deepEqual(page.problems, [], `${where}: browser problems`);
+}
+
+const tests = [];
+const test = (name, f) => tests.push({ name, f });
+
+test('sign up in Japanese, confirm the address, stay logged in across a reload, switch to English, log out', async (browser) => {
+  const context = await browser.newContext({ locale: 'ja-JP' });
+  const page = await watchedPage(context);
+  await page.goto(`${base}/signup`);
+  await page.getByRole('heading', { name: '会社を登録する' }).waitFor();
+  await assertClean(page, 'signup (ja)');
+  const email = `owner-${Date.now()}@console.example.com`;
+  await page.getByLabel('会社名').fill('テスト株式会社');
+  await page.getByLabel('メールアドレス').fill(email);
+  await page.getByLabel('パスワード').fill(PASSWORD);
+  await page.getByRole('button', { name: '新規登録' }).click();
+  await page.getByRole('heading', { name: 'ダッシュボード' }).waitFor();
+  await page.getByText(`${email} に確認用のリンクを送りました`, { exact: false }).waitFor();
+  await page.getByTestId('licence').filter({ hasText: '0 / 100' }).waitFor();
+  await page.getByTestId('calendar-month').waitFor();
+  await assertClean(page, 'dashboard (ja)');
+
+  // The refresh token is a cookie the page cannot read.
+  const cookies = await context.cookies();
+  const refresh = cookies.find((c) => c.name === 'mamori_refresh');
+  assert.ok(refresh, 'the refresh cookie is set');
+  assert.equal(refresh.httpOnly, true);
+  assert.equal(refresh.sameSite, 'Strict');
+  assert.equal(refresh.path, '/api/v1/auth');
+  assert.equal(await page.evaluate(() => document.cookie), '', 'JavaScript sees no cookie');
+
+  // The verification mail links to the console's page.
+  const mail = await waitFor('the verification mail', () => mailTo(email));
+  const link = mail.match(/https?:\/\/\S+\/verify\?token=mmv_[A-Za-z0-9_-]{43}/)?.[0];
+  assert.ok(link, `a /verify link in: ${mail}`);
+  await page.goto(link);
+  await page.getByTestId('verified').waitFor();
+  await assertClean(page, 'verify (ja)');
+
+  // A reload keeps the session (the cookie is traded for an access token).
+  await page.goto(`${base}/devices`);
+  await page.getByRole('heading', { name: '端末' }).waitFor();
+  await page.reload();
+  await page.getByRole('heading', { name: '端末' }).waitFor();
+  await page.getByTestId('me').filter({ hasText: email }).waitFor();
+  await assertClean(page, 'devices (ja)');
+
+  // English, remembered.
+  await page.getByText('English', { exact: true }).click();
+  await page.getByRole('heading', { name: 'Devices' }).waitFor();
+  await page.getByRole('link', { name: 'Alarms' }).click();
+  await page.getByRole('heading', { name: 'Alarms' }).waitFor();
+  await page.getByText('No alarms.').waitFor();
+  await assertClean(page, 'alarms (en)');
+  await page.reload();
+  await page.getByRole('heading', { name: 'Alarms' }).waitFor();
+
+  // Logging out ends the session: a deep link asks to log in again, and
+  // leads back there after.
+  await page.getByRole('button', { name: 'Log out' }).click();
+  await page.getByRole('heading', { name: 'Log in to Mamori' }).waitFor();
+  await page.goto(`${base}/devices`);
+  await page.waitForURL(/\/login\?next=%2Fdevices/);
+  await page.getByLabel('E-mail address').fill(email);
+  await page.getByLabel('Password').fill(PASSWORD);
+  await page.getByRole('button', { name: 'Log in' }).click();
+  await page.getByRole('heading', { name: 'Devices' }).waitFor();
+  assert.ok(page.url().endsWith('/devices'), page.url());
+  await assertClean(page, 'after login (en)');
+  await context.close();
+});
+
+test('a wrong password is refused with the API message, and the browser prefers English elsewhere', async (browser) => {
+  const context = await browser.newContext({ locale: 'en-US' });
+  const page = await watchedPage(context);
+  await page.goto(`${base}/login`);
+  await page.getByRole('heading', { name: 'Log in to Mamori' }).waitFor();
+  await page.getByLabel('E-mail address').fill('nobody@console.example.com');
+  await page.getByLabel('Password').fill('not the password at all');
+  await page.getByRole('button', { name: 'Log in' }).click();
+  await page.getByRole('alert').filter({ hasText: 'e-mail address or password is wrong' }).waitFor();
+  page.problems.length = 0; // the 401 of the refused login is expected
+  await assertClean(page, 'login (en)');
+  await context.close();
+});
+
+test('the console is served with its security headers, and deep links get the app', async () => {
+  const index = await fetch(`${base}/devices/some/deep/link`);
+  assert.equal(index.status, 200);
+  assert.match(await index.text(), /<div id="root">/);
+  assert.equal(index.headers.get('cache-control'), 'no-cache');
+  const csp = index.headers.get('content-security-policy') ?? '';
+  assert.match(csp, /script-src 'self'/);
+  assert.doesNotMatch(csp, /script-src[^;]*unsafe-inline/);
+  assert.match(csp, /frame-ancestors 'none'/);
+  assert.equal(index.headers.get('x-content-type-options'), 'nosniff');
+  const html = await (await fetch(`${base}/`)).text();
+  const asset = html.match(/\/assets\/[^"]+\.js/)?.[0];
+  assert.ok(asset, html);
+  const js = await fetch(`${base}${asset}`);
+  assert.equal(js.status, 200);
+  assert.match(js.headers.get('cache-control') ?? '', /immutable/);
+  assert.doesNotMatch(html, /<script>(?!<\/script>)/, 'no inline script');
+  // The API keeps answering JSON, a missing endpoint too.
+  const missing = await fetch(`${base}/api/v1/no-such-thing`);
+  assert.equal(missing.status, 404);
+  assert.equal((await missing.json()).error.code, 'not_found');
+});
+
+const browser = await chromium.launch({
+  executablePath,
+  args: [
+    '--headless',
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-quic',
+    '--no-first-run',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+  ],
+});
+let failed = 0;
+for (const t of tests) {
+  const started = Date.now();
+  try {
+    await t.f(browser);
+    console.log(`PASS ${t.name} (${Date.now() - started} ms)`);
+  } catch (e) {
+    failed++;
+    console.log(`FAIL ${t.name}\n  ${e.stack ?? e}`);
+  }
+}
+await browser.close();
+console.log(`${tests.length - failed}/${tests.length} console tests passed`);
+process.exit(failed ? 1 : 0);
