@@ -82,7 +82,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** An alarm with the operation log of its device around it. */
+        /**
+         * An alarm with the operation log of its device around it, a page at a
+         *     time.
+         */
         get: operations["context"];
         put?: never;
         post?: never;
@@ -210,7 +213,7 @@ export interface paths {
         };
         /**
          * Devices of the tenant with their status, last contact, agent and policy
-         *     versions.
+         *     versions: filtered, sorted and paged on the server.
          */
         get: operations["list"];
         put?: never;
@@ -987,9 +990,14 @@ export interface components {
             alarm: components["schemas"]["AlarmView"];
             /**
              * @description The device's operation log from 5 minutes before the alarm to 5
-             *     minutes after its last occurrence, oldest first (at most 1000).
+             *     minutes after its last occurrence, oldest first: one page of it.
              */
             events: components["schemas"]["EventView"][];
+            /**
+             * @description Pass as `cursor` for the next (later) page; absent when this page
+             *     ends the window.
+             */
+            next_cursor?: string | null;
         };
         AlarmPage: {
             alarms: components["schemas"]["AlarmView"][];
@@ -1132,6 +1140,29 @@ export interface components {
              */
             secret: string;
         };
+        DeviceCounts: {
+            /** Format: int64 */
+            not_reporting: number;
+            /** Format: int64 */
+            offline: number;
+            /** Format: int64 */
+            online: number;
+            /** Format: int64 */
+            revoked: number;
+        };
+        DevicePage: {
+            /**
+             * @description Devices by status, with the group and host-name filters applied
+             *     (not the status filter).
+             */
+            counts: components["schemas"]["DeviceCounts"];
+            devices: components["schemas"]["DeviceView"][];
+            /**
+             * Format: int64
+             * @description Devices matching the filter, over all pages.
+             */
+            total: number;
+        };
         DeviceView: {
             agent_version: string;
             /**
@@ -1156,7 +1187,10 @@ export interface components {
             policy_version?: number | null;
             /** Format: date-time */
             revoked_at?: string | null;
-            /** @description `online` (seen in the last 5 minutes), `offline`, or `revoked`. */
+            /**
+             * @description `online` (in contact in the last 5 minutes), `offline` (in the last
+             *     day), `not_reporting` (not for a day, or never), or `revoked`.
+             */
             status: string;
         };
         DriftView: {
@@ -1644,6 +1678,10 @@ export interface operations {
             path: {
                 /** @description alarm id */
                 id: string;
+                /** @description Events per page, 1 to 1000 (default 500). */
+                limit: number | null;
+                /** @description The `next_cursor` of the previous page. */
+                cursor: string | null;
             };
             cookie?: never;
         };
@@ -1658,6 +1696,14 @@ export interface operations {
                 };
             };
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1883,9 +1929,21 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description `online`, `offline`, `revoked`, or `active` (not revoked). */
+                /**
+                 * @description `online`, `offline`, `not_reporting`, `revoked`, or `active` (not
+                 *     revoked).
+                 */
                 status: string | null;
+                /** @description An office or department; its sub-groups are included. */
                 group: string | null;
+                /** @description Host name containing this (case-insensitive). */
+                q: string | null;
+                sort: null | ("hostname" | "last_seen" | "status" | "agent_version" | "enrolled_at" | "policy_version");
+                order: null | ("asc" | "desc");
+                /** @description Devices per page, 1 to 1000 (default 100). */
+                limit: number | null;
+                /** @description Devices to skip (paging), at most 1,000,000. */
+                offset: number | null;
             };
             cookie?: never;
         };
@@ -1896,10 +1954,18 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["DeviceView"][];
+                    "application/json": components["schemas"]["DevicePage"];
                 };
             };
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };

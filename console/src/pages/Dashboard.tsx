@@ -161,9 +161,9 @@ export function Dashboard() {
     queryFn: () => api.call<Schemas['TenantSettings']>('GET', '/api/v1/tenant'),
   });
   const devices = useQuery({
-    queryKey: ['devices'],
+    queryKey: ['devices', 'counts'],
     enabled: chosen,
-    queryFn: () => api.call<Schemas['DeviceView'][]>('GET', '/api/v1/devices'),
+    queryFn: () => api.call<Schemas['DevicePage']>('GET', '/api/v1/devices?limit=1'),
   });
   const welcome = params.get('welcome') === '1' && me && !me.email_verified;
   return (
@@ -174,17 +174,22 @@ export function Dashboard() {
       {chosen && (
         <>
           {(tenant.isError || devices.isError) && <Failure error={tenant.error ?? devices.error} />}
-          <SimpleGrid cols={{ base: 2, md: 4 }}>
+          <SimpleGrid cols={{ base: 2, md: 5 }}>
             <Stat label={t('dashboard.openAlarms')} value={tenant.data?.open_alarms ?? '…'} testId="open-alarms" />
             <Stat
               label={t('dashboard.devicesOnline')}
-              value={devices.data ? devices.data.filter((d) => d.status === 'online').length : '…'}
+              value={devices.data?.counts.online ?? '…'}
               testId="devices-online"
             />
             <Stat
               label={t('dashboard.devicesOffline')}
-              value={devices.data ? devices.data.filter((d) => d.status === 'offline').length : '…'}
+              value={devices.data?.counts.offline ?? '…'}
               testId="devices-offline"
+            />
+            <Stat
+              label={t('dashboard.devicesNotReporting')}
+              value={devices.data?.counts.not_reporting ?? '…'}
+              testId="devices-not-reporting"
             />
             <Stat
               label={t('dashboard.licence')}

@@ -224,3 +224,176 @@ async fn the_console_is_served_beside_the_api() {
     let v: serde_json::Value = api.json().await.unwrap();
     assert_eq!(code(&v), "not_found");
 }
+
+/// The log around an alarm stopped at 1,000 events without saying so; it
+/// is paged now, and the last page is the one without a cursor.
+#[tokio::test]
+async fn the_log_around_an_alarm_is_paged_and_says_where_it_ends() {
+    use crate::support::{batch, process_event, wait_for};
+    let g = Gw::start().await;
+    let admin = g.signup("Context KK", "tenant").await;
+    let tenant = admin.tenant_id.clone().unwrap();
+    let enrolled = g
+        .stack
+        .new_device(admin.enrollment_token.as_deref().unwrap())
+        .await;
+    let mut stream = g.stack.open(&enrolled.device_credential).await.unwrap();
+    let now = chrono::Utc::now();
+    let events: Vec<_> = (0..25)
+        .map(|i| {
+            let mut e = process_event(&format!("/usr/bin/step-{i:02}"));
+            e.occurred_at_us = (now - chrono::Duration::seconds(100 - i)).timestamp_micros();
+            e
+        })
+        .collect();
+    stream.send(batch(1, events)).await.unwrap();
+    wait_for(
+        "events stored",
+        std::time::Duration::from_secs(20),
+        || async {
+            let n: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM events WHERE device_id = $1::uuid")
+                    .bind(&enrolled.device_id)
+                    .fetch_one(&g.stack.env.owner)
+                    .await
+                    .unwrap();
+            (n == 25).then_some(())
+        },
+    )
+    .await;
+    let alarm = crate::gateway::insert_alarm(
+        &g,
+        &tenant,
+        "banned_app",
+        Some(&enrolled.device_id),
+        &now.to_rfc3339(),
+    )
+    .await;
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let path = match &cursor {
+            None => format!("/api/v1/alarms/{alarm}/context?limit=10"),
+            Some(c) => format!("/api/v1/alarms/{alarm}/context?limit=10&cursor={c}"),
+        };
+        let (status, page) = g.get(&admin, &path).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        pages += 1;
+        for e in page["events"].as_array().unwrap() {
+            seen.push(e["subject"].as_str().unwrap().to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    let want: Vec<String> = (0..25).map(|i| format!("/usr/bin/step-{i:02}")).collect();
+    assert_eq!(seen, want, "each event once, oldest first");
+    let (status, _) = g
+        .get(&admin, &format!("/api/v1/alarms/{alarm}/context?limit=0"))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+/// A fleet of hundreds is filtered, sorted and paged by the server, and
+/// devices silent for a day are told apart from those merely off.
+#[tokio::test]
+async fn the_device_list_is_searched_sorted_and_paged_on_the_server() {
+    let g = Gw::start().await;
+    let admin = g.signup("Fleet KK", "tenant").await;
+    verify(&g, &admin).await;
+    let tenant = admin.tenant_id.clone().unwrap();
+    // 250 devices: every 10th seen now, every 10th+1 an hour ago, every
+    // 10th+2 two days ago, every 10th+3 revoked, the rest never.
+    sqlx::query(
+        "INSERT INTO devices (tenant_id, id, hostname, machine_id, instance_id, credential_hash,
+                              os_name, os_version, agent_version, last_seen_at, revoked_at)
+         SELECT $1::uuid, gen_random_uuid(), format('pc-%s', lpad(i::text, 3, '0')), format('m-%s', i),
+                format('i-%s', i), sha256(gen_random_uuid()::text::bytea), 'Debian', '13',
+                format('0.%s.0', i % 3),
+                CASE i % 10 WHEN 0 THEN now() WHEN 1 THEN now() - interval '1 hour'
+                            WHEN 2 THEN now() - interval '2 days' END,
+                CASE WHEN i % 10 = 3 THEN now() END
+         FROM generate_series(0, 249) i",
+    )
+    .bind(&tenant)
+    .execute(&g.stack.env.owner)
+    .await
+    .unwrap();
+
+    let (status, page) = g.get(&admin, "/api/v1/devices?limit=100").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["total"], 250);
+    assert_eq!(page["devices"].as_array().unwrap().len(), 100);
+    assert_eq!(
+        page["counts"],
+        json!({"online": 25, "offline": 25, "not_reporting": 175, "revoked": 25})
+    );
+    assert_eq!(page["devices"][0]["hostname"], "pc-000");
+    assert_eq!(page["devices"][99]["hostname"], "pc-099");
+
+    // Every page once, in order, then an empty page past the end that
+    // still says how many there are.
+    let mut names = Vec::new();
+    for offset in (0..300).step_by(100) {
+        let (_, page) = g
+            .get(
+                &admin,
+                &format!("/api/v1/devices?limit=100&offset={offset}&sort=hostname&order=desc"),
+            )
+            .await;
+        assert_eq!(page["total"], 250);
+        for d in page["devices"].as_array().unwrap() {
+            names.push(d["hostname"].as_str().unwrap().to_owned());
+        }
+    }
+    let mut want: Vec<String> = (0..250).map(|i| format!("pc-{i:03}")).collect();
+    want.reverse();
+    assert_eq!(names, want);
+
+    // Search by host-name fragment, case-insensitive; LIKE wildcards are
+    // taken literally.
+    let (_, page) = g.get(&admin, "/api/v1/devices?q=PC-04").await;
+    assert_eq!(page["total"], 10);
+    assert_eq!(page["counts"]["online"], 1);
+    let (_, page) = g.get(&admin, "/api/v1/devices?q=%25").await;
+    assert_eq!(page["total"], 0);
+
+    // Status filter with the last contact first.
+    let (_, page) = g
+        .get(
+            &admin,
+            "/api/v1/devices?status=not_reporting&sort=last_seen&order=desc&limit=1000",
+        )
+        .await;
+    assert_eq!(page["total"], 175);
+    let devices = page["devices"].as_array().unwrap();
+    for d in &devices[..25] {
+        assert!(
+            d["hostname"].as_str().unwrap().ends_with('2'),
+            "seen two days ago: {d}"
+        );
+        assert!(d["last_seen_at"].is_string());
+    }
+    assert!(devices[174]["last_seen_at"].is_null(), "never seen go last");
+    let (_, page) = g.get(&admin, "/api/v1/devices?status=offline").await;
+    assert_eq!(page["devices"][0]["status"], "offline");
+    assert_eq!(page["total"], 25);
+
+    for bad in [
+        "limit=0",
+        "limit=1001",
+        "offset=-1",
+        "sort=credential_hash",
+        "order=sideways",
+        "status=asleep",
+    ] {
+        let (status, v) = g.get(&admin, &format!("/api/v1/devices?{bad}")).await;
+        assert!(
+            status == StatusCode::UNPROCESSABLE_ENTITY || status == StatusCode::BAD_REQUEST,
+            "{bad}: {status} {v}"
+        );
+    }
+}

@@ -20,10 +20,15 @@ async fn signup_gives_a_tenant_an_admin_and_a_working_enrollment_token() {
         .await;
     let (status, devices) = g.get(&s, "/api/v1/devices").await;
     assert_eq!(status, StatusCode::OK, "{devices}");
-    let list = devices.as_array().unwrap();
+    let list = devices["devices"].as_array().unwrap();
     assert_eq!(list.len(), 1);
+    assert_eq!(devices["total"], 1);
     assert_eq!(list[0]["id"], device.device_id.as_str());
-    assert_eq!(list[0]["status"], "offline", "enrolled, never connected");
+    assert_eq!(
+        list[0]["status"], "not_reporting",
+        "enrolled, never connected"
+    );
+    assert_eq!(devices["counts"]["not_reporting"], 1);
 
     let (_, me) = g.get(&s, "/api/v1/me").await;
     assert_eq!(me["role"], "tenant_admin");
@@ -520,7 +525,7 @@ async fn msp_runs_tenants_and_technicians_see_only_their_list() {
     );
     let (status, devices) = g.get(&msp.on(&tenants[0].0), "/api/v1/devices").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(devices.as_array().unwrap().len(), 2);
+    assert_eq!(devices["devices"].as_array().unwrap().len(), 2);
 
     // A technician with only tenant B on the list.
     let tech = invite_and_accept(&g, &msp, "msp_technician").await;
@@ -703,7 +708,7 @@ async fn tokens_devices_groups_and_retention_settings() {
             &format!("/api/v1/devices?group={}", dept["id"].as_str().unwrap()),
         )
         .await;
-    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list["devices"].as_array().unwrap().len(), 1);
 
     let (status, v) = g
         .post(
@@ -823,7 +828,8 @@ async fn tokens_devices_groups_and_retention_settings() {
     assert!(cut.is_err(), "the deleted device's stream ends: {cut:?}");
     let (_, list) = g.get(&s, "/api/v1/devices").await;
     assert!(
-        list.as_array()
+        list["devices"]
+            .as_array()
             .unwrap()
             .iter()
             .all(|d| d["id"] != live.device_id.as_str()),
@@ -1084,7 +1090,7 @@ async fn each_tenant_keeps_its_log_for_its_retention() {
 }
 
 /// Writes an alarm row the way the alerting service will.
-async fn insert_alarm(
+pub(crate) async fn insert_alarm(
     g: &Gw,
     tenant: &str,
     category: &str,

@@ -109,7 +109,9 @@ async fn snapshot(g: &Gw, v: &Victim) -> Value {
         .await
         .unwrap();
     let mut devices = devices;
-    for d in devices.as_array_mut().unwrap() {
+    // Connection bookkeeping, not data an attacker could change.
+    devices["counts"] = Value::Null;
+    for d in devices["devices"].as_array_mut().unwrap() {
         // Connection bookkeeping, not data an attacker could change.
         d["status"] = Value::Null;
         d["last_seen_at"] = Value::Null;
@@ -258,7 +260,7 @@ async fn other_tenants_objects_are_404_and_unchanged() {
         let (_, devices) = g
             .get(who, &format!("/api/v1/devices?group={}", v.group))
             .await;
-        assert_eq!(devices.as_array().unwrap().len(), 0);
+        assert_eq!(devices["devices"].as_array().unwrap().len(), 0);
     }
 
     // Naming B as the tenant to act on: 404 for a tenant user and for an

@@ -168,19 +168,43 @@ pub async fn acknowledge(
 pub struct AlarmContext {
     pub alarm: AlarmView,
     /// The device's operation log from 5 minutes before the alarm to 5
-    /// minutes after its last occurrence, oldest first (at most 1000).
+    /// minutes after its last occurrence, oldest first: one page of it.
     pub events: Vec<EventView>,
+    /// Pass as `cursor` for the next (later) page; absent when this page
+    /// ends the window.
+    pub next_cursor: Option<String>,
 }
 
-/// An alarm with the operation log of its device around it.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ContextQuery {
+    /// Events per page, 1 to 1000 (default 500).
+    pub limit: Option<i64>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// An alarm with the operation log of its device around it, a page at a
+/// time.
 #[utoipa::path(get, path = "/api/v1/alarms/{id}/context", tag = "alarms", security(("bearer" = [])),
-    params(("id" = Uuid, Path, description = "alarm id")),
-    responses((status = 200, body = AlarmContext), (status = 404, body = crate::error::ErrorBody)))]
+    params(("id" = Uuid, Path, description = "alarm id"), ContextQuery),
+    responses((status = 200, body = AlarmContext), (status = 404, body = crate::error::ErrorBody),
+              (status = 422, body = crate::error::ErrorBody)))]
 pub async fn context(
     State(state): State<Shared>,
     acting: Acting,
     Path(id): Path<Uuid>,
+    Query(q): Query<ContextQuery>,
 ) -> ApiResult<Json<AlarmContext>> {
+    let limit = q.limit.unwrap_or(500);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid("limit", "must be 1..=1000"));
+    }
+    let after = q
+        .cursor
+        .as_deref()
+        .map(crate::events::decode_cursor)
+        .transpose()?;
     let mut tx = acting.begin(&state).await?;
     let sql = format!("SELECT {ALARM_COLUMNS} FROM alarms WHERE tenant_id = $1 AND id = $2");
     let alarm: AlarmView = sqlx::query_as(sqlx::AssertSqlSafe(sql))
@@ -189,12 +213,13 @@ pub async fn context(
         .fetch_optional(&mut *tx)
         .await?
         .ok_or_else(|| ApiError::not_found("alarm"))?;
-    let events = match alarm.device_id {
+    let mut rows = match alarm.device_id {
         None => Vec::new(),
         Some(device) => sqlx::query_as::<_, crate::events::EventRow>(
             "SELECT e.ts, e.id, e.device_id, e.kind, e.os_user, e.subject, e.received_at, e.payload
              FROM events e WHERE e.tenant_id = $1 AND e.device_id = $2 AND e.ts >= $3 AND e.ts <= $4
-             ORDER BY e.ts, e.id LIMIT 1000",
+               AND ($5::timestamptz IS NULL OR (e.ts, e.id) > ($5, $6))
+             ORDER BY e.ts, e.id LIMIT $7",
         )
         .bind(acting.tenant.as_uuid())
         .bind(device)
@@ -210,12 +235,21 @@ pub async fn context(
                 .checked_add_signed(Duration::minutes(5))
                 .unwrap_or(alarm.last_at),
         )
+        .bind(after.map(|(ts, _)| ts))
+        .bind(after.map(|(_, id)| id))
+        .bind(limit + 1)
         .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .map(event_view)
-        .collect(),
+        .await?,
     };
+    // One row past the page says there is more.
+    let next_cursor = if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last()
+            .map(|r| crate::events::encode_cursor(r.ts, r.id))
+    } else {
+        None
+    };
+    let events: Vec<EventView> = rows.into_iter().map(event_view).collect();
     audit::by(
         &mut tx,
         &acting,
@@ -225,7 +259,11 @@ pub async fn context(
     )
     .await?;
     tx.commit().await?;
-    Ok(Json(AlarmContext { alarm, events }))
+    Ok(Json(AlarmContext {
+        alarm,
+        events,
+        next_cursor,
+    }))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -12,8 +12,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-/// A device counts as online when it connected this recently.
+/// A device counts as online when it was in contact this recently…
 const ONLINE_WITHIN_S: i64 = 300;
+/// …and as not reporting when it has not been for this long (or never).
+const REPORTING_WITHIN_S: i64 = 86_400;
 
 #[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
 pub struct DeviceView {
@@ -23,7 +25,8 @@ pub struct DeviceView {
     pub os_name: String,
     pub os_version: String,
     pub agent_version: String,
-    /// `online` (seen in the last 5 minutes), `offline`, or `revoked`.
+    /// `online` (in contact in the last 5 minutes), `offline` (in the last
+    /// day), `not_reporting` (not for a day, or never), or `revoked`.
     pub status: String,
     pub group_id: Option<Uuid>,
     pub policy_version: Option<i64>,
@@ -35,62 +38,215 @@ pub struct DeviceView {
     pub clone_of: Option<Uuid>,
 }
 
-const DEVICE_COLUMNS: &str = "id, hostname, machine_id, os_name, os_version, agent_version,
-    CASE WHEN revoked_at IS NOT NULL THEN 'revoked'
+/// The status of a device row (`$1` online seconds, `$2` reporting seconds).
+const STATUS: &str = "CASE WHEN revoked_at IS NOT NULL THEN 'revoked'
          WHEN last_seen_at > now() - make_interval(secs => $1) THEN 'online'
-         ELSE 'offline' END AS status,
-    group_id, policy_version, enrolled_at, last_seen_at, revoked_at, clone_of";
+         WHEN last_seen_at > now() - make_interval(secs => $2) THEN 'offline'
+         ELSE 'not_reporting' END";
+
+fn device_columns() -> String {
+    format!(
+        "id, hostname, machine_id, os_name, os_version, agent_version, {STATUS} AS status,
+         group_id, policy_version, enrolled_at, last_seen_at, revoked_at, clone_of"
+    )
+}
+
+const STATUSES: [&str; 5] = ["online", "offline", "not_reporting", "revoked", "active"];
+
+/// What the device list is ordered by.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceSort {
+    #[default]
+    Hostname,
+    LastSeen,
+    Status,
+    AgentVersion,
+    EnrolledAt,
+    PolicyVersion,
+}
+
+impl DeviceSort {
+    fn column(self) -> &'static str {
+        match self {
+            Self::Hostname => "lower(hostname)",
+            Self::LastSeen => "last_seen_at",
+            Self::Status => "status",
+            Self::AgentVersion => "agent_version",
+            Self::EnrolledAt => "enrolled_at",
+            Self::PolicyVersion => "policy_version",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SortOrder {
+    #[default]
+    Asc,
+    Desc,
+}
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceFilter {
-    /// `online`, `offline`, `revoked`, or `active` (not revoked).
+    /// `online`, `offline`, `not_reporting`, `revoked`, or `active` (not
+    /// revoked).
     pub status: Option<String>,
+    /// An office or department; its sub-groups are included.
     pub group: Option<Uuid>,
+    /// Host name containing this (case-insensitive).
+    pub q: Option<String>,
+    #[param(inline)]
+    pub sort: Option<DeviceSort>,
+    #[param(inline)]
+    pub order: Option<SortOrder>,
+    /// Devices per page, 1 to 1000 (default 100).
+    pub limit: Option<i64>,
+    /// Devices to skip (paging), at most 1,000,000.
+    pub offset: Option<i64>,
+}
+
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct DeviceCounts {
+    pub online: i64,
+    pub offline: i64,
+    pub not_reporting: i64,
+    pub revoked: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DevicePage {
+    pub devices: Vec<DeviceView>,
+    /// Devices matching the filter, over all pages.
+    pub total: i64,
+    /// Devices by status, with the group and host-name filters applied
+    /// (not the status filter).
+    pub counts: DeviceCounts,
 }
 
 /// Devices of the tenant with their status, last contact, agent and policy
-/// versions.
+/// versions: filtered, sorted and paged on the server.
 #[utoipa::path(get, path = "/api/v1/devices", tag = "devices", params(DeviceFilter), security(("bearer" = [])),
-    responses((status = 200, body = [DeviceView]), (status = 401, body = crate::error::ErrorBody)))]
+    responses((status = 200, body = DevicePage), (status = 401, body = crate::error::ErrorBody),
+              (status = 422, body = crate::error::ErrorBody)))]
 pub async fn list(
     State(state): State<Shared>,
     acting: Acting,
     Query(f): Query<DeviceFilter>,
-) -> ApiResult<Json<Vec<DeviceView>>> {
+) -> ApiResult<Json<DevicePage>> {
     if let Some(s) = &f.status
-        && !["online", "offline", "revoked", "active"].contains(&s.as_str())
+        && !STATUSES.contains(&s.as_str())
     {
         return Err(ApiError::invalid(
             "status",
-            "must be online, offline, revoked or active",
+            "must be online, offline, not_reporting, revoked or active",
         ));
     }
+    let limit = f.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid("limit", "must be 1..=1000"));
+    }
+    let offset = f.offset.unwrap_or(0);
+    if !(0..=1_000_000).contains(&offset) {
+        return Err(ApiError::invalid("offset", "must be 0..=1000000"));
+    }
+    let q = f.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
+    if q.is_some_and(|q| q.len() > 200) {
+        return Err(ApiError::invalid("q", "is longer than 200 bytes"));
+    }
+    let pattern = q.map(|q| format!("%{}%", crate::validate::like_literal(q)));
+    let order = match f.order.unwrap_or_default() {
+        SortOrder::Asc => "ASC",
+        SortOrder::Desc => "DESC",
+    };
+    let sort = f.sort.unwrap_or_default().column();
     let mut tx = acting.begin(&state).await?;
-    let sql = format!(
-        "SELECT * FROM (SELECT {DEVICE_COLUMNS} FROM devices WHERE tenant_id = $2 AND deleted_at IS NULL
-                          AND ($4::uuid IS NULL OR group_id = $4)) d
-         WHERE $3::text IS NULL OR status = $3 OR ($3 = 'active' AND status <> 'revoked')
-         ORDER BY hostname, id"
+    // The tenant's devices under the filters but status; the group with
+    // its sub-groups.
+    let base = format!(
+        "SELECT {cols} FROM devices
+         WHERE tenant_id = $3 AND deleted_at IS NULL
+           AND ($4::uuid IS NULL OR group_id IN (
+                WITH RECURSIVE sub(id) AS (SELECT $4::uuid
+                    UNION SELECT g.id FROM groups g JOIN sub ON g.parent_id = sub.id WHERE g.tenant_id = $3)
+                SELECT id FROM sub))
+           AND ($5::text IS NULL OR hostname ILIKE $5)",
+        cols = device_columns()
     );
-    let rows: Vec<DeviceView> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+    let sql = format!(
+        "SELECT *, count(*) OVER () AS total FROM ({base}) d
+         WHERE $6::text IS NULL OR status = $6 OR ($6 = 'active' AND status <> 'revoked')
+         ORDER BY {sort} {order} NULLS LAST, id {order}
+         LIMIT $7 OFFSET $8"
+    );
+    let rows: Vec<Counted> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(ONLINE_WITHIN_S as f64)
+        .bind(REPORTING_WITHIN_S as f64)
         .bind(acting.tenant.as_uuid())
-        .bind(f.status)
         .bind(f.group)
+        .bind(&pattern)
+        .bind(&f.status)
+        .bind(limit)
+        .bind(offset)
         .fetch_all(&mut *tx)
         .await?;
+    let by_status: Vec<(String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT status, count(*) FROM ({base}) d GROUP BY status"
+    )))
+    .bind(ONLINE_WITHIN_S as f64)
+    .bind(REPORTING_WITHIN_S as f64)
+    .bind(acting.tenant.as_uuid())
+    .bind(f.group)
+    .bind(&pattern)
+    .fetch_all(&mut *tx)
+    .await?;
     tx.commit().await?;
-    Ok(Json(rows))
+    let mut counts = DeviceCounts::default();
+    for (status, n) in by_status {
+        match status.as_str() {
+            "online" => counts.online = n,
+            "offline" => counts.offline = n,
+            "not_reporting" => counts.not_reporting = n,
+            _ => counts.revoked = n,
+        }
+    }
+    // Past the last page the window count is missing: count what matched.
+    let total = match rows.first() {
+        Some(r) => r.total,
+        None if offset == 0 => 0,
+        None => match f.status.as_deref() {
+            None => counts.online + counts.offline + counts.not_reporting + counts.revoked,
+            Some("active") => counts.online + counts.offline + counts.not_reporting,
+            Some("online") => counts.online,
+            Some("offline") => counts.offline,
+            Some("not_reporting") => counts.not_reporting,
+            Some(_) => counts.revoked,
+        },
+    };
+    Ok(Json(DevicePage {
+        devices: rows.into_iter().map(|r| r.device).collect(),
+        total,
+        counts,
+    }))
+}
+
+#[derive(sqlx::FromRow)]
+struct Counted {
+    #[sqlx(flatten)]
+    device: DeviceView,
+    total: i64,
 }
 
 async fn fetch_one(tx: &mut mamori_tenancy::TenantTx, id: Uuid) -> ApiResult<DeviceView> {
     let sql = format!(
-        "SELECT {DEVICE_COLUMNS} FROM devices WHERE tenant_id = $2 AND id = $3 AND deleted_at IS NULL"
+        "SELECT {} FROM devices WHERE tenant_id = $3 AND id = $4 AND deleted_at IS NULL",
+        device_columns()
     );
     let tenant = tx.tenant();
     sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(ONLINE_WITHIN_S as f64)
+        .bind(REPORTING_WITHIN_S as f64)
         .bind(tenant.as_uuid())
         .bind(id)
         .fetch_optional(&mut **tx)

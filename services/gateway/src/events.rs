@@ -87,8 +87,8 @@ pub struct EventPage {
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct EventRow {
-    ts: DateTime<Utc>,
-    id: Uuid,
+    pub(crate) ts: DateTime<Utc>,
+    pub(crate) id: Uuid,
     device_id: Uuid,
     kind: i16,
     os_user: String,
