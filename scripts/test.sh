@@ -55,3 +55,5 @@ log "running tests"
 cargo nextest run --workspace --locked --no-fail-fast "$@"
 log "running the console's browser tests"
 MAMORI_BIN="$CARGO_TARGET_DIR/debug/mamori" console/tests/run.sh
+log "checking the API against its OpenAPI document (schemathesis)"
+MAMORI_BIN="$CARGO_TARGET_DIR/debug/mamori" scripts/api-contract.sh

@@ -8,6 +8,7 @@ import * as api from '../api/client';
 import type { Schemas } from '../api/client';
 
 export type Me = Schemas['Me'];
+export type Permission = Schemas['Permission'];
 
 interface Session {
   /** False until the first restore attempt has finished. */
@@ -17,7 +18,11 @@ interface Session {
   /** After signup or an accepted invitation (tokens already kept). */
   adopt: () => Promise<void>;
   logout: () => Promise<void>;
-  /** Read-only roles see no edit controls. */
+  /** Whether the role holds a permission: the same table the API
+   * enforces (GET /me lists it), so a page shows only what will work. */
+  may: (p: Permission) => boolean;
+  /** Shorthand for may('manage_tenant'): read-only roles see no edit
+   * controls. */
   canEdit: boolean;
   isMsp: boolean;
 }
@@ -63,7 +68,8 @@ export function SessionProvider({ children }: { children: ReactNode }) {
         await api.logout();
         setMe(null);
       },
-      canEdit: me !== null && me.role !== 'auditor',
+      may: (p) => me !== null && me.permissions.includes(p),
+      canEdit: me !== null && me.permissions.includes('manage_tenant'),
       isMsp: me !== null && (me.role === 'msp_admin' || me.role === 'msp_technician'),
     }),
     [ready, me, loadMe],

@@ -602,7 +602,7 @@ async fn msp_runs_tenants_and_technicians_see_only_their_list() {
     );
 }
 
-async fn me_id(g: &Gw, s: &Session) -> String {
+pub async fn me_id(g: &Gw, s: &Session) -> String {
     let (_, me) = g.get(s, "/api/v1/me").await;
     me["id"].as_str().unwrap().to_owned()
 }

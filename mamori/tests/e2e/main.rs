@@ -8,6 +8,7 @@ mod support;
 mod admin_cli;
 mod agent;
 mod api_contract;
+mod authorization;
 mod crash;
 mod enrollment;
 mod gateway;

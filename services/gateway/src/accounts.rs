@@ -45,9 +45,12 @@ pub enum SignupKind {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignupRequest {
+    #[schema(format = "email", max_length = 254)]
     pub email: String,
+    #[schema(min_length = 12, max_length = 128)]
     pub password: String,
     /// The company (or MSP) name.
+    #[schema(min_length = 1, max_length = 200)]
     pub company: String,
     #[serde(default)]
     pub kind: SignupKind,
@@ -79,7 +82,9 @@ pub struct TokenResponse {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
+    #[schema(format = "email", max_length = 254)]
     pub email: String,
+    #[schema(max_length = 128)]
     pub password: String,
 }
 
@@ -104,6 +109,9 @@ pub struct Me {
     pub tenant_id: Option<Uuid>,
     pub org_id: Option<Uuid>,
     pub email_verified: bool,
+    /// What the role may do (the same table the API enforces; each
+    /// operation names the one it takes in its `bearer` security scopes).
+    pub permissions: Vec<crate::claims::Permission>,
 }
 
 /// A transaction for work outside one tenant (signup, login, refresh),
@@ -634,7 +642,9 @@ pub async fn logout_everywhere(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangePassword {
+    #[schema(max_length = 128)]
     pub current_password: String,
+    #[schema(min_length = 12, max_length = 128)]
     pub new_password: String,
 }
 
@@ -730,6 +740,7 @@ pub async fn me(State(state): State<Shared>, caller: Caller) -> ApiResult<Json<M
         tenant_id: caller.claims.tid,
         org_id: caller.claims.org,
         email_verified: verified,
+        permissions: caller.claims.role.permissions().to_vec(),
     }))
 }
 

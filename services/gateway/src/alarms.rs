@@ -3,7 +3,7 @@
 //! category for a month, in the viewer's time zone).
 
 use crate::audit;
-use crate::ctx::Acting;
+use crate::ctx::{Acting, Manage};
 use crate::error::{ApiError, ApiResult};
 use crate::events::{EventView, decode_cursor, event_view};
 use crate::state::Shared;
@@ -79,7 +79,7 @@ fn check_category(c: &str) -> ApiResult<()> {
 }
 
 /// Alarms, newest first.
-#[utoipa::path(get, path = "/api/v1/alarms", tag = "alarms", params(AlarmQuery), security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/alarms", tag = "alarms", params(AlarmQuery), security(("bearer" = ["read_tenant"])),
     responses((status = 200, body = AlarmPage), (status = 422, body = crate::error::ErrorBody)))]
 pub async fn list(
     State(state): State<Shared>,
@@ -130,15 +130,14 @@ pub async fn list(
 }
 
 /// Acknowledge an alarm.
-#[utoipa::path(post, path = "/api/v1/alarms/{id}/acknowledge", tag = "alarms", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/alarms/{id}/acknowledge", tag = "alarms", security(("bearer" = ["manage_tenant"])),
     params(("id" = Uuid, Path, description = "alarm id")),
     responses((status = 200, body = AlarmView), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn acknowledge(
     State(state): State<Shared>,
-    acting: Acting,
+    acting: Acting<Manage>,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<AlarmView>> {
-    acting.require_admin()?;
     let mut tx = acting.begin(&state).await?;
     let sql = format!(
         "UPDATE alarms SET status = 'acknowledged',
@@ -186,7 +185,7 @@ pub struct ContextQuery {
 
 /// An alarm with the operation log of its device around it, a page at a
 /// time.
-#[utoipa::path(get, path = "/api/v1/alarms/{id}/context", tag = "alarms", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/alarms/{id}/context", tag = "alarms", security(("bearer" = ["read_tenant"])),
     params(("id" = Uuid, Path, description = "alarm id"), ContextQuery),
     responses((status = 200, body = AlarmContext), (status = 404, body = crate::error::ErrorBody),
               (status = 422, body = crate::error::ErrorBody)))]
@@ -295,7 +294,7 @@ pub struct Calendar {
 
 /// Alarms per day and category for a month: what the console's violation
 /// calendar draws.
-#[utoipa::path(get, path = "/api/v1/alarms/calendar", tag = "alarms", params(CalendarQuery), security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/alarms/calendar", tag = "alarms", params(CalendarQuery), security(("bearer" = ["read_tenant"])),
     responses((status = 200, body = Calendar), (status = 422, body = crate::error::ErrorBody)))]
 pub async fn calendar(
     State(state): State<Shared>,

@@ -1,7 +1,7 @@
 //! The audit trail: every admin action and every read of the operation log,
 //! written in the same transaction as the action itself.
 
-use crate::ctx::{Acting, Caller};
+use crate::ctx::{Acting, Caller, Need};
 use crate::error::ApiResult;
 use mamori_tenancy::TenantTx;
 
@@ -26,9 +26,9 @@ pub async fn record(
 }
 
 /// Shorthand for the acting caller.
-pub async fn by(
+pub async fn by<N: Need>(
     tx: &mut TenantTx,
-    acting: &Acting,
+    acting: &Acting<N>,
     action: &str,
     target: &str,
     details: serde_json::Value,

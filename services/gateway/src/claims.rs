@@ -41,6 +41,84 @@ impl Role {
     pub fn is_msp(self) -> bool {
         matches!(self, Self::MspAdmin | Self::MspTechnician)
     }
+
+    /// What the role may do: the one table the handlers' extractors, `GET
+    /// /me` (and so the console's controls) and the OpenAPI document's
+    /// security scopes are read from.
+    pub fn permissions(self) -> &'static [Permission] {
+        use Permission::*;
+        match self {
+            Self::MspAdmin => &[ReadTenant, ManageTenant, ManageOrg],
+            Self::MspTechnician => &[ReadTenant, ManageTenant],
+            Self::TenantAdmin => &[ReadTenant, ManageTenant, HandOverTenant],
+            Self::Auditor => &[ReadTenant],
+        }
+    }
+
+    pub fn may(self, p: Permission) -> bool {
+        self.permissions().contains(&p)
+    }
+}
+
+/// A permission, as the OpenAPI document names it in each operation's
+/// `bearer` security scopes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Permission {
+    /// Read a tenant: devices, logs, alarms, policies, settings (MSP users
+    /// on the tenants they reach).
+    ReadTenant,
+    /// Change a tenant: enrollment tokens, devices, groups, policies,
+    /// users, webhooks, settings; acknowledge alarms; export logs.
+    ManageTenant,
+    /// Hand the tenant over to an MSP (its own administrator only).
+    HandOverTenant,
+    /// Run an MSP organisation: its tenants, technicians and their access,
+    /// policy templates.
+    ManageOrg,
+}
+
+impl Permission {
+    pub const ALL: [Self; 4] = [
+        Self::ReadTenant,
+        Self::ManageTenant,
+        Self::HandOverTenant,
+        Self::ManageOrg,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ReadTenant => "read_tenant",
+            Self::ManageTenant => "manage_tenant",
+            Self::HandOverTenant => "hand_over_tenant",
+            Self::ManageOrg => "manage_org",
+        }
+    }
+}
+
+/// The permission an `Acting<N>` extractor demands.
+pub trait Need: Send + Sync + 'static {
+    const PERMISSION: Permission;
+}
+
+/// Any role that reaches the tenant.
+#[derive(Debug, Clone, Copy)]
+pub struct Read;
+/// Roles that change the tenant.
+#[derive(Debug, Clone, Copy)]
+pub struct Manage;
+/// The tenant's own administrator.
+#[derive(Debug, Clone, Copy)]
+pub struct HandOver;
+
+impl Need for Read {
+    const PERMISSION: Permission = Permission::ReadTenant;
+}
+impl Need for Manage {
+    const PERMISSION: Permission = Permission::ManageTenant;
+}
+impl Need for HandOver {
+    const PERMISSION: Permission = Permission::HandOverTenant;
 }
 
 /// The claims of a Mamori access token.

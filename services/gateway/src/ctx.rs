@@ -4,11 +4,13 @@
 //! by `X-Mamori-Tenant`, checked against what the user may reach.
 
 use crate::claims::{Claims, Role};
+pub use crate::claims::{HandOver, Manage, Need, Permission, Read};
 use crate::error::{ApiError, ApiResult};
 use crate::state::Shared;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use mamori_tenancy::{TenantId, TenantTx};
+use std::marker::PhantomData;
 use std::net::{IpAddr, SocketAddr};
 use uuid::Uuid;
 
@@ -47,14 +49,6 @@ impl Caller {
             id: Uuid::nil(),
             method: String::new(),
             body_sha256: String::new(),
-        }
-    }
-
-    /// The caller's MSP organisation, for MSP-only endpoints.
-    pub fn require_msp_admin(&self) -> ApiResult<Uuid> {
-        match (self.claims.role, self.claims.org) {
-            (Role::MspAdmin, Some(org)) => Ok(org),
-            _ => Err(ApiError::forbidden("only an MSP administrator may do this")),
         }
     }
 }
@@ -112,44 +106,27 @@ impl FromRequestParts<Shared> for Caller {
     }
 }
 
-/// What a handler may do on the tenant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Access {
-    /// Read logs, devices, alarms, reports (every role).
-    Read,
-    /// Change the tenant's settings, tokens, devices, users.
-    Admin,
-}
-
-/// An authenticated caller acting on one tenant it may reach.
+/// An authenticated caller acting on one tenant it may reach, with the
+/// permission `N` there: a handler that takes `Acting<Manage>` cannot run
+/// for a caller whose role lacks it (403, before the tenant is looked up
+/// or the body read).
 #[derive(Debug, Clone)]
-pub struct Acting {
+pub struct Acting<N: Need = Read> {
     pub caller: Caller,
     pub tenant: TenantId,
+    need: PhantomData<N>,
 }
 
-impl Acting {
-    pub fn access(&self) -> Access {
-        match self.caller.claims.role {
-            Role::Auditor => Access::Read,
-            _ => Access::Admin,
-        }
+impl<N: Need> Acting<N> {
+    /// Whether the caller also holds `p` (for what a page shows, not for
+    /// what a handler may do: that is the extractor's type).
+    pub fn may(&self, p: Permission) -> bool {
+        self.caller.role().may(p)
     }
 
     /// Who is calling on which tenant, for the policy service.
     pub fn identity(&self) -> mamori_policy::Identity {
         self.caller.identity(Some(self.tenant))
-    }
-
-    /// Refuses callers with read-only access.
-    pub fn require_admin(&self) -> ApiResult<()> {
-        if self.access() < Access::Admin {
-            return Err(ApiError::forbidden(format!(
-                "the {} role is read-only",
-                self.caller.claims.role.as_str()
-            )));
-        }
-        Ok(())
     }
 
     /// A transaction on the tenant, with the caller's organisation and user
@@ -161,16 +138,49 @@ impl Acting {
     }
 }
 
+/// An MSP administrator, with the organisation it runs.
+#[derive(Debug, Clone)]
+pub struct OrgAdmin {
+    pub caller: Caller,
+    pub org: Uuid,
+}
+
+impl FromRequestParts<Shared> for OrgAdmin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Shared) -> ApiResult<Self> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        refuse_without(&caller, Permission::ManageOrg)?;
+        let org = caller
+            .claims
+            .org
+            .ok_or_else(|| ApiError::forbidden("only an MSP administrator may do this"))?;
+        Ok(Self { caller, org })
+    }
+}
+
+fn refuse_without(caller: &Caller, p: Permission) -> ApiResult<()> {
+    if caller.role().may(p) {
+        return Ok(());
+    }
+    Err(ApiError::forbidden(format!(
+        "the {} role may not do this (it takes the {} permission)",
+        caller.role().as_str(),
+        p.as_str()
+    )))
+}
+
 /// Names the organisation and user of a transaction for the policies.
 pub async fn set_identity(tx: &mut TenantTx, claims: &Claims) -> ApiResult<()> {
     Ok(tx.set_actor(claims.org, Some(claims.sub)).await?)
 }
 
-impl FromRequestParts<Shared> for Acting {
+impl<N: Need> FromRequestParts<Shared> for Acting<N> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Shared) -> ApiResult<Self> {
         let caller = Caller::from_request_parts(parts, state).await?;
+        refuse_without(&caller, N::PERMISSION)?;
         let named = match parts.headers.get(TENANT_HEADER) {
             None => None,
             Some(v) => Some(
@@ -209,7 +219,11 @@ impl FromRequestParts<Shared> for Acting {
         };
         state.limits.tenant(tenant)?;
         tracing::Span::current().record("tenant_id", tracing::field::display(tenant));
-        Ok(Self { caller, tenant })
+        Ok(Self {
+            caller,
+            tenant,
+            need: PhantomData,
+        })
     }
 }
 

@@ -1,7 +1,7 @@
 //! Devices and enrollment tokens of the acting tenant.
 
 use crate::audit;
-use crate::ctx::Acting;
+use crate::ctx::{Acting, Manage};
 use crate::error::{ApiError, ApiResult};
 use crate::state::Shared;
 use axum::Json;
@@ -127,7 +127,7 @@ pub struct DevicePage {
 
 /// Devices of the tenant with their status, last contact, agent and policy
 /// versions: filtered, sorted and paged on the server.
-#[utoipa::path(get, path = "/api/v1/devices", tag = "devices", params(DeviceFilter), security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/devices", tag = "devices", params(DeviceFilter), security(("bearer" = ["read_tenant"])),
     responses((status = 200, body = DevicePage), (status = 401, body = crate::error::ErrorBody),
               (status = 422, body = crate::error::ErrorBody)))]
 pub async fn list(
@@ -268,11 +268,10 @@ pub(crate) enum Revocable {
 /// tombstone), and audits it. Returns the open transaction.
 pub(crate) async fn revoke_row(
     state: &Shared,
-    acting: &Acting,
+    acting: &Acting<Manage>,
     what: Revocable,
     id: Uuid,
 ) -> ApiResult<mamori_tenancy::TenantTx> {
-    acting.require_admin()?;
     // Each statement returns a label for the audit entry.
     let (sql, kind, action) = match what {
         Revocable::Device => (
@@ -317,7 +316,7 @@ pub(crate) async fn revoke_row(
 }
 
 /// One device.
-#[utoipa::path(get, path = "/api/v1/devices/{id}", tag = "devices", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/devices/{id}", tag = "devices", security(("bearer" = ["read_tenant"])),
     params(("id" = Uuid, Path, description = "device id")),
     responses((status = 200, body = DeviceView), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn get(
@@ -333,12 +332,12 @@ pub async fn get(
 
 /// Revoke a device: its credential stops working and its agent is cut off
 /// within seconds. Its operation log is kept.
-#[utoipa::path(post, path = "/api/v1/devices/{id}/revoke", tag = "devices", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/devices/{id}/revoke", tag = "devices", security(("bearer" = ["manage_tenant"])),
     params(("id" = Uuid, Path, description = "device id")),
     responses((status = 200, body = DeviceView), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn revoke(
     State(state): State<Shared>,
-    acting: Acting,
+    acting: Acting<Manage>,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<DeviceView>> {
     let mut tx = revoke_row(&state, &acting, Revocable::Device, id).await?;
@@ -350,12 +349,12 @@ pub async fn revoke(
 /// Delete a device: it is revoked (its agent is cut off within seconds) and
 /// disappears from the lists. Its operation log is kept for the retention
 /// period.
-#[utoipa::path(delete, path = "/api/v1/devices/{id}", tag = "devices", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/api/v1/devices/{id}", tag = "devices", security(("bearer" = ["manage_tenant"])),
     params(("id" = Uuid, Path, description = "device id")),
     responses((status = 204, description = "deleted"), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn delete(
     State(state): State<Shared>,
-    acting: Acting,
+    acting: Acting<Manage>,
     Path(id): Path<Uuid>,
 ) -> ApiResult<StatusCode> {
     revoke_row(&state, &acting, Revocable::DeviceDelete, id)
@@ -395,13 +394,12 @@ pub struct CreatedTokenView {
 }
 
 /// Enrollment tokens of the tenant (never their secrets).
-#[utoipa::path(get, path = "/api/v1/enrollment-tokens", tag = "devices", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/enrollment-tokens", tag = "devices", security(("bearer" = ["manage_tenant"])),
     responses((status = 200, body = [TokenView])))]
 pub async fn list_tokens(
     State(state): State<Shared>,
-    acting: Acting,
+    acting: Acting<Manage>,
 ) -> ApiResult<Json<Vec<TokenView>>> {
-    acting.require_admin()?;
     let mut tx = acting.begin(&state).await?;
     let rows: Vec<TokenView> = sqlx::query_as(
         "SELECT id, created_at, expires_at, max_uses, uses, revoked_at, group_id
@@ -415,15 +413,14 @@ pub async fn list_tokens(
 }
 
 /// Create an enrollment token.
-#[utoipa::path(post, path = "/api/v1/enrollment-tokens", tag = "devices", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/enrollment-tokens", tag = "devices", security(("bearer" = ["manage_tenant"])),
     request_body = CreateToken,
     responses((status = 201, body = CreatedTokenView), (status = 422, body = crate::error::ErrorBody)))]
 pub async fn create_token(
     State(state): State<Shared>,
-    acting: Acting,
+    acting: Acting<Manage>,
     Json(req): Json<CreateToken>,
 ) -> ApiResult<(StatusCode, Json<CreatedTokenView>)> {
-    acting.require_admin()?;
     let expires = req
         .expires
         .as_deref()
@@ -452,12 +449,12 @@ pub async fn create_token(
 }
 
 /// Revoke an enrollment token; devices already enrolled keep working.
-#[utoipa::path(post, path = "/api/v1/enrollment-tokens/{id}/revoke", tag = "devices", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/enrollment-tokens/{id}/revoke", tag = "devices", security(("bearer" = ["manage_tenant"])),
     params(("id" = Uuid, Path, description = "token id")),
     responses((status = 204, description = "revoked"), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn revoke_token(
     State(state): State<Shared>,
-    acting: Acting,
+    acting: Acting<Manage>,
     Path(id): Path<Uuid>,
 ) -> ApiResult<StatusCode> {
     revoke_row(&state, &acting, Revocable::Token, id)

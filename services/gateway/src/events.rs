@@ -6,7 +6,7 @@
 //! is itself written to the audit log.
 
 use crate::audit;
-use crate::ctx::Acting;
+use crate::ctx::{Acting, Manage};
 use crate::error::{ApiError, ApiResult};
 use crate::state::Shared;
 use crate::validate;
@@ -348,7 +348,7 @@ pub(crate) fn event_view(r: EventRow) -> EventView {
 }
 
 /// Search the operation log.
-#[utoipa::path(get, path = "/api/v1/events", tag = "logs", params(EventQuery), security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/events", tag = "logs", params(EventQuery), security(("bearer" = ["read_tenant"])),
     responses((status = 200, body = EventPage), (status = 422, body = crate::error::ErrorBody)))]
 pub async fn search(
     State(state): State<Shared>,
@@ -398,7 +398,7 @@ fn csv_field(out: &mut String, value: &str) {
 
 /// Export the operation log of a time range as CSV (same filters as the
 /// search, oldest rows last, at most a million rows).
-#[utoipa::path(get, path = "/api/v1/events/export", tag = "logs", params(EventQuery), security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/events/export", tag = "logs", params(EventQuery), security(("bearer" = ["read_tenant"])),
     responses((status = 200, content_type = "text/csv", description = "CSV with a header row")))]
 pub async fn export(
     State(state): State<Shared>,
@@ -528,14 +528,13 @@ pub struct AuditPage {
 }
 
 /// The tenant's audit trail, newest first (tenant and MSP admins).
-#[utoipa::path(get, path = "/api/v1/audit", tag = "logs", params(AuditQuery), security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/audit", tag = "logs", params(AuditQuery), security(("bearer" = ["manage_tenant"])),
     responses((status = 200, body = AuditPage), (status = 403, body = crate::error::ErrorBody)))]
 pub async fn audit_log(
     State(state): State<Shared>,
-    acting: Acting,
+    acting: Acting<Manage>,
     Query(q): Query<AuditQuery>,
 ) -> ApiResult<Json<AuditPage>> {
-    acting.require_admin()?;
     let limit = validate::limit(q.limit)?;
     let (from, to) = validate::time_range(q.from, q.to, Duration::days(30))?;
     let action = q

@@ -2,7 +2,7 @@
 //! belong to and policies attach to. The policy service owns them; these
 //! handlers call it as the verified caller.
 
-use crate::ctx::Acting;
+use crate::ctx::{Acting, Manage};
 use crate::error::{ApiError, ApiResult};
 use crate::policies::{time, uuid};
 use crate::state::Shared;
@@ -42,12 +42,13 @@ impl TryFrom<pb::Group> for GroupView {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateGroup {
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     pub parent_id: Option<Uuid>,
 }
 
 /// Offices and departments (a tree).
-#[utoipa::path(get, path = "/api/v1/groups", tag = "devices", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/groups", tag = "devices", security(("bearer" = ["read_tenant"])),
     responses((status = 200, body = [GroupView])))]
 pub async fn list(State(state): State<Shared>, acting: Acting) -> ApiResult<Json<Vec<GroupView>>> {
     let req = state
@@ -63,15 +64,14 @@ pub async fn list(State(state): State<Shared>, acting: Acting) -> ApiResult<Json
 }
 
 /// Create an office or department.
-#[utoipa::path(post, path = "/api/v1/groups", tag = "devices", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/groups", tag = "devices", security(("bearer" = ["manage_tenant"])),
     request_body = CreateGroup,
     responses((status = 201, body = GroupView), (status = 409, body = crate::error::ErrorBody)))]
 pub async fn create(
     State(state): State<Shared>,
-    acting: Acting,
+    acting: Acting<Manage>,
     Json(body): Json<CreateGroup>,
 ) -> ApiResult<(StatusCode, Json<GroupView>)> {
-    acting.require_admin()?;
     let req = state.policy.request(
         &acting.identity(),
         "CreateGroup",
@@ -93,6 +93,7 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<Uuid>>, D::E
 #[serde(deny_unknown_fields)]
 pub struct UpdateGroup {
     /// A new name.
+    #[schema(min_length = 1, max_length = 200)]
     pub name: Option<String>,
     /// A new parent group; null makes the group top-level. Left out, the
     /// group stays where it is.
@@ -103,17 +104,16 @@ pub struct UpdateGroup {
 
 /// Rename or move a group. A move changes the effective policy of every
 /// device below it; a group never moves under itself or its subgroups.
-#[utoipa::path(patch, path = "/api/v1/groups/{id}", tag = "devices", security(("bearer" = [])),
+#[utoipa::path(patch, path = "/api/v1/groups/{id}", tag = "devices", security(("bearer" = ["manage_tenant"])),
     params(("id" = Uuid, Path)), request_body = UpdateGroup,
     responses((status = 200, body = GroupView), (status = 404, body = crate::error::ErrorBody),
               (status = 409, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
 pub async fn update(
     State(state): State<Shared>,
-    acting: Acting,
+    acting: Acting<Manage>,
     Path(id): Path<Uuid>,
     Json(body): Json<UpdateGroup>,
 ) -> ApiResult<Json<GroupView>> {
-    acting.require_admin()?;
     let req = state.policy.request(
         &acting.identity(),
         "UpdateGroup",
@@ -130,16 +130,15 @@ pub async fn update(
 }
 
 /// Delete an empty group (no devices, no subgroups) and its policy.
-#[utoipa::path(delete, path = "/api/v1/groups/{id}", tag = "devices", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/api/v1/groups/{id}", tag = "devices", security(("bearer" = ["manage_tenant"])),
     params(("id" = Uuid, Path)),
     responses((status = 204, description = "deleted"), (status = 404, body = crate::error::ErrorBody),
               (status = 409, body = crate::error::ErrorBody)))]
 pub async fn delete(
     State(state): State<Shared>,
-    acting: Acting,
+    acting: Acting<Manage>,
     Path(id): Path<Uuid>,
 ) -> ApiResult<StatusCode> {
-    acting.require_admin()?;
     let req = state.policy.request(
         &acting.identity(),
         "DeleteGroup",

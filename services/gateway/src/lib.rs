@@ -37,5 +37,5 @@ pub use accounts::create_tenant_user;
 pub use claims::{Claims, Role};
 pub use config::Config;
 pub use keys::{AUDIENCE, ISSUER, Kek, KeyInfo, add_key, import_key, list_keys, retire_key};
-pub use openapi::document_json as openapi_json;
+pub use openapi::{document_json as openapi_json, permission_of as openapi_permission};
 pub use server::{Running, start};

@@ -1,6 +1,7 @@
 //! The OpenAPI document, generated from the handlers' annotations.
 
 use axum::Json;
+use serde_json::{Value, json};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -100,7 +101,9 @@ impl Modify for Bearer {
         crate::templates::update,
         crate::templates::apply,
         crate::templates::drift,
+        document,
     ),
+    components(schemas(crate::policies::TargetKind)),
     modifiers(&Bearer),
     tags(
         (name = "accounts", description = "Signup, login, tokens"),
@@ -114,15 +117,184 @@ impl Modify for Bearer {
 )]
 pub struct ApiDoc;
 
-/// `GET /api/v1/openapi.json`
-pub async fn document() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+/// The document, completed once (see [`complete`]).
+static DOCUMENT: std::sync::LazyLock<Value> = std::sync::LazyLock::new(|| {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serialises");
+    complete(&mut doc);
+    doc
+});
+
+/// This document.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "accounts",
+    responses((status = 200, description = "The OpenAPI document", content_type = "application/json", body = Object)))]
+pub async fn document() -> Json<Value> {
+    Json(DOCUMENT.clone())
 }
 
 /// The OpenAPI document as pretty JSON (`mamori openapi`, the console's
 /// generated types).
 pub fn document_json() -> String {
-    ApiDoc::openapi()
-        .to_pretty_json()
-        .expect("the OpenAPI document serialises")
+    serde_json::to_string_pretty(&*DOCUMENT).expect("the OpenAPI document serialises")
+}
+
+/// The scopes an operation's `bearer` security requirement names: the
+/// permission it takes (`[]`: any signed-in user). `None`: no token needed.
+pub fn permission_of(operation: &Value) -> Option<Vec<String>> {
+    let bearer = operation["security"]
+        .as_array()?
+        .iter()
+        .find_map(|r| r.get("bearer"))?;
+    Some(
+        bearer
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    )
+}
+
+const TENANT_SCOPES: [&str; 3] = ["read_tenant", "manage_tenant", "hand_over_tenant"];
+
+/// Adds what the handlers' annotations leave to the layers they share:
+/// the answers of the edge (429 per address, 503 on timeout, 500 on a
+/// fault), of the extractors (401 without a token; 403 without the
+/// permission; 400 and 404 for the `X-Mamori-Tenant` header, which is
+/// declared on every operation that acts on a tenant), and of the body,
+/// path and query parsers (400 malformed, 413 too large, 415 not JSON,
+/// 422 refused), and of the database on writes (409, see
+/// `mamori_tenancy::classify`).
+fn complete(doc: &mut Value) {
+    let Some(paths) = doc["paths"].as_object_mut() else {
+        return;
+    };
+    for item in paths.values_mut() {
+        let Some(item) = item.as_object_mut() else {
+            continue;
+        };
+        for (method, op) in item.iter_mut() {
+            if !["get", "put", "post", "delete", "patch"].contains(&method.as_str()) {
+                continue;
+            }
+            let mut add: Vec<(&str, &str)> = vec![
+                ("429", "Too many requests (see Retry-After)"),
+                ("500", "A fault of ours, logged with the request id"),
+                (
+                    "503",
+                    "A dependency is unavailable or the request timed out; retry later",
+                ),
+            ];
+            if let Some(scopes) = permission_of(op) {
+                add.push(("401", "No valid access token"));
+                if scopes.iter().any(|s| s != "read_tenant") {
+                    add.push(("403", "The caller's role lacks the permission this takes"));
+                }
+                if scopes.iter().any(|s| TENANT_SCOPES.contains(&s.as_str())) {
+                    add.push((
+                        "400",
+                        "Malformed X-Mamori-Tenant header, or an MSP user named no tenant",
+                    ));
+                    add.push((
+                        "404",
+                        "No such object in the tenant, or a tenant the caller cannot reach",
+                    ));
+                    let params = op["parameters"]
+                        .as_array_mut()
+                        .map(std::mem::take)
+                        .unwrap_or_default();
+                    let mut params = params;
+                    params.push(json!({
+                        "name": "X-Mamori-Tenant",
+                        "in": "header",
+                        "required": false,
+                        "description": "The tenant an MSP user acts on (tenant users may name only their own).",
+                        "schema": {"type": "string", "format": "uuid"}
+                    }));
+                    op["parameters"] = Value::Array(params);
+                }
+            }
+            if method != "get" {
+                add.push(("409", "Conflicts with what is stored (a taken name, a rule such as \"not empty\"); the message says which"));
+            }
+            if op.get("requestBody").is_some() {
+                add.push(("400", "Malformed JSON"));
+                add.push(("413", "The body is too large"));
+                add.push(("415", "The body is not application/json"));
+                add.push(("422", "A field is refused; the message names it"));
+            }
+            let params = op["parameters"].as_array().cloned().unwrap_or_default();
+            if params.iter().any(|p| p["in"] == "path") {
+                add.push(("400", "A malformed id in the path"));
+                add.push(("404", "No such object"));
+            }
+            if params.iter().any(|p| p["in"] == "query") {
+                add.push(("400", "A malformed query parameter"));
+                add.push(("422", "A query parameter is refused; the message names it"));
+            }
+            let responses = op["responses"]
+                .as_object_mut()
+                .expect("every operation has responses");
+            for (status, description) in add {
+                responses.entry(status).or_insert_with(|| {
+                    json!({
+                        "description": description,
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+                    })
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refs(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::String(r)) = m.get("$ref") {
+                    out.push(r.clone());
+                }
+                m.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_reference_in_the_document_resolves() {
+        let mut found = Vec::new();
+        refs(&DOCUMENT, &mut found);
+        assert!(found.len() > 100);
+        for r in found {
+            let name = r
+                .strip_prefix("#/components/schemas/")
+                .expect("a schema reference");
+            assert!(
+                DOCUMENT["components"]["schemas"].get(name).is_some(),
+                "{r} is not defined"
+            );
+        }
+    }
+
+    #[test]
+    fn every_operation_answers_the_shared_errors_with_a_body() {
+        for (path, item) in DOCUMENT["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                for status in ["429", "500", "503"] {
+                    assert!(
+                        op["responses"].get(status).is_some(),
+                        "{method} {path} {status}"
+                    );
+                }
+                if permission_of(op).is_some() {
+                    assert!(op["responses"].get("401").is_some(), "{method} {path}");
+                }
+            }
+        }
+    }
 }

@@ -7,7 +7,7 @@
 //! effective policy to the affected agents.
 
 use crate::audit;
-use crate::ctx::Acting;
+use crate::ctx::{Acting, Manage};
 use crate::error::{ApiError, ApiResult};
 use crate::state::Shared;
 use axum::Json;
@@ -134,7 +134,7 @@ impl TryFrom<pb::SavedPolicy> for SavedView {
 }
 
 /// Every policy of the tenant.
-#[utoipa::path(get, path = "/api/v1/policies", tag = "policies", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/policies", tag = "policies", security(("bearer" = ["read_tenant"])),
     responses((status = 200, body = PolicyList)))]
 pub async fn list(State(state): State<Shared>, acting: Acting) -> ApiResult<Json<PolicyList>> {
     let req = state.policy.request(
@@ -172,13 +172,10 @@ async fn get_at(
 
 async fn put_at(
     state: &Shared,
-    acting: &Acting,
+    acting: &Acting<Manage>,
     at: pb::PolicyTarget,
     body: Option<Value>,
 ) -> ApiResult<Json<SavedView>> {
-    // Refused here already so an auditor learns it without a round trip;
-    // the policy service checks the role again.
-    acting.require_admin()?;
     let req = state.policy.request(
         &acting.identity(),
         "PutPolicy",
@@ -213,7 +210,7 @@ fn tenant_target() -> pb::PolicyTarget {
 }
 
 /// The tenant's own policy.
-#[utoipa::path(get, path = "/api/v1/policies/tenant", tag = "policies", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/policies/tenant", tag = "policies", security(("bearer" = ["read_tenant"])),
     responses((status = 200, body = PolicyView), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn get_tenant(
     State(state): State<Shared>,
@@ -225,29 +222,29 @@ pub async fn get_tenant(
 /// Replace the tenant's policy with a new version. Sections left out are
 /// not set at this level. A refused document names the bad field and
 /// changes nothing.
-#[utoipa::path(put, path = "/api/v1/policies/tenant", tag = "policies", security(("bearer" = [])),
+#[utoipa::path(put, path = "/api/v1/policies/tenant", tag = "policies", security(("bearer" = ["manage_tenant"])),
     request_body(content = Object, description = "the policy document"),
     responses((status = 200, body = SavedView), (status = 422, body = crate::error::ErrorBody)))]
 pub async fn put_tenant(
     State(state): State<Shared>,
-    acting: Acting,
+    acting: Acting<Manage>,
     Json(body): Json<Value>,
 ) -> ApiResult<Json<SavedView>> {
     put_at(&state, &acting, tenant_target(), Some(body)).await
 }
 
 /// Clear the tenant's policy (a new, empty version).
-#[utoipa::path(delete, path = "/api/v1/policies/tenant", tag = "policies", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/api/v1/policies/tenant", tag = "policies", security(("bearer" = ["manage_tenant"])),
     responses((status = 200, body = SavedView)))]
 pub async fn clear_tenant(
     State(state): State<Shared>,
-    acting: Acting,
+    acting: Acting<Manage>,
 ) -> ApiResult<Json<SavedView>> {
     put_at(&state, &acting, tenant_target(), None).await
 }
 
 /// The versions of the tenant's policy, newest first.
-#[utoipa::path(get, path = "/api/v1/policies/tenant/versions", tag = "policies", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/policies/tenant/versions", tag = "policies", security(("bearer" = ["read_tenant"])),
     responses((status = 200, body = [VersionView])))]
 pub async fn tenant_versions(
     State(state): State<Shared>,
@@ -256,66 +253,70 @@ pub async fn tenant_versions(
     versions_at(&state, &acting, tenant_target()).await
 }
 
-/// `groups` or `devices` in the path.
-fn scope_of(kind: &str, id: Uuid) -> ApiResult<pb::PolicyTarget> {
-    match kind {
-        "groups" => Ok(target(pb::ScopeKind::Group, Some(id))),
-        "devices" => Ok(target(pb::ScopeKind::Device, Some(id))),
-        other => Err(ApiError::not_found(&format!(
-            "policy target kind {other:?}"
-        ))),
-    }
+/// What a policy below the tenant is set on (`{kind}` in the path).
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetKind {
+    Groups,
+    Devices,
+}
+
+fn scope_of(kind: TargetKind, id: Uuid) -> ApiResult<pb::PolicyTarget> {
+    Ok(match kind {
+        TargetKind::Groups => target(pb::ScopeKind::Group, Some(id)),
+        TargetKind::Devices => target(pb::ScopeKind::Device, Some(id)),
+    })
 }
 
 /// The policy of a group or a device.
-#[utoipa::path(get, path = "/api/v1/policies/{kind}/{id}", tag = "policies", security(("bearer" = [])),
-    params(("kind" = String, Path, description = "`groups` or `devices`"), ("id" = Uuid, Path)),
+#[utoipa::path(get, path = "/api/v1/policies/{kind}/{id}", tag = "policies", security(("bearer" = ["read_tenant"])),
+    params(("kind" = TargetKind, Path, description = "what the policy is set on"), ("id" = Uuid, Path)),
     responses((status = 200, body = PolicyView), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn get_target(
     State(state): State<Shared>,
     acting: Acting,
-    Path((kind, id)): Path<(String, Uuid)>,
+    Path((kind, id)): Path<(TargetKind, Uuid)>,
 ) -> ApiResult<Json<PolicyView>> {
-    get_at(&state, &acting, scope_of(&kind, id)?).await
+    get_at(&state, &acting, scope_of(kind, id)?).await
 }
 
 /// Replace the policy of a group or a device with a new version.
-#[utoipa::path(put, path = "/api/v1/policies/{kind}/{id}", tag = "policies", security(("bearer" = [])),
-    params(("kind" = String, Path, description = "`groups` or `devices`"), ("id" = Uuid, Path)),
+#[utoipa::path(put, path = "/api/v1/policies/{kind}/{id}", tag = "policies", security(("bearer" = ["manage_tenant"])),
+    params(("kind" = TargetKind, Path, description = "what the policy is set on"), ("id" = Uuid, Path)),
     request_body(content = Object, description = "the policy document"),
     responses((status = 200, body = SavedView), (status = 404, body = crate::error::ErrorBody),
               (status = 422, body = crate::error::ErrorBody)))]
 pub async fn put_target(
     State(state): State<Shared>,
-    acting: Acting,
-    Path((kind, id)): Path<(String, Uuid)>,
+    acting: Acting<Manage>,
+    Path((kind, id)): Path<(TargetKind, Uuid)>,
     Json(body): Json<Value>,
 ) -> ApiResult<Json<SavedView>> {
-    put_at(&state, &acting, scope_of(&kind, id)?, Some(body)).await
+    put_at(&state, &acting, scope_of(kind, id)?, Some(body)).await
 }
 
 /// Clear the policy of a group or a device: it inherits everything again.
-#[utoipa::path(delete, path = "/api/v1/policies/{kind}/{id}", tag = "policies", security(("bearer" = [])),
-    params(("kind" = String, Path, description = "`groups` or `devices`"), ("id" = Uuid, Path)),
+#[utoipa::path(delete, path = "/api/v1/policies/{kind}/{id}", tag = "policies", security(("bearer" = ["manage_tenant"])),
+    params(("kind" = TargetKind, Path, description = "what the policy is set on"), ("id" = Uuid, Path)),
     responses((status = 200, body = SavedView), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn clear_target(
     State(state): State<Shared>,
-    acting: Acting,
-    Path((kind, id)): Path<(String, Uuid)>,
+    acting: Acting<Manage>,
+    Path((kind, id)): Path<(TargetKind, Uuid)>,
 ) -> ApiResult<Json<SavedView>> {
-    put_at(&state, &acting, scope_of(&kind, id)?, None).await
+    put_at(&state, &acting, scope_of(kind, id)?, None).await
 }
 
 /// The versions of a group's or device's policy, newest first.
-#[utoipa::path(get, path = "/api/v1/policies/{kind}/{id}/versions", tag = "policies", security(("bearer" = [])),
-    params(("kind" = String, Path, description = "`groups` or `devices`"), ("id" = Uuid, Path)),
+#[utoipa::path(get, path = "/api/v1/policies/{kind}/{id}/versions", tag = "policies", security(("bearer" = ["read_tenant"])),
+    params(("kind" = TargetKind, Path, description = "what the policy is set on"), ("id" = Uuid, Path)),
     responses((status = 200, body = [VersionView]), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn target_versions(
     State(state): State<Shared>,
     acting: Acting,
-    Path((kind, id)): Path<(String, Uuid)>,
+    Path((kind, id)): Path<(TargetKind, Uuid)>,
 ) -> ApiResult<Json<Vec<VersionView>>> {
-    versions_at(&state, &acting, scope_of(&kind, id)?).await
+    versions_at(&state, &acting, scope_of(kind, id)?).await
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -335,7 +336,7 @@ pub struct EffectiveView {
 
 /// The effective policy of a device: tenant, group chain and device
 /// policies merged, the most specific winning, with each section's origin.
-#[utoipa::path(get, path = "/api/v1/devices/{id}/policy", tag = "policies", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/devices/{id}/policy", tag = "policies", security(("bearer" = ["read_tenant"])),
     params(("id" = Uuid, Path, description = "device id")),
     responses((status = 200, body = EffectiveView), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn effective(
@@ -368,16 +369,15 @@ pub struct MoveDevice {
 }
 
 /// Move a device to another group: its effective policy changes with it.
-#[utoipa::path(patch, path = "/api/v1/devices/{id}", tag = "devices", security(("bearer" = [])),
+#[utoipa::path(patch, path = "/api/v1/devices/{id}", tag = "devices", security(("bearer" = ["manage_tenant"])),
     params(("id" = Uuid, Path, description = "device id")), request_body = MoveDevice,
     responses((status = 204, description = "moved"), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn move_device(
     State(state): State<Shared>,
-    acting: Acting,
+    acting: Acting<Manage>,
     Path(id): Path<Uuid>,
     Json(body): Json<MoveDevice>,
 ) -> ApiResult<StatusCode> {
-    acting.require_admin()?;
     let req = state.policy.request(
         &acting.identity(),
         "MoveDevice",
@@ -393,6 +393,7 @@ pub async fn move_device(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWebhook {
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     /// `https://…` to a public address (private and loopback destinations
     /// only where the operator allows them).
@@ -432,15 +433,14 @@ pub struct CreatedWebhook {
 }
 
 /// Register a webhook that alarm notifications can be routed to.
-#[utoipa::path(post, path = "/api/v1/webhooks", tag = "policies", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/webhooks", tag = "policies", security(("bearer" = ["manage_tenant"])),
     request_body = CreateWebhook,
     responses((status = 201, body = CreatedWebhook), (status = 422, body = crate::error::ErrorBody)))]
 pub async fn create_webhook(
     State(state): State<Shared>,
-    acting: Acting,
+    acting: Acting<Manage>,
     Json(req): Json<CreateWebhook>,
 ) -> ApiResult<(StatusCode, Json<CreatedWebhook>)> {
-    acting.require_admin()?;
     let name = crate::validate::name("name", &req.name)?;
     let allow_private = state.cfg.webhook_allow_private;
     let url = mamori_policy::webhook::check_url(&req.url, allow_private)
@@ -491,7 +491,7 @@ pub fn webhook_secret_name(id: Uuid) -> String {
 }
 
 /// The tenant's webhooks (without secrets).
-#[utoipa::path(get, path = "/api/v1/webhooks", tag = "policies", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/webhooks", tag = "policies", security(("bearer" = ["read_tenant"])),
     responses((status = 200, body = [WebhookView])))]
 pub async fn list_webhooks(
     State(state): State<Shared>,
@@ -503,7 +503,7 @@ pub async fn list_webhooks(
             .fetch_all(&mut *tx)
             .await?;
     tx.commit().await?;
-    if acting.access() < crate::ctx::Access::Admin {
+    if !acting.may(crate::ctx::Permission::ManageTenant) {
         for r in &mut rows {
             r.url = masked_url(&r.url);
         }
@@ -512,15 +512,14 @@ pub async fn list_webhooks(
 }
 
 /// Delete a webhook; routes naming it skip it.
-#[utoipa::path(delete, path = "/api/v1/webhooks/{id}", tag = "policies", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/api/v1/webhooks/{id}", tag = "policies", security(("bearer" = ["manage_tenant"])),
     params(("id" = Uuid, Path)),
     responses((status = 204, description = "deleted"), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn delete_webhook(
     State(state): State<Shared>,
-    acting: Acting,
+    acting: Acting<Manage>,
     Path(id): Path<Uuid>,
 ) -> ApiResult<StatusCode> {
-    acting.require_admin()?;
     let mut tx = acting.begin(&state).await?;
     let gone = sqlx::query("DELETE FROM webhooks WHERE id = $1")
         .bind(id)

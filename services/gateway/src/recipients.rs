@@ -168,7 +168,7 @@ pub struct RecipientView {
 
 /// Addresses outside the tenant's users that alarm mail was routed to, and
 /// whether they confirmed (the tenant's verified users need not).
-#[utoipa::path(get, path = "/api/v1/notification-recipients", tag = "policies", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/notification-recipients", tag = "policies", security(("bearer" = ["read_tenant"])),
     responses((status = 200, body = [RecipientView])))]
 pub async fn list(
     State(state): State<Shared>,

@@ -4,7 +4,7 @@
 //! tenant), and sees which tenants have drifted from it since. The policy
 //! service keeps them; these handlers call it as the verified caller.
 
-use crate::ctx::Caller;
+use crate::ctx::OrgAdmin;
 use crate::error::ApiResult;
 use crate::policies::{json, time, uuid};
 use crate::state::Shared;
@@ -20,6 +20,7 @@ use uuid::Uuid;
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TemplateInput {
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     /// A policy document.
     #[schema(value_type = Object)]
@@ -59,16 +60,15 @@ impl TryFrom<pb::Template> for TemplateView {
 }
 
 /// Create a policy template of the caller's MSP organisation.
-#[utoipa::path(post, path = "/api/v1/org/policy-templates", tag = "policies", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/org/policy-templates", tag = "policies", security(("bearer" = ["manage_org"])),
     request_body = TemplateInput,
     responses((status = 201, body = TemplateView), (status = 409, body = crate::error::ErrorBody),
               (status = 422, body = crate::error::ErrorBody)))]
 pub async fn create(
     State(state): State<Shared>,
-    caller: Caller,
+    OrgAdmin { caller, .. }: OrgAdmin,
     Json(input): Json<TemplateInput>,
 ) -> ApiResult<(StatusCode, Json<TemplateView>)> {
-    caller.require_msp_admin()?;
     let req = state
         .policy
         .request(&caller.identity(None), "CreateTemplate", input.into());
@@ -77,13 +77,12 @@ pub async fn create(
 }
 
 /// The organisation's policy templates.
-#[utoipa::path(get, path = "/api/v1/org/policy-templates", tag = "policies", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/org/policy-templates", tag = "policies", security(("bearer" = ["manage_org"])),
     responses((status = 200, body = [TemplateView])))]
 pub async fn list(
     State(state): State<Shared>,
-    caller: Caller,
+    OrgAdmin { caller, .. }: OrgAdmin,
 ) -> ApiResult<Json<Vec<TemplateView>>> {
-    caller.require_msp_admin()?;
     let req = state.policy.request(
         &caller.identity(None),
         "ListTemplates",
@@ -100,17 +99,16 @@ pub async fn list(
 
 /// Replace a template's document (a new version). Tenants it was applied to
 /// keep their policy until it is applied again; they show as drifted.
-#[utoipa::path(put, path = "/api/v1/org/policy-templates/{id}", tag = "policies", security(("bearer" = [])),
+#[utoipa::path(put, path = "/api/v1/org/policy-templates/{id}", tag = "policies", security(("bearer" = ["manage_org"])),
     params(("id" = Uuid, Path)), request_body = TemplateInput,
     responses((status = 200, body = TemplateView), (status = 404, body = crate::error::ErrorBody),
               (status = 422, body = crate::error::ErrorBody)))]
 pub async fn update(
     State(state): State<Shared>,
-    caller: Caller,
+    OrgAdmin { caller, .. }: OrgAdmin,
     Path(id): Path<Uuid>,
     Json(input): Json<TemplateInput>,
 ) -> ApiResult<Json<TemplateView>> {
-    caller.require_msp_admin()?;
     let req = state.policy.request(
         &caller.identity(None),
         "UpdateTemplate",
@@ -143,16 +141,15 @@ pub struct Applied {
 /// tenant policy (a new version, audited in the tenant) and reaches their
 /// agents. Every tenant is checked first: one that is not the
 /// organisation's makes the whole call 404 and changes nothing.
-#[utoipa::path(post, path = "/api/v1/org/policy-templates/{id}/apply", tag = "policies", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/org/policy-templates/{id}/apply", tag = "policies", security(("bearer" = ["manage_org"])),
     params(("id" = Uuid, Path)), request_body = ApplyTemplate,
     responses((status = 200, body = [Applied]), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn apply(
     State(state): State<Shared>,
-    caller: Caller,
+    OrgAdmin { caller, .. }: OrgAdmin,
     Path(id): Path<Uuid>,
     Json(body): Json<ApplyTemplate>,
 ) -> ApiResult<Json<Vec<Applied>>> {
-    caller.require_msp_admin()?;
     let req = state.policy.request(
         &caller.identity(None),
         "ApplyTemplate",
@@ -192,15 +189,14 @@ pub struct DriftView {
 
 /// Which of the organisation's tenants follow the template and which have
 /// drifted from it.
-#[utoipa::path(get, path = "/api/v1/org/policy-templates/{id}/drift", tag = "policies", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/org/policy-templates/{id}/drift", tag = "policies", security(("bearer" = ["manage_org"])),
     params(("id" = Uuid, Path)),
     responses((status = 200, body = [DriftView]), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn drift(
     State(state): State<Shared>,
-    caller: Caller,
+    OrgAdmin { caller, .. }: OrgAdmin,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<Vec<DriftView>>> {
-    caller.require_msp_admin()?;
     let req = state.policy.request(
         &caller.identity(None),
         "TemplateDrift",

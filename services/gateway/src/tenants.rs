@@ -3,8 +3,7 @@
 
 use crate::accounts::begin_identity;
 use crate::audit;
-use crate::claims::Role;
-use crate::ctx::{Acting, Caller};
+use crate::ctx::{Acting, Caller, HandOver, Manage, OrgAdmin};
 use crate::error::{ApiError, ApiResult};
 use crate::state::Shared;
 use crate::validate;
@@ -73,7 +72,7 @@ pub async fn list(
                  WHERE $1 OR EXISTS (SELECT 1 FROM msp_tenant_access a
                                      WHERE a.msp_org_id = $2 AND a.user_id = $3 AND a.tenant_id = o.tenant_id)",
             )
-            .bind(caller.role() == Role::MspAdmin)
+            .bind(caller.role().may(crate::claims::Permission::ManageOrg))
             .bind(org)
             .bind(caller.user())
             .fetch_all(&mut *tx)
@@ -96,6 +95,7 @@ pub async fn list(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
 }
 
@@ -107,15 +107,14 @@ pub struct CreatedTenant {
 }
 
 /// Create a tenant for a customer of the caller's MSP.
-#[utoipa::path(post, path = "/api/v1/tenants", tag = "tenants", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/tenants", tag = "tenants", security(("bearer" = ["manage_org"])),
     request_body = CreateTenant,
     responses((status = 201, body = CreatedTenant), (status = 403, body = crate::error::ErrorBody)))]
 pub async fn create(
     State(state): State<Shared>,
-    caller: Caller,
+    OrgAdmin { caller, org }: OrgAdmin,
     Json(req): Json<CreateTenant>,
 ) -> ApiResult<(StatusCode, Json<CreatedTenant>)> {
-    let org = caller.require_msp_admin()?;
     let name = validate::name("name", &req.name)?;
     let tenant = TenantId::new();
     let mut tx = state.db.begin_tenant(tenant).await?;
@@ -155,7 +154,7 @@ async fn settings(tx: &mut mamori_tenancy::TenantTx) -> ApiResult<TenantSettings
 }
 
 /// The acting tenant: licence usage and settings.
-#[utoipa::path(get, path = "/api/v1/tenant", tag = "tenants", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/tenant", tag = "tenants", security(("bearer" = ["read_tenant"])),
     responses((status = 200, body = TenantSettings)))]
 pub async fn get(State(state): State<Shared>, acting: Acting) -> ApiResult<Json<TenantSettings>> {
     let mut tx = acting.begin(&state).await?;
@@ -167,6 +166,7 @@ pub async fn get(State(state): State<Shared>, acting: Acting) -> ApiResult<Json<
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateTenant {
+    #[schema(min_length = 1, max_length = 200)]
     pub name: Option<String>,
     /// Days operation logs are kept: 90 (three months) to 2557 (seven years).
     pub retention_days: Option<i32>,
@@ -174,15 +174,14 @@ pub struct UpdateTenant {
 
 /// Change the acting tenant's name or log retention. (The device licence
 /// cap is the operator's: `mamori tenant set-limit`.)
-#[utoipa::path(patch, path = "/api/v1/tenant", tag = "tenants", security(("bearer" = [])),
+#[utoipa::path(patch, path = "/api/v1/tenant", tag = "tenants", security(("bearer" = ["manage_tenant"])),
     request_body = UpdateTenant,
     responses((status = 200, body = TenantSettings), (status = 422, body = crate::error::ErrorBody)))]
 pub async fn update(
     State(state): State<Shared>,
-    acting: Acting,
+    acting: Acting<Manage>,
     Json(req): Json<UpdateTenant>,
 ) -> ApiResult<Json<TenantSettings>> {
-    acting.require_admin()?;
     let name = req
         .name
         .as_deref()
@@ -228,17 +227,12 @@ pub struct Handover {
 
 /// Create a one-time code (valid 7 days) with which an MSP takes over the
 /// running of this tenant.
-#[utoipa::path(post, path = "/api/v1/tenant/handover", tag = "tenants", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/tenant/handover", tag = "tenants", security(("bearer" = ["hand_over_tenant"])),
     responses((status = 201, body = Handover), (status = 409, body = crate::error::ErrorBody)))]
 pub async fn handover(
     State(state): State<Shared>,
-    acting: Acting,
+    acting: Acting<HandOver>,
 ) -> ApiResult<(StatusCode, Json<Handover>)> {
-    if acting.caller.role() != Role::TenantAdmin {
-        return Err(ApiError::forbidden(
-            "only the tenant's own administrator may hand it over",
-        ));
-    }
     let code = HandoverCode::generate();
     let expires_at = Utc::now() + Duration::days(7);
     let mut tx = acting.begin(&state).await?;
@@ -283,15 +277,14 @@ pub struct ClaimTenant {
 }
 
 /// Take over a tenant with the handover code its administrator created.
-#[utoipa::path(post, path = "/api/v1/tenants/claim", tag = "tenants", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/tenants/claim", tag = "tenants", security(("bearer" = ["manage_org"])),
     request_body = ClaimTenant,
     responses((status = 200, body = TenantSummary), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn claim(
     State(state): State<Shared>,
-    caller: Caller,
+    OrgAdmin { caller, org }: OrgAdmin,
     Json(req): Json<ClaimTenant>,
 ) -> ApiResult<Json<TenantSummary>> {
-    let org = caller.require_msp_admin()?;
     let code = HandoverCode::parse(&req.code).map_err(|e| ApiError::invalid("code", e))?;
     // One transaction: the takeover and its audit entry stand or fall
     // together. The tenant is only known after the claim, so the claim runs
@@ -324,16 +317,15 @@ pub async fn claim(
 
 /// Stop running a tenant: the MSP loses access; the tenant's own
 /// administrators keep it.
-#[utoipa::path(post, path = "/api/v1/tenants/{id}/release", tag = "tenants", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/tenants/{id}/release", tag = "tenants", security(("bearer" = ["manage_org"])),
     params(("id" = Uuid, Path, description = "tenant id")),
     responses((status = 204, description = "released"), (status = 404, body = crate::error::ErrorBody),
               (status = 409, body = crate::error::ErrorBody)))]
 pub async fn release(
     State(state): State<Shared>,
-    caller: Caller,
+    OrgAdmin { caller, org }: OrgAdmin,
     Path(id): Path<Uuid>,
 ) -> ApiResult<StatusCode> {
-    let org = caller.require_msp_admin()?;
     let tenant = TenantId::from_uuid(id);
     let mut tx = state.db.begin_tenant(tenant).await?;
     crate::ctx::set_identity(&mut tx, &caller.claims).await?;

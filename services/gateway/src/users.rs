@@ -7,7 +7,7 @@ use crate::accounts::{
 };
 use crate::audit;
 use crate::claims::Role;
-use crate::ctx::{Acting, Caller, client_ip};
+use crate::ctx::{Acting, Caller, Manage, OrgAdmin, client_ip};
 use crate::devices::{Revocable, revoke_row};
 use crate::error::{ApiError, ApiResult};
 use crate::password;
@@ -41,10 +41,12 @@ pub struct UserView {
 }
 
 /// Users of the acting tenant.
-#[utoipa::path(get, path = "/api/v1/users", tag = "users", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/users", tag = "users", security(("bearer" = ["manage_tenant"])),
     responses((status = 200, body = [UserView])))]
-pub async fn list(State(state): State<Shared>, acting: Acting) -> ApiResult<Json<Vec<UserView>>> {
-    acting.require_admin()?;
+pub async fn list(
+    State(state): State<Shared>,
+    acting: Acting<Manage>,
+) -> ApiResult<Json<Vec<UserView>>> {
     let mut tx = acting.begin(&state).await?;
     let rows: Vec<UserView> = sqlx::query_as(
         "SELECT id, email, role, created_at, email_verified_at IS NOT NULL AS email_verified,
@@ -59,13 +61,12 @@ pub async fn list(State(state): State<Shared>, acting: Acting) -> ApiResult<Json
 }
 
 /// Users of the caller's MSP organisation, with technicians' access lists.
-#[utoipa::path(get, path = "/api/v1/org/users", tag = "users", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/org/users", tag = "users", security(("bearer" = ["manage_org"])),
     responses((status = 200, body = [UserView])))]
 pub async fn list_org(
     State(state): State<Shared>,
-    caller: Caller,
+    OrgAdmin { caller, org }: OrgAdmin,
 ) -> ApiResult<Json<Vec<UserView>>> {
-    let org = caller.require_msp_admin()?;
     let mut tx = begin_identity(&state, Some(org), Some(caller.user())).await?;
     let rows: Vec<UserView> = sqlx::query_as(
         "SELECT u.id, u.email, u.role, u.created_at, u.email_verified_at IS NOT NULL AS email_verified,
@@ -85,6 +86,7 @@ pub async fn list_org(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Invite {
+    #[schema(format = "email", max_length = 254)]
     pub email: String,
     pub role: Role,
 }
@@ -145,15 +147,14 @@ async fn send_invitation(
 }
 
 /// Invite a tenant admin or auditor to the acting tenant.
-#[utoipa::path(post, path = "/api/v1/invitations", tag = "users", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/invitations", tag = "users", security(("bearer" = ["manage_tenant"])),
     request_body = Invite,
     responses((status = 201, body = InvitationView), (status = 409, body = crate::error::ErrorBody)))]
 pub async fn invite(
     State(state): State<Shared>,
-    acting: Acting,
+    acting: Acting<Manage>,
     Json(req): Json<Invite>,
 ) -> ApiResult<(StatusCode, Json<InvitationView>)> {
-    acting.require_admin()?;
     if req.role.is_msp() {
         return Err(ApiError::invalid(
             "role",
@@ -193,15 +194,14 @@ pub async fn invite(
 }
 
 /// Invite an MSP admin or technician to the caller's organisation.
-#[utoipa::path(post, path = "/api/v1/org/invitations", tag = "users", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/org/invitations", tag = "users", security(("bearer" = ["manage_org"])),
     request_body = Invite,
     responses((status = 201, body = InvitationView), (status = 409, body = crate::error::ErrorBody)))]
 pub async fn invite_org(
     State(state): State<Shared>,
-    caller: Caller,
+    OrgAdmin { caller, org }: OrgAdmin,
     Json(req): Json<Invite>,
 ) -> ApiResult<(StatusCode, Json<InvitationView>)> {
-    let org = caller.require_msp_admin()?;
     if !req.role.is_msp() {
         return Err(ApiError::invalid(
             "role",
@@ -264,13 +264,12 @@ pub struct PendingInvitationView {
 }
 
 /// Invitations to the acting tenant (never their codes).
-#[utoipa::path(get, path = "/api/v1/invitations", tag = "users", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/invitations", tag = "users", security(("bearer" = ["manage_tenant"])),
     responses((status = 200, body = [PendingInvitationView])))]
 pub async fn list_invitations(
     State(state): State<Shared>,
-    acting: Acting,
+    acting: Acting<Manage>,
 ) -> ApiResult<Json<Vec<PendingInvitationView>>> {
-    acting.require_admin()?;
     let mut tx = acting.begin(&state).await?;
     let rows: Vec<PendingInvitationView> = sqlx::query_as(
         "SELECT id, email, role, created_at, expires_at, accepted_at, revoked_at
@@ -284,13 +283,12 @@ pub async fn list_invitations(
 }
 
 /// Invitations to the caller's MSP organisation (never their codes).
-#[utoipa::path(get, path = "/api/v1/org/invitations", tag = "users", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/org/invitations", tag = "users", security(("bearer" = ["manage_org"])),
     responses((status = 200, body = [PendingInvitationView])))]
 pub async fn list_org_invitations(
     State(state): State<Shared>,
-    caller: Caller,
+    OrgAdmin { caller, org }: OrgAdmin,
 ) -> ApiResult<Json<Vec<PendingInvitationView>>> {
-    let org = caller.require_msp_admin()?;
     let mut tx = begin_identity(&state, Some(org), Some(caller.user())).await?;
     let rows: Vec<PendingInvitationView> = sqlx::query_as(
         "SELECT id, email, role, created_at, expires_at, accepted_at, revoked_at
@@ -305,15 +303,14 @@ pub async fn list_org_invitations(
 
 /// Withdraw an invitation to the caller's MSP organisation that has not
 /// been accepted.
-#[utoipa::path(post, path = "/api/v1/org/invitations/{id}/revoke", tag = "users", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/org/invitations/{id}/revoke", tag = "users", security(("bearer" = ["manage_org"])),
     params(("id" = Uuid, Path, description = "invitation id")),
     responses((status = 204, description = "withdrawn"), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn revoke_org_invitation(
     State(state): State<Shared>,
-    caller: Caller,
+    OrgAdmin { caller, org }: OrgAdmin,
     Path(id): Path<Uuid>,
 ) -> ApiResult<StatusCode> {
-    let org = caller.require_msp_admin()?;
     let mut tx = begin_identity(&state, Some(org), Some(caller.user())).await?;
     let email: Option<String> = sqlx::query_scalar(
         "UPDATE invitations SET revoked_at = coalesce(revoked_at, now())
@@ -330,12 +327,12 @@ pub async fn revoke_org_invitation(
 }
 
 /// Withdraw an invitation that has not been accepted.
-#[utoipa::path(post, path = "/api/v1/invitations/{id}/revoke", tag = "users", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/invitations/{id}/revoke", tag = "users", security(("bearer" = ["manage_tenant"])),
     params(("id" = Uuid, Path, description = "invitation id")),
     responses((status = 204, description = "withdrawn"), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn revoke_invitation(
     State(state): State<Shared>,
-    acting: Acting,
+    acting: Acting<Manage>,
     Path(id): Path<Uuid>,
 ) -> ApiResult<StatusCode> {
     revoke_row(&state, &acting, Revocable::Invitation, id)
@@ -349,6 +346,7 @@ pub async fn revoke_invitation(
 #[serde(deny_unknown_fields)]
 pub struct AcceptInvitation {
     pub token: String,
+    #[schema(min_length = 12, max_length = 128)]
     pub password: String,
 }
 
@@ -531,16 +529,15 @@ async fn apply_update(
 }
 
 /// Change the role of a user of the acting tenant, or disable them.
-#[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "users", security(("bearer" = [])),
+#[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "users", security(("bearer" = ["manage_tenant"])),
     params(("id" = Uuid, Path, description = "user id")), request_body = UpdateUser,
     responses((status = 200, body = UserView), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn update(
     State(state): State<Shared>,
-    acting: Acting,
+    acting: Acting<Manage>,
     Path(id): Path<Uuid>,
     Json(req): Json<UpdateUser>,
 ) -> ApiResult<Json<UserView>> {
-    acting.require_admin()?;
     check_self(&acting.caller, id)?;
     if req.role.is_some_and(Role::is_msp) {
         return Err(ApiError::invalid(
@@ -564,16 +561,15 @@ pub async fn update(
 }
 
 /// Change the role of a user of the caller's MSP organisation, or disable them.
-#[utoipa::path(patch, path = "/api/v1/org/users/{id}", tag = "users", security(("bearer" = [])),
+#[utoipa::path(patch, path = "/api/v1/org/users/{id}", tag = "users", security(("bearer" = ["manage_org"])),
     params(("id" = Uuid, Path, description = "user id")), request_body = UpdateUser,
     responses((status = 200, body = UserView), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn update_org(
     State(state): State<Shared>,
-    caller: Caller,
+    OrgAdmin { caller, org }: OrgAdmin,
     Path(id): Path<Uuid>,
     Json(req): Json<UpdateUser>,
 ) -> ApiResult<Json<UserView>> {
-    let org = caller.require_msp_admin()?;
     check_self(&caller, id)?;
     if req.role.is_some_and(|r| !r.is_msp()) {
         return Err(ApiError::invalid(
@@ -595,16 +591,15 @@ pub struct TenantAccess {
 }
 
 /// Set the tenants an MSP technician may act on (replaces the list).
-#[utoipa::path(put, path = "/api/v1/org/users/{id}/tenants", tag = "users", security(("bearer" = [])),
+#[utoipa::path(put, path = "/api/v1/org/users/{id}/tenants", tag = "users", security(("bearer" = ["manage_org"])),
     params(("id" = Uuid, Path, description = "technician's user id")), request_body = TenantAccess,
     responses((status = 200, body = UserView), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn set_access(
     State(state): State<Shared>,
-    caller: Caller,
+    OrgAdmin { caller, org }: OrgAdmin,
     Path(id): Path<Uuid>,
     Json(req): Json<TenantAccess>,
 ) -> ApiResult<Json<UserView>> {
-    let org = caller.require_msp_admin()?;
     if req.tenant_ids.len() > 10_000 {
         return Err(ApiError::invalid("tenant_ids", "at most 10000 tenants"));
     }
