@@ -11,6 +11,7 @@ import { Dashboard } from './pages/Dashboard';
 import { Devices } from './pages/Devices';
 import { Login } from './pages/Login';
 import { NotFound } from './pages/NotFound';
+import { ForgotPassword, ResetPassword } from './pages/PasswordReset';
 import { Signup } from './pages/Signup';
 import { Verify } from './pages/Verify';
 
@@ -40,6 +41,8 @@ export const router = createBrowserRouter([
   { path: '/signup', element: <Signup /> },
   { path: '/verify', element: <Verify /> },
   { path: '/accept-invitation', element: <AcceptInvitation /> },
+  { path: '/forgot-password', element: <ForgotPassword /> },
+  { path: '/reset-password', element: <ResetPassword /> },
   {
     element: <RequireSession />,
     children: [

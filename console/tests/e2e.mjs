@@ -169,6 +169,62 @@ test('the console is served with its security headers, and deep links get the ap
   assert.equal((await missing.json()).error.code, 'not_found');
 });
 
+/** A new account signed up through the API: { email, access }. */
+async function signupApi(kind = 'tenant', company = 'API KK') {
+  const email = `${kind}-${Date.now()}-${Math.random().toString(36).slice(2)}@console.example.com`;
+  const r = await fetch(`${base}/api/v1/signup`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ email, password: PASSWORD, company, kind }),
+  });
+  const text = await r.text();
+  assert.equal(r.status, 201, text);
+  const v = JSON.parse(text);
+  return { email, access: v.access_token, tenant: v.tenant_id, enrollment: v.enrollment_token };
+}
+
+test('a forgotten password is reset from the mailed link; a refused one is shown at its field', async (browser) => {
+  const { email } = await signupApi();
+  const context = await browser.newContext({ locale: 'en-US' });
+  const page = await watchedPage(context);
+  await page.goto(`${base}/login`);
+  await page.getByRole('link', { name: 'Forgot your password?' }).click();
+  await page.getByRole('heading', { name: 'Reset your password' }).waitFor();
+  await page.getByLabel('E-mail address').fill(email);
+  await page.getByRole('button', { name: 'Send a reset link' }).click();
+  await page.getByTestId('reset-sent').waitFor();
+  await assertClean(page, 'forgot password (en)');
+  const mail = await waitFor('the reset mail', () => {
+    const m = mailTo(email);
+    return m && m.includes('mmp_') ? m : null;
+  });
+  const link = mail.match(/https?:\/\/\S+\/reset-password\?token=mmp_[A-Za-z0-9_-]{43}/)?.[0];
+  assert.ok(link, `a /reset-password link in: ${mail}`);
+  await page.goto(link);
+  await page.getByRole('heading', { name: 'Choose a new password' }).waitFor();
+  await page.getByLabel('New password').fill('short');
+  await page.getByRole('button', { name: 'Set the new password' }).click();
+  // The API's message, next to the field it names.
+  const field = page.getByLabel('New password');
+  await page.getByText('must be at least 12 characters (got 5)').waitFor();
+  const described = (await field.getAttribute('aria-describedby')) ?? '';
+  const notes = await Promise.all(
+    described.split(/\s+/).filter(Boolean).map((id) => page.locator(`[id="${id}"]`).innerText()),
+  );
+  assert.ok(notes.some((n) => n.includes('must be at least 12 characters')), `the field describes its error: ${notes}`);
+  page.problems.length = 0; // the 422 is expected
+  await field.fill('a fresh and long passphrase');
+  await page.getByRole('button', { name: 'Set the new password' }).click();
+  await page.getByTestId('reset-done').waitFor();
+  await assertClean(page, 'reset password (en)');
+  await page.getByRole('link', { name: 'Log in' }).click();
+  await page.getByLabel('E-mail address').fill(email);
+  await page.getByLabel('Password').fill('a fresh and long passphrase');
+  await page.getByRole('button', { name: 'Log in' }).click();
+  await page.getByRole('heading', { name: 'Dashboard' }).waitFor();
+  await context.close();
+});
+
 const browser = await chromium.launch({
   executablePath,
   args: [

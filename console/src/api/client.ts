@@ -18,6 +18,19 @@ export class ApiError extends Error {
     this.status = status;
     this.code = code;
   }
+
+  /** The request field a refusal names (`new_password: must be …`), so a
+   * form can show the message next to that field. */
+  get field(): string | null {
+    if (this.code !== 'invalid_input') return null;
+    return /^([A-Za-z_][A-Za-z0-9_.[\]]*): /.exec(this.message)?.[1] ?? null;
+  }
+
+  /** The message without the field name in front. */
+  get reason(): string {
+    const field = this.field;
+    return field ? this.message.slice(field.length + 2) : this.message;
+  }
 }
 
 /** The session ended (refresh refused): the user must log in again. */
@@ -175,6 +188,19 @@ export async function call<T>(method: string, path: string, options: Call = {}):
     if (response.status === 204) return undefined as T;
     return (await response.json()) as T;
   }
+}
+
+/** A call that needs no session (signup, links from mails). */
+export async function publicCall<T>(method: string, path: string, body?: unknown): Promise<T> {
+  const response = await fetch(path, {
+    method,
+    headers: body === undefined ? {} : { 'Content-Type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+    credentials: 'same-origin',
+  });
+  if (!response.ok) throw await errorOf(response);
+  if (response.status === 204) return undefined as T;
+  return (await response.json()) as T;
 }
 
 /** A call that answers with a file (CSV export): its response, streaming. */

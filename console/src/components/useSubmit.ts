@@ -1,22 +1,30 @@
 import { useState } from 'react';
 import type { FormEvent } from 'react';
+import { ApiError } from '../api/client';
 
-/** A form's submit: runs `action`, tracks whether it is busy and the
- * message of its error (the API's, which names the bad field). */
-export function useSubmit(action: () => Promise<void>) {
+/** A form's submit: runs `action`, tracks whether it is busy and its
+ * error. A refusal that names one of the form's `fields` is shown next to
+ * that field (`fieldError('name')`); any other as the form's message
+ * (`error`). */
+export function useSubmit(action: () => Promise<void>, fields: readonly string[] = []) {
   const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<string | null>(null);
+  const [failure, setFailure] = useState<unknown>(null);
   const onSubmit = async (e: FormEvent) => {
     e.preventDefault();
     setBusy(true);
-    setError(null);
+    setFailure(null);
     try {
       await action();
     } catch (err) {
-      setError(err instanceof Error ? err.message : String(err));
+      setFailure(err);
     } finally {
       setBusy(false);
     }
   };
-  return { busy, error, onSubmit };
+  const named = failure instanceof ApiError ? failure.field : null;
+  const field = named !== null && fields.includes(named) ? named : null;
+  const error = failure === null || field !== null ? null : failure instanceof Error ? failure.message : String(failure);
+  const fieldError = (name: string): string | undefined =>
+    failure instanceof ApiError && field === name ? failure.reason : undefined;
+  return { busy, error, fieldError, onSubmit };
 }

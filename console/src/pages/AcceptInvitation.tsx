@@ -14,11 +14,14 @@ export function AcceptInvitation() {
   const [params] = useSearchParams();
   const navigate = useNavigate();
   const [password, setPassword] = useState('');
-  const { busy, error, onSubmit } = useSubmit(async () => {
-    await api.authenticate('/api/v1/invitations/accept', { token: params.get('token') ?? '', password });
-    await adopt();
-    void navigate('/', { replace: true });
-  });
+  const { busy, error, fieldError, onSubmit } = useSubmit(
+    async () => {
+      await api.authenticate('/api/v1/invitations/accept', { token: params.get('token') ?? '', password });
+      await adopt();
+      void navigate('/', { replace: true });
+    },
+    ['password'],
+  );
   return (
     <AuthFrame title={t('auth.acceptTitle')}>
       <form onSubmit={onSubmit}>
@@ -29,6 +32,7 @@ export function AcceptInvitation() {
             autoComplete="new-password"
             required
             value={password}
+            error={fieldError('password')}
             onChange={(e) => setPassword(e.currentTarget.value)}
           />
           {error && (

@@ -54,6 +54,9 @@ export function Login() {
           <Button type="submit" loading={busy}>
             {t('auth.login')}
           </Button>
+          <Anchor component={Link} to="/forgot-password" size="sm">
+            {t('auth.forgot')}
+          </Anchor>
           <Text size="sm">
             {t('auth.noAccount')}{' '}
             <Anchor component={Link} to="/signup">

@@ -15,23 +15,42 @@ export function Signup() {
   const [email, setEmail] = useState('');
   const [password, setPassword] = useState('');
   const [kind, setKind] = useState<'tenant' | 'msp'>('tenant');
-  const { busy, error, onSubmit } = useSubmit(async () => {
-    await api.authenticate('/api/v1/signup', { company, email, password, kind });
-    await adopt();
-    void navigate('/?welcome=1', { replace: true });
-  });
+  const { busy, error, fieldError, onSubmit } = useSubmit(
+    async () => {
+      await api.authenticate('/api/v1/signup', { company, email, password, kind });
+      await adopt();
+      void navigate('/?welcome=1', { replace: true });
+    },
+    ['company', 'email', 'password'],
+  );
   return (
     <AuthFrame title={t('auth.signupTitle')}>
       <form onSubmit={onSubmit}>
         <Stack>
-          <TextInput label={t('auth.company')} required value={company} onChange={(e) => setCompany(e.currentTarget.value)} />
-          <TextInput label={t('auth.email')} type="email" autoComplete="username" required value={email} onChange={(e) => setEmail(e.currentTarget.value)} />
+          <TextInput
+            label={t('auth.company')}
+            required
+            maxLength={200}
+            value={company}
+            error={fieldError('company')}
+            onChange={(e) => setCompany(e.currentTarget.value)}
+          />
+          <TextInput
+            label={t('auth.email')}
+            type="email"
+            autoComplete="username"
+            required
+            value={email}
+            error={fieldError('email')}
+            onChange={(e) => setEmail(e.currentTarget.value)}
+          />
           <PasswordInput
             label={t('auth.password')}
             description={t('auth.passwordHint')}
             autoComplete="new-password"
             required
             value={password}
+            error={fieldError('password')}
             onChange={(e) => setPassword(e.currentTarget.value)}
           />
           <Stack gap={4}>

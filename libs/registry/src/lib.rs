@@ -19,8 +19,8 @@ pub use devices::{
 };
 pub use error::{Error, Result};
 pub use secret::{
-    DeviceCredential, EnrollmentToken, HandoverCode, InvitationSecret, RecipientSecret,
-    RefreshToken, VerificationSecret,
+    DeviceCredential, EnrollmentToken, HandoverCode, InvitationSecret, PasswordResetCode,
+    RecipientSecret, RefreshToken, VerificationSecret,
 };
 pub use tenants::{Tenant, create_tenant, get_tenant, insert_tenant, set_device_limit};
 pub use tokens::{

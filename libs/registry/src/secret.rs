@@ -19,6 +19,7 @@ const INVITATION_PREFIX: &str = "mmi_";
 const VERIFICATION_PREFIX: &str = "mmv_";
 const HANDOVER_PREFIX: &str = "mmh_";
 const RECIPIENT_PREFIX: &str = "mmn_";
+const RESET_PREFIX: &str = "mmp_";
 const BODY_LEN: usize = 43;
 
 fn generate(prefix: &str) -> SecretString {
@@ -102,6 +103,11 @@ secret_type!(
 secret_type!(
     /// The secret in the link that confirms an address for alarm mail.
     RecipientSecret, RECIPIENT_PREFIX, "confirmation code"
+);
+
+secret_type!(
+    /// The one-time code mailed to reset a forgotten password.
+    PasswordResetCode, RESET_PREFIX, "password reset code"
 );
 
 #[cfg(test)]

@@ -181,25 +181,31 @@ impl Gw {
         .await
     }
 
-    /// Every mail dropped so far, as text.
+    /// Every mail dropped so far, as text, oldest first (the files are
+    /// named at random: ordered by when they were written).
     pub fn mails(&self) -> Vec<String> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(self.mail_dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
+        let mut files: Vec<(std::time::SystemTime, PathBuf)> =
+            std::fs::read_dir(self.mail_dir.path())
+                .unwrap()
+                .map(|e| {
+                    let e = e.unwrap();
+                    (e.metadata().unwrap().modified().unwrap(), e.path())
+                })
+                .collect();
         files.sort();
+        let files: Vec<PathBuf> = files.into_iter().map(|(_, p)| p).collect();
         files
             .iter()
             .map(|p| decode_qp(&std::fs::read_to_string(p).unwrap()))
             .collect()
     }
 
-    /// The `mm?_` code in the newest mail to `email`.
+    /// The `mm?_` code in the newest mail to `email` that has one.
     pub fn code_mailed_to(&self, email: &str, prefix: &str) -> String {
         let mail = self
             .mails()
             .into_iter()
-            .rfind(|m| m.contains(email))
+            .rfind(|m| m.contains(email) && m.contains(prefix))
             .unwrap_or_else(|| panic!("no mail to {email}"));
         let start = mail
             .find(prefix)

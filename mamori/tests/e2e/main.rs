@@ -5,6 +5,7 @@
 mod gw;
 mod support;
 
+mod accounts;
 mod admin_cli;
 mod agent;
 mod api_contract;

@@ -260,7 +260,7 @@ pub async fn signup(
 ) -> ApiResult<(StatusCode, Json<SignupResponse>)> {
     state.limits.auth(client_ip(&parts))?;
     let email = validate::email(&req.email)?;
-    password::check_rules(&req.password, &email)?;
+    password::check_rules("password", &req.password, &email)?;
     let company = validate::name("company", &req.company)?;
     if email_taken(&state, &email).await? {
         return Err(ApiError::conflict(
@@ -662,7 +662,7 @@ pub async fn change_password(
 ) -> ApiResult<Json<TokenResponse>> {
     state.limits.auth(client_ip(&parts))?;
     let email = caller.claims.email.clone();
-    password::check_rules(&req.new_password, &email)?;
+    password::check_rules("new_password", &req.new_password, &email)?;
     if req.current_password.len() > 4 * password::MAX_LEN {
         return Err(ApiError::unauthenticated("the current password is wrong"));
     }
@@ -766,7 +766,7 @@ pub async fn create_tenant_user(
         return Err("role: a tenant user can be tenant_admin or auditor".into());
     }
     let email = validate::email(email).map_err(message)?;
-    password::check_rules(&password, &email).map_err(message)?;
+    password::check_rules("password", &password, &email).map_err(message)?;
     let hash = password::hash(password).await.map_err(message)?;
     let id = Uuid::now_v7();
     let mut tx = db.begin_tenant(tenant).await.map_err(|e| e.to_string())?;
@@ -792,4 +792,121 @@ pub async fn create_tenant_user(
     .map_err(message)?;
     tx.commit().await.map_err(|e| e.to_string())?;
     Ok(id)
+}
+
+/// How long a mailed reset code works.
+const RESET_VALID_MINUTES: i64 = 30;
+/// Reset mails one address gets in an hour at most.
+const RESET_MAILS_PER_HOUR: i32 = 5;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordResetRequest {
+    #[schema(format = "email", max_length = 254)]
+    pub email: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PasswordResetAccepted {
+    /// The same whether or not an account uses the address.
+    pub message: String,
+}
+
+/// Ask for a password reset: when an account uses the address, a one-time
+/// code (valid 30 minutes) is mailed to it. The answer is the same either
+/// way, so it tells nobody which addresses have accounts; at most 5 reset
+/// mails an hour go to one address.
+#[utoipa::path(post, path = "/api/v1/auth/password-reset", tag = "accounts",
+    request_body = PasswordResetRequest,
+    responses((status = 202, body = PasswordResetAccepted), (status = 422, body = crate::error::ErrorBody),
+              (status = 429, body = crate::error::ErrorBody)))]
+pub async fn request_password_reset(
+    State(state): State<Shared>,
+    parts: Parts,
+    Json(req): Json<PasswordResetRequest>,
+) -> ApiResult<(StatusCode, Json<PasswordResetAccepted>)> {
+    state.limits.auth(client_ip(&parts))?;
+    let email = validate::email(&req.email)?;
+    let code = mamori_registry::PasswordResetCode::generate();
+    let user: Option<Uuid> = sqlx::query_scalar(
+        "SELECT mamori_begin_password_reset($1, $2, make_interval(mins => $3), $4)",
+    )
+    .bind(&email)
+    .bind(code.hash())
+    .bind(RESET_VALID_MINUTES as i32)
+    .bind(RESET_MAILS_PER_HOUR)
+    .fetch_one(state.db.pool())
+    .await?;
+    if let Some(user) = user {
+        tracing::info!(user_id = %user, "password reset mailed");
+        // Sent after the answer, so its time does not tell either.
+        let state = state.clone();
+        tokio::spawn(async move {
+            let body = if state.cfg.console_dir.is_empty() {
+                format!(
+                    "Someone (we hope you) asked to reset your Mamori password.\n\nPOST this code with your new password to /api/v1/auth/password-reset/confirm within {RESET_VALID_MINUTES} minutes:\n\n{}\n\nIf it was not you, ignore this mail: your password stays as it is.\n",
+                    code.expose()
+                )
+            } else {
+                let link = state
+                    .cfg
+                    .link(&format!("/reset-password?token={}", code.expose()));
+                format!(
+                    "Someone (we hope you) asked to reset your Mamori password.\n\nOpen this link within {RESET_VALID_MINUTES} minutes to choose a new one:\n\n{link}\n\nIf it was not you, ignore this mail: your password stays as it is.\n"
+                )
+            };
+            state
+                .mailer
+                .send(&email, "Reset your Mamori password", body)
+                .await;
+        });
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(PasswordResetAccepted {
+            message: "if an account uses this address, a reset link is on its way".into(),
+        }),
+    ))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordResetConfirm {
+    /// The code from the mail (`mmp_…`).
+    pub token: String,
+    #[schema(min_length = 12, max_length = 128)]
+    pub new_password: String,
+}
+
+/// Set a new password with the mailed code. Every session of the account
+/// ends; log in with the new password. The address counts as confirmed.
+#[utoipa::path(post, path = "/api/v1/auth/password-reset/confirm", tag = "accounts",
+    request_body = PasswordResetConfirm,
+    responses((status = 204, description = "the password is set"), (status = 422, body = crate::error::ErrorBody),
+              (status = 429, body = crate::error::ErrorBody)))]
+pub async fn confirm_password_reset(
+    State(state): State<Shared>,
+    parts: Parts,
+    Json(req): Json<PasswordResetConfirm>,
+) -> ApiResult<StatusCode> {
+    state.limits.auth(client_ip(&parts))?;
+    let code = mamori_registry::PasswordResetCode::parse(&req.token)
+        .map_err(|e| ApiError::invalid("token", e))?;
+    let unknown = || ApiError::invalid("token", "is unknown, used or expired: ask for a new one");
+    let email: Option<String> = sqlx::query_scalar("SELECT mamori_password_reset_email($1)")
+        .bind(code.hash())
+        .fetch_one(state.db.pool())
+        .await?;
+    let email = email.ok_or_else(unknown)?;
+    password::check_rules("new_password", &req.new_password, &email)?;
+    let hash = password::hash(req.new_password).await?;
+    let user: Option<Uuid> = sqlx::query_scalar("SELECT mamori_finish_password_reset($1, $2)")
+        .bind(code.hash())
+        .bind(&hash)
+        .fetch_one(state.db.pool())
+        .await?;
+    let user = user.ok_or_else(unknown)?;
+    state.sessions.forget_user(user);
+    tracing::info!(user_id = %user, "password reset; every session ended");
+    Ok(StatusCode::NO_CONTENT)
 }

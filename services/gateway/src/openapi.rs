@@ -38,6 +38,8 @@ impl Modify for Bearer {
         crate::accounts::logout,
         crate::accounts::logout_everywhere,
         crate::accounts::change_password,
+        crate::accounts::request_password_reset,
+        crate::accounts::confirm_password_reset,
         crate::accounts::verify_link,
         crate::accounts::verify_post,
         crate::accounts::me,

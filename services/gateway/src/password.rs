@@ -34,24 +34,25 @@ fn argon2() -> Argon2<'static> {
 /// missing account costs as long as a wrong password.
 static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| hash_blocking("not a real password"));
 
-/// Checks a new password; the message says which rule it breaks.
-pub fn check_rules(password: &str, email: &str) -> ApiResult<()> {
+/// Checks a new password (the request's `field`); the message names the
+/// field and the rule it breaks.
+pub fn check_rules(field: &str, password: &str, email: &str) -> ApiResult<()> {
     let len = password.chars().count();
     if len < MIN_LEN {
         return Err(ApiError::invalid(
-            "password",
+            field,
             format!("must be at least {MIN_LEN} characters (got {len})"),
         ));
     }
     if len > MAX_LEN {
         return Err(ApiError::invalid(
-            "password",
+            field,
             format!("must be at most {MAX_LEN} characters"),
         ));
     }
     if password.chars().any(char::is_control) {
         return Err(ApiError::invalid(
-            "password",
+            field,
             "must not contain control characters",
         ));
     }
@@ -64,20 +65,20 @@ pub fn check_rules(password: &str, email: &str) -> ApiResult<()> {
     };
     if distinct < 5 {
         return Err(ApiError::invalid(
-            "password",
+            field,
             "must use at least 5 different characters",
         ));
     }
     if COMMON.contains(&lower.as_str()) {
         return Err(ApiError::invalid(
-            "password",
+            field,
             "is one of the most common passwords",
         ));
     }
     let local = email.split('@').next().unwrap_or_default();
     if local.chars().count() >= 4 && lower.contains(&local.to_lowercase()) {
         return Err(ApiError::invalid(
-            "password",
+            field,
             "must not contain the e-mail address",
         ));
     }
@@ -132,11 +133,16 @@ mod tests {
             ("tab\there-is-bad-1", "control"),
         ];
         for (pw, want) in cases {
-            let err = check_rules(pw, "alice@example.com").unwrap_err();
+            let err = check_rules("password", pw, "alice@example.com").unwrap_err();
             assert!(err.message.contains(want), "{pw}: {}", err.message);
         }
-        check_rules("correct horse battery", "alice@example.com").unwrap();
-        check_rules("パスワードは長くて安全です", "alice@example.com").unwrap();
+        check_rules("password", "correct horse battery", "alice@example.com").unwrap();
+        check_rules(
+            "password",
+            "パスワードは長くて安全です",
+            "alice@example.com",
+        )
+        .unwrap();
     }
 
     #[tokio::test]

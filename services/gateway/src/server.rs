@@ -68,6 +68,14 @@ pub fn router(state: Shared) -> Router {
         .route("/auth/logout-everywhere", post(accounts::logout_everywhere))
         .route("/me/password", post(accounts::change_password))
         .route(
+            "/auth/password-reset",
+            post(accounts::request_password_reset),
+        )
+        .route(
+            "/auth/password-reset/confirm",
+            post(accounts::confirm_password_reset),
+        )
+        .route(
             "/auth/verify",
             get(accounts::verify_link).post(accounts::verify_post),
         )

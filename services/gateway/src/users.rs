@@ -392,7 +392,7 @@ pub async fn accept(
             "this invitation has expired or was withdrawn: ask for a new one",
         ));
     }
-    password::check_rules(&req.password, &inv.email)?;
+    password::check_rules("password", &req.password, &inv.email)?;
     let role =
         Role::parse(&inv.role).ok_or_else(|| ApiError::internal("invitation role", &inv.role))?;
     let hash = password::hash(req.password).await?;
