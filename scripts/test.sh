@@ -51,6 +51,8 @@ if ! diff -q console/src/api/schema.d.ts "$console_check/schema.d.ts" >/dev/null
     echo "console/src/api/schema.d.ts is stale: run scripts/gen-api.sh and commit" >&2
     exit 1
 fi
+log "running the console's unit tests"
+(cd console && node tests/unit.mjs)
 log "running tests"
 cargo nextest run --workspace --locked --no-fail-fast "$@"
 log "running the console's browser tests"

@@ -2,229 +2,16 @@
 // against a real `mamori all` (tests/run.sh starts it). Each test is a
 // person's path through the console; every page is checked for keys left
 // untranslated, for errors in the browser's console and for refused
-// Content-Security-Policy.
-//
-// MAMORI_CONSOLE_URL: the gateway; MAMORI_MAIL_DIR: where it drops mail.
+// Content-Security-Policy. The tests live in the files imported below;
+// MAMORI_TEST_FILTER runs those whose name contains it.
 
 import { chromium } from 'playwright-core';
-import assert from 'node:assert/strict';
-import fs from 'node:fs';
-import path from 'node:path';
+import { executablePath, tests } from './lib.mjs';
+import './auth.mjs';
+import './admin.mjs';
+import './flow.mjs';
 
-const base = process.env.MAMORI_CONSOLE_URL;
-const mailDir = process.env.MAMORI_MAIL_DIR;
-const executablePath = process.env.MAMORI_CHROMIUM ?? '/usr/bin/chromium';
-assert.ok(base && mailDir, 'run through tests/run.sh');
-
-const PASSWORD = 'a long passphrase for tests';
-
-/** The newest mail to `to`, decoded enough to read a link. */
-function mailTo(to) {
-  if (!fs.existsSync(mailDir)) return null;
-  const mails = fs
-    .readdirSync(mailDir)
-    .map((f) => path.join(mailDir, f))
-    .sort((a, b) => fs.statSync(a).mtimeMs - fs.statSync(b).mtimeMs)
-    .map((f) => fs.readFileSync(f, 'utf8').replace(/=\r?\n/g, '').replace(/=3D/g, '='))
-    .filter((m) => m.includes(to));
-  return mails.at(-1) ?? null;
-}
-
-async function waitFor(what, f, ms = 15000) {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await f();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-/** A page that records what should never happen on it. */
-async function watchedPage(context) {
-  const page = await context.newPage();
-  const problems = [];
-  page.on('console', (m) => {
-    if (m.type() === 'error' && !/status of 401/.test(m.text())) problems.push(`console: ${m.text()}`);
-  });
-  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
-  page.problems = problems;
-  return page;
-}
-
-async function assertClean(page, where) {
-  const missing = await page.evaluate(() => window.__mamoriMissingKeys ?? []);
-  assert.deepEqual(missing, [], `${where}: untranslated keys`);
-  // Text that looks like a key (`nav.devices`) was not translated.
-  const body = await page.locator('body').innerText();
-  const raw = body.match(/\b(app|nav|auth|dashboard|alarms|devices|category|role|notFound)\.[a-zA-Z_]+\b/);
-  assert.equal(raw, null, `${where}: a raw key on the page: ${raw?.[0]}`);
-  assert.deepEqual(page.problems, [], `${where}: browser problems`);
-}
-
-const tests = [];
-const test = (name, f) => tests.push({ name, f });
-
-test('sign up in Japanese, confirm the address, stay logged in across a reload, switch to English, log out', async (browser) => {
-  const context = await browser.newContext({ locale: 'ja-JP' });
-  const page = await watchedPage(context);
-  await page.goto(`${base}/signup`);
-  await page.getByRole('heading', { name: '会社を登録する' }).waitFor();
-  await assertClean(page, 'signup (ja)');
-  const email = `owner-${Date.now()}@console.example.com`;
-  await page.getByLabel('会社名').fill('テスト株式会社');
-  await page.getByLabel('メールアドレス').fill(email);
-  await page.getByLabel('パスワード').fill(PASSWORD);
-  await page.getByRole('button', { name: '新規登録' }).click();
-  await page.getByRole('heading', { name: 'ダッシュボード' }).waitFor();
-  await page.getByText(`${email} に確認用のリンクを送りました`, { exact: false }).waitFor();
-  await page.getByTestId('licence').filter({ hasText: '0 / 100' }).waitFor();
-  await page.getByTestId('calendar-month').waitFor();
-  await assertClean(page, 'dashboard (ja)');
-
-  // The refresh token is a cookie the page cannot read.
-  const cookies = await context.cookies();
-  const refresh = cookies.find((c) => c.name === 'mamori_refresh');
-  assert.ok(refresh, 'the refresh cookie is set');
-  assert.equal(refresh.httpOnly, true);
-  assert.equal(refresh.sameSite, 'Strict');
-  assert.equal(refresh.path, '/api/v1/auth');
-  assert.equal(await page.evaluate(() => document.cookie), '', 'JavaScript sees no cookie');
-
-  // The verification mail links to the console's page.
-  const mail = await waitFor('the verification mail', () => mailTo(email));
-  const link = mail.match(/https?:\/\/\S+\/verify\?token=mmv_[A-Za-z0-9_-]{43}/)?.[0];
-  assert.ok(link, `a /verify link in: ${mail}`);
-  await page.goto(link);
-  await page.getByTestId('verified').waitFor();
-  await assertClean(page, 'verify (ja)');
-
-  // A reload keeps the session (the cookie is traded for an access token).
-  await page.goto(`${base}/devices`);
-  await page.getByRole('heading', { name: '端末' }).waitFor();
-  await page.reload();
-  await page.getByRole('heading', { name: '端末' }).waitFor();
-  await page.getByTestId('me').filter({ hasText: email }).waitFor();
-  await assertClean(page, 'devices (ja)');
-
-  // English, remembered.
-  await page.getByText('English', { exact: true }).click();
-  await page.getByRole('heading', { name: 'Devices' }).waitFor();
-  await page.getByRole('link', { name: 'Alarms' }).click();
-  await page.getByRole('heading', { name: 'Alarms' }).waitFor();
-  await page.getByText('No alarms.').waitFor();
-  await assertClean(page, 'alarms (en)');
-  await page.reload();
-  await page.getByRole('heading', { name: 'Alarms' }).waitFor();
-
-  // Logging out ends the session: a deep link asks to log in again, and
-  // leads back there after.
-  await page.getByRole('button', { name: 'Log out' }).click();
-  await page.getByRole('heading', { name: 'Log in to Mamori' }).waitFor();
-  await page.goto(`${base}/devices`);
-  await page.waitForURL(/\/login\?next=%2Fdevices/);
-  await page.getByLabel('E-mail address').fill(email);
-  await page.getByLabel('Password').fill(PASSWORD);
-  await page.getByRole('button', { name: 'Log in' }).click();
-  await page.getByRole('heading', { name: 'Devices' }).waitFor();
-  assert.ok(page.url().endsWith('/devices'), page.url());
-  await assertClean(page, 'after login (en)');
-  await context.close();
-});
-
-test('a wrong password is refused with the API message, and the browser prefers English elsewhere', async (browser) => {
-  const context = await browser.newContext({ locale: 'en-US' });
-  const page = await watchedPage(context);
-  await page.goto(`${base}/login`);
-  await page.getByRole('heading', { name: 'Log in to Mamori' }).waitFor();
-  await page.getByLabel('E-mail address').fill('nobody@console.example.com');
-  await page.getByLabel('Password').fill('not the password at all');
-  await page.getByRole('button', { name: 'Log in' }).click();
-  await page.getByRole('alert').filter({ hasText: 'e-mail address or password is wrong' }).waitFor();
-  page.problems.length = 0; // the 401 of the refused login is expected
-  await assertClean(page, 'login (en)');
-  await context.close();
-});
-
-test('the console is served with its security headers, and deep links get the app', async () => {
-  const index = await fetch(`${base}/devices/some/deep/link`);
-  assert.equal(index.status, 200);
-  assert.match(await index.text(), /<div id="root">/);
-  assert.equal(index.headers.get('cache-control'), 'no-cache');
-  const csp = index.headers.get('content-security-policy') ?? '';
-  assert.match(csp, /script-src 'self'/);
-  assert.doesNotMatch(csp, /script-src[^;]*unsafe-inline/);
-  assert.match(csp, /frame-ancestors 'none'/);
-  assert.equal(index.headers.get('x-content-type-options'), 'nosniff');
-  const html = await (await fetch(`${base}/`)).text();
-  const asset = html.match(/\/assets\/[^"]+\.js/)?.[0];
-  assert.ok(asset, html);
-  const js = await fetch(`${base}${asset}`);
-  assert.equal(js.status, 200);
-  assert.match(js.headers.get('cache-control') ?? '', /immutable/);
-  assert.doesNotMatch(html, /<script>(?!<\/script>)/, 'no inline script');
-  // The API keeps answering JSON, a missing endpoint too.
-  const missing = await fetch(`${base}/api/v1/no-such-thing`);
-  assert.equal(missing.status, 404);
-  assert.equal((await missing.json()).error.code, 'not_found');
-});
-
-/** A new account signed up through the API: { email, access }. */
-async function signupApi(kind = 'tenant', company = 'API KK') {
-  const email = `${kind}-${Date.now()}-${Math.random().toString(36).slice(2)}@console.example.com`;
-  const r = await fetch(`${base}/api/v1/signup`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ email, password: PASSWORD, company, kind }),
-  });
-  const text = await r.text();
-  assert.equal(r.status, 201, text);
-  const v = JSON.parse(text);
-  return { email, access: v.access_token, tenant: v.tenant_id, enrollment: v.enrollment_token };
-}
-
-test('a forgotten password is reset from the mailed link; a refused one is shown at its field', async (browser) => {
-  const { email } = await signupApi();
-  const context = await browser.newContext({ locale: 'en-US' });
-  const page = await watchedPage(context);
-  await page.goto(`${base}/login`);
-  await page.getByRole('link', { name: 'Forgot your password?' }).click();
-  await page.getByRole('heading', { name: 'Reset your password' }).waitFor();
-  await page.getByLabel('E-mail address').fill(email);
-  await page.getByRole('button', { name: 'Send a reset link' }).click();
-  await page.getByTestId('reset-sent').waitFor();
-  await assertClean(page, 'forgot password (en)');
-  const mail = await waitFor('the reset mail', () => {
-    const m = mailTo(email);
-    return m && m.includes('mmp_') ? m : null;
-  });
-  const link = mail.match(/https?:\/\/\S+\/reset-password\?token=mmp_[A-Za-z0-9_-]{43}/)?.[0];
-  assert.ok(link, `a /reset-password link in: ${mail}`);
-  await page.goto(link);
-  await page.getByRole('heading', { name: 'Choose a new password' }).waitFor();
-  await page.getByLabel('New password').fill('short');
-  await page.getByRole('button', { name: 'Set the new password' }).click();
-  // The API's message, next to the field it names.
-  const field = page.getByLabel('New password');
-  await page.getByText('must be at least 12 characters (got 5)').waitFor();
-  const described = (await field.getAttribute('aria-describedby')) ?? '';
-  const notes = await Promise.all(
-    described.split(/\s+/).filter(Boolean).map((id) => page.locator(`[id="${id}"]`).innerText()),
-  );
-  assert.ok(notes.some((n) => n.includes('must be at least 12 characters')), `the field describes its error: ${notes}`);
-  page.problems.length = 0; // the 422 is expected
-  await field.fill('a fresh and long passphrase');
-  await page.getByRole('button', { name: 'Set the new password' }).click();
-  await page.getByTestId('reset-done').waitFor();
-  await assertClean(page, 'reset password (en)');
-  await page.getByRole('link', { name: 'Log in' }).click();
-  await page.getByLabel('E-mail address').fill(email);
-  await page.getByLabel('Password').fill('a fresh and long passphrase');
-  await page.getByRole('button', { name: 'Log in' }).click();
-  await page.getByRole('heading', { name: 'Dashboard' }).waitFor();
-  await context.close();
-});
-
+const filter = process.env.MAMORI_TEST_FILTER ?? '';
 const browser = await chromium.launch({
   executablePath,
   args: [
@@ -239,7 +26,8 @@ const browser = await chromium.launch({
   ],
 });
 let failed = 0;
-for (const t of tests) {
+const chosen = tests.filter((x) => x.name.includes(filter));
+for (const t of chosen) {
   const started = Date.now();
   try {
     await t.f(browser);
@@ -247,8 +35,16 @@ for (const t of tests) {
   } catch (e) {
     failed++;
     console.log(`FAIL ${t.name}\n  ${e.stack ?? e}`);
+    // What the pages said when it failed, for a run with no screen.
+    for (const context of browser.contexts()) {
+      for (const page of context.pages()) {
+        const text = await page.locator('body').innerText().catch(() => '?');
+        console.log(`--- ${page.url()}:\n${text.slice(0, 3000)}`);
+      }
+    }
   }
+  for (const context of browser.contexts()) await context.close();
 }
 await browser.close();
-console.log(`${tests.length - failed}/${tests.length} console tests passed`);
+console.log(`${chosen.length - failed}/${chosen.length} console tests passed`);
 process.exit(failed ? 1 : 0);

@@ -1,8 +1,14 @@
-//! The operator's admin commands: tenants, enrollment tokens, devices.
-//! With `--json` each prints exactly one JSON object on stdout.
+//! The operator's admin commands: tenants, users, enrollment tokens,
+//! devices, signing keys, all through the registry (the same domain layer
+//! the REST API uses). Changes to a tenant are in its audit log with the
+//! actor `operator USER@HOST`. With `--json` each prints exactly one JSON
+//! object on stdout.
 
 use anyhow::Context;
 use clap::Subcommand;
+use mamori_registry::manage::Change;
+use mamori_registry::signing_keys;
+use mamori_tenancy::audit::Actor;
 use mamori_tenancy::{Db, DeviceId, TenantId, TokenId};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -11,14 +17,36 @@ use serde_json::json;
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub database_url: String,
+    /// The gateways' key-encryption key (base64), for `mamori keys rotate`.
+    pub key_encryption_key: String,
+    /// …or a file holding it.
+    pub key_encryption_key_file: String,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
             database_url: "postgres://mamori@127.0.0.1:5432/mamori".into(),
+            key_encryption_key: String::new(),
+            key_encryption_key_file: String::new(),
         }
     }
+}
+
+/// Who runs the command, as the audit log names the operator.
+fn operator() -> String {
+    let user = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    let who: String = format!("operator {user}@{host}")
+        .chars()
+        .take(200)
+        .collect();
+    who
 }
 
 #[derive(Debug, Subcommand)]
@@ -165,16 +193,22 @@ pub async fn user(cfg: Config, cmd: UserCommand) -> anyhow::Result<()> {
             role,
             json,
         } => {
-            let role = mamori_gateway::Role::parse(&role)
-                .ok_or_else(|| anyhow::anyhow!("role {role:?}: use tenant_admin or auditor"))?;
+            let role = mamori_registry::users::TenantRole::parse(&role)?;
             let mut password = String::new();
             std::io::stdin()
                 .read_line(&mut password)
                 .context("cannot read the password from standard input")?;
             let password = password.trim_end_matches(['\r', '\n']).to_owned();
-            let id = mamori_gateway::create_tenant_user(&db, tenant, &email, password, role)
-                .await
-                .map_err(|e| anyhow::anyhow!(e))?;
+            let who = operator();
+            let id = mamori_registry::users::create_tenant_user(
+                &db,
+                tenant,
+                &email,
+                password,
+                role,
+                &Actor::operator(&who),
+            )
+            .await?;
             if json {
                 println!(
                     "{}",
@@ -188,13 +222,13 @@ pub async fn user(cfg: Config, cmd: UserCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn keys(cfg: mamori_gateway::Config, cmd: KeysCommand) -> anyhow::Result<()> {
+pub async fn keys(cfg: Config, cmd: KeysCommand) -> anyhow::Result<()> {
     let db = Db::connect(&cfg.database_url, 2)
         .await
         .context("cannot use the database (MAMORI_DATABASE_URL)")?;
     match cmd {
         KeysCommand::List { json } => {
-            let keys = mamori_gateway::list_keys(&db).await?;
+            let keys = signing_keys::list_keys(&db).await?;
             if json {
                 println!("{}", json!({ "keys": keys }));
             } else {
@@ -219,11 +253,11 @@ pub async fn keys(cfg: mamori_gateway::Config, cmd: KeysCommand) -> anyhow::Resu
                         "set MAMORI_KEY_ENCRYPTION_KEY or MAMORI_KEY_ENCRYPTION_KEY_FILE (the gateways' key-encryption key)"
                     );
                 }
-                mamori_gateway::Kek::from_file(&cfg.key_encryption_key_file)?
+                mamori_keywrap::Kek::from_file(&cfg.key_encryption_key_file)?
             } else {
-                mamori_gateway::Kek::from_base64(&cfg.key_encryption_key)?
+                mamori_keywrap::Kek::from_base64(&cfg.key_encryption_key)?
             };
-            let kid = mamori_gateway::add_key(&db, &kek).await?;
+            let kid = signing_keys::add_key(&db, &kek).await?;
             if json {
                 println!("{}", json!({ "kid": kid }));
             } else {
@@ -231,7 +265,7 @@ pub async fn keys(cfg: mamori_gateway::Config, cmd: KeysCommand) -> anyhow::Resu
             }
         }
         KeysCommand::Retire { kid, json } => {
-            if !mamori_gateway::retire_key(&db, &kid).await? {
+            if !signing_keys::retire_key(&db, &kid).await? {
                 anyhow::bail!("no unretired signing key {kid:?}");
             }
             if json {
@@ -286,7 +320,13 @@ pub async fn token(cfg: Config, cmd: TokenCommand) -> anyhow::Result<()> {
             }
         }
         TokenCommand::Revoke { token_id, json } => {
-            mamori_registry::revoke_token(&db, token_id).await?;
+            let who = operator();
+            mamori_registry::manage::apply(
+                &db,
+                Change::RevokeToken(token_id),
+                &Actor::operator(&who),
+            )
+            .await?;
             if json {
                 println!("{}", json!({ "id": token_id, "revoked": true }));
             } else {
@@ -326,7 +366,13 @@ pub async fn device(cfg: Config, cmd: DeviceCommand) -> anyhow::Result<()> {
             }
         }
         DeviceCommand::Revoke { device_id, json } => {
-            let tenant = mamori_registry::revoke_device(&db, device_id).await?;
+            let who = operator();
+            let tenant = mamori_registry::manage::apply(
+                &db,
+                Change::RevokeDevice(device_id),
+                &Actor::operator(&who),
+            )
+            .await?;
             if json {
                 println!(
                     "{}",

@@ -191,7 +191,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let _telemetry = mamori_telemetry::init("mamori")?;
             mamori_telemetry::metrics_handle();
             let writer = mamori_writer::start(settings.get("writer")?).await?;
-            let ingest = mamori_ingest::start(settings.get("ingest")?).await?;
+            let ingest_cfg: mamori_ingest::Config = settings.get("ingest")?;
+            let ingest_scheme = if ingest_cfg.ingest_tls_cert.is_empty() {
+                "http"
+            } else {
+                "https"
+            };
+            let ingest = mamori_ingest::start(ingest_cfg).await?;
             let policy_cfg: mamori_policy::Config = settings.get("policy")?;
             let policy_tls = policy_cfg.tls_enabled();
             let policy = mamori_policy::start(policy_cfg).await?;
@@ -200,6 +206,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 // The gateway calls the policy service of this process,
                 // wherever it was told to listen.
                 gateway_cfg.policy_url = format!("http://{}", policy.grpc_addr);
+            }
+            if gateway_cfg.agent_server_url.is_empty() {
+                gateway_cfg.agent_server_url = format!("{ingest_scheme}://{}", ingest.grpc_addr);
             }
             let gateway = mamori_gateway::start(gateway_cfg).await?;
             let alerting = mamori_alerting::start(settings.get("alerting")?).await?;
@@ -232,7 +241,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(c) => admin::token(settings.get("admin")?, c).await,
         Command::Device(c) => admin::device(settings.get("admin")?, c).await,
         Command::User(c) => admin::user(settings.get("admin")?, c).await,
-        Command::Keys(c) => admin::keys(settings.get("gateway")?, c).await,
+        Command::Keys(c) => admin::keys(settings.get("admin")?, c).await,
     }
 }
 

@@ -204,12 +204,12 @@ export async function publicCall<T>(method: string, path: string, body?: unknown
 }
 
 /** A call that answers with a file (CSV export): its response, streaming. */
-export async function download(path: string, query: Call['query']): Promise<Response> {
+export async function download(path: string, query: Call['query'], signal?: AbortSignal): Promise<Response> {
   if (tokens && Date.now() > tokens.refreshAt) await refresh();
   const headers: Record<string, string> = {};
   if (tokens) headers['Authorization'] = `Bearer ${tokens.access}`;
   if (actingTenant) headers['X-Mamori-Tenant'] = actingTenant;
-  const response = await fetch(url(path, query), { headers, credentials: 'same-origin' });
+  const response = await fetch(url(path, query), { headers, credentials: 'same-origin', signal });
   if (!response.ok) throw await errorOf(response);
   return response;
 }

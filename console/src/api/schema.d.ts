@@ -38,6 +38,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/alarms/acknowledge": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Acknowledge many alarms at once (the console's bulk action): one
+         *     transaction, one audit entry.
+         */
+        post: operations["acknowledge_many"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/alarms/calendar": {
         parameters: {
             query?: never;
@@ -1045,6 +1065,19 @@ export interface components {
             password: string;
             token: string;
         };
+        /** @enum {string} */
+        Access: "allow" | "read_only" | "deny";
+        AcknowledgeMany: {
+            /**
+             * @description Alarm ids, 1 to 1000. Ids of alarms already acknowledged (or not
+             *     the tenant's) are passed over.
+             */
+            ids: string[];
+        };
+        Acknowledged: {
+            /** @description The alarms this call acknowledged. */
+            acknowledged: string[];
+        };
         AlarmContext: {
             alarm: components["schemas"]["AlarmView"];
             /**
@@ -1086,6 +1119,8 @@ export interface components {
             status: string;
             summary: string;
         };
+        /** @enum {string} */
+        AppAction: "log" | "kill" | "block";
         Applied: {
             /**
              * @description Addresses just mailed a confirmation link for this tenant's alarm
@@ -1120,6 +1155,36 @@ export interface components {
         AuditPage: {
             entries: components["schemas"]["AuditEntry"][];
             next_cursor?: string | null;
+        };
+        /** @description One banned application: exactly one of `name`, `path`, `sha256`. */
+        BannedApp: {
+            action: components["schemas"]["AppAction"];
+            label?: string | null;
+            /**
+             * @description The executable's file name, case-insensitive, `.exe` optional
+             *     (`winny` matches `winny`, `Winny.exe`).
+             */
+            name?: string | null;
+            /** @description A glob on the full path (`/opt/p2p/**`, `C:\\Tools\\*.exe`). */
+            path?: string | null;
+            /** @description SHA-256 of the executable, 64 hex digits. */
+            sha256?: string | null;
+        };
+        /**
+         * @description Working time: shifts per weekday in a time zone, and holidays (no work
+         *     all day). Operations outside are after-hours.
+         */
+        BusinessHours: {
+            holidays?: string[];
+            /**
+             * @description Shifts per weekday, `HH:MM`; a shift whose end is before its start
+             *     runs past midnight (`22:00`–`06:00`). A day not named has no shift.
+             */
+            shifts?: {
+                [key: string]: components["schemas"]["Shift"][];
+            };
+            /** @description An IANA zone such as `Asia/Tokyo`. */
+            time_zone: string;
         };
         Calendar: {
             categories: string[];
@@ -1189,6 +1254,16 @@ export interface components {
             expires_at?: string | null;
             /** Format: uuid */
             id: string;
+            /**
+             * @description The commands that install the agent on a Linux PC with this token
+             *     (run as root), shown this once with it.
+             */
+            install_command: string;
+            /**
+             * @description The ingest URL agents enroll with (empty when the operator has not
+             *     set `agent_server_url`).
+             */
+            server_url: string;
             /** @description The secret, shown this once. */
             token: string;
         };
@@ -1199,6 +1274,19 @@ export interface components {
              */
             secret: string;
         };
+        /** @enum {string} */
+        Delivery: "immediate" | "digest";
+        DeviceControl: {
+            /** @description Per class; a class not named is allowed. */
+            classes?: {
+                [key: string]: components["schemas"]["Access"];
+            };
+            /**
+             * @description Devices allowed whatever their class's rule: for good, or until a
+             *     set time (a temporary allowance).
+             */
+            exceptions?: components["schemas"]["DeviceException"][];
+        };
         DeviceCounts: {
             /** Format: int64 */
             not_reporting: number;
@@ -1208,6 +1296,17 @@ export interface components {
             online: number;
             /** Format: int64 */
             revoked: number;
+        };
+        DeviceException: {
+            note?: string | null;
+            /** @description 4 hex digits. */
+            product_id: string;
+            /** @description Absent: any serial of this vendor and product. */
+            serial?: string | null;
+            /** Format: date-time */
+            until?: string | null;
+            /** @description 4 hex digits. */
+            vendor_id: string;
         };
         DevicePage: {
             /**
@@ -1276,7 +1375,7 @@ export interface components {
             applied_revision?: number | null;
             /** @description Why the agent could not apply the last revision it received. */
             apply_error?: string | null;
-            document: Record<string, never>;
+            document: components["schemas"]["PolicyDocument"];
             /** @description Section name → the policy it came from (scope, target, version). */
             origins: Record<string, never>;
             /**
@@ -1293,6 +1392,11 @@ export interface components {
             code: string;
             message: string;
         };
+        /**
+         * @description What an event records.
+         * @enum {string}
+         */
+        EventKind: "logon" | "logoff" | "lock" | "unlock" | "process_start" | "process_stop" | "process_blocked" | "file_create" | "file_modify" | "file_copy" | "file_move" | "file_rename" | "file_delete" | "file_read" | "device_connect" | "device_disconnect" | "device_blocked" | "print" | "web_access" | "network_connect" | "software_installed" | "software_removed" | "software_updated" | "inventory" | "environment_change" | "security_status" | "lan_sighting";
         EventPage: {
             events: components["schemas"]["EventView"][];
             /** @description Pass as `cursor` for the next (older) page; absent on the last page. */
@@ -1303,9 +1407,11 @@ export interface components {
             detail: Record<string, never>;
             /** Format: uuid */
             device_id: string;
+            /** @description The device's host name now (empty if the device was deleted). */
+            hostname: string;
             /** Format: uuid */
             id: string;
-            kind: string;
+            kind: components["schemas"]["EventKind"] | string;
             os_user: string;
             /** Format: date-time */
             received_at: string;
@@ -1349,6 +1455,16 @@ export interface components {
             email: string;
             password: string;
         };
+        /**
+         * @description Mass printing: more than `pages` pages by one user on one device within
+         *     `window_minutes` raises an alarm (at the threshold).
+         */
+        MassPrint: {
+            /** Format: int32 */
+            pages: number;
+            /** Format: int32 */
+            window_minutes: number;
+        };
         Me: {
             email: string;
             email_verified: boolean;
@@ -1371,6 +1487,9 @@ export interface components {
              * @description The group (office / department) the device belongs to; null for none.
              */
             group_id?: string | null;
+        };
+        Notifications: {
+            routes?: components["schemas"]["Route"][];
         };
         PasswordResetAccepted: {
             /** @description The same whether or not an account uses the address. */
@@ -1405,6 +1524,15 @@ export interface components {
          * @enum {string}
          */
         Permission: "read_tenant" | "manage_tenant" | "hand_over_tenant" | "manage_org";
+        PolicyDocument: {
+            banned_apps?: components["schemas"]["BannedApp"][] | null;
+            business_hours?: null | components["schemas"]["BusinessHours"];
+            confidential_folders?: string[] | null;
+            device_control?: null | components["schemas"]["DeviceControl"];
+            mass_print?: null | components["schemas"]["MassPrint"];
+            notifications?: null | components["schemas"]["Notifications"];
+            web?: null | components["schemas"]["WebLists"];
+        };
         PolicyList: {
             policies: components["schemas"]["PolicyView"][];
             /**
@@ -1415,8 +1543,7 @@ export interface components {
         };
         /** @description A policy as the API shows it. */
         PolicyView: {
-            /** @description Null when cleared (the target inherits everything). */
-            document?: Record<string, never> | null;
+            document?: null | components["schemas"]["PolicyDocument"];
             /** Format: uuid */
             id: string;
             /** @description `tenant`, `group` or `device`. */
@@ -1452,6 +1579,15 @@ export interface components {
          * @enum {string}
          */
         Role: "msp_admin" | "msp_technician" | "tenant_admin" | "auditor";
+        /** @description Which alarm categories go to which recipients. */
+        Route: {
+            /** @description Alarm categories, or `["*"]` for all. */
+            categories: string[];
+            email?: string[];
+            mode?: components["schemas"]["Delivery"];
+            /** @description Ids of the tenant's webhooks. */
+            webhooks?: string[];
+        };
         SavedView: {
             /**
              * @description Addresses the document routes alarm mail to that were just mailed a
@@ -1464,6 +1600,12 @@ export interface components {
             revision: number;
             /** Format: int32 */
             version: number;
+        };
+        Shift: {
+            /** @example 18:00 */
+            end: string;
+            /** @example 09:00 */
+            start: string;
         };
         /** @enum {string} */
         SignupKind: "tenant" | "msp";
@@ -1492,11 +1634,11 @@ export interface components {
         TargetKind: "groups" | "devices";
         TemplateInput: {
             /** @description A policy document. */
-            document: Record<string, never>;
+            document: components["schemas"]["PolicyDocument"];
             name: string;
         };
         TemplateView: {
-            document: Record<string, never>;
+            document: components["schemas"]["PolicyDocument"];
             /** Format: uuid */
             id: string;
             name: string;
@@ -1617,9 +1759,14 @@ export interface components {
             created_at: string;
             /** Format: uuid */
             created_by?: string | null;
-            document?: Record<string, never> | null;
+            document?: null | components["schemas"]["PolicyDocument"];
             /** Format: int32 */
             version: number;
+        };
+        /** @description Host patterns: `example.com` (and its subdomains) or `*.example.com`. */
+        WebLists: {
+            alarm?: string[];
+            block?: string[];
         };
         WebhookView: {
             /** Format: date-time */
@@ -1738,6 +1885,130 @@ export interface operations {
             };
             /** @description No such object in the tenant, or a tenant the caller cannot reach */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many requests (see Retry-After) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A fault of ours, logged with the request id */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A dependency is unavailable or the request timed out; retry later */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    acknowledge_many: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The tenant an MSP user acts on (tenant users may name only their own). */
+                "X-Mamori-Tenant"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AcknowledgeMany"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Acknowledged"];
+                };
+            };
+            /** @description Malformed X-Mamori-Tenant header, or an MSP user named no tenant */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid access token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The caller's role lacks the permission this takes */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such object in the tenant, or a tenant the caller cannot reach */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Conflicts with what is stored (a taken name, a rule such as "not empty"); the message says which */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is not application/json */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6468,7 +6739,7 @@ export interface operations {
         /** @description the policy document */
         requestBody: {
             content: {
-                "application/json": Record<string, never>;
+                "application/json": components["schemas"]["PolicyDocument"];
             };
         };
         responses: {
@@ -6846,7 +7117,7 @@ export interface operations {
         /** @description the policy document */
         requestBody: {
             content: {
-                "application/json": Record<string, never>;
+                "application/json": components["schemas"]["PolicyDocument"];
             };
         };
         responses: {

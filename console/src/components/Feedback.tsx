@@ -13,13 +13,17 @@ export function Loading() {
   );
 }
 
+/** An error: a refusal of the caller's (4xx) as the API's message, which
+ * says what to do; anything else as a failure with that message. */
 export function Failure({ error, retry }: { error: unknown; retry?: () => void }) {
   const { t } = useTranslation();
-  const message = error instanceof Error ? error.message : String(error);
+  const raw = error instanceof Error ? error.message : String(error);
+  const refused = error instanceof api.ApiError && error.status >= 400 && error.status < 500;
+  const message = refused ? raw : null;
   return (
     <Alert color="red" role="alert">
       <Stack gap="xs">
-        <Text size="sm">{t('app.error', { message })}</Text>
+        <Text size="sm">{message ?? t('app.error', { message: raw })}</Text>
         {retry && (
           <Button size="xs" variant="light" onClick={retry} w="fit-content">
             {t('app.retry')}

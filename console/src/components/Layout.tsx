@@ -17,7 +17,11 @@ import type { Language } from '../i18n';
 const PAGES = [
   { to: '/', key: 'nav.dashboard' },
   { to: '/alarms', key: 'nav.alarms' },
+  { to: '/events', key: 'nav.events' },
   { to: '/devices', key: 'nav.devices' },
+  { to: '/policies', key: 'nav.policies' },
+  { to: '/groups', key: 'nav.groups' },
+  { to: '/enrollment', key: 'nav.enrollment' },
 ] as const;
 
 export function LanguageSwitch() {

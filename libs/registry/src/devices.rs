@@ -296,23 +296,3 @@ pub async fn list_devices(db: &Db, tenant: TenantId) -> Result<Vec<Device>> {
         })
         .collect())
 }
-
-/// Revokes a device: its credential never works again and ingest cuts its
-/// open stream within seconds.
-pub async fn revoke_device(db: &Db, id: DeviceId) -> Result<TenantId> {
-    let tenant: Option<Uuid> = sqlx::query_scalar("SELECT mamori_tenant_of_device_id($1)")
-        .bind(id.as_uuid())
-        .fetch_one(db.pool())
-        .await?;
-    let tenant = TenantId::from_uuid(tenant.ok_or_else(|| Error::NotFound {
-        kind: "device",
-        id: id.to_string(),
-    })?);
-    let mut tx = db.begin_tenant(tenant).await?;
-    sqlx::query("UPDATE devices SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1")
-        .bind(id.as_uuid())
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(tenant)
-}

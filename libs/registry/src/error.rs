@@ -20,6 +20,8 @@ pub enum Error {
     UnknownCredential,
     #[error("device has been revoked")]
     DeviceRevoked,
+    #[error("an account with this e-mail address exists")]
+    EmailTaken,
     #[error("{kind} {id} not found")]
     NotFound { kind: &'static str, id: String },
     #[error("invalid {field}: {reason}")]

@@ -106,29 +106,6 @@ pub async fn create_token_in(
     })
 }
 
-/// Revokes a token by id; agents can no longer enroll with it. Devices
-/// already enrolled with it keep working.
-pub async fn revoke_token(db: &Db, id: TokenId) -> Result<()> {
-    let not_found = || Error::NotFound {
-        kind: "token",
-        id: id.to_string(),
-    };
-    let tenant: Option<uuid::Uuid> = sqlx::query_scalar("SELECT mamori_tenant_of_token_id($1)")
-        .bind(id.as_uuid())
-        .fetch_one(db.pool())
-        .await?;
-    let tenant = TenantId::from_uuid(tenant.ok_or_else(not_found)?);
-    let mut tx = db.begin_tenant(tenant).await?;
-    sqlx::query(
-        "UPDATE enrollment_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1",
-    )
-    .bind(id.as_uuid())
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(())
-}
-
 pub async fn list_tokens(db: &Db, tenant: TenantId) -> Result<Vec<TokenInfo>> {
     let mut tx = db.begin_tenant(tenant).await?;
     let rows: Vec<TokenRow> = sqlx::query_as(

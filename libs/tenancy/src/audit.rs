@@ -5,14 +5,29 @@ use crate::{Result, TenantTx};
 use std::net::IpAddr;
 use uuid::Uuid;
 
-/// Who acted, from a verified credential.
+/// Who acted: a user from a verified credential, or the operator at the
+/// command line (no user; see [`Actor::operator`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Actor<'a> {
-    pub user: Uuid,
+    pub user: Option<Uuid>,
     pub email: &'a str,
     pub role: &'a str,
     pub ip: Option<IpAddr>,
     pub request_id: &'a str,
+}
+
+impl<'a> Actor<'a> {
+    /// The operator running `mamori` on a server, named by `who` (the OS
+    /// user and host, say): role `operator`, no user id.
+    pub fn operator(who: &'a str) -> Self {
+        Actor {
+            user: None,
+            email: who,
+            role: "operator",
+            ip: None,
+            request_id: "",
+        }
+    }
 }
 
 /// Records `action` on `target` by `actor`, in the tenant of `tx`.

@@ -282,6 +282,10 @@ async fn the_log_around_an_alarm_is_paged_and_says_where_it_ends() {
         pages += 1;
         for e in page["events"].as_array().unwrap() {
             seen.push(e["subject"].as_str().unwrap().to_owned());
+            assert!(
+                e["hostname"].as_str().unwrap().starts_with("host-"),
+                "each event names its device: {e}"
+            );
         }
         match page["next_cursor"].as_str() {
             Some(c) => cursor = Some(c.to_owned()),
@@ -395,5 +399,71 @@ async fn the_device_list_is_searched_sorted_and_paged_on_the_server() {
             status == StatusCode::UNPROCESSABLE_ENTITY || status == StatusCode::BAD_REQUEST,
             "{bad}: {status} {v}"
         );
+    }
+}
+
+/// Alarms are acknowledged many at a time: those still open, once, in one
+/// audit entry.
+#[tokio::test]
+async fn alarms_are_acknowledged_in_bulk() {
+    let g = Gw::start().await;
+    let admin = g.signup("Bulk KK", "tenant").await;
+    let tenant = admin.tenant_id.clone().unwrap();
+    let now = chrono::Utc::now().to_rfc3339();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(crate::gateway::insert_alarm(&g, &tenant, "after_hours", None, &now).await);
+    }
+    let other = g.signup("Other Bulk KK", "tenant").await;
+    let foreign = crate::gateway::insert_alarm(
+        &g,
+        other.tenant_id.as_deref().unwrap(),
+        "after_hours",
+        None,
+        &now,
+    )
+    .await;
+    let (status, v) = g
+        .post(
+            &admin,
+            "/api/v1/alarms/acknowledge",
+            json!({ "ids": [ids[0], ids[1], foreign] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let mut got: Vec<String> = v["acknowledged"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap().to_owned())
+        .collect();
+    got.sort();
+    let mut want = vec![ids[0].clone(), ids[1].clone()];
+    want.sort();
+    assert_eq!(got, want, "the other tenant's alarm is passed over");
+    let (_, v) = g
+        .post(
+            &admin,
+            "/api/v1/alarms/acknowledge",
+            json!({ "ids": [ids[0], ids[1]] }),
+        )
+        .await;
+    assert_eq!(v["acknowledged"], json!([]), "once");
+    let (_, open) = g.get(&admin, "/api/v1/alarms?status=open").await;
+    assert_eq!(open["alarms"].as_array().unwrap().len(), 1);
+    let (_, theirs) = g.get(&other, "/api/v1/alarms?status=open").await;
+    assert_eq!(theirs["alarms"].as_array().unwrap().len(), 1, "untouched");
+    let (_, audit) = g
+        .get(&admin, "/api/v1/audit?action=alarm.acknowledge_many")
+        .await;
+    assert_eq!(audit["entries"].as_array().unwrap().len(), 1);
+    let too_many: Vec<String> = (0..1001)
+        .map(|_| uuid::Uuid::now_v7().to_string())
+        .collect();
+    for ids in [json!([]), json!(too_many)] {
+        let (status, v) = g
+            .post(&admin, "/api/v1/alarms/acknowledge", json!({ "ids": ids }))
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     }
 }

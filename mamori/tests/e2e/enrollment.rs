@@ -1,6 +1,14 @@
 //! Enrollment tokens and devices: expiry, use limits, revocation,
 //! re-enrollment of the same machine and cloned machines.
 
+const OPERATOR: mamori_tenancy::audit::Actor<'static> = mamori_tenancy::audit::Actor {
+    user: None,
+    email: "operator test@enrollment",
+    role: "operator",
+    ip: None,
+    request_id: "",
+};
+
 use crate::support::*;
 use std::time::Duration;
 use tonic::Code;
@@ -46,9 +54,13 @@ async fn token_limits_expiry_and_revocation_are_enforced() {
     let revoked = mamori_registry::create_token(&s.env.db, tenant, None, None)
         .await
         .unwrap();
-    mamori_registry::revoke_token(&s.env.db, revoked.id)
-        .await
-        .unwrap();
+    mamori_registry::manage::apply(
+        &s.env.db,
+        mamori_registry::manage::Change::RevokeToken(revoked.id),
+        &OPERATOR,
+    )
+    .await
+    .unwrap();
     let err = s
         .enroll(revoked.token.expose(), "m5", "i5")
         .await
@@ -153,9 +165,13 @@ async fn a_revoked_device_is_cut_off_within_seconds_and_never_works_again() {
 
     let device_id = dev.device_id.parse().unwrap();
     let revoked_at = std::time::Instant::now();
-    mamori_registry::revoke_device(&s.env.db, device_id)
-        .await
-        .unwrap();
+    mamori_registry::manage::apply(
+        &s.env.db,
+        mamori_registry::manage::Change::RevokeDevice(device_id),
+        &OPERATOR,
+    )
+    .await
+    .unwrap();
     let err = stream.next().await.expect_err("stream is cut");
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
     assert!(
@@ -172,9 +188,13 @@ async fn a_revoked_device_is_cut_off_within_seconds_and_never_works_again() {
     let spent = mamori_registry::create_token(&s.env.db, tenant, None, Some(1))
         .await
         .unwrap();
-    mamori_registry::revoke_token(&s.env.db, spent.id)
-        .await
-        .unwrap();
+    mamori_registry::manage::apply(
+        &s.env.db,
+        mamori_registry::manage::Change::RevokeToken(spent.id),
+        &OPERATOR,
+    )
+    .await
+    .unwrap();
     let err = s
         .enroll(spent.token.expose(), "machine-r", "install-r")
         .await

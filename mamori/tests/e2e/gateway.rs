@@ -370,7 +370,7 @@ async fn log_search_filters_pages_and_is_audited() {
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(
         lines[0],
-        "time,received_at,device_id,kind,os_user,subject,detail"
+        "time,received_at,device_id,hostname,kind,os_user,subject,detail"
     );
     assert_eq!(lines.len(), 26, "header + 25 tool events");
     let (_, audit) = g.get(&s, "/api/v1/audit?action=events.export").await;

@@ -423,7 +423,7 @@ async fn forged_expired_and_retired_tokens_are_refused() {
     // A key of our own, imported, so the test can sign what it likes.
     let seed = [42u8; 32];
     let kek = mamori_gateway::Kek::from_base64(&g.kek).unwrap();
-    let ours = mamori_gateway::import_key(&g.stack.env.db, &kek, &seed)
+    let ours = mamori_registry::signing_keys::import_key(&g.stack.env.db, &kek, &seed)
         .await
         .unwrap();
     let key = ed_key(seed);
@@ -460,7 +460,7 @@ async fn forged_expired_and_retired_tokens_are_refused() {
     let (status, _) = raw(&g, &s.access, "/api/v1/devices").await;
     assert_eq!(status, StatusCode::OK, "rotation logged nobody out");
     assert!(
-        mamori_gateway::retire_key(&g.stack.env.db, &kid)
+        mamori_registry::signing_keys::retire_key(&g.stack.env.db, &kid)
             .await
             .unwrap()
     );

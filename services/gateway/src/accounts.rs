@@ -5,7 +5,6 @@ use crate::claims::{Claims, Role};
 use crate::ctx::{Caller, client_ip, request_id};
 use crate::error::{ApiError, ApiResult};
 use crate::keys::{AUDIENCE, ISSUER};
-use crate::password;
 use crate::state::Shared;
 use crate::validate;
 use axum::Json;
@@ -13,6 +12,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use chrono::{DateTime, Duration, Utc};
+use mamori_registry::password;
 use mamori_registry::{RefreshToken, VerificationSecret};
 use mamori_tenancy::TenantId;
 use serde::{Deserialize, Serialize};
@@ -375,26 +375,19 @@ pub async fn insert_user(
     role: Role,
     verify: Option<&VerificationSecret>,
 ) -> ApiResult<()> {
-    let result = sqlx::query(
-        "INSERT INTO users (id, email, password_hash, tenant_id, msp_org_id, role, verify_hash, email_verified_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $7 IS NULL THEN now() END)",
+    Ok(mamori_registry::users::insert_user(
+        conn,
+        mamori_registry::users::NewUser {
+            id,
+            email,
+            password_hash,
+            tenant,
+            org,
+            role: role.as_str(),
+            verify,
+        },
     )
-    .bind(id)
-    .bind(email)
-    .bind(password_hash)
-    .bind(tenant)
-    .bind(org)
-    .bind(role.as_str())
-    .bind(verify.map(VerificationSecret::hash))
-    .execute(conn)
-    .await;
-    match result {
-        Ok(_) => Ok(()),
-        Err(sqlx::Error::Database(d)) if d.constraint() == Some("users_email_key") => Err(
-            ApiError::conflict("email_taken", "an account with this e-mail address exists"),
-        ),
-        Err(e) => Err(e.into()),
-    }
+    .await?)
 }
 
 /// Confirm an e-mail address with the code from the verification link.
@@ -749,49 +742,6 @@ pub async fn me(State(state): State<Shared>, caller: Caller) -> ApiResult<Json<M
     responses((status = 200, description = "JSON Web Key Set")))]
 pub async fn jwks(State(state): State<Shared>) -> Json<serde_json::Value> {
     Json(state.keys.jwks())
-}
-
-/// Creates a user of an existing tenant (the operator's `mamori user
-/// create`, for tenants made with `mamori tenant create`). The address
-/// counts as verified: the operator vouches for it.
-pub async fn create_tenant_user(
-    db: &mamori_tenancy::Db,
-    tenant: TenantId,
-    email: &str,
-    password: String,
-    role: Role,
-) -> Result<Uuid, String> {
-    let message = |e: ApiError| e.message;
-    if role.is_msp() {
-        return Err("role: a tenant user can be tenant_admin or auditor".into());
-    }
-    let email = validate::email(email).map_err(message)?;
-    password::check_rules("password", &password, &email).map_err(message)?;
-    let hash = password::hash(password).await.map_err(message)?;
-    let id = Uuid::now_v7();
-    let mut tx = db.begin_tenant(tenant).await.map_err(|e| e.to_string())?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1)")
-        .bind(tenant.as_uuid())
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(|e| e.to_string())?;
-    if !exists {
-        return Err(format!("tenant {tenant} not found"));
-    }
-    insert_user(
-        &mut tx,
-        id,
-        &email,
-        &hash,
-        Some(tenant.as_uuid()),
-        None,
-        role,
-        None,
-    )
-    .await
-    .map_err(message)?;
-    tx.commit().await.map_err(|e| e.to_string())?;
-    Ok(id)
 }
 
 /// How long a mailed reset code works.

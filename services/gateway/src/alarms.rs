@@ -5,7 +5,7 @@
 use crate::audit;
 use crate::ctx::{Acting, Manage};
 use crate::error::{ApiError, ApiResult};
-use crate::events::{EventView, decode_cursor, event_view};
+use crate::events::{EventView, decode_cursor};
 use crate::state::Shared;
 use crate::validate;
 use axum::Json;
@@ -163,6 +163,58 @@ pub async fn acknowledge(
     Ok(Json(alarm))
 }
 
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AcknowledgeMany {
+    /// Alarm ids, 1 to 1000. Ids of alarms already acknowledged (or not
+    /// the tenant's) are passed over.
+    #[schema(min_items = 1, max_items = 1000)]
+    pub ids: Vec<Uuid>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Acknowledged {
+    /// The alarms this call acknowledged.
+    pub acknowledged: Vec<Uuid>,
+}
+
+/// Acknowledge many alarms at once (the console's bulk action): one
+/// transaction, one audit entry.
+#[utoipa::path(post, path = "/api/v1/alarms/acknowledge", tag = "alarms", security(("bearer" = ["manage_tenant"])),
+    request_body = AcknowledgeMany,
+    responses((status = 200, body = Acknowledged), (status = 422, body = crate::error::ErrorBody)))]
+pub async fn acknowledge_many(
+    State(state): State<Shared>,
+    acting: Acting<Manage>,
+    Json(req): Json<AcknowledgeMany>,
+) -> ApiResult<Json<Acknowledged>> {
+    if req.ids.is_empty() || req.ids.len() > 1000 {
+        return Err(ApiError::invalid("ids", "must name 1 to 1000 alarms"));
+    }
+    let mut tx = acting.begin(&state).await?;
+    let acknowledged: Vec<Uuid> = sqlx::query_scalar(
+        "UPDATE alarms SET status = 'acknowledged', acknowledged_by = $3, acknowledged_at = now()
+         WHERE tenant_id = $1 AND id = ANY($2) AND status = 'open' RETURNING id",
+    )
+    .bind(acting.tenant.as_uuid())
+    .bind(&req.ids)
+    .bind(acting.caller.user())
+    .fetch_all(&mut *tx)
+    .await?;
+    if !acknowledged.is_empty() {
+        audit::by(
+            &mut tx,
+            &acting,
+            "alarm.acknowledge_many",
+            "",
+            serde_json::json!({ "alarms": acknowledged }),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(Json(Acknowledged { acknowledged }))
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AlarmContext {
     pub alarm: AlarmView,
@@ -248,7 +300,7 @@ pub async fn context(
     } else {
         None
     };
-    let events: Vec<EventView> = rows.into_iter().map(event_view).collect();
+    let events: Vec<EventView> = crate::events::views(&mut tx, rows).await?;
     audit::by(
         &mut tx,
         &acting,

@@ -5,6 +5,18 @@ use crate::ctx::{Acting, Caller, Need};
 use crate::error::ApiResult;
 use mamori_tenancy::TenantTx;
 
+/// The caller as the audit trail names it.
+pub fn actor(caller: &Caller) -> mamori_tenancy::audit::Actor<'_> {
+    let claims = &caller.claims;
+    mamori_tenancy::audit::Actor {
+        user: Some(claims.sub),
+        email: &claims.email,
+        role: claims.role.as_str(),
+        ip: caller.ip,
+        request_id: &caller.request_id,
+    }
+}
+
 /// Records `action` on `target` by the caller, in the tenant of `tx`.
 pub async fn record(
     tx: &mut TenantTx,
@@ -13,15 +25,7 @@ pub async fn record(
     target: &str,
     details: serde_json::Value,
 ) -> ApiResult<()> {
-    let claims = &caller.claims;
-    let actor = mamori_tenancy::audit::Actor {
-        user: claims.sub,
-        email: &claims.email,
-        role: claims.role.as_str(),
-        ip: caller.ip,
-        request_id: &caller.request_id,
-    };
-    mamori_tenancy::audit::record(tx, &actor, action, target, &details).await?;
+    mamori_tenancy::audit::record(tx, &actor(caller), action, target, &details).await?;
     Ok(())
 }
 

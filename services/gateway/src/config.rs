@@ -64,6 +64,10 @@ pub struct Config {
     pub policy_tls_ca: String,
     /// The built web console (`console/dist`), served at `/`; empty: none.
     pub console_dir: String,
+    /// The ingest URL agents enroll with and stream to, as shown in the
+    /// install commands (`mamori all` fills it in from its ingest address
+    /// when empty).
+    pub agent_server_url: String,
 }
 
 impl Default for Config {
@@ -98,6 +102,7 @@ impl Default for Config {
             policy_url: "http://127.0.0.1:50061".into(),
             policy_tls_ca: String::new(),
             console_dir: String::new(),
+            agent_server_url: String::new(),
         }
     }
 }

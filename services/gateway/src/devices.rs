@@ -265,53 +265,43 @@ pub(crate) enum Revocable {
 
 /// Marks a device, enrollment token or pending invitation of the acting
 /// tenant revoked (the first time stays), or deletes a device (a revoked
-/// tombstone), and audits it. Returns the open transaction.
+/// tombstone), and audits it. Devices and tokens go through the registry
+/// (as the operator's command line does). Returns the open transaction.
 pub(crate) async fn revoke_row(
     state: &Shared,
     acting: &Acting<Manage>,
     what: Revocable,
     id: Uuid,
 ) -> ApiResult<mamori_tenancy::TenantTx> {
-    // Each statement returns a label for the audit entry.
-    let (sql, kind, action) = match what {
-        Revocable::Device => (
-            "UPDATE devices SET revoked_at = coalesce(revoked_at, now())
-             WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL RETURNING hostname",
-            "device",
-            "device.revoke",
-        ),
-        Revocable::DeviceDelete => (
-            "UPDATE devices SET revoked_at = coalesce(revoked_at, now()), deleted_at = now()
-             WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL RETURNING hostname",
-            "device",
-            "device.delete",
-        ),
-        Revocable::Token => (
-            "UPDATE enrollment_tokens SET revoked_at = coalesce(revoked_at, now())
-             WHERE tenant_id = $1 AND id = $2 RETURNING ''",
-            "enrollment token",
-            "enrollment_token.revoke",
-        ),
-        Revocable::Invitation => (
-            "UPDATE invitations SET revoked_at = coalesce(revoked_at, now())
-             WHERE tenant_id = $1 AND id = $2 AND accepted_at IS NULL RETURNING email",
-            "pending invitation",
-            "user.invitation_revoke",
-        ),
-    };
+    use mamori_registry::manage::{Change, apply_in};
+    use mamori_tenancy::{DeviceId, TokenId};
     let mut tx = acting.begin(state).await?;
-    let label: Option<String> = sqlx::query_scalar(sql)
-        .bind(acting.tenant.as_uuid())
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-    let label = label.ok_or_else(|| ApiError::not_found(kind))?;
-    let (target, details) = match what {
-        Revocable::Device | Revocable::Token => (id.to_string(), serde_json::json!({})),
-        Revocable::DeviceDelete => (id.to_string(), serde_json::json!({ "hostname": label })),
-        Revocable::Invitation => (label, serde_json::json!({ "invitation_id": id })),
+    let change = match what {
+        Revocable::Device => Change::RevokeDevice(DeviceId::from_uuid(id)),
+        Revocable::DeviceDelete => Change::DeleteDevice(DeviceId::from_uuid(id)),
+        Revocable::Token => Change::RevokeToken(TokenId::from_uuid(id)),
+        Revocable::Invitation => {
+            let email: Option<String> = sqlx::query_scalar(
+                "UPDATE invitations SET revoked_at = coalesce(revoked_at, now())
+                 WHERE tenant_id = $1 AND id = $2 AND accepted_at IS NULL RETURNING email",
+            )
+            .bind(acting.tenant.as_uuid())
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let email = email.ok_or_else(|| ApiError::not_found("pending invitation"))?;
+            audit::by(
+                &mut tx,
+                acting,
+                "user.invitation_revoke",
+                &email,
+                serde_json::json!({ "invitation_id": id }),
+            )
+            .await?;
+            return Ok(tx);
+        }
     };
-    audit::by(&mut tx, acting, action, &target, details).await?;
+    apply_in(&mut tx, change, &audit::actor(&acting.caller)).await?;
     Ok(tx)
 }
 
@@ -391,6 +381,30 @@ pub struct CreatedTokenView {
     /// The secret, shown this once.
     pub token: String,
     pub expires_at: Option<DateTime<Utc>>,
+    /// The ingest URL agents enroll with (empty when the operator has not
+    /// set `agent_server_url`).
+    pub server_url: String,
+    /// The commands that install the agent on a Linux PC with this token
+    /// (run as root), shown this once with it.
+    pub install_command: String,
+}
+
+/// Single-quoted for a POSIX shell.
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+fn install_command(server: &str, token: &str) -> String {
+    let server = if server.is_empty() {
+        "<the ingest URL of your Mamori server>"
+    } else {
+        server
+    };
+    format!(
+        "sudo MAMORI_ENROLLMENT_TOKEN={token} mamori-agent enroll --server {server} --state-dir /var/lib/mamori-agent && \\\n  sudo mamori-agent run --state-dir /var/lib/mamori-agent",
+        token = sh_quote(token),
+        server = sh_quote(server),
+    )
 }
 
 /// Enrollment tokens of the tenant (never their secrets).
@@ -444,6 +458,8 @@ pub async fn create_token(
             id: created.id.as_uuid(),
             token: created.token.expose().to_owned(),
             expires_at: created.expires_at,
+            server_url: state.cfg.agent_server_url.clone(),
+            install_command: install_command(&state.cfg.agent_server_url, created.token.expose()),
         }),
     ))
 }
@@ -462,4 +478,20 @@ pub async fn revoke_token(
         .commit()
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_install_command_quotes_what_it_is_given() {
+        let c = install_command("https://ingest.example.com:443", "mmt_abc-DEF_1");
+        assert!(c.contains("MAMORI_ENROLLMENT_TOKEN='mmt_abc-DEF_1'"), "{c}");
+        assert!(
+            c.contains("--server 'https://ingest.example.com:443'"),
+            "{c}"
+        );
+        assert_eq!(sh_quote("it's"), r"'it'\''s'");
+    }
 }

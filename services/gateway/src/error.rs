@@ -174,6 +174,7 @@ impl From<mamori_registry::Error> for ApiError {
             E::InvalidInput { field, reason } => Self::invalid(field, reason),
             E::NotFound { kind, .. } => Self::not_found(kind),
             E::LicenceCap { .. } => Self::conflict("licence_cap", e.to_string()),
+            E::EmailTaken => Self::conflict("email_taken", e.to_string()),
             E::Tenancy(inner) => inner.into(),
             other => Self::bad_request(other.to_string()),
         }

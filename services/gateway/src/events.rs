@@ -70,6 +70,8 @@ pub struct EventView {
     pub time: DateTime<Utc>,
     pub received_at: DateTime<Utc>,
     pub device_id: Uuid,
+    /// The device's host name now (empty if the device was deleted).
+    pub hostname: String,
     pub kind: String,
     pub os_user: String,
     pub subject: String,
@@ -339,12 +341,44 @@ pub(crate) fn event_view(r: EventRow) -> EventView {
         time: r.ts,
         received_at: r.received_at,
         device_id: r.device_id,
+        hostname: String::new(),
         kind: EventKind::from_code(r.kind)
             .map_or_else(|| format!("unknown_{}", r.kind), |k| k.as_str().to_owned()),
         os_user: r.os_user,
         subject: r.subject,
         detail,
     }
+}
+
+/// The rows as the API shows them, with their devices' host names (one
+/// query for the page).
+pub(crate) async fn views(tx: &mut TenantTx, rows: Vec<EventRow>) -> ApiResult<Vec<EventView>> {
+    let mut ids: Vec<Uuid> = rows.iter().map(|r| r.device_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let names: std::collections::HashMap<Uuid, String> = if ids.is_empty() {
+        Default::default()
+    } else {
+        sqlx::query_as::<_, (Uuid, String)>(
+            "SELECT id, hostname FROM devices WHERE tenant_id = $1 AND id = ANY($2)",
+        )
+        .bind(tx.tenant().as_uuid())
+        .bind(&ids)
+        .fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .collect()
+    };
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let hostname = names.get(&r.device_id).cloned().unwrap_or_default();
+            EventView {
+                hostname,
+                ..event_view(r)
+            }
+        })
+        .collect())
 }
 
 /// Search the operation log.
@@ -363,9 +397,10 @@ pub async fn search(
     let mut details = s.audit_details();
     details["returned"] = rows.len().into();
     audit::by(&mut tx, &acting, "events.search", "", details).await?;
+    let events = views(&mut tx, rows).await?;
     tx.commit().await?;
     Ok(Json(EventPage {
-        events: rows.into_iter().map(event_view).collect(),
+        events,
         next_cursor: next,
     }))
 }
@@ -419,7 +454,8 @@ pub async fn export(
     }
     let (send, recv) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(4);
     tokio::spawn(async move {
-        let mut out = String::from("time,received_at,device_id,kind,os_user,subject,detail\n");
+        let mut out =
+            String::from("time,received_at,device_id,hostname,kind,os_user,subject,detail\n");
         let mut sent = 0usize;
         loop {
             // A long export stops when its session ends (logout, disable).
@@ -429,7 +465,14 @@ pub async fn export(
             }
             let rows = match acting.begin(&state).await {
                 Ok(mut tx) => {
-                    let r = page(&mut tx, &s, EXPORT_CHUNK).await;
+                    let r = match page(&mut tx, &s, EXPORT_CHUNK).await {
+                        Ok(rows) => {
+                            s.after = rows.last().map(|r| (r.ts, r.id));
+                            let n = rows.len();
+                            views(&mut tx, rows).await.map(|v| (n, v))
+                        }
+                        Err(e) => Err(e),
+                    };
                     let _ = tx.commit().await;
                     r
                 }
@@ -442,15 +485,16 @@ pub async fn export(
                     return;
                 }
             };
-            let full = rows.len() as i64 == EXPORT_CHUNK;
-            s.after = rows.last().map(|r| (r.ts, r.id));
-            for r in rows {
-                let v = event_view(r);
+            let (n, rows) = rows;
+            let full = n as i64 == EXPORT_CHUNK;
+            for v in rows {
                 out.push_str(&v.time.to_rfc3339());
                 out.push(',');
                 out.push_str(&v.received_at.to_rfc3339());
                 out.push(',');
                 out.push_str(&v.device_id.to_string());
+                out.push(',');
+                csv_field(&mut out, &v.hostname);
                 out.push(',');
                 out.push_str(&v.kind);
                 out.push(',');

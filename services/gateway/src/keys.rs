@@ -15,7 +15,6 @@ use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::EncodePrivateKey;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use mamori_tenancy::Db;
-use rand::RngCore;
 use std::collections::HashMap;
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
@@ -46,6 +45,7 @@ pub enum TokenError {
 }
 
 pub use mamori_keywrap::Kek;
+use mamori_registry::signing_keys::{StoredKey as KeyRow, add_key, stored as fetch};
 
 /// Opens a wrapped Ed25519 seed.
 fn open_seed(kek: &Kek, kid: &str, wrapped: &[u8]) -> anyhow::Result<Zeroizing<[u8; 32]>> {
@@ -56,24 +56,6 @@ fn open_seed(kek: &Kek, kid: &str, wrapped: &[u8]) -> anyhow::Result<Zeroizing<[
     let mut seed = Zeroizing::new([0u8; 32]);
     seed.copy_from_slice(&plain);
     Ok(seed)
-}
-
-/// A key as listed by `mamori keys list`.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct KeyInfo {
-    pub kid: String,
-    pub created_at: DateTime<Utc>,
-    pub retired_at: Option<DateTime<Utc>>,
-    pub signing: bool,
-}
-
-#[derive(sqlx::FromRow)]
-struct KeyRow {
-    kid: String,
-    public_key: Vec<u8>,
-    private_key_wrapped: Vec<u8>,
-    created_at: DateTime<Utc>,
-    retired_at: Option<DateTime<Utc>>,
 }
 
 struct Loaded {
@@ -93,65 +75,6 @@ impl std::fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyRing").finish_non_exhaustive()
     }
-}
-
-async fn fetch<'e>(conn: impl sqlx::PgExecutor<'e>) -> sqlx::Result<Vec<KeyRow>> {
-    sqlx::query_as(
-        "SELECT kid, public_key, private_key_wrapped, created_at, retired_at FROM mamori_signing_keys()",
-    )
-    .fetch_all(conn)
-    .await
-}
-
-/// Adds a fresh key, which becomes the signing key. Returns its kid.
-pub async fn add_key(db: &Db, kek: &Kek) -> anyhow::Result<String> {
-    let mut seed = Zeroizing::new([0u8; 32]);
-    rand::rng().fill_bytes(seed.as_mut());
-    import_key(db, kek, &seed).await
-}
-
-/// Adds the Ed25519 key with this 32-byte seed (a key generated elsewhere,
-/// e.g. kept in an HSM export), which becomes the signing key.
-pub async fn import_key(db: &Db, kek: &Kek, seed: &[u8; 32]) -> anyhow::Result<String> {
-    let mut suffix = [0u8; 4];
-    rand::rng().fill_bytes(&mut suffix);
-    let kid = format!("{}-{}", Utc::now().format("%Y%m%d"), hex::encode(suffix));
-    let public = SigningKey::from_bytes(seed).verifying_key().to_bytes();
-    sqlx::query("SELECT mamori_add_signing_key($1, $2, $3)")
-        .bind(&kid)
-        .bind(public.as_slice())
-        .bind(kek.seal(&kid, seed))
-        .execute(db.pool())
-        .await?;
-    Ok(kid)
-}
-
-/// Retires a key: every token it signed stops working. Returns false when
-/// there is no such unretired key.
-pub async fn retire_key(db: &Db, kid: &str) -> anyhow::Result<bool> {
-    let retired: Option<bool> = sqlx::query_scalar("SELECT mamori_retire_signing_key($1)")
-        .bind(kid)
-        .fetch_one(db.pool())
-        .await?;
-    Ok(retired.unwrap_or(false))
-}
-
-pub async fn list_keys(db: &Db) -> anyhow::Result<Vec<KeyInfo>> {
-    let rows = fetch(db.pool()).await?;
-    let signing = rows
-        .iter()
-        .filter(|r| r.retired_at.is_none())
-        .max_by_key(|r| r.created_at)
-        .map(|r| r.kid.clone());
-    Ok(rows
-        .into_iter()
-        .map(|r| KeyInfo {
-            signing: Some(&r.kid) == signing.as_ref(),
-            kid: r.kid,
-            created_at: r.created_at,
-            retired_at: r.retired_at,
-        })
-        .collect())
 }
 
 impl KeyRing {

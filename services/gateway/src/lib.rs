@@ -22,7 +22,6 @@ mod groups;
 mod keys;
 mod limits;
 mod openapi;
-mod password;
 mod policies;
 mod recipients;
 mod server;
@@ -33,9 +32,8 @@ mod tenants;
 mod users;
 mod validate;
 
-pub use accounts::create_tenant_user;
 pub use claims::{Claims, Role};
 pub use config::Config;
-pub use keys::{AUDIENCE, ISSUER, Kek, KeyInfo, add_key, import_key, list_keys, retire_key};
+pub use keys::{AUDIENCE, ISSUER, Kek};
 pub use openapi::{document_json as openapi_json, permission_of as openapi_permission};
 pub use server::{Running, start};

@@ -79,6 +79,7 @@ impl Modify for Bearer {
         crate::events::audit_log,
         crate::alarms::list,
         crate::alarms::acknowledge,
+        crate::alarms::acknowledge_many,
         crate::alarms::context,
         crate::alarms::calendar,
         crate::policies::list,
@@ -169,6 +170,26 @@ const TENANT_SCOPES: [&str; 3] = ["read_tenant", "manage_tenant", "hand_over_ten
 /// 422 refused), and of the database on writes (409, see
 /// `mamori_tenancy::classify`).
 fn complete(doc: &mut Value) {
+    // The event kinds, named once (the proto crate's list).
+    let kinds: Vec<&str> = mamori_proto::EventKind::ALL
+        .iter()
+        .map(|k| k.as_str())
+        .collect();
+    doc["components"]["schemas"]["EventKind"] = json!({
+        "type": "string",
+        "enum": kinds,
+        "description": "What an event records."
+    });
+    if doc["components"]["schemas"]["EventView"]["properties"]["kind"].is_object() {
+        // A kind this server does not know (from a newer agent) reads
+        // `unknown_<code>`.
+        doc["components"]["schemas"]["EventView"]["properties"]["kind"] = json!({
+            "anyOf": [
+                {"$ref": "#/components/schemas/EventKind"},
+                {"type": "string", "pattern": "^unknown_[0-9]+$"}
+            ]
+        });
+    }
     let Some(paths) = doc["paths"].as_object_mut() else {
         return;
     };

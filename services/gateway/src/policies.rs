@@ -16,6 +16,7 @@ use axum::http::StatusCode;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
+use mamori_policy::document::PolicyDocument;
 use mamori_proto::policy::v1 as pb;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -31,7 +32,7 @@ pub struct PolicyView {
     pub target_id: Option<Uuid>,
     pub version: i32,
     /// Null when cleared (the target inherits everything).
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<PolicyDocument>)]
     pub document: Option<Value>,
     pub updated_at: DateTime<Utc>,
     pub updated_by: Option<Uuid>,
@@ -57,7 +58,7 @@ pub struct SavedView {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct VersionView {
     pub version: i32,
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<PolicyDocument>)]
     pub document: Option<Value>,
     pub created_at: DateTime<Utc>,
     pub created_by: Option<Uuid>,
@@ -223,7 +224,7 @@ pub async fn get_tenant(
 /// not set at this level. A refused document names the bad field and
 /// changes nothing.
 #[utoipa::path(put, path = "/api/v1/policies/tenant", tag = "policies", security(("bearer" = ["manage_tenant"])),
-    request_body(content = Object, description = "the policy document"),
+    request_body(content = PolicyDocument, description = "the policy document"),
     responses((status = 200, body = SavedView), (status = 422, body = crate::error::ErrorBody)))]
 pub async fn put_tenant(
     State(state): State<Shared>,
@@ -283,7 +284,7 @@ pub async fn get_target(
 /// Replace the policy of a group or a device with a new version.
 #[utoipa::path(put, path = "/api/v1/policies/{kind}/{id}", tag = "policies", security(("bearer" = ["manage_tenant"])),
     params(("kind" = TargetKind, Path, description = "what the policy is set on"), ("id" = Uuid, Path)),
-    request_body(content = Object, description = "the policy document"),
+    request_body(content = PolicyDocument, description = "the policy document"),
     responses((status = 200, body = SavedView), (status = 404, body = crate::error::ErrorBody),
               (status = 422, body = crate::error::ErrorBody)))]
 pub async fn put_target(
@@ -327,7 +328,7 @@ pub struct EffectiveView {
     pub applied_revision: Option<i64>,
     /// Why the agent could not apply the last revision it received.
     pub apply_error: Option<String>,
-    #[schema(value_type = Object)]
+    #[schema(value_type = PolicyDocument)]
     pub document: Value,
     /// Section name → the policy it came from (scope, target, version).
     #[schema(value_type = Object)]

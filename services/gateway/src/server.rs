@@ -163,6 +163,7 @@ pub fn router(state: Shared) -> Router {
         .route("/audit", get(events::audit_log))
         .route("/alarms", get(alarms::list))
         .route("/alarms/calendar", get(alarms::calendar))
+        .route("/alarms/acknowledge", post(alarms::acknowledge_many))
         .route("/alarms/{id}/acknowledge", post(alarms::acknowledge))
         .route("/alarms/{id}/context", get(alarms::context))
         .route("/openapi.json", get(openapi::document))

@@ -23,7 +23,7 @@ pub struct TemplateInput {
     #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     /// A policy document.
-    #[schema(value_type = Object)]
+    #[schema(value_type = mamori_policy::document::PolicyDocument)]
     pub document: Value,
 }
 
@@ -41,7 +41,7 @@ pub struct TemplateView {
     pub id: Uuid,
     pub name: String,
     pub version: i32,
-    #[schema(value_type = Object)]
+    #[schema(value_type = mamori_policy::document::PolicyDocument)]
     pub document: Value,
     pub updated_at: DateTime<Utc>,
 }

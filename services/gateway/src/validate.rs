@@ -2,34 +2,10 @@
 
 use crate::error::{ApiError, ApiResult};
 
-/// Lower-cases and checks an e-mail address (a pragmatic subset of RFC
-/// 5321: one `@`, a dotted domain, no spaces or control characters).
+/// Lower-cases and checks an e-mail address (the registry's rules, the
+/// same for every way an account is made).
 pub fn email(raw: &str) -> ApiResult<String> {
-    let e = raw.trim().to_lowercase();
-    let bad = |why: &str| ApiError::invalid("email", why.to_owned());
-    if e.is_empty() {
-        return Err(bad("is required"));
-    }
-    if e.len() > 254 {
-        return Err(bad("must be at most 254 characters"));
-    }
-    if e.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(bad("must not contain spaces or control characters"));
-    }
-    let Some((local, domain)) = e.split_once('@') else {
-        return Err(bad("must look like name@example.com"));
-    };
-    if local.is_empty()
-        || local.len() > 64
-        || domain.contains('@')
-        || !domain.contains('.')
-        || domain.starts_with('.')
-        || domain.ends_with('.')
-        || domain.contains("..")
-    {
-        return Err(bad("must look like name@example.com"));
-    }
-    Ok(e)
+    Ok(mamori_registry::users::normalize_email(raw)?)
 }
 
 /// A display name (company, tenant, group): trimmed, 1–200 printable

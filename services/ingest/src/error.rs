@@ -15,6 +15,7 @@ pub(crate) fn registry_status(e: mamori_registry::Error) -> Status {
         E::DeviceRevoked => Status::permission_denied(e.to_string()),
         E::InvalidInput { .. } => Status::invalid_argument(e.to_string()),
         E::NotFound { .. } => Status::not_found(e.to_string()),
+        E::EmailTaken => Status::already_exists(e.to_string()),
         E::Tenancy(inner) => {
             tracing::error!(error = %inner, "registry database error");
             Status::unavailable("device registry unavailable, retry later")

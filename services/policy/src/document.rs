@@ -32,7 +32,7 @@ pub const CATEGORIES: [&str; 9] = [
     "unauthorized_pc",
 ];
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyDocument {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -52,7 +52,7 @@ pub struct PolicyDocument {
 }
 
 /// One banned application: exactly one of `name`, `path`, `sha256`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BannedApp {
     /// The executable's file name, case-insensitive, `.exe` optional
@@ -70,7 +70,7 @@ pub struct BannedApp {
     pub label: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AppAction {
     Log,
@@ -78,7 +78,9 @@ pub enum AppAction {
     Block,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum DeviceClass {
     UsbStorage,
@@ -89,7 +91,7 @@ pub enum DeviceClass {
     Other,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Access {
     Allow,
@@ -97,7 +99,7 @@ pub enum Access {
     Deny,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceControl {
     /// Per class; a class not named is allowed.
@@ -109,7 +111,7 @@ pub struct DeviceControl {
     pub exceptions: Vec<DeviceException>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceException {
     /// 4 hex digits.
@@ -125,7 +127,19 @@ pub struct DeviceException {
     pub note: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Weekday {
     Mon,
@@ -159,7 +173,7 @@ impl Weekday {
 
 /// Working time: shifts per weekday in a time zone, and holidays (no work
 /// all day). Operations outside are after-hours.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BusinessHours {
     /// An IANA zone such as `Asia/Tokyo`.
@@ -172,12 +186,14 @@ pub struct BusinessHours {
     pub holidays: Vec<NaiveDate>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Shift {
     #[serde(with = "hhmm")]
+    #[schema(value_type = String, example = "09:00", pattern = "^([01][0-9]|2[0-3]):[0-5][0-9]$|^24:00$")]
     pub start: NaiveTime,
     #[serde(with = "hhmm")]
+    #[schema(value_type = String, example = "18:00", pattern = "^([01][0-9]|2[0-3]):[0-5][0-9]$|^24:00$")]
     pub end: NaiveTime,
 }
 
@@ -201,7 +217,7 @@ mod hhmm {
 
 /// Mass printing: more than `pages` pages by one user on one device within
 /// `window_minutes` raises an alarm (at the threshold).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MassPrint {
     pub pages: u32,
@@ -209,7 +225,7 @@ pub struct MassPrint {
 }
 
 /// Host patterns: `example.com` (and its subdomains) or `*.example.com`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebLists {
     #[serde(default)]
@@ -218,7 +234,7 @@ pub struct WebLists {
     pub alarm: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Notifications {
     #[serde(default)]
@@ -226,7 +242,7 @@ pub struct Notifications {
 }
 
 /// Which alarm categories go to which recipients.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
     /// Alarm categories, or `["*"]` for all.
@@ -240,7 +256,7 @@ pub struct Route {
     pub mode: Delivery,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Delivery {
     #[default]

@@ -82,7 +82,7 @@ impl Identity {
 
     pub fn actor(&self) -> mamori_tenancy::audit::Actor<'_> {
         mamori_tenancy::audit::Actor {
-            user: self.user,
+            user: Some(self.user),
             email: &self.email,
             role: &self.role,
             ip: self.ip,

@@ -1,7 +1,7 @@
 //! Passwords: the rules a new one must meet, and argon2id hashing (run off
 //! the async threads: one hash costs tens of milliseconds by design).
 
-use crate::error::{ApiError, ApiResult};
+use crate::{Error, Result};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use std::sync::LazyLock;
@@ -36,25 +36,22 @@ static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| hash_blocking("not a real
 
 /// Checks a new password (the request's `field`); the message names the
 /// field and the rule it breaks.
-pub fn check_rules(field: &str, password: &str, email: &str) -> ApiResult<()> {
+pub fn check_rules(field: &'static str, password: &str, email: &str) -> Result<()> {
     let len = password.chars().count();
     if len < MIN_LEN {
-        return Err(ApiError::invalid(
+        return Err(invalid(
             field,
             format!("must be at least {MIN_LEN} characters (got {len})"),
         ));
     }
     if len > MAX_LEN {
-        return Err(ApiError::invalid(
+        return Err(invalid(
             field,
             format!("must be at most {MAX_LEN} characters"),
         ));
     }
     if password.chars().any(char::is_control) {
-        return Err(ApiError::invalid(
-            field,
-            "must not contain control characters",
-        ));
+        return Err(invalid(field, "must not contain control characters"));
     }
     let lower = password.to_lowercase();
     let distinct = {
@@ -64,25 +61,23 @@ pub fn check_rules(field: &str, password: &str, email: &str) -> ApiResult<()> {
         c.len()
     };
     if distinct < 5 {
-        return Err(ApiError::invalid(
-            field,
-            "must use at least 5 different characters",
-        ));
+        return Err(invalid(field, "must use at least 5 different characters"));
     }
     if COMMON.contains(&lower.as_str()) {
-        return Err(ApiError::invalid(
-            field,
-            "is one of the most common passwords",
-        ));
+        return Err(invalid(field, "is one of the most common passwords"));
     }
     let local = email.split('@').next().unwrap_or_default();
     if local.chars().count() >= 4 && lower.contains(&local.to_lowercase()) {
-        return Err(ApiError::invalid(
-            field,
-            "must not contain the e-mail address",
-        ));
+        return Err(invalid(field, "must not contain the e-mail address"));
     }
     Ok(())
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
+    Error::InvalidInput {
+        field,
+        reason: reason.into(),
+    }
 }
 
 fn hash_blocking(password: &str) -> String {
@@ -95,16 +90,23 @@ fn hash_blocking(password: &str) -> String {
         .to_string()
 }
 
-pub async fn hash(password: String) -> ApiResult<String> {
-    tokio::task::spawn_blocking(move || hash_blocking(&password))
-        .await
-        .map_err(|e| ApiError::internal("password hashing", e))
+/// Hashes a password with argon2id and a fresh salt.
+pub async fn hash(password: String) -> Result<String> {
+    Ok(blocking(move || hash_blocking(&password)).await)
+}
+
+/// Runs `f` on the blocking pool; a panic there goes on here.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(v) => v,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
 }
 
 /// Verifies `password` against `stored` (or the dummy hash when there is
 /// no account, taking the same time and returning false).
-pub async fn verify(password: String, stored: Option<String>) -> ApiResult<bool> {
-    tokio::task::spawn_blocking(move || {
+pub async fn verify(password: String, stored: Option<String>) -> Result<bool> {
+    Ok(blocking(move || {
         let real = stored.is_some();
         let stored = stored.unwrap_or_else(|| DUMMY_HASH.clone());
         let Ok(parsed) = PasswordHash::new(&stored) else {
@@ -115,8 +117,7 @@ pub async fn verify(password: String, stored: Option<String>) -> ApiResult<bool>
             .is_ok()
             && real
     })
-    .await
-    .map_err(|e| ApiError::internal("password verification", e))
+    .await)
 }
 
 #[cfg(test)]
@@ -134,7 +135,7 @@ mod tests {
         ];
         for (pw, want) in cases {
             let err = check_rules("password", pw, "alice@example.com").unwrap_err();
-            assert!(err.message.contains(want), "{pw}: {}", err.message);
+            assert!(err.to_string().contains(want), "{pw}: {err}");
         }
         check_rules("password", "correct horse battery", "alice@example.com").unwrap();
         check_rules(

@@ -1,0 +1,37 @@
+import type { Schemas } from '../api/client';
+
+/** Every event kind, in the order the filter offers them (the same list
+ * as the OpenAPI document's `EventKind`, checked by the type below). */
+export const EVENT_KINDS = [
+  'logon',
+  'logoff',
+  'lock',
+  'unlock',
+  'process_start',
+  'process_stop',
+  'process_blocked',
+  'file_create',
+  'file_modify',
+  'file_copy',
+  'file_move',
+  'file_rename',
+  'file_delete',
+  'file_read',
+  'device_connect',
+  'device_disconnect',
+  'device_blocked',
+  'print',
+  'web_access',
+  'network_connect',
+  'software_installed',
+  'software_removed',
+  'software_updated',
+  'inventory',
+  'environment_change',
+  'security_status',
+  'lan_sighting',
+] as const satisfies readonly Schemas['EventKind'][];
+
+// A kind added to the API and not here fails to compile.
+type Missing = Exclude<Schemas['EventKind'], (typeof EVENT_KINDS)[number]>;
+export const ALL_KINDS_LISTED: Missing extends never ? true : false = true;

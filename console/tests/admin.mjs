@@ -1,0 +1,136 @@
+// The tenant's structure and who may change it: the group tree in the
+// browser, and an auditor who is offered nothing it may not do.
+
+import assert from 'node:assert/strict';
+import { PASSWORD, assertClean, base, mailTo, signupApi, test, waitFor, watchedPage } from './lib.mjs';
+
+async function api(method, path, access, body) {
+  const r = await fetch(`${base}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${access}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const text = await r.text();
+  return { status: r.status, body: text ? JSON.parse(text) : null };
+}
+
+async function verifyByMail(email) {
+  const mail = await waitFor('the verification mail', () => mailTo(email));
+  const token = mail.match(/mmv_[A-Za-z0-9_-]{43}/)[0];
+  const r = await fetch(`${base}/api/v1/auth/verify`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ token }),
+  });
+  assert.equal(r.status, 200);
+}
+
+async function login(page, email) {
+  await page.goto(`${base}/login`);
+  await page.getByLabel('E-mail address').fill(email);
+  await page.getByLabel('Password').fill(PASSWORD);
+  await page.getByRole('button', { name: 'Log in' }).click();
+  await page.getByRole('heading', { name: 'Dashboard' }).waitFor();
+}
+
+const XSS = '<img src=x onerror=window.__xss=1>';
+
+test('groups: a tree is built, renamed and moved; a group with a sub-group is kept and says why; markup in a name is text', async (browser) => {
+  const admin = await signupApi('tenant', 'Groups KK');
+  const context = await browser.newContext({ locale: 'en-US' });
+  const page = await watchedPage(context);
+  await login(page, admin.email);
+  await page.goto(`${base}/groups`);
+  await page.getByRole('heading', { name: 'Groups' }).waitFor();
+  const add = async (name, parent) => {
+    await page.getByLabel('New group').fill(name);
+    if (parent) {
+      await page.getByRole('textbox', { name: 'Under' }).first().click();
+      await page.getByRole('option', { name: parent, exact: true }).click();
+    }
+    await page.getByLabel('New group').focus();
+    await page.getByRole('button', { name: 'Add the group' }).click();
+    await page.getByTestId('group-row').filter({ hasText: name }).first().waitFor();
+  };
+  await add('Tokyo');
+  await add('Sales', 'Tokyo');
+  await add(XSS);
+  assert.equal(await page.evaluate(() => window.__xss), undefined);
+  assert.equal(await page.locator('img[src="x"]').count(), 0);
+  await page.getByTestId('groups').getByText(XSS, { exact: true }).waitFor();
+
+  // Tokyo has Sales under it: deleting it is refused with the API's reason.
+  const tokyo = page.getByTestId('group-row').filter({ hasText: /^Tokyo/ }).first();
+  await tokyo.getByRole('button', { name: 'Delete' }).click();
+  await page.getByRole('alert').filter({ hasText: '1 subgroup(s); move them out first' }).waitFor();
+  page.problems.length = 0; // the 409 is expected
+
+  // Rename Sales and move it to the top: Tokyo can go then.
+  const sales = page.getByTestId('group-row').filter({ hasText: /^Sales/ }).first();
+  await sales.getByRole('button', { name: 'Rename or move' }).click();
+  await page.getByLabel(/^Name/).fill('Sales & Marketing');
+  const edit = page.locator('form').filter({ has: page.getByLabel(/^Name/) });
+  await edit.getByRole('button', { name: 'Save' }).click();
+  await page.getByTestId('groups').getByText('Sales & Marketing').waitFor();
+  const groups = (await api('GET', '/api/v1/groups', admin.access)).body;
+  const renamed = groups.find((g) => g.name === 'Sales & Marketing');
+  const tokyoId = groups.find((g) => g.name === 'Tokyo').id;
+  assert.equal(renamed.parent_id, tokyoId, 'still under Tokyo until moved');
+  // Move it to the top level.
+  await page.getByTestId('group-row').filter({ hasText: /^Sales & Marketing/ }).first().getByRole('button', { name: 'Rename or move' }).click();
+  await edit.getByRole('textbox', { name: 'Under' }).click();
+  await page.getByRole('option', { name: 'Top level', exact: true }).click();
+  await edit.getByRole('button', { name: 'Save' }).click();
+  await waitFor('Sales at the top', async () => {
+    const g = (await api('GET', '/api/v1/groups', admin.access)).body.find((x) => x.name === 'Sales & Marketing');
+    return g.parent_id == null;
+  });
+  await page.reload();
+  await page.getByTestId('group-row').filter({ hasText: /^Tokyo/ }).first().getByRole('button', { name: 'Delete' }).click();
+  await waitFor('Tokyo deleted', async () => !(await api('GET', '/api/v1/groups', admin.access)).body.some((g) => g.name === 'Tokyo'));
+  await assertClean(page, 'groups (en)');
+  await context.close();
+});
+
+test('an auditor reads every page and is offered no control it may not use', async (browser) => {
+  const admin = await signupApi('tenant', 'Audited KK');
+  await verifyByMail(admin.email);
+  const email = `auditor-${Date.now()}@console.example.com`;
+  const inv = await api('POST', '/api/v1/invitations', admin.access, { email, role: 'auditor' });
+  assert.equal(inv.status, 201, JSON.stringify(inv.body));
+  const mail = await waitFor('the invitation', () => mailTo(email));
+  const link = mail.match(/https?:\/\/\S+\/accept-invitation\?token=mmi_[A-Za-z0-9_-]{43}/)?.[0];
+  assert.ok(link, `an /accept-invitation link in: ${mail}`);
+  const context = await browser.newContext({ locale: 'ja-JP' });
+  const page = await watchedPage(context);
+  await page.goto(link);
+  await page.getByLabel('パスワード').fill(PASSWORD);
+  await page.getByRole('button', { name: 'パスワードを決めて参加する' }).click();
+  await page.getByRole('heading', { name: 'ダッシュボード' }).waitFor();
+
+  const checks = [
+    ['/alarms', 'アラーム', ['確認済みにする', '選択したアラームを確認済みにする']],
+    ['/groups', '部署・拠点', ['グループを追加', '名前の変更・移動', '削除']],
+    ['/enrollment', '登録トークン', ['トークンを作成', '無効化']],
+    ['/policies', 'ポリシー', ['新しいバージョンとして保存', 'アプリを追加', 'この版に戻す']],
+    ['/devices', '端末', []],
+    ['/events', '操作ログ', []],
+  ];
+  for (const [path, heading, forbidden] of checks) {
+    await page.goto(`${base}${path}`);
+    await page.getByRole('heading', { name: heading, exact: true }).first().waitFor();
+    await page.waitForLoadState('networkidle');
+    for (const name of forbidden) {
+      assert.equal(await page.getByRole('button', { name, exact: true }).count(), 0, `${path}: no "${name}" for an auditor`);
+    }
+    await assertClean(page, `${path} as auditor (ja)`);
+  }
+  // The policy editor is shown read-only.
+  await page.goto(`${base}/policies`);
+  await page.getByTestId('section-banned_apps').waitFor();
+  const switches = page.getByRole('switch');
+  for (let i = 0; i < (await switches.count()); i++) {
+    assert.equal(await switches.nth(i).isDisabled(), true, 'section switches are read-only');
+  }
+  await context.close();
+});
