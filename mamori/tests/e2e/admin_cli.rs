@@ -160,10 +160,17 @@ async fn the_operators_changes_are_audited_and_deleted_devices_stay_gone() {
     );
     for (action, role, email, id) in &rows[..2] {
         assert_eq!(role, "operator", "{action}");
-        assert!(email.starts_with("operator ") && email.contains('@'), "{action}: {email}");
+        assert!(
+            email.starts_with("operator ") && email.contains('@'),
+            "{action}: {email}"
+        );
         assert!(id.is_none());
     }
-    assert!(rows[0].2.starts_with("operator alice@"), "named by $USER: {}", rows[0].2);
+    assert!(
+        rows[0].2.starts_with("operator alice@"),
+        "named by $USER: {}",
+        rows[0].2
+    );
     assert_eq!(rows[2].1, "tenant_admin");
 }
 
