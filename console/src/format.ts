@@ -11,3 +11,33 @@ export function dateTime(iso: string | null | undefined): string {
 export function browserTimeZone(): string {
   return Intl.DateTimeFormat().resolvedOptions().timeZone || 'UTC';
 }
+
+/** The offset of `tz` from UTC at `at`, in milliseconds. */
+function offsetAt(at: number, tz: string): number {
+  const parts = Object.fromEntries(
+    new Intl.DateTimeFormat('en-US', {
+      timeZone: tz,
+      hourCycle: 'h23',
+      year: 'numeric',
+      month: '2-digit',
+      day: '2-digit',
+      hour: '2-digit',
+      minute: '2-digit',
+      second: '2-digit',
+    })
+      .formatToParts(new Date(at))
+      .map((p) => [p.type, p.value]),
+  );
+  const asUtc = Date.UTC(+parts.year!, +parts.month! - 1, +parts.day!, +parts.hour!, +parts.minute!, +parts.second!);
+  return asUtc - at;
+}
+
+/** The instant a day (`YYYY-MM-DD`) starts in time zone `tz`. */
+export function startOfDay(day: string, tz: string): Date {
+  const [y, m, d] = day.split('-').map(Number);
+  const guess = Date.UTC(y ?? 1970, (m ?? 1) - 1, d ?? 1);
+  // Twice, for a day on which the offset changes.
+  let at = guess - offsetAt(guess, tz);
+  at = guess - offsetAt(at, tz);
+  return new Date(at);
+}

@@ -115,6 +115,10 @@ test('an auditor reads every page and is offered no control it may not use', asy
     ['/policies', 'ポリシー', ['新しいバージョンとして保存', 'アプリを追加', 'この版に戻す']],
     ['/devices', '端末', []],
     ['/events', '操作ログ', []],
+    ['/users', 'ユーザー', ['招待を送る', '取り消す']],
+    ['/webhooks', 'Webhook', ['Webhook を追加', 'テスト送信', '削除']],
+    ['/settings', '設定', ['保存']],
+    ['/audit', '監査ログ', []],
   ];
   for (const [path, heading, forbidden] of checks) {
     await page.goto(`${base}${path}`);
@@ -131,6 +135,83 @@ test('an auditor reads every page and is offered no control it may not use', asy
   const switches = page.getByRole('switch');
   for (let i = 0; i < (await switches.count()); i++) {
     assert.equal(await switches.nth(i).isDisabled(), true, 'section switches are read-only');
+  }
+  await context.close();
+});
+
+test('settings, users and webhooks: time zone and retention saved, an invitation sent and withdrawn, a webhook tested with a signed delivery', async (browser) => {
+  const http = await import('node:http');
+  const crypto = await import('node:crypto');
+  const received = [];
+  const server = http.createServer((req, res) => {
+    const chunks = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', () => {
+      received.push({ headers: req.headers, body: Buffer.concat(chunks) });
+      res.writeHead(200).end('ok');
+    });
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  const hookUrl = `http://127.0.0.1:${server.address().port}/hook`;
+  const admin = await signupApi('tenant', 'Settings KK');
+  await verifyByMail(admin.email);
+  const context = await browser.newContext({ locale: 'en-US' });
+  const page = await watchedPage(context);
+  try {
+    await login(page, admin.email);
+
+    await page.goto(`${base}/settings`);
+    await page.getByText('0 of 100 devices').waitFor();
+    await page.getByLabel('Keep operation logs for (days)').fill('30');
+    await page.getByRole('button', { name: 'Save' }).click();
+    await page.getByText('must be 90 (three months) to 2557 (seven years)').waitFor();
+    page.problems.length = 0; // the 422 is expected
+    await page.getByLabel('Keep operation logs for (days)').fill('400');
+    await page.getByRole('textbox', { name: 'Time zone' }).click();
+    await page.getByRole('textbox', { name: 'Time zone' }).fill('Europe/Berl');
+    await page.getByRole('option', { name: 'Europe/Berlin' }).click();
+    await page.getByRole('button', { name: 'Save' }).click();
+    await page.getByTestId('settings-saved').waitFor();
+    const t = (await api('GET', '/api/v1/tenant', admin.access)).body;
+    assert.equal(t.retention_days, 400);
+    assert.equal(t.time_zone, 'Europe/Berlin');
+    await page.goto(`${base}/`);
+    assert.equal(await page.getByTestId('calendar-zone').inputValue(), 'Europe/Berlin', 'the calendar follows the setting');
+    await assertClean(page, 'settings (en)');
+
+    await page.goto(`${base}/users`);
+    const invitee = `invitee-${Date.now()}@console.example.com`;
+    await page.getByLabel('Invite by e-mail').fill(invitee);
+    await page.getByRole('button', { name: 'Send the invitation' }).click();
+    await page.getByTestId('invited').waitFor();
+    await page.getByTestId('invitations').getByText(invitee).waitFor();
+    await waitFor('the invitation mail', () => mailTo(invitee));
+    await page.getByTestId('invitations').getByRole('button', { name: 'Withdraw' }).click();
+    await page.getByText('None.').waitFor();
+    await assertClean(page, 'users (en)');
+
+    await page.goto(`${base}/webhooks`);
+    await page.getByLabel('Name').fill('Ops channel');
+    await page.getByLabel('URL').fill(hookUrl);
+    await page.getByRole('button', { name: 'Add the webhook' }).click();
+    const secret = (await page.getByTestId('webhook-secret').innerText()).trim();
+    await page.getByRole('button', { name: 'Done' }).click();
+    await page.getByRole('button', { name: 'Send a test' }).click();
+    await page.getByTestId('webhook-test-result').filter({ hasText: 'Delivered (HTTP 200)' }).waitFor();
+    assert.equal(received.length, 1);
+    const { headers, body } = received[0];
+    const key = Buffer.from(secret.replace(/-/g, '+').replace(/_/g, '/'), 'base64');
+    const mac = crypto.createHmac('sha256', key).update(`${headers['x-mamori-timestamp']}.`).update(body).digest('hex');
+    assert.equal(headers['x-mamori-signature'], `sha256=${mac}`, 'the delivery is signed with the secret shown once');
+    assert.equal(JSON.parse(body.toString()).test, true);
+    await assertClean(page, 'webhooks (en)');
+
+    await page.goto(`${base}/audit`);
+    await page.getByTestId('audit').getByText('webhook.test').waitFor();
+    await page.getByTestId('audit').getByText('tenant.update').first().waitFor();
+    await assertClean(page, 'audit (en)');
+  } finally {
+    server.close();
   }
   await context.close();
 });

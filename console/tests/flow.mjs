@@ -130,6 +130,22 @@ test('the whole path with a real agent: token, install, device, policy, kill, al
     const ms = await winnyIsKilled(work);
     console.log(`    winny killed after ${ms} ms`);
 
+    // The device applies the revision; its page says which level set what.
+    await page.goto(`${base}/devices`);
+    await page.getByTestId('devices').getByRole('link', { name: XSS }).click();
+    await page.getByTestId('device-title').filter({ hasText: XSS }).waitFor();
+    await waitFor('the revision applied', async () => {
+      const badge = await page.getByTestId('policy-applied').innerText().catch(() => '');
+      const m = badge.match(/リビジョン (\d+) のうち (\d+) を適用済み/);
+      if (m && m[1] === m[2]) return true;
+      await page.reload();
+      return false;
+    });
+    await page.getByTestId('origins').getByText('禁止アプリ').waitFor();
+    await page.getByTestId('origins').getByText('テナント全体').waitFor();
+    await assertClean(page, 'device (ja)');
+    const deviceUrl = page.url();
+
     // The alarm in the list and in today's calendar cell.
     await page.goto(`${base}/alarms`);
     const alarmRow = page.getByTestId('alarm-row').filter({ hasText: '禁止アプリ' });
@@ -179,6 +195,13 @@ test('the whole path with a real agent: token, install, device, policy, kill, al
     );
     assert.ok(csv[1].includes(`"${XSS}"`), `the host name, quoted: ${csv[1]}`);
     await page.getByTestId('export-progress').waitFor();
+
+    // Revoked after a confirmation: the device says so.
+    await page.goto(deviceUrl);
+    await page.getByRole('button', { name: '無効化' }).click();
+    await page.getByTestId('confirm').click();
+    await page.getByTestId('device-title').waitFor();
+    await page.getByText('無効化済み', { exact: true }).first().waitFor();
   } catch (e) {
     // What the page said when it failed, for a run with no screen.
     console.log(`--- the page at ${page.url()}:\n${await page.locator('body').innerText().catch(() => '?')}`);

@@ -122,7 +122,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The tenant's audit trail, newest first (tenant and MSP admins). */
+        /**
+         * The tenant's audit trail, newest first: every role that reads the
+         *     tenant reads it (an auditor's job).
+         */
         get: operations["audit_log"];
         put?: never;
         post?: never;
@@ -904,7 +907,7 @@ export interface paths {
         options?: never;
         head?: never;
         /**
-         * Change the acting tenant's name or log retention. (The device licence
+         * Change the acting tenant's name, log retention or time zone. (The device licence
          *     cap is the operator's: `mamori tenant set-limit`.)
          */
         patch: operations["update"];
@@ -1052,6 +1055,27 @@ export interface paths {
         post?: never;
         /** Delete a webhook; routes naming it skip it. */
         delete: operations["delete_webhook"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/webhooks/{id}/test": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Send a signed test delivery to a webhook now (10 s at most) and say
+         *     what its receiver answered. Same body shape, headers and signature as
+         *     alarm deliveries, with `"test": true` and no alarms.
+         */
+        post: operations["test_webhook"];
+        delete?: never;
         options?: never;
         head?: never;
         patch?: never;
@@ -1376,8 +1400,10 @@ export interface components {
             /** @description Why the agent could not apply the last revision it received. */
             apply_error?: string | null;
             document: components["schemas"]["PolicyDocument"];
-            /** @description Section name → the policy it came from (scope, target, version). */
-            origins: Record<string, never>;
+            /** @description Section name → the policy it came from. */
+            origins: {
+                [key: string]: components["schemas"]["OriginView"];
+            };
             /**
              * Format: int64
              * @description The revision the device should enforce.
@@ -1490,6 +1516,23 @@ export interface components {
         };
         Notifications: {
             routes?: components["schemas"]["Route"][];
+        };
+        /**
+         * @description Which policy a section of an effective policy came from (the schema of
+         *     the policy service's answer, passed on as it is).
+         */
+        OriginView: {
+            /** Format: uuid */
+            policy_id: string;
+            /** @description `tenant`, `group` or `device`. */
+            scope: string;
+            /**
+             * Format: uuid
+             * @description The group or device (absent for the tenant).
+             */
+            target_id?: string | null;
+            /** Format: int32 */
+            version: number;
         };
         PasswordResetAccepted: {
             /** @description The same whether or not an account uses the address. */
@@ -1669,6 +1712,8 @@ export interface components {
              * @description Days operation logs are kept (90 to 2557).
              */
             retention_days: number;
+            /** @description The IANA time zone the violation calendar's days are in by default. */
+            time_zone: string;
         };
         TenantSummary: {
             /** Format: date-time */
@@ -1732,6 +1777,8 @@ export interface components {
              * @description Days operation logs are kept: 90 (three months) to 2557 (seven years).
              */
             retention_days?: number | null;
+            /** @description An IANA time zone name, e.g. `Asia/Tokyo`. */
+            time_zone?: string | null;
         };
         UpdateUser: {
             /** @description Disabling ends every session of the user. */
@@ -1767,6 +1814,17 @@ export interface components {
         WebLists: {
             alarm?: string[];
             block?: string[];
+        };
+        WebhookTestResult: {
+            /** @description The receiver answered 2xx. */
+            delivered: boolean;
+            /** @description Why it was not delivered. */
+            error?: string | null;
+            /**
+             * Format: int32
+             * @description The receiver's HTTP status, when it answered.
+             */
+            status?: number | null;
         };
         WebhookView: {
             /** Format: date-time */
@@ -2063,7 +2121,10 @@ export interface operations {
             path: {
                 /** @description `YYYY-MM`; default: this month. */
                 month: string | null;
-                /** @description IANA time zone the days are counted in, e.g. `Asia/Tokyo` (default UTC). */
+                /**
+                 * @description IANA time zone the days are counted in, e.g. `Asia/Tokyo` (default:
+                 *     the tenant's).
+                 */
                 tz: string | null;
                 /** @description An office or department; its sub-groups are included. */
                 group: string | null;
@@ -2368,14 +2429,6 @@ export interface operations {
             };
             /** @description No valid access token */
             401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
-            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -8601,6 +8654,101 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description Malformed X-Mamori-Tenant header, or an MSP user named no tenant */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid access token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The caller's role lacks the permission this takes */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Conflicts with what is stored (a taken name, a rule such as "not empty"); the message says which */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many requests (see Retry-After) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A fault of ours, logged with the request id */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A dependency is unavailable or the request timed out; retry later */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    test_webhook: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The tenant an MSP user acts on (tenant users may name only their own). */
+                "X-Mamori-Tenant"?: string;
+            };
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookTestResult"];
+                };
             };
             /** @description Malformed X-Mamori-Tenant header, or an MSP user named no tenant */
             400: {

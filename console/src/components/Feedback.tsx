@@ -48,3 +48,14 @@ export function ChooseTenant() {
     </Alert>
   );
 }
+
+/** A form's refusal that names no field of the form (those show at the
+ * field). */
+export function FormError({ error, mt }: { error: string | null; mt?: string }) {
+  if (!error) return null;
+  return (
+    <Alert color="red" role="alert" mt={mt}>
+      {error}
+    </Alert>
+  );
+}

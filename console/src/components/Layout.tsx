@@ -22,6 +22,10 @@ const PAGES = [
   { to: '/policies', key: 'nav.policies' },
   { to: '/groups', key: 'nav.groups' },
   { to: '/enrollment', key: 'nav.enrollment' },
+  { to: '/users', key: 'nav.users' },
+  { to: '/webhooks', key: 'nav.webhooks' },
+  { to: '/settings', key: 'nav.settings' },
+  { to: '/audit', key: 'nav.audit' },
 ] as const;
 
 export function LanguageSwitch() {

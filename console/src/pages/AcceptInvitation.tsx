@@ -1,9 +1,10 @@
-import { Alert, Button, PasswordInput, Stack } from '@mantine/core';
+import { Button, PasswordInput, Stack } from '@mantine/core';
 import { useState } from 'react';
 import { useTranslation } from 'react-i18next';
 import { useNavigate, useSearchParams } from 'react-router';
 import * as api from '../api/client';
 import { useSession } from '../auth/session';
+import { FormError } from '../components/Feedback';
 import { useSubmit } from '../components/useSubmit';
 import { AuthFrame } from './Login';
 
@@ -35,11 +36,7 @@ export function AcceptInvitation() {
             error={fieldError('password')}
             onChange={(e) => setPassword(e.currentTarget.value)}
           />
-          {error && (
-            <Alert color="red" role="alert">
-              {error}
-            </Alert>
-          )}
+          <FormError error={error} />
           <Button type="submit" loading={busy}>
             {t('auth.accept')}
           </Button>

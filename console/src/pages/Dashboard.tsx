@@ -2,7 +2,7 @@
 // and the violation calendar of a month (alarms per day and category, as
 // LanScope's): a click on a day lists that day's alarms.
 
-import { Alert, Badge, Button, Card, Group, Paper, SimpleGrid, Stack, Table, Text, Title, Tooltip, UnstyledButton } from '@mantine/core';
+import { Alert, Badge, Button, Card, Group, Paper, Select, SimpleGrid, Stack, Table, Text, Title, Tooltip, UnstyledButton } from '@mantine/core';
 import { useQuery } from '@tanstack/react-query';
 import { useState } from 'react';
 import { useTranslation } from 'react-i18next';
@@ -11,7 +11,8 @@ import * as api from '../api/client';
 import type { Schemas } from '../api/client';
 import { useSession } from '../auth/session';
 import { ChooseTenant, Failure, Loading, useTenantChosen } from '../components/Feedback';
-import { browserTimeZone, dateTime } from '../format';
+import { groupOptions, useGroups } from '../components/groups';
+import { browserTimeZone, dateTime, startOfDay } from '../format';
 
 /** A short mark per alarm category, for the calendar's cells. */
 const MARK: Record<string, string> = {
@@ -48,23 +49,40 @@ function Stat({ label, value, testId }: { label: string; value: string | number;
   );
 }
 
+/** The time zones offered: the browser's list, with the current and the
+ * browser's own first. */
+function zoneList(current: string): string[] {
+  const intl = Intl as unknown as { supportedValuesOf?: (k: string) => string[] };
+  const all = intl.supportedValuesOf?.('timeZone') ?? [];
+  return [...new Set([current, browserTimeZone(), 'UTC', ...all])];
+}
+
 function Calendar() {
   const { t } = useTranslation();
   const [month, setMonth] = useState(monthOf(new Date()));
   const [day, setDay] = useState<string | null>(null);
-  const tz = browserTimeZone();
+  // No choice: the tenant's time zone (the server's default).
+  const [zone, setZone] = useState<string | null>(null);
+  const [group, setGroup] = useState<string | null>(null);
+  const groups = useGroups();
   const calendar = useQuery({
-    queryKey: ['calendar', month, tz],
-    queryFn: () => api.call<Schemas['Calendar']>('GET', '/api/v1/alarms/calendar', { query: { month, tz } }),
+    queryKey: ['calendar', month, zone, group],
+    queryFn: () =>
+      api.call<Schemas['Calendar']>('GET', '/api/v1/alarms/calendar', {
+        query: { month, tz: zone ?? undefined, group: group ?? undefined },
+      }),
   });
+  const tz = calendar.data?.time_zone ?? zone ?? 'UTC';
   const dayAlarms = useQuery({
-    queryKey: ['alarms-of-day', day, tz],
-    enabled: day !== null,
+    queryKey: ['alarms-of-day', day, tz, group],
+    enabled: day !== null && calendar.isSuccess,
     queryFn: async () => {
-      const from = new Date(`${day}T00:00:00`);
-      const to = new Date(from.getTime() + 86_400_000);
+      const from = startOfDay(day ?? '', tz);
+      const next = new Date(`${day}T00:00:00Z`);
+      next.setUTCDate(next.getUTCDate() + 1);
+      const to = startOfDay(next.toISOString().slice(0, 10), tz);
       return api.call<Schemas['AlarmPage']>('GET', '/api/v1/alarms', {
-        query: { from: from.toISOString(), to: to.toISOString(), limit: 200 },
+        query: { from: from.toISOString(), to: to.toISOString(), group: group ?? undefined, limit: 200 },
       });
     },
   });
@@ -91,9 +109,35 @@ function Calendar() {
           </Button>
         </Group>
       </Group>
-      <Text size="xs" c="dimmed">
-        {t('dashboard.timeZone')}: {calendar.data.time_zone}
-      </Text>
+      <Group>
+        <Select
+          size="xs"
+          label={t('dashboard.group')}
+          placeholder={t('dashboard.allGroups')}
+          clearable
+          value={group}
+          data={groupOptions(groups.data)}
+          onChange={(v) => {
+            setGroup(v);
+            setDay(null);
+          }}
+          w={240}
+        />
+        <Select
+          size="xs"
+          label={t('dashboard.timeZone')}
+          searchable
+          allowDeselect={false}
+          value={calendar.data.time_zone}
+          data={zoneList(calendar.data.time_zone)}
+          onChange={(v) => {
+            setZone(v);
+            setDay(null);
+          }}
+          w={220}
+          data-testid="calendar-zone"
+        />
+      </Group>
       <SimpleGrid cols={7} spacing={4}>
         {t('dashboard.weekdays')
           .split(',')

@@ -5,7 +5,7 @@
 import { Badge, Group, Pagination, SegmentedControl, Stack, Table, Text, TextInput, Title, UnstyledButton } from '@mantine/core';
 import { keepPreviousData, useQuery } from '@tanstack/react-query';
 import { useTranslation } from 'react-i18next';
-import { useSearchParams } from 'react-router';
+import { Link, useSearchParams } from 'react-router';
 import * as api from '../api/client';
 import type { Schemas } from '../api/client';
 import { useSession } from '../auth/session';
@@ -55,6 +55,12 @@ export function Devices() {
     placeholderData: keepPreviousData,
     queryFn: () => api.call<Schemas['DevicePage']>('GET', `/api/v1/devices?${query.toString()}`),
   });
+  const policies = useQuery({
+    queryKey: ['policies'],
+    enabled: chosen,
+    queryFn: () => api.call<Schemas['PolicyList']>('GET', '/api/v1/policies'),
+  });
+  const revision = policies.data?.revision;
   const data = devices.data;
   const counts = data?.counts;
   const all = counts ? counts.online + counts.offline + counts.not_reporting + counts.revoked : undefined;
@@ -110,12 +116,15 @@ export function Devices() {
                 {header('agent_version', t('devices.agent'))}
                 {header('status', t('devices.status'))}
                 {header('last_seen', t('devices.lastSeen'))}
+                <Table.Th>{t('devices.policyColumn')}</Table.Th>
               </Table.Tr>
             </Table.Thead>
             <Table.Tbody>
               {data.devices.map((d) => (
                 <Table.Tr key={d.id}>
-                  <Table.Td>{d.hostname}</Table.Td>
+                  <Table.Td>
+                    <Link to={`/devices/${d.id}`}>{d.hostname}</Link>
+                  </Table.Td>
                   <Table.Td>
                     {d.os_name} {d.os_version}
                   </Table.Td>
@@ -126,6 +135,13 @@ export function Devices() {
                     </Badge>
                   </Table.Td>
                   <Table.Td>{d.last_seen_at ? dateTime(d.last_seen_at) : t('devices.never')}</Table.Td>
+                  <Table.Td>
+                    {revision !== undefined && d.status !== 'revoked' && (
+                      <Badge variant="light" color={d.policy_version === revision ? 'teal' : 'orange'}>
+                        {d.policy_version ?? '—'} / {revision}
+                      </Badge>
+                    )}
+                  </Table.Td>
                 </Table.Tr>
               ))}
             </Table.Tbody>

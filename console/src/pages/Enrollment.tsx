@@ -8,7 +8,7 @@ import { useTranslation } from 'react-i18next';
 import * as api from '../api/client';
 import type { Schemas } from '../api/client';
 import { useSession } from '../auth/session';
-import { ChooseTenant, Failure, Loading, useTenantChosen } from '../components/Feedback';
+import { ChooseTenant, Failure, Loading, useTenantChosen, FormError } from '../components/Feedback';
 import { groupOptions, useGroups } from '../components/groups';
 import { useSubmit } from '../components/useSubmit';
 import { dateTime } from '../format';
@@ -144,11 +144,7 @@ export function Enrollment() {
               {t('enrollment.create')}
             </Button>
           </Group>
-          {error && (
-            <Alert color="red" role="alert" mt="sm">
-              {error}
-            </Alert>
-          )}
+          <FormError error={error} mt="sm" />
         </form>
       )}
       {created && <Created created={created} onClose={() => setCreated(null)} />}

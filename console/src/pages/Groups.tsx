@@ -2,13 +2,13 @@
 // (the API refuses to delete a group that still has devices or
 // sub-groups, and says so).
 
-import { Alert, Box, Button, Group, Select, Stack, Text, TextInput, Title } from '@mantine/core';
+import { Box, Button, Group, Select, Stack, Text, TextInput, Title } from '@mantine/core';
 import { useMutation, useQueryClient } from '@tanstack/react-query';
 import { useState } from 'react';
 import { useTranslation } from 'react-i18next';
 import * as api from '../api/client';
 import { useSession } from '../auth/session';
-import { ChooseTenant, Failure, Loading, useTenantChosen } from '../components/Feedback';
+import { ChooseTenant, Failure, Loading, useTenantChosen, FormError } from '../components/Feedback';
 import { groupPaths, useGroups } from '../components/groups';
 import type { GroupView } from '../components/groups';
 import { useSubmit } from '../components/useSubmit';
@@ -108,11 +108,7 @@ function EditGroup({ group, groups, onDone }: { group: GroupView; groups: GroupV
           {t('app.cancel')}
         </Button>
       </Group>
-      {error && (
-        <Alert color="red" role="alert" mt="xs">
-          {error}
-        </Alert>
-      )}
+      <FormError error={error} mt="xs" />
     </form>
   );
 }
@@ -161,11 +157,7 @@ export function Groups() {
               {t('groups.create')}
             </Button>
           </Group>
-          {create.error && (
-            <Alert color="red" role="alert" mt="xs">
-              {create.error}
-            </Alert>
-          )}
+          <FormError error={create.error} mt="xs" />
         </form>
       )}
       {groups.isPending && chosen && <Loading />}

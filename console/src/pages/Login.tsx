@@ -1,9 +1,10 @@
-import { Alert, Anchor, Button, Center, Group, Paper, PasswordInput, Stack, Text, TextInput, Title } from '@mantine/core';
+import { Anchor, Button, Center, Group, Paper, PasswordInput, Stack, Text, TextInput, Title } from '@mantine/core';
 import { useState } from 'react';
 import { useTranslation } from 'react-i18next';
 import { Link, Navigate, useNavigate, useSearchParams } from 'react-router';
 import { useSession } from '../auth/session';
 import { LanguageSwitch } from '../components/Layout';
+import { FormError } from '../components/Feedback';
 import { useSubmit } from '../components/useSubmit';
 
 /** Where to go after logging in: a path of the console only. */
@@ -46,11 +47,7 @@ export function Login() {
         <Stack>
           <TextInput label={t('auth.email')} type="email" autoComplete="username" required value={email} onChange={(e) => setEmail(e.currentTarget.value)} />
           <PasswordInput label={t('auth.password')} autoComplete="current-password" required value={password} onChange={(e) => setPassword(e.currentTarget.value)} />
-          {error && (
-            <Alert color="red" role="alert">
-              {error}
-            </Alert>
-          )}
+          <FormError error={error} />
           <Button type="submit" loading={busy}>
             {t('auth.login')}
           </Button>

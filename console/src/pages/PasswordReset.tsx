@@ -7,6 +7,7 @@ import { useState } from 'react';
 import { useTranslation } from 'react-i18next';
 import { Link, useSearchParams } from 'react-router';
 import * as api from '../api/client';
+import { FormError } from '../components/Feedback';
 import { useSubmit } from '../components/useSubmit';
 import { AuthFrame } from './Login';
 
@@ -44,11 +45,7 @@ export function ForgotPassword() {
               error={fieldError('email')}
               onChange={(e) => setEmail(e.currentTarget.value)}
             />
-            {error && (
-              <Alert color="red" role="alert">
-                {error}
-              </Alert>
-            )}
+            <FormError error={error} />
             <Button type="submit" loading={busy}>
               {t('auth.sendReset')}
             </Button>
@@ -100,11 +97,7 @@ export function ResetPassword() {
               error={fieldError('new_password')}
               onChange={(e) => setPassword(e.currentTarget.value)}
             />
-            {error && (
-              <Alert color="red" role="alert">
-                {error}
-              </Alert>
-            )}
+            <FormError error={error} />
             <Button type="submit" loading={busy}>
               {t('auth.setPassword')}
             </Button>

@@ -1,9 +1,10 @@
-import { Alert, Anchor, Button, PasswordInput, SegmentedControl, Stack, Text, TextInput } from '@mantine/core';
+import { Anchor, Button, PasswordInput, SegmentedControl, Stack, Text, TextInput } from '@mantine/core';
 import { useState } from 'react';
 import { useTranslation } from 'react-i18next';
 import { Link, useNavigate } from 'react-router';
 import * as api from '../api/client';
 import { useSession } from '../auth/session';
+import { FormError } from '../components/Feedback';
 import { useSubmit } from '../components/useSubmit';
 import { AuthFrame } from './Login';
 
@@ -66,11 +67,7 @@ export function Signup() {
               ]}
             />
           </Stack>
-          {error && (
-            <Alert color="red" role="alert">
-              {error}
-            </Alert>
-          )}
+          <FormError error={error} />
           <Button type="submit" loading={busy}>
             {t('auth.signup')}
           </Button>

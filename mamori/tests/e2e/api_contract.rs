@@ -467,3 +467,119 @@ async fn alarms_are_acknowledged_in_bulk() {
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     }
 }
+
+/// "Send test" posts a signed delivery to the webhook now and says what
+/// its receiver answered.
+#[tokio::test]
+async fn a_webhook_test_delivery_is_signed_and_reports_the_answer() {
+    use base64::Engine;
+    let g = Gw::start().await;
+    let admin = g.signup("Hook KK", "tenant").await;
+    let (hook, url) = crate::policy_alarms::Hook::start().await;
+    let (status, created) = g
+        .post(
+            &admin,
+            "/api/v1/webhooks",
+            json!({"name": "Slack", "url": url}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap();
+    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(created["secret"].as_str().unwrap())
+        .unwrap();
+    let (status, v) = g
+        .post(&admin, &format!("/api/v1/webhooks/{id}/test"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["delivered"], true, "{v}");
+    assert_eq!(v["status"], 200);
+    let got = hook.deliveries();
+    assert_eq!(got.len(), 1);
+    let (headers, body) = &got[0];
+    let ts = headers["x-mamori-timestamp"].to_str().unwrap();
+    let want = mamori_policy::webhook::sign(&secret, ts, body);
+    assert_eq!(
+        headers["x-mamori-signature"].to_str().unwrap(),
+        format!("sha256={want}")
+    );
+    let payload: serde_json::Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(payload["test"], true);
+
+    // A receiver that is not there: not delivered, and why.
+    let port = crate::support::free_port();
+    let (_, dead) = g
+        .post(
+            &admin,
+            "/api/v1/webhooks",
+            json!({"name": "Gone", "url": format!("http://127.0.0.1:{port}/hook")}),
+        )
+        .await;
+    let (status, v) = g
+        .post(
+            &admin,
+            &format!("/api/v1/webhooks/{}/test", dead["id"].as_str().unwrap()),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(v["delivered"], false);
+    assert!(
+        v["error"].as_str().unwrap().starts_with("not delivered"),
+        "{v}"
+    );
+    let (_, audit) = g.get(&admin, "/api/v1/audit?action=webhook.test").await;
+    assert_eq!(audit["entries"].as_array().unwrap().len(), 2);
+}
+
+/// The tenant's time zone is a setting; the calendar counts days in it
+/// unless asked for another.
+#[tokio::test]
+async fn the_calendar_counts_days_in_the_tenants_time_zone() {
+    let g = Gw::start().await;
+    let admin = g.signup("Zone KK", "tenant").await;
+    let tenant = admin.tenant_id.clone().unwrap();
+    let (_, t) = g.get(&admin, "/api/v1/tenant").await;
+    assert_eq!(t["time_zone"], "Asia/Tokyo", "the default");
+    // 2026-11-30 20:00 UTC is 2026-12-01 05:00 in Tokyo.
+    crate::gateway::insert_alarm(&g, &tenant, "after_hours", None, "2026-11-30T20:00:00Z").await;
+    let (_, cal) = g.get(&admin, "/api/v1/alarms/calendar?month=2026-12").await;
+    assert_eq!(cal["time_zone"], "Asia/Tokyo");
+    assert_eq!(cal["days"][0]["counts"]["after_hours"], 1, "{cal}");
+    let (status, v) = g
+        .call(
+            Some(&admin),
+            Method::PATCH,
+            "/api/v1/tenant",
+            Some(json!({"time_zone": "Mars/Olympus"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("time_zone:"),
+        "{v}"
+    );
+    let (status, t) = g
+        .call(
+            Some(&admin),
+            Method::PATCH,
+            "/api/v1/tenant",
+            Some(json!({"time_zone": "UTC"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{t}");
+    assert_eq!(t["time_zone"], "UTC");
+    let (_, cal) = g.get(&admin, "/api/v1/alarms/calendar?month=2026-12").await;
+    assert_eq!(cal["time_zone"], "UTC");
+    assert!(
+        cal["days"][0]["counts"].as_object().unwrap().is_empty(),
+        "{cal}"
+    );
+    let (_, nov) = g
+        .get(&admin, "/api/v1/alarms/calendar?month=2026-11&tz=UTC")
+        .await;
+    assert_eq!(nov["days"][29]["counts"]["after_hours"], 1);
+}

@@ -5,12 +5,10 @@
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use hmac::{Hmac, Mac};
 use mamori_keywrap::Kek;
 use mamori_mail::Mailer;
 use mamori_tenancy::{Db, TenantId};
 use serde_json::{Value, json};
-use sha2::Sha256;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -227,20 +225,10 @@ impl Notifier {
             "delivery_id": delivery,
             "alarms": alarms,
         }))?;
-        let timestamp = Utc::now().timestamp().to_string();
-        let signature = sign(&secret, &timestamp, &body);
-        let resp = self
-            .http
-            .post(&url)
-            .header("content-type", "application/json")
-            .header("x-mamori-delivery", delivery.to_string())
-            .header("x-mamori-timestamp", &timestamp)
-            .header("x-mamori-signature", format!("sha256={signature}"))
-            .body(body)
-            .send()
-            .await?;
-        if !resp.status().is_success() {
-            anyhow::bail!("webhook answered {}", resp.status());
+        let status =
+            mamori_policy::webhook::post_signed(&self.http, &url, &secret, delivery, body).await?;
+        if !status.is_success() {
+            anyhow::bail!("webhook answered {status}");
         }
         Ok(())
     }
@@ -299,37 +287,9 @@ impl Notifier {
     }
 }
 
-/// The webhook client's resolver: each connection's addresses are the ones
-/// [`mamori_policy::webhook::Resolver`] resolved and vetted, once.
-pub(crate) struct VettedDns(pub(crate) mamori_policy::webhook::Resolver);
-
-impl reqwest::dns::Resolve for VettedDns {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let resolver = self.0.clone();
-        Box::pin(async move {
-            let addrs = resolver
-                .resolve(name.as_str())
-                .await
-                .map_err(|e| format!("webhook destination refused: {e}"))?;
-            let addrs: reqwest::dns::Addrs =
-                Box::new(addrs.into_iter().map(|ip| std::net::SocketAddr::new(ip, 0)));
-            Ok(addrs)
-        })
-    }
-}
-
 /// A failure that retrying cannot fix.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 struct Permanent(String);
 
-/// Hex HMAC-SHA256 of `timestamp.body` under `secret`: what
-/// `X-Mamori-Signature: sha256=…` carries. Receivers recompute it and
-/// compare, and refuse old timestamps to stop replays.
-pub fn sign(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
-    mac.update(timestamp.as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    hex::encode(mac.finalize().into_bytes())
-}
+pub use mamori_policy::webhook::sign;

@@ -146,12 +146,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     .map_err(anyhow::Error::msg)?;
     // Webhook hosts are resolved, vetted and connected to in one step: the
     // client connects only to the addresses the resolver let through.
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_millis(config.webhook_timeout_ms))
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .dns_resolver(Arc::new(crate::outbox::VettedDns(resolver)))
-        .build()?;
+    let http =
+        mamori_policy::webhook::client(resolver, Duration::from_millis(config.webhook_timeout_ms))?;
     let notifier = Notifier {
         db: db.clone(),
         mailer,

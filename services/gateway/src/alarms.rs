@@ -322,7 +322,8 @@ pub async fn context(
 pub struct CalendarQuery {
     /// `YYYY-MM`; default: this month.
     pub month: Option<String>,
-    /// IANA time zone the days are counted in, e.g. `Asia/Tokyo` (default UTC).
+    /// IANA time zone the days are counted in, e.g. `Asia/Tokyo` (default:
+    /// the tenant's).
     pub tz: Option<String>,
     /// An office or department; its sub-groups are included.
     pub group: Option<Uuid>,
@@ -366,19 +367,19 @@ pub async fn calendar(
     let next = first
         .checked_add_months(chrono::Months::new(1))
         .ok_or_else(|| ApiError::invalid("month", "is out of range"))?;
-    let tz = q.tz.clone().unwrap_or_else(|| "UTC".into());
-    if tz.len() > 64 {
-        return Err(ApiError::invalid("tz", "must be an IANA time zone name"));
-    }
     let mut tx = acting.begin(&state).await?;
-    let known: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = $1)")
-            .bind(&tz)
-            .fetch_one(&mut *tx)
-            .await?;
-    if !known {
-        return Err(ApiError::invalid("tz", format!("unknown time zone {tz:?}")));
-    }
+    let tz = match q.tz.clone() {
+        Some(tz) => {
+            crate::validate::time_zone(&mut tx, "tz", &tz).await?;
+            tz
+        }
+        None => {
+            sqlx::query_scalar("SELECT time_zone FROM tenants WHERE id = $1")
+                .bind(acting.tenant.as_uuid())
+                .fetch_one(&mut *tx)
+                .await?
+        }
+    };
     let sql = format!(
         "SELECT to_char(a.first_at AT TIME ZONE $3, 'YYYY-MM-DD') AS day, a.category, count(*) AS n
          FROM alarms a

@@ -96,6 +96,7 @@ impl Modify for Bearer {
         crate::policies::create_webhook,
         crate::policies::list_webhooks,
         crate::policies::delete_webhook,
+        crate::policies::test_webhook,
         crate::recipients::list,
         crate::recipients::confirm_page,
         crate::recipients::confirm,
@@ -106,7 +107,7 @@ impl Modify for Bearer {
         crate::templates::drift,
         document,
     ),
-    components(schemas(crate::policies::TargetKind)),
+    components(schemas(crate::policies::TargetKind, crate::policies::OriginView)),
     modifiers(&Bearer),
     tags(
         (name = "accounts", description = "Signup, login, tokens"),

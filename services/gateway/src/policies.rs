@@ -330,9 +330,21 @@ pub struct EffectiveView {
     pub apply_error: Option<String>,
     #[schema(value_type = PolicyDocument)]
     pub document: Value,
-    /// Section name → the policy it came from (scope, target, version).
-    #[schema(value_type = Object)]
+    /// Section name → the policy it came from.
+    #[schema(value_type = std::collections::BTreeMap<String, OriginView>)]
     pub origins: Value,
+}
+
+/// Which policy a section of an effective policy came from (the schema of
+/// the policy service's answer, passed on as it is).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct OriginView {
+    /// `tenant`, `group` or `device`.
+    pub scope: String,
+    /// The group or device (absent for the tenant).
+    pub target_id: Option<Uuid>,
+    pub policy_id: Uuid,
+    pub version: i32,
 }
 
 /// The effective policy of a device: tenant, group chain and device
@@ -484,6 +496,87 @@ pub async fn create_webhook(
             secret: URL_SAFE_NO_PAD.encode(secret.as_ref()),
         }),
     ))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct WebhookTestResult {
+    /// The receiver answered 2xx.
+    pub delivered: bool,
+    /// The receiver's HTTP status, when it answered.
+    pub status: Option<u16>,
+    /// Why it was not delivered.
+    pub error: Option<String>,
+}
+
+/// Send a signed test delivery to a webhook now (10 s at most) and say
+/// what its receiver answered. Same body shape, headers and signature as
+/// alarm deliveries, with `"test": true` and no alarms.
+#[utoipa::path(post, path = "/api/v1/webhooks/{id}/test", tag = "policies", security(("bearer" = ["manage_tenant"])),
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = WebhookTestResult), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn test_webhook(
+    State(state): State<Shared>,
+    acting: Acting<Manage>,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<WebhookTestResult>> {
+    let mut tx = acting.begin(&state).await?;
+    let row: Option<(String, Vec<u8>)> =
+        sqlx::query_as("SELECT url, secret_wrapped FROM webhooks WHERE tenant_id = $1 AND id = $2")
+            .bind(acting.tenant.as_uuid())
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let (url, sealed) = row.ok_or_else(|| ApiError::not_found("webhook"))?;
+    audit::by(
+        &mut tx,
+        &acting,
+        "webhook.test",
+        &id.to_string(),
+        serde_json::json!({}),
+    )
+    .await?;
+    tx.commit().await?;
+    let failed = |error: String| {
+        Json(WebhookTestResult {
+            delivered: false,
+            status: None,
+            error: Some(error),
+        })
+    };
+    if let Err(e) = mamori_policy::webhook::check_url(&url, state.cfg.webhook_allow_private) {
+        return Ok(failed(format!("webhook URL refused: {e}")));
+    }
+    let secret = state
+        .kek
+        .open(&webhook_secret_name(id), &sealed)
+        .map_err(|e| ApiError::internal("webhook secret", e))?;
+    let delivery = Uuid::now_v7();
+    let body = serde_json::to_vec(&serde_json::json!({
+        "text": "Mamori: a test delivery. Alarm notifications will arrive like this.",
+        "delivery_id": delivery,
+        "test": true,
+        "alarms": [],
+    }))
+    .map_err(|e| ApiError::internal("webhook body", e))?;
+    match mamori_policy::webhook::post_signed(&state.webhook_http, &url, &secret, delivery, body)
+        .await
+    {
+        Ok(status) => Ok(Json(WebhookTestResult {
+            delivered: status.is_success(),
+            status: Some(status.as_u16()),
+            error: (!status.is_success()).then(|| format!("the receiver answered {status}")),
+        })),
+        Err(e) => {
+            // reqwest's message names the URL; the cause says what failed.
+            let mut cause = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                cause = s.to_string();
+                source = s.source();
+            }
+            Ok(failed(format!("not delivered: {cause}")))
+        }
+    }
 }
 
 /// The name a webhook's secret is sealed under (binds it to the webhook).

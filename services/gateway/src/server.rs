@@ -143,6 +143,7 @@ pub fn router(state: Shared) -> Router {
             get(policies::list_webhooks).post(policies::create_webhook),
         )
         .route("/webhooks/{id}", delete(policies::delete_webhook))
+        .route("/webhooks/{id}/test", post(policies::test_webhook))
         .route("/notification-recipients", get(recipients::list))
         .route(
             "/notification-recipients/confirm",
@@ -324,6 +325,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tenant: Keyed::new(config.api_tenant_rate, config.api_tenant_burst),
         auth: Keyed::new(config.api_auth_rate, config.api_auth_burst),
     };
+    let webhook_resolver = mamori_policy::webhook::Resolver::new(
+        config.webhook_allow_private,
+        &config.webhook_dns_server,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let webhook_http =
+        mamori_policy::webhook::client(webhook_resolver.clone(), Duration::from_secs(10))?;
     let state: Shared = Arc::new(AppState {
         db: db.clone(),
         keys,
@@ -331,11 +339,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         mailer,
         limits,
         sessions: crate::sessions::Sessions::new(Duration::from_millis(config.session_cache_ms)),
-        webhook_resolver: mamori_policy::webhook::Resolver::new(
-            config.webhook_allow_private,
-            &config.webhook_dns_server,
-        )
-        .map_err(anyhow::Error::msg)?,
+        webhook_resolver,
+        webhook_http,
         policy,
         kek,
     });

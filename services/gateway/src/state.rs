@@ -20,6 +20,8 @@ pub struct AppState {
     pub policy: mamori_policy::PolicyClient,
     /// Resolves and vets webhook destinations.
     pub webhook_resolver: mamori_policy::webhook::Resolver,
+    /// Posts test deliveries (connects only to vetted addresses).
+    pub webhook_http: reqwest::Client,
     /// Webhook secrets are sealed under it.
     pub kek: std::sync::Arc<crate::keys::Kek>,
 }

@@ -39,6 +39,8 @@ pub struct TenantSettings {
     pub open_alarms: i64,
     /// Days operation logs are kept (90 to 2557).
     pub retention_days: i32,
+    /// The IANA time zone the violation calendar's days are in by default.
+    pub time_zone: String,
     pub created_at: DateTime<Utc>,
 }
 
@@ -142,7 +144,7 @@ pub async fn create(
 async fn settings(tx: &mut mamori_tenancy::TenantTx) -> ApiResult<TenantSettings> {
     let id = tx.tenant().as_uuid();
     sqlx::query_as(
-        "SELECT t.id, t.name, t.msp_org_id, t.device_limit, t.retention_days, t.created_at,
+        "SELECT t.id, t.name, t.msp_org_id, t.device_limit, t.retention_days, t.time_zone, t.created_at,
                 (SELECT count(*) FROM devices d WHERE d.tenant_id = t.id AND d.revoked_at IS NULL) AS devices,
                 (SELECT count(*) FROM alarms a WHERE a.tenant_id = t.id AND a.status = 'open') AS open_alarms
          FROM tenants t WHERE t.id = $1",
@@ -170,9 +172,12 @@ pub struct UpdateTenant {
     pub name: Option<String>,
     /// Days operation logs are kept: 90 (three months) to 2557 (seven years).
     pub retention_days: Option<i32>,
+    /// An IANA time zone name, e.g. `Asia/Tokyo`.
+    #[schema(max_length = 64)]
+    pub time_zone: Option<String>,
 }
 
-/// Change the acting tenant's name or log retention. (The device licence
+/// Change the acting tenant's name, log retention or time zone. (The device licence
 /// cap is the operator's: `mamori tenant set-limit`.)
 #[utoipa::path(patch, path = "/api/v1/tenant", tag = "tenants", security(("bearer" = ["manage_tenant"])),
     request_body = UpdateTenant,
@@ -196,13 +201,18 @@ pub async fn update(
         ));
     }
     let mut tx = acting.begin(&state).await?;
+    if let Some(tz) = &req.time_zone {
+        crate::validate::time_zone(&mut tx, "time_zone", tz).await?;
+    }
     sqlx::query(
-        "UPDATE tenants SET name = coalesce($2, name), retention_days = coalesce($3, retention_days)
+        "UPDATE tenants SET name = coalesce($2, name), retention_days = coalesce($3, retention_days),
+                            time_zone = coalesce($4, time_zone)
          WHERE id = $1",
     )
     .bind(acting.tenant.as_uuid())
     .bind(&name)
     .bind(req.retention_days)
+    .bind(&req.time_zone)
     .execute(&mut *tx)
     .await?;
     audit::by(
@@ -210,7 +220,7 @@ pub async fn update(
         &acting,
         "tenant.update",
         &acting.tenant.to_string(),
-        serde_json::json!({ "name": name, "retention_days": req.retention_days }),
+        serde_json::json!({ "name": name, "retention_days": req.retention_days, "time_zone": req.time_zone }),
     )
     .await?;
     let s = settings(&mut tx).await?;

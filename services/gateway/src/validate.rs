@@ -97,6 +97,28 @@ pub fn next_page<T>(
     })
 }
 
+/// Checks an IANA time zone name against the database's list.
+pub async fn time_zone(tx: &mut mamori_tenancy::TenantTx, field: &str, tz: &str) -> ApiResult<()> {
+    if tz.is_empty() || tz.len() > 64 {
+        return Err(ApiError::invalid(
+            field,
+            "must be an IANA time zone name such as Asia/Tokyo",
+        ));
+    }
+    let known: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = $1)")
+            .bind(tz)
+            .fetch_one(&mut **tx)
+            .await?;
+    if !known {
+        return Err(ApiError::invalid(
+            field,
+            format!("unknown time zone {tz:?}"),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
