@@ -2,36 +2,7 @@
 // browser, and an auditor who is offered nothing it may not do.
 
 import assert from 'node:assert/strict';
-import { PASSWORD, assertClean, base, mailTo, signupApi, test, waitFor, watchedPage } from './lib.mjs';
-
-async function api(method, path, access, body) {
-  const r = await fetch(`${base}${path}`, {
-    method,
-    headers: { authorization: `Bearer ${access}`, ...(body ? { 'content-type': 'application/json' } : {}) },
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  const text = await r.text();
-  return { status: r.status, body: text ? JSON.parse(text) : null };
-}
-
-async function verifyByMail(email) {
-  const mail = await waitFor('the verification mail', () => mailTo(email));
-  const token = mail.match(/mmv_[A-Za-z0-9_-]{43}/)[0];
-  const r = await fetch(`${base}/api/v1/auth/verify`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ token }),
-  });
-  assert.equal(r.status, 200);
-}
-
-async function login(page, email) {
-  await page.goto(`${base}/login`);
-  await page.getByLabel('E-mail address').fill(email);
-  await page.getByLabel('Password').fill(PASSWORD);
-  await page.getByRole('button', { name: 'Log in' }).click();
-  await page.getByRole('heading', { name: 'Dashboard' }).waitFor();
-}
+import { PASSWORD, api, assertClean, base, login, mailTo, signupApi, test, verifyByMail, waitFor, watchedPage } from './lib.mjs';
 
 const XSS = '<img src=x onerror=window.__xss=1>';
 
@@ -117,7 +88,7 @@ test('an auditor reads every page and is offered no control it may not use', asy
     ['/events', '操作ログ', []],
     ['/users', 'ユーザー', ['招待を送る', '取り消す']],
     ['/webhooks', 'Webhook', ['Webhook を追加', 'テスト送信', '削除']],
-    ['/settings', '設定', ['保存']],
+    ['/settings', '設定', ['保存', '委託コードを作成']],
     ['/audit', '監査ログ', []],
   ];
   for (const [path, heading, forbidden] of checks) {

@@ -10,6 +10,7 @@ import { executablePath, tests } from './lib.mjs';
 import './auth.mjs';
 import './admin.mjs';
 import './flow.mjs';
+import './msp.mjs';
 
 const filter = process.env.MAMORI_TEST_FILTER ?? '';
 const browser = await chromium.launch({

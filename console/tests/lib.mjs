@@ -60,7 +60,7 @@ export async function assertClean(page, where) {
     codes.forEach((c, i) => (c.style.display = shown[i]));
     return text;
   });
-  const raw = body.match(/\b(app|nav|auth|dashboard|alarms|devices|category|role|notFound|enrollment|groups|policy|events|kind|users|webhooks|settings|audit|msp)\.[a-zA-Z_]+\b/);
+  const raw = body.match(/\b(app|nav|auth|dashboard|alarms|devices|category|role|notFound|enrollment|groups|policy|events|kind|users|webhooks|settings|audit|msp|team|templates)\.[a-zA-Z_]+\b/);
   assert.equal(raw, null, `${where}: a raw key on the page: ${raw?.[0]}`);
   assert.deepEqual(page.problems, [], `${where}: browser problems`);
 }
@@ -80,3 +80,40 @@ export async function signupApi(kind = 'tenant', company = 'API KK') {
   return { email, access: v.access_token, tenant: v.tenant_id, enrollment: v.enrollment_token };
 }
 
+/** A call of the REST API as `access` (JSON in and out), for an MSP user
+ * on `tenant`. */
+export async function api(method, path, access, body, tenant) {
+  const r = await fetch(`${base}${path}`, {
+    method,
+    headers: {
+      authorization: `Bearer ${access}`,
+      ...(body ? { 'content-type': 'application/json' } : {}),
+      ...(tenant ? { 'x-mamori-tenant': tenant } : {}),
+    },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const text = await r.text();
+  return { status: r.status, body: text ? JSON.parse(text) : null };
+}
+
+/** Confirms an address with the code in its verification mail. */
+export async function verifyByMail(email) {
+  const mail = await waitFor('the verification mail', () => mailTo(email));
+  const token = mail.match(/mmv_[A-Za-z0-9_-]{43}/)[0];
+  const r = await fetch(`${base}/api/v1/auth/verify`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ token }),
+  });
+  assert.equal(r.status, 200);
+}
+
+/** Logs in through the login page (English) and waits for the first page
+ * (an MSP user's is the tenants overview). */
+export async function login(page, email, first = 'Dashboard') {
+  await page.goto(`${base}/login`);
+  await page.getByLabel('E-mail address').fill(email);
+  await page.getByLabel('Password').fill(PASSWORD);
+  await page.getByRole('button', { name: 'Log in' }).click();
+  await page.getByRole('heading', { name: first }).waitFor();
+}

@@ -57,10 +57,19 @@ export function onSessionEnd(f: () => void): () => void {
   return () => listeners.delete(f);
 }
 
+const tenantListeners = new Set<() => void>();
+
 export function setActingTenant(tenant: string | null): void {
   actingTenant = tenant;
   if (tenant) sessionStorage.setItem('mamori.tenant', tenant);
   else sessionStorage.removeItem('mamori.tenant');
+  for (const f of tenantListeners) f();
+}
+
+/** Called when the acting tenant changes (for `useSyncExternalStore`). */
+export function onTenantChange(f: () => void): () => void {
+  tenantListeners.add(f);
+  return () => tenantListeners.delete(f);
 }
 
 export function getActingTenant(): string | null {

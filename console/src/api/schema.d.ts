@@ -1702,6 +1702,11 @@ export interface components {
             devices: number;
             /** Format: uuid */
             id: string;
+            /**
+             * Format: date-time
+             * @description The latest occurrence of any of the tenant's alarms.
+             */
+            last_alarm_at?: string | null;
             /** Format: uuid */
             msp_org_id?: string | null;
             name: string;
@@ -1727,6 +1732,12 @@ export interface components {
             devices: number;
             /** Format: uuid */
             id: string;
+            /**
+             * Format: date-time
+             * @description The latest occurrence of any of the tenant's alarms (acknowledged
+             *     or not); none if it never had one.
+             */
+            last_alarm_at?: string | null;
             name: string;
             /**
              * Format: int64

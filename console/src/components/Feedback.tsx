@@ -1,6 +1,7 @@
 // How a page says it is loading, failed, or needs a tenant chosen first.
 
 import { Alert, Button, Center, Loader, Stack, Text } from '@mantine/core';
+import { useSyncExternalStore } from 'react';
 import { useTranslation } from 'react-i18next';
 import * as api from '../api/client';
 
@@ -34,10 +35,17 @@ export function Failure({ error, retry }: { error: unknown; retry?: () => void }
   );
 }
 
+/** The tenant an MSP user acts on; the page renders again when it
+ * changes. */
+export function useActingTenant(): string | null {
+  return useSyncExternalStore(api.onTenantChange, api.getActingTenant);
+}
+
 /** True when the page can ask for the tenant's data (an MSP user has to
  * choose a tenant first). */
 export function useTenantChosen(isMsp: boolean): boolean {
-  return !isMsp || api.getActingTenant() !== null;
+  const tenant = useActingTenant();
+  return !isMsp || tenant !== null;
 }
 
 export function ChooseTenant() {

@@ -1,16 +1,16 @@
 // The frame of every page behind a session: the header (tenant switcher
 // for MSP users, language, who is logged in) and the navigation.
 
-import { AppShell, Badge, Burger, Button, Group, NavLink, SegmentedControl, Select, Text, Title } from '@mantine/core';
+import { AppShell, Badge, Burger, Button, Divider, Group, NavLink, SegmentedControl, Select, Text, Title } from '@mantine/core';
 import { useDisclosure } from '@mantine/hooks';
 import { useQuery, useQueryClient } from '@tanstack/react-query';
-import { useState } from 'react';
 import type { ReactNode } from 'react';
 import { useTranslation } from 'react-i18next';
 import { NavLink as RouterLink, useLocation, useNavigate } from 'react-router';
 import * as api from '../api/client';
 import type { Schemas } from '../api/client';
 import { useSession } from '../auth/session';
+import { useActingTenant } from './Feedback';
 import { LANGUAGES, setLanguage } from '../i18n';
 import type { Language } from '../i18n';
 
@@ -26,6 +26,13 @@ const PAGES = [
   { to: '/webhooks', key: 'nav.webhooks' },
   { to: '/settings', key: 'nav.settings' },
   { to: '/audit', key: 'nav.audit' },
+] as const;
+
+/** An MSP's own pages; team and templates are the administrators'. */
+const MSP_PAGES = [
+  { to: '/msp', key: 'nav.tenants', admin: false },
+  { to: '/msp/team', key: 'nav.team', admin: true },
+  { to: '/msp/templates', key: 'nav.templates', admin: true },
 ] as const;
 
 export function LanguageSwitch() {
@@ -44,7 +51,7 @@ export function LanguageSwitch() {
 function TenantSwitch() {
   const { t } = useTranslation();
   const queries = useQueryClient();
-  const [tenant, setTenant] = useState(api.getActingTenant());
+  const tenant = useActingTenant();
   const tenants = useQuery({
     queryKey: ['tenants'],
     queryFn: () => api.call<Schemas['TenantSummary'][]>('GET', '/api/v1/tenants', { tenant: false }),
@@ -59,8 +66,8 @@ function TenantSwitch() {
       data={(tenants.data ?? []).map((x) => ({ value: x.id, label: x.name }))}
       onChange={(v) => {
         api.setActingTenant(v);
-        setTenant(v);
-        void queries.invalidateQueries();
+        // Nothing of the previous tenant may linger on the page.
+        void queries.resetQueries();
       }}
     />
   );
@@ -68,7 +75,7 @@ function TenantSwitch() {
 
 export function Layout({ children }: { children: ReactNode }) {
   const { t } = useTranslation();
-  const { me, logout, isMsp } = useSession();
+  const { me, logout, isMsp, may } = useSession();
   const [opened, { toggle }] = useDisclosure();
   const location = useLocation();
   const navigate = useNavigate();
@@ -105,6 +112,17 @@ export function Layout({ children }: { children: ReactNode }) {
         </Group>
       </AppShell.Header>
       <AppShell.Navbar p="xs">
+        {isMsp &&
+          MSP_PAGES.filter((p) => !p.admin || may('manage_org')).map((p) => (
+            <NavLink
+              key={p.to}
+              component={RouterLink}
+              to={p.to}
+              label={t(p.key)}
+              active={location.pathname === p.to}
+            />
+          ))}
+        {isMsp && <Divider my="xs" label={t('app.tenantPages')} labelPosition="left" />}
         {PAGES.map((p) => (
           <NavLink
             key={p.to}

@@ -6,11 +6,11 @@ import { Alert, Badge, Button, Card, Group, Paper, Select, SimpleGrid, Stack, Ta
 import { useQuery } from '@tanstack/react-query';
 import { useState } from 'react';
 import { useTranslation } from 'react-i18next';
-import { useSearchParams } from 'react-router';
+import { Navigate, useSearchParams } from 'react-router';
 import * as api from '../api/client';
 import type { Schemas } from '../api/client';
 import { useSession } from '../auth/session';
-import { ChooseTenant, Failure, Loading, useTenantChosen } from '../components/Feedback';
+import { Failure, Loading, useTenantChosen } from '../components/Feedback';
 import { groupOptions, useGroups } from '../components/groups';
 import { browserTimeZone, dateTime, startOfDay } from '../format';
 
@@ -210,11 +210,12 @@ export function Dashboard() {
     queryFn: () => api.call<Schemas['DevicePage']>('GET', '/api/v1/devices?limit=1'),
   });
   const welcome = params.get('welcome') === '1' && me && !me.email_verified;
+  // An MSP user who has not chosen a tenant starts at the tenants overview.
+  if (!chosen) return <Navigate to="/msp" replace />;
   return (
     <Stack>
       <Title order={2}>{t('dashboard.title')}</Title>
       {welcome && <Alert color="blue">{t('auth.checkMail', { email: me.email })}</Alert>}
-      {!chosen && <ChooseTenant />}
       {chosen && (
         <>
           {(tenant.isError || devices.isError) && <Failure error={tenant.error ?? devices.error} />}

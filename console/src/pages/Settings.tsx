@@ -2,7 +2,7 @@
 // time zone (the calendar's days), and licence use (the cap is the
 // operator's).
 
-import { Alert, Button, Card, Group, NumberInput, Progress, Select, Stack, Text, TextInput, Title } from '@mantine/core';
+import { Alert, Button, Card, Code, CopyButton, Group, NumberInput, Progress, Select, Stack, Text, TextInput, Title } from '@mantine/core';
 import { useQuery, useQueryClient } from '@tanstack/react-query';
 import { useEffect, useState } from 'react';
 import { useTranslation } from 'react-i18next';
@@ -11,6 +11,7 @@ import type { Schemas } from '../api/client';
 import { useSession } from '../auth/session';
 import { ChooseTenant, Failure, Loading, useTenantChosen, FormError } from '../components/Feedback';
 import { useSubmit } from '../components/useSubmit';
+import { dateTime } from '../format';
 
 function timeZones(): string[] {
   const intl = Intl as unknown as { supportedValuesOf?: (k: string) => string[] };
@@ -19,7 +20,7 @@ function timeZones(): string[] {
 
 export function Settings() {
   const { t } = useTranslation();
-  const { isMsp, canEdit } = useSession();
+  const { isMsp, canEdit, may } = useSession();
   const chosen = useTenantChosen(isMsp);
   const queries = useQueryClient();
   const tenant = useQuery({
@@ -109,8 +110,57 @@ export function Settings() {
               )}
             </Stack>
           </form>
+          {may('hand_over_tenant') && <HandOver managed={d.msp_org_id !== null && d.msp_org_id !== undefined} />}
         </>
       )}
     </Stack>
+  );
+}
+
+/** The tenant's administrator hands the running of it to an MSP: a
+ * one-time code, shown once, that the MSP claims. */
+function HandOver({ managed }: { managed: boolean }) {
+  const { t } = useTranslation();
+  const [code, setCode] = useState<Schemas['Handover'] | null>(null);
+  const create = useSubmit(async () => {
+    setCode(await api.call<Schemas['Handover']>('POST', '/api/v1/tenant/handover'));
+  });
+  return (
+    <Card withBorder>
+      <form onSubmit={create.onSubmit}>
+        <Stack gap="xs">
+          <Title order={4}>{t('settings.handover')}</Title>
+          {managed ? (
+            <Text size="sm">{t('settings.managed')}</Text>
+          ) : (
+            <>
+              <Text size="sm" c="dimmed">
+                {t('settings.handoverHint')}
+              </Text>
+              <FormError error={create.error} />
+              {code ? (
+                <Stack gap={4}>
+                  <Text size="sm">{t('settings.handoverCode', { at: dateTime(code.expires_at) })}</Text>
+                  <Group>
+                    <Code data-testid="handover-code">{code.code}</Code>
+                    <CopyButton value={code.code}>
+                      {({ copied, copy }) => (
+                        <Button size="xs" variant="light" onClick={copy}>
+                          {copied ? t('app.copied') : t('settings.copyCode')}
+                        </Button>
+                      )}
+                    </CopyButton>
+                  </Group>
+                </Stack>
+              ) : (
+                <Button type="submit" variant="light" w="fit-content" loading={create.busy}>
+                  {t('settings.handoverCreate')}
+                </Button>
+              )}
+            </>
+          )}
+        </Stack>
+      </form>
+    </Card>
   );
 }

@@ -1235,6 +1235,7 @@ async fn alarms_calendar_acknowledgement_and_context() {
     // The MSP overview counts open alarms; acknowledging one lowers it.
     let (_, list) = g.get(&msp, "/api/v1/tenants").await;
     assert_eq!(list[0]["open_alarms"], 4);
+    assert_eq!(list[0]["last_alarm_at"], "2026-11-20T01:00:00Z");
     let (_, page) = g
         .get(
             &admin,
@@ -1254,6 +1255,10 @@ async fn alarms_calendar_acknowledgement_and_context() {
     assert_eq!(acked["status"], "acknowledged");
     let (_, list) = g.get(&msp, "/api/v1/tenants").await;
     assert_eq!(list[0]["open_alarms"], 3);
+    assert_eq!(
+        list[0]["last_alarm_at"], "2026-11-20T01:00:00Z",
+        "an acknowledged alarm still happened"
+    );
     let (_, open) = g
         .get(
             &admin,

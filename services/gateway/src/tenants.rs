@@ -27,6 +27,9 @@ pub struct TenantSummary {
     pub devices: i64,
     /// Alarms not yet acknowledged.
     pub open_alarms: i64,
+    /// The latest occurrence of any of the tenant's alarms (acknowledged
+    /// or not); none if it never had one.
+    pub last_alarm_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
@@ -37,6 +40,8 @@ pub struct TenantSettings {
     pub device_limit: i32,
     pub devices: i64,
     pub open_alarms: i64,
+    /// The latest occurrence of any of the tenant's alarms.
+    pub last_alarm_at: Option<DateTime<Utc>>,
     /// Days operation logs are kept (90 to 2557).
     pub retention_days: i32,
     /// The IANA time zone the violation calendar's days are in by default.
@@ -53,6 +58,7 @@ impl From<TenantSettings> for TenantSummary {
             device_limit: s.device_limit,
             devices: s.devices,
             open_alarms: s.open_alarms,
+            last_alarm_at: s.last_alarm_at,
         }
     }
 }
@@ -69,7 +75,7 @@ pub async fn list(
         (None, Some(org)) => {
             let mut tx = begin_identity(&state, Some(org), Some(caller.user())).await?;
             let rows: Vec<TenantSummary> = sqlx::query_as(
-                "SELECT o.tenant_id AS id, o.name, o.created_at, o.device_limit, o.devices, o.open_alarms
+                "SELECT o.tenant_id AS id, o.name, o.created_at, o.device_limit, o.devices, o.open_alarms, o.last_alarm_at
                  FROM mamori_msp_tenant_overview() o
                  WHERE $1 OR EXISTS (SELECT 1 FROM msp_tenant_access a
                                      WHERE a.msp_org_id = $2 AND a.user_id = $3 AND a.tenant_id = o.tenant_id)",
@@ -146,7 +152,8 @@ async fn settings(tx: &mut mamori_tenancy::TenantTx) -> ApiResult<TenantSettings
     sqlx::query_as(
         "SELECT t.id, t.name, t.msp_org_id, t.device_limit, t.retention_days, t.time_zone, t.created_at,
                 (SELECT count(*) FROM devices d WHERE d.tenant_id = t.id AND d.revoked_at IS NULL) AS devices,
-                (SELECT count(*) FROM alarms a WHERE a.tenant_id = t.id AND a.status = 'open') AS open_alarms
+                (SELECT count(*) FROM alarms a WHERE a.tenant_id = t.id AND a.status = 'open') AS open_alarms,
+                (SELECT max(a.last_at) FROM alarms a WHERE a.tenant_id = t.id) AS last_alarm_at
          FROM tenants t WHERE t.id = $1",
     )
     .bind(id)
