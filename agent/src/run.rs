@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 use crate::clock::ClockOffset;
@@ -16,7 +15,7 @@ use crate::collector::process::ProcessCollector;
 use crate::collector::{Collector, CollectorSet};
 use crate::error::{Error, Result};
 use crate::policy::PolicyState;
-use crate::sink::{EventSink, SharedSpool, lock};
+use crate::sink::{EventSink, SharedSpool, Wake, lock};
 use crate::spool::{Spool, SpoolConfig};
 use crate::state::StateDir;
 use crate::uplink::{Uplink, UplinkOptions};
@@ -126,7 +125,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
     );
     let spool: SharedSpool = Arc::new(Mutex::new(spool));
     let clock = Arc::new(ClockOffset::default());
-    let wake = Arc::new(Notify::new());
+    let wake = Arc::new(Wake::default());
     let sink = EventSink::new(spool.clone(), clock.clone(), wake.clone());
 
     let policy = Arc::new(PolicyState::load(state.policy_path()));

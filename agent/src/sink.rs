@@ -4,10 +4,15 @@
 //! Appending is synchronous and short (one `write(2)`), so when `emit`
 //! returns the event is durable against the agent dying, and a collector may
 //! record its own progress (the wtmp offset, say) right after.
+//!
+//! Most events wait up to a second for their batch to fill. An urgent one
+//! (an enforcement, a policy hit: what raises an alarm at once) makes the
+//! uplink send what is spooled right away.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use mamori_proto::agent::v1::{Event, event::Kind};
+use mamori_proto::agent::v1::{Event, device_event, event::Kind, process_event};
 use tokio::sync::Notify;
 
 use crate::clock::ClockOffset;
@@ -28,13 +33,55 @@ pub(crate) fn lock(spool: &SharedSpool) -> MutexGuard<'_, Spool> {
     spool.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// How collectors tell the uplink that events were spooled, and whether one
+/// of them must not wait for its batch to fill.
+#[derive(Debug, Default)]
+pub(crate) struct Wake {
+    notify: Notify,
+    urgent: AtomicBool,
+}
+
+impl Wake {
+    /// Called after an event is spooled.
+    fn spooled(&self, urgent: bool) {
+        if urgent {
+            self.urgent.store(true, Ordering::Release);
+        }
+        self.notify.notify_one();
+    }
+
+    /// Resolves when an event was spooled since the last call.
+    pub(crate) async fn notified(&self) {
+        self.notify.notified().await;
+    }
+
+    /// Whether an urgent event was spooled since the last call. (A stale
+    /// true only sends the next batch early.)
+    pub(crate) fn take_urgent(&self) -> bool {
+        self.urgent.swap(false, Ordering::AcqRel)
+    }
+}
+
+/// Events that record an enforcement or always raise an alarm: a stopped or
+/// refused program, a refused device, a change of the PC's environment, an
+/// unknown machine on the network. Collectors mark the policy hits only they
+/// know of with [`EventSink::emit_urgent`] (a banned app on "log only").
+pub(crate) fn is_urgent(kind: &Kind) -> bool {
+    match kind {
+        Kind::Process(p) => p.action() == process_event::Action::Blocked,
+        Kind::Device(d) => d.action() == device_event::Action::Blocked,
+        Kind::EnvironmentChange(_) | Kind::LanSighting(_) => true,
+        _ => false,
+    }
+}
+
 /// A handle collectors use to report events. Cheap to clone; usable from any
 /// thread.
 #[derive(Clone)]
 pub struct EventSink {
     spool: SharedSpool,
     clock: Arc<ClockOffset>,
-    wake: Arc<Notify>,
+    wake: Arc<Wake>,
 }
 
 impl std::fmt::Debug for EventSink {
@@ -46,13 +93,30 @@ impl std::fmt::Debug for EventSink {
 }
 
 impl EventSink {
-    pub(crate) fn new(spool: SharedSpool, clock: Arc<ClockOffset>, wake: Arc<Notify>) -> Self {
+    pub(crate) fn new(spool: SharedSpool, clock: Arc<ClockOffset>, wake: Arc<Wake>) -> Self {
         EventSink { spool, clock, wake }
     }
 
     /// Creates an event (a fresh UUIDv7 id, the current clock offset
-    /// estimate) and spools it.
-    pub fn emit(&self, occurred_at_us: i64, mut os_user: String, kind: Kind) -> Result<()> {
+    /// estimate) and spools it; it goes out at once if [`is_urgent`].
+    pub fn emit(&self, occurred_at_us: i64, os_user: String, kind: Kind) -> Result<()> {
+        let urgent = is_urgent(&kind);
+        self.append(occurred_at_us, os_user, kind, urgent)
+    }
+
+    /// [`emit`](Self::emit) for an event the collector knows hits the
+    /// policy: it goes out at once.
+    pub fn emit_urgent(&self, occurred_at_us: i64, os_user: String, kind: Kind) -> Result<()> {
+        self.append(occurred_at_us, os_user, kind, true)
+    }
+
+    fn append(
+        &self,
+        occurred_at_us: i64,
+        mut os_user: String,
+        kind: Kind,
+        urgent: bool,
+    ) -> Result<()> {
         // The server refuses a whole batch over one bad field; keep the user
         // name within its bounds here rather than lose the batch.
         if os_user.len() > MAX_USER || os_user.contains('\0') {
@@ -66,7 +130,7 @@ impl EventSink {
             kind: Some(kind),
         };
         lock(&self.spool).append(&event)?;
-        self.wake.notify_one();
+        self.wake.spooled(urgent);
         Ok(())
     }
 }
@@ -96,5 +160,56 @@ pub(crate) mod testing {
             out.extend(b.events);
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::sink_in;
+    use super::*;
+    use mamori_proto::agent::v1::{DeviceEvent, LogonEvent, ProcessEvent};
+
+    fn sink(dir: &std::path::Path) -> (EventSink, Arc<Wake>) {
+        let (sink, _spool) = sink_in(dir);
+        let wake = sink.wake.clone();
+        (sink, wake)
+    }
+
+    #[test]
+    fn enforcements_go_out_at_once_and_ordinary_events_wait_for_their_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sink, wake) = sink(dir.path());
+        let start = |action: process_event::Action| {
+            Kind::Process(ProcessEvent {
+                action: action as i32,
+                exe_path: "/usr/bin/winny".into(),
+                ..Default::default()
+            })
+        };
+        sink.emit(1, "sato".into(), start(process_event::Action::Start))
+            .unwrap();
+        sink.emit(2, "sato".into(), Kind::Logon(LogonEvent::default()))
+            .unwrap();
+        assert!(
+            !wake.take_urgent(),
+            "a start and a logon wait for their batch"
+        );
+
+        sink.emit(3, "sato".into(), start(process_event::Action::Blocked))
+            .unwrap();
+        assert!(wake.take_urgent(), "a killed program goes out at once");
+        assert!(!wake.take_urgent(), "and only once");
+
+        let refused = DeviceEvent {
+            action: device_event::Action::Blocked as i32,
+            ..Default::default()
+        };
+        sink.emit(4, String::new(), Kind::Device(refused)).unwrap();
+        assert!(wake.take_urgent(), "a refused device goes out at once");
+
+        // A policy hit only the collector knows of ("log only").
+        sink.emit_urgent(5, "sato".into(), start(process_event::Action::Start))
+            .unwrap();
+        assert!(wake.take_urgent());
     }
 }

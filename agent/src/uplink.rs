@@ -8,9 +8,10 @@
 //!
 //! At the start of a session everything unacked in the spool is backlog: it is
 //! resent (the server dedupes by event id) at no more than the drain rate.
-//! Events spooled after that are live and go out as soon as a batch is full
-//! or its oldest event has waited [`BATCH_WAIT`]. Live batches go first, so a
-//! long backlog does not delay what is happening now.
+//! Events spooled after that are live and go out as soon as a batch is full,
+//! its oldest event has waited [`BATCH_WAIT`], or an urgent event (an
+//! enforcement, a policy hit) was spooled. Live batches go first, so a long
+//! backlog does not delay what is happening now.
 //!
 //! When the stream ends: a refused credential (UNAUTHENTICATED,
 //! PERMISSION_DENIED: the device was revoked) is retried every minute,
@@ -36,7 +37,7 @@ use mamori_proto::agent::v1::{
     server_message,
 };
 use secrecy::{ExposeSecret, SecretString};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Streaming};
@@ -46,7 +47,7 @@ use crate::channel;
 use crate::clock::{ClockOffset, OffsetEstimator, now_us};
 use crate::error::Error;
 use crate::policy::PolicyState;
-use crate::sink::{SharedSpool, lock};
+use crate::sink::{SharedSpool, Wake, lock};
 use crate::spool::Batch;
 use crate::state::{AgentConfig, StateDir};
 use backoff::Backoff;
@@ -118,7 +119,7 @@ struct InFlight {
 pub(crate) struct Uplink {
     state: StateDir,
     spool: SharedSpool,
-    wake: Arc<Notify>,
+    wake: Arc<Wake>,
     clock: Arc<ClockOffset>,
     policy: Arc<PolicyState>,
     estimator: OffsetEstimator,
@@ -131,7 +132,7 @@ impl Uplink {
     pub(crate) fn new(
         state: StateDir,
         spool: SharedSpool,
-        wake: Arc<Notify>,
+        wake: Arc<Wake>,
         clock: Arc<ClockOffset>,
         policy: Arc<PolicyState>,
         opts: UplinkOptions,
@@ -367,7 +368,10 @@ impl Uplink {
             let unsent = spool.next_index().saturating_sub(st.live_next);
             if unsent > 0 {
                 let since = *st.live_waiting_since.get_or_insert(now);
-                if unsent >= self.opts.batch_max_events as u64 || now >= since + BATCH_WAIT {
+                if unsent >= self.opts.batch_max_events as u64
+                    || now >= since + BATCH_WAIT
+                    || self.wake.take_urgent()
+                {
                     let batch = read(
                         &mut spool,
                         st.live_next,

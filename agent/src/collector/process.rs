@@ -275,6 +275,8 @@ impl Handler {
             uid,
             ..Default::default()
         };
+        // A policy hit (even "log only") goes to the server at once.
+        let mut hit = verdict.is_some();
         if let Some(v) = &verdict {
             enforce(&mut event, v);
             if event.action == Action::Blocked as i32 {
@@ -284,14 +286,14 @@ impl Handler {
         }
 
         let Some(file) = info.exe else {
-            return self.emit(occurred_at_us, os_user, event);
+            return self.emit(occurred_at_us, os_user, event, hit);
         };
         let Ok(meta) = file.metadata() else {
-            return self.emit(occurred_at_us, os_user, event);
+            return self.emit(occurred_at_us, os_user, event, hit);
         };
         let key = FileKey::of(&meta);
         if key.size() > hash::MAX_HASHED_BYTES {
-            return self.emit(occurred_at_us, os_user, event);
+            return self.emit(occurred_at_us, os_user, event, hit);
         }
         let cached = self
             .cache
@@ -306,9 +308,10 @@ impl Handler {
                 {
                     enforce(&mut event, &v);
                     self.started.remove(&pid);
+                    hit = true;
                 }
             }
-            return self.emit(occurred_at_us, os_user, event);
+            return self.emit(occurred_at_us, os_user, event, hit);
         }
         let job = Job {
             file,
@@ -316,6 +319,7 @@ impl Handler {
             event,
             occurred_at_us,
             os_user,
+            urgent: hit,
         };
         let job = match self.hasher() {
             Some(hasher) => match hasher.submit(job) {
@@ -327,7 +331,7 @@ impl Handler {
             },
             None => job,
         };
-        self.emit(job.occurred_at_us, job.os_user, job.event);
+        self.emit(job.occurred_at_us, job.os_user, job.event, job.urgent);
     }
 
     fn on_exit(&mut self, pid: u32, exit_code: i32) {
@@ -343,7 +347,7 @@ impl Handler {
             exit_code,
             ..Default::default()
         };
-        self.emit(now_us(), started.user, event);
+        self.emit(now_us(), started.user, event, false);
     }
 
     /// Forgets processes that are gone (their exits were lost).
@@ -362,11 +366,14 @@ impl Handler {
         self.hasher.as_ref()
     }
 
-    fn emit(&self, occurred_at_us: i64, os_user: String, event: ProcessEvent) {
-        if let Err(e) = self
-            .sink
-            .emit(occurred_at_us, os_user, Kind::Process(event))
-        {
+    fn emit(&self, occurred_at_us: i64, os_user: String, event: ProcessEvent, hit: bool) {
+        let kind = Kind::Process(event);
+        let spooled = if hit {
+            self.sink.emit_urgent(occurred_at_us, os_user, kind)
+        } else {
+            self.sink.emit(occurred_at_us, os_user, kind)
+        };
+        if let Err(e) = spooled {
             tracing::warn!(error = %e, "process event not spooled");
         }
     }

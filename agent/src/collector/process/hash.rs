@@ -100,6 +100,8 @@ pub(crate) struct Job {
     pub event: ProcessEvent,
     pub occurred_at_us: i64,
     pub os_user: String,
+    /// A policy rule matched already (by name or path): spool it urgently.
+    pub urgent: bool,
 }
 
 /// The hashing thread and its queue.
@@ -187,9 +189,16 @@ fn hash_loop(
             job.event.exe_sha256 = hash.to_vec();
             if let Some(verdict) = policy.and_then(|p| p.current().check_hash(&hash)) {
                 super::enforce(&mut job.event, &verdict);
+                job.urgent = true;
             }
         }
-        if let Err(e) = sink.emit(job.occurred_at_us, job.os_user, Kind::Process(job.event)) {
+        let kind = Kind::Process(job.event);
+        let spooled = if job.urgent {
+            sink.emit_urgent(job.occurred_at_us, job.os_user, kind)
+        } else {
+            sink.emit(job.occurred_at_us, job.os_user, kind)
+        };
+        if let Err(e) = spooled {
             tracing::warn!(error = %e, "process event not spooled");
         }
     }
