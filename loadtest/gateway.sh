@@ -3,19 +3,23 @@
 # Redis, `mamori ingest` + `mamori writer`, and `mamori gateway` pinned to
 # one core. Signs a company up, loads its operation log with the load
 # generator (default 10 million events from 1000 simulated PCs, dated over
-# the last 30 days), then measures login, refresh, GET /api/v1/devices and
+# the last 30 days) and its alarms (default one per 200 events, written as
+# the alerting service writes them, spread over the same 30 days), then
+# measures login, refresh, GET /api/v1/devices, the violation calendar and
 # log searches, and prints the PostgreSQL plans of the searches.
-# Usage: loadtest/gateway.sh [--events N] [--concurrency N] [--duration S]
+# Usage: loadtest/gateway.sh [--events N] [--alarms N] [--concurrency N] [--duration S]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/servers.sh
 
 events=10000000
+alarms=
 concurrency=16
 duration=10
 while [ $# -gt 0 ]; do
     case "$1" in
         --events) events=$2; shift 2 ;;
+        --alarms) alarms=$2; shift 2 ;;
         --concurrency) concurrency=$2; shift 2 ;;
         --duration) duration=$2; shift 2 ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
@@ -68,6 +72,18 @@ token=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['enrollm
 log "loading $events events from 1000 simulated PCs, dated over 30 days"
 "$bin/mamori-loadtest" --ingest "http://127.0.0.1:$ingest_port" --enroll-token "$token" \
     --agents 1000 --events "$events" --spread-days 30 --rate 25000 --duration 600 --no-raw
+alarms=${alarms:-$((events / 200))}
+log "writing $alarms alarms over the same 30 days"
+psql "$MAMORI_DATABASE_URL" -qc "
+    WITH d AS (SELECT array_agg(id) AS ids FROM devices WHERE tenant_id = '$tenant'),
+         c AS (SELECT ARRAY['environment_change', 'new_app', 'banned_app', 'after_hours',
+                            'confidential_folder', 'mass_print', 'banned_web', 'device_control',
+                            'unauthorized_pc'] AS names)
+    INSERT INTO alarms (tenant_id, id, category, device_id, os_user, summary, first_at, last_at, status)
+    SELECT '$tenant', gen_random_uuid(), c.names[1 + i % 9], d.ids[1 + i % array_length(d.ids, 1)],
+           'sato', 'bench alarm ' || i, t, t, CASE WHEN i % 10 = 0 THEN 'open' ELSE 'acknowledged' END
+    FROM d, c, generate_series(1, $alarms) AS i,
+         LATERAL (SELECT now() - random() * interval '30 days' + i * interval '0 s' AS t) AS x"
 log "building the search indexes of the finished days (what the writer does hourly)"
 time psql "$MAMORI_DATABASE_URL" -qAtc "SELECT mamori_index_event_partitions(current_date) AS partitions_indexed"
 log "VACUUM ANALYZE events"

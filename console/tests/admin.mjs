@@ -186,3 +186,42 @@ test('settings, users and webhooks: time zone and retention saved, an invitation
   }
   await context.close();
 });
+
+test('every page in English as an administrator, and the policy editor with every section open in both languages, has no untranslated key', async (browser) => {
+  const admin = await signupApi('tenant', 'English KK');
+  const context = await browser.newContext({ locale: 'en-US' });
+  const page = await watchedPage(context);
+  await login(page, admin.email);
+  await assertClean(page, 'dashboard (en)');
+  for (const [path, heading] of [
+    ['/alarms', 'Alarms'],
+    ['/events', 'Operation log'],
+    ['/devices', 'Devices'],
+    ['/groups', 'Groups'],
+    ['/enrollment', 'Enrollment tokens'],
+    ['/users', 'Users'],
+    ['/webhooks', 'Webhooks'],
+    ['/settings', 'Settings'],
+    ['/audit', 'Audit log'],
+    ['/no-such-page', 'Page not found'],
+  ]) {
+    await page.goto(`${base}${path}`);
+    await page.getByRole('heading', { name: heading, exact: true }).first().waitFor();
+    await page.waitForLoadState('networkidle');
+    await assertClean(page, `${path} (en)`);
+  }
+  // The policy editor with every section set at this level: each one's
+  // fields and hints are translated.
+  await page.goto(`${base}/policies`);
+  await page.getByTestId('section-banned_apps').waitFor();
+  const setHere = page.getByText('Set at this level', { exact: true });
+  const sections = await setHere.count();
+  assert.ok(sections >= 7, `every section has its switch (${sections})`);
+  for (let i = 0; i < sections; i++) await setHere.nth(i).click();
+  await page.getByRole('button', { name: 'Add an app' }).click();
+  await assertClean(page, 'policies, every section (en)');
+  await page.getByText('日本語', { exact: true }).click();
+  await page.getByRole('heading', { name: 'ポリシー' }).waitFor();
+  await assertClean(page, 'policies, every section (ja)');
+  await context.close();
+});

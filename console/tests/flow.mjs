@@ -165,6 +165,10 @@ test('the whole path with a real agent: token, install, device, policy, kill, al
     await page.getByTestId(`day-${today}`).locator('[data-category="banned_app"]').waitFor();
     await page.getByTestId(`day-${today}`).click();
     await page.getByTestId('day-alarms').waitFor();
+    // The month's chart (ECharts, loaded after the page) counts it too.
+    const chart = page.getByTestId('month-chart');
+    await chart.locator('canvas').waitFor();
+    assert.match(await chart.getAttribute('aria-label'), /: [1-9]\d* 件$/);
 
     // Its ±5 minutes, with winny's start in it.
     await page.goto(`${base}/alarms`);

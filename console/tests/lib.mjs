@@ -67,8 +67,7 @@ export async function assertClean(page, where) {
 
 export const tests = [];
 export const test = (name, f) => tests.push({ name, f });
-export async function signupApi(kind = 'tenant', company = 'API KK') {
-  const email = `${kind}-${Date.now()}-${Math.random().toString(36).slice(2)}@console.example.com`;
+export async function signupApi(kind = 'tenant', company = 'API KK', email = `${kind}-${Date.now()}-${Math.random().toString(36).slice(2)}@console.example.com`) {
   const r = await fetch(`${base}/api/v1/signup`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },

@@ -33,6 +33,7 @@ pub async fn enroll_all(
         .map(|i| {
             let url = urls[i % urls.len()].clone();
             let token = tenants[i % tenants.len()].1.clone();
+            let hostname = format!("{}{:03}", args.hostname_prefix, i + 1);
             async move {
                 let channel = tonic::transport::Channel::from_shared(url.clone())?
                     .connect()
@@ -43,7 +44,7 @@ pub async fn enroll_all(
                         enrollment_token: token,
                         facts: Some(MachineFacts {
                             machine_id: machine.clone(),
-                            hostname: format!("sim-{i}"),
+                            hostname,
                             os_name: "Windows".into(),
                             os_version: "11 23H2".into(),
                             agent_version: "loadtest".into(),

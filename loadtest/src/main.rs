@@ -86,6 +86,9 @@ pub struct Args {
     /// (writer, alerting) has caught up with what earlier runs left.
     #[arg(long, env = "MAMORI_REDIS_URL")]
     redis_url: Option<String>,
+    /// The simulated PCs' host names: this prefix and a number (001, 002…).
+    #[arg(long, default_value = "sim-")]
+    hostname_prefix: String,
     /// Stream shards (as the services are configured).
     #[arg(long, env = "MAMORI_STREAM_SHARDS", default_value_t = 4)]
     stream_shards: u32,

@@ -66,6 +66,8 @@ export const en = {
     resetDone: 'Your password is set and every earlier session has ended. Log in with the new password.',
   },
   dashboard: {
+    chartLabel: '{{count}} alarm(s) began in {{month}}',
+    perDay: 'Alarms per day, by category',
     title: 'Dashboard',
     openAlarms: 'Open alarms',
     devicesOnline: 'Devices online',

@@ -68,6 +68,8 @@ export const ja: Messages = {
     resetDone: 'パスワードを設定し、以前のセッションはすべて終了しました。新しいパスワードでログインしてください。',
   },
   dashboard: {
+    chartLabel: '{{month}} に発生したアラーム: {{count}} 件',
+    perDay: '日別・カテゴリ別のアラーム件数',
     title: 'ダッシュボード',
     openAlarms: '未対応のアラーム',
     devicesOnline: 'オンラインの端末',

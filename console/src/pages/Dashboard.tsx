@@ -4,7 +4,7 @@
 
 import { Alert, Badge, Button, Card, Group, Paper, Select, SimpleGrid, Stack, Table, Text, Title, Tooltip, UnstyledButton } from '@mantine/core';
 import { useQuery } from '@tanstack/react-query';
-import { useState } from 'react';
+import { Suspense, lazy, useMemo, useState } from 'react';
 import { useTranslation } from 'react-i18next';
 import { Navigate, useSearchParams } from 'react-router';
 import * as api from '../api/client';
@@ -26,6 +26,9 @@ const MARK: Record<string, string> = {
   device_control: 'USB',
   unauthorized_pc: 'LAN',
 };
+
+/** ECharts is loaded only when the dashboard has drawn. */
+const MonthChart = lazy(() => import('../charts/MonthChart'));
 
 function monthOf(d: Date): string {
   return `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, '0')}`;
@@ -86,6 +89,10 @@ function Calendar() {
       });
     },
   });
+  const categories = useMemo(
+    () => (calendar.data?.categories ?? []).map((id) => ({ id, label: t(`category.${id}`) })),
+    [calendar.data?.categories, t],
+  );
   if (calendar.isPending) return <Loading />;
   if (calendar.isError) return <Failure error={calendar.error} retry={() => void calendar.refetch()} />;
   const days = calendar.data.days;
@@ -169,6 +176,19 @@ function Calendar() {
           ),
         )}
       </SimpleGrid>
+      <Card withBorder p="xs">
+        <Text size="sm" fw={600}>
+          {t('dashboard.perDay')}
+        </Text>
+        <Suspense fallback={<Loading />}>
+          <MonthChart
+            days={days}
+            categories={categories}
+            onDay={setDay}
+            label={t('dashboard.chartLabel', { month, count: days.reduce((n, d) => n + d.total, 0) })}
+          />
+        </Suspense>
+      </Card>
       {day && (
         <Stack gap="xs">
           <Title order={4}>{t('dashboard.dayAlarms', { date: day })}</Title>

@@ -2,8 +2,9 @@
 //!
 //! `setup` signs a company up (its enrollment token then loads events with
 //! `mamori-loadtest --enroll-token`); `run` measures login and refresh under
-//! concurrent load, authenticated `GET /api/v1/devices` throughput, and
-//! operation-log search latency, and can turn PostgreSQL's auto_explain on
+//! concurrent load, authenticated `GET /api/v1/devices` throughput, the
+//! violation calendar's latency under load, and operation-log search
+//! latency, and can turn PostgreSQL's auto_explain on
 //! for one pass so the plans of the gateway's own queries land in the log.
 
 use anyhow::Context;
@@ -226,9 +227,11 @@ async fn run(
         .as_str()
         .context("access token")?
         .to_owned();
-    let devices = get_ok(http, &format!("{base}/api/v1/devices"), &access).await?;
-    let device_count = devices.as_array().map_or(0, Vec::len);
-    let sample_device = devices[device_count / 2]["id"]
+    let first = get_ok(http, &format!("{base}/api/v1/devices?limit=1000"), &access).await?;
+    let device_count = first["total"].as_i64().unwrap_or(0);
+    let listed = first["devices"].as_array().map_or(0, Vec::len);
+    anyhow::ensure!(listed > 0, "the tenant has no devices: load events first");
+    let sample_device = first["devices"][listed / 2]["id"]
         .as_str()
         .unwrap_or_default()
         .to_owned();
@@ -237,10 +240,24 @@ async fn run(
         duration.as_secs()
     );
 
-    // Login: argon2id on every attempt, by design.
-    let (h, b, e) = (http.clone(), base.to_owned(), email.clone());
-    let p = load(concurrency, duration, move |_| {
-        let (h, b, e) = (h.clone(), b.clone(), e.clone());
+    // Login: argon2id on every attempt, by design. Each client logs in to
+    // an account of its own: an account counts attempts in flight as
+    // failures until one succeeds (so parallel guesses cannot all get in),
+    // and 16 parallel logins to one account is a guesser, not a user.
+    let mut emails = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        let email = format!("login-{}@bench.example.com", uuid::Uuid::new_v4().simple());
+        post(
+            http,
+            format!("{base}/api/v1/signup"),
+            json!({ "email": email, "password": PASSWORD, "company": "Login KK" }),
+        )
+        .await?;
+        emails.push(email);
+    }
+    let (h, b, emails) = (http.clone(), base.to_owned(), Arc::new(emails));
+    let p = load(concurrency, duration, move |worker| {
+        let (h, b, e) = (h.clone(), b.clone(), emails[worker].clone());
         async move { login(&h, &b, &e).await.map(drop) }
     })
     .await?;
@@ -289,7 +306,33 @@ async fn run(
         async move { get_ok(&h, &url, &t).await.map(drop) }
     })
     .await?;
-    report(&format!("GET /devices ({device_count} devices)"), &p);
+    report(&format!("GET /devices (page of 100 of {device_count})"), &p);
+
+    // The violation calendar: a month of alarms per day and category, in
+    // the tenant's time zone, this month and the last.
+    let alarms = get_ok(http, &format!("{base}/api/v1/tenant"), &access).await?;
+    let this_month = chrono::Utc::now().format("%Y-%m").to_string();
+    let last_month = (chrono::Utc::now() - chrono::Duration::days(31))
+        .format("%Y-%m")
+        .to_string();
+    for month in [this_month, last_month] {
+        let url = format!("{base}/api/v1/alarms/calendar?month={month}");
+        let v = get_ok(http, &url, &access).await?;
+        let total: i64 = v["days"].as_array().map_or(0, |d| {
+            d.iter().map(|d| d["total"].as_i64().unwrap_or(0)).sum()
+        });
+        let (h, t) = (http.clone(), access.clone());
+        let p = load(concurrency, duration, move |_| {
+            let (h, url, t) = (h.clone(), url.clone(), t.clone());
+            async move { get_ok(&h, &url, &t).await.map(drop) }
+        })
+        .await?;
+        report(&format!("GET /alarms/calendar {month} ({total})"), &p);
+    }
+    println!(
+        "  (the tenant has {} open alarms)",
+        alarms["open_alarms"].as_i64().unwrap_or(0)
+    );
 
     // A small tenant: the per-request cost without a large body.
     let small = post(
