@@ -22,6 +22,14 @@ if [ ! -x /usr/bin/chromium ]; then
     log "installing chromium (the console's browser tests)"
     apt_install chromium
 fi
+# The print test runs a private cupsd with a virtual printer (CUPS-PDF's
+# driver). Debian may start the system's cupsd on installation: this
+# script installed it, so it stops it again (the test needs only its own).
+if [ ! -x /usr/sbin/cupsd ] || [ ! -x /usr/bin/lp ] || [ ! -f /usr/share/ppd/cups-pdf/CUPS-PDF_opt.ppd ]; then
+    log "installing cups-daemon, cups-client and printer-driver-cups-pdf (the print test)"
+    apt_install cups-daemon cups-client printer-driver-cups-pdf
+    [ -x /etc/init.d/cups ] && /etc/init.d/cups stop >/dev/null 2>&1 || true
+fi
 if ! command -v cargo-nextest >/dev/null 2>&1; then
     log "installing cargo-nextest"
     cargo install --locked cargo-nextest

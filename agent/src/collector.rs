@@ -1,15 +1,18 @@
 //! Event sources. Each collector runs as its own task and reports through an
 //! [`EventSink`]; the sink spools the events, the uplink sends them.
 //!
-//! Linux has three today: process starts and stops (`process`, which also
-//! kills banned apps), logons and logoffs from wtmp (`logon`), and USB
-//! devices (`devices`, which also enforces device control). Sources for other OSes (ETW on Windows,
+//! Linux has four today: process starts and stops (`process`, which also
+//! kills banned apps), logons and logoffs from wtmp (`logon`), USB
+//! devices (`devices`, which also enforces device control) and print jobs
+//! from CUPS's page log (`print`). Sources for other OSes (ETW on Windows,
 //! Endpoint Security on macOS) and other kinds (files, devices, printing)
 //! implement the same trait.
 
 pub mod devices;
 pub mod logon;
+pub mod print;
 pub mod process;
+mod tail;
 
 use std::str::FromStr;
 
@@ -36,6 +39,7 @@ pub struct CollectorSet {
     pub process: bool,
     pub logon: bool,
     pub devices: bool,
+    pub print: bool,
 }
 
 impl CollectorSet {
@@ -43,11 +47,13 @@ impl CollectorSet {
         process: true,
         logon: true,
         devices: true,
+        print: true,
     };
     pub const NONE: CollectorSet = CollectorSet {
         process: false,
         logon: false,
         devices: false,
+        print: false,
     };
 }
 
@@ -57,7 +63,7 @@ impl Default for CollectorSet {
     }
 }
 
-/// `process,logon,devices`, `all` or `none`.
+/// `process,logon,devices,print`, `all` or `none`.
 impl FromStr for CollectorSet {
     type Err = Error;
 
@@ -68,11 +74,12 @@ impl FromStr for CollectorSet {
                 "process" => set.process = true,
                 "logon" => set.logon = true,
                 "devices" => set.devices = true,
+                "print" => set.print = true,
                 "all" => set = CollectorSet::ALL,
                 "none" => {}
                 other => {
                     return Err(Error::InvalidOption(format!(
-                        "unknown collector {other:?} (known: process, logon, devices, all, none)"
+                        "unknown collector {other:?} (known: process, logon, devices, print, all, none)"
                     )));
                 }
             }
@@ -88,7 +95,9 @@ mod tests {
     #[test]
     fn collector_sets_parse() {
         assert_eq!(
-            "process,logon,devices".parse::<CollectorSet>().unwrap(),
+            "process,logon,devices,print"
+                .parse::<CollectorSet>()
+                .unwrap(),
             CollectorSet::ALL
         );
         assert_eq!("all".parse::<CollectorSet>().unwrap(), CollectorSet::ALL);

@@ -71,7 +71,10 @@ struct RunArgs {
     /// The mount table (to remount read-only media).
     #[arg(long, default_value = "/proc/self/mounts")]
     mount_table: PathBuf,
-    /// Collectors to run: process, logon, devices, all or none
+    /// CUPS's page log (print jobs).
+    #[arg(long, default_value = "/var/log/cups/page_log")]
+    cups_page_log: PathBuf,
+    /// Collectors to run: process, logon, devices, print, all or none
     /// (comma-separated).
     #[arg(long, default_value = "all")]
     collectors: CollectorSet,
@@ -130,6 +133,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     opts.wtmp_path = args.wtmp;
     opts.sysfs_root = args.sysfs_root;
     opts.mount_table = args.mount_table;
+    opts.cups_page_log = args.cups_page_log;
     opts.collectors = args.collectors;
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;

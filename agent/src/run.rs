@@ -11,6 +11,7 @@ use tokio::task::JoinSet;
 use crate::clock::ClockOffset;
 use crate::collector::devices::DeviceCollector;
 use crate::collector::logon::{DEFAULT_WTMP, LogonCollector};
+use crate::collector::print::{DEFAULT_PAGE_LOG, PrintCollector};
 use crate::collector::process::ProcessCollector;
 use crate::collector::{Collector, CollectorSet};
 use crate::error::{Error, Result};
@@ -47,6 +48,8 @@ pub struct RunOptions {
     /// device collector reads: the real ones, or a fake tree in tests.
     pub sysfs_root: PathBuf,
     pub mount_table: PathBuf,
+    /// CUPS's page log, which the print collector reads.
+    pub cups_page_log: PathBuf,
     pub collectors: CollectorSet,
 }
 
@@ -58,7 +61,7 @@ impl RunOptions {
 
     /// The defaults: 1 GiB spool, 500 events per batch, 5000 backlog events
     /// per second, reconnects at most 30 s apart, /var/log/wtmp, /sys,
-    /// /proc/self/mounts, every collector.
+    /// /proc/self/mounts, /var/log/cups/page_log, every collector.
     pub fn new(state_dir: PathBuf) -> Self {
         RunOptions {
             state_dir,
@@ -69,6 +72,7 @@ impl RunOptions {
             wtmp_path: PathBuf::from(DEFAULT_WTMP),
             sysfs_root: PathBuf::from("/sys"),
             mount_table: PathBuf::from("/proc/self/mounts"),
+            cups_page_log: PathBuf::from(DEFAULT_PAGE_LOG),
             collectors: CollectorSet::ALL,
         }
     }
@@ -190,6 +194,12 @@ fn collectors(
         list.push(Box::new(LogonCollector::new(
             &opts.wtmp_path,
             state.wtmp_offset_path(),
+        )));
+    }
+    if opts.collectors.print {
+        list.push(Box::new(PrintCollector::new(
+            &opts.cups_page_log,
+            state.print_offset_path(),
         )));
     }
     list

@@ -63,14 +63,15 @@ impl Wake {
 }
 
 /// Events that record an enforcement or always raise an alarm: a stopped or
-/// refused program, a refused device, a change of the PC's environment, an
-/// unknown machine on the network. Collectors mark the policy hits only they
+/// refused program, a refused device, a print job, a change of the PC's
+/// environment, an unknown machine on the network. Collectors mark the policy hits only they
 /// know of with [`EventSink::emit_urgent`] (a banned app on "log only").
 pub(crate) fn is_urgent(kind: &Kind) -> bool {
     match kind {
         Kind::Process(p) => p.action() == process_event::Action::Blocked,
         Kind::Device(d) => d.action() == device_event::Action::Blocked,
-        Kind::EnvironmentChange(_) | Kind::LanSighting(_) => true,
+        // Rare, and each may complete a mass-printing alarm.
+        Kind::Print(_) | Kind::EnvironmentChange(_) | Kind::LanSighting(_) => true,
         _ => false,
     }
 }

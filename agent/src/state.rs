@@ -5,7 +5,8 @@
 //! * `credential` — the device credential, mode 0600, replaced atomically.
 //! * `instance-id` — a random id made once per installation, kept even when
 //!   enrollment fails so every attempt presents the same one.
-//! * `spool/` — the event spool; `wtmp.offset` — the logon collector's place.
+//! * `spool/` — the event spool; `wtmp.offset` and `print.offset` — the
+//!   logon and print collectors' places.
 //! * `policy.pb` — the policy last received, enforced from start-up.
 //! * `lock` — held by a running agent so two never share a spool.
 
@@ -54,6 +55,10 @@ impl StateDir {
 
     pub(crate) fn wtmp_offset_path(&self) -> PathBuf {
         self.root.join("wtmp.offset")
+    }
+
+    pub(crate) fn print_offset_path(&self) -> PathBuf {
+        self.root.join("print.offset")
     }
 
     fn config_path(&self) -> PathBuf {

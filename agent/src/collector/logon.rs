@@ -6,11 +6,11 @@
 //! once a second (a logon is rare; inotify would buy little latency for more
 //! moving parts) and turns records into `LogonEvent`s.
 //!
-//! Its position (byte offset and inode) is kept in the state directory after
-//! the events are spooled, so a restart neither repeats nor misses records;
-//! the very first run starts at the end of the file rather than reporting
-//! years of history. A file that shrank or was replaced (logrotate) is read
-//! from the start. Logoff records usually carry no user name: it comes from
+//! Its place in the file is kept as [`tail`](super::tail) describes: a
+//! restart neither repeats nor misses records, the very first run starts
+//! at the end of the file rather than reporting years of history, and a
+//! file that shrank or was replaced (logrotate) is read from the start.
+//! Logoff records usually carry no user name: it comes from
 //! the logon on the same line, which is why the records just before the saved
 //! position are read again (silently) at start-up.
 
@@ -25,12 +25,11 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use mamori_proto::agent::v1::{LogonEvent, event::Kind, logon_event::Action};
-use serde::{Deserialize, Serialize};
 
+use super::tail::{self, TailedFile};
 use super::{Collector, EventSink};
 use crate::clock::now_us;
 use crate::error::{Error, Result};
-use crate::fsutil;
 use wtmp::{RECORD_SIZE, UtmpRecord};
 
 /// Default wtmp location.
@@ -74,24 +73,11 @@ impl Collector for LogonCollector {
     fn run(self: Box<Self>, sink: EventSink) -> BoxFuture<'static, Result<()>> {
         Box::pin(async move {
             let mut tracker = Tracker::open(self.wtmp, self.position_path)?;
-            tracing::info!(wtmp = %tracker.wtmp.display(), offset = tracker.pos.offset, "watching logons");
-            let mut tick = tokio::time::interval(self.poll);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                if let Err(e) = tracker.poll(&sink) {
-                    tracing::warn!(wtmp = %tracker.wtmp.display(), error = %e, "reading wtmp failed");
-                }
-            }
+            tracing::info!(wtmp = %tracker.file.path.display(), offset = tracker.file.pos.offset, "watching logons");
+            let what = tracker.file.path.display().to_string();
+            tail::poll_every(self.poll, &what, || tracker.poll(&sink)).await
         })
     }
-}
-
-/// Where in which file the collector is.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct Position {
-    offset: u64,
-    inode: u64,
 }
 
 #[derive(Debug)]
@@ -102,39 +88,17 @@ struct Session {
 
 #[derive(Debug)]
 struct Tracker {
-    wtmp: PathBuf,
-    position_path: PathBuf,
-    pos: Position,
+    file: TailedFile,
     /// Open sessions by terminal line.
     sessions: HashMap<String, Session>,
 }
 
 impl Tracker {
     fn open(wtmp: PathBuf, position_path: PathBuf) -> Result<Tracker> {
-        let saved = std::fs::read(&position_path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Position>(&b).ok());
         let mut tracker = Tracker {
-            wtmp,
-            position_path,
-            pos: Position::default(),
+            file: TailedFile::open(wtmp, position_path, RECORD_SIZE as u64)?,
             sessions: HashMap::new(),
         };
-        match saved {
-            Some(pos) => tracker.pos = pos,
-            None => {
-                // First run: history before the agent is not news. A missing
-                // file starts at 0 with inode 0, so its creation counts as a
-                // replacement and is read in full.
-                if let Ok(meta) = std::fs::metadata(&tracker.wtmp) {
-                    tracker.pos = Position {
-                        offset: meta.len() - meta.len() % RECORD_SIZE as u64,
-                        inode: meta.ino(),
-                    };
-                }
-                tracker.save()?;
-            }
-        }
         tracker.prime();
         Ok(tracker)
     }
@@ -142,17 +106,19 @@ impl Tracker {
     /// Learns the sessions still open at the saved position from the records
     /// just before it.
     fn prime(&mut self) {
-        let Ok(mut file) = File::open(&self.wtmp) else {
+        let Ok(mut file) = File::open(&self.file.path) else {
             return;
         };
-        if file.metadata().map(|m| m.ino()).ok() != Some(self.pos.inode) {
+        if file.metadata().map(|m| m.ino()).ok() != Some(self.file.pos.inode) {
             return;
         }
         let from = self
+            .file
             .pos
             .offset
             .saturating_sub(PRIME_RECORDS * RECORD_SIZE as u64);
-        let _ = self.each_record(&mut file, from, self.pos.offset, |tracker, rec| {
+        let to = self.file.pos.offset;
+        let _ = self.each_record(&mut file, from, to, |tracker, rec| {
             tracker.apply(rec);
             Ok(())
         });
@@ -160,26 +126,14 @@ impl Tracker {
 
     /// Reads what was appended since the last call and emits its events.
     fn poll(&mut self, sink: &EventSink) -> Result<()> {
-        let mut file = match File::open(&self.wtmp) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(Error::io(format!("opening {}", self.wtmp.display()))(e)),
+        let Some((mut file, len)) = self.file.reopen()? else {
+            return Ok(());
         };
-        let meta = file
-            .metadata()
-            .map_err(Error::io(format!("reading {}", self.wtmp.display())))?;
-        if meta.ino() != self.pos.inode || meta.len() < self.pos.offset {
-            tracing::info!(wtmp = %self.wtmp.display(), "wtmp was rotated or truncated, reading it from the start");
-            self.pos = Position {
-                offset: 0,
-                inode: meta.ino(),
-            };
-        }
-        let end = meta.len() - meta.len() % RECORD_SIZE as u64;
-        if end <= self.pos.offset {
+        let end = len - len % RECORD_SIZE as u64;
+        if end <= self.file.pos.offset {
             return Ok(());
         }
-        let start = self.pos.offset;
+        let start = self.file.pos.offset;
         let now = now_us();
         let result = self.each_record(&mut file, start, end, |tracker, rec| {
             if let Some((user, kind)) = tracker.apply(rec) {
@@ -189,12 +143,12 @@ impl Tracker {
                     tracing::debug!(line = %rec.line, time_us = rec.time_us(), "wtmp record with an implausible time skipped");
                 }
             }
-            tracker.pos.offset += RECORD_SIZE as u64;
+            tracker.file.pos.offset += RECORD_SIZE as u64;
             Ok(())
         });
         // Saved after the events are spooled, and also when emitting failed
         // half-way, so the records already spooled are not sent twice.
-        self.save()?;
+        self.file.save()?;
         result
     }
 
@@ -206,7 +160,7 @@ impl Tracker {
         to: u64,
         mut f: impl FnMut(&mut Tracker, &UtmpRecord) -> Result<()>,
     ) -> Result<()> {
-        let what = format!("reading {}", self.wtmp.display());
+        let what = format!("reading {}", self.file.path.display());
         file.seek(SeekFrom::Start(from))
             .map_err(|e| Error::io(what.clone())(e))?;
         let mut buf = vec![0u8; CHUNK_RECORDS * RECORD_SIZE];
@@ -255,14 +209,6 @@ impl Tracker {
             }
             _ => None,
         }
-    }
-
-    fn save(&self) -> Result<()> {
-        let json = serde_json::to_vec(&self.pos).map_err(|source| Error::State {
-            path: self.position_path.clone(),
-            source,
-        })?;
-        fsutil::write_atomic(&self.position_path, &json, 0o600)
     }
 }
 

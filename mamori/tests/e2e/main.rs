@@ -19,6 +19,7 @@ mod operations;
 mod policy_alarms;
 mod policy_service;
 mod postgres_crash;
+mod print;
 mod redis_faults;
 mod stream;
 mod tenancy;

@@ -340,7 +340,7 @@ async fn a_banned_app_is_killed_alarmed_mailed_and_posted() {
 }
 
 /// Enrolls an agent installation in `state` with the session's token.
-async fn enroll_agent(
+pub(crate) async fn enroll_agent(
     gw: &Gw,
     s: &Session,
     state: &std::path::Path,
@@ -358,7 +358,7 @@ async fn enroll_agent(
 }
 
 /// Runs the agent until the returned sender is used (or dropped).
-fn run_agent(
+pub(crate) fn run_agent(
     opts: RunOptions,
 ) -> (
     tokio::sync::oneshot::Sender<()>,
