@@ -1,17 +1,20 @@
 //! Event sources. Each collector runs as its own task and reports through an
 //! [`EventSink`]; the sink spools the events, the uplink sends them.
 //!
-//! Linux has four today: process starts and stops (`process`, which also
+//! Linux has six today: process starts and stops (`process`, which also
 //! kills banned apps), logons and logoffs from wtmp (`logon`), USB
-//! devices (`devices`, which also enforces device control) and print jobs
-//! from CUPS's page log (`print`). Sources for other OSes (ETW on Windows,
-//! Endpoint Security on macOS) and other kinds (files, devices, printing)
-//! implement the same trait.
+//! devices (`devices`, which also enforces device control), print jobs
+//! from CUPS's page log (`print`), changes of the PC's environment
+//! (`environment`) and installed software from dpkg (`software`). Sources
+//! for other OSes (ETW on Windows, Endpoint Security on macOS) and other
+//! kinds (files, web) implement the same trait.
 
 pub mod devices;
+pub mod environment;
 pub mod logon;
 pub mod print;
 pub mod process;
+pub mod software;
 mod tail;
 
 use std::str::FromStr;
@@ -40,6 +43,8 @@ pub struct CollectorSet {
     pub logon: bool,
     pub devices: bool,
     pub print: bool,
+    pub environment: bool,
+    pub software: bool,
 }
 
 impl CollectorSet {
@@ -48,12 +53,16 @@ impl CollectorSet {
         logon: true,
         devices: true,
         print: true,
+        environment: true,
+        software: true,
     };
     pub const NONE: CollectorSet = CollectorSet {
         process: false,
         logon: false,
         devices: false,
         print: false,
+        environment: false,
+        software: false,
     };
 }
 
@@ -63,7 +72,7 @@ impl Default for CollectorSet {
     }
 }
 
-/// `process,logon,devices,print`, `all` or `none`.
+/// `process,logon,devices,print,environment,software`, `all` or `none`.
 impl FromStr for CollectorSet {
     type Err = Error;
 
@@ -75,11 +84,13 @@ impl FromStr for CollectorSet {
                 "logon" => set.logon = true,
                 "devices" => set.devices = true,
                 "print" => set.print = true,
+                "environment" => set.environment = true,
+                "software" => set.software = true,
                 "all" => set = CollectorSet::ALL,
                 "none" => {}
                 other => {
                     return Err(Error::InvalidOption(format!(
-                        "unknown collector {other:?} (known: process, logon, devices, print, all, none)"
+                        "unknown collector {other:?} (known: process, logon, devices, print, environment, software, all, none)"
                     )));
                 }
             }
@@ -95,7 +106,7 @@ mod tests {
     #[test]
     fn collector_sets_parse() {
         assert_eq!(
-            "process,logon,devices,print"
+            "process,logon,devices,print,environment,software"
                 .parse::<CollectorSet>()
                 .unwrap(),
             CollectorSet::ALL

@@ -74,8 +74,11 @@ struct RunArgs {
     /// CUPS's page log (print jobs).
     #[arg(long, default_value = "/var/log/cups/page_log")]
     cups_page_log: PathBuf,
-    /// Collectors to run: process, logon, devices, print, all or none
-    /// (comma-separated).
+    /// dpkg's status database (installed software).
+    #[arg(long, default_value = "/var/lib/dpkg/status")]
+    dpkg_status: PathBuf,
+    /// Collectors to run: process, logon, devices, print, environment,
+    /// software, all or none (comma-separated).
     #[arg(long, default_value = "all")]
     collectors: CollectorSet,
 }
@@ -134,6 +137,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     opts.sysfs_root = args.sysfs_root;
     opts.mount_table = args.mount_table;
     opts.cups_page_log = args.cups_page_log;
+    opts.dpkg_status = args.dpkg_status;
     opts.collectors = args.collectors;
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;

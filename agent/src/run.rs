@@ -10,9 +10,11 @@ use tokio::task::JoinSet;
 
 use crate::clock::ClockOffset;
 use crate::collector::devices::DeviceCollector;
+use crate::collector::environment::{EnvironmentCollector, LinuxProbe};
 use crate::collector::logon::{DEFAULT_WTMP, LogonCollector};
 use crate::collector::print::{DEFAULT_PAGE_LOG, PrintCollector};
 use crate::collector::process::ProcessCollector;
+use crate::collector::software::{DEFAULT_DPKG_STATUS, SoftwareCollector};
 use crate::collector::{Collector, CollectorSet};
 use crate::error::{Error, Result};
 use crate::policy::PolicyState;
@@ -50,6 +52,12 @@ pub struct RunOptions {
     pub mount_table: PathBuf,
     /// CUPS's page log, which the print collector reads.
     pub cups_page_log: PathBuf,
+    /// How often the environment collector looks at the PC.
+    pub environment_poll: Duration,
+    /// dpkg's status database, which the software collector reads, and how
+    /// often it looks whether the file changed.
+    pub dpkg_status: PathBuf,
+    pub software_poll: Duration,
     pub collectors: CollectorSet,
 }
 
@@ -61,7 +69,8 @@ impl RunOptions {
 
     /// The defaults: 1 GiB spool, 500 events per batch, 5000 backlog events
     /// per second, reconnects at most 30 s apart, /var/log/wtmp, /sys,
-    /// /proc/self/mounts, /var/log/cups/page_log, every collector.
+    /// /proc/self/mounts, /var/log/cups/page_log, the environment checked
+    /// every minute, /var/lib/dpkg/status, every collector.
     pub fn new(state_dir: PathBuf) -> Self {
         RunOptions {
             state_dir,
@@ -73,6 +82,9 @@ impl RunOptions {
             sysfs_root: PathBuf::from("/sys"),
             mount_table: PathBuf::from("/proc/self/mounts"),
             cups_page_log: PathBuf::from(DEFAULT_PAGE_LOG),
+            environment_poll: Duration::from_secs(60),
+            dpkg_status: PathBuf::from(DEFAULT_DPKG_STATUS),
+            software_poll: Duration::from_secs(10),
             collectors: CollectorSet::ALL,
         }
     }
@@ -195,6 +207,19 @@ fn collectors(
             &opts.wtmp_path,
             state.wtmp_offset_path(),
         )));
+    }
+    if opts.collectors.environment {
+        list.push(Box::new(EnvironmentCollector::new(
+            Box::new(LinuxProbe::new(&opts.sysfs_root)),
+            state.environment_path(),
+            opts.environment_poll,
+        )));
+    }
+    if opts.collectors.software {
+        list.push(Box::new(
+            SoftwareCollector::new(&opts.dpkg_status, state.software_path())
+                .with_poll_interval(opts.software_poll),
+        ));
     }
     if opts.collectors.print {
         list.push(Box::new(PrintCollector::new(

@@ -6,7 +6,9 @@
 //! * `instance-id` — a random id made once per installation, kept even when
 //!   enrollment fails so every attempt presents the same one.
 //! * `spool/` — the event spool; `wtmp.offset` and `print.offset` — the
-//!   logon and print collectors' places.
+//!   logon and print collectors' places; `environment.json` — the PC as
+//!   the environment collector last saw it; `software.json` — the
+//!   installed packages as last reported.
 //! * `policy.pb` — the policy last received, enforced from start-up.
 //! * `lock` — held by a running agent so two never share a spool.
 
@@ -59,6 +61,14 @@ impl StateDir {
 
     pub(crate) fn print_offset_path(&self) -> PathBuf {
         self.root.join("print.offset")
+    }
+
+    pub(crate) fn environment_path(&self) -> PathBuf {
+        self.root.join("environment.json")
+    }
+
+    pub(crate) fn software_path(&self) -> PathBuf {
+        self.root.join("software.json")
     }
 
     fn config_path(&self) -> PathBuf {

@@ -1,0 +1,246 @@
+//! Installed software (Debian and its derivatives: dpkg's status database).
+//!
+//! Every 10 s the collector looks at the status file's modification time;
+//! when it changed it reads the installed packages (name, version,
+//! maintainer as the publisher), compares them with the list it kept in the
+//! state directory and reports each package installed, removed or updated.
+//! The very first look reports every installed package as installed (the
+//! PC's inventory), once; after that only changes. The list is kept after
+//! the events are spooled, so a restart neither repeats nor misses a
+//! change, and a change made while the agent was stopped is reported when
+//! it starts. The status file is bounded ([`MAX_STATUS_BYTES`]); a larger
+//! or unreadable one is a warning and the next look tries again.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use futures::future::BoxFuture;
+use mamori_proto::agent::v1::{SoftwareEvent, event::Kind, software_event::Action};
+
+use super::{Collector, EventSink};
+use crate::clock::now_us;
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::text::truncate_utf8;
+
+/// Debian's dpkg status database.
+pub const DEFAULT_DPKG_STATUS: &str = "/var/lib/dpkg/status";
+/// Largest status file read (a desktop with 5,000 packages has ~10 MiB).
+pub const MAX_STATUS_BYTES: u64 = 64 << 20;
+/// Longest name, version or publisher reported.
+const MAX_TEXT: usize = 512;
+
+/// A package: version and publisher, by name.
+type Packages = BTreeMap<String, (String, String)>;
+
+/// The installed packages in a dpkg status file.
+pub fn parse_status(text: &str) -> Packages {
+    let mut out = Packages::new();
+    for stanza in text.split("\n\n") {
+        let (mut name, mut version, mut publisher, mut installed) =
+            (None, String::new(), String::new(), false);
+        for line in stanza.lines() {
+            if let Some(v) = line.strip_prefix("Package: ") {
+                name = Some(v.trim().to_owned());
+            } else if let Some(v) = line.strip_prefix("Version: ") {
+                version = v.trim().to_owned();
+            } else if let Some(v) = line.strip_prefix("Maintainer: ") {
+                publisher = v.trim().to_owned();
+            } else if let Some(v) = line.strip_prefix("Status: ") {
+                installed = v.trim().ends_with(" installed");
+            }
+        }
+        if let (Some(name), true) = (name, installed) {
+            out.insert(name, (version, publisher));
+        }
+    }
+    out
+}
+
+/// What changed from `before` to `now`, in name order.
+pub fn changes(before: &Packages, now: &Packages) -> Vec<SoftwareEvent> {
+    let event =
+        |action: Action, name: &str, (version, publisher): &(String, String)| SoftwareEvent {
+            action: action as i32,
+            name: truncate_utf8(name.to_owned(), MAX_TEXT),
+            version: truncate_utf8(version.clone(), MAX_TEXT),
+            publisher: truncate_utf8(publisher.clone(), MAX_TEXT),
+        };
+    let mut out = Vec::new();
+    for (name, new) in now {
+        match before.get(name) {
+            None => out.push(event(Action::Installed, name, new)),
+            Some(old) if old.0 != new.0 => out.push(event(Action::Updated, name, new)),
+            Some(_) => {}
+        }
+    }
+    for (name, old) in before {
+        if !now.contains_key(name) {
+            out.push(event(Action::Removed, name, old));
+        }
+    }
+    out
+}
+
+/// The dpkg collector.
+#[derive(Debug, Clone)]
+pub struct SoftwareCollector {
+    status: PathBuf,
+    saved_path: PathBuf,
+    poll: Duration,
+}
+
+impl SoftwareCollector {
+    /// Watches the dpkg `status` file, keeping the last list in `saved_path`.
+    pub fn new(status: impl Into<PathBuf>, saved_path: impl Into<PathBuf>) -> Self {
+        SoftwareCollector {
+            status: status.into(),
+            saved_path: saved_path.into(),
+            poll: Duration::from_secs(10),
+        }
+    }
+
+    /// Changes how often the status file is looked at (tests).
+    pub fn with_poll_interval(mut self, poll: Duration) -> Self {
+        self.poll = poll;
+        self
+    }
+
+    /// Reads the status file and reports what changed since the kept list.
+    fn check(&self, sink: &EventSink) -> Result<usize> {
+        let what = || format!("reading {}", self.status.display());
+        let size = std::fs::metadata(&self.status)
+            .map_err(Error::io(what()))?
+            .len();
+        if size > MAX_STATUS_BYTES {
+            return Err(Error::InvalidOption(format!(
+                "{} is {size} bytes, over the {MAX_STATUS_BYTES}-byte limit: not read",
+                self.status.display()
+            )));
+        }
+        let text = std::fs::read_to_string(&self.status).map_err(Error::io(what()))?;
+        let now = parse_status(&text);
+        let before: Packages = std::fs::read(&self.saved_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let found = changes(&before, &now);
+        let at = now_us();
+        for change in &found {
+            sink.emit(at, String::new(), Kind::Software(change.clone()))?;
+        }
+        if !found.is_empty() || !self.saved_path.exists() {
+            let json = serde_json::to_vec(&now).map_err(|source| Error::State {
+                path: self.saved_path.clone(),
+                source,
+            })?;
+            fsutil::write_atomic(&self.saved_path, &json, 0o600)?;
+        }
+        Ok(found.len())
+    }
+}
+
+impl Collector for SoftwareCollector {
+    fn name(&self) -> &'static str {
+        "software"
+    }
+
+    fn run(self: Box<Self>, sink: EventSink) -> BoxFuture<'static, Result<()>> {
+        Box::pin(async move {
+            tracing::info!(status = %self.status.display(), "watching installed software");
+            let mut tick = tokio::time::interval(self.poll);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut seen: Option<SystemTime> = None;
+            loop {
+                tick.tick().await;
+                let modified = std::fs::metadata(&self.status)
+                    .and_then(|m| m.modified())
+                    .ok();
+                if modified.is_none() || modified == seen {
+                    continue;
+                }
+                let collector = self.clone();
+                let sink = sink.clone();
+                // A large status file takes a moment: off the runtime.
+                let done = tokio::task::spawn_blocking(move || collector.check(&sink)).await;
+                match done {
+                    Ok(Ok(n)) => {
+                        seen = modified;
+                        if n > 0 {
+                            tracing::info!(changes = n, "installed software changed");
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "reading the installed software failed")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "the software check stopped"),
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::testing::{sink_in, spooled};
+
+    const STATUS: &str = "Package: bash\nStatus: install ok installed\nMaintainer: Matthias Klose <doko@debian.org>\nVersion: 5.2.15-2\n\n\
+Package: gone\nStatus: deinstall ok config-files\nVersion: 1.0\n\n\
+Package: zip\nStatus: install ok installed\nVersion: 3.0-13\nDescription: Archiver\n multi-line\n";
+
+    #[test]
+    fn installed_packages_are_read_and_others_are_not() {
+        let p = parse_status(STATUS);
+        assert_eq!(p.keys().collect::<Vec<_>>(), ["bash", "zip"]);
+        assert_eq!(p["bash"].0, "5.2.15-2");
+        assert_eq!(p["bash"].1, "Matthias Klose <doko@debian.org>");
+    }
+
+    #[test]
+    fn the_first_look_is_the_inventory_then_only_changes_once_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let status = dir.path().join("status");
+        std::fs::write(&status, STATUS).unwrap();
+        let (sink, spool) = sink_in(dir.path());
+        let c = SoftwareCollector::new(&status, dir.path().join("software.json"));
+        assert_eq!(c.check(&sink).unwrap(), 2, "every installed package, once");
+        assert_eq!(c.check(&sink).unwrap(), 0);
+
+        let updated = STATUS
+            .replace("3.0-13", "3.0-14")
+            .replace("Package: bash", "Package: bash-new");
+        std::fs::write(&status, updated).unwrap();
+        assert_eq!(c.check(&sink).unwrap(), 3);
+        let events = spooled(&spool);
+        let seen: Vec<(Action, String, String)> = events[2..]
+            .iter()
+            .map(|e| match &e.kind {
+                Some(Kind::Software(s)) => (s.action(), s.name.clone(), s.version.clone()),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (Action::Installed, "bash-new".into(), "5.2.15-2".into()),
+                (Action::Updated, "zip".into(), "3.0-14".into()),
+                (Action::Removed, "bash".into(), "5.2.15-2".into()),
+            ]
+        );
+        assert_eq!(c.check(&sink).unwrap(), 0, "nothing twice");
+    }
+
+    #[test]
+    fn an_unreadable_status_file_is_an_error_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sink, spool) = sink_in(dir.path());
+        let c =
+            SoftwareCollector::new(dir.path().join("missing"), dir.path().join("software.json"));
+        let e = c.check(&sink).unwrap_err().to_string();
+        assert!(e.contains("missing"), "{e}");
+        assert!(spooled(&spool).is_empty());
+        assert!(!dir.path().join("software.json").exists());
+    }
+}
