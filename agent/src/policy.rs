@@ -140,27 +140,19 @@ impl Compiled {
     }
 
     fn strongest(&self, hit: impl Fn(&Matcher) -> bool) -> Option<Verdict> {
-        let rank = |a: BanAction| match a {
-            BanAction::Block => 3,
-            BanAction::Kill => 2,
-            _ => 1,
-        };
-        self.bans
-            .iter()
-            .filter(|b| hit(&b.matcher))
-            .max_by_key(|b| rank(b.action))
-            .map(|b| {
-                let how = match &b.matcher {
-                    Matcher::Name(n) => format!("name {n}"),
-                    Matcher::Path(p, _) => format!("path {p}"),
-                    Matcher::Sha256(h) => format!("sha256 {}", hex::encode(h)),
-                };
-                Verdict {
-                    action: b.action,
-                    reason: format!("banned app {:?} ({how})", b.label),
-                    revision: self.revision,
-                }
-            })
+        let matching = self.bans.iter().filter(|b| hit(&b.matcher));
+        mamori_proto::strongest_ban(matching.map(|b| (b, b.action))).map(|b| {
+            let how = match &b.matcher {
+                Matcher::Name(n) => format!("name {n}"),
+                Matcher::Path(p, _) => format!("path {p}"),
+                Matcher::Sha256(h) => format!("sha256 {}", hex::encode(h)),
+            };
+            Verdict {
+                action: b.action,
+                reason: format!("banned app {:?} ({how})", b.label),
+                revision: self.revision,
+            }
+        })
     }
 
     /// The access rule for a device class (allow when none is set).
@@ -291,6 +283,19 @@ mod tests {
             BanAction::Block
         );
         assert!(c.check_path("/usr/bin/winnyx").is_none());
+        // Two equally strong rules: the first listed names the verdict, as
+        // the alerting service names it in the alarm.
+        let two = Compiled::compile(PolicyUpdate {
+            revision: 4,
+            banned_apps: vec![
+                ban("", "/opt/p2p/**", &[], BanAction::Kill),
+                ban("", "/opt/**", &[], BanAction::Kill),
+            ],
+            ..Default::default()
+        })
+        .unwrap();
+        let v = two.check_path("/opt/p2p/winny").unwrap();
+        assert!(v.reason.contains("/opt/p2p/**"), "{}", v.reason);
         assert!(c.check_hash(&[7; 32]).is_some());
         assert!(c.check_hash(&[8; 32]).is_none());
     }

@@ -176,6 +176,30 @@ pub fn app_name(path: &str) -> String {
         .unwrap_or(lower)
 }
 
+/// Of the banned-app rules that name a program (`(rule, action)` in the
+/// order the policy lists them), the one that applies: the strongest action
+/// (block, then kill, then log), and of equally strong rules the first
+/// listed. The agent enforces and the alerting service alarms with this
+/// same choice, so an alarm names the rule that was enforced.
+pub fn strongest_ban<T>(
+    matching: impl IntoIterator<Item = (T, crate::agent::v1::banned_app::Action)>,
+) -> Option<T> {
+    use crate::agent::v1::banned_app::Action;
+    let strength = |a: Action| match a {
+        Action::Block => 3,
+        Action::Kill => 2,
+        Action::Log | Action::Unspecified => 1,
+    };
+    let mut best: Option<(T, u8)> = None;
+    for (rule, action) in matching {
+        let s = strength(action);
+        if best.as_ref().is_none_or(|(_, b)| s > *b) {
+            best = Some((rule, s));
+        }
+    }
+    best.map(|(rule, _)| rule)
+}
+
 /// The text an operator searches for: the executable, path, URL or device
 /// that the event is about. Stored in `events.subject`.
 pub fn subject(event: &Event) -> &str {
@@ -201,6 +225,37 @@ use crate::agent::v1::file_event::Action as FileAction;
 use crate::agent::v1::logon_event::Action as LogonAction;
 use crate::agent::v1::process_event::Action as ProcessAction;
 use crate::agent::v1::software_event::Action as SoftwareAction;
+
+#[cfg(test)]
+mod ban_tests {
+    use super::strongest_ban;
+    use crate::agent::v1::banned_app::Action;
+
+    #[test]
+    fn the_strongest_action_wins_and_ties_go_to_the_first_listed() {
+        assert_eq!(
+            strongest_ban([
+                ("log", Action::Log),
+                ("kill", Action::Kill),
+                ("log2", Action::Log)
+            ]),
+            Some("kill")
+        );
+        assert_eq!(
+            strongest_ban([("kill-a", Action::Kill), ("kill-b", Action::Kill)]),
+            Some("kill-a")
+        );
+        assert_eq!(
+            strongest_ban([
+                ("log", Action::Log),
+                ("block", Action::Block),
+                ("kill", Action::Kill)
+            ]),
+            Some("block")
+        );
+        assert_eq!(strongest_ban::<&str>([]), None);
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -21,7 +21,7 @@ pub mod policy {
 mod convert;
 pub mod wire;
 
-pub use convert::{EventKind, app_name, kind_of, subject};
+pub use convert::{EventKind, app_name, kind_of, strongest_ban, subject};
 
 /// The encoded `FileDescriptorSet` of every Mamori proto, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("mamori_descriptor");

@@ -5,9 +5,10 @@
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use mamori_policy::Effective;
-use mamori_policy::document::{BannedApp, BusinessHours, Weekday};
+use mamori_policy::document::{AppAction, BannedApp, BusinessHours, Weekday};
 use mamori_proto::agent::v1::{
-    Event, device_event, environment_change_event, event::Kind, file_event, process_event,
+    Event, banned_app::Action as BanAction, device_event, environment_change_event, event::Kind,
+    file_event, process_event,
 };
 use mamori_proto::app_name;
 use std::time::Duration;
@@ -305,7 +306,8 @@ fn rule_label(b: &BannedApp) -> String {
         .unwrap_or_default()
 }
 
-/// The first banned-app rule of `effective` that names the app.
+/// The banned-app rule of `effective` that applies to the app: of those
+/// that name it, the one the agent enforces (`mamori_proto::strongest_ban`).
 fn banned_rule<'a>(
     effective: &'a Effective,
     exe_path: &str,
@@ -321,10 +323,19 @@ fn banned_rule<'a>(
     }
     // Every path glob at once, in one pass over the compiled set.
     let by_path = effective.globs.banned_by_path(exe_path);
-    apps.iter()
+    let matching = apps
+        .iter()
         .enumerate()
-        .find(|(i, b)| app_matches(b, by_path.contains(i), exe_path, sha256))
-        .map(|(_, b)| b)
+        .filter(|(i, b)| app_matches(b, by_path.contains(i), exe_path, sha256))
+        .map(|(_, b)| {
+            let action = match b.action {
+                AppAction::Log => BanAction::Log,
+                AppAction::Kill => BanAction::Kill,
+                AppAction::Block => BanAction::Block,
+            };
+            (b, action)
+        });
+    mamori_proto::strongest_ban(matching)
 }
 
 /// `path_matched`: the rule's path glob matches (see `Globs::banned_by_path`).
@@ -614,6 +625,32 @@ mod tests {
         let hours = effective(json!({"business_hours": {"time_zone": "UTC", "shifts": {}}}));
         let vim = start("/usr/bin/vim", vec![4; 32]).encode_to_vec();
         assert!(may_hit(11, Some(&vim), &hours, known));
+    }
+
+    #[test]
+    fn of_several_banned_app_rules_the_alarm_names_the_one_the_agent_enforces() {
+        // A log rule by name first, a kill rule by path after it: the agent
+        // kills (the strongest); the alarm of a start it reports must name
+        // the same rule, not merely the first listed.
+        let p = effective(json!({
+            "banned_apps": [
+                {"name": "winny", "action": "log", "label": "watch winny"},
+                {"path": "/opt/p2p/**", "action": "kill", "label": "no p2p"},
+                {"path": "/opt/**", "action": "kill", "label": "all of opt"}
+            ]
+        }));
+        let start = event(Kind::Process(ProcessEvent {
+            action: process_event::Action::Start as i32,
+            exe_path: "/opt/p2p/winny".into(),
+            ..Default::default()
+        }));
+        let hits = evaluate(&start, utc("2026-11-25T00:00:00Z"), &p);
+        assert_eq!(hits.len(), 1);
+        assert!(
+            hits[0].summary.contains("no p2p"),
+            "the strongest, and of two kills the first: {}",
+            hits[0].summary
+        );
     }
 
     #[test]
