@@ -231,7 +231,7 @@ export function Dashboard() {
   });
   const welcome = params.get('welcome') === '1' && me && !me.email_verified;
   // An MSP user who has not chosen a tenant starts at the tenants overview.
-  if (!chosen) return <Navigate to="/msp" replace />;
+  if (!chosen) return <Navigate to={params.get('welcome') ? '/msp?welcome=1' : '/msp'} replace />;
   return (
     <Stack>
       <Title order={2}>{t('dashboard.title')}</Title>

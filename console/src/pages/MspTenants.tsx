@@ -7,7 +7,7 @@ import { Alert, Badge, Button, Card, Code, CopyButton, Group, Modal, Stack, Tabl
 import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
 import { useState } from 'react';
 import { useTranslation } from 'react-i18next';
-import { useNavigate } from 'react-router';
+import { useNavigate, useSearchParams } from 'react-router';
 import * as api from '../api/client';
 import type { Schemas } from '../api/client';
 import { useSession } from '../auth/session';
@@ -41,8 +41,10 @@ function Created({ created, onClose }: { created: { name: string } & Schemas['Cr
 
 export function MspTenants() {
   const { t } = useTranslation();
-  const { may } = useSession();
+  const { may, me } = useSession();
   const admin = may('manage_org');
+  const [params] = useSearchParams();
+  const welcome = params.get('welcome') === '1' && me && !me.email_verified;
   const queries = useQueryClient();
   const navigate = useNavigate();
   const tenants = useQuery({
@@ -89,6 +91,7 @@ export function MspTenants() {
   return (
     <Stack>
       <Title order={2}>{t('msp.title')}</Title>
+      {welcome && <Alert color="blue">{t('auth.checkMail', { email: me.email })}</Alert>}
       {tenants.isPending && <Loading />}
       {tenants.isError && <Failure error={tenants.error} retry={() => void tenants.refetch()} />}
       {tenants.data && tenants.data.length === 0 && <Text c="dimmed">{t('msp.none')}</Text>}
