@@ -470,7 +470,7 @@ pub async fn login(
             code: "too_many_attempts",
             ..ApiError::rate_limited(
                 wait,
-                format!("too many wrong passwords for this account: try again in {wait} s"),
+                format!("too many login attempts for this account: try again in {wait} s"),
             )
         });
     }
@@ -670,7 +670,7 @@ pub async fn change_password(
     if let Some(wait) = admit_attempt(&state, row.id).await? {
         return Err(ApiError::rate_limited(
             wait,
-            format!("too many wrong passwords for this account: try again in {wait} s"),
+            format!("too many login attempts for this account: try again in {wait} s"),
         ));
     }
     if !password::verify(req.current_password, Some(row.password_hash.clone())).await? {

@@ -1,6 +1,9 @@
 //! The one place where errors become gRPC statuses. Clients never see
-//! internal error text: database and Redis failures are logged here and
-//! reported as a plain "retry later".
+//! internal error text: database and Redis failures are logged here. A
+//! database that is away or busy is "unavailable, retry later"; anything
+//! else the database refuses is an internal error (with the SQLSTATE
+//! classification the gateway and the policy service use), which agents
+//! also retry but which is logged as a bug, not as an outage.
 
 use tonic::Status;
 
@@ -16,10 +19,16 @@ pub(crate) fn registry_status(e: mamori_registry::Error) -> Status {
         E::InvalidInput { .. } => Status::invalid_argument(e.to_string()),
         E::NotFound { .. } => Status::not_found(e.to_string()),
         E::EmailTaken => Status::already_exists(e.to_string()),
-        E::Tenancy(inner) => {
-            tracing::error!(error = %inner, "registry database error");
-            Status::unavailable("device registry unavailable, retry later")
-        }
+        E::Tenancy(inner) => match mamori_tenancy::classify_error(&inner) {
+            mamori_tenancy::Failure::Unavailable => {
+                tracing::warn!(error = %inner, "device registry unavailable");
+                Status::unavailable("device registry unavailable, retry later")
+            }
+            _ => {
+                tracing::error!(error = %inner, "registry database error");
+                Status::internal("internal error; see the ingest service's log")
+            }
+        },
     }
 }
 
@@ -30,4 +39,22 @@ pub(crate) fn redis_status(e: &redis::RedisError) -> Status {
     }
     tracing::error!(error = %e, "redis append failed");
     Status::unavailable("event store unavailable, retry later")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outage_is_retry_later_and_anything_else_is_internal() {
+        let outage = mamori_registry::Error::Tenancy(sqlx::Error::PoolTimedOut.into());
+        assert_eq!(registry_status(outage).code(), tonic::Code::Unavailable);
+        let bug = mamori_registry::Error::Tenancy(sqlx::Error::RowNotFound.into());
+        let status = registry_status(bug);
+        assert_eq!(status.code(), tonic::Code::Internal);
+        assert!(
+            !status.message().contains("RowNotFound"),
+            "no internal text"
+        );
+    }
 }
