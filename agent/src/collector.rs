@@ -19,6 +19,8 @@ mod tail;
 
 use std::str::FromStr;
 
+use std::time::Duration;
+
 use futures::future::BoxFuture;
 
 use crate::error::{Error, Result};
@@ -34,6 +36,23 @@ pub trait Collector: Send {
     /// own progress consistent at every await point). Returns only on a
     /// failure it cannot get past.
     fn run(self: Box<Self>, sink: EventSink) -> BoxFuture<'static, Result<()>>;
+}
+
+/// Calls `poll` every `every` until the task is dropped; a failure is
+/// logged and the next round tries again.
+pub(crate) async fn poll_every(
+    every: Duration,
+    what: &str,
+    mut poll: impl FnMut() -> Result<()>,
+) -> Result<()> {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = poll() {
+            tracing::warn!(error = %e, "reading {what} failed");
+        }
+    }
 }
 
 /// Which collectors `run` starts.

@@ -35,6 +35,25 @@ pub(crate) fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()
     Ok(())
 }
 
+/// Atomically replaces `path` with `value` as compact JSON, private to the
+/// agent (mode 0600): the collectors' positions and snapshots, the spool
+/// cursor.
+pub(crate) fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
+    let json = serde_json::to_vec(value).map_err(|source| Error::State {
+        path: path.to_owned(),
+        source,
+    })?;
+    write_atomic(path, &json, 0o600)
+}
+
+/// Reads what [`write_json`] wrote; `None` when the file is missing or
+/// does not parse (a collector then starts afresh).
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+}
+
 /// Makes a rename or unlink in `dir` durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)

@@ -41,3 +41,10 @@ export function startOfDay(day: string, tz: string): Date {
   at = guess - offsetAt(at, tz);
   return new Date(at);
 }
+
+/** The IANA time zones the browser knows (a short list where it cannot
+ * say). */
+export function timeZones(): string[] {
+  const intl = Intl as unknown as { supportedValuesOf?: (k: string) => string[] };
+  return intl.supportedValuesOf?.('timeZone') ?? ['Asia/Tokyo', 'UTC'];
+}

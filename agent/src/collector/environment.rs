@@ -19,9 +19,9 @@ use mamori_proto::agent::v1::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{Collector, EventSink};
+use super::{Collector, EventSink, poll_every};
 use crate::clock::now_us;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::fsutil;
 use crate::text::truncate_utf8;
 
@@ -72,7 +72,7 @@ impl Snapshot {
 }
 
 /// A platform's source of snapshots.
-pub trait Probe: Send + 'static {
+pub trait Probe: Send + Sync + 'static {
     fn snapshot(&self) -> Snapshot;
 }
 
@@ -107,9 +107,7 @@ impl EnvironmentCollector {
     /// the new one after the events are spooled.
     fn check(&self, sink: &EventSink) -> Result<usize> {
         let now = self.probe.snapshot();
-        let before = std::fs::read(&self.saved_path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Snapshot>(&b).ok());
+        let before: Option<Snapshot> = fsutil::read_json(&self.saved_path);
         let changes = match &before {
             Some(before) => now.changes_since(before),
             None => Vec::new(),
@@ -122,11 +120,7 @@ impl EnvironmentCollector {
             tracing::info!(field = ?change.field(), old = %change.old_value, new = %change.new_value, "the PC's environment changed");
             sink.emit(at, String::new(), Kind::EnvironmentChange(change.clone()))?;
         }
-        let json = serde_json::to_vec(&now).map_err(|source| Error::State {
-            path: self.saved_path.clone(),
-            source,
-        })?;
-        fsutil::write_atomic(&self.saved_path, &json, 0o600)?;
+        fsutil::write_json(&self.saved_path, &now)?;
         Ok(changes.len())
     }
 }
@@ -142,15 +136,11 @@ impl Collector for EnvironmentCollector {
                 every_s = self.poll.as_secs(),
                 "watching the PC's environment"
             );
-            let mut tick = tokio::time::interval(self.poll);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                // Reading a few small files: short enough for this task.
-                if let Err(e) = self.check(&sink) {
-                    tracing::warn!(error = %e, "checking the PC's environment failed");
-                }
-            }
+            // Reading a few small files: short enough for this task.
+            poll_every(self.poll, "the PC's environment", || {
+                self.check(&sink).map(drop)
+            })
+            .await
         })
     }
 }

@@ -26,8 +26,8 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use mamori_proto::agent::v1::{LogonEvent, event::Kind, logon_event::Action};
 
-use super::tail::{self, TailedFile};
-use super::{Collector, EventSink};
+use super::tail::TailedFile;
+use super::{Collector, EventSink, poll_every};
 use crate::clock::now_us;
 use crate::error::{Error, Result};
 use wtmp::{RECORD_SIZE, UtmpRecord};
@@ -75,7 +75,7 @@ impl Collector for LogonCollector {
             let mut tracker = Tracker::open(self.wtmp, self.position_path)?;
             tracing::info!(wtmp = %tracker.file.path.display(), offset = tracker.file.pos.offset, "watching logons");
             let what = tracker.file.path.display().to_string();
-            tail::poll_every(self.poll, &what, || tracker.poll(&sink)).await
+            poll_every(self.poll, &what, || tracker.poll(&sink)).await
         })
     }
 }

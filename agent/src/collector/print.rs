@@ -26,8 +26,8 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use mamori_proto::agent::v1::{PrintEvent, event::Kind};
 
-use super::tail::{self, TailedFile};
-use super::{Collector, EventSink};
+use super::tail::TailedFile;
+use super::{Collector, EventSink, poll_every};
 use crate::error::{Error, Result};
 use crate::text::truncate_utf8;
 
@@ -182,7 +182,7 @@ impl Collector for PrintCollector {
             };
             tracing::info!(page_log = %tracker.file.path.display(), offset = tracker.file.pos.offset, "watching print jobs");
             let what = tracker.file.path.display().to_string();
-            tail::poll_every(self.poll, &what, || tracker.poll(&sink)).await
+            poll_every(self.poll, &what, || tracker.poll(&sink)).await
         })
     }
 }

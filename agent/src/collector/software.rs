@@ -121,21 +121,14 @@ impl SoftwareCollector {
         }
         let text = std::fs::read_to_string(&self.status).map_err(Error::io(what()))?;
         let now = parse_status(&text);
-        let before: Packages = std::fs::read(&self.saved_path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
+        let before: Packages = fsutil::read_json(&self.saved_path).unwrap_or_default();
         let found = changes(&before, &now);
         let at = now_us();
         for change in &found {
             sink.emit(at, String::new(), Kind::Software(change.clone()))?;
         }
         if !found.is_empty() || !self.saved_path.exists() {
-            let json = serde_json::to_vec(&now).map_err(|source| Error::State {
-                path: self.saved_path.clone(),
-                source,
-            })?;
-            fsutil::write_atomic(&self.saved_path, &json, 0o600)?;
+            fsutil::write_json(&self.saved_path, &now)?;
         }
         Ok(found.len())
     }

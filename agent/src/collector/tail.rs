@@ -11,7 +11,6 @@
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -37,9 +36,7 @@ impl TailedFile {
     /// The saved place, or on a first run the end of the file (rounded
     /// down to whole records of `unit` bytes), saved at once.
     pub(crate) fn open(path: PathBuf, position_path: PathBuf, unit: u64) -> Result<TailedFile> {
-        let saved = std::fs::read(&position_path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Position>(&b).ok());
+        let saved: Option<Position> = fsutil::read_json(&position_path);
         let mut file = TailedFile {
             path,
             position_path,
@@ -84,27 +81,6 @@ impl TailedFile {
 
     /// Keeps the place in the state directory.
     pub(crate) fn save(&self) -> Result<()> {
-        let json = serde_json::to_vec(&self.pos).map_err(|source| Error::State {
-            path: self.position_path.clone(),
-            source,
-        })?;
-        fsutil::write_atomic(&self.position_path, &json, 0o600)
-    }
-}
-
-/// Calls `poll` every `every` until the task is dropped; a failure is
-/// logged and the next round tries again.
-pub(crate) async fn poll_every(
-    every: Duration,
-    what: &str,
-    mut poll: impl FnMut() -> Result<()>,
-) -> Result<()> {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        if let Err(e) = poll() {
-            tracing::warn!(error = %e, "reading {what} failed");
-        }
+        fsutil::write_json(&self.position_path, &self.pos)
     }
 }

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::fsutil;
 
 /// The persisted content.
@@ -67,11 +67,7 @@ impl CursorStore {
         if generation <= *written {
             return Ok(());
         }
-        let json = serde_json::to_vec(&cursor).map_err(|source| Error::State {
-            path: self.path.clone(),
-            source,
-        })?;
-        fsutil::write_atomic(&self.path, &json, 0o600)?;
+        fsutil::write_json(&self.path, &cursor)?;
         *written = generation;
         Ok(())
     }

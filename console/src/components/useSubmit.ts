@@ -28,3 +28,10 @@ export function useSubmit(action: () => Promise<void>, fields: readonly string[]
     failure instanceof ApiError && field === name ? failure.reason : undefined;
   return { busy, error, fieldError, onSubmit };
 }
+
+/** The API's message for `path` when `error` (a refusal's text, as
+ * `useSubmit` gives it) names that field (`banned_apps[0].path: …`). */
+export function messageAt(error: string | null, path: string): string | undefined {
+  const m = error ? /^([A-Za-z0-9_.[\]]+): (.*)$/.exec(error) : null;
+  return m && m[1] === path ? m[2] : undefined;
+}

@@ -12,7 +12,7 @@ import type { Schemas } from '../api/client';
 import { useSession } from '../auth/session';
 import { Failure, Loading, useTenantChosen } from '../components/Feedback';
 import { groupOptions, useGroups } from '../components/groups';
-import { browserTimeZone, dateTime, startOfDay } from '../format';
+import { browserTimeZone, dateTime, startOfDay, timeZones } from '../format';
 
 /** A short mark per alarm category, for the calendar's cells. */
 const MARK: Record<string, string> = {
@@ -55,9 +55,7 @@ function Stat({ label, value, testId }: { label: string; value: string | number;
 /** The time zones offered: the browser's list, with the current and the
  * browser's own first. */
 function zoneList(current: string): string[] {
-  const intl = Intl as unknown as { supportedValuesOf?: (k: string) => string[] };
-  const all = intl.supportedValuesOf?.('timeZone') ?? [];
-  return [...new Set([current, browserTimeZone(), 'UTC', ...all])];
+  return [...new Set([current, browserTimeZone(), 'UTC', ...timeZones()])];
 }
 
 function Calendar() {

@@ -11,7 +11,7 @@ import * as api from '../api/client';
 import type { Schemas } from '../api/client';
 import { useSession } from '../auth/session';
 import { Failure, Loading } from '../components/Feedback';
-import { useSubmit } from '../components/useSubmit';
+import { messageAt, useSubmit } from '../components/useSubmit';
 import { dateTime } from '../format';
 import { PolicyEditor } from '../policy/Editor';
 import type { PolicyDocument } from '../policy/Editor';
@@ -155,9 +155,8 @@ export function MspTemplates() {
   // A refusal names `name` or a path inside the document
   // (`document.banned_apps[0].path`): shown at that field.
   const failure = submit.error;
-  const refused = failure ? /^([A-Za-z0-9_.[\]]+): (.*)$/.exec(failure) : null;
-  const nameError = refused?.[1] === 'name' ? refused[2] : undefined;
-  const refusedField = (path: string): string | undefined => (refused && refused[1] === `document.${path}` ? refused[2] : undefined);
+  const nameError = messageAt(failure, 'name');
+  const refusedField = (path: string): string | undefined => messageAt(failure, `document.${path}`);
   if (!admin) {
     return (
       <Stack>

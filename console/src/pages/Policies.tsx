@@ -13,7 +13,7 @@ import { useSession } from '../auth/session';
 import { ChooseTenant, Failure, Loading, useTenantChosen } from '../components/Feedback';
 import { groupOptions, useGroups } from '../components/groups';
 import { useDebounced } from '../components/useDebounced';
-import { useSubmit } from '../components/useSubmit';
+import { messageAt, useSubmit } from '../components/useSubmit';
 import { dateTime } from '../format';
 import { diffLines, printDocument } from '../policy/diff';
 import { PolicyEditor } from '../policy/Editor';
@@ -182,10 +182,7 @@ export function Policies() {
   // A refusal names a path inside the document (`banned_apps[0].path`):
   // shown at that field, and above the editor in any case.
   const failure = submit.error;
-  const refusedField = (path: string): string | undefined => {
-    const m = failure ? /^([A-Za-z0-9_.[\]]+): (.*)$/.exec(failure) : null;
-    return m && m[1] === path ? m[2] : undefined;
-  };
+  const refusedField = (path: string): string | undefined => messageAt(failure, path);
   const setScope = (next: Scope, id: string | null = null) => {
     const p = new URLSearchParams();
     if (next !== 'tenant') p.set('scope', next);

@@ -11,12 +11,7 @@ import type { Schemas } from '../api/client';
 import { useSession } from '../auth/session';
 import { ChooseTenant, Failure, Loading, useTenantChosen, FormError } from '../components/Feedback';
 import { useSubmit } from '../components/useSubmit';
-import { dateTime } from '../format';
-
-function timeZones(): string[] {
-  const intl = Intl as unknown as { supportedValuesOf?: (k: string) => string[] };
-  return intl.supportedValuesOf?.('timeZone') ?? ['Asia/Tokyo', 'UTC'];
-}
+import { dateTime, timeZones } from '../format';
 
 export function Settings() {
   const { t } = useTranslation();

@@ -24,6 +24,7 @@ import type { ReactNode } from 'react';
 import { useTranslation } from 'react-i18next';
 import type { Schemas } from '../api/client';
 import { japanHolidays } from './holidays';
+import { timeZones } from '../format';
 
 export type PolicyDocument = Schemas['PolicyDocument'];
 type BannedApp = Schemas['BannedApp'];
@@ -274,11 +275,6 @@ function DeviceControl({ doc, onChange, err, readOnly }: Props) {
       {!readOnly && <Add onClick={() => set({ exceptions: [...exceptions, { vendor_id: '', product_id: '' }] })} label={t('policy.device.addException')} />}
     </Stack>
   );
-}
-
-function timeZones(): string[] {
-  const intl = Intl as unknown as { supportedValuesOf?: (k: string) => string[] };
-  return intl.supportedValuesOf?.('timeZone') ?? ['Asia/Tokyo', 'UTC'];
 }
 
 function BusinessHours({ doc, onChange, err, readOnly }: Props) {
