@@ -28,7 +28,6 @@ mod netlink;
 mod run;
 mod sink;
 mod state;
-mod text;
 mod uplink;
 mod users;
 

@@ -13,15 +13,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use mamori_proto::agent::v1::{Event, device_event, event::Kind, process_event};
+use mamori_proto::schema;
 use tokio::sync::Notify;
 
 use crate::clock::ClockOffset;
 use crate::error::Result;
 use crate::spool::Spool;
-use crate::text::truncate_utf8;
-
-/// Longest user name the server accepts, in bytes.
-const MAX_USER: usize = 256;
 
 /// The spool shared by the collectors, the uplink and the flusher.
 pub(crate) type SharedSpool = Arc<Mutex<Spool>>;
@@ -114,15 +111,14 @@ impl EventSink {
     fn append(
         &self,
         occurred_at_us: i64,
-        mut os_user: String,
-        kind: Kind,
+        os_user: String,
+        mut kind: Kind,
         urgent: bool,
     ) -> Result<()> {
-        // The server refuses a whole batch over one bad field; keep the user
-        // name within its bounds here rather than lose the batch.
-        if os_user.len() > MAX_USER || os_user.contains('\0') {
-            os_user = truncate_utf8(os_user.replace('\0', ""), MAX_USER);
-        }
+        // The server refuses a whole batch over one field out of bounds:
+        // every field is fitted to the bounds of the schema both share.
+        let os_user = schema::fit_str(os_user, schema::max::EVENT_OS_USER);
+        schema::fit(&mut kind);
         let event = Event {
             id: uuid::Uuid::now_v7().as_bytes().to_vec(),
             occurred_at_us,
@@ -212,5 +208,48 @@ mod tests {
         sink.emit_urgent(5, "sato".into(), start(process_event::Action::Start))
             .unwrap();
         assert!(wake.take_urgent());
+    }
+
+    /// Ingest refuses a whole batch over one field out of bounds; the sink
+    /// fits every event to the bounds of the shared schema first.
+    #[test]
+    fn events_are_fitted_to_the_schema_before_they_are_spooled() {
+        use mamori_proto::agent::v1::{EnvironmentChangeEvent, SoftwareEvent};
+        use mamori_proto::schema::max;
+        let dir = tempfile::tempdir().unwrap();
+        let (sink, spool) = super::testing::sink_in(dir.path());
+        sink.emit(
+            1,
+            "ユーザー".repeat(100),
+            Kind::Software(SoftwareEvent {
+                action: 1,
+                name: "pkg".into(),
+                version: "1.0-".repeat(200),
+                publisher: "a\0b".into(),
+            }),
+        )
+        .unwrap();
+        sink.emit(
+            2,
+            String::new(),
+            Kind::EnvironmentChange(EnvironmentChangeEvent {
+                field: 3,
+                old_value: String::new(),
+                new_value: "2001:db8::1, ".repeat(200),
+            }),
+        )
+        .unwrap();
+        let events = super::testing::spooled(&spool);
+        assert!(events[0].os_user.len() <= max::EVENT_OS_USER);
+        assert!(events[0].os_user.starts_with("ユーザー"));
+        let Some(Kind::Software(s)) = &events[0].kind else {
+            panic!("{:?}", events[0]);
+        };
+        assert_eq!(s.version.len(), max::SOFTWARE_VERSION);
+        assert_eq!(s.publisher, "ab");
+        let Some(Kind::EnvironmentChange(c)) = &events[1].kind else {
+            panic!("{:?}", events[1]);
+        };
+        assert_eq!(c.new_value.len(), max::ENVIRONMENT_CHANGE_NEW_VALUE);
     }
 }

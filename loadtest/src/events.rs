@@ -79,6 +79,10 @@ pub fn event(rng: &mut impl Rng, now_us: i64) -> Event {
             removable_media: rng.random_bool(0.05),
             size_bytes: rng.random_range(1_000..5_000_000),
             process_exe_path: EXES[5].into(),
+            pid: rng.random_range(1_000..60_000),
+            sha256: rng.random::<[u8; 32]>().to_vec(),
+            hash_method: file_event::HashMethod::Full as i32,
+            ..Default::default()
         }),
         65..80 => Kind::Web(WebEvent {
             url_host: HOSTS.choose(rng).unwrap().to_string(),

@@ -1,7 +1,7 @@
 //! Hand-written helpers over the generated event types: the stable numeric
 //! kind stored in PostgreSQL and the searchable "subject" of an event.
 
-use crate::agent::v1::{Event, event::Kind};
+use crate::agent::v1::Event;
 
 /// The fine-grained kind of an event as stored in `events.kind` (a smallint).
 /// The numbers are part of the schema: never renumber, only add.
@@ -117,51 +117,8 @@ impl EventKind {
 /// The kind of an event, or `None` when the body or its action is missing
 /// (such an event is malformed and refused by ingest).
 pub fn kind_of(event: &Event) -> Option<EventKind> {
-    use EventKind as K;
-    Some(match event.kind.as_ref()? {
-        Kind::Logon(e) => match e.action() {
-            LogonAction::Logon => K::Logon,
-            LogonAction::Logoff => K::Logoff,
-            LogonAction::Lock => K::Lock,
-            LogonAction::Unlock => K::Unlock,
-            LogonAction::Unspecified => return None,
-        },
-        Kind::Process(e) => match e.action() {
-            ProcessAction::Start => K::ProcessStart,
-            ProcessAction::Stop => K::ProcessStop,
-            ProcessAction::Blocked => K::ProcessBlocked,
-            ProcessAction::Unspecified => return None,
-        },
-        Kind::File(e) => match e.action() {
-            FileAction::Create => K::FileCreate,
-            FileAction::Modify => K::FileModify,
-            FileAction::Copy => K::FileCopy,
-            FileAction::Move => K::FileMove,
-            FileAction::Rename => K::FileRename,
-            FileAction::Delete => K::FileDelete,
-            FileAction::Read => K::FileRead,
-            FileAction::Unspecified => return None,
-        },
-        Kind::Device(e) => match e.action() {
-            DeviceAction::Connect => K::DeviceConnect,
-            DeviceAction::Disconnect => K::DeviceDisconnect,
-            DeviceAction::Blocked => K::DeviceBlocked,
-            DeviceAction::Unspecified => return None,
-        },
-        Kind::Print(_) => K::Print,
-        Kind::Web(_) => K::WebAccess,
-        Kind::Network(_) => K::NetworkConnect,
-        Kind::Software(e) => match e.action() {
-            SoftwareAction::Installed => K::SoftwareInstalled,
-            SoftwareAction::Removed => K::SoftwareRemoved,
-            SoftwareAction::Updated => K::SoftwareUpdated,
-            SoftwareAction::Unspecified => return None,
-        },
-        Kind::Inventory(_) => K::Inventory,
-        Kind::EnvironmentChange(_) => K::EnvironmentChange,
-        Kind::SecurityStatus(_) => K::SecurityStatus,
-        Kind::LanSighting(_) => K::LanSighting,
-    })
+    let (field, action, _) = crate::schema::parts(event.kind.as_ref()?);
+    crate::schema::kind(field, u64::try_from(action).ok()?)
 }
 
 /// An executable's file name as banned-app rules match it: lower-case,
@@ -201,30 +158,14 @@ pub fn strongest_ban<T>(
 }
 
 /// The text an operator searches for: the executable, path, URL or device
-/// that the event is about. Stored in `events.subject`.
+/// that the event is about (the body's `(subject)` field). Stored in
+/// `events.subject`.
 pub fn subject(event: &Event) -> &str {
-    match event.kind.as_ref() {
-        Some(Kind::Logon(e)) => &e.terminal,
-        Some(Kind::Process(e)) => &e.exe_path,
-        Some(Kind::File(e)) => &e.path,
-        Some(Kind::Device(e)) => &e.description,
-        Some(Kind::Print(e)) => &e.document,
-        Some(Kind::Web(e)) => &e.url_host,
-        Some(Kind::Network(e)) => &e.remote_addr,
-        Some(Kind::Software(e)) => &e.name,
-        Some(Kind::Inventory(e)) => &e.hostname,
-        Some(Kind::EnvironmentChange(e)) => &e.new_value,
-        Some(Kind::SecurityStatus(e)) => &e.antivirus_product,
-        Some(Kind::LanSighting(e)) => &e.ip_addr,
-        None => "",
-    }
+    event
+        .kind
+        .as_ref()
+        .map_or("", |k| crate::schema::parts(k).2)
 }
-
-use crate::agent::v1::device_event::Action as DeviceAction;
-use crate::agent::v1::file_event::Action as FileAction;
-use crate::agent::v1::logon_event::Action as LogonAction;
-use crate::agent::v1::process_event::Action as ProcessAction;
-use crate::agent::v1::software_event::Action as SoftwareAction;
 
 #[cfg(test)]
 mod ban_tests {
@@ -260,7 +201,7 @@ mod ban_tests {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::v1::ProcessEvent;
+    use crate::agent::v1::{ProcessEvent, event::Kind};
 
     #[test]
     fn kind_codes_and_names_round_trip() {

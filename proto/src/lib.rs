@@ -19,6 +19,7 @@ pub mod policy {
 }
 
 mod convert;
+pub mod schema;
 pub mod wire;
 
 pub use convert::{EventKind, app_name, kind_of, strongest_ban, subject};

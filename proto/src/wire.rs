@@ -230,27 +230,12 @@ pub fn body(event: &[u8]) -> Result<Option<Body<'_>>, WireError> {
     Ok(body)
 }
 
-/// The field numbers of `Event`'s body (`oneof kind`).
-pub const EVENT_BODIES: std::ops::RangeInclusive<u32> = 10..=21;
+pub use crate::schema::EVENT_BODIES;
 
 /// The field of the body message in `Event` field `body_field` (one of
 /// [`EVENT_BODIES`]) that holds the event's subject.
 pub fn subject_field(body_field: u32) -> Option<u32> {
-    Some(match body_field {
-        10 => 2, // LogonEvent.terminal
-        11 => 4, // ProcessEvent.exe_path
-        12 => 2, // FileEvent.path
-        13 => 6, // DeviceEvent.description
-        14 => 2, // PrintEvent.document
-        15 => 1, // WebEvent.url_host
-        16 => 5, // NetworkEvent.remote_addr
-        17 => 2, // SoftwareEvent.name
-        18 => 1, // InventoryEvent.hostname
-        19 => 3, // EnvironmentChangeEvent.new_value
-        20 => 4, // SecurityStatusEvent.antivirus_product
-        21 => 1, // LanSightingEvent.ip_addr
-        _ => return None,
-    })
+    crate::schema::body(body_field).map(|b| b.subject)
 }
 
 /// The kind and subject of an encoded event body — the message of the
@@ -366,39 +351,7 @@ pub fn restore_subject<'a>(
 /// The kind of an event whose body is the `Event` field `field` (one of
 /// [`EVENT_BODIES`]) with `action` in its field 1 (0 when it has none, or
 /// when field 1 is not its action). `None` where [`crate::kind_of`] is.
-pub fn kind(field: u32, action: u64) -> Option<EventKind> {
-    use EventKind as K;
-    Some(match (field, action) {
-        (10, 1) => K::Logon,
-        (10, 2) => K::Logoff,
-        (10, 3) => K::Lock,
-        (10, 4) => K::Unlock,
-        (11, 1) => K::ProcessStart,
-        (11, 2) => K::ProcessStop,
-        (11, 3) => K::ProcessBlocked,
-        (12, 1) => K::FileCreate,
-        (12, 2) => K::FileModify,
-        (12, 3) => K::FileCopy,
-        (12, 4) => K::FileMove,
-        (12, 5) => K::FileRename,
-        (12, 6) => K::FileDelete,
-        (12, 7) => K::FileRead,
-        (13, 1) => K::DeviceConnect,
-        (13, 2) => K::DeviceDisconnect,
-        (13, 3) => K::DeviceBlocked,
-        (14, _) => K::Print,
-        (15, _) => K::WebAccess,
-        (16, _) => K::NetworkConnect,
-        (17, 1) => K::SoftwareInstalled,
-        (17, 2) => K::SoftwareRemoved,
-        (17, 3) => K::SoftwareUpdated,
-        (18, _) => K::Inventory,
-        (19, _) => K::EnvironmentChange,
-        (20, _) => K::SecurityStatus,
-        (21, _) => K::LanSighting,
-        _ => return None,
-    })
-}
+pub use crate::schema::kind;
 
 #[cfg(test)]
 mod tests {
@@ -441,6 +394,12 @@ mod tests {
                 removable_media: true,
                 size_bytes: 10,
                 process_exe_path: s("proc"),
+                pid: 4,
+                sha256: vec![2; 32],
+                hash_method: 1,
+                medium_vendor_id: s("medium-vendor"),
+                medium_product_id: s("medium-product"),
+                medium_serial: s("medium-serial"),
             }));
             out.push(Kind::Device(DeviceEvent {
                 action,

@@ -322,7 +322,7 @@ fn emit(sink: &EventSink, dev: &UsbDevice, action: Action, outcome: &str) {
         vendor_id: dev.vendor_id.clone(),
         product_id: dev.product_id.clone(),
         serial: dev.serial.clone(),
-        description: crate::text::truncate_utf8(description, 500),
+        description,
         mount_point: String::new(),
     };
     if let Err(e) = sink.emit(now_us(), String::new(), Kind::Device(event)) {

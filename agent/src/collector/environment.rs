@@ -23,12 +23,8 @@ use super::{Collector, EventSink, poll_every};
 use crate::clock::now_us;
 use crate::error::Result;
 use crate::fsutil;
-use crate::text::truncate_utf8;
 
 pub use linux::LinuxProbe;
-
-/// Longest value reported (the server's limit for the event's texts).
-const MAX_VALUE: usize = 1024;
 
 /// What the PC looks like, one text per reported field.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,8 +60,8 @@ impl Snapshot {
             .filter(|((_, old), (_, new))| old != new)
             .map(|((field, old), (_, new))| EnvironmentChangeEvent {
                 field: field as i32,
-                old_value: truncate_utf8(old.to_owned(), MAX_VALUE),
-                new_value: truncate_utf8(new.to_owned(), MAX_VALUE),
+                old_value: old.to_owned(),
+                new_value: new.to_owned(),
             })
             .collect()
     }
@@ -213,17 +209,5 @@ mod tests {
             Duration::from_secs(60),
         );
         assert_eq!(c.check(&sink).unwrap(), 1);
-    }
-
-    #[test]
-    fn long_values_are_cut_to_the_servers_limit() {
-        let before = Snapshot::default();
-        let after = Snapshot {
-            ip_addresses: "2001:db8::1, ".repeat(200),
-            ..Snapshot::default()
-        };
-        let changes = after.changes_since(&before);
-        assert_eq!(changes.len(), 1);
-        assert!(changes[0].new_value.len() <= MAX_VALUE);
     }
 }

@@ -29,7 +29,6 @@ use mamori_proto::agent::v1::{PrintEvent, event::Kind};
 use super::tail::TailedFile;
 use super::{Collector, EventSink, poll_every};
 use crate::error::{Error, Result};
-use crate::text::truncate_utf8;
 
 /// Where Debian's CUPS writes its page log.
 pub const DEFAULT_PAGE_LOG: &str = "/var/log/cups/page_log";
@@ -37,8 +36,6 @@ pub const DEFAULT_PAGE_LOG: &str = "/var/log/cups/page_log";
 pub const MAX_LINE: usize = 8192;
 /// Lines read per poll, at most.
 pub const MAX_LINES: usize = 1000;
-/// Longest printer and document names reported.
-const MAX_NAME: usize = 1024;
 
 /// One finished job, as the page log tells it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -239,8 +236,8 @@ impl Tracker {
             let text = String::from_utf8_lossy(&line[..line.len() - 1]);
             if let Some(job) = parse_line(text.trim_end_matches('\r')) {
                 let event = PrintEvent {
-                    printer: truncate_utf8(job.printer, MAX_NAME),
-                    document: truncate_utf8(job.document, MAX_NAME),
+                    printer: job.printer,
+                    document: job.document,
                     pages: job.pages,
                     copies: 1,
                     process_exe_path: String::new(),

@@ -22,14 +22,11 @@ use super::{Collector, EventSink};
 use crate::clock::now_us;
 use crate::error::{Error, Result};
 use crate::fsutil;
-use crate::text::truncate_utf8;
 
 /// Debian's dpkg status database.
 pub const DEFAULT_DPKG_STATUS: &str = "/var/lib/dpkg/status";
 /// Largest status file read (a desktop with 5,000 packages has ~10 MiB).
 pub const MAX_STATUS_BYTES: u64 = 64 << 20;
-/// Longest name, version or publisher reported.
-const MAX_TEXT: usize = 512;
 
 /// A package: version and publisher, by name.
 type Packages = BTreeMap<String, (String, String)>;
@@ -63,9 +60,9 @@ pub fn changes(before: &Packages, now: &Packages) -> Vec<SoftwareEvent> {
     let event =
         |action: Action, name: &str, (version, publisher): &(String, String)| SoftwareEvent {
             action: action as i32,
-            name: truncate_utf8(name.to_owned(), MAX_TEXT),
-            version: truncate_utf8(version.clone(), MAX_TEXT),
-            publisher: truncate_utf8(publisher.clone(), MAX_TEXT),
+            name: name.to_owned(),
+            version: version.clone(),
+            publisher: publisher.clone(),
         };
     let mut out = Vec::new();
     for (name, new) in now {

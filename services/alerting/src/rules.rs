@@ -232,21 +232,24 @@ pub fn may_hit(
     effective: &Effective,
     known: impl Fn(&[u8], &str) -> bool,
 ) -> bool {
+    use mamori_proto::schema::field::{
+        DEVICE, ENVIRONMENT_CHANGE, FILE, LAN_SIGHTING, LOGON, PRINT, PROCESS, WEB,
+    };
     let policy = &effective.document;
     match field {
         // Process starts of banned and new apps, and stops by policy; with
         // business hours every start is an operation that may hit.
-        11 if policy.business_hours.is_none() => {
+        PROCESS if policy.business_hours.is_none() => {
             body.is_none_or(|b| process_may_hit(b, effective, known))
         }
         // Refused devices, environment changes and LAN sightings hit
         // without any setting.
-        11 | 13 | 19 | 21 => true,
+        PROCESS | DEVICE | ENVIRONMENT_CHANGE | LAN_SIGHTING => true,
         // Operations (`is_operation`) with business hours.
-        10 | 12 | 14 | 15 if policy.business_hours.is_some() => true,
-        12 => !effective.globs.folders.is_empty(),
-        14 => policy.mass_print.is_some(),
-        15 => policy.web.is_some(),
+        LOGON | FILE | PRINT | WEB if policy.business_hours.is_some() => true,
+        FILE => !effective.globs.folders.is_empty(),
+        PRINT => policy.mass_print.is_some(),
+        WEB => policy.web.is_some(),
         _ => false,
     }
 }
@@ -259,6 +262,7 @@ fn process_may_hit(
     effective: &Effective,
     known: impl Fn(&[u8], &str) -> bool,
 ) -> bool {
+    use mamori_proto::schema::body::process::{ACTION, EXE_PATH, EXE_SHA256};
     use mamori_proto::wire::next_field;
     let (mut action, mut exe_path, mut sha256) = (0u64, &b""[..], &b""[..]);
     let mut buf = body;
@@ -267,9 +271,9 @@ fn process_may_hit(
             return true;
         };
         match (f.tag, f.is_varint(), f.is_bytes()) {
-            (1, true, _) => action = f.varint,
-            (4, _, true) => exe_path = f.bytes,
-            (6, _, true) => sha256 = f.bytes,
+            (ACTION, true, _) => action = f.varint,
+            (EXE_PATH, _, true) => exe_path = f.bytes,
+            (EXE_SHA256, _, true) => sha256 = f.bytes,
             _ => {}
         }
     }

@@ -8,6 +8,7 @@
 //! text, no groups), has exactly one body with a known kind, no field twice
 //! and no field the protocol does not define, and every value is bounded.
 
+use mamori_proto::schema::{self, Check, field, max};
 use mamori_proto::wire::{EVENT_BODIES, Field, WireError, next_field};
 use prost::encoding::WireType;
 use tonic::Code;
@@ -18,11 +19,6 @@ pub struct Limits {
     pub max_events: usize,
 }
 
-const MAX_PATH: usize = 4096;
-const MAX_COMMAND_LINE: usize = 8192;
-const MAX_TEXT: usize = 1024;
-const MAX_URL: usize = 4096;
-const MAX_LIST: usize = 64;
 const MAX_TRACEPARENT: usize = 128;
 /// Events older than this (by corrected time) are refused: the operation log
 /// keeps nothing older, and it bounds the partitions a bad clock can touch.
@@ -199,33 +195,32 @@ fn validate_event(bytes: &[u8], window: &TimeWindow) -> Result<(), Bad> {
     let mut buf = bytes;
     while !buf.is_empty() {
         let f = next_field(&mut buf).map_err(|e| malformed("event", e))?;
-        // Field numbers of Event (proto/mamori/agent/v1/events.proto).
         match f.tag {
-            1 => {
-                once(&mut seen, 1, "id")?;
+            field::ID => {
+                once(&mut seen, field::ID, "id")?;
                 expect(&f, WireType::LengthDelimited, "id")?;
                 id = f.bytes;
             }
-            2 => {
-                once(&mut seen, 2, "occurred_at_us")?;
+            field::OCCURRED_AT_US => {
+                once(&mut seen, field::OCCURRED_AT_US, "occurred_at_us")?;
                 expect(&f, WireType::Varint, "occurred_at_us")?;
                 occurred_at_us = f.varint as i64;
             }
-            3 => {
-                once(&mut seen, 3, "clock_offset_ms")?;
+            field::CLOCK_OFFSET_MS => {
+                once(&mut seen, field::CLOCK_OFFSET_MS, "clock_offset_ms")?;
                 expect(&f, WireType::Varint, "clock_offset_ms")?;
                 clock_offset_ms = f.varint as i64;
             }
-            4 => {
-                once(&mut seen, 4, "os_user")?;
+            field::OS_USER => {
+                once(&mut seen, field::OS_USER, "os_user")?;
                 expect(&f, WireType::LengthDelimited, "os_user")?;
-                text("os_user", f.bytes, 256)?;
+                text("os_user", f.bytes, max::EVENT_OS_USER)?;
             }
             tag if EVENT_BODIES.contains(&tag) => {
-                let (name, _) = body_spec(tag).expect("every body has a spec");
+                let name = body_name(tag);
                 expect(&f, WireType::LengthDelimited, name)?;
                 if let Some((other, _)) = body {
-                    let (first, _) = body_spec(other).expect("every body has a spec");
+                    let first = body_name(other);
                     return Err((
                         "kind",
                         format!("event has more than one kind ({first} and {name})"),
@@ -287,181 +282,23 @@ fn validate_event(bytes: &[u8], window: &TimeWindow) -> Result<(), Bad> {
     Ok(())
 }
 
-/// How one field of an event body is checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Check {
-    /// `string`, at most this many bytes.
-    Text(usize),
-    /// `repeated string`: at most [`MAX_LIST`] items of at most this many
-    /// bytes each.
-    Texts(usize),
-    /// `bytes`: empty or a SHA-256 digest.
-    Sha256,
-    /// `int32`, `int64`, `uint64`, `bool` or an enum: any varint (a decoder
-    /// truncates to the field's width, as for every `int32`).
-    Varint,
-    /// `uint32`.
-    U32,
-    /// `uint32`, a TCP/UDP port.
-    Port,
-}
-
-type Spec = &'static [(u32, &'static str, Check)];
-
-/// The name and field checks of the body in `Event` field `tag`. Kept in
-/// step with events.proto by a test that reads the compiled descriptors.
-fn body_spec(tag: u32) -> Option<(&'static str, Spec)> {
-    use Check::*;
-    Some(match tag {
-        10 => (
-            "logon",
-            &[
-                (1, "action", Varint),
-                (2, "terminal", Text(MAX_TEXT)),
-                (3, "remote_host", Text(MAX_TEXT)),
-                (4, "session_pid", U32),
-            ],
-        ),
-        11 => (
-            "process",
-            &[
-                (1, "action", Varint),
-                (2, "pid", U32),
-                (3, "parent_pid", U32),
-                (4, "exe_path", Text(MAX_PATH)),
-                (5, "command_line", Text(MAX_COMMAND_LINE)),
-                (6, "exe_sha256", Sha256),
-                (7, "parent_exe_path", Text(MAX_PATH)),
-                (8, "window_title", Text(MAX_TEXT)),
-                (9, "uid", U32),
-                (10, "exit_code", Varint),
-                (11, "blocked_reason", Text(MAX_TEXT)),
-                (12, "policy_revision", Varint),
-            ],
-        ),
-        12 => (
-            "file",
-            &[
-                (1, "action", Varint),
-                (2, "path", Text(MAX_PATH)),
-                (3, "target_path", Text(MAX_PATH)),
-                (4, "removable_media", Varint),
-                (5, "size_bytes", Varint),
-                (6, "process_exe_path", Text(MAX_PATH)),
-            ],
-        ),
-        13 => (
-            "device",
-            &[
-                (1, "action", Varint),
-                (2, "device_class", Varint),
-                (3, "vendor_id", Text(64)),
-                (4, "product_id", Text(64)),
-                (5, "serial", Text(256)),
-                (6, "description", Text(MAX_TEXT)),
-                (7, "mount_point", Text(MAX_PATH)),
-            ],
-        ),
-        14 => (
-            "print",
-            &[
-                (1, "printer", Text(MAX_TEXT)),
-                (2, "document", Text(MAX_TEXT)),
-                (3, "pages", U32),
-                (4, "copies", U32),
-                (5, "process_exe_path", Text(MAX_PATH)),
-            ],
-        ),
-        15 => (
-            "web",
-            &[
-                (1, "url_host", Text(255)),
-                (2, "url", Text(MAX_URL)),
-                (3, "title", Text(MAX_TEXT)),
-                (4, "browser", Text(MAX_TEXT)),
-            ],
-        ),
-        16 => (
-            "network",
-            &[
-                (1, "direction", Varint),
-                (2, "protocol", Text(16)),
-                (3, "local_addr", Text(64)),
-                (4, "local_port", Port),
-                (5, "remote_addr", Text(255)),
-                (6, "remote_port", Port),
-                (7, "process_exe_path", Text(MAX_PATH)),
-            ],
-        ),
-        17 => (
-            "software",
-            &[
-                (1, "action", Varint),
-                (2, "name", Text(MAX_TEXT)),
-                (3, "version", Text(256)),
-                (4, "publisher", Text(MAX_TEXT)),
-            ],
-        ),
-        18 => (
-            "inventory",
-            &[
-                (1, "hostname", Text(255)),
-                (2, "os_name", Text(256)),
-                (3, "os_version", Text(256)),
-                (4, "kernel_version", Text(256)),
-                (5, "cpu_model", Text(256)),
-                (6, "cpu_cores", U32),
-                (7, "memory_bytes", Varint),
-                (8, "disk_bytes", Varint),
-                (9, "ip_addrs", Texts(64)),
-                (10, "mac_addrs", Texts(64)),
-            ],
-        ),
-        19 => (
-            "environment_change",
-            &[
-                (1, "field", Varint),
-                (2, "old_value", Text(MAX_TEXT)),
-                (3, "new_value", Text(MAX_TEXT)),
-            ],
-        ),
-        20 => (
-            "security_status",
-            &[
-                (1, "patch_level", Text(256)),
-                (2, "pending_updates", U32),
-                (3, "pending_security_updates", U32),
-                (4, "antivirus_product", Text(256)),
-                (5, "antivirus_enabled", Varint),
-                (6, "antivirus_signature_version", Text(256)),
-                (7, "antivirus_up_to_date", Varint),
-            ],
-        ),
-        21 => (
-            "lan_sighting",
-            &[
-                (1, "ip_addr", Text(64)),
-                (2, "mac_addr", Text(64)),
-                (3, "hostname", Text(255)),
-                (4, "vendor", Text(256)),
-                (5, "known", Varint),
-            ],
-        ),
-        _ => return None,
-    })
+fn body_name(tag: u32) -> &'static str {
+    schema::body(tag).map_or("body", |b| b.name)
 }
 
 /// Checks an event body; returns its action (field 1 where that is a
 /// varint, else 0) for [`mamori_proto::wire::kind`].
 fn validate_body(tag: u32, bytes: &[u8]) -> Result<u64, Bad> {
-    let (body, spec) = body_spec(tag).expect("called with a body field");
+    let spec = schema::body(tag).expect("called with a body field");
+    let body = spec.name;
     let mut action = 0;
     let mut seen = 0u64;
-    let mut items = [0usize; 2];
+    // Items of each repeated field, by its place in the spec.
+    let mut items = [0usize; 64];
     let mut buf = bytes;
     while !buf.is_empty() {
         let f = next_field(&mut buf).map_err(|e| malformed(body, e))?;
-        let Some(&(_, name, check)) = spec.iter().find(|(t, _, _)| *t == f.tag) else {
+        let Some(at) = spec.fields.iter().position(|s| s.number == f.tag) else {
             return Err((
                 "unknown_field",
                 format!(
@@ -470,33 +307,36 @@ fn validate_body(tag: u32, bytes: &[u8]) -> Result<u64, Bad> {
                 ),
             ));
         };
-        if !matches!(check, Check::Texts(_)) {
+        let (name, check) = (spec.fields[at].name, spec.fields[at].check);
+        if !matches!(check, Check::Texts { .. }) {
             once(&mut seen, f.tag, name)?;
         }
         match check {
-            Check::Text(max) => {
+            Check::Text { max_bytes } => {
                 expect(&f, WireType::LengthDelimited, name)?;
-                text(name, f.bytes, max)?;
+                text(name, f.bytes, max_bytes)?;
             }
-            Check::Texts(max) => {
+            Check::Texts {
+                max_bytes,
+                max_items,
+            } => {
                 expect(&f, WireType::LengthDelimited, name)?;
-                // Inventory's two lists (fields 9 and 10) are the only ones.
-                let count = &mut items[usize::from(f.tag == 10)];
+                let count = &mut items[at];
                 *count += 1;
-                if *count > MAX_LIST {
+                if *count > max_items {
                     return Err((
                         "list_too_long",
-                        format!("{name} has more than {MAX_LIST} items"),
+                        format!("{name} has more than {max_items} items"),
                     ));
                 }
-                text(name, f.bytes, max)?;
+                text(name, f.bytes, max_bytes)?;
             }
-            Check::Sha256 => {
+            Check::Digest { bytes } => {
                 expect(&f, WireType::LengthDelimited, name)?;
-                if !(f.bytes.is_empty() || f.bytes.len() == 32) {
+                if !(f.bytes.is_empty() || f.bytes.len() == bytes) {
                     return Err((
                         name,
-                        format!("{name} must be 32 bytes, got {}", f.bytes.len()),
+                        format!("{name} must be {bytes} bytes, got {}", f.bytes.len()),
                     ));
                 }
             }
@@ -506,16 +346,10 @@ fn validate_body(tag: u32, bytes: &[u8]) -> Result<u64, Bad> {
                     action = f.varint;
                 }
             }
-            Check::U32 => {
+            Check::U32 { max } => {
                 expect(&f, WireType::Varint, name)?;
-                if f.varint > u64::from(u32::MAX) {
-                    return Err(("out_of_range", format!("{name} is above {}", u32::MAX)));
-                }
-            }
-            Check::Port => {
-                expect(&f, WireType::Varint, name)?;
-                if f.varint > 65535 {
-                    return Err(("port", format!("{name} is above 65535")));
+                if f.varint > u64::from(max) {
+                    return Err(("out_of_range", format!("{name} is above {max}")));
                 }
             }
         }
@@ -639,7 +473,7 @@ mod tests {
             (
                 Box::new(|e| {
                     if let Some(Kind::Process(p)) = &mut e.kind {
-                        p.command_line = "c".repeat(MAX_COMMAND_LINE + 1);
+                        p.command_line = "c".repeat(max::PROCESS_COMMAND_LINE + 1);
                     }
                 }),
                 "command_line is 8193 bytes; at most 8192",
@@ -656,7 +490,7 @@ mod tests {
             (
                 Box::new(|e| {
                     e.kind = Some(Kind::Inventory(InventoryEvent {
-                        ip_addrs: vec!["10.0.0.1".into(); MAX_LIST + 1],
+                        ip_addrs: vec!["10.0.0.1".into(); max::INVENTORY_IP_ADDRS_ITEMS + 1],
                         ..Default::default()
                     }))
                 }),
@@ -835,66 +669,5 @@ mod tests {
             passed > 1000 && refused > 1000,
             "{passed} passed, {refused} refused"
         );
-    }
-
-    /// Every field of every body in events.proto has a check of the right
-    /// kind, and every check names a field that exists.
-    #[test]
-    fn the_checks_cover_events_proto_exactly() {
-        use prost_types::field_descriptor_proto::{Label, Type};
-        let fds =
-            prost_types::FileDescriptorSet::decode(mamori_proto::FILE_DESCRIPTOR_SET).unwrap();
-        let messages: Vec<&prost_types::DescriptorProto> = fds
-            .file
-            .iter()
-            .filter(|f| f.package() == "mamori.agent.v1")
-            .flat_map(|f| &f.message_type)
-            .collect();
-        let find = |name: &str| {
-            *messages
-                .iter()
-                .find(|m| m.name() == name)
-                .unwrap_or_else(|| panic!("{name} in events.proto"))
-        };
-        let event = find("Event");
-        let bodies: Vec<_> = event
-            .field
-            .iter()
-            .filter(|f| f.oneof_index.is_some())
-            .collect();
-        assert_eq!(
-            bodies.iter().map(|f| f.number() as u32).collect::<Vec<_>>(),
-            EVENT_BODIES.collect::<Vec<_>>()
-        );
-        for b in bodies {
-            let (name, spec) = body_spec(b.number() as u32).unwrap();
-            assert_eq!(name, b.name());
-            let message = find(b.type_name().rsplit('.').next().unwrap());
-            assert_eq!(message.field.len(), spec.len(), "{name}");
-            for f in &message.field {
-                let &(_, field, check) = spec
-                    .iter()
-                    .find(|(t, _, _)| *t == f.number() as u32)
-                    .unwrap_or_else(|| panic!("{name}.{} has no check", f.name()));
-                assert_eq!(field, f.name(), "{name} field {}", f.number());
-                let repeated = f.label() == Label::Repeated;
-                let fits = match check {
-                    Check::Text(_) => f.r#type() == Type::String && !repeated,
-                    Check::Texts(_) => f.r#type() == Type::String && repeated,
-                    Check::Sha256 => f.r#type() == Type::Bytes && !repeated,
-                    Check::U32 | Check::Port => f.r#type() == Type::Uint32 && !repeated,
-                    Check::Varint => {
-                        matches!(
-                            f.r#type(),
-                            Type::Int32 | Type::Int64 | Type::Uint64 | Type::Bool | Type::Enum
-                        ) && !repeated
-                    }
-                };
-                assert!(fits, "{name}.{field}: {check:?} does not fit {f:?}");
-                if let Check::Texts(_) = check {
-                    assert!(name == "inventory" && matches!(f.number(), 9 | 10));
-                }
-            }
-        }
     }
 }

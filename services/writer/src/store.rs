@@ -236,11 +236,10 @@ pub enum BadEntry {
     Field(&'static str),
 }
 
-// Field numbers of `Event` (proto/mamori/agent/v1/events.proto).
-const EVENT_ID: u32 = 1;
-const EVENT_OCCURRED_AT: u32 = 2;
-const EVENT_CLOCK_OFFSET: u32 = 3;
-const EVENT_OS_USER: u32 = 4;
+use mamori_proto::schema::field::{
+    CLOCK_OFFSET_MS as EVENT_CLOCK_OFFSET, ID as EVENT_ID, OCCURRED_AT_US as EVENT_OCCURRED_AT,
+    OS_USER as EVENT_OS_USER,
+};
 
 impl Batch {
     /// Adds one stream entry's events and returns the entry's trace context

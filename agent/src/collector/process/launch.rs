@@ -32,7 +32,6 @@ use super::procfs::Procfs;
 use crate::clock::now_us;
 use crate::collector::EventSink;
 use crate::policy::PolicyState;
-use crate::text::{MAX_PATH, truncate_utf8};
 use crate::users::Users;
 
 /// How often new mounts are looked for (a USB stick, a network share).
@@ -256,7 +255,7 @@ fn record(
         action: Action::Blocked as i32,
         pid,
         parent_pid: info.ppid,
-        exe_path: truncate_utf8(path, MAX_PATH),
+        exe_path: path,
         parent_exe_path: info.exe_path,
         uid: info.uid.unwrap_or(0),
         blocked_reason: format!("{reason}: blocked before launch"),

@@ -7,7 +7,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use crate::text::{MAX_CMDLINE, MAX_PATH, truncate_utf8};
+use mamori_proto::schema::{fit_str, max};
 
 /// A process as /proc shows it right after its exec.
 #[derive(Debug, Default)]
@@ -56,16 +56,18 @@ impl Procfs {
 
     pub(crate) fn exe_path(&self, pid: u32) -> Option<String> {
         let target = std::fs::read_link(self.path(pid, "exe")).ok()?;
-        Some(truncate_utf8(
+        Some(fit_str(
             target.to_string_lossy().into_owned(),
-            MAX_PATH,
+            max::PROCESS_EXE_PATH,
         ))
     }
 
     fn command_line(&self, pid: u32) -> String {
         let mut raw = Vec::new();
-        let read = File::open(self.path(pid, "cmdline"))
-            .and_then(|f| f.take(MAX_CMDLINE as u64 + 4).read_to_end(&mut raw));
+        let read = File::open(self.path(pid, "cmdline")).and_then(|f| {
+            f.take(max::PROCESS_COMMAND_LINE as u64 + 4)
+                .read_to_end(&mut raw)
+        });
         if read.is_err() {
             return String::new();
         }
@@ -77,7 +79,10 @@ impl Procfs {
                 *b = b' ';
             }
         }
-        truncate_utf8(String::from_utf8_lossy(&raw).into_owned(), MAX_CMDLINE)
+        fit_str(
+            String::from_utf8_lossy(&raw).into_owned(),
+            max::PROCESS_COMMAND_LINE,
+        )
     }
 
     /// Parent pid and real uid from `/proc/PID/status`.
@@ -148,10 +153,10 @@ mod tests {
             root: dir.path().into(),
         };
         assert_eq!(proc.command_line(7), "/bin/echo hello wörld");
-        cmdline = "é".repeat(5000).into_bytes();
+        cmdline = "é".repeat(max::PROCESS_COMMAND_LINE).into_bytes();
         std::fs::write(dir.path().join("7/cmdline"), &cmdline).unwrap();
         let long = proc.command_line(7);
-        assert_eq!(long.len(), MAX_CMDLINE);
+        assert_eq!(long.len(), max::PROCESS_COMMAND_LINE);
         assert!(long.chars().all(|c| c == 'é'));
     }
 }
