@@ -1,16 +1,18 @@
 //! Event sources. Each collector runs as its own task and reports through an
 //! [`EventSink`]; the sink spools the events, the uplink sends them.
 //!
-//! Linux has six today: process starts and stops (`process`, which also
+//! Linux has seven today: process starts and stops (`process`, which also
 //! kills banned apps), logons and logoffs from wtmp (`logon`), USB
 //! devices (`devices`, which also enforces device control), print jobs
 //! from CUPS's page log (`print`), changes of the PC's environment
-//! (`environment`) and installed software from dpkg (`software`). Sources
-//! for other OSes (ETW on Windows, Endpoint Security on macOS) and other
-//! kinds (files, web) implement the same trait.
+//! (`environment`), installed software from dpkg (`software`) and file
+//! operations from fanotify (`files`). Sources for other OSes (ETW on
+//! Windows, Endpoint Security on macOS) and other kinds (web) implement the
+//! same trait.
 
 pub mod devices;
 pub mod environment;
+pub mod files;
 pub mod logon;
 pub mod print;
 pub mod process;
@@ -64,6 +66,7 @@ pub struct CollectorSet {
     pub print: bool,
     pub environment: bool,
     pub software: bool,
+    pub files: bool,
 }
 
 impl CollectorSet {
@@ -74,6 +77,7 @@ impl CollectorSet {
         print: true,
         environment: true,
         software: true,
+        files: true,
     };
     pub const NONE: CollectorSet = CollectorSet {
         process: false,
@@ -82,6 +86,7 @@ impl CollectorSet {
         print: false,
         environment: false,
         software: false,
+        files: false,
     };
 }
 
@@ -91,7 +96,8 @@ impl Default for CollectorSet {
     }
 }
 
-/// `process,logon,devices,print,environment,software`, `all` or `none`.
+/// `process,logon,devices,print,environment,software,files`, `all` or
+/// `none`.
 impl FromStr for CollectorSet {
     type Err = Error;
 
@@ -105,11 +111,12 @@ impl FromStr for CollectorSet {
                 "print" => set.print = true,
                 "environment" => set.environment = true,
                 "software" => set.software = true,
+                "files" => set.files = true,
                 "all" => set = CollectorSet::ALL,
                 "none" => {}
                 other => {
                     return Err(Error::InvalidOption(format!(
-                        "unknown collector {other:?} (known: process, logon, devices, print, environment, software, all, none)"
+                        "unknown collector {other:?} (known: process, logon, devices, print, environment, software, files, all, none)"
                     )));
                 }
             }
@@ -125,7 +132,7 @@ mod tests {
     #[test]
     fn collector_sets_parse() {
         assert_eq!(
-            "process,logon,devices,print,environment,software"
+            "process,logon,devices,print,environment,software,files"
                 .parse::<CollectorSet>()
                 .unwrap(),
             CollectorSet::ALL

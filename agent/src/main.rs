@@ -77,8 +77,12 @@ struct RunArgs {
     /// dpkg's status database (installed software).
     #[arg(long, default_value = "/var/lib/dpkg/status")]
     dpkg_status: PathBuf,
+    /// A directory whose file operations are watched (repeatable; the
+    /// confidential folders and removable media are watched besides).
+    #[arg(long = "watch-dir", default_value = "/home")]
+    watch_dirs: Vec<PathBuf>,
     /// Collectors to run: process, logon, devices, print, environment,
-    /// software, all or none (comma-separated).
+    /// software, files, all or none (comma-separated).
     #[arg(long, default_value = "all")]
     collectors: CollectorSet,
 }
@@ -138,6 +142,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     opts.mount_table = args.mount_table;
     opts.cups_page_log = args.cups_page_log;
     opts.dpkg_status = args.dpkg_status;
+    opts.watch_dirs = args.watch_dirs;
     opts.collectors = args.collectors;
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;

@@ -50,6 +50,8 @@ pub struct Compiled {
     /// executable's path tries them all, in time linear in the path.
     paths: PathGlobs,
     has_hash_bans: bool,
+    /// The confidential folders.
+    folders: PathGlobs,
     pub update: PolicyUpdate,
 }
 
@@ -90,13 +92,38 @@ impl Compiled {
         }
         let paths = PathGlobs::new(globs, Case::Sensitive)
             .map_err(|e| Error::InvalidOption(format!("banned app path globs: {e}")))?;
+        let folders = PathGlobs::new(
+            update.confidential_folders.iter().map(String::as_str),
+            Case::Sensitive,
+        )
+        .map_err(|e| Error::InvalidOption(format!("confidential folders: {e}")))?;
         Ok(Compiled {
             revision: update.revision,
             paths,
+            folders,
             has_hash_bans: bans.iter().any(|b| matches!(b.matcher, Matcher::Sha256(_))),
             bans,
             update,
         })
+    }
+
+    /// Whether `path` is in a confidential folder.
+    pub fn is_confidential(&self, path: &str) -> bool {
+        self.folders.is_match(path)
+    }
+
+    /// The directories the confidential folders are in: each glob's part
+    /// before its first wildcard, to the last `/` (`/srv/hr/**` → `/srv/hr`).
+    pub fn confidential_roots(&self) -> Vec<PathBuf> {
+        self.update
+            .confidential_folders
+            .iter()
+            .filter_map(|g| {
+                let literal = &g[..g.find(['*', '?', '[', '{']).unwrap_or(g.len())];
+                let dir = &literal[..literal.rfind('/')?];
+                Some(PathBuf::from(if dir.is_empty() { "/" } else { dir }))
+            })
+            .collect()
     }
 
     /// The strongest matching rule for an executable by name and path.
@@ -285,6 +312,17 @@ mod tests {
         assert!(c.check_path("/usr/bin/winnyx").is_none());
         // Two equally strong rules: the first listed names the verdict, as
         // the alerting service names it in the alarm.
+        let folders = Compiled::compile(PolicyUpdate {
+            confidential_folders: vec!["/srv/hr/**".into(), "/home/*/給与/*.xlsx".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(folders.is_confidential("/srv/hr/2026/pay.xlsx"));
+        assert!(!folders.is_confidential("/srv/other.xlsx"));
+        assert_eq!(
+            folders.confidential_roots(),
+            [PathBuf::from("/srv/hr"), PathBuf::from("/home")]
+        );
         let two = Compiled::compile(PolicyUpdate {
             revision: 4,
             banned_apps: vec![

@@ -11,6 +11,7 @@ use tokio::task::JoinSet;
 use crate::clock::ClockOffset;
 use crate::collector::devices::DeviceCollector;
 use crate::collector::environment::{EnvironmentCollector, LinuxProbe};
+use crate::collector::files::FileCollector;
 use crate::collector::logon::{DEFAULT_WTMP, LogonCollector};
 use crate::collector::print::{DEFAULT_PAGE_LOG, PrintCollector};
 use crate::collector::process::ProcessCollector;
@@ -58,6 +59,9 @@ pub struct RunOptions {
     /// often it looks whether the file changed.
     pub dpkg_status: PathBuf,
     pub software_poll: Duration,
+    /// Directories whose file operations are watched (besides the
+    /// confidential folders and removable media).
+    pub watch_dirs: Vec<PathBuf>,
     pub collectors: CollectorSet,
 }
 
@@ -84,6 +88,7 @@ impl RunOptions {
             cups_page_log: PathBuf::from(DEFAULT_PAGE_LOG),
             environment_poll: Duration::from_secs(60),
             dpkg_status: PathBuf::from(DEFAULT_DPKG_STATUS),
+            watch_dirs: vec![PathBuf::from("/home")],
             software_poll: Duration::from_secs(10),
             collectors: CollectorSet::ALL,
         }
@@ -220,6 +225,14 @@ fn collectors(
             SoftwareCollector::new(&opts.dpkg_status, state.software_path())
                 .with_poll_interval(opts.software_poll),
         ));
+    }
+    if opts.collectors.files {
+        list.push(Box::new(FileCollector::new(
+            opts.watch_dirs.clone(),
+            Arc::clone(policy),
+            opts.sysfs_root.clone(),
+            opts.mount_table.clone(),
+        )));
     }
     if opts.collectors.print {
         list.push(Box::new(PrintCollector::new(

@@ -400,6 +400,7 @@ mod tests {
                 medium_vendor_id: s("medium-vendor"),
                 medium_product_id: s("medium-product"),
                 medium_serial: s("medium-serial"),
+                summarized: 3,
             }));
             out.push(Kind::Device(DeviceEvent {
                 action,

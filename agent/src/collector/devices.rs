@@ -249,6 +249,55 @@ impl DeviceCollector {
     }
 }
 
+/// A removable medium (USB stick, optical disc, floppy) that is mounted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Medium {
+    pub(crate) mount_point: PathBuf,
+    pub(crate) vendor_id: String,
+    pub(crate) product_id: String,
+    pub(crate) serial: String,
+}
+
+/// The removable media mounted now: the storage devices in sysfs, their
+/// block devices and the mount table's entries from those.
+pub(crate) fn removable_media(sysfs: &Path, mounts: &Path) -> Vec<Medium> {
+    let storage: Vec<UsbDevice> = scan(sysfs)
+        .into_iter()
+        .filter(|d| {
+            matches!(
+                d.class,
+                DeviceClass::UsbStorage | DeviceClass::CdDvd | DeviceClass::Floppy
+            )
+        })
+        .collect();
+    if storage.is_empty() {
+        return Vec::new();
+    }
+    let table = std::fs::read_to_string(mounts).unwrap_or_default();
+    let mut out = Vec::new();
+    for dev in storage {
+        let blocks = block_devices_of(sysfs, &dev.name);
+        for line in table.lines() {
+            let mut fields = line.split_whitespace();
+            let (Some(source), Some(target)) = (fields.next(), fields.next()) else {
+                continue;
+            };
+            let Some(source) = source.strip_prefix("/dev/") else {
+                continue;
+            };
+            if blocks.iter().any(|b| source.starts_with(b.as_str())) {
+                out.push(Medium {
+                    mount_point: PathBuf::from(unescape_mount_path(target)),
+                    vendor_id: dev.vendor_id.clone(),
+                    product_id: dev.product_id.clone(),
+                    serial: dev.serial.clone(),
+                });
+            }
+        }
+    }
+    out
+}
+
 /// The mount table escapes spaces and the like as octal (`\040`).
 fn unescape_mount_path(s: &str) -> String {
     let bytes = s.as_bytes();

@@ -267,6 +267,7 @@ impl Effective {
             banned_apps,
             device_classes,
             device_exceptions,
+            confidential_folders: self.globs.folder_texts.clone(),
         }
     }
 }
@@ -331,7 +332,8 @@ mod tests {
             ),
             layer(
                 Scope::Device(device),
-                json!({"device_control": {"classes": {"usb_storage": "deny"}}}),
+                json!({"device_control": {"classes": {"usb_storage": "deny"}},
+                       "confidential_folders": ["/srv/hr/**"]}),
             ),
         ];
         let eff = merge(7, &layers);
@@ -348,5 +350,7 @@ mod tests {
             update.device_classes[0].device_class(),
             wire::DeviceClass::UsbStorage
         );
+        // The agent hashes and reports reads in the confidential folders.
+        assert_eq!(update.confidential_folders, ["/srv/hr/**"]);
     }
 }

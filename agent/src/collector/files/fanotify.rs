@@ -1,0 +1,427 @@
+//! The Linux source of file operations: one fanotify group reporting file
+//! handles and names (`FAN_REPORT_DFID_NAME | FAN_REPORT_FID`, which needs
+//! CAP_SYS_ADMIN), marked on the file systems of the watched directories.
+//!
+//! Each event names the object's directory by handle plus its name, and
+//! the object itself by handle. Directory handles are turned into paths
+//! with `open_by_handle_at` when the event is read (no cache: a renamed
+//! directory would make a cached path wrong, and the three system calls
+//! cost a few microseconds). The object's handle is kept so that its
+//! content can be read later, wherever it has been renamed to by then.
+//!
+//! A file-system mark sees the whole file system; the collector drops what
+//! is outside its watched directories. Execs (`FAN_OPEN_EXEC`) are marked
+//! on every mount, so an operation by a process that has already exited
+//! (a `cp` of a small file) still names its program.
+//!
+//! fanotify's FID records and `open_by_handle_at` have no safe binding, so
+//! this module calls libc; each unsafe block says why it is sound.
+
+#![allow(unsafe_code)]
+
+use std::collections::HashMap;
+use std::ffi::{CString, OsStr};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{FileSource, FsOp, Handle, Op};
+
+/// The events the group asks for on watched file systems.
+const FS_MASK: u64 = libc::FAN_CREATE
+    | libc::FAN_DELETE
+    | libc::FAN_RENAME
+    | libc::FAN_CLOSE_WRITE
+    | libc::FAN_CLOSE_NOWRITE
+    | libc::FAN_OPEN;
+
+/// File systems no file a person handles lives on.
+const PSEUDO: &[&str] = &[
+    "proc",
+    "sysfs",
+    "cgroup",
+    "cgroup2",
+    "devpts",
+    "mqueue",
+    "debugfs",
+    "tracefs",
+    "securityfs",
+    "pstore",
+    "bpf",
+    "autofs",
+    "fusectl",
+    "configfs",
+    "hugetlbfs",
+    "binfmt_misc",
+    "nsfs",
+    "rpc_pipefs",
+    "efivarfs",
+    "selinuxfs",
+    "devtmpfs",
+];
+
+/// One fanotify group.
+#[derive(Debug)]
+pub(crate) struct Fanotify {
+    fd: OwnedFd,
+    /// The file systems marked (by fsid).
+    watched: std::collections::HashSet<[u8; 8]>,
+    /// A descriptor on each file system events come from (watched, or
+    /// marked for execs), by fsid, for `open_by_handle_at`.
+    mounts: HashMap<[u8; 8], OwnedFd>,
+    /// Mount points marked for execs.
+    exec_marked: std::collections::HashSet<String>,
+    buf: Vec<u8>,
+}
+
+impl Fanotify {
+    pub(crate) fn open() -> io::Result<Self> {
+        // SAFETY: plain system call; the result is checked.
+        let fd = unsafe {
+            libc::fanotify_init(
+                libc::FAN_CLASS_NOTIF
+                    | libc::FAN_CLOEXEC
+                    | libc::FAN_NONBLOCK
+                    | libc::FAN_REPORT_DFID_NAME
+                    | libc::FAN_REPORT_FID,
+                (libc::O_RDONLY | libc::O_LARGEFILE | libc::O_CLOEXEC) as u32,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Self {
+            // SAFETY: a fresh descriptor this value now owns.
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            watched: Default::default(),
+            mounts: HashMap::new(),
+            exec_marked: Default::default(),
+            buf: vec![0; 64 * 1024],
+        })
+    }
+
+    fn mark(&self, flags: libc::c_uint, mask: u64, path: &Path) -> io::Result<()> {
+        let c = CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| io::Error::other("path has a NUL byte"))?;
+        // SAFETY: valid descriptor and C string; the result is checked.
+        let r = unsafe {
+            libc::fanotify_mark(
+                self.fd.as_raw_fd(),
+                libc::FAN_MARK_ADD | flags,
+                mask,
+                libc::AT_FDCWD,
+                c.as_ptr(),
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Marks every real mount for execs (once each).
+    fn mark_execs(&mut self) {
+        let table = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        for line in table.lines() {
+            let mut fields = line.split_whitespace();
+            let (Some(_), Some(target), Some(fstype)) =
+                (fields.next(), fields.next(), fields.next())
+            else {
+                continue;
+            };
+            if PSEUDO.contains(&fstype) || self.exec_marked.contains(target) {
+                continue;
+            }
+            let path = PathBuf::from(unescape(target));
+            if self
+                .mark(libc::FAN_MARK_MOUNT, libc::FAN_OPEN_EXEC, &path)
+                .is_ok()
+            {
+                self.exec_marked.insert(target.to_owned());
+                let _ = self.keep_mount_fd(&path);
+            }
+        }
+    }
+
+    /// Keeps a descriptor on the file system `dir` is on, for resolving
+    /// handles from it.
+    fn keep_mount_fd(&mut self, dir: &Path) -> io::Result<()> {
+        let fsid = fsid_of(dir)?;
+        if self.mounts.contains_key(&fsid) {
+            return Ok(());
+        }
+        let c = CString::new(dir.as_os_str().as_bytes())
+            .map_err(|_| io::Error::other("path has a NUL byte"))?;
+        // open_by_handle_at refuses an O_PATH descriptor.
+        // SAFETY: valid C string; the result is checked.
+        let fd = unsafe {
+            libc::open(
+                c.as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor.
+        self.mounts
+            .insert(fsid, unsafe { OwnedFd::from_raw_fd(fd) });
+        Ok(())
+    }
+
+    /// Resolves a handle on the file system `fsid` with `flags`.
+    fn open_handle(&self, fsid: &[u8; 8], handle: &[u8], flags: i32) -> Option<OwnedFd> {
+        let mount = self.mounts.get(fsid)?;
+        // struct file_handle: handle_bytes (u32), handle_type (i32), bytes.
+        if handle.len() < 8 {
+            return None;
+        }
+        let mut owned = handle.to_vec();
+        // SAFETY: `owned` holds a whole `struct file_handle` as the kernel
+        // wrote it (length checked against handle_bytes by the reader), and
+        // the kernel only reads it.
+        let fd = unsafe {
+            libc::open_by_handle_at(
+                mount.as_raw_fd(),
+                owned.as_mut_ptr().cast::<libc::file_handle>(),
+                flags | libc::O_CLOEXEC,
+            )
+        };
+        // SAFETY: a fresh descriptor on success.
+        (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// The path of the directory `handle` names, now.
+    fn dir_path(&self, fsid: &[u8; 8], handle: &[u8]) -> Option<PathBuf> {
+        let fd = self.open_handle(fsid, handle, libc::O_PATH)?;
+        fd_path(fd.as_raw_fd())
+    }
+}
+
+fn fd_path(fd: RawFd) -> Option<PathBuf> {
+    let p = std::fs::read_link(format!("/proc/self/fd/{fd}")).ok()?;
+    // A deleted directory reads as "/x (deleted)": nothing to report under.
+    (!p.as_os_str().as_bytes().ends_with(b" (deleted)")).then_some(p)
+}
+
+/// The mount table escapes spaces and the like as octal (`\040`).
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The fsid of the file system `path` is on, as fanotify reports it.
+fn fsid_of(path: &Path) -> io::Result<[u8; 8]> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::other("path has a NUL byte"))?;
+    // SAFETY: zeroed plain-data struct filled by the kernel; checked.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fsid_t is two C ints, 8 bytes of plain data.
+    Ok(unsafe { std::ptr::read_unaligned(std::ptr::addr_of!(st.f_fsid).cast::<[u8; 8]>()) })
+}
+
+/// One FID record of an event: the file system, the handle (as a whole
+/// `struct file_handle`) and, for directory records, the name in it.
+struct Fid<'a> {
+    fsid: [u8; 8],
+    handle: &'a [u8],
+    name: &'a [u8],
+}
+
+fn parse_fid(record: &[u8]) -> Option<Fid<'_>> {
+    // header (4) + fsid (8) + handle_bytes (4) + handle_type (4) + bytes.
+    let fsid: [u8; 8] = record.get(4..12)?.try_into().ok()?;
+    let handle_bytes = u32::from_ne_bytes(record.get(12..16)?.try_into().ok()?) as usize;
+    let handle = record.get(12..20 + handle_bytes)?;
+    let rest = &record[20 + handle_bytes..];
+    let name = rest.split(|&b| b == 0).next().unwrap_or(&[]);
+    Some(Fid { fsid, handle, name })
+}
+
+impl FileSource for Fanotify {
+    fn watch(&mut self, dir: &Path) -> io::Result<()> {
+        let fsid = fsid_of(dir)?;
+        if self.watched.contains(&fsid) {
+            return Ok(());
+        }
+        self.mark(libc::FAN_MARK_FILESYSTEM, FS_MASK, dir)?;
+        self.watched.insert(fsid);
+        self.keep_mount_fd(dir)?;
+        self.mark_execs();
+        Ok(())
+    }
+
+    fn read(&mut self, timeout: Duration, out: &mut Vec<FsOp>) -> io::Result<u64> {
+        let mut pfd = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            return if e.kind() == io::ErrorKind::Interrupted {
+                Ok(0)
+            } else {
+                Err(e)
+            };
+        }
+        if r == 0 {
+            return Ok(0);
+        }
+        let mut lost = 0;
+        // Drain what is queued, a buffer at a time, up to a bound per call
+        // so the caller gets to its other work.
+        for _ in 0..16 {
+            // SAFETY: reading into our own buffer.
+            let n = unsafe {
+                libc::read(
+                    self.fd.as_raw_fd(),
+                    self.buf.as_mut_ptr().cast(),
+                    self.buf.len(),
+                )
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted {
+                    break;
+                }
+                return Err(e);
+            }
+            if n == 0 {
+                break;
+            }
+            let buf = std::mem::take(&mut self.buf);
+            lost += self.parse(&buf[..n as usize], out);
+            self.buf = buf;
+        }
+        Ok(lost)
+    }
+
+    fn open(&self, handle: &Handle) -> Option<File> {
+        let fd = self.open_handle(&handle.fsid, &handle.bytes, libc::O_RDONLY)?;
+        Some(File::from(fd))
+    }
+}
+
+impl Fanotify {
+    /// Turns a buffer of events into operations; returns how many were
+    /// lost to a queue overflow.
+    fn parse(&self, mut buf: &[u8], out: &mut Vec<FsOp>) -> u64 {
+        const META: usize = std::mem::size_of::<libc::fanotify_event_metadata>();
+        let mut lost = 0;
+        while buf.len() >= META {
+            // SAFETY: at least META bytes; read unaligned as plain data.
+            let meta: libc::fanotify_event_metadata =
+                unsafe { std::ptr::read_unaligned(buf.as_ptr().cast()) };
+            let len = meta.event_len as usize;
+            if len < META || len > buf.len() {
+                break;
+            }
+            let (event, rest) = buf.split_at(len);
+            buf = rest;
+            if meta.fd >= 0 {
+                // Not expected in FID mode; never leak one.
+                // SAFETY: the kernel gave us this descriptor.
+                drop(unsafe { OwnedFd::from_raw_fd(meta.fd) });
+            }
+            if meta.mask & libc::FAN_Q_OVERFLOW != 0 {
+                lost += 1;
+                continue;
+            }
+            let mut info = &event[(meta.metadata_len as usize).min(len)..];
+            let (mut dir, mut old, mut new, mut object) = (None, None, None, None);
+            while info.len() >= 4 {
+                let kind = info[0];
+                let rlen = u16::from_ne_bytes([info[2], info[3]]) as usize;
+                if rlen < 4 || rlen > info.len() {
+                    break;
+                }
+                let record = &info[..rlen];
+                info = &info[rlen..];
+                let fid = parse_fid(record);
+                match kind {
+                    libc::FAN_EVENT_INFO_TYPE_DFID_NAME => dir = fid,
+                    libc::FAN_EVENT_INFO_TYPE_OLD_DFID_NAME => old = fid,
+                    libc::FAN_EVENT_INFO_TYPE_NEW_DFID_NAME => new = fid,
+                    libc::FAN_EVENT_INFO_TYPE_FID => object = fid,
+                    _ => {}
+                }
+            }
+            let pid = u32::try_from(meta.pid).unwrap_or(0);
+            let path_of = |f: &Fid<'_>| {
+                let dir = self.dir_path(&f.fsid, f.handle)?;
+                Some(dir.join(OsStr::from_bytes(f.name)))
+            };
+            let handle = object.as_ref().map(|f| Handle {
+                fsid: f.fsid,
+                bytes: f.handle.to_vec(),
+            });
+            if meta.mask & libc::FAN_RENAME != 0 {
+                let (Some(from), Some(to)) = (old.as_ref(), new.as_ref()) else {
+                    continue;
+                };
+                let (Some(from), Some(to)) = (path_of(from), path_of(to)) else {
+                    continue;
+                };
+                out.push(FsOp {
+                    op: Op::Rename,
+                    path: from,
+                    target: Some(to),
+                    pid,
+                    handle: handle.clone(),
+                });
+            }
+            // Events of one object queued together are merged into one
+            // mask: each is an operation, in the order they happen.
+            const ORDER: [(u64, Op); 6] = [
+                (libc::FAN_OPEN_EXEC, Op::Exec),
+                (libc::FAN_CREATE, Op::Create),
+                (libc::FAN_OPEN, Op::Open),
+                (libc::FAN_CLOSE_WRITE, Op::CloseWrite),
+                (libc::FAN_CLOSE_NOWRITE, Op::CloseRead),
+                (libc::FAN_DELETE, Op::Delete),
+            ];
+            if meta.mask & ORDER.iter().fold(0, |m, (bit, _)| m | bit) == 0 {
+                continue;
+            }
+            let Some(path) = dir.as_ref().and_then(path_of) else {
+                continue;
+            };
+            for (bit, op) in ORDER {
+                // An exec also reports an open: the exec says it all.
+                if meta.mask & bit == 0 || (op == Op::Open && meta.mask & libc::FAN_OPEN_EXEC != 0)
+                {
+                    continue;
+                }
+                out.push(FsOp {
+                    op,
+                    path: path.clone(),
+                    target: None,
+                    pid,
+                    handle: handle.clone(),
+                });
+            }
+        }
+        lost
+    }
+}
