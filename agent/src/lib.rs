@@ -24,6 +24,7 @@ mod clock;
 mod enroll;
 mod facts;
 mod fsutil;
+mod mounts;
 mod netlink;
 mod run;
 mod sink;

@@ -206,14 +206,9 @@ impl DeviceCollector {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let blocks = block_devices_of(&self.sysfs, name);
-        let table = std::fs::read_to_string(&self.mounts).unwrap_or_default();
         let mut done = Vec::new();
-        for line in table.lines() {
-            let mut fields = line.split_whitespace();
-            let (Some(source), Some(target)) = (fields.next(), fields.next()) else {
-                continue;
-            };
-            let Some(dev) = source.strip_prefix("/dev/") else {
+        for mount in crate::mounts::read(&self.mounts) {
+            let Some(dev) = mount.source.strip_prefix("/dev/") else {
                 continue;
             };
             if !blocks
@@ -222,7 +217,7 @@ impl DeviceCollector {
             {
                 continue;
             }
-            let target = unescape_mount_path(target);
+            let target = mount.target.to_string_lossy().into_owned();
             let writable = nix::sys::statvfs::statvfs(target.as_str())
                 .is_ok_and(|v| !v.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY));
             // A mount that refused once is reported once, not every poll.
@@ -273,21 +268,17 @@ pub(crate) fn removable_media(sysfs: &Path, mounts: &Path) -> Vec<Medium> {
     if storage.is_empty() {
         return Vec::new();
     }
-    let table = std::fs::read_to_string(mounts).unwrap_or_default();
+    let table = crate::mounts::read(mounts);
     let mut out = Vec::new();
     for dev in storage {
         let blocks = block_devices_of(sysfs, &dev.name);
-        for line in table.lines() {
-            let mut fields = line.split_whitespace();
-            let (Some(source), Some(target)) = (fields.next(), fields.next()) else {
-                continue;
-            };
-            let Some(source) = source.strip_prefix("/dev/") else {
+        for mount in &table {
+            let Some(source) = mount.source.strip_prefix("/dev/") else {
                 continue;
             };
             if blocks.iter().any(|b| source.starts_with(b.as_str())) {
                 out.push(Medium {
-                    mount_point: PathBuf::from(unescape_mount_path(target)),
+                    mount_point: mount.target.clone(),
                     vendor_id: dev.vendor_id.clone(),
                     product_id: dev.product_id.clone(),
                     serial: dev.serial.clone(),
@@ -296,29 +287,6 @@ pub(crate) fn removable_media(sysfs: &Path, mounts: &Path) -> Vec<Medium> {
         }
     }
     out
-}
-
-/// The mount table escapes spaces and the like as octal (`\040`).
-fn unescape_mount_path(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4]
-                .iter()
-                .all(|b| (b'0'..=b'7').contains(b))
-        {
-            let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The block devices (`sdb`) below USB device `name` in sysfs.
@@ -477,14 +445,5 @@ mod tests {
             DeviceClass::UsbStorage
         );
         assert_eq!(classify("00", &[i("03", "01")]), DeviceClass::Other);
-    }
-
-    #[test]
-    fn mount_paths_are_unescaped() {
-        assert_eq!(
-            unescape_mount_path("/media/My\\040Stick"),
-            "/media/My Stick"
-        );
-        assert_eq!(unescape_mount_path("/plain"), "/plain");
     }
 }

@@ -38,31 +38,6 @@ const FS_MASK: u64 = libc::FAN_CREATE
     | libc::FAN_CLOSE_NOWRITE
     | libc::FAN_OPEN;
 
-/// File systems no file a person handles lives on.
-const PSEUDO: &[&str] = &[
-    "proc",
-    "sysfs",
-    "cgroup",
-    "cgroup2",
-    "devpts",
-    "mqueue",
-    "debugfs",
-    "tracefs",
-    "securityfs",
-    "pstore",
-    "bpf",
-    "autofs",
-    "fusectl",
-    "configfs",
-    "hugetlbfs",
-    "binfmt_misc",
-    "nsfs",
-    "rpc_pipefs",
-    "efivarfs",
-    "selinuxfs",
-    "devtmpfs",
-];
-
 /// One fanotify group.
 #[derive(Debug)]
 pub(crate) struct Fanotify {
@@ -73,7 +48,7 @@ pub(crate) struct Fanotify {
     /// marked for execs), by fsid, for `open_by_handle_at`.
     mounts: HashMap<[u8; 8], OwnedFd>,
     /// Mount points marked for execs.
-    exec_marked: std::collections::HashSet<String>,
+    exec_marked: std::collections::HashSet<PathBuf>,
     buf: Vec<u8>,
 }
 
@@ -124,24 +99,16 @@ impl Fanotify {
 
     /// Marks every real mount for execs (once each).
     fn mark_execs(&mut self) {
-        let table = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-        for line in table.lines() {
-            let mut fields = line.split_whitespace();
-            let (Some(_), Some(target), Some(fstype)) =
-                (fields.next(), fields.next(), fields.next())
-            else {
-                continue;
-            };
-            if PSEUDO.contains(&fstype) || self.exec_marked.contains(target) {
+        for mount in crate::mounts::read(Path::new(crate::mounts::SYSTEM)) {
+            if mount.is_pseudo() || self.exec_marked.contains(&mount.target) {
                 continue;
             }
-            let path = PathBuf::from(unescape(target));
             if self
-                .mark(libc::FAN_MARK_MOUNT, libc::FAN_OPEN_EXEC, &path)
+                .mark(libc::FAN_MARK_MOUNT, libc::FAN_OPEN_EXEC, &mount.target)
                 .is_ok()
             {
-                self.exec_marked.insert(target.to_owned());
-                let _ = self.keep_mount_fd(&path);
+                let _ = self.keep_mount_fd(&mount.target);
+                self.exec_marked.insert(mount.target);
             }
         }
     }
@@ -205,23 +172,6 @@ fn fd_path(fd: RawFd) -> Option<PathBuf> {
     let p = std::fs::read_link(format!("/proc/self/fd/{fd}")).ok()?;
     // A deleted directory reads as "/x (deleted)": nothing to report under.
     (!p.as_os_str().as_bytes().ends_with(b" (deleted)")).then_some(p)
-}
-
-/// The mount table escapes spaces and the like as octal (`\040`).
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The fsid of the file system `path` is on, as fanotify reports it.

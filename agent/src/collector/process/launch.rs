@@ -39,31 +39,6 @@ const REMARK_EVERY: Duration = Duration::from_secs(5);
 /// How often the policy and the stop flag are looked at.
 const TICK: Duration = Duration::from_millis(250);
 
-/// File systems no program is started from.
-const PSEUDO: &[&str] = &[
-    "proc",
-    "sysfs",
-    "cgroup",
-    "cgroup2",
-    "devpts",
-    "mqueue",
-    "debugfs",
-    "tracefs",
-    "securityfs",
-    "pstore",
-    "bpf",
-    "autofs",
-    "fusectl",
-    "configfs",
-    "hugetlbfs",
-    "binfmt_misc",
-    "nsfs",
-    "rpc_pipefs",
-    "efivarfs",
-    "selinuxfs",
-    "devtmpfs",
-];
-
 /// The guard's thread. Dropping this (the process collector stopping)
 /// makes it close its group gracefully and end.
 #[derive(Debug)]
@@ -270,30 +245,21 @@ fn record(
 /// Marks every mount of a real file system not marked yet; returns how many
 /// are marked in all.
 fn mark_mounts(fan: &Fanotify, marked: &mut HashSet<String>) -> usize {
-    let Ok(table) = std::fs::read_to_string("/proc/self/mounts") else {
-        return marked.len();
-    };
-    for line in table.lines() {
-        let mut fields = line.split(' ');
-        let (Some(_), Some(dir), Some(fstype)) = (fields.next(), fields.next(), fields.next())
-        else {
-            continue;
-        };
-        if PSEUDO.contains(&fstype) || marked.contains(dir) {
+    for mount in crate::mounts::read(std::path::Path::new(crate::mounts::SYSTEM)) {
+        let dir = mount.target.to_string_lossy();
+        if mount.is_pseudo() || marked.contains(dir.as_ref()) {
             continue;
         }
-        // The table escapes blanks as \040.
-        let path = dir.replace("\\040", " ");
         match fan.mark(
             MarkFlags::FAN_MARK_ADD | MarkFlags::FAN_MARK_MOUNT,
             MaskFlags::FAN_OPEN_EXEC_PERM,
             nix::fcntl::AT_FDCWD,
-            Some(path.as_str()),
+            Some(&mount.target),
         ) {
             Ok(()) => {
-                marked.insert(dir.to_owned());
+                marked.insert(dir.into_owned());
             }
-            Err(e) => tracing::debug!(mount = %path, error = %e, "mount not watched for launches"),
+            Err(e) => tracing::debug!(mount = %dir, error = %e, "mount not watched for launches"),
         }
     }
     marked.len()
