@@ -424,6 +424,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/files/trace": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Trace a file: its operations and those on its content, across devices. */
+        get: operations["trace"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/groups": {
         parameters: {
             query?: never;
@@ -1132,6 +1149,11 @@ export interface components {
             count: number;
             /** Format: uuid */
             device_id?: string | null;
+            /**
+             * @description For a confidential-folder alarm: the trace of its file (the path of
+             *     `GET /api/v1/files/trace` from the event that raised it).
+             */
+            file_trace?: string | null;
             /** Format: date-time */
             first_at: string;
             /** Format: uuid */
@@ -1447,6 +1469,19 @@ export interface components {
              * @description When it happened (corrected to the server clock).
              */
             time: string;
+        };
+        FileTrace: {
+            /**
+             * @description The operations, oldest first: each a file event as the operation
+             *     log shows it (`detail` has the target path, hash, process and the
+             *     removable medium's vendor, product and serial).
+             */
+            steps: components["schemas"]["EventView"][];
+            /**
+             * @description True when more operations are connected than one trace shows (the
+             *     oldest 500 are shown).
+             */
+            truncated: boolean;
         };
         GroupView: {
             /** Format: date-time */
@@ -4235,6 +4270,101 @@ export interface operations {
             };
             /** @description No such object in the tenant, or a tenant the caller cannot reach */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many requests (see Retry-After) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A fault of ours, logged with the request id */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A dependency is unavailable or the request timed out; retry later */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    trace: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The tenant an MSP user acts on (tenant users may name only their own). */
+                "X-Mamori-Tenant"?: string;
+            };
+            path: {
+                /** @description Start from a file: the device it is on... */
+                device: string | null;
+                /** @description ...and its full path, as the agent reported it. */
+                path: string | null;
+                /** @description Or start from content: its SHA-256, 64 hex digits. */
+                sha256: string | null;
+                /**
+                 * @description Or start from a file event (a confidential-folder alarm's
+                 *     `file_trace` link names its event).
+                 */
+                event: string | null;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FileTrace"];
+                };
+            };
+            /** @description Malformed X-Mamori-Tenant header, or an MSP user named no tenant */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid access token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };

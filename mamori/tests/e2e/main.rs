@@ -13,6 +13,7 @@ mod authorization;
 mod crash;
 mod enrollment;
 mod environment;
+mod files;
 mod gateway;
 mod gateway_security;
 mod hardening;

@@ -790,12 +790,12 @@ async fn a_notification_survives_smtp_down_and_kill_9_and_goes_out_once() {
 
 /// A fake sysfs: USB devices with their interfaces and block devices, as
 /// the kernel lays them out (bus entries are links into `devices/`).
-struct FakeSysfs {
+pub(crate) struct FakeSysfs {
     root: tempfile::TempDir,
 }
 
 impl FakeSysfs {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let root = tempfile::tempdir().unwrap();
         for d in ["bus/usb/devices", "devices/usb1", "block"] {
             std::fs::create_dir_all(root.path().join(d)).unwrap();
@@ -803,12 +803,20 @@ impl FakeSysfs {
         FakeSysfs { root }
     }
 
-    fn path(&self) -> &std::path::Path {
+    pub(crate) fn path(&self) -> &std::path::Path {
         self.root.path()
     }
 
     /// A device `name` (`1-3`) with one interface of `class`/`subclass`.
-    fn plug(&self, name: &str, vendor: &str, product: &str, serial: &str, class: &str, sub: &str) {
+    pub(crate) fn plug(
+        &self,
+        name: &str,
+        vendor: &str,
+        product: &str,
+        serial: &str,
+        class: &str,
+        sub: &str,
+    ) {
         let dev = self.path().join("devices/usb1").join(name);
         let iface = dev.join(format!("{name}:1.0"));
         std::fs::create_dir_all(&iface).unwrap();
@@ -831,7 +839,7 @@ impl FakeSysfs {
     }
 
     /// Block device `block` (`sdz`) below USB device `name`.
-    fn block(&self, name: &str, block: &str) {
+    pub(crate) fn block(&self, name: &str, block: &str) {
         let dir = self
             .path()
             .join("devices/usb1")
@@ -856,10 +864,10 @@ impl FakeSysfs {
 }
 
 /// A tmpfs mounted for the test, unmounted when dropped.
-struct TmpfsMount(tempfile::TempDir);
+pub(crate) struct TmpfsMount(pub(crate) tempfile::TempDir);
 
 impl TmpfsMount {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         nix::mount::mount(
             Some("tmpfs"),

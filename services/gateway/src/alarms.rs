@@ -38,11 +38,16 @@ pub struct AlarmView {
     pub status: String,
     pub acknowledged_by: Option<Uuid>,
     pub acknowledged_at: Option<DateTime<Utc>>,
+    /// For a confidential-folder alarm: the trace of its file (the path of
+    /// `GET /api/v1/files/trace` from the event that raised it).
+    pub file_trace: Option<String>,
 }
 
 const ALARM_COLUMNS: &str =
     "id, category, device_id, os_user, summary, first_at, last_at, count, status,
-    acknowledged_by, acknowledged_at";
+    acknowledged_by, acknowledged_at,
+    CASE WHEN category = 'confidential_folder' AND details ? 'event_id'
+         THEN '/api/v1/files/trace?event=' || (details->>'event_id') END AS file_trace";
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]

@@ -18,6 +18,7 @@ mod ctx;
 mod devices;
 mod error;
 mod events;
+mod files;
 mod groups;
 mod keys;
 mod limits;

@@ -77,6 +77,7 @@ impl Modify for Bearer {
         crate::events::search,
         crate::events::export,
         crate::events::audit_log,
+        crate::files::trace,
         crate::alarms::list,
         crate::alarms::acknowledge,
         crate::alarms::acknowledge_many,

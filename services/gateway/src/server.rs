@@ -8,8 +8,8 @@ use crate::keys::{Kek, KeyRing};
 use crate::limits::{Keyed, Limits};
 use crate::state::{AppState, Shared};
 use crate::{
-    accounts, alarms, devices, events, groups, openapi, policies, recipients, templates, tenants,
-    users,
+    accounts, alarms, devices, events, files, groups, openapi, policies, recipients, templates,
+    tenants, users,
 };
 use anyhow::Context;
 use axum::Router;
@@ -162,6 +162,7 @@ pub fn router(state: Shared) -> Router {
         .route("/events", get(events::search))
         .route("/events/export", get(events::export))
         .route("/audit", get(events::audit_log))
+        .route("/files/trace", get(files::trace))
         .route("/alarms", get(alarms::list))
         .route("/alarms/calendar", get(alarms::calendar))
         .route("/alarms/acknowledge", post(alarms::acknowledge_many))

@@ -32,10 +32,12 @@ pub async fn index_finished_days(db: &Db) -> Result<i32, sqlx::Error> {
 const RETENTION_BATCH: i32 = 50_000;
 
 /// Drops partitions older than every tenant's retention and deletes each
-/// tenant's expired events (at most one batch per tenant per call).
+/// tenant's expired events and file-trace rows (at most one batch of each
+/// per tenant per call).
 /// Returns the rows deleted.
 pub async fn apply_retention(db: &Db) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT mamori_apply_retention($1)")
+    // The file trace's expired rows go with the events'.
+    sqlx::query_scalar("SELECT mamori_apply_retention($1) + mamori_trim_file_trace($1)")
         .bind(RETENTION_BATCH)
         .fetch_one(db.pool())
         .await

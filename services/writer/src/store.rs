@@ -15,6 +15,7 @@
 //! into a tuple store first.
 
 use chrono::{DateTime, NaiveDate, Utc};
+use mamori_proto::schema;
 use mamori_proto::wire::{self, EVENT_BODIES, WireError, next_field};
 use mamori_tenancy::{Db, TenantId};
 use prost::encoding::WireType;
@@ -36,6 +37,14 @@ macro_rules! insert_events {
 }
 const INSERT: &str = insert_events!("");
 const INSERT_SKIPPING_DUPLICATES: &str = insert_events!(" ON CONFLICT DO NOTHING");
+/// The file events' rows of the file trace (an empty hash is none). A
+/// replay may meet its rows; they are skipped (file events are few beside
+/// the rest, so the conflict check costs little).
+const INSERT_FILE_TRACE: &str =
+    "INSERT INTO file_trace (tenant_id, ts, event_id, device_id, kind, path, target, sha256)
+     SELECT $1, unnest($2::timestamptz[]), unnest($3::uuid[]), unnest($4::uuid[]), unnest($5::int2[]),
+            unnest($6::text[]), unnest($7::text[]), NULLIF(unnest($8::bytea[]), ''::bytea)
+     ON CONFLICT DO NOTHING";
 
 /// What an insert does with a row whose event is already stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,6 +176,34 @@ pub struct Rows {
     subject: ArrayColumn,
     received_at: ArrayColumn,
     payload: ArrayColumn,
+    /// The file trace's rows of the file events among them.
+    trace: TraceRows,
+}
+
+/// Column arrays of `file_trace` rows.
+#[derive(Debug, Clone)]
+struct TraceRows {
+    ts: ArrayColumn,
+    id: ArrayColumn,
+    device: ArrayColumn,
+    kind: ArrayColumn,
+    path: ArrayColumn,
+    target: ArrayColumn,
+    sha256: ArrayColumn,
+}
+
+impl Default for TraceRows {
+    fn default() -> Self {
+        Self {
+            ts: ArrayColumn::new(Elem::Timestamptz),
+            id: ArrayColumn::new(Elem::Uuid),
+            device: ArrayColumn::new(Elem::Uuid),
+            kind: ArrayColumn::new(Elem::Int2),
+            path: ArrayColumn::new(Elem::Text),
+            target: ArrayColumn::new(Elem::Text),
+            sha256: ArrayColumn::new(Elem::Bytea),
+        }
+    }
 }
 
 impl Default for Rows {
@@ -180,11 +217,12 @@ impl Default for Rows {
             subject: ArrayColumn::new(Elem::Text),
             received_at: ArrayColumn::new(Elem::Timestamptz),
             payload: ArrayColumn::new(Elem::Bytea),
+            trace: TraceRows::default(),
         }
     }
 }
 
-type Mark = [(usize, usize); 8];
+type Mark = [(usize, usize); 15];
 
 impl Rows {
     pub fn len(&self) -> usize {
@@ -195,7 +233,8 @@ impl Rows {
         self.id.count == 0
     }
 
-    fn columns_mut(&mut self) -> [&mut ArrayColumn; 8] {
+    fn columns_mut(&mut self) -> [&mut ArrayColumn; 15] {
+        let t = &mut self.trace;
         [
             &mut self.ts,
             &mut self.id,
@@ -205,6 +244,13 @@ impl Rows {
             &mut self.subject,
             &mut self.received_at,
             &mut self.payload,
+            &mut t.ts,
+            &mut t.id,
+            &mut t.device,
+            &mut t.kind,
+            &mut t.path,
+            &mut t.target,
+            &mut t.sha256,
         ]
     }
 
@@ -307,6 +353,7 @@ fn add_event(
 ) -> Result<NaiveDate, BadEntry> {
     let (mut id, mut occurred_us, mut offset_ms, mut os_user) = (&[][..], 0, 0, "");
     let mut body = None;
+    let mut file = None;
     let payload_start = rows.payload.data.len();
     rows.payload.data.extend_from_slice(&[0; 4]);
     while !buf.is_empty() {
@@ -324,6 +371,9 @@ fn add_event(
                 let rest = split.map_or([f.bytes, &[][..]], |b| b.rest);
                 wire::encode_body(tag, rest, &mut rows.payload.data);
                 body = split.map(|b| (b.kind, b.subject));
+                if tag == schema::field::FILE {
+                    file = Some(file_trace_fields(f.bytes)?);
+                }
             }
             (tag, wire_type) => {
                 if tag == EVENT_CLOCK_OFFSET && wire_type == WireType::Varint {
@@ -353,7 +403,34 @@ fn add_event(
     rows.os_user.push(os_user.as_bytes());
     rows.subject.push(subject.as_bytes());
     rows.received_at.push_time(received);
+    if let Some((target, sha256)) = file {
+        let t = &mut rows.trace;
+        t.ts.push_time(ts);
+        t.id.push(id.as_bytes());
+        t.device.push(device.as_bytes());
+        t.kind.push(&kind.code().to_be_bytes());
+        t.path.push(subject.as_bytes());
+        t.target.push(target.as_bytes());
+        t.sha256.push(sha256);
+    }
     Ok(ts.date_naive())
+}
+
+/// The target path and content hash of an encoded `FileEvent` (the last
+/// of each, as a decoder reads; a hash of the wrong length is none).
+fn file_trace_fields(body: &[u8]) -> Result<(&str, &[u8]), BadEntry> {
+    use mamori_proto::schema::body::file::{SHA256, TARGET_PATH};
+    let (mut target, mut sha256) = ("", &[][..]);
+    let mut buf = body;
+    while !buf.is_empty() {
+        let f = next_field(&mut buf)?;
+        if f.is_bytes() && f.tag == TARGET_PATH {
+            target = f.text()?;
+        } else if f.is_bytes() && f.tag == SHA256 {
+            sha256 = f.bytes;
+        }
+    }
+    Ok((target, if sha256.len() == 32 { sha256 } else { &[] }))
 }
 
 /// Inserts one tenant's rows on a connection whose transaction is already
@@ -379,8 +456,22 @@ pub async fn insert_rows(
         .bind(&rows.subject)
         .bind(&rows.received_at)
         .bind(&rows.payload)
-        .execute(conn)
+        .execute(&mut *conn)
         .await?;
+    let t = &rows.trace;
+    if t.id.count > 0 {
+        sqlx::query(INSERT_FILE_TRACE)
+            .bind(tenant.as_uuid())
+            .bind(&t.ts)
+            .bind(&t.id)
+            .bind(&t.device)
+            .bind(&t.kind)
+            .bind(&t.path)
+            .bind(&t.target)
+            .bind(&t.sha256)
+            .execute(conn)
+            .await?;
+    }
     Ok(done.rows_affected())
 }
 
