@@ -432,18 +432,21 @@ impl Tracker {
             return;
         };
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-        // Candidates: what this process opened lately, of the same size.
-        let candidates: Vec<Opened> = self
-            .processes
-            .get(&op.pid)
-            .map(|p| {
-                p.opened
-                    .iter()
-                    .filter(|o| o.at.elapsed() < COPY_WINDOW && o.handle != handle)
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
+        // Candidates: what this process opened lately and did not write
+        // (a file it wrote is no source), of the same size; an empty file
+        // is a copy of nothing.
+        let mut candidates = Vec::new();
+        if let Some(p) = self.processes.get_mut(&op.pid) {
+            p.opened.retain(|o| o.handle != handle);
+            if size > 0 {
+                candidates.extend(
+                    p.opened
+                        .iter()
+                        .filter(|o| o.at.elapsed() < COPY_WINDOW)
+                        .cloned(),
+                );
+            }
+        }
         let mut hash = None;
         let mut source = None;
         for c in candidates.iter().rev() {

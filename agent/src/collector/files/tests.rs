@@ -217,3 +217,53 @@ fn copies_renames_moves_and_media_become_events_with_hashes_and_programs() {
         show()
     );
 }
+
+/// A build writing thousands of files is not queued without bound: one
+/// process's operations over its rate are counted into summary events,
+/// and every operation is accounted for — reported or counted.
+#[test]
+fn a_flood_is_summarised_and_every_operation_counted() {
+    let home = Tmpfs::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let policy = Arc::new(PolicyState::in_memory(PolicyUpdate::default()).unwrap());
+    let (sink, spool) = sink_in(tmp.path());
+    let config = FileCollector::new(
+        vec![home.path().to_owned()],
+        policy,
+        tmp.path().join("no-sysfs"),
+        tmp.path().join("no-mounts"),
+    );
+    let running = Running::start(config, sink);
+    const FILES: u32 = 5000;
+    run(Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "i=0; while [ $i -lt {FILES} ]; do : > f$i; i=$((i+1)); done"
+        ))
+        .current_dir(home.path()));
+    std::thread::sleep(Duration::from_millis(500));
+    running.stop();
+
+    let events = spooled(&spool);
+    let creates: Vec<&FileEvent> = files(&events)
+        .into_iter()
+        .filter(|f| f.action == Action::Create as i32)
+        .collect();
+    let one_by_one = creates.iter().filter(|f| f.summarized == 0).count() as u32;
+    let summarized: u32 = creates.iter().map(|f| f.summarized).sum();
+    assert_eq!(
+        one_by_one + summarized,
+        FILES,
+        "every file reported or counted"
+    );
+    assert!(summarized > 0, "the flood was over the rate");
+    assert!(
+        one_by_one < FILES / 2,
+        "{one_by_one} reported one by one: the rate did not hold"
+    );
+    let summary = creates.iter().find(|f| f.summarized > 0).unwrap();
+    assert!(
+        summary.path.starts_with(&*home.path().to_string_lossy()),
+        "{summary:?}"
+    );
+}
