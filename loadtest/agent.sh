@@ -4,8 +4,10 @@
 # enrolled in a new tenant. Measures the agent's CPU (from /proc, as a share
 # of one core) and resident memory while this machine is idle, then while a
 # program starts 5 and 50 times a second (a start and a stop event each:
-# 10 and 100 events/s), and prints the events the server stored in each
-# window (other programs on the machine add theirs).
+# 10 and 100 events/s), then while 10 processes write 100 and 1,000 files a
+# second in the watched directory (a tmpfs; each write an event), and
+# prints the events the server stored in each window (other programs on
+# the machine add theirs). Needs root (fanotify, the tmpfs).
 # MAMORI_BENCH_WINDOW_S sets the length of each window (default 60).
 # Extra arguments go to `mamori-agent run` (e.g. --sysfs-root DIR).
 set -euo pipefail
@@ -21,7 +23,11 @@ tenant=$("$bin/mamori" tenant create agent-bench --json | sed -n 's/.*"id":"\([^
 token=$("$bin/mamori" token create --tenant "$tenant" --json | sed -n 's/.*"token":"\([^"]*\)".*/\1/p')
 MAMORI_ENROLLMENT_TOKEN=$token "$bin/mamori-agent" enroll \
     --server "http://127.0.0.1:$ingest_port" --state-dir "$work/agent" >/dev/null
-RUST_LOG=${RUST_LOG:-warn} "$bin/mamori-agent" run --state-dir "$work/agent" "$@" >"$work/agent.log" 2>&1 &
+mkdir -p "$work/home"
+mount -t tmpfs -o size=64m tmpfs "$work/home"
+bench_cleanup='umount -l "$work/home" 2>/dev/null || true'
+RUST_LOG=${RUST_LOG:-warn} "$bin/mamori-agent" run --state-dir "$work/agent" \
+    --watch-dir "$work/home" "$@" >"$work/agent.log" 2>&1 &
 agent=$!
 bench_pids="$agent"
 stored() {
@@ -77,6 +83,39 @@ for rate in 5 50; do
     sleep 2
     measure "$((rate * 2)) events/s offered"
     kill "$gen"
+    wait "$gen" 2>/dev/null || true
+    bench_pids="$agent"
+done
+
+# files PER_SECOND: 10 processes write that many files a second in all
+# (500 names each, rewritten in turn) until killed.
+files() {
+    exec /usr/bin/python3 -c '
+import os, sys, time
+rate, home = float(sys.argv[1]) / 10, sys.argv[2]
+for k in range(10):
+    if os.fork() == 0:
+        d = os.path.join(home, f"p{k}")
+        os.makedirs(d, exist_ok=True)
+        period, t, i = 1 / rate, time.monotonic(), 0
+        while True:
+            with open(os.path.join(d, f"f{i % 500}.txt"), "w") as f:
+                f.write("x" * 100)
+            i += 1
+            t += period
+            time.sleep(max(0, t - time.monotonic()))
+os.wait()
+' "$1" "$work/home"
+}
+
+for rate in 100 1000; do
+    files "$rate" &
+    gen=$!
+    bench_pids="$agent $gen"
+    sleep 2
+    measure "$rate file events/s offered"
+    pkill -P "$gen" 2>/dev/null || true
+    kill "$gen" 2>/dev/null || true
     wait "$gen" 2>/dev/null || true
     bench_pids="$agent"
 done

@@ -42,9 +42,11 @@ if /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
     smtp_pid=$!
     export MAMORI_SMTP_URL="smtp://127.0.0.1:$smtp_port"
 fi
-# A script that starts processes of its own adds their pids to bench_pids.
+# A script that starts processes of its own adds their pids to bench_pids,
+# and a command that undoes what else it set up to bench_cleanup.
 bench_pids=
-trap 'for p in $bench_pids; do kill "$p" 2>/dev/null; done; [ -n "$mamori_pid" ] && kill "$mamori_pid" 2>/dev/null; [ -n "$writer_pid" ] && kill "$writer_pid" 2>/dev/null; [ -n "$smtp_pid" ] && kill "$smtp_pid" 2>/dev/null; stop_private_servers' EXIT
+bench_cleanup=
+trap 'eval "$bench_cleanup"; for p in $bench_pids; do kill "$p" 2>/dev/null; done; [ -n "$mamori_pid" ] && kill "$mamori_pid" 2>/dev/null; [ -n "$writer_pid" ] && kill "$writer_pid" 2>/dev/null; [ -n "$smtp_pid" ] && kill "$smtp_pid" 2>/dev/null; stop_private_servers' EXIT
 ulimit -n 65536 2>/dev/null || true
 "$bin/mamori" migrate
 if [ -n "${MAMORI_BENCH_SPINE_ONLY:-}" ]; then

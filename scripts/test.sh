@@ -19,7 +19,7 @@ fi
 export MAMORI_TEST_PYTHON=/usr/bin/python3
 # The console's browser tests run Debian's Chromium (no browser download).
 if [ ! -x /usr/bin/chromium ]; then
-    log "installing chromium (the console's browser tests)"
+    log "installing chromium (the console's browser tests and the web test)"
     apt_install chromium
 fi
 # The print test runs a private cupsd with a virtual printer (CUPS-PDF's

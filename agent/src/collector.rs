@@ -1,14 +1,15 @@
 //! Event sources. Each collector runs as its own task and reports through an
 //! [`EventSink`]; the sink spools the events, the uplink sends them.
 //!
-//! Linux has seven today: process starts and stops (`process`, which also
+//! Linux has eight today: process starts and stops (`process`, which also
 //! kills banned apps), logons and logoffs from wtmp (`logon`), USB
 //! devices (`devices`, which also enforces device control), print jobs
 //! from CUPS's page log (`print`), changes of the PC's environment
 //! (`environment`), installed software from dpkg (`software`) and file
-//! operations from fanotify (`files`). Sources for other OSes (ETW on
-//! Windows, Endpoint Security on macOS) and other kinds (web) implement the
-//! same trait.
+//! operations from fanotify (`files`), and web access from the browsers'
+//! history databases (`web`, which also writes the web block list into the
+//! browsers' managed policies). Sources for other OSes (ETW on Windows,
+//! Endpoint Security on macOS) implement the same trait.
 
 pub mod devices;
 pub mod environment;
@@ -18,6 +19,7 @@ pub mod print;
 pub mod process;
 pub mod software;
 mod tail;
+pub mod web;
 
 use std::str::FromStr;
 
@@ -67,6 +69,7 @@ pub struct CollectorSet {
     pub environment: bool,
     pub software: bool,
     pub files: bool,
+    pub web: bool,
 }
 
 impl CollectorSet {
@@ -78,6 +81,7 @@ impl CollectorSet {
         environment: true,
         software: true,
         files: true,
+        web: true,
     };
     pub const NONE: CollectorSet = CollectorSet {
         process: false,
@@ -87,6 +91,7 @@ impl CollectorSet {
         environment: false,
         software: false,
         files: false,
+        web: false,
     };
 }
 
@@ -96,8 +101,8 @@ impl Default for CollectorSet {
     }
 }
 
-/// `process,logon,devices,print,environment,software,files`, `all` or
-/// `none`.
+/// `process,logon,devices,print,environment,software,files,web`, `all`
+/// or `none`.
 impl FromStr for CollectorSet {
     type Err = Error;
 
@@ -112,11 +117,12 @@ impl FromStr for CollectorSet {
                 "environment" => set.environment = true,
                 "software" => set.software = true,
                 "files" => set.files = true,
+                "web" => set.web = true,
                 "all" => set = CollectorSet::ALL,
                 "none" => {}
                 other => {
                     return Err(Error::InvalidOption(format!(
-                        "unknown collector {other:?} (known: process, logon, devices, print, environment, software, files, all, none)"
+                        "unknown collector {other:?} (known: process, logon, devices, print, environment, software, files, web, all, none)"
                     )));
                 }
             }
@@ -132,7 +138,7 @@ mod tests {
     #[test]
     fn collector_sets_parse() {
         assert_eq!(
-            "process,logon,devices,print,environment,software,files"
+            "process,logon,devices,print,environment,software,files,web"
                 .parse::<CollectorSet>()
                 .unwrap(),
             CollectorSet::ALL

@@ -81,8 +81,17 @@ struct RunArgs {
     /// confidential folders and removable media are watched besides).
     #[arg(long = "watch-dir", default_value = "/home")]
     watch_dirs: Vec<PathBuf>,
+    /// A directory of users' homes, or a home, whose browser histories are
+    /// read (repeatable).
+    #[arg(long = "browser-home", default_values = ["/home", "/root"])]
+    browser_homes: Vec<PathBuf>,
+    /// A Chromium-based browser's managed-policy directory, where the web
+    /// block list is written (repeatable; default: Chromium's, Chrome's and
+    /// Edge's).
+    #[arg(long = "chromium-policy-dir")]
+    chromium_policy_dirs: Vec<PathBuf>,
     /// Collectors to run: process, logon, devices, print, environment,
-    /// software, files, all or none (comma-separated).
+    /// software, files, web, all or none (comma-separated).
     #[arg(long, default_value = "all")]
     collectors: CollectorSet,
 }
@@ -143,6 +152,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     opts.cups_page_log = args.cups_page_log;
     opts.dpkg_status = args.dpkg_status;
     opts.watch_dirs = args.watch_dirs;
+    opts.browser_homes = args.browser_homes;
+    if !args.chromium_policy_dirs.is_empty() {
+        opts.chromium_policy_dirs = args.chromium_policy_dirs;
+    }
     opts.collectors = args.collectors;
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;

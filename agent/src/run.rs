@@ -16,6 +16,7 @@ use crate::collector::logon::{DEFAULT_WTMP, LogonCollector};
 use crate::collector::print::{DEFAULT_PAGE_LOG, PrintCollector};
 use crate::collector::process::ProcessCollector;
 use crate::collector::software::{DEFAULT_DPKG_STATUS, SoftwareCollector};
+use crate::collector::web::{self, WebCollector};
 use crate::collector::{Collector, CollectorSet};
 use crate::error::{Error, Result};
 use crate::policy::PolicyState;
@@ -62,6 +63,14 @@ pub struct RunOptions {
     /// Directories whose file operations are watched (besides the
     /// confidential folders and removable media).
     pub watch_dirs: Vec<PathBuf>,
+    /// Where users' homes are (directories of homes, or homes), whose
+    /// browser histories the web collector reads, and how often.
+    pub browser_homes: Vec<PathBuf>,
+    pub web_poll: Duration,
+    /// The managed-policy directories the web block list is written to
+    /// (Chromium-based browsers, Firefox).
+    pub chromium_policy_dirs: Vec<PathBuf>,
+    pub firefox_policy_dirs: Vec<PathBuf>,
     pub collectors: CollectorSet,
 }
 
@@ -89,6 +98,16 @@ impl RunOptions {
             environment_poll: Duration::from_secs(60),
             dpkg_status: PathBuf::from(DEFAULT_DPKG_STATUS),
             watch_dirs: vec![PathBuf::from("/home")],
+            browser_homes: vec![PathBuf::from("/home"), PathBuf::from("/root")],
+            web_poll: Duration::from_secs(5),
+            chromium_policy_dirs: web::DEFAULT_CHROMIUM_POLICY_DIRS
+                .iter()
+                .map(PathBuf::from)
+                .collect(),
+            firefox_policy_dirs: web::DEFAULT_FIREFOX_POLICY_DIRS
+                .iter()
+                .map(PathBuf::from)
+                .collect(),
             software_poll: Duration::from_secs(10),
             collectors: CollectorSet::ALL,
         }
@@ -232,6 +251,16 @@ fn collectors(
             Arc::clone(policy),
             opts.sysfs_root.clone(),
             opts.mount_table.clone(),
+        )));
+    }
+    if opts.collectors.web {
+        list.push(Box::new(WebCollector::new(
+            opts.browser_homes.clone(),
+            state.web_dir(),
+            opts.web_poll,
+            Arc::clone(policy),
+            opts.chromium_policy_dirs.clone(),
+            opts.firefox_policy_dirs.clone(),
         )));
     }
     if opts.collectors.print {

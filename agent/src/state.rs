@@ -8,7 +8,8 @@
 //! * `spool/` — the event spool; `wtmp.offset` and `print.offset` — the
 //!   logon and print collectors' places; `environment.json` — the PC as
 //!   the environment collector last saw it; `software.json` — the
-//!   installed packages as last reported.
+//!   installed packages as last reported; `web/` — the web collector's
+//!   place in each browser history (`web.json`) and its copies of them.
 //! * `policy.pb` — the policy last received, enforced from start-up.
 //! * `lock` — held by a running agent so two never share a spool.
 
@@ -69,6 +70,10 @@ impl StateDir {
 
     pub(crate) fn software_path(&self) -> PathBuf {
         self.root.join("software.json")
+    }
+
+    pub(crate) fn web_dir(&self) -> PathBuf {
+        self.root.join("web")
     }
 
     fn config_path(&self) -> PathBuf {

@@ -93,6 +93,7 @@ pub fn event(rng: &mut impl Rng, now_us: i64) -> Event {
             ),
             title: "ダッシュボード".into(),
             browser: "chrome".into(),
+            summarized: 0,
         }),
         80..92 => Kind::Network(NetworkEvent {
             direction: network_event::Direction::Outbound as i32,

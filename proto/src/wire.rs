@@ -444,6 +444,7 @@ mod tests {
             url: s("url"),
             title: s("title"),
             browser: s("browser"),
+            summarized: 2,
         }));
         out.push(Kind::Inventory(InventoryEvent {
             hostname: s("hostname"),

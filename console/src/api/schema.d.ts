@@ -1856,10 +1856,19 @@ export interface components {
             /** Format: int32 */
             version: number;
         };
-        /** @description Host patterns: `example.com` (and its subdomains) or `*.example.com`. */
+        /**
+         * @description Host patterns: `example.com` (and its subdomains) or `*.example.com`.
+         *     `block` hosts are refused by the browsers (their managed policies) and
+         *     alarmed; `alarm` hosts only alarmed.
+         */
         WebLists: {
             alarm?: string[];
             block?: string[];
+            /**
+             * @description Record visits' full URLs (path and query); by default only the host,
+             *     for the employees' privacy.
+             */
+            full_url?: boolean;
         };
         WebhookTestResult: {
             /** @description The receiver answered 2xx. */

@@ -27,3 +27,4 @@ mod software;
 mod stream;
 mod tenancy;
 mod tracing;
+mod web;

@@ -41,6 +41,7 @@ async fn acked_batches_land_in_postgres_once_even_when_replayed() {
             url: "https://example.org/a".into(),
             title: "Example".into(),
             browser: "firefox".into(),
+            summarized: 0,
         })),
         ..process_event("")
     };

@@ -225,6 +225,8 @@ pub struct MassPrint {
 }
 
 /// Host patterns: `example.com` (and its subdomains) or `*.example.com`.
+/// `block` hosts are refused by the browsers (their managed policies) and
+/// alarmed; `alarm` hosts only alarmed.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebLists {
@@ -232,6 +234,10 @@ pub struct WebLists {
     pub block: Vec<String>,
     #[serde(default)]
     pub alarm: Vec<String>,
+    /// Record visits' full URLs (path and query); by default only the host,
+    /// for the employees' privacy.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub full_url: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -268,6 +268,12 @@ impl Effective {
             device_classes,
             device_exceptions,
             confidential_folders: self.globs.folder_texts.clone(),
+            web_block: doc
+                .web
+                .as_ref()
+                .map(|w| w.block.clone())
+                .unwrap_or_default(),
+            web_full_url: doc.web.as_ref().is_some_and(|w| w.full_url),
         }
     }
 }
