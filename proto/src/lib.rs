@@ -19,7 +19,10 @@ pub mod policy {
 }
 
 mod convert;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod schema;
+pub mod validate;
 pub mod wire;
 
 pub use convert::{EventKind, app_name, kind_of, strongest_ban, subject};

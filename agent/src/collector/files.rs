@@ -425,10 +425,19 @@ impl Tracker {
     /// A file closed after writing: a copy, a new file or a change.
     fn written(&mut self, op: FsOp) {
         let created = self.created.remove(&op.path).is_some();
-        let Some(handle) = op.handle.clone() else {
-            return;
+        let action = if created {
+            Action::Create
+        } else {
+            Action::Modify
         };
-        let Some(mut file) = self.source.open(&handle) else {
+        // Gone already (deleted at once): reported without size or hash.
+        let Some((handle, mut file)) = op
+            .handle
+            .clone()
+            .and_then(|h| self.source.open(&h).map(|f| (h, f)))
+        else {
+            let event = self.event(action, &op, None);
+            self.emit(op.pid, event);
             return;
         };
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
@@ -481,11 +490,6 @@ impl Tracker {
         if hash.is_none() && self.wants_hash(&op.path) {
             hash = content_hash(&mut file).ok();
         }
-        let action = if created {
-            Action::Create
-        } else {
-            Action::Modify
-        };
         let mut event = self.event(action, &op, hash);
         event.0.size_bytes = size;
         self.emit(op.pid, event);

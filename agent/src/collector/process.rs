@@ -1,8 +1,13 @@
 //! Process starts and stops on Linux.
 //!
-//! The kernel's process connector (`netlink`) reports every exec and exit as
-//! it happens; for each exec the collector reads /proc at once (`procfs`):
-//! executable path, command line, parent, uid. The SHA-256 of the executable
+//! The kernel's process connector (`netlink`) reports every fork, exec and
+//! exit as it happens; for each exec the collector reads /proc at once
+//! (`procfs`): executable path, command line, parent, uid. A process gone
+//! before /proc is read (a `true` in a shell loop lives about a
+//! millisecond) is named a moment later from the exec witness (`witness`:
+//! fanotify reports each exec with the executable), its parent from its
+//! fork and its user from the parent, which is nearly always still there;
+//! only its command line is lost. The SHA-256 of the executable
 //! comes from a cache or from the hashing thread (`hash`), so a burst of
 //! execs never stalls the socket. An exit is reported only for processes
 //! whose start was reported, with the exit status.
@@ -16,6 +21,7 @@ mod hash;
 mod launch;
 mod netlink;
 mod procfs;
+mod witness;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -35,6 +41,14 @@ use netlink::{ProcConnector, ProcEvent};
 use procfs::Procfs;
 
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// How long a start whose process is already gone waits for the exec
+/// witness to have read its program: at least the first, at most the
+/// second (a busy machine delays the witness's thread too).
+const WITNESS_WAIT: Duration = Duration::from_millis(20);
+const WITNESS_WAIT_MAX: Duration = Duration::from_millis(500);
+/// Forks remembered (child → parent) for processes gone before /proc
+/// could be read.
+const MAX_FORKS: usize = 16_384;
 /// Started processes remembered for their stop event. Entries leave on exit;
 /// when exits were lost and the map fills up, dead pids are pruned.
 const MAX_TRACKED: usize = 16_384;
@@ -135,6 +149,9 @@ impl Collector for ProcessCollector {
             };
             let mut handler = Handler::new(sink, self.policy);
             if self.source == Source::Auto {
+                handler.witness = witness::ExecWitness::start()
+                    .inspect_err(|e| tracing::warn!(error = %e, "exec witness unavailable (needs root): programs that exit at once may go unnamed"))
+                    .ok();
                 match ProcConnector::open() {
                     Ok(conn) => {
                         tracing::info!("watching processes through the kernel process connector");
@@ -154,9 +171,19 @@ impl Collector for ProcessCollector {
 /// Reads the connector until it fails; returns why.
 async fn watch_connector(conn: &ProcConnector, handler: &mut Handler) -> Error {
     let mut buf = [0u8; 1024];
+    let mut tick = tokio::time::interval(WITNESS_WAIT);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        match conn.recv(&mut buf).await {
+        let received = tokio::select! {
+            r = conn.recv(&mut buf) => r,
+            _ = tick.tick(), if !handler.pending.is_empty() => {
+                handler.resolve_pending(false);
+                continue;
+            }
+        };
+        match received {
             Ok(n) => match netlink::parse(&buf[..n]) {
+                Some(ProcEvent::Fork { parent, child }) => handler.on_fork(parent, child),
                 Some(ProcEvent::Exec { pid }) => handler.on_exec(pid),
                 Some(ProcEvent::Exit { pid, exit_code }) => handler.on_exit(pid, exit_code),
                 Some(ProcEvent::ListenRefused { errno }) => {
@@ -196,6 +223,7 @@ async fn poll_proc(handler: &mut Handler) -> Result<()> {
         for pid in new {
             handler.on_exec(pid);
         }
+        handler.resolve_pending(true);
         for pid in known.difference(&now) {
             handler.started.remove(pid);
         }
@@ -223,6 +251,21 @@ struct Handler {
     hasher: Option<Hasher>,
     started: HashMap<u32, Started>,
     policy: Option<Arc<PolicyState>>,
+    /// Which program each exec started, for processes gone at once.
+    witness: Option<witness::ExecWitness>,
+    /// Each process's parent, from its fork.
+    forks: HashMap<u32, u32>,
+    /// Starts of processes that were gone when /proc was read, waiting for
+    /// the witness: pid, when, and the exit code if the exit came first.
+    pending: std::collections::VecDeque<Pending>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    pid: u32,
+    occurred_at_us: i64,
+    seen: std::time::Instant,
+    exit_code: Option<i32>,
 }
 
 impl Handler {
@@ -235,12 +278,96 @@ impl Handler {
             cache: Arc::default(),
             hasher: None,
             started: HashMap::new(),
+            witness: None,
+            forks: HashMap::new(),
+            pending: std::collections::VecDeque::new(),
         }
+    }
+
+    fn on_fork(&mut self, parent: u32, child: u32) {
+        if self.forks.len() >= MAX_FORKS {
+            self.forks.clear();
+        }
+        self.forks.insert(child, parent);
     }
 
     fn on_exec(&mut self, pid: u32) {
         let occurred_at_us = now_us();
-        let info = self.procfs.inspect(pid);
+        let mut info = self.procfs.inspect(pid);
+        if info.uid.is_none() && !info.exe_path.is_empty() {
+            // It exited between the reads of /proc: its parent's user.
+            if info.ppid == 0 {
+                info.ppid = self.forks.get(&pid).copied().unwrap_or(0);
+            }
+            info.uid = self.parent_uid(info.ppid);
+        }
+        if info.exe_path.is_empty() && self.witness.is_some() {
+            // Gone already: named when the witness has read its exec.
+            if self.pending.len() >= MAX_TRACKED {
+                self.resolve_pending(true);
+            }
+            self.pending.push_back(Pending {
+                pid,
+                occurred_at_us,
+                seen: std::time::Instant::now(),
+                exit_code: None,
+            });
+            return;
+        }
+        self.report_exec(pid, occurred_at_us, info);
+    }
+
+    /// Reports the starts that waited [`WITNESS_WAIT`] and were witnessed,
+    /// or waited [`WITNESS_WAIT_MAX`] (or all of them), named by
+    /// the witness, parented by their fork, with their parent's user; and
+    /// the stops of those that already exited.
+    fn resolve_pending(&mut self, all: bool) {
+        while let Some(p) = self.pending.front() {
+            let age = p.seen.elapsed();
+            let witnessed = || {
+                self.witness
+                    .as_ref()
+                    .is_some_and(|w| w.exe_of(p.pid).is_some())
+            };
+            if !all && (age < WITNESS_WAIT || (age < WITNESS_WAIT_MAX && !witnessed())) {
+                break;
+            }
+            let p = self.pending.pop_front().expect("looked at");
+            let ppid = self.forks.remove(&p.pid).unwrap_or(0);
+            let uid = self.parent_uid(ppid);
+            let exe_path = self
+                .witness
+                .as_ref()
+                .and_then(|w| w.exe_of(p.pid))
+                .unwrap_or_default();
+            let info = procfs::ProcessInfo {
+                // Hashed by its path (it is rarely replaced that fast).
+                exe: std::fs::File::open(&exe_path).ok(),
+                exe_path,
+                command_line: String::new(),
+                ppid,
+                uid,
+            };
+            self.report_exec(p.pid, p.occurred_at_us, info);
+            if let Some(code) = p.exit_code {
+                self.on_exit(p.pid, code);
+            }
+        }
+    }
+
+    /// The user of a parent process (a child has its parent's unless its
+    /// program is setuid): from /proc, or from its own start.
+    fn parent_uid(&self, ppid: u32) -> Option<u32> {
+        if ppid == 0 {
+            return None;
+        }
+        self.procfs
+            .inspect(ppid)
+            .uid
+            .or_else(|| self.started.get(&ppid).map(|s| s.uid))
+    }
+
+    fn report_exec(&mut self, pid: u32, occurred_at_us: i64, info: procfs::ProcessInfo) {
         // Decide on the name and path first: a banned process is killed
         // before anything else is read.
         let policy = self.policy.as_ref().map(|p| p.current());
@@ -335,6 +462,11 @@ impl Handler {
     }
 
     fn on_exit(&mut self, pid: u32, exit_code: i32) {
+        if let Some(p) = self.pending.iter_mut().find(|p| p.pid == pid) {
+            p.exit_code = Some(exit_code);
+            return;
+        }
+        self.forks.remove(&pid);
         let Some(started) = self.started.remove(&pid) else {
             return;
         };

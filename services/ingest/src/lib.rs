@@ -19,8 +19,7 @@ mod seen;
 mod server;
 mod service;
 mod sink;
-mod validate;
 
 pub use config::Config;
+pub use mamori_proto::validate::Limits as BatchLimits;
 pub use server::{Running, start};
-pub use validate::Limits as BatchLimits;

@@ -8,12 +8,12 @@ use crate::limits::Buckets;
 use crate::policy::Pusher;
 use crate::seen::Seen;
 use crate::sink::Sink;
-use crate::validate::{BatchView, Limits, Rejection, read_batch, validate_batch};
 use mamori_policy::store::AppliedReport;
 use mamori_proto::agent::v1::{
     BatchAck, BatchRejected, EnrollRequest, EnrollResponse, Hello, PolicyApplied, ServerMessage,
     server_message,
 };
+use mamori_proto::validate::{BatchView, Limits, Rejection, read_batch, validate_batch};
 use mamori_registry::{AuthenticatedDevice, EnrollmentToken, MachineFacts};
 use mamori_tenancy::{Db, DeviceId, TenantId};
 use std::pin::Pin;

@@ -22,6 +22,8 @@ use tokio::io::unix::AsyncFd;
 /// What the collector cares about from the stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ProcEvent {
+    /// A process (thread group `parent`) started another (`child`).
+    Fork { parent: u32, child: u32 },
     /// A process (thread group `pid`) replaced its program.
     Exec { pid: u32 },
     /// A process (its thread group leader) ended.
@@ -37,6 +39,7 @@ const NLMSG_DONE: u16 = 3;
 const PROC_CN_MCAST_LISTEN: u32 = 1;
 const PROC_CN_MCAST_IGNORE: u32 = 2;
 const PROC_EVENT_NONE: u32 = 0;
+const PROC_EVENT_FORK: u32 = 0x0000_0001;
 const PROC_EVENT_EXEC: u32 = 0x0000_0002;
 const PROC_EVENT_EXIT: u32 = 0x8000_0000;
 
@@ -129,14 +132,30 @@ fn u32_at(buf: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_ne_bytes(buf.get(at..at + 4)?.try_into().ok()?))
 }
 
-/// Decodes one datagram; `None` for anything the collector ignores (forks,
-/// uid changes, thread exits, other connector users).
+/// Decodes one datagram; `None` for anything the collector ignores (new
+/// threads, uid changes, thread exits, other connector users).
 pub(crate) fn parse(buf: &[u8]) -> Option<ProcEvent> {
     let nl_type = u16::from_ne_bytes(buf.get(4..6)?.try_into().ok()?);
     if nl_type != NLMSG_DONE || u32_at(buf, 16)? != CN_IDX_PROC || u32_at(buf, 20)? != CN_VAL_PROC {
         return None;
     }
     match u32_at(buf, CN_MSG_DATA)? {
+        PROC_EVENT_FORK => {
+            // parent pid, parent tgid, child pid, child tgid.
+            let (parent, pid, tgid) = (
+                u32_at(buf, EVENT_DATA + 4)?,
+                u32_at(buf, EVENT_DATA + 8)?,
+                u32_at(buf, EVENT_DATA + 12)?,
+            );
+            // A new thread, not a new process.
+            if pid != tgid {
+                return None;
+            }
+            Some(ProcEvent::Fork {
+                parent,
+                child: tgid,
+            })
+        }
         PROC_EVENT_EXEC => Some(ProcEvent::Exec {
             pid: u32_at(buf, EVENT_DATA + 4)?,
         }),
@@ -187,7 +206,16 @@ mod tests {
     }
 
     #[test]
-    fn exec_exit_and_refusal() {
+    fn fork_exec_exit_and_refusal() {
+        assert_eq!(
+            parse(&message(PROC_EVENT_FORK, &[10, 10, 100, 100])),
+            Some(ProcEvent::Fork {
+                parent: 10,
+                child: 100
+            })
+        );
+        // A new thread of process 10.
+        assert_eq!(parse(&message(PROC_EVENT_FORK, &[10, 10, 101, 10])), None);
         assert_eq!(
             parse(&message(PROC_EVENT_EXEC, &[101, 100])),
             Some(ProcEvent::Exec { pid: 100 })
@@ -211,7 +239,7 @@ mod tests {
             None,
             "thread exit"
         );
-        assert_eq!(parse(&message(1, &[1, 1, 2, 2])), None, "fork");
+        assert_eq!(parse(&message(0x4, &[1, 1, 2, 2])), None, "a uid change");
         assert_eq!(parse(&message(PROC_EVENT_NONE, &[0])), None);
         assert_eq!(
             parse(&message(PROC_EVENT_NONE, &[1])),

@@ -69,17 +69,17 @@ async fn exec_and_exit_are_reported_with_hash_and_exit_code() {
     let (sink, spool) = sink_in(dir.path());
     let task = tokio::spawn(Box::new(ProcessCollector::new()).run(sink));
 
+    // A start read from /proc in time has the command line (one named by
+    // the exec witness after the process is gone has not).
+    let read = |p: &ProcessEvent| p.action == Action::Start as i32 && !p.command_line.is_empty();
     let found = run_until(&spool, &exe, &["--some", "arg"], |found| {
-        found.iter().any(|(_, p)| p.action == Action::Start as i32)
+        found.iter().any(|(_, p)| read(p))
             && found.iter().any(|(_, p)| p.action == Action::Stop as i32)
     })
     .await;
     task.abort();
 
-    let (event, start) = found
-        .iter()
-        .find(|(_, p)| p.action == Action::Start as i32)
-        .unwrap();
+    let (event, start) = found.iter().find(|(_, p)| read(p)).unwrap();
     assert_eq!(event.id.len(), 16);
     assert_eq!(
         uuid::Uuid::from_slice(&event.id).unwrap().get_version_num(),
@@ -156,4 +156,44 @@ async fn hash_is_cached_per_file_version() {
     assert_eq!(hashes[0], hashes[1]);
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+/// A burst of short-lived programs (a shell loop starting `true` 10,000
+/// times; each lives about a millisecond, gone before /proc can be read):
+/// nearly every start still names its program and user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_short_lived_starts_names_each_program_and_user() {
+    const STARTS: usize = 10_000;
+    let dir = tempfile::tempdir().unwrap();
+    let exe = unique_copy(dir.path(), "/bin/true");
+    let (sink, spool) = sink_in(dir.path());
+    let task = tokio::spawn(Box::new(ProcessCollector::new()).run(sink));
+    // Listening once one start is seen.
+    run_until(&spool, &exe, &[], |found| !found.is_empty()).await;
+    let before = process_events(&spooled(&spool), &exe).len();
+    let script = format!(
+        "i=0; while [ $i -lt {STARTS} ]; do '{}'; i=$((i+1)); done",
+        exe.display()
+    );
+    let status = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    task.abort();
+    let user = Users::new("/etc/passwd").name(nix::unistd::getuid().as_raw());
+    let named = process_events(&spooled(&spool), &exe)
+        .into_iter()
+        .skip(before)
+        .filter(|(e, p)| p.action == Action::Start as i32 && e.os_user == user)
+        .count();
+    let share = named as f64 / STARTS as f64;
+    eprintln!(
+        "{named} of {STARTS} short-lived starts named their program and user ({:.2} %)",
+        100.0 * share
+    );
+    assert!(share >= 0.999, "{named} of {STARTS}");
 }

@@ -1,4 +1,5 @@
-//! Validation and bounds for everything an agent sends. A batch is accepted
+//! Validation and bounds for everything an agent sends (ingest checks each
+//! batch with it; `fuzz/` feeds it arbitrary bytes). A batch is accepted
 //! whole or refused whole, with a reason that names the event and field.
 //!
 //! Batches are checked in their encoding, field by field, and never decoded:
@@ -8,8 +9,8 @@
 //! text, no groups), has exactly one body with a known kind, no field twice
 //! and no field the protocol does not define, and every value is bounded.
 
-use mamori_proto::schema::{self, Check, field, max};
-use mamori_proto::wire::{EVENT_BODIES, Field, WireError, next_field};
+use crate::schema::{self, Check, field, max};
+use crate::wire::{EVENT_BODIES, Field, WireError, next_field};
 use prost::encoding::WireType;
 use tonic::Code;
 
@@ -29,11 +30,11 @@ const MAX_CLOCK_OFFSET_MS: u64 = 10 * 365 * 24 * 3600 * 1000;
 
 /// Why a batch was refused: a gRPC code and a message for the agent's log.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Rejection {
-    pub(crate) code: Code,
-    pub(crate) reason: String,
+pub struct Rejection {
+    pub code: Code,
+    pub reason: String,
     /// A short, fixed label for the rejected-events metric.
-    pub(crate) label: &'static str,
+    pub label: &'static str,
 }
 
 impl Rejection {
@@ -49,16 +50,16 @@ impl Rejection {
 /// An `EventBatch` read from its encoding: the header decoded, each event
 /// still encoded (and not yet checked).
 #[derive(Debug, Default)]
-pub(crate) struct BatchView<'a> {
-    pub(crate) sequence: u64,
-    pub(crate) events: Vec<&'a [u8]>,
-    pub(crate) traceparent: &'a str,
-    pub(crate) device_id: &'a str,
+pub struct BatchView<'a> {
+    pub sequence: u64,
+    pub events: Vec<&'a [u8]>,
+    pub traceparent: &'a str,
+    pub device_id: &'a str,
 }
 
 /// Reads an encoded `EventBatch`. An error means the message itself is
 /// broken (not just one of its events): the stream ends with it.
-pub(crate) fn read_batch(bytes: &[u8]) -> Result<BatchView<'_>, String> {
+pub fn read_batch(bytes: &[u8]) -> Result<BatchView<'_>, String> {
     let mut view = BatchView::default();
     let mut buf = bytes;
     let broken = |what: &str, e: WireError| format!("event batch is malformed: {what}: {e}");
@@ -84,11 +85,7 @@ pub(crate) fn read_batch(bytes: &[u8]) -> Result<BatchView<'_>, String> {
 
 /// Checks a batch and each of its events, as of `now_us` (µs since the
 /// Unix epoch).
-pub(crate) fn validate_batch(
-    batch: &BatchView<'_>,
-    limits: Limits,
-    now_us: i64,
-) -> Result<(), Rejection> {
+pub fn validate_batch(batch: &BatchView<'_>, limits: Limits, now_us: i64) -> Result<(), Rejection> {
     if batch.sequence == 0 {
         return Err(Rejection::invalid(
             "sequence",
@@ -278,7 +275,7 @@ fn validate_event(bytes: &[u8], window: &TimeWindow) -> Result<(), Bad> {
     };
     let (tag, body) = body.ok_or_else(no_kind)?;
     let action = validate_body(tag, body)?;
-    mamori_proto::wire::kind(tag, action).ok_or_else(no_kind)?;
+    crate::wire::kind(tag, action).ok_or_else(no_kind)?;
     Ok(())
 }
 
@@ -287,7 +284,7 @@ fn body_name(tag: u32) -> &'static str {
 }
 
 /// Checks an event body; returns its action (field 1 where that is a
-/// varint, else 0) for [`mamori_proto::wire::kind`].
+/// varint, else 0) for [`crate::wire::kind`].
 fn validate_body(tag: u32, bytes: &[u8]) -> Result<u64, Bad> {
     let spec = schema::body(tag).expect("called with a body field");
     let body = spec.name;
@@ -360,7 +357,7 @@ fn validate_body(tag: u32, bytes: &[u8]) -> Result<u64, Bad> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mamori_proto::agent::v1::{
+    use crate::agent::v1::{
         Event, EventBatch, InventoryEvent, NetworkEvent, ProcessEvent, event::Kind,
         process_event::Action,
     };
@@ -654,7 +651,7 @@ mod tests {
                     passed += 1;
                     let e = Event::decode(&bytes[..])
                         .unwrap_or_else(|err| panic!("{bytes:?} passed but: {err}"));
-                    assert!(mamori_proto::kind_of(&e).is_some(), "{e:?}");
+                    assert!(crate::kind_of(&e).is_some(), "{e:?}");
                     assert_eq!(e.id.len(), 16);
                     // Its canonical encoding passes too.
                     assert_eq!(check(&[e.encode_to_vec()], now), Ok(()), "{e:?}");
