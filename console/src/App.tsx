@@ -52,6 +52,7 @@ export const router = createBrowserRouter([
       { path: '/alarms/:id', lazy: async () => ({ Component: (await import('./pages/AlarmDetail')).AlarmDetail }) },
       { path: '/devices/:id', lazy: async () => ({ Component: (await import('./pages/DeviceDetail')).DeviceDetail }) },
       { path: '/events', lazy: async () => ({ Component: (await import('./pages/Events')).Events }) },
+      { path: '/files/trace', lazy: async () => ({ Component: (await import('./pages/FileTrace')).FileTrace }) },
       { path: '/policies', lazy: async () => ({ Component: (await import('./pages/Policies')).Policies }) },
       { path: '/groups', lazy: async () => ({ Component: (await import('./pages/Groups')).Groups }) },
       { path: '/users', lazy: async () => ({ Component: (await import('./pages/Users')).Users }) },

@@ -1,5 +1,7 @@
 // The tenant's structure and who may change it: the group tree in the
-// browser, and an auditor who is offered nothing it may not do.
+// browser, and an auditor who is offered nothing it may not do; the file
+// trace's page before there is anything to trace (where to start, a
+// refused start named, nothing found).
 
 import assert from 'node:assert/strict';
 import { PASSWORD, api, assertClean, base, login, mailTo, signupApi, test, verifyByMail, waitFor, watchedPage } from './lib.mjs';
@@ -224,4 +226,33 @@ test('every page in English as an administrator, and the policy editor with ever
   await page.getByRole('heading', { name: 'ポリシー' }).waitFor();
   await assertClean(page, 'policies, every section (ja)');
   await context.close();
+});
+
+test('file trace: where to start, a refused start names its field, content nobody has finds nothing', async (browser) => {
+  const admin = await signupApi('tenant', 'Trace KK');
+  const context = await browser.newContext({ locale: 'en-US' });
+  const page = await watchedPage(context);
+  await login(page, admin.email);
+  await page.getByRole('link', { name: 'File trace' }).click();
+  await page.getByRole('heading', { name: 'File trace' }).waitFor();
+  await page.getByText('Open a trace from a confidential-folder alarm').waitFor();
+  await assertClean(page, 'file trace, no start (en)');
+
+  // Not a hash: the API's refusal, naming the field.
+  const hash = page.getByLabel('SHA-256 (64 hex digits)');
+  await hash.fill('xyz');
+  await page.getByRole('button', { name: 'Trace', exact: true }).click();
+  await page.getByRole('alert').filter({ hasText: 'sha256: must be 64 hex digits' }).waitFor();
+  // A device without its path.
+  await page.goto(`${base}/files/trace?device=0190f0e8-7b6c-7000-8000-000000000001`);
+  await page.getByRole('alert').filter({ hasText: 'path: is required with device' }).waitFor();
+  page.problems.length = 0; // the 422s are expected
+
+  // Content no PC of the tenant has.
+  await hash.fill('ab'.repeat(32));
+  await page.getByRole('button', { name: 'Trace', exact: true }).click();
+  await page.getByTestId('trace-none').waitFor();
+  assert.ok(page.url().endsWith(`/files/trace?sha256=${'ab'.repeat(32)}`), page.url());
+  await page.getByText(`From the content with SHA-256 ${'ab'.repeat(6)}…`).waitFor();
+  await assertClean(page, 'file trace, nothing found (en)');
 });

@@ -60,7 +60,7 @@ export async function assertClean(page, where) {
     codes.forEach((c, i) => (c.style.display = shown[i]));
     return text;
   });
-  const raw = body.match(/\b(app|nav|auth|dashboard|alarms|devices|category|role|notFound|enrollment|groups|policy|events|kind|users|webhooks|settings|audit|msp|team|templates)\.[a-zA-Z_]+\b/);
+  const raw = body.match(/\b(app|nav|auth|dashboard|alarms|devices|category|role|notFound|enrollment|groups|policy|events|kind|users|webhooks|settings|audit|msp|team|templates|trace)\.[a-zA-Z_]+\b/);
   assert.equal(raw, null, `${where}: a raw key on the page: ${raw?.[0]}`);
   assert.deepEqual(page.problems, [], `${where}: browser problems`);
 }

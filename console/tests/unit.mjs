@@ -1,8 +1,10 @@
 // Unit tests of the console's own logic (no browser): the Japanese
-// holidays the business-hours editor offers and the version diff. The
-// TypeScript is bundled with esbuild (Vite's), then imported.
+// holidays the business-hours editor offers, the version diff, and the
+// file trace's links and reading of file events. The TypeScript is
+// bundled with esbuild (Vite's), then imported.
 
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
 import { build } from 'esbuild';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -10,7 +12,7 @@ import path from 'node:path';
 
 const out = fs.mkdtempSync(path.join(os.tmpdir(), 'mamori-unit-'));
 await build({
-  entryPoints: ['src/policy/holidays.ts', 'src/policy/diff.ts'],
+  entryPoints: { holidays: 'src/policy/holidays.ts', diff: 'src/policy/diff.ts', fileTrace: 'src/events/fileTrace.ts' },
   outdir: out,
   format: 'esm',
   bundle: true,
@@ -18,6 +20,7 @@ await build({
 });
 const { japanHolidays } = await import(path.join(out, 'holidays.js'));
 const { diffLines, printDocument } = await import(path.join(out, 'diff.js'));
+const { fileDetail, hexOfBase64, startOf, traceLink, traceRoute } = await import(path.join(out, 'fileTrace.js'));
 
 // The Cabinet Office's lists (内閣府「国民の祝日について」).
 assert.deepEqual(japanHolidays(2026), [
@@ -40,5 +43,58 @@ assert.deepEqual(
   'key order does not count; the changed line does',
 );
 assert.deepEqual(diffLines([], printDocument({ web: { block: ['a.example'] } })).every((l) => l.kind === 'added'), true);
+
+// The trace's hashes: proto3 JSON's base64 in hex, checked against Node's
+// own decoder; anything but 32 bytes is no hash.
+const digest = crypto.createHash('sha256').update('給与').digest();
+assert.equal(hexOfBase64(digest.toString('base64')), digest.toString('hex'));
+assert.equal(hexOfBase64(digest.toString('base64url')), digest.toString('hex'));
+assert.equal(hexOfBase64(Buffer.alloc(31).toString('base64')), '');
+assert.equal(hexOfBase64('not base64!'), '');
+
+// An alarm's API path maps onto the console's page, its parameters only.
+const event = '0190f0e8-7b6c-7000-8000-000000000001';
+assert.equal(traceRoute(`/api/v1/files/trace?event=${event}`), `/files/trace?event=${event}`);
+assert.equal(traceRoute(`/api/v1/files/trace?event=${event}&x=1`), `/files/trace?event=${event}`);
+assert.equal(traceRoute('/api/v1/files/trace'), null);
+assert.equal(traceRoute(`/api/v1/events?event=${event}`), null);
+// A path with spaces, '&' and Japanese survives the round trip.
+const place = { device: event, path: '/home/hr/給与 & 賞与.xlsx' };
+const link = traceLink(place);
+assert.ok(link.startsWith('/files/trace?'));
+assert.deepEqual(startOf(new URLSearchParams(link.slice(link.indexOf('?')))), place);
+assert.deepEqual(startOf(new URLSearchParams('sha256=&event=')), {}, 'empty parameters are absent');
+
+// A file event's detail: present fields read, absent or odd ones empty.
+const step = fileDetail({
+  file: {
+    path: '/srv/hr/a.xlsx',
+    target_path: '/media/usb/a.xlsx',
+    sha256: digest.toString('base64'),
+    hash_method: 'HASH_METHOD_SIZE_HEAD_TAIL',
+    process_exe_path: '/usr/bin/cp',
+    pid: 4242,
+    removable_media: true,
+    medium_vendor_id: '0781',
+    medium_product_id: '5567',
+    medium_serial: '4C530001',
+    size_bytes: '123',
+    summarized: 'three',
+  },
+});
+assert.deepEqual(step, {
+  targetPath: '/media/usb/a.xlsx',
+  sha256: digest.toString('hex'),
+  partialHash: true,
+  exe: '/usr/bin/cp',
+  pid: 4242,
+  removable: true,
+  vendor: '0781',
+  product: '5567',
+  serial: '4C530001',
+  summarized: 0,
+});
+assert.deepEqual(fileDetail(null), fileDetail({ process: {} }));
+assert.equal(fileDetail({ file: {} }).sha256, '');
 fs.rmSync(out, { recursive: true, force: true });
 console.log('console unit tests passed');

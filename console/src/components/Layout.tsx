@@ -18,6 +18,7 @@ const PAGES = [
   { to: '/', key: 'nav.dashboard' },
   { to: '/alarms', key: 'nav.alarms' },
   { to: '/events', key: 'nav.events' },
+  { to: '/files/trace', key: 'nav.fileTrace' },
   { to: '/devices', key: 'nav.devices' },
   { to: '/policies', key: 'nav.policies' },
   { to: '/groups', key: 'nav.groups' },

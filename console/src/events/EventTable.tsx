@@ -1,17 +1,21 @@
 // A long list of events, virtualised: only the rows in view are in the
 // page, so ten thousand loaded rows scroll as smoothly as fifty. Asks for
-// the next page when the end comes into view.
+// the next page when the end comes into view. A file operation links to
+// the trace of its file (device and path).
 
-import { Box, Code, Drawer, Group, ScrollArea, Stack, Text } from '@mantine/core';
+import { Anchor, Box, Code, Drawer, Group, ScrollArea, Stack, Text } from '@mantine/core';
 import { useVirtualizer } from '@tanstack/react-virtual';
 import { useEffect, useRef, useState } from 'react';
 import { useTranslation } from 'react-i18next';
+import { Link } from 'react-router';
 import type { Schemas } from '../api/client';
 import { dateTime } from '../format';
+import { traceLink } from './fileTrace';
+import { isFileKind } from './kinds';
 
 type EventView = Schemas['EventView'];
 const ROW = 36;
-const COLUMNS = '170px 160px 120px 150px 1fr';
+const COLUMNS = '170px 160px 120px 150px 1fr 72px';
 
 export function EventTable({
   events,
@@ -51,6 +55,7 @@ export function EventTable({
         <span>{t('events.user')}</span>
         <span>{t('events.kind')}</span>
         <span>{t('events.subject')}</span>
+        <span />
       </Box>
       <div ref={parent} style={{ height, overflow: 'auto' }} data-testid="events-scroll">
         <div style={{ height: rows.getTotalSize(), position: 'relative' }}>
@@ -86,6 +91,19 @@ export function EventTable({
                     <span style={{ overflow: 'hidden', textOverflow: 'ellipsis', whiteSpace: 'nowrap' }} title={e.subject}>
                       {e.subject}
                     </span>
+                    <span>
+                      {isFileKind(e.kind) && e.subject && (
+                        <Anchor
+                          component={Link}
+                          to={traceLink({ device: e.device_id, path: e.subject })}
+                          size="sm"
+                          onClick={(ev) => ev.stopPropagation()}
+                          data-testid="event-trace"
+                        >
+                          {t('trace.short')}
+                        </Anchor>
+                      )}
+                    </span>
                   </>
                 ) : (
                   <span>{t('app.loading')}</span>
@@ -116,6 +134,11 @@ export function EventTable({
             </Group>
             <Text fw={600}>{t('events.subject')}:</Text>
             <Code block>{open.subject}</Code>
+            {isFileKind(open.kind) && open.subject && (
+              <Anchor component={Link} to={traceLink({ device: open.device_id, path: open.subject })} data-testid="event-detail-trace">
+                {t('trace.link')}
+              </Anchor>
+            )}
             <Text fw={600}>{t('events.raw')}:</Text>
             <ScrollArea h={360}>
               <Code block>{JSON.stringify(open.detail, null, 2)}</Code>

@@ -35,3 +35,10 @@ export const EVENT_KINDS = [
 // A kind added to the API and not here fails to compile.
 type Missing = Exclude<Schemas['EventKind'], (typeof EVENT_KINDS)[number]>;
 export const ALL_KINDS_LISTED: Missing extends never ? true : false = true;
+
+/** The kinds of file operations (those the file trace follows). */
+export const FILE_KINDS: readonly string[] = EVENT_KINDS.filter((k) => k.startsWith('file_'));
+
+export function isFileKind(kind: string): boolean {
+  return FILE_KINDS.includes(kind);
+}

@@ -1,5 +1,6 @@
 // One alarm with its device's operation log from 5 minutes before to 5
 // minutes after, loaded a page at a time; the page says when more follows.
+// A confidential-folder alarm links to the trace of its file.
 
 import { Alert, Badge, Button, Group, Stack, Text, Title } from '@mantine/core';
 import { useInfiniteQuery, useMutation, useQueryClient } from '@tanstack/react-query';
@@ -11,6 +12,7 @@ import type { Schemas } from '../api/client';
 import { useSession } from '../auth/session';
 import { ChooseTenant, Failure, Loading, useTenantChosen } from '../components/Feedback';
 import { EventTable } from '../events/EventTable';
+import { traceRoute } from '../events/fileTrace';
 import { dateTime } from '../format';
 
 export function AlarmDetail() {
@@ -39,6 +41,7 @@ export function AlarmDetail() {
   const first = context.data?.pages[0];
   const alarm = first?.alarm;
   const events = context.data?.pages.flatMap((p) => p.events) ?? [];
+  const trace = alarm?.file_trace ? traceRoute(alarm.file_trace) : null;
   return (
     <Stack>
       <Group>
@@ -66,6 +69,11 @@ export function AlarmDetail() {
             </Group>
           </Group>
           <Text data-testid="alarm-summary">{alarm.summary}</Text>
+          {trace && (
+            <Button component={Link} to={trace} variant="light" size="xs" w="fit-content" data-testid="alarm-trace">
+              {t('trace.link')}
+            </Button>
+          )}
           <Text size="sm" c="dimmed">
             {t('alarms.span', { first: dateTime(alarm.first_at), last: dateTime(alarm.last_at), count: alarm.count })}
             {alarm.os_user ? ` · ${alarm.os_user}` : ''}
