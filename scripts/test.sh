@@ -63,6 +63,8 @@ log "running the console's unit tests"
 (cd console && node tests/unit.mjs)
 log "running tests"
 cargo nextest run --workspace --locked --no-fail-fast "$@"
+log "fuzzing the wire reader and the event validation briefly (scripts/fuzz.sh)"
+scripts/fuzz.sh "${MAMORI_FUZZ_SECONDS:-20}"
 log "running the console's browser tests"
 MAMORI_BIN="$CARGO_TARGET_DIR/debug/mamori" console/tests/run.sh
 log "checking the API against its OpenAPI document (schemathesis)"
