@@ -5,9 +5,11 @@
 # of one core) and resident memory while this machine is idle, then while a
 # program starts 5 and 50 times a second (a start and a stop event each:
 # 10 and 100 events/s), then while 10 processes write 100 and 1,000 files a
-# second in the watched directory (a tmpfs; each write an event), and
-# prints the events the server stored in each window (other programs on
-# the machine add theirs). Needs root (fanotify, the tmpfs).
+# second in the watched directory (a tmpfs; each write an event), then
+# 1,000 a second outside the watched directories but on a file system the
+# agent watches (it drops them), and prints the events the server stored
+# in each window (other programs on the machine add theirs). Needs root
+# (fanotify, the tmpfs).
 # MAMORI_BENCH_WINDOW_S sets the length of each window (default 60).
 # Extra arguments go to `mamori-agent run` (e.g. --sysfs-root DIR).
 set -euo pipefail
@@ -26,8 +28,12 @@ MAMORI_ENROLLMENT_TOKEN=$token "$bin/mamori-agent" enroll \
 mkdir -p "$work/home"
 mount -t tmpfs -o size=64m tmpfs "$work/home"
 bench_cleanup='umount -l "$work/home" 2>/dev/null || true'
+# A watched directory on the file system of $work too (usually the root
+# one, as /home is on most PCs): the agent marks that whole file system
+# and drops what happens outside the directory.
+mkdir -p "$work/rootwatch" "$work/elsewhere"
 RUST_LOG=${RUST_LOG:-warn} "$bin/mamori-agent" run --state-dir "$work/agent" \
-    --watch-dir "$work/home" "$@" >"$work/agent.log" 2>&1 &
+    --watch-dir "$work/home" --watch-dir "$work/rootwatch" "$@" >"$work/agent.log" 2>&1 &
 agent=$!
 bench_pids="$agent"
 stored() {
@@ -87,8 +93,9 @@ for rate in 5 50; do
     bench_pids="$agent"
 done
 
-# files PER_SECOND: 10 processes write that many files a second in all
-# (500 names each, rewritten in turn) until killed.
+# files PER_SECOND [DIR]: 10 processes write that many files a second in
+# all (500 names each, rewritten in turn) in DIR (default the watched
+# tmpfs) until killed.
 files() {
     exec /usr/bin/python3 -c '
 import os, sys, time
@@ -108,12 +115,17 @@ os.wait()
 ' "$1" "$work/home"
 }
 
-for rate in 100 1000; do
-    files "$rate" &
+for phase in "100 $work/home" "1000 $work/home" "1000 $work/elsewhere"; do
+    set -- $phase
+    files "$1" "$2" &
     gen=$!
     bench_pids="$agent $gen"
     sleep 2
-    measure "$rate file events/s offered"
+    if [ "$2" = "$work/home" ]; then
+        measure "$1 file events/s offered"
+    else
+        measure "$1 unwatched writes/s"
+    fi
     pkill -P "$gen" 2>/dev/null || true
     kill "$gen" 2>/dev/null || true
     wait "$gen" 2>/dev/null || true

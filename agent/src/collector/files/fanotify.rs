@@ -42,13 +42,13 @@ const FS_MASK: u64 = libc::FAN_CREATE
 #[derive(Debug)]
 pub(crate) struct Fanotify {
     fd: OwnedFd,
-    /// The file systems marked (by fsid).
-    watched: std::collections::HashSet<[u8; 8]>,
-    /// A descriptor on each file system events come from (watched, or
-    /// marked for execs), by fsid, for `open_by_handle_at`.
-    mounts: HashMap<[u8; 8], OwnedFd>,
-    /// Mount points marked for execs.
-    exec_marked: std::collections::HashSet<PathBuf>,
+    /// A directory on each file system events come from (watched, or
+    /// marked for execs), by fsid: opened for `open_by_handle_at` when
+    /// needed, never kept open (a descriptor would keep a USB stick from
+    /// being unmounted).
+    mounts: HashMap<[u8; 8], PathBuf>,
+    /// When every mount was last marked for execs.
+    execs_marked: Option<std::time::Instant>,
     buf: Vec<u8>,
 }
 
@@ -71,9 +71,8 @@ impl Fanotify {
         Ok(Self {
             // SAFETY: a fresh descriptor this value now owns.
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
-            watched: Default::default(),
             mounts: HashMap::new(),
-            exec_marked: Default::default(),
+            execs_marked: None,
             buf: vec![0; 64 * 1024],
         })
     }
@@ -97,32 +96,42 @@ impl Fanotify {
         Ok(())
     }
 
-    /// Marks every real mount for execs (once each).
+    /// Marks every real mount for execs, again every couple of seconds
+    /// (a mark goes with its mount; adding one again changes nothing).
     fn mark_execs(&mut self) {
+        if self
+            .execs_marked
+            .is_some_and(|at| at.elapsed() < std::time::Duration::from_secs(2))
+        {
+            return;
+        }
+        self.execs_marked = Some(std::time::Instant::now());
         for mount in crate::mounts::read(Path::new(crate::mounts::SYSTEM)) {
-            if mount.is_pseudo() || self.exec_marked.contains(&mount.target) {
+            if mount.is_pseudo() {
                 continue;
             }
             if self
                 .mark(libc::FAN_MARK_MOUNT, libc::FAN_OPEN_EXEC, &mount.target)
                 .is_ok()
             {
-                let _ = self.keep_mount_fd(&mount.target);
-                self.exec_marked.insert(mount.target);
+                self.remember_mount(&mount.target);
             }
         }
     }
 
-    /// Keeps a descriptor on the file system `dir` is on, for resolving
-    /// handles from it.
-    fn keep_mount_fd(&mut self, dir: &Path) -> io::Result<()> {
-        let fsid = fsid_of(dir)?;
-        if self.mounts.contains_key(&fsid) {
-            return Ok(());
+    /// Remembers a directory on the file system `dir` is on, for
+    /// resolving handles from it.
+    fn remember_mount(&mut self, dir: &Path) {
+        if let Ok(fsid) = fsid_of(dir) {
+            self.mounts.insert(fsid, dir.to_owned());
         }
-        let c = CString::new(dir.as_os_str().as_bytes())
-            .map_err(|_| io::Error::other("path has a NUL byte"))?;
-        // open_by_handle_at refuses an O_PATH descriptor.
+    }
+
+    /// A descriptor on the file system `fsid`, for `open_by_handle_at`
+    /// (which refuses an O_PATH one).
+    fn mount_fd(&self, fsid: &[u8; 8]) -> Option<OwnedFd> {
+        let dir = self.mounts.get(fsid)?;
+        let c = CString::new(dir.as_os_str().as_bytes()).ok()?;
         // SAFETY: valid C string; the result is checked.
         let fd = unsafe {
             libc::open(
@@ -130,18 +139,12 @@ impl Fanotify {
                 libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
             )
         };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a fresh descriptor.
-        self.mounts
-            .insert(fsid, unsafe { OwnedFd::from_raw_fd(fd) });
-        Ok(())
+        // SAFETY: a fresh descriptor on success.
+        (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
     }
 
-    /// Resolves a handle on the file system `fsid` with `flags`.
-    fn open_handle(&self, fsid: &[u8; 8], handle: &[u8], flags: i32) -> Option<OwnedFd> {
-        let mount = self.mounts.get(fsid)?;
+    /// Resolves a handle on the file system of `mount` with `flags`.
+    fn open_handle(mount: &OwnedFd, handle: &[u8], flags: i32) -> Option<OwnedFd> {
         // struct file_handle: handle_bytes (u32), handle_type (i32), bytes.
         if handle.len() < 8 {
             return None;
@@ -162,8 +165,8 @@ impl Fanotify {
     }
 
     /// The path of the directory `handle` names, now.
-    fn dir_path(&self, fsid: &[u8; 8], handle: &[u8]) -> Option<PathBuf> {
-        let fd = self.open_handle(fsid, handle, libc::O_PATH)?;
+    fn dir_path(mount: &OwnedFd, handle: &[u8]) -> Option<PathBuf> {
+        let fd = Self::open_handle(mount, handle, libc::O_PATH)?;
         fd_path(fd.as_raw_fd())
     }
 }
@@ -207,13 +210,10 @@ fn parse_fid(record: &[u8]) -> Option<Fid<'_>> {
 
 impl FileSource for Fanotify {
     fn watch(&mut self, dir: &Path) -> io::Result<()> {
-        let fsid = fsid_of(dir)?;
-        if self.watched.contains(&fsid) {
-            return Ok(());
-        }
+        // Marked again each time: a mark goes when its file system is
+        // unmounted, and a stick mounted again must be watched again.
         self.mark(libc::FAN_MARK_FILESYSTEM, FS_MASK, dir)?;
-        self.watched.insert(fsid);
-        self.keep_mount_fd(dir)?;
+        self.remember_mount(dir);
         self.mark_execs();
         Ok(())
     }
@@ -268,7 +268,8 @@ impl FileSource for Fanotify {
     }
 
     fn open(&self, handle: &Handle) -> Option<File> {
-        let fd = self.open_handle(&handle.fsid, &handle.bytes, libc::O_RDONLY)?;
+        let mount = self.mount_fd(&handle.fsid)?;
+        let fd = Self::open_handle(&mount, &handle.bytes, libc::O_RDONLY)?;
         Some(File::from(fd))
     }
 }
@@ -279,6 +280,16 @@ impl Fanotify {
     fn parse(&self, mut buf: &[u8], out: &mut Vec<FsOp>) -> u64 {
         const META: usize = std::mem::size_of::<libc::fanotify_event_metadata>();
         let mut lost = 0;
+        // The file systems' descriptors, open for this buffer only.
+        let mut mounts: HashMap<[u8; 8], Option<OwnedFd>> = HashMap::new();
+        let mut path_of = |f: &Fid<'_>| {
+            let mount = mounts
+                .entry(f.fsid)
+                .or_insert_with(|| self.mount_fd(&f.fsid))
+                .as_ref()?;
+            let dir = Self::dir_path(mount, f.handle)?;
+            Some(dir.join(OsStr::from_bytes(f.name)))
+        };
         while buf.len() >= META {
             // SAFETY: at least META bytes; read unaligned as plain data.
             let meta: libc::fanotify_event_metadata =
@@ -318,10 +329,6 @@ impl Fanotify {
                 }
             }
             let pid = u32::try_from(meta.pid).unwrap_or(0);
-            let path_of = |f: &Fid<'_>| {
-                let dir = self.dir_path(&f.fsid, f.handle)?;
-                Some(dir.join(OsStr::from_bytes(f.name)))
-            };
             let handle = object.as_ref().map(|f| Handle {
                 fsid: f.fsid,
                 bytes: f.handle.to_vec(),
@@ -354,7 +361,7 @@ impl Fanotify {
             if meta.mask & ORDER.iter().fold(0, |m, (bit, _)| m | bit) == 0 {
                 continue;
             }
-            let Some(path) = dir.as_ref().and_then(path_of) else {
+            let Some(path) = dir.as_ref().and_then(&mut path_of) else {
                 continue;
             };
             for (bit, op) in ORDER {

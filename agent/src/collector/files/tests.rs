@@ -159,6 +159,16 @@ fn copies_renames_moves_and_media_become_events_with_hashes_and_programs() {
     std::thread::sleep(Duration::from_millis(100));
     sh("echo two >> draft.txt");
     std::thread::sleep(Duration::from_millis(500));
+    // The stick can be ejected while it is watched: the collector keeps
+    // nothing open on it (a moment's hash aside).
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while let Err(e) = nix::mount::umount(stick.path()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stick does not unmount: {e}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     running.stop();
 
     let events = spooled(&spool);
