@@ -131,3 +131,7 @@ for phase in "100 $work/home" "1000 $work/home" "1000 $work/elsewhere"; do
     wait "$gen" 2>/dev/null || true
     bench_pids="$agent"
 done
+sleep 2
+echo "events about the unwatched directory: $("$psql" "$MAMORI_DATABASE_URL" -qAt \
+    -c "SELECT set_config('mamori.tenant_id', '$tenant', false)" \
+    -c "SELECT count(*) FROM events WHERE subject LIKE '$work/elsewhere/%'" | tail -n 1)"

@@ -1,14 +1,15 @@
 //! Event sources. Each collector runs as its own task and reports through an
 //! [`EventSink`]; the sink spools the events, the uplink sends them.
 //!
-//! Linux has eight today: process starts and stops (`process`, which also
+//! Linux has nine today: process starts and stops (`process`, which also
 //! kills banned apps), logons and logoffs from wtmp (`logon`), USB
 //! devices (`devices`, which also enforces device control), print jobs
 //! from CUPS's page log (`print`), changes of the PC's environment
 //! (`environment`), installed software from dpkg (`software`) and file
 //! operations from fanotify (`files`), and web access from the browsers'
 //! history databases (`web`, which also writes the web block list into the
-//! browsers' managed policies). Sources for other OSes (ETW on Windows,
+//! browsers' managed policies), and the security status (`security`:
+//! updates, antivirus, firewall, disk encryption). Sources for other OSes (ETW on Windows,
 //! Endpoint Security on macOS) implement the same trait.
 
 pub mod devices;
@@ -17,6 +18,7 @@ pub mod files;
 pub mod logon;
 pub mod print;
 pub mod process;
+pub mod security;
 pub mod software;
 mod tail;
 pub mod web;
@@ -70,6 +72,7 @@ pub struct CollectorSet {
     pub software: bool,
     pub files: bool,
     pub web: bool,
+    pub security: bool,
 }
 
 impl CollectorSet {
@@ -82,6 +85,7 @@ impl CollectorSet {
         software: true,
         files: true,
         web: true,
+        security: true,
     };
     pub const NONE: CollectorSet = CollectorSet {
         process: false,
@@ -92,6 +96,7 @@ impl CollectorSet {
         software: false,
         files: false,
         web: false,
+        security: false,
     };
 }
 
@@ -101,8 +106,8 @@ impl Default for CollectorSet {
     }
 }
 
-/// `process,logon,devices,print,environment,software,files,web`, `all`
-/// or `none`.
+/// `process,logon,devices,print,environment,software,files,web,security`,
+/// `all` or `none`.
 impl FromStr for CollectorSet {
     type Err = Error;
 
@@ -118,11 +123,12 @@ impl FromStr for CollectorSet {
                 "software" => set.software = true,
                 "files" => set.files = true,
                 "web" => set.web = true,
+                "security" => set.security = true,
                 "all" => set = CollectorSet::ALL,
                 "none" => {}
                 other => {
                     return Err(Error::InvalidOption(format!(
-                        "unknown collector {other:?} (known: process, logon, devices, print, environment, software, files, web, all, none)"
+                        "unknown collector {other:?} (known: process, logon, devices, print, environment, software, files, web, security, all, none)"
                     )));
                 }
             }
@@ -138,7 +144,7 @@ mod tests {
     #[test]
     fn collector_sets_parse() {
         assert_eq!(
-            "process,logon,devices,print,environment,software,files,web"
+            "process,logon,devices,print,environment,software,files,web,security"
                 .parse::<CollectorSet>()
                 .unwrap(),
             CollectorSet::ALL

@@ -91,7 +91,7 @@ struct RunArgs {
     #[arg(long = "chromium-policy-dir")]
     chromium_policy_dirs: Vec<PathBuf>,
     /// Collectors to run: process, logon, devices, print, environment,
-    /// software, files, web, all or none (comma-separated).
+    /// software, files, web, security, all or none (comma-separated).
     #[arg(long, default_value = "all")]
     collectors: CollectorSet,
 }

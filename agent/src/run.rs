@@ -15,6 +15,7 @@ use crate::collector::files::FileCollector;
 use crate::collector::logon::{DEFAULT_WTMP, LogonCollector};
 use crate::collector::print::{DEFAULT_PAGE_LOG, PrintCollector};
 use crate::collector::process::ProcessCollector;
+use crate::collector::security::{self, LinuxSecurityProbe, SecurityCollector};
 use crate::collector::software::{DEFAULT_DPKG_STATUS, SoftwareCollector};
 use crate::collector::web::{self, WebCollector};
 use crate::collector::{Collector, CollectorSet};
@@ -71,6 +72,8 @@ pub struct RunOptions {
     /// (Chromium-based browsers, Firefox).
     pub chromium_policy_dirs: Vec<PathBuf>,
     pub firefox_policy_dirs: Vec<PathBuf>,
+    /// How often the security status is looked at.
+    pub security_poll: Duration,
     pub collectors: CollectorSet,
 }
 
@@ -104,6 +107,7 @@ impl RunOptions {
                 .iter()
                 .map(PathBuf::from)
                 .collect(),
+            security_poll: security::DEFAULT_POLL,
             firefox_policy_dirs: web::DEFAULT_FIREFOX_POLICY_DIRS
                 .iter()
                 .map(PathBuf::from)
@@ -261,6 +265,13 @@ fn collectors(
             Arc::clone(policy),
             opts.chromium_policy_dirs.clone(),
             opts.firefox_policy_dirs.clone(),
+        )));
+    }
+    if opts.collectors.security {
+        list.push(Box::new(SecurityCollector::new(
+            Box::new(LinuxSecurityProbe::new(&opts.sysfs_root, &opts.mount_table)),
+            state.security_path(),
+            opts.security_poll,
         )));
     }
     if opts.collectors.print {

@@ -9,7 +9,8 @@
 //!   logon and print collectors' places; `environment.json` — the PC as
 //!   the environment collector last saw it; `software.json` — the
 //!   installed packages as last reported; `web/` — the web collector's
-//!   place in each browser history (`web.json`) and its copies of them.
+//!   place in each browser history (`web.json`) and its copies of them;
+//!   `security.json` — the security status last reported.
 //! * `policy.pb` — the policy last received, enforced from start-up.
 //! * `lock` — held by a running agent so two never share a spool.
 
@@ -70,6 +71,10 @@ impl StateDir {
 
     pub(crate) fn software_path(&self) -> PathBuf {
         self.root.join("software.json")
+    }
+
+    pub(crate) fn security_path(&self) -> PathBuf {
+        self.root.join("security.json")
     }
 
     pub(crate) fn web_dir(&self) -> PathBuf {

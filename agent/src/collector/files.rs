@@ -108,6 +108,9 @@ pub(crate) struct FsOp {
 
 /// An OS's source of file operations.
 pub(crate) trait FileSource: Send {
+    /// The directories watched: operations elsewhere may be dropped by
+    /// the source (the collector drops them anyway).
+    fn set_scope(&mut self, _dirs: &[PathBuf]) {}
     /// Watches the file system `dir` is on (again is a no-op).
     fn watch(&mut self, dir: &Path) -> io::Result<()>;
     /// Waits up to `timeout` for operations and appends them; returns how
@@ -294,6 +297,7 @@ impl Tracker {
         dirs.extend(self.config.policy.current().confidential_roots());
         self.media = removable_media(&self.config.sysfs, &self.config.mounts);
         dirs.extend(self.media.iter().map(|m| m.mount_point.clone()));
+        self.source.set_scope(&dirs);
         for dir in &dirs {
             if !dir.is_dir() {
                 continue;

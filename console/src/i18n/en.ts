@@ -265,7 +265,13 @@ export const en = {
     },
     folders: { label: 'Folders (one per line)', hint: 'Path globs, e.g. /srv/confidential/** or C:\\Secret\\**' },
     print: { pages: 'Pages at most', window: 'Within minutes' },
-    web: { block: 'Blocked hosts', alarm: 'Hosts that raise an alarm', hint: 'One per line: example.com (and its subdomains) or *.example.com' },
+    web: {
+      block: 'Blocked hosts',
+      alarm: 'Hosts that raise an alarm',
+      hint: 'One per line: example.com (and its subdomains) or *.example.com',
+      fullUrl: 'Record full URLs',
+      fullUrlHint: 'Off: only the host of each visit is recorded, for the employees\' privacy',
+    },
     routes: {
       all: 'All categories',
       categories: 'Categories',

@@ -267,7 +267,13 @@ export const ja: Messages = {
     },
     folders: { label: 'フォルダ (1 行に 1 つ)', hint: 'パスの glob。例: /srv/confidential/** や C:\\Secret\\**' },
     print: { pages: '上限ページ数', window: '対象期間 (分)' },
-    web: { block: 'ブロックするホスト', alarm: 'アラームを出すホスト', hint: '1 行に 1 つ: example.com (サブドメインを含む) または *.example.com' },
+    web: {
+      block: 'ブロックするホスト',
+      alarm: 'アラームを出すホスト',
+      hint: '1 行に 1 つ: example.com (サブドメインを含む) または *.example.com',
+      fullUrl: 'URL 全体を記録する',
+      fullUrlHint: 'オフ: 従業員のプライバシーのため、閲覧したホスト名だけを記録します',
+    },
     routes: {
       all: 'すべての種別',
       categories: '種別',

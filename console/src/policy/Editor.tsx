@@ -7,6 +7,7 @@ import {
   ActionIcon,
   Button,
   Card,
+  Checkbox,
   Group,
   MultiSelect,
   NumberInput,
@@ -498,7 +499,7 @@ export function PolicyEditor(props: Props) {
             disabled={readOnly}
             defaultValue={(doc.web?.block ?? []).join('\n')}
             error={err('web.block') ?? firstIndexed(err, 'web.block')}
-            onBlur={(e) => onChange({ ...doc, web: { alarm: doc.web?.alarm ?? [], block: lines(e.currentTarget.value) } })}
+            onBlur={(e) => onChange({ ...doc, web: { ...doc.web, alarm: doc.web?.alarm ?? [], block: lines(e.currentTarget.value) } })}
           />
           <Textarea
             label={t('policy.web.alarm')}
@@ -508,9 +509,22 @@ export function PolicyEditor(props: Props) {
             disabled={readOnly}
             defaultValue={(doc.web?.alarm ?? []).join('\n')}
             error={err('web.alarm') ?? firstIndexed(err, 'web.alarm')}
-            onBlur={(e) => onChange({ ...doc, web: { block: doc.web?.block ?? [], alarm: lines(e.currentTarget.value) } })}
+            onBlur={(e) => onChange({ ...doc, web: { ...doc.web, block: doc.web?.block ?? [], alarm: lines(e.currentTarget.value) } })}
           />
         </Group>
+        <Checkbox
+          mt="sm"
+          label={t('policy.web.fullUrl')}
+          description={t('policy.web.fullUrlHint')}
+          disabled={readOnly}
+          checked={doc.web?.full_url ?? false}
+          onChange={(e) =>
+            onChange({
+              ...doc,
+              web: { block: doc.web?.block ?? [], alarm: doc.web?.alarm ?? [], full_url: e.currentTarget.checked },
+            })
+          }
+        />
       </SectionCard>
       <SectionCard section="notifications" {...card}>
         <Routes {...props} />

@@ -23,6 +23,7 @@ mod policy_service;
 mod postgres_crash;
 mod print;
 mod redis_faults;
+mod security;
 mod software;
 mod stream;
 mod tenancy;

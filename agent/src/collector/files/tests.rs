@@ -277,3 +277,46 @@ fn a_flood_is_summarised_and_every_operation_counted() {
         "{summary:?}"
     );
 }
+
+/// A watched directory on a busy file system (here the one the tests' temp
+/// directories are on): the whole file system is marked, and what happens
+/// outside the directory is not reported.
+#[test]
+fn operations_outside_the_watched_directories_are_not_reported() {
+    let base = tempfile::tempdir().unwrap();
+    let watched = base.path().join("watched");
+    let elsewhere = base.path().join("elsewhere");
+    std::fs::create_dir_all(&watched).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let policy = Arc::new(PolicyState::in_memory(PolicyUpdate::default()).unwrap());
+    let (sink, spool) = sink_in(tmp.path());
+    let config = FileCollector::new(
+        vec![watched.clone()],
+        policy,
+        tmp.path().join("no-sysfs"),
+        tmp.path().join("no-mounts"),
+    );
+    let running = Running::start(config, sink);
+    let sh =
+        |dir: &Path, script: &str| run(Command::new("sh").arg("-c").arg(script).current_dir(dir));
+    sh(
+        &elsewhere,
+        "for i in 1 2 3 4 5; do echo x > out$i.txt; done; mv out1.txt moved.txt; rm out2.txt",
+    );
+    sh(&watched, "echo x > in.txt");
+    std::thread::sleep(Duration::from_millis(500));
+    running.stop();
+    let events = spooled(&spool);
+    let files = files(&events);
+    assert!(
+        files.iter().any(|f| f.path.ends_with("/watched/in.txt")),
+        "{files:#?}"
+    );
+    assert!(
+        files
+            .iter()
+            .all(|f| f.path.starts_with(&*watched.to_string_lossy())),
+        "{files:#?}"
+    );
+}
