@@ -1950,22 +1950,22 @@ export interface operations {
     };
     list: {
         parameters: {
-            query?: never;
+            query?: {
+                from?: string;
+                to?: string;
+                /** @description `open` or `acknowledged`. */
+                status?: string;
+                category?: string;
+                device?: string;
+                group?: string;
+                limit?: number;
+                cursor?: string;
+            };
             header?: {
                 /** @description The tenant an MSP user acts on (tenant users may name only their own). */
                 "X-Mamori-Tenant"?: string;
             };
-            path: {
-                from: string | null;
-                to: string | null;
-                /** @description `open` or `acknowledged`. */
-                status: string | null;
-                category: string | null;
-                device: string | null;
-                group: string | null;
-                limit: number | null;
-                cursor: string | null;
-            };
+            path?: never;
             cookie?: never;
         };
         requestBody?: never;
@@ -2168,22 +2168,22 @@ export interface operations {
     };
     calendar: {
         parameters: {
-            query?: never;
-            header?: {
-                /** @description The tenant an MSP user acts on (tenant users may name only their own). */
-                "X-Mamori-Tenant"?: string;
-            };
-            path: {
+            query?: {
                 /** @description `YYYY-MM`; default: this month. */
-                month: string | null;
+                month?: string;
                 /**
                  * @description IANA time zone the days are counted in, e.g. `Asia/Tokyo` (default:
                  *     the tenant's).
                  */
-                tz: string | null;
+                tz?: string;
                 /** @description An office or department; its sub-groups are included. */
-                group: string | null;
+                group?: string;
             };
+            header?: {
+                /** @description The tenant an MSP user acts on (tenant users may name only their own). */
+                "X-Mamori-Tenant"?: string;
+            };
+            path?: never;
             cookie?: never;
         };
         requestBody?: never;
@@ -2358,7 +2358,12 @@ export interface operations {
     };
     context: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Events per page, 1 to 1000 (default 500). */
+                limit?: number;
+                /** @description The `next_cursor` of the previous page. */
+                cursor?: string;
+            };
             header?: {
                 /** @description The tenant an MSP user acts on (tenant users may name only their own). */
                 "X-Mamori-Tenant"?: string;
@@ -2366,10 +2371,6 @@ export interface operations {
             path: {
                 /** @description alarm id */
                 id: string;
-                /** @description Events per page, 1 to 1000 (default 500). */
-                limit: number | null;
-                /** @description The `next_cursor` of the previous page. */
-                cursor: string | null;
             };
             cookie?: never;
         };
@@ -2448,19 +2449,19 @@ export interface operations {
     };
     audit_log: {
         parameters: {
-            query?: never;
+            query?: {
+                from?: string;
+                to?: string;
+                /** @description Only this action (e.g. `events.search`, `device.revoke`). */
+                action?: string;
+                limit?: number;
+                cursor?: string;
+            };
             header?: {
                 /** @description The tenant an MSP user acts on (tenant users may name only their own). */
                 "X-Mamori-Tenant"?: string;
             };
-            path: {
-                from: string | null;
-                to: string | null;
-                /** @description Only this action (e.g. `events.search`, `device.revoke`). */
-                action: string | null;
-                limit: number | null;
-                cursor: string | null;
-            };
+            path?: never;
             cookie?: never;
         };
         requestBody?: never;
@@ -2493,6 +2494,15 @@ export interface operations {
             };
             /** @description No such object in the tenant, or a tenant the caller cannot reach */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A query parameter is refused; the message names it */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3077,12 +3087,12 @@ export interface operations {
     };
     verify_link: {
         parameters: {
-            query?: never;
-            header?: never;
-            path: {
+            query: {
                 /** @description The code from the verification link. */
                 token: string;
             };
+            header?: never;
+            path?: never;
             cookie?: never;
         };
         requestBody?: never;
@@ -3094,7 +3104,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description A malformed id in the path */
+            /** @description A malformed query parameter */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3104,6 +3114,15 @@ export interface operations {
                 };
             };
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A query parameter is refused; the message names it */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3244,28 +3263,28 @@ export interface operations {
     };
     list: {
         parameters: {
-            query?: never;
-            header?: {
-                /** @description The tenant an MSP user acts on (tenant users may name only their own). */
-                "X-Mamori-Tenant"?: string;
-            };
-            path: {
+            query?: {
                 /**
                  * @description `online`, `offline`, `not_reporting`, `revoked`, or `active` (not
                  *     revoked).
                  */
-                status: string | null;
+                status?: string;
                 /** @description An office or department; its sub-groups are included. */
-                group: string | null;
+                group?: string;
                 /** @description Host name containing this (case-insensitive). */
-                q: string | null;
-                sort: null | ("hostname" | "last_seen" | "status" | "agent_version" | "enrolled_at" | "policy_version");
-                order: null | ("asc" | "desc");
+                q?: string;
+                sort?: "hostname" | "last_seen" | "status" | "agent_version" | "enrolled_at" | "policy_version";
+                order?: "asc" | "desc";
                 /** @description Devices per page, 1 to 1000 (default 100). */
-                limit: number | null;
+                limit?: number;
                 /** @description Devices to skip (paging), at most 1,000,000. */
-                offset: number | null;
+                offset?: number;
             };
+            header?: {
+                /** @description The tenant an MSP user acts on (tenant users may name only their own). */
+                "X-Mamori-Tenant"?: string;
+            };
+            path?: never;
             cookie?: never;
         };
         requestBody?: never;
@@ -4120,30 +4139,30 @@ export interface operations {
     };
     search: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Start of the range (RFC 3339, inclusive). Default: 24 hours before `to`. */
+                from?: string;
+                /** @description End of the range (RFC 3339, exclusive). Default: now. */
+                to?: string;
+                device?: string;
+                /** @description An office or department; its sub-groups are included. */
+                group?: string;
+                /** @description The OS user, exactly. */
+                user?: string;
+                /** @description Event kinds, comma-separated (`process_start,file_copy`). */
+                kind?: string;
+                /** @description Free text found anywhere in the path, title, URL host or device name. */
+                q?: string;
+                /** @description Page size, 1–1000 (default 50). */
+                limit?: number;
+                /** @description The `next_cursor` of the previous page. */
+                cursor?: string;
+            };
             header?: {
                 /** @description The tenant an MSP user acts on (tenant users may name only their own). */
                 "X-Mamori-Tenant"?: string;
             };
-            path: {
-                /** @description Start of the range (RFC 3339, inclusive). Default: 24 hours before `to`. */
-                from: string | null;
-                /** @description End of the range (RFC 3339, exclusive). Default: now. */
-                to: string | null;
-                device: string | null;
-                /** @description An office or department; its sub-groups are included. */
-                group: string | null;
-                /** @description The OS user, exactly. */
-                user: string | null;
-                /** @description Event kinds, comma-separated (`process_start,file_copy`). */
-                kind: string | null;
-                /** @description Free text found anywhere in the path, title, URL host or device name. */
-                q: string | null;
-                /** @description Page size, 1–1000 (default 50). */
-                limit: number | null;
-                /** @description The `next_cursor` of the previous page. */
-                cursor: string | null;
-            };
+            path?: never;
             cookie?: never;
         };
         requestBody?: never;
@@ -4222,30 +4241,30 @@ export interface operations {
     };
     export: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Start of the range (RFC 3339, inclusive). Default: 24 hours before `to`. */
+                from?: string;
+                /** @description End of the range (RFC 3339, exclusive). Default: now. */
+                to?: string;
+                device?: string;
+                /** @description An office or department; its sub-groups are included. */
+                group?: string;
+                /** @description The OS user, exactly. */
+                user?: string;
+                /** @description Event kinds, comma-separated (`process_start,file_copy`). */
+                kind?: string;
+                /** @description Free text found anywhere in the path, title, URL host or device name. */
+                q?: string;
+                /** @description Page size, 1–1000 (default 50). */
+                limit?: number;
+                /** @description The `next_cursor` of the previous page. */
+                cursor?: string;
+            };
             header?: {
                 /** @description The tenant an MSP user acts on (tenant users may name only their own). */
                 "X-Mamori-Tenant"?: string;
             };
-            path: {
-                /** @description Start of the range (RFC 3339, inclusive). Default: 24 hours before `to`. */
-                from: string | null;
-                /** @description End of the range (RFC 3339, exclusive). Default: now. */
-                to: string | null;
-                device: string | null;
-                /** @description An office or department; its sub-groups are included. */
-                group: string | null;
-                /** @description The OS user, exactly. */
-                user: string | null;
-                /** @description Event kinds, comma-separated (`process_start,file_copy`). */
-                kind: string | null;
-                /** @description Free text found anywhere in the path, title, URL host or device name. */
-                q: string | null;
-                /** @description Page size, 1–1000 (default 50). */
-                limit: number | null;
-                /** @description The `next_cursor` of the previous page. */
-                cursor: string | null;
-            };
+            path?: never;
             cookie?: never;
         };
         requestBody?: never;
@@ -4286,6 +4305,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description A query parameter is refused; the message names it */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description Too many requests (see Retry-After) */
             429: {
                 headers: {
@@ -4317,24 +4345,24 @@ export interface operations {
     };
     trace: {
         parameters: {
-            query?: never;
-            header?: {
-                /** @description The tenant an MSP user acts on (tenant users may name only their own). */
-                "X-Mamori-Tenant"?: string;
-            };
-            path: {
+            query?: {
                 /** @description Start from a file: the device it is on... */
-                device: string | null;
+                device?: string;
                 /** @description ...and its full path, as the agent reported it. */
-                path: string | null;
+                path?: string;
                 /** @description Or start from content: its SHA-256, 64 hex digits. */
-                sha256: string | null;
+                sha256?: string;
                 /**
                  * @description Or start from a file event (a confidential-folder alarm's
                  *     `file_trace` link names its event).
                  */
-                event: string | null;
+                event?: string;
             };
+            header?: {
+                /** @description The tenant an MSP user acts on (tenant users may name only their own). */
+                "X-Mamori-Tenant"?: string;
+            };
+            path?: never;
             cookie?: never;
         };
         requestBody?: never;
@@ -5468,12 +5496,12 @@ export interface operations {
     };
     confirm_page: {
         parameters: {
-            query?: never;
-            header?: never;
-            path: {
+            query: {
                 /** @description The code from the confirmation link. */
                 token: string;
             };
+            header?: never;
+            path?: never;
             cookie?: never;
         };
         requestBody?: never;
@@ -5487,17 +5515,8 @@ export interface operations {
                     "text/html": unknown;
                 };
             };
-            /** @description A malformed id in the path */
+            /** @description A malformed query parameter */
             400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
-            /** @description No such object */
-            404: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -95,6 +95,7 @@ pub struct RefreshRequest {
 }
 
 #[derive(Debug, Deserialize, ToSchema, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyRequest {
     /// The code from the verification link.

@@ -50,6 +50,7 @@ const ALARM_COLUMNS: &str =
          THEN '/api/v1/files/trace?event=' || (details->>'event_id') END AS file_trace";
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AlarmQuery {
     pub from: Option<DateTime<Utc>>,
@@ -232,6 +233,7 @@ pub struct AlarmContext {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ContextQuery {
     /// Events per page, 1 to 1000 (default 500).
@@ -323,6 +325,7 @@ pub async fn context(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct CalendarQuery {
     /// `YYYY-MM`; default: this month.

@@ -88,6 +88,7 @@ pub enum SortOrder {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceFilter {
     /// `online`, `offline`, `not_reporting`, `revoked`, or `active` (not

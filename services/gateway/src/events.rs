@@ -42,6 +42,7 @@ static EVENT_DESCRIPTOR: LazyLock<MessageDescriptor> = LazyLock::new(|| {
 });
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventQuery {
     /// Start of the range (RFC 3339, inclusive). Default: 24 hours before `to`.
@@ -526,6 +527,7 @@ pub async fn export(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     pub from: Option<DateTime<Utc>>,

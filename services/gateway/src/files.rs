@@ -41,6 +41,7 @@ const EMPTY_SHA256: [u8; 32] = [
 ];
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct TraceQuery {
     /// Start from a file: the device it is on...

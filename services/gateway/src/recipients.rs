@@ -46,6 +46,7 @@ pub async fn mail_confirmations(
 }
 
 #[derive(Debug, Deserialize, ToSchema, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ConfirmRequest {
     /// The code from the confirmation link.
@@ -150,6 +151,7 @@ pub async fn confirm(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ConfirmQuery {
     pub token: Option<String>,
