@@ -108,6 +108,19 @@ impl EventSink {
         self.append(occurred_at_us, os_user, kind, true)
     }
 
+    /// Reports a source the collector could not read (it carries on).
+    pub fn warn(&self, collector: &str, source: &str, message: &str) {
+        use mamori_proto::agent::v1::CollectorWarningEvent;
+        let kind = Kind::CollectorWarning(CollectorWarningEvent {
+            collector: collector.to_owned(),
+            source: source.to_owned(),
+            message: message.to_owned(),
+        });
+        if let Err(e) = self.emit(crate::clock::now_us(), String::new(), kind) {
+            tracing::warn!(error = %e, "cannot spool a collector warning");
+        }
+    }
+
     fn append(
         &self,
         occurred_at_us: i64,

@@ -35,10 +35,11 @@ pub enum EventKind {
     EnvironmentChange = 81,
     SecurityStatus = 82,
     LanSighting = 90,
+    CollectorWarning = 100,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 27] = [
+    pub const ALL: [EventKind; 28] = [
         Self::Logon,
         Self::Logoff,
         Self::Lock,
@@ -66,6 +67,7 @@ impl EventKind {
         Self::EnvironmentChange,
         Self::SecurityStatus,
         Self::LanSighting,
+        Self::CollectorWarning,
     ];
 
     pub fn code(self) -> i16 {
@@ -106,6 +108,7 @@ impl EventKind {
             Self::EnvironmentChange => "environment_change",
             Self::SecurityStatus => "security_status",
             Self::LanSighting => "lan_sighting",
+            Self::CollectorWarning => "collector_warning",
         }
     }
 

@@ -465,6 +465,11 @@ mod tests {
             vendor: s("vendor"),
             known: true,
         }));
+        out.push(Kind::CollectorWarning(CollectorWarningEvent {
+            collector: s("collector"),
+            source: s("source"),
+            message: s("message"),
+        }));
         out
     }
 

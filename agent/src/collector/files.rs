@@ -492,7 +492,16 @@ impl Tracker {
             return;
         }
         if hash.is_none() && self.wants_hash(&op.path) {
-            hash = content_hash(&mut file).ok();
+            hash = match content_hash(&mut file) {
+                Ok(h) => Some(h),
+                // A medium pulled out in the middle of the hash: the event
+                // goes without it, and says so.
+                Err(e) => {
+                    let why = format!("cannot hash the content: {e}");
+                    self.sink.warn("files", &op.path.to_string_lossy(), &why);
+                    None
+                }
+            };
         }
         let mut event = self.event(action, &op, hash);
         event.0.size_bytes = size;

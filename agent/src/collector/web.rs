@@ -13,7 +13,8 @@
 //! database that appears later (a new profile) is read from its start.
 //! A look reads at most [`MAX_VISITS_PER_LOOK`] visits of one database; more
 //! are counted into one summary event. A database that cannot be read
-//! (corrupt, not SQLite) is a warning once, and the collector carries on.
+//! (corrupt, not SQLite) is a collector-warning event, once per reason,
+//! and the collector carries on.
 //!
 //! **Block.** The policy's `web.block` hosts are written as the managed
 //! policy each browser honours (Chromium-based: `URLBlocklist` in a JSON
@@ -198,8 +199,10 @@ impl WebCollector {
                     l.positions.last.insert(key, last.max(after.unwrap_or(0)));
                 }
                 Err(why) => {
+                    // Once per database and reason, not every look.
                     if l.positions.warned.get(&key) != Some(&why) {
                         tracing::warn!(db = %key, error = %why, "cannot read a browser history");
+                        sink.warn("web", &key, &why);
                         l.positions.warned.insert(key, why);
                     }
                 }

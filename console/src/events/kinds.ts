@@ -30,6 +30,7 @@ export const EVENT_KINDS = [
   'environment_change',
   'security_status',
   'lan_sighting',
+  'collector_warning',
 ] as const satisfies readonly Schemas['EventKind'][];
 
 // A kind added to the API and not here fails to compile.

@@ -365,6 +365,7 @@ export const en = {
     environment_change: 'PC environment change',
     security_status: 'Security status',
     lan_sighting: 'Unknown PC on the LAN',
+    collector_warning: 'Source not readable',
   },
   users: {
     title: 'Users',

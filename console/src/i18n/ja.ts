@@ -367,6 +367,7 @@ export const ja: Messages = {
     environment_change: 'PC 環境の変更',
     security_status: 'セキュリティ状態',
     lan_sighting: 'LAN 上の未登録 PC',
+    collector_warning: '読み取れない情報源',
   },
   users: {
     title: 'ユーザー',

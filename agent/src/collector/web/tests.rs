@@ -201,9 +201,25 @@ fn a_flood_is_summarised_and_a_corrupt_history_is_skipped() {
         w.iter()
             .any(|(e, _)| e.url_host == format!("site{}.example", flood - 1))
     );
-    // The corrupt profile is remembered as such, and the next look goes on.
+    // The corrupt profile is a warning, once, and the next look goes on.
     let key = broken.to_string_lossy().into_owned();
     assert!(l.positions.warned.contains_key(&key), "{:?}", l.positions);
+    let warnings = |events: &[Event]| -> Vec<mamori_proto::agent::v1::CollectorWarningEvent> {
+        events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                Some(Kind::CollectorWarning(w)) => Some(w.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let w = warnings(&spooled(&spool));
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(
+        (w[0].collector.as_str(), w[0].source.as_str()),
+        ("web", key.as_str())
+    );
+    assert!(w[0].message.contains("chromium history"), "{w:?}");
     visit(&db, "https://after.example/", "", 1_764_000_100_000_000);
     c.look(&mut l, &sink).unwrap();
     assert!(
@@ -211,6 +227,7 @@ fn a_flood_is_summarised_and_a_corrupt_history_is_skipped() {
             .iter()
             .any(|(e, _)| e.url_host == "after.example")
     );
+    assert_eq!(warnings(&spooled(&spool)).len(), 1, "not again every look");
 }
 
 #[test]
