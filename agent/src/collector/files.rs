@@ -44,6 +44,7 @@ use mamori_proto::agent::v1::{
 use sha2::{Digest, Sha256};
 
 use super::devices::{Medium, removable_media};
+use super::process::procfs::Procfs;
 use super::{Collector, EventSink};
 use crate::clock::now_us;
 use crate::error::{Error, Result};
@@ -230,6 +231,7 @@ struct Tracker {
     source: Box<dyn FileSource>,
     sink: EventSink,
     users: Users,
+    procfs: Procfs,
     processes: HashMap<u32, Process>,
     /// Created and not yet written: path → (pid, when).
     created: HashMap<PathBuf, (u32, Instant)>,
@@ -250,6 +252,7 @@ impl Tracker {
             source,
             sink,
             users: Users::new("/etc/passwd"),
+            procfs: Procfs::default(),
             processes: HashMap::new(),
             created: HashMap::new(),
             watched: Vec::new(),
@@ -343,13 +346,7 @@ impl Tracker {
         }
         if op.op == Op::Exec {
             let exe = op.path.to_string_lossy().into_owned();
-            // The dynamic loader is opened for exec after the program.
-            let name = op
-                .path
-                .file_name()
-                .map(|n| n.to_string_lossy())
-                .unwrap_or_default();
-            if !name.starts_with("ld-linux") && !name.starts_with("ld-musl") && name != "ld.so" {
+            if !super::process::is_loader(&exe) {
                 let p = self.process(op.pid);
                 p.exe = exe;
                 p.opened.clear();
@@ -592,16 +589,8 @@ impl Tracker {
     /// The program (from /proc, else the exec the source saw) and the real
     /// uid of `pid`.
     fn program_and_user(&mut self, pid: u32) -> (String, Option<u32>) {
-        let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
-            .ok()
-            .map(|p| p.to_string_lossy().into_owned());
-        let uid = std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("Uid:"))
-                    .and_then(|l| l.split_whitespace().next()?.parse().ok())
-            });
+        let exe = self.procfs.exe_path(pid);
+        let uid = self.procfs.uid(pid);
         let exe = match exe {
             Some(e) => e,
             None => self

@@ -20,7 +20,7 @@
 mod hash;
 mod launch;
 mod netlink;
-mod procfs;
+pub(crate) mod procfs;
 mod witness;
 
 use std::collections::HashMap;
@@ -52,6 +52,13 @@ const MAX_FORKS: usize = 16_384;
 /// Started processes remembered for their stop event. Entries leave on exit;
 /// when exits were lost and the map fills up, dead pids are pruned.
 const MAX_TRACKED: usize = 16_384;
+
+/// Whether `path` is a dynamic loader, which an exec opens for exec after
+/// the program itself (so it is not the program).
+pub(crate) fn is_loader(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    name.starts_with("ld-linux") || name.starts_with("ld-musl") || name == "ld.so"
+}
 
 /// How the collector learns about new processes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -362,8 +369,7 @@ impl Handler {
             return None;
         }
         self.procfs
-            .inspect(ppid)
-            .uid
+            .uid(ppid)
             .or_else(|| self.started.get(&ppid).map(|s| s.uid))
     }
 

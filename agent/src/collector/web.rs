@@ -25,7 +25,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use mamori_proto::agent::v1::{WebEvent, event::Kind};
@@ -455,10 +455,7 @@ fn emit(sink: &EventSink, h: &History, visits: &[Visit], skipped: u64, full_url:
             summarized: u32::try_from(skipped).unwrap_or(u32::MAX),
             ..Default::default()
         };
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as i64);
-        if let Err(e) = sink.emit(now, h.user.clone(), Kind::Web(event)) {
+        if let Err(e) = sink.emit(crate::clock::now_us(), h.user.clone(), Kind::Web(event)) {
             tracing::warn!(error = %e, "cannot spool a web summary");
         }
     }

@@ -89,8 +89,7 @@ impl Fanotify {
     }
 
     fn mark(&self, flags: libc::c_uint, mask: u64, path: &Path) -> io::Result<()> {
-        let c = CString::new(path.as_os_str().as_bytes())
-            .map_err(|_| io::Error::other("path has a NUL byte"))?;
+        let c = c_path(path)?;
         // SAFETY: valid descriptor and C string; the result is checked.
         let r = unsafe {
             libc::fanotify_mark(
@@ -147,7 +146,7 @@ impl Fanotify {
     /// (which refuses an O_PATH one).
     fn mount_fd(&self, fsid: &[u8; 8]) -> Option<OwnedFd> {
         let dir = self.mounts.get(fsid)?;
-        let c = CString::new(dir.as_os_str().as_bytes()).ok()?;
+        let c = c_path(dir).ok()?;
         // SAFETY: valid C string; the result is checked.
         let fd = unsafe {
             libc::open(
@@ -198,10 +197,14 @@ type DirCache = HashMap<([u8; 8], Vec<u8>), Option<PathBuf>>;
 /// Directories cached at most.
 const MAX_CACHED_DIRS: usize = 8192;
 
+/// `path` for a system call.
+fn c_path(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::other("path has a NUL byte"))
+}
+
 /// The fsid of the file system `path` is on, as fanotify reports it.
 fn fsid_of(path: &Path) -> io::Result<[u8; 8]> {
-    let c = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::other("path has a NUL byte"))?;
+    let c = c_path(path)?;
     // SAFETY: zeroed plain-data struct filled by the kernel; checked.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     if unsafe { libc::statfs(c.as_ptr(), &mut st) } < 0 {

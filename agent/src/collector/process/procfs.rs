@@ -99,6 +99,11 @@ impl Procfs {
         (field("PPid:"), field("Uid:"))
     }
 
+    /// The real uid of `pid`, from `/proc/PID/status` alone.
+    pub(crate) fn uid(&self, pid: u32) -> Option<u32> {
+        self.status(pid).1
+    }
+
     /// The pids of all processes (thread group leaders).
     pub(crate) fn pids(&self) -> std::io::Result<HashSet<u32>> {
         let mut pids = HashSet::new();

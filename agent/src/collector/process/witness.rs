@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::fanotify::{EventFFlags, Fanotify, InitFlags, MarkFlags, MaskFlags};
 
+use super::is_loader;
+
 /// Pids remembered; the oldest are forgotten first.
 const MAX_PIDS: usize = 16_384;
 /// How often new mounts are marked.
@@ -97,12 +99,6 @@ fn mark_mounts(
         }
     }
     marked.len()
-}
-
-/// Whether `path` is a dynamic loader (opened for exec after the program).
-fn is_loader(path: &str) -> bool {
-    let name = path.rsplit('/').next().unwrap_or(path);
-    name.starts_with("ld-linux") || name.starts_with("ld-musl") || name == "ld.so"
 }
 
 fn read(
