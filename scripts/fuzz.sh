@@ -12,8 +12,11 @@ case "$secs" in '' | *[!0-9]*) echo "seconds must be a whole number, got '$secs'
 base=${CARGO_TARGET_DIR:-$HOME/.cache/mamori-target}
 export CARGO_TARGET_DIR="$base/fuzz"
 if ! rustup toolchain list | grep -q '^nightly'; then
-    echo "the fuzzers need the nightly toolchain: rustup toolchain install nightly" >&2
-    exit 1
+    echo "installing the nightly toolchain (cargo-fuzz needs it)" >&2
+    if ! rustup toolchain install nightly --profile minimal; then
+        echo "the fuzzers need the nightly toolchain and rustup could not install it: rustup toolchain install nightly" >&2
+        exit 1
+    fi
 fi
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
     echo "installing cargo-fuzz" >&2
