@@ -146,11 +146,11 @@ free_port() {
 }
 
 # start_private_servers NAME: PostgreSQL and Redis on free loopback ports,
-# data in a new /tmp/mamori-NAME.* directory; both are stopped and the
-# directory removed when the calling script exits. Sets work, pg_port,
-# redis_port.
+# data in a new mamori-NAME.* directory of $MAMORI_WORK_PARENT (default
+# /tmp); both are stopped and the directory removed when the calling script
+# exits. Sets work, pg_port, redis_port.
 start_private_servers() {
-    work=$(mktemp -d "/tmp/mamori-$1.XXXXXX")
+    work=$(mktemp -d "${MAMORI_WORK_PARENT:-/tmp}/mamori-$1.XXXXXX")
     chmod 755 "$work"
     trap stop_private_servers EXIT
     pg_port=$(free_port)

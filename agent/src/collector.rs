@@ -45,18 +45,54 @@ pub trait Collector: Send {
 }
 
 /// Calls `poll` every `every` until the task is dropped; a failure is
-/// logged and the next round tries again.
+/// logged, reported as a collector warning (see [`Failing`]) and the next
+/// round tries again.
 pub(crate) async fn poll_every(
     every: Duration,
-    what: &str,
+    sink: &EventSink,
+    collector: &str,
+    source: &str,
     mut poll: impl FnMut() -> Result<()>,
 ) -> Result<()> {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = Failing::default();
     loop {
         tick.tick().await;
-        if let Err(e) = poll() {
-            tracing::warn!(error = %e, "reading {what} failed");
+        let outcome = poll();
+        if let Err(e) = &outcome {
+            tracing::warn!(error = %e, "reading {source} failed");
+        }
+        failing.report(sink, collector, source, &outcome);
+    }
+}
+
+/// A source's failures as collector warnings: one event when the source
+/// starts failing or fails for another reason, none while the same failure
+/// repeats (a poll a second would otherwise send one a second), and again
+/// once it has worked in between.
+#[derive(Debug, Default)]
+pub(crate) struct Failing {
+    reported: Option<String>,
+}
+
+impl Failing {
+    pub(crate) fn report<T>(
+        &mut self,
+        sink: &EventSink,
+        collector: &str,
+        source: &str,
+        outcome: &Result<T>,
+    ) {
+        match outcome {
+            Ok(_) => self.reported = None,
+            Err(e) => {
+                let why = e.to_string();
+                if self.reported.as_deref() != Some(&why) {
+                    sink.warn(collector, source, &why);
+                    self.reported = Some(why);
+                }
+            }
         }
     }
 }

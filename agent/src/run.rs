@@ -178,9 +178,15 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
         let sink = sink.clone();
         tasks.spawn(async move {
             let name = collector.name();
-            match collector.run(sink).await {
+            match collector.run(sink.clone()).await {
                 Ok(()) => tracing::info!(collector = name, "collector stopped"),
-                Err(e) => tracing::error!(collector = name, error = %e, "collector failed"),
+                Err(e) => {
+                    tracing::error!(collector = name, error = %e, "collector failed");
+                    // The server learns that this PC no longer reports
+                    // what this collector would (an auditor must not read
+                    // "no file operations" as "none happened").
+                    sink.warn(name, name, &format!("the collector stopped: {e}"));
+                }
             }
         });
     }

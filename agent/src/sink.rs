@@ -239,6 +239,7 @@ mod tests {
                 name: "pkg".into(),
                 version: "1.0-".repeat(200),
                 publisher: "a\0b".into(),
+                inventory: false,
             }),
         )
         .unwrap();

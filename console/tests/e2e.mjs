@@ -9,6 +9,7 @@ import { chromium } from 'playwright-core';
 import { executablePath, tests } from './lib.mjs';
 import './auth.mjs';
 import './admin.mjs';
+import './device.mjs';
 import './flow.mjs';
 import './msp.mjs';
 

@@ -1,6 +1,7 @@
 // Unit tests of the console's own logic (no browser): the Japanese
-// holidays the business-hours editor offers, the version diff, and the
-// file trace's links and reading of file events. The TypeScript is
+// holidays the business-hours editor offers, the version diff, the file
+// trace's links and reading of file events, and the reading and rating of
+// a device's security status. The TypeScript is
 // bundled with esbuild (Vite's), then imported.
 
 import assert from 'node:assert/strict';
@@ -12,7 +13,12 @@ import path from 'node:path';
 
 const out = fs.mkdtempSync(path.join(os.tmpdir(), 'mamori-unit-'));
 await build({
-  entryPoints: { holidays: 'src/policy/holidays.ts', diff: 'src/policy/diff.ts', fileTrace: 'src/events/fileTrace.ts' },
+  entryPoints: {
+    holidays: 'src/policy/holidays.ts',
+    diff: 'src/policy/diff.ts',
+    fileTrace: 'src/events/fileTrace.ts',
+    security: 'src/events/security.ts',
+  },
   outdir: out,
   format: 'esm',
   bundle: true,
@@ -21,6 +27,7 @@ await build({
 const { japanHolidays } = await import(path.join(out, 'holidays.js'));
 const { diffLines, printDocument } = await import(path.join(out, 'diff.js'));
 const { fileDetail, hexOfBase64, startOf, traceLink, traceRoute } = await import(path.join(out, 'fileTrace.js'));
+const security = await import(path.join(out, 'security.js'));
 
 // The Cabinet Office's lists (内閣府「国民の祝日について」).
 assert.deepEqual(japanHolidays(2026), [
@@ -96,5 +103,56 @@ assert.deepEqual(step, {
 });
 assert.deepEqual(fileDetail(null), fileDetail({ process: {} }));
 assert.equal(fileDetail({ file: {} }).sha256, '');
+// A security status: proto3 JSON leaves defaults out, so an empty one is
+// no antivirus, no firewall, no encryption, nothing pending.
+const bare = security.securityStatus({ security_status: {} });
+assert.deepEqual(bare, security.securityStatus(null));
+assert.deepEqual(bare, security.securityStatus({ security_status: { pending_updates: '3', firewall_active: 'true' } }));
+assert.deepEqual(
+  [security.updatesLevel(bare), security.antivirusLevel(bare), security.firewallLevel(bare), security.diskLevel(bare)],
+  ['ok', 'bad', 'bad', 'warn'],
+);
+const rated = (s) => {
+  const st = security.securityStatus({ security_status: s });
+  return [security.updatesLevel(st), security.antivirusLevel(st), security.firewallLevel(st), security.diskLevel(st)];
+};
+const av = { antivirus_product: 'ClamAV', antivirus_enabled: true, antivirus_up_to_date: true };
+const guarded = { ...av, firewall_active: true, disk_encrypted: true };
+assert.deepEqual(rated({ ...guarded, pending_updates: 3, pending_security_updates: 1 }), ['bad', 'ok', 'ok', 'ok']);
+assert.deepEqual(rated({ ...guarded, pending_updates: 3 }), ['warn', 'ok', 'ok', 'ok'], 'updates, none for security');
+assert.equal(rated({ ...av, antivirus_up_to_date: false })[1], 'warn', 'old signatures');
+assert.equal(rated({ ...av, antivirus_enabled: false })[1], 'bad', 'switched off');
+assert.equal(rated({ antivirus_enabled: true, antivirus_up_to_date: true })[1], 'bad', 'no product: no antivirus');
+assert.deepEqual(
+  security.securityStatus({
+    security_status: {
+      patch_level: 'Debian GNU/Linux 13 (trixie), Linux 6.12.48',
+      pending_updates: 3,
+      pending_security_updates: 1,
+      antivirus_product: 'ClamAV',
+      antivirus_enabled: true,
+      antivirus_signature_version: 'daily 27780',
+      antivirus_signature_age_days: 10,
+      firewall: 'nftables',
+      firewall_active: true,
+      disk_encrypted: true,
+      disk_encryption: 'LUKS (dm-crypt) on /',
+    },
+  }),
+  {
+    patchLevel: 'Debian GNU/Linux 13 (trixie), Linux 6.12.48',
+    pendingUpdates: 3,
+    pendingSecurityUpdates: 1,
+    antivirusProduct: 'ClamAV',
+    antivirusEnabled: true,
+    antivirusSignatureVersion: 'daily 27780',
+    antivirusUpToDate: false,
+    antivirusSignatureAgeDays: 10,
+    firewallActive: true,
+    firewall: 'nftables',
+    diskEncrypted: true,
+    diskEncryption: 'LUKS (dm-crypt) on /',
+  },
+);
 fs.rmSync(out, { recursive: true, force: true });
 console.log('console unit tests passed');

@@ -12,6 +12,10 @@ pub enum EventKind {
     Logoff = 2,
     Lock = 3,
     Unlock = 4,
+    Boot = 5,
+    Shutdown = 6,
+    Suspend = 7,
+    Resume = 8,
     ProcessStart = 10,
     ProcessStop = 11,
     ProcessBlocked = 12,
@@ -39,11 +43,15 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 28] = [
+    pub const ALL: [EventKind; 32] = [
         Self::Logon,
         Self::Logoff,
         Self::Lock,
         Self::Unlock,
+        Self::Boot,
+        Self::Shutdown,
+        Self::Suspend,
+        Self::Resume,
         Self::ProcessStart,
         Self::ProcessStop,
         Self::ProcessBlocked,
@@ -85,6 +93,10 @@ impl EventKind {
             Self::Logoff => "logoff",
             Self::Lock => "lock",
             Self::Unlock => "unlock",
+            Self::Boot => "boot",
+            Self::Shutdown => "shutdown",
+            Self::Suspend => "suspend",
+            Self::Resume => "resume",
             Self::ProcessStart => "process_start",
             Self::ProcessStop => "process_stop",
             Self::ProcessBlocked => "process_blocked",

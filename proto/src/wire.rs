@@ -416,6 +416,7 @@ mod tests {
                 name: s("name"),
                 version: s("version"),
                 publisher: s("publisher"),
+                inventory: action % 2 == 0,
             }));
             out.push(Kind::Network(NetworkEvent {
                 direction: action,
@@ -470,6 +471,13 @@ mod tests {
             source: s("source"),
             message: s("message"),
         }));
+        for action in 1..=4 {
+            out.push(Kind::Power(PowerEvent {
+                action,
+                asleep_s: 3600,
+                source: s("source"),
+            }));
+        }
         out
     }
 

@@ -133,9 +133,13 @@ impl Collector for EnvironmentCollector {
                 "watching the PC's environment"
             );
             // Reading a few small files: short enough for this task.
-            poll_every(self.poll, "the PC's environment", || {
-                self.check(&sink).map(drop)
-            })
+            poll_every(
+                self.poll,
+                &sink,
+                "environment",
+                "the PC's environment",
+                || self.check(&sink).map(drop),
+            )
             .await
         })
     }

@@ -309,6 +309,11 @@ impl Tracker {
                 && !self.watched.contains(dir)
             {
                 tracing::warn!(dir = %dir.display(), error = %e, "cannot watch file operations here");
+                let mut why = format!("cannot watch file operations here: {e}");
+                if e.kind() == io::ErrorKind::PermissionDenied {
+                    why.push_str(" (watching a file system needs root)");
+                }
+                self.sink.warn("files", &dir.to_string_lossy(), &why);
             }
         }
         self.watched = dirs;

@@ -1,10 +1,22 @@
-//! Logons and logoffs on Linux, from wtmp.
+//! Logons and logoffs, boots and shutdowns on Linux, from wtmp; sleep and
+//! wake from the kernel's clocks.
 //!
 //! login, sshd and display managers append a `USER_PROCESS` record to
 //! /var/log/wtmp when a session starts and a `DEAD_PROCESS` record on the
-//! same terminal line when it ends. The collector polls the file for growth
-//! once a second (a logon is rare; inotify would buy little latency for more
-//! moving parts) and turns records into `LogonEvent`s.
+//! same terminal line when it ends; systemd (or init) appends a
+//! `BOOT_TIME` record at boot and a `RUN_LVL` record for user `shutdown`
+//! when the PC shuts down. The collector polls the file for growth once a
+//! second (a logon is rare; inotify would buy little latency for more
+//! moving parts) and turns records into `LogonEvent`s and `PowerEvent`s.
+//! A shutdown is therefore never lost even when the agent is stopped
+//! before the record is written: the record is read at the next start.
+//!
+//! Sleep: `CLOCK_MONOTONIC` stops while the PC is suspended and
+//! `CLOCK_BOOTTIME` does not, so a poll that finds the second ahead of the
+//! first by [`MIN_SLEEP`] or more reports a suspend (when it began, to
+//! within a poll) and a resume (with how long the PC slept). This needs no
+//! logind; screen lock and unlock do (logind's `LockedHint`) and are not
+//! collected yet.
 //!
 //! Its place in the file is kept as [`tail`](super::tail) describes: a
 //! restart neither repeats nor misses records, the very first run starts
@@ -24,7 +36,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use mamori_proto::agent::v1::{LogonEvent, event::Kind, logon_event::Action};
+use mamori_proto::agent::v1::{
+    LogonEvent, PowerEvent, event::Kind, logon_event::Action, power_event::Action as Power,
+};
 
 use super::tail::TailedFile;
 use super::{Collector, EventSink, poll_every};
@@ -34,6 +48,10 @@ use wtmp::{RECORD_SIZE, UtmpRecord};
 
 /// Default wtmp location.
 pub const DEFAULT_WTMP: &str = "/var/log/wtmp";
+
+/// The shortest gap between the clocks reported as sleep: a busy PC may
+/// hold a poll back, but not the boot-time clock alone.
+pub const MIN_SLEEP: Duration = Duration::from_secs(5);
 
 /// Records read per step, to keep the buffer small after a long outage.
 const CHUNK_RECORDS: usize = 64;
@@ -75,7 +93,7 @@ impl Collector for LogonCollector {
             let mut tracker = Tracker::open(self.wtmp, self.position_path)?;
             tracing::info!(wtmp = %tracker.file.path.display(), offset = tracker.file.pos.offset, "watching logons");
             let what = tracker.file.path.display().to_string();
-            poll_every(self.poll, &what, || tracker.poll(&sink)).await
+            poll_every(self.poll, &sink, "logon", &what, || tracker.poll(&sink)).await
         })
     }
 }
@@ -91,6 +109,58 @@ struct Tracker {
     file: TailedFile,
     /// Open sessions by terminal line.
     sessions: HashMap<String, Session>,
+    sleep: SleepWatch,
+}
+
+/// Notices the PC sleeping between two looks: `CLOCK_MONOTONIC` stops
+/// while it is suspended, `CLOCK_BOOTTIME` does not.
+#[derive(Debug, Default)]
+pub(crate) struct SleepWatch {
+    last: Option<(Duration, Duration)>,
+}
+
+impl SleepWatch {
+    /// The time slept since the last look, from the two clocks now, when
+    /// it is [`MIN_SLEEP`] or more.
+    pub(crate) fn observe(&mut self, monotonic: Duration, boottime: Duration) -> Option<Duration> {
+        let (m0, b0) = self.last.replace((monotonic, boottime))?;
+        let asleep = boottime
+            .saturating_sub(b0)
+            .saturating_sub(monotonic.saturating_sub(m0));
+        (asleep >= MIN_SLEEP).then_some(asleep)
+    }
+
+    /// Looks at the system's clocks; the events to report (suspend,
+    /// resume) when the PC slept.
+    fn check(&mut self, now_us: i64) -> Vec<(i64, Kind)> {
+        use nix::time::{ClockId, clock_gettime};
+        let (Ok(m), Ok(b)) = (
+            clock_gettime(ClockId::CLOCK_MONOTONIC),
+            clock_gettime(ClockId::CLOCK_BOOTTIME),
+        ) else {
+            return Vec::new();
+        };
+        match self.observe(Duration::from(m), Duration::from(b)) {
+            Some(asleep) => sleep_events(now_us, asleep),
+            None => Vec::new(),
+        }
+    }
+}
+
+/// A suspend when the sleep began and a resume now.
+pub(crate) fn sleep_events(now_us: i64, asleep: Duration) -> Vec<(i64, Kind)> {
+    let power = |action: Power, asleep_s: u64| {
+        Kind::Power(PowerEvent {
+            action: action as i32,
+            asleep_s,
+            source: "clocks".into(),
+        })
+    };
+    let began = now_us - i64::try_from(asleep.as_micros()).unwrap_or(i64::MAX / 2);
+    vec![
+        (began, power(Power::Suspend, 0)),
+        (now_us, power(Power::Resume, asleep.as_secs())),
+    ]
 }
 
 impl Tracker {
@@ -98,6 +168,7 @@ impl Tracker {
         let mut tracker = Tracker {
             file: TailedFile::open(wtmp, position_path, RECORD_SIZE as u64)?,
             sessions: HashMap::new(),
+            sleep: SleepWatch::default(),
         };
         tracker.prime();
         Ok(tracker)
@@ -126,6 +197,9 @@ impl Tracker {
 
     /// Reads what was appended since the last call and emits its events.
     fn poll(&mut self, sink: &EventSink) -> Result<()> {
+        for (at, kind) in self.sleep.check(now_us()) {
+            sink.emit(at, String::new(), kind)?;
+        }
         let Some((mut file, len)) = self.file.reopen()? else {
             return Ok(());
         };
@@ -205,7 +279,10 @@ impl Tracker {
             }
             wtmp::BOOT_TIME => {
                 self.sessions.clear();
-                None
+                Some((String::new(), power_kind(Power::Boot)))
+            }
+            wtmp::RUN_LVL if rec.user == "shutdown" => {
+                Some((String::new(), power_kind(Power::Shutdown)))
             }
             _ => None,
         }
@@ -228,6 +305,14 @@ fn remote_host(host: &str) -> String {
     } else {
         host.to_string()
     }
+}
+
+fn power_kind(action: Power) -> Kind {
+    Kind::Power(PowerEvent {
+        action: action as i32,
+        asleep_s: 0,
+        source: "wtmp".into(),
+    })
 }
 
 fn logon_kind(action: Action, rec: &UtmpRecord, remote_host: String) -> Kind {

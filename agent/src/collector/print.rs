@@ -179,7 +179,7 @@ impl Collector for PrintCollector {
             };
             tracing::info!(page_log = %tracker.file.path.display(), offset = tracker.file.pos.offset, "watching print jobs");
             let what = tracker.file.path.display().to_string();
-            poll_every(self.poll, &what, || tracker.poll(&sink)).await
+            poll_every(self.poll, &sink, "print", &what, || tracker.poll(&sink)).await
         })
     }
 }
@@ -207,6 +207,8 @@ impl Tracker {
         let mut reader = BufReader::new(file).take(len - self.file.pos.offset);
         let mut line = Vec::new();
         let mut result = Ok(());
+        let skipped_before = self.skipped;
+        let mut why_skipped = "";
         for _ in 0..MAX_LINES {
             line.clear();
             let n = (&mut reader)
@@ -229,7 +231,8 @@ impl Tracker {
                 if rest.last() != Some(&b'\n') {
                     break;
                 }
-                self.skip("a line longer than the limit");
+                why_skipped = "a line longer than the limit";
+                self.skip(why_skipped);
                 self.file.pos.offset += (n + more) as u64;
                 continue;
             }
@@ -247,13 +250,20 @@ impl Tracker {
                     break;
                 }
             } else if text.contains(" total ") {
-                self.skip("a total line that does not parse");
+                why_skipped = "a total line that does not parse";
+                self.skip(why_skipped);
             }
             self.file.pos.offset += n as u64;
         }
         // Saved after the events are spooled, and also when emitting failed
         // half-way, so the jobs already spooled are not sent twice.
         self.file.save()?;
+        let skipped = self.skipped - skipped_before;
+        if skipped > 0 {
+            // One warning per poll at most, however many lines it skipped.
+            let why = format!("skipped {skipped} page-log line(s), the last {why_skipped}");
+            sink.warn("print", &path, &why);
+        }
         result
     }
 
@@ -338,13 +348,32 @@ mod tests {
         ));
         t.poll(&sink).unwrap();
         let events = spooled(&spool);
-        assert_eq!(events.len(), 1, "the long line skipped, the half line kept");
+        assert_eq!(events.len(), 2, "the long line skipped, the half line kept");
         let Some(Kind::Print(p)) = &events[0].kind else {
             panic!("{events:?}")
         };
         assert_eq!((p.pages, p.document.as_str()), (60, "report.pdf"));
         assert_eq!(events[0].os_user, "tanaka");
         assert_eq!(t.skipped, 1);
+        // The skipped line is not silent: one warning for the poll.
+        let Some(Kind::CollectorWarning(w)) = &events[1].kind else {
+            panic!("{events:?}")
+        };
+        assert_eq!(
+            (w.collector.as_str(), w.source.as_str()),
+            ("print", &*log.display().to_string())
+        );
+        assert!(
+            w.message
+                .contains("skipped 1 page-log line(s), the last a line longer"),
+            "{w:?}"
+        );
+        let prints = |spool: &crate::sink::SharedSpool| -> Vec<mamori_proto::agent::v1::Event> {
+            spooled(spool)
+                .into_iter()
+                .filter(|e| matches!(e.kind, Some(Kind::Print(_))))
+                .collect()
+        };
 
         // The half line becomes whole; a restart reads on from there.
         append(
@@ -352,7 +381,7 @@ mod tests {
         );
         let mut t = tracker(&log, &position);
         t.poll(&sink).unwrap();
-        let events = spooled(&spool);
+        let events = prints(&spool);
         assert_eq!(
             events.len(),
             2,
@@ -364,8 +393,11 @@ mod tests {
         std::fs::remove_file(&log).unwrap();
         append("P3 sato 1 [05/Dec/2026:10:00:00 +0000] total 5 - - new.pdf - -\n");
         t.poll(&sink).unwrap();
-        assert_eq!(spooled(&spool).len(), 3);
+        assert_eq!(prints(&spool).len(), 3);
         t.poll(&sink).unwrap();
-        assert_eq!(spooled(&spool).len(), 3, "nothing twice");
+        assert_eq!(prints(&spool).len(), 3, "nothing twice");
+        // Warnings: the long line, the finished half line (a total line
+        // that does not parse); none for the polls that skipped nothing.
+        assert_eq!(spooled(&spool).len() - prints(&spool).len(), 2);
     }
 }

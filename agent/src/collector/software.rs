@@ -63,6 +63,7 @@ pub fn changes(before: &Packages, now: &Packages) -> Vec<SoftwareEvent> {
             name: name.to_owned(),
             version: version.clone(),
             publisher: publisher.clone(),
+            inventory: false,
         };
     let mut out = Vec::new();
     for (name, new) in now {
@@ -119,7 +120,13 @@ impl SoftwareCollector {
         let text = std::fs::read_to_string(&self.status).map_err(Error::io(what()))?;
         let now = parse_status(&text);
         let before: Packages = fsutil::read_json(&self.saved_path).unwrap_or_default();
-        let found = changes(&before, &now);
+        let mut found = changes(&before, &now);
+        if !self.saved_path.exists() {
+            // The first look: the PC's inventory, not installations seen.
+            for event in &mut found {
+                event.inventory = true;
+            }
+        }
         let at = now_us();
         for change in &found {
             sink.emit(at, String::new(), Kind::Software(change.clone()))?;
@@ -142,6 +149,8 @@ impl Collector for SoftwareCollector {
             let mut tick = tokio::time::interval(self.poll);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut seen: Option<SystemTime> = None;
+            let mut failing = super::Failing::default();
+            let source = self.status.display().to_string();
             loop {
                 tick.tick().await;
                 let modified = std::fs::metadata(&self.status)
@@ -151,9 +160,12 @@ impl Collector for SoftwareCollector {
                     continue;
                 }
                 let collector = self.clone();
-                let sink = sink.clone();
                 // A large status file takes a moment: off the runtime.
-                let done = tokio::task::spawn_blocking(move || collector.check(&sink)).await;
+                let check_sink = sink.clone();
+                let done = tokio::task::spawn_blocking(move || collector.check(&check_sink)).await;
+                if let Ok(outcome) = &done {
+                    failing.report(&sink, "software", &source, outcome);
+                }
                 match done {
                     Ok(Ok(n)) => {
                         seen = modified;
@@ -204,19 +216,30 @@ Package: zip\nStatus: install ok installed\nVersion: 3.0-13\nDescription: Archiv
         std::fs::write(&status, updated).unwrap();
         assert_eq!(c.check(&sink).unwrap(), 3);
         let events = spooled(&spool);
-        let seen: Vec<(Action, String, String)> = events[2..]
+        let seen: Vec<(Action, String, String, bool)> = events
             .iter()
             .map(|e| match &e.kind {
-                Some(Kind::Software(s)) => (s.action(), s.name.clone(), s.version.clone()),
+                Some(Kind::Software(s)) => {
+                    (s.action(), s.name.clone(), s.version.clone(), s.inventory)
+                }
                 other => panic!("{other:?}"),
             })
             .collect();
         assert_eq!(
             seen,
             [
-                (Action::Installed, "bash-new".into(), "5.2.15-2".into()),
-                (Action::Updated, "zip".into(), "3.0-14".into()),
-                (Action::Removed, "bash".into(), "5.2.15-2".into()),
+                // The inventory, marked as such (no "new app" alarms).
+                (Action::Installed, "bash".into(), "5.2.15-2".into(), true),
+                (Action::Installed, "zip".into(), "3.0-13".into(), true),
+                // Then what the agent saw happen.
+                (
+                    Action::Installed,
+                    "bash-new".into(),
+                    "5.2.15-2".into(),
+                    false
+                ),
+                (Action::Updated, "zip".into(), "3.0-14".into(), false),
+                (Action::Removed, "bash".into(), "5.2.15-2".into(), false),
             ]
         );
         assert_eq!(c.check(&sink).unwrap(), 0, "nothing twice");
@@ -232,5 +255,50 @@ Package: zip\nStatus: install ok installed\nVersion: 3.0-13\nDescription: Archiv
         assert!(e.contains("missing"), "{e}");
         assert!(spooled(&spool).is_empty());
         assert!(!dir.path().join("software.json").exists());
+    }
+
+    #[tokio::test]
+    async fn a_status_file_over_the_limit_is_one_warning_and_the_collector_carries_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let status = dir.path().join("status");
+        // Sparse: over the limit without writing 64 MiB.
+        std::fs::File::create(&status)
+            .unwrap()
+            .set_len(MAX_STATUS_BYTES + 1)
+            .unwrap();
+        let (sink, spool) = sink_in(dir.path());
+        let c = SoftwareCollector::new(&status, dir.path().join("software.json"))
+            .with_poll_interval(Duration::from_millis(20));
+        let task = tokio::spawn(Box::new(c).run(sink));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let warnings = |events: Vec<mamori_proto::agent::v1::Event>| -> Vec<String> {
+            events
+                .into_iter()
+                .filter_map(|e| match e.kind {
+                    Some(Kind::CollectorWarning(w)) => {
+                        assert_eq!(
+                            (w.collector.as_str(), w.source.as_str()),
+                            ("software", &*status.display().to_string())
+                        );
+                        Some(w.message)
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        let first = warnings(spooled(&spool));
+        assert_eq!(first.len(), 1, "once, not once per look: {first:?}");
+        assert!(first[0].contains("over the"), "{first:?}");
+        // Fixed: the inventory follows, and the collector is still running.
+        std::fs::write(&status, STATUS).unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let events = spooled(&spool);
+        let software = events
+            .iter()
+            .filter(|e| matches!(e.kind, Some(Kind::Software(_))))
+            .count();
+        assert_eq!(software, 2);
+        assert!(!task.is_finished());
+        task.abort();
     }
 }

@@ -1444,7 +1444,7 @@ export interface components {
          * @description What an event records.
          * @enum {string}
          */
-        EventKind: "logon" | "logoff" | "lock" | "unlock" | "process_start" | "process_stop" | "process_blocked" | "file_create" | "file_modify" | "file_copy" | "file_move" | "file_rename" | "file_delete" | "file_read" | "device_connect" | "device_disconnect" | "device_blocked" | "print" | "web_access" | "network_connect" | "software_installed" | "software_removed" | "software_updated" | "inventory" | "environment_change" | "security_status" | "lan_sighting" | "collector_warning";
+        EventKind: "logon" | "logoff" | "lock" | "unlock" | "boot" | "shutdown" | "suspend" | "resume" | "process_start" | "process_stop" | "process_blocked" | "file_create" | "file_modify" | "file_copy" | "file_move" | "file_rename" | "file_delete" | "file_read" | "device_connect" | "device_disconnect" | "device_blocked" | "print" | "web_access" | "network_connect" | "software_installed" | "software_removed" | "software_updated" | "inventory" | "environment_change" | "security_status" | "lan_sighting" | "collector_warning";
         EventPage: {
             events: components["schemas"]["EventView"][];
             /** @description Pass as `cursor` for the next (older) page; absent on the last page. */

@@ -4,6 +4,8 @@
 // `detail.file` is proto3 JSON with default fields left out, read here
 // field by field so a missing or odd field shows as nothing.
 
+import { count, field, flag, object, text } from './proto3';
+
 /** Where a trace starts: the same parameters as `GET /api/v1/files/trace`. */
 export type TraceStart = { event: string } | { device: string; path: string } | { sha256: string };
 
@@ -58,13 +60,6 @@ export interface FileDetail {
   summarized: number;
 }
 
-function field(o: Record<string, unknown>, k: string): unknown {
-  return Object.prototype.hasOwnProperty.call(o, k) ? o[k] : undefined;
-}
-
-const text = (v: unknown): string => (typeof v === 'string' ? v : '');
-const count = (v: unknown): number => (typeof v === 'number' && Number.isFinite(v) ? v : 0);
-
 /** A 32-byte hash from proto3 JSON (standard or URL-safe base64) in hex;
  * empty when it is not one. */
 export function hexOfBase64(b64: string): string {
@@ -81,16 +76,14 @@ export function hexOfBase64(b64: string): string {
 }
 
 export function fileDetail(detail: unknown): FileDetail {
-  const outer = typeof detail === 'object' && detail !== null ? (detail as Record<string, unknown>) : {};
-  const raw = field(outer, 'file');
-  const f = typeof raw === 'object' && raw !== null ? (raw as Record<string, unknown>) : {};
+  const f = object(field(object(detail), 'file'));
   return {
     targetPath: text(field(f, 'target_path')),
     sha256: hexOfBase64(text(field(f, 'sha256'))),
     partialHash: field(f, 'hash_method') === 'HASH_METHOD_SIZE_HEAD_TAIL',
     exe: text(field(f, 'process_exe_path')),
     pid: count(field(f, 'pid')),
-    removable: field(f, 'removable_media') === true,
+    removable: flag(field(f, 'removable_media')),
     vendor: text(field(f, 'medium_vendor_id')),
     product: text(field(f, 'medium_product_id')),
     serial: text(field(f, 'medium_serial')),

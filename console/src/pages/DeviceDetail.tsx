@@ -1,7 +1,7 @@
-// One device: status, agent, the policy revision it applies against the
-// one it should, its effective policy with the level each section comes
-// from, its recent operation log; move it to a group, revoke or delete it
-// (after a confirmation).
+// One device: status, agent, its latest security status, the policy
+// revision it applies against the one it should, its effective policy with
+// the level each section comes from, its recent operation log; move it to
+// a group, revoke or delete it (after a confirmation).
 
 import { Alert, Badge, Button, Card, Code, Group, Modal, Select, SimpleGrid, Stack, Table, Text, Title } from '@mantine/core';
 import { useInfiniteQuery, useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
@@ -11,23 +11,14 @@ import { Link, useNavigate, useParams } from 'react-router';
 import * as api from '../api/client';
 import type { Schemas } from '../api/client';
 import { useSession } from '../auth/session';
+import { Fact } from '../components/Fact';
 import { ChooseTenant, Failure, Loading, useTenantChosen } from '../components/Feedback';
 import { groupOptions, useGroups } from '../components/groups';
 import { EventTable } from '../events/EventTable';
+import { SecurityCard } from '../events/SecurityCard';
 import { dateTime } from '../format';
 
 const NO_GROUP = 'no-group';
-
-function Fact({ label, children }: { label: string; children: React.ReactNode }) {
-  return (
-    <Stack gap={0}>
-      <Text size="xs" c="dimmed">
-        {label}
-      </Text>
-      <Text size="sm">{children}</Text>
-    </Stack>
-  );
-}
 
 export function DeviceDetail() {
   const { t } = useTranslation();
@@ -151,61 +142,64 @@ export function DeviceDetail() {
               </Stack>
             </Modal>
           )}
-          <Card withBorder>
-            <Stack gap="xs">
-              <Group justify="space-between">
-                <Title order={4}>{t('devices.policy')}</Title>
-                {eff && (
-                  <Badge variant="light" color={behind ? 'orange' : 'teal'} data-testid="policy-applied">
-                    {t('devices.revisionLine', { applied: eff.applied_revision ?? '—', current: eff.revision })}
-                  </Badge>
+          <SimpleGrid cols={{ base: 1, lg: 2 }}>
+            <SecurityCard deviceId={id} enabled={chosen} />
+            <Card withBorder>
+              <Stack gap="xs">
+                <Group justify="space-between">
+                  <Title order={4}>{t('devices.policy')}</Title>
+                  {eff && (
+                    <Badge variant="light" color={behind ? 'orange' : 'teal'} data-testid="policy-applied">
+                      {t('devices.revisionLine', { applied: eff.applied_revision ?? '—', current: eff.revision })}
+                    </Badge>
+                  )}
+                </Group>
+                {eff?.apply_error && (
+                  <Alert color="red" title={t('devices.applyError')}>
+                    {eff.apply_error}
+                  </Alert>
                 )}
-              </Group>
-              {eff?.apply_error && (
-                <Alert color="red" title={t('devices.applyError')}>
-                  {eff.apply_error}
-                </Alert>
-              )}
-              {effective.isError && <Failure error={effective.error} />}
-              {eff && Object.keys(eff.origins).length === 0 && <Text size="sm">{t('devices.noPolicy')}</Text>}
-              {eff && Object.keys(eff.origins).length > 0 && (
-                <Table data-testid="origins">
-                  <Table.Thead>
-                    <Table.Tr>
-                      <Table.Th>{t('devices.section')}</Table.Th>
-                      <Table.Th>{t('devices.from')}</Table.Th>
-                      <Table.Th>{t('policy.version')}</Table.Th>
-                    </Table.Tr>
-                  </Table.Thead>
-                  <Table.Tbody>
-                    {Object.entries(eff.origins).map(([section, o]) => (
-                      <Table.Tr key={section}>
-                        <Table.Td>{t(`policy.sections.${section}`, { defaultValue: section })}</Table.Td>
-                        <Table.Td>
-                          <Link
-                            to={
-                              o.scope === 'tenant'
-                                ? '/policies'
-                                : `/policies?scope=${o.scope}&id=${o.target_id ?? ''}`
-                            }
-                          >
-                            {t(`policy.scopes.${o.scope}`, { defaultValue: o.scope })}
-                            {o.scope === 'group' && o.target_id
-                              ? `: ${groupOptions(groups.data).find((g) => g.value === o.target_id)?.label ?? ''}`
-                              : ''}
-                          </Link>
-                        </Table.Td>
-                        <Table.Td>{o.version}</Table.Td>
+                {effective.isError && <Failure error={effective.error} />}
+                {eff && Object.keys(eff.origins).length === 0 && <Text size="sm">{t('devices.noPolicy')}</Text>}
+                {eff && Object.keys(eff.origins).length > 0 && (
+                  <Table data-testid="origins">
+                    <Table.Thead>
+                      <Table.Tr>
+                        <Table.Th>{t('devices.section')}</Table.Th>
+                        <Table.Th>{t('devices.from')}</Table.Th>
+                        <Table.Th>{t('policy.version')}</Table.Th>
                       </Table.Tr>
-                    ))}
-                  </Table.Tbody>
-                </Table>
-              )}
-              {canEdit && (
-                <Link to={`/policies?scope=device&id=${d.id}`}>{t('devices.editOwnPolicy')}</Link>
-              )}
-            </Stack>
-          </Card>
+                    </Table.Thead>
+                    <Table.Tbody>
+                      {Object.entries(eff.origins).map(([section, o]) => (
+                        <Table.Tr key={section}>
+                          <Table.Td>{t(`policy.sections.${section}`, { defaultValue: section })}</Table.Td>
+                          <Table.Td>
+                            <Link
+                              to={
+                                o.scope === 'tenant'
+                                  ? '/policies'
+                                  : `/policies?scope=${o.scope}&id=${o.target_id ?? ''}`
+                              }
+                            >
+                              {t(`policy.scopes.${o.scope}`, { defaultValue: o.scope })}
+                              {o.scope === 'group' && o.target_id
+                                ? `: ${groupOptions(groups.data).find((g) => g.value === o.target_id)?.label ?? ''}`
+                                : ''}
+                            </Link>
+                          </Table.Td>
+                          <Table.Td>{o.version}</Table.Td>
+                        </Table.Tr>
+                      ))}
+                    </Table.Tbody>
+                  </Table>
+                )}
+                {canEdit && (
+                  <Link to={`/policies?scope=device&id=${d.id}`}>{t('devices.editOwnPolicy')}</Link>
+                )}
+              </Stack>
+            </Card>
+          </SimpleGrid>
           <Title order={4}>{t('devices.recent')}</Title>
           {events.isError && <Failure error={events.error} />}
           {events.isSuccess && (events.data.pages[0]?.events.length ?? 0) === 0 && <Text size="sm">{t('events.none')}</Text>}

@@ -1,14 +1,20 @@
 //! `mamori-alarm-bench`: from an act on this PC to the admin's alarm, with
-//! the real agent. Creates a tenant whose policy bans (log only) programs
-//! named `act-*` in a temporary directory and mails the banned-app alarms
-//! to a confirmed address, enrolls the agent (process collector, in this
-//! process) with `mamori ingest`, then starts N differently named copies of
-//! /bin/sleep one after another and measures, per start, from just before
-//! the spawn to the commit of its alarm hit in PostgreSQL and to the commit
-//! that marks its e-mail accepted by the SMTP server (PostgreSQL commit
-//! timestamps; the script's database has `track_commit_timestamp` on).
-//! Needs root (the kernel process connector) and a running `mamori all`
-//! (loadtest/alarm.sh starts one).
+//! the real agent (in this process), enrolled with `mamori ingest`, and a
+//! tenant that mails its alarms to a confirmed address. Two kinds of act:
+//!
+//! - `--act program` (default): the policy bans (log only) programs named
+//!   `act-*` in a temporary directory; the acts start N differently named
+//!   copies of /bin/sleep one after another (the process collector).
+//! - `--act file`: the policy makes N folders `act-NNNN` of a temporary
+//!   directory confidential (at most 200, the policy's limit); each act is
+//!   a shell writing a file into its folder (the file collector, fanotify).
+//!
+//! Each act is its own alarm and e-mail. Per act it measures from just
+//! before the spawn to the commit of its alarm hit in PostgreSQL and to
+//! the commit that marks its e-mail accepted by the SMTP server
+//! (PostgreSQL commit timestamps; the script's database has
+//! `track_commit_timestamp` on). Needs root (the kernel process connector,
+//! fanotify) and a running `mamori all` (loadtest/alarm.sh starts one).
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -29,7 +35,11 @@ struct Args {
     /// PostgreSQL (the owner, as `mamori migrate` uses).
     #[arg(long, env = "MAMORI_DATABASE_URL")]
     database_url: String,
-    /// Banned programs started (at most 2000).
+    /// What the acts are: `program` (banned program starts) or `file`
+    /// (writes into confidential folders).
+    #[arg(long, default_value = "program", value_parser = ["program", "file"])]
+    act: String,
+    /// Acts (at most 2000; 200 for `file`).
     #[arg(long, default_value_t = 200)]
     acts: u32,
     /// Pause between two starts, in milliseconds.
@@ -42,7 +52,13 @@ const RECIPIENT: &str = "soc@alarm-bench.example";
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    anyhow::ensure!((1..=2000).contains(&args.acts), "--acts must be 1..=2000");
+    let files = args.act == "file";
+    let most = if files { 200 } else { 2000 };
+    anyhow::ensure!(
+        (1..=most).contains(&args.acts),
+        "--acts must be 1..={most} for --act {}",
+        args.act
+    );
     anyhow::ensure!(
         nix::unistd::geteuid().is_root(),
         "run as root: the agent watches processes through the kernel's process connector"
@@ -60,10 +76,38 @@ async fn main() -> anyhow::Result<()> {
     let tenant = mamori_registry::create_tenant(&db, "alarm bench").await?;
     let token =
         mamori_registry::create_token(&db, tenant, Some(Duration::from_secs(3600)), None).await?;
-    let doc = mamori_policy::PolicyDocument::parse(serde_json::json!({
-        "banned_apps": [{"path": format!("{}/act-*", bin.path().display()), "action": "log", "label": "bench"}],
-        "notifications": {"routes": [{"categories": ["banned_app"], "email": [RECIPIENT]}]}
-    }))?;
+    // The alarm key's detail per act: a banned start's lower-cased path, a
+    // confidential folder's glob.
+    let act_path = |i: u32| bin.path().join(format!("act-{i:04}"));
+    let detail = |i: u32| {
+        if files {
+            format!("{}/**", act_path(i).display())
+        } else {
+            act_path(i).display().to_string().to_lowercase()
+        }
+    };
+    let (rule, doc) = if files {
+        let folders: Vec<String> = (0..args.acts).map(detail).collect();
+        for i in 0..args.acts {
+            std::fs::create_dir(act_path(i))?;
+        }
+        (
+            "confidential_folder",
+            serde_json::json!({
+                "confidential_folders": folders,
+                "notifications": {"routes": [{"categories": ["confidential_folder"], "email": [RECIPIENT]}]}
+            }),
+        )
+    } else {
+        (
+            "banned_app",
+            serde_json::json!({
+                "banned_apps": [{"path": format!("{}/act-*", bin.path().display()), "action": "log", "label": "bench"}],
+                "notifications": {"routes": [{"categories": ["banned_app"], "email": [RECIPIENT]}]}
+            }),
+        )
+    };
+    let doc = mamori_policy::PolicyDocument::parse(doc)?;
     let mut tx = db.begin_tenant(tenant).await?;
     mamori_policy::store::put(&mut tx, mamori_policy::Scope::Tenant, Some(&doc), None).await?;
     sqlx::query(
@@ -86,7 +130,7 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
     let mut opts = mamori_agent::RunOptions::new(state.path().to_owned());
-    opts.collectors = "process".parse()?;
+    opts.collectors = if files { "files" } else { "process" }.parse()?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let agent = tokio::spawn(mamori_agent::run(opts, async {
         let _ = stop_rx.await;
@@ -99,21 +143,36 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     anyhow::ensure!(policy.exists(), "the agent received no policy within 10 s");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The file collector marks the confidential folders' file system when
+    // it next looks at its scope (every second or so).
+    tokio::time::sleep(Duration::from_millis(if files { 3000 } else { 500 })).await;
 
-    // The acts: each its own program, so each is its own alarm and e-mail.
+    // The acts: each its own program or folder, so each is its own alarm
+    // and e-mail.
     let mut started: HashMap<String, DateTime<Utc>> = HashMap::new();
     for i in 0..args.acts {
-        let path = bin.path().join(format!("act-{i:04}"));
-        std::fs::copy("/bin/sleep", &path)?;
+        let path = act_path(i);
+        let mut act = if files {
+            // Another process: the agent does not report its own files.
+            let mut sh = tokio::process::Command::new("/bin/sh");
+            let doc = path.join("my-number.csv");
+            sh.arg("-c")
+                .arg(r#"echo "1234 5678 9012,Sato" > "$1""#)
+                .arg("sh")
+                .arg(doc);
+            sh
+        } else {
+            std::fs::copy("/bin/sleep", &path)?;
+            // Alive for 50 ms: the start is seen with its path (a program
+            // gone before the agent reads /proc is issue 15's other figure).
+            let mut p = tokio::process::Command::new(&path);
+            p.arg("0.05");
+            p
+        };
         let at = Utc::now();
-        // Alive for 50 ms: the start is seen with its path (a program gone
-        // before the agent reads /proc is issue 15's other figure).
-        tokio::process::Command::new(&path)
-            .arg("0.05")
-            .status()
-            .await?;
-        started.insert(path.display().to_string().to_lowercase(), at);
+        let status = act.status().await?;
+        anyhow::ensure!(status.success(), "act {i} failed: {status}");
+        started.insert(detail(i).to_lowercase(), at);
         tokio::time::sleep(Duration::from_millis(args.interval_ms)).await;
     }
 
@@ -121,9 +180,10 @@ async fn main() -> anyhow::Result<()> {
     let hits = || async {
         sqlx::query_as::<_, (String, Option<DateTime<Utc>>)>(
             "SELECT key, pg_xact_commit_timestamp(xmin) FROM alert_hits
-             WHERE tenant_id = $1 AND rule = 'banned_app'",
+             WHERE tenant_id = $1 AND rule = $2",
         )
         .bind(tenant_id)
+        .bind(rule)
         .fetch_all(&owner)
         .await
     };
@@ -155,8 +215,13 @@ async fn main() -> anyhow::Result<()> {
         "alarm e-mails: {outbox} queued, {sent} accepted by the SMTP server, {failed} failed at least once"
     );
 
+    let what = if files {
+        "writes into confidential folders, real agent (file collector)"
+    } else {
+        "banned starts, real agent (process collector)"
+    };
     println!(
-        "== mamori alarm bench: {} banned starts, {} ms apart, real agent (process collector) ==",
+        "== mamori alarm bench: {} {what}, {} ms apart ==",
         args.acts, args.interval_ms
     );
     for (label, rows) in [
@@ -165,10 +230,17 @@ async fn main() -> anyhow::Result<()> {
     ] {
         let mut h = Histogram::<u64>::new(3)?;
         // A hit's and an alarm's key is `category|device|user|detail`; the
-        // detail of a banned start is its lower-cased path.
+        // first hit of each act counts (a write may be several events).
+        let mut first: HashMap<String, DateTime<Utc>> = HashMap::new();
         for (key, committed) in &rows {
-            let path = key.rsplit('|').next().unwrap_or_default();
-            if let (Some(at), Some(done)) = (started.get(path), committed) {
+            let detail = key.rsplit('|').next().unwrap_or_default().to_lowercase();
+            if let Some(done) = committed {
+                let e = first.entry(detail).or_insert(*done);
+                *e = (*e).min(*done);
+            }
+        }
+        for (detail, done) in &first {
+            if let Some(at) = started.get(detail) {
                 h.record((*done - *at).num_microseconds().unwrap_or(0).max(1) as u64)?;
             }
         }

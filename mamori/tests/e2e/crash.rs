@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn bin(name: &str) -> PathBuf {
+pub(crate) fn bin(name: &str) -> PathBuf {
     let mamori = PathBuf::from(env!("CARGO_BIN_EXE_mamori"));
     let path = mamori.with_file_name(name);
     assert!(

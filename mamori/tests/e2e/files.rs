@@ -306,3 +306,67 @@ fn home_dirs(mount: TmpfsMount) -> Home {
     }
     Home(mount)
 }
+
+/// An agent without root may open fanotify but not mark a file system: it
+/// keeps running and tells the server that this PC's file operations are
+/// not watched, and where. An auditor must not read "no file operations"
+/// as "none happened".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_root_the_file_collector_says_what_it_cannot_watch() {
+    use std::os::unix::process::CommandExt;
+    const NOBODY: u32 = 65534;
+    let gw = Gw::start().await;
+    let admin = gw.signup("Unprivileged KK", "tenant").await;
+    let home = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let enrolled = enroll_agent(&gw, &admin, state.path(), "nonroot").await;
+    let chown = Command::new("chown")
+        .arg("-R")
+        .arg(format!("{NOBODY}:{NOBODY}"))
+        .arg(state.path())
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    // The build's directory may be closed to other users (under /root).
+    let exe = state.path().join("mamori-agent");
+    std::fs::copy(crate::crash::bin("mamori-agent"), &exe).unwrap();
+    let _agent = Proc(
+        Command::new(&exe)
+            .args(["run", "--collectors", "files", "--watch-dir"])
+            .arg(home.path())
+            .arg("--state-dir")
+            .arg(state.path())
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let warning = wait_for("the collector warning", Duration::from_secs(30), || async {
+        let (_, v) = gw
+            .get(&admin, "/api/v1/events?kind=collector_warning")
+            .await;
+        v["events"].as_array().and_then(|e| e.first().cloned())
+    })
+    .await;
+    assert_eq!(warning["device_id"], enrolled.device_id, "{warning}");
+    assert_eq!(
+        warning["subject"],
+        home.path().to_str().unwrap(),
+        "{warning}"
+    );
+    let w = &warning["detail"]["collector_warning"];
+    assert_eq!(w["collector"], "files", "{warning}");
+    let message = w["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("cannot watch file operations here") && message.contains("needs root"),
+        "{message}"
+    );
+    // Said once, not at every look at the watched folders.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, v) = gw
+        .get(&admin, "/api/v1/events?kind=collector_warning")
+        .await;
+    assert_eq!(v["events"].as_array().map(Vec::len), Some(1), "{v}");
+}

@@ -21,6 +21,7 @@ mod operations;
 mod policy_alarms;
 mod policy_service;
 mod postgres_crash;
+mod power;
 mod print;
 mod redis_faults;
 mod security;

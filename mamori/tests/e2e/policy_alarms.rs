@@ -159,6 +159,17 @@ pub(crate) async fn confirm_recipients(gw: &Gw, emails: &[&str]) {
     }
 }
 
+/// Makes the session's tenant two days old: past the "new app" learning
+/// period.
+pub(crate) async fn past_learning(gw: &Gw, s: &Session) {
+    let tenant: uuid::Uuid = s.tenant_id.as_deref().unwrap().parse().unwrap();
+    sqlx::query("UPDATE tenants SET created_at = now() - interval '2 days' WHERE id = $1")
+        .bind(tenant)
+        .execute(&gw.stack.env.owner)
+        .await
+        .unwrap();
+}
+
 /// The alarms of the session's tenant.
 pub(crate) async fn alarms(gw: &Gw, s: &Session) -> Vec<Value> {
     let (status, v) = gw.get(s, "/api/v1/alarms").await;
@@ -1035,17 +1046,7 @@ async fn a_new_app_alarms_once_per_tenant_after_the_learning_period() {
     // A tenant past its first day, and one still learning its apps.
     let old = gw.signup("Settled KK", "tenant").await;
     let young = gw.signup("Brand New KK", "tenant").await;
-    sqlx::query("UPDATE tenants SET created_at = now() - interval '2 days' WHERE id = $1")
-        .bind(
-            old.tenant_id
-                .as_deref()
-                .unwrap()
-                .parse::<uuid::Uuid>()
-                .unwrap(),
-        )
-        .execute(&gw.stack.env.owner)
-        .await
-        .unwrap();
+    past_learning(&gw, &old).await;
     let mut streams = Vec::new();
     for s in [&old, &old, &young] {
         let d = gw

@@ -8,7 +8,7 @@ use mamori_policy::Effective;
 use mamori_policy::document::{AppAction, BannedApp, BusinessHours, Weekday};
 use mamori_proto::agent::v1::{
     Event, banned_app::Action as BanAction, device_event, environment_change_event, event::Kind,
-    file_event, process_event,
+    file_event, process_event, software_event,
 };
 use mamori_proto::app_name;
 use std::time::Duration;
@@ -198,12 +198,30 @@ pub fn app_key(p: &mamori_proto::agent::v1::ProcessEvent) -> String {
     }
 }
 
-/// "New app launched": a process start whose app (see [`app_key`]) is not
-/// in `known`. Whether it is new in the tenant is then the store's question
-/// (and the learning period's).
+/// "New app": a process start whose app (see [`app_key`]) is not in
+/// `known`, or a package the agent saw being installed (not one of the
+/// PC's first inventory). Whether it is new in the tenant is then the
+/// store's question (and the learning period's).
 pub fn new_app(event: &Event, known: impl Fn(&[u8], &str) -> bool) -> Option<Hit> {
-    let Some(Kind::Process(p)) = &event.kind else {
-        return None;
+    let p = match &event.kind {
+        Some(Kind::Process(p)) => p,
+        Some(Kind::Software(s))
+            if s.action() == software_event::Action::Installed
+                && !s.inventory
+                && !s.name.is_empty() =>
+        {
+            let version = if s.version.is_empty() {
+                String::new()
+            } else {
+                format!(" {}", s.version)
+            };
+            return Some(Hit::new(
+                "new_app",
+                format!("package:{}", s.name.to_lowercase()),
+                format!("New app installed: {}{version}", s.name),
+            ));
+        }
+        _ => return None,
     };
     if p.action() != process_event::Action::Start || p.exe_path.is_empty() {
         return None;
@@ -233,7 +251,7 @@ pub fn may_hit(
     known: impl Fn(&[u8], &str) -> bool,
 ) -> bool {
     use mamori_proto::schema::field::{
-        DEVICE, ENVIRONMENT_CHANGE, FILE, LAN_SIGHTING, LOGON, PRINT, PROCESS, WEB,
+        DEVICE, ENVIRONMENT_CHANGE, FILE, LAN_SIGHTING, LOGON, PRINT, PROCESS, SOFTWARE, WEB,
     };
     let policy = &effective.document;
     match field {
@@ -242,9 +260,9 @@ pub fn may_hit(
         PROCESS if policy.business_hours.is_none() => {
             body.is_none_or(|b| process_may_hit(b, effective, known))
         }
-        // Refused devices, environment changes and LAN sightings hit
-        // without any setting.
-        PROCESS | DEVICE | ENVIRONMENT_CHANGE | LAN_SIGHTING => true,
+        // Refused devices, environment changes, LAN sightings and
+        // installed packages hit without any setting.
+        PROCESS | DEVICE | ENVIRONMENT_CHANGE | LAN_SIGHTING | SOFTWARE => true,
         // Operations (`is_operation`) with business hours.
         LOGON | FILE | PRINT | WEB if policy.business_hours.is_some() => true,
         FILE => !effective.globs.folders.is_empty(),
@@ -503,11 +521,14 @@ mod tests {
                 description: "stick".into(),
                 ..Default::default()
             }));
-            out.push(Kind::Software(SoftwareEvent {
-                action,
-                name: "app".into(),
-                ..Default::default()
-            }));
+            for inventory in [false, true] {
+                out.push(Kind::Software(SoftwareEvent {
+                    action,
+                    name: "app".into(),
+                    inventory,
+                    ..Default::default()
+                }));
+            }
             out.push(Kind::Network(NetworkEvent {
                 direction: action,
                 remote_addr: "192.0.2.1".into(),
@@ -655,6 +676,39 @@ mod tests {
             "the strongest, and of two kills the first: {}",
             hits[0].summary
         );
+    }
+
+    #[test]
+    fn a_package_seen_installed_is_a_new_app_and_the_inventory_is_not() {
+        use mamori_proto::agent::v1::SoftwareEvent;
+        let package = |action: software_event::Action, inventory: bool| {
+            event(Kind::Software(SoftwareEvent {
+                action: action as i32,
+                name: "AnyDesk".into(),
+                version: "6.3.0".into(),
+                publisher: "philandro".into(),
+                inventory,
+            }))
+        };
+        let hit = new_app(
+            &package(software_event::Action::Installed, false),
+            |_, _| false,
+        )
+        .expect("an installation is a new app");
+        assert_eq!(hit.category, "new_app");
+        assert_eq!(hit.detail, "package:anydesk");
+        assert_eq!(hit.summary, "New app installed: AnyDesk 6.3.0");
+        for (action, inventory) in [
+            (software_event::Action::Installed, true),
+            (software_event::Action::Updated, false),
+            (software_event::Action::Removed, false),
+        ] {
+            assert_eq!(
+                new_app(&package(action, inventory), |_, _| false),
+                None,
+                "{action:?} {inventory}"
+            );
+        }
     }
 
     #[test]

@@ -262,3 +262,73 @@ fn records_with_implausible_times_are_skipped() {
     let users: Vec<String> = logons(&spooled(&spool)).into_iter().map(|l| l.0).collect();
     assert_eq!(users, vec!["now"]);
 }
+
+fn power(events: &[Event]) -> Vec<(Power, u64, i64)> {
+    events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            Some(Kind::Power(p)) => Some((p.action(), p.asleep_s, e.occurred_at_us)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_shutdown_and_the_next_boot_are_reported_even_when_the_agent_was_already_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let wtmp = dir.path().join("wtmp");
+    let pos = dir.path().join("wtmp.offset");
+    let (sink, spool) = sink_in(dir.path());
+    append(&wtmp, &[record(wtmp::USER_PROCESS, "tty1", "alice", "", 1)]);
+    let mut tracker = Tracker::open(wtmp.clone(), pos.clone()).unwrap();
+    tracker.poll(&sink).unwrap();
+    // The agent stops first; systemd then writes the shutdown record, and
+    // the boot record when the PC starts again.
+    drop(tracker);
+    append(
+        &wtmp,
+        &[
+            record(wtmp::RUN_LVL, "~", "shutdown", "", 5),
+            record(wtmp::BOOT_TIME, "~", "reboot", "", 60),
+            // A run-level change that is not a shutdown.
+            record(wtmp::RUN_LVL, "~", "runlevel", "", 61),
+        ],
+    );
+    let mut tracker = Tracker::open(wtmp, pos).unwrap();
+    tracker.poll(&sink).unwrap();
+    let events = spooled(&spool);
+    assert_eq!(
+        power(&events),
+        [(Power::Shutdown, 0, at(5)), (Power::Boot, 0, at(60))]
+    );
+    assert!(events.iter().all(|e| e.os_user.is_empty()), "the system's");
+    // The boot ended alice's session (no logoff record was written).
+    assert!(tracker.sessions.is_empty());
+}
+
+#[test]
+fn sleep_is_the_boot_clock_running_ahead_of_the_monotonic_one() {
+    let s = Duration::from_secs;
+    let mut watch = SleepWatch::default();
+    assert_eq!(watch.observe(s(100), s(100)), None, "the first look");
+    assert_eq!(watch.observe(s(101), s(101)), None, "awake");
+    // A poll held back 3 s by a busy PC: both clocks moved.
+    assert_eq!(watch.observe(s(104), s(104)), None);
+    // 4 s of sleep is under the minimum; 2 h is not.
+    assert_eq!(watch.observe(s(105), s(109)), None);
+    assert_eq!(watch.observe(s(106), s(7310)), Some(s(7200)));
+    assert_eq!(watch.observe(s(107), s(7311)), None, "once");
+
+    let events = sleep_events(at(7200), s(7200));
+    let kinds: Vec<_> = events
+        .iter()
+        .map(|(when, k)| match k {
+            Kind::Power(p) => (p.action(), p.asleep_s, *when),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [(Power::Suspend, 0, at(0)), (Power::Resume, 7200, at(7200))]
+    );
+}

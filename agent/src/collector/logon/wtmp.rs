@@ -10,6 +10,8 @@ pub const USER_PROCESS: i16 = 7;
 pub const DEAD_PROCESS: i16 = 8;
 /// `ut_type` written at boot: every session before it has ended.
 pub const BOOT_TIME: i16 = 2;
+/// `ut_type` of a run-level change; user `shutdown` at shutdown.
+pub const RUN_LVL: i16 = 1;
 
 const LINE: (usize, usize) = (8, 32);
 const ID: (usize, usize) = (40, 4);
