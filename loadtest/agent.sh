@@ -8,8 +8,9 @@
 # second in the watched directory (a tmpfs; each write an event), then
 # 1,000 a second outside the watched directories but on a file system the
 # agent watches (it drops them), and prints the events the server stored
-# in each window (other programs on the machine add theirs). Needs root
-# (fanotify, the tmpfs).
+# in each window (other programs on the machine add theirs). The servers'
+# data is on a tmpfs of its own, as the server is not on the PC. Needs
+# root (fanotify, the tmpfs).
 # MAMORI_BENCH_WINDOW_S sets the length of each window (default 60).
 # Extra arguments go to `mamori-agent run` (e.g. --sysfs-root DIR).
 set -euo pipefail
@@ -17,6 +18,13 @@ cd "$(dirname "$0")/.."
 . scripts/servers.sh
 window=${MAMORI_BENCH_WINDOW_S:-60}
 positive_int MAMORI_BENCH_WINDOW_S "$window"
+# The servers' data on a file system of its own (a tmpfs): on a PC the
+# server is elsewhere, and PostgreSQL's writes on the file system the agent
+# watches would be file operations it has to look at and drop.
+servers_fs=$(mktemp -d /tmp/mamori-bench-servers.XXXXXX)
+mount -t tmpfs -o size=4g tmpfs "$servers_fs"
+export MAMORI_WORK_PARENT=$servers_fs
+bench_final='umount -l "$servers_fs" 2>/dev/null; rmdir "$servers_fs" 2>/dev/null || true'
 . loadtest/stack.sh agent
 cargo build --release --locked -p mamori-agent
 psql="$(pg_bindir)/psql"
@@ -27,13 +35,14 @@ MAMORI_ENROLLMENT_TOKEN=$token "$bin/mamori-agent" enroll \
     --server "http://127.0.0.1:$ingest_port" --state-dir "$work/agent" >/dev/null
 mkdir -p "$work/home"
 mount -t tmpfs -o size=64m tmpfs "$work/home"
-bench_cleanup='umount -l "$work/home" 2>/dev/null || true'
-# A watched directory on the file system of $work too (usually the root
-# one, as /home is on most PCs): the agent marks that whole file system
-# and drops what happens outside the directory.
-mkdir -p "$work/rootwatch" "$work/elsewhere"
+# A watched directory on the root file system too (as /home is on most
+# PCs): the agent marks that whole file system and drops what happens
+# outside the directory (everything else this machine writes meanwhile).
+rootdir=$(mktemp -d /var/tmp/mamori-bench-root.XXXXXX)
+bench_cleanup='umount -l "$work/home" 2>/dev/null || true; rm -rf "$rootdir"'
+mkdir -p "$rootdir/rootwatch" "$rootdir/elsewhere"
 RUST_LOG=${RUST_LOG:-warn} "$bin/mamori-agent" run --state-dir "$work/agent" \
-    --watch-dir "$work/home" --watch-dir "$work/rootwatch" "$@" >"$work/agent.log" 2>&1 &
+    --watch-dir "$work/home" --watch-dir "$rootdir/rootwatch" "$@" >"$work/agent.log" 2>&1 &
 agent=$!
 bench_pids="$agent"
 stored() {
@@ -112,10 +121,10 @@ for k in range(10):
             t += period
             time.sleep(max(0, t - time.monotonic()))
 os.wait()
-' "$1" "$work/home"
+' "$1" "${2:-$work/home}"
 }
 
-for phase in "100 $work/home" "1000 $work/home" "1000 $work/elsewhere"; do
+for phase in "100 $work/home" "1000 $work/home" "1000 $rootdir/elsewhere"; do
     set -- $phase
     files "$1" "$2" &
     gen=$!
@@ -134,4 +143,4 @@ done
 sleep 2
 echo "events about the unwatched directory: $("$psql" "$MAMORI_DATABASE_URL" -qAt \
     -c "SELECT set_config('mamori.tenant_id', '$tenant', false)" \
-    -c "SELECT count(*) FROM events WHERE subject LIKE '$work/elsewhere/%'" | tail -n 1)"
+    -c "SELECT count(*) FROM events WHERE subject LIKE '$rootdir/elsewhere/%'" | tail -n 1)"

@@ -15,7 +15,7 @@ bin=$CARGO_TARGET_DIR/release
 
 start_private_servers "$1"
 mamori_pid=
-trap '[ -n "$mamori_pid" ] && kill "$mamori_pid" 2>/dev/null; stop_private_servers' EXIT
+trap '[ -n "$mamori_pid" ] && kill "$mamori_pid" 2>/dev/null; stop_private_servers; eval "${bench_final:-}"' EXIT
 ingest_port=$(free_port)
 export MAMORI_DATABASE_URL="postgres://mamori@127.0.0.1:$pg_port/mamori"
 export MAMORI_REDIS_URL="redis://127.0.0.1:$redis_port"
@@ -43,10 +43,11 @@ if /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
     export MAMORI_SMTP_URL="smtp://127.0.0.1:$smtp_port"
 fi
 # A script that starts processes of its own adds their pids to bench_pids,
-# and a command that undoes what else it set up to bench_cleanup.
+# and a command that undoes what else it set up to bench_cleanup (run
+# first) or bench_final (run after the servers stopped).
 bench_pids=
 bench_cleanup=
-trap 'eval "$bench_cleanup"; for p in $bench_pids; do kill "$p" 2>/dev/null; done; [ -n "$mamori_pid" ] && kill "$mamori_pid" 2>/dev/null; [ -n "$writer_pid" ] && kill "$writer_pid" 2>/dev/null; [ -n "$smtp_pid" ] && kill "$smtp_pid" 2>/dev/null; stop_private_servers' EXIT
+trap 'eval "$bench_cleanup"; for p in $bench_pids; do kill "$p" 2>/dev/null; done; [ -n "$mamori_pid" ] && kill "$mamori_pid" 2>/dev/null; [ -n "$writer_pid" ] && kill "$writer_pid" 2>/dev/null; [ -n "$smtp_pid" ] && kill "$smtp_pid" 2>/dev/null; stop_private_servers; eval "${bench_final:-}"' EXIT
 ulimit -n 65536 2>/dev/null || true
 "$bin/mamori" migrate
 if [ -n "${MAMORI_BENCH_SPINE_ONLY:-}" ]; then

@@ -61,6 +61,9 @@ if ! diff -q console/src/api/schema.d.ts "$console_check/schema.d.ts" >/dev/null
 fi
 log "running the console's unit tests"
 (cd console && node tests/unit.mjs)
+log "checking the Helm chart (scripts/helm-check.sh)"
+MAMORI_BIN="$CARGO_TARGET_DIR/debug/mamori" MAMORI_AGENT_BIN="$CARGO_TARGET_DIR/debug/mamori-agent" \
+    scripts/helm-check.sh
 log "running tests"
 cargo nextest run --workspace --locked --no-fail-fast "$@"
 log "fuzzing the wire reader and the event validation briefly (scripts/fuzz.sh)"

@@ -32,6 +32,30 @@ const PSEUDO: &[&str] = &[
 /// The system's mount table.
 pub(crate) const SYSTEM: &str = "/proc/self/mounts";
 
+/// Tells when something is mounted or unmounted: the mount table, open,
+/// polls as a priority event (`POLLPRI`) once per change since the last
+/// poll. Watchers add it to their `poll` instead of reading the table
+/// every few seconds to find out.
+#[derive(Debug)]
+pub(crate) struct MountWatch(std::fs::File);
+
+impl MountWatch {
+    pub(crate) fn open() -> Option<Self> {
+        std::fs::File::open(SYSTEM).ok().map(Self)
+    }
+
+    /// Whether `revents` of this watch's poll entry say the table changed.
+    pub(crate) fn fired(revents: i16) -> bool {
+        revents & (libc::POLLPRI | libc::POLLERR) != 0
+    }
+}
+
+impl std::os::fd::AsFd for MountWatch {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
 /// One line of the table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Mount {

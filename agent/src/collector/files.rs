@@ -63,8 +63,13 @@ const MAX_PROCESSES: usize = 1024;
 const COPY_WINDOW: Duration = Duration::from_secs(30);
 /// Created files not yet written are reported as created after this.
 const CREATE_WAIT: Duration = Duration::from_secs(2);
-/// How often mounts and the policy's folders are looked at again.
-const REWATCH_EVERY: Duration = Duration::from_secs(2);
+/// How often mounts and the policy's folders are looked at again besides
+/// when something is mounted or unmounted (the source says so at once)
+/// and when the policy changes.
+const REWATCH_EVERY: Duration = Duration::from_secs(30);
+/// The longest wait for operations before the collector's own chores
+/// (created files due, summaries, a changed policy).
+const READ_WAIT: Duration = Duration::from_secs(1);
 /// Events per second one process may cause, and all together; over that,
 /// operations are counted into a summary.
 const PER_PROCESS_RATE: u32 = 200;
@@ -114,6 +119,12 @@ pub(crate) trait FileSource: Send {
     fn set_scope(&mut self, _dirs: &[PathBuf]) {}
     /// Watches the file system `dir` is on (again is a no-op).
     fn watch(&mut self, dir: &Path) -> io::Result<()>;
+    /// Whether something was mounted or unmounted since the last call (a
+    /// source that cannot tell says no; the collector looks again every
+    /// [`REWATCH_EVERY`] anyway).
+    fn take_mounts_changed(&mut self) -> bool {
+        false
+    }
     /// Waits up to `timeout` for operations and appends them; returns how
     /// many were lost by the OS (its queue overflowed).
     fn read(&mut self, timeout: Duration, out: &mut Vec<FsOp>) -> io::Result<u64>;
@@ -269,10 +280,11 @@ impl Tracker {
     fn run(&mut self, stop: &AtomicBool) -> Result<()> {
         self.rewatch();
         let mut rewatched = Instant::now();
+        let mut revision = self.config.policy.revision();
         let mut ops = Vec::new();
         while !stop.load(Ordering::Relaxed) {
             ops.clear();
-            match self.source.read(Duration::from_millis(250), &mut ops) {
+            match self.source.read(READ_WAIT, &mut ops) {
                 Ok(lost) => self.lost += lost,
                 Err(e) => return Err(Error::io("reading file operations")(e)),
             }
@@ -280,9 +292,14 @@ impl Tracker {
                 self.handle(op);
             }
             self.flush_created(false);
-            if rewatched.elapsed() >= REWATCH_EVERY {
+            let policy = self.config.policy.revision();
+            if self.source.take_mounts_changed()
+                || policy != revision
+                || rewatched.elapsed() >= REWATCH_EVERY
+            {
                 self.rewatch();
                 rewatched = Instant::now();
+                revision = policy;
             }
             if self.summary_at.elapsed() >= SUMMARY_EVERY {
                 self.send_summaries();

@@ -53,11 +53,17 @@ pub(crate) struct Fanotify {
     /// system, and what happens elsewhere is dropped here, before any
     /// allocation.
     scope: Vec<PathBuf>,
-    /// Directory handles resolved lately: the path, or `None` when outside
-    /// the scope or gone. Emptied with every new scope (every 2 s), so a
-    /// directory renamed in or out of it is misjudged for 2 s at most; on
-    /// a busy file system this saves three system calls per event.
+    /// Directory handles resolved lately (in the scope or not: an exec is
+    /// reported wherever it is): the path, or `None` when gone.
+    /// Emptied every [`DIR_TTL`] and with every new scope, so a directory
+    /// renamed in or out of the scope is misjudged for 2 s at most; on a
+    /// busy file system this saves three system calls per event.
     dirs: DirCache,
+    dirs_since: std::time::Instant,
+    /// The mount table, polled beside the group: a medium mounted is
+    /// watched at once, and nothing is re-marked while nothing changes.
+    mount_watch: Option<crate::mounts::MountWatch>,
+    mounts_changed: bool,
     buf: Vec<u8>,
 }
 
@@ -84,6 +90,9 @@ impl Fanotify {
             execs_marked: None,
             scope: Vec::new(),
             dirs: DirCache::default(),
+            dirs_since: std::time::Instant::now(),
+            mount_watch: crate::mounts::MountWatch::open(),
+            mounts_changed: false,
             buf: vec![0; 64 * 1024],
         })
     }
@@ -106,13 +115,10 @@ impl Fanotify {
         Ok(())
     }
 
-    /// Marks every real mount for execs, again every couple of seconds
-    /// (a mark goes with its mount; adding one again changes nothing).
+    /// Marks every real mount for execs, once per new scope (a mark goes
+    /// with its mount; adding one again changes nothing).
     fn mark_execs(&mut self) {
-        if self
-            .execs_marked
-            .is_some_and(|at| at.elapsed() < std::time::Duration::from_secs(2))
-        {
+        if self.execs_marked.is_some() {
             return;
         }
         self.execs_marked = Some(std::time::Instant::now());
@@ -196,6 +202,8 @@ fn fd_path(fd: RawFd) -> Option<PathBuf> {
 type DirCache = HashMap<([u8; 8], Vec<u8>), Option<PathBuf>>;
 /// Directories cached at most.
 const MAX_CACHED_DIRS: usize = 8192;
+/// How long a resolved directory is trusted.
+const DIR_TTL: Duration = Duration::from_secs(2);
 
 /// `path` for a system call.
 fn c_path(path: &Path) -> io::Result<CString> {
@@ -236,6 +244,12 @@ impl FileSource for Fanotify {
     fn set_scope(&mut self, dirs: &[PathBuf]) {
         self.scope = dirs.to_vec();
         self.dirs.clear();
+        self.dirs_since = std::time::Instant::now();
+        self.execs_marked = None;
+    }
+
+    fn take_mounts_changed(&mut self) -> bool {
+        std::mem::take(&mut self.mounts_changed)
     }
 
     fn watch(&mut self, dir: &Path) -> io::Result<()> {
@@ -248,14 +262,29 @@ impl FileSource for Fanotify {
     }
 
     fn read(&mut self, timeout: Duration, out: &mut Vec<FsOp>) -> io::Result<u64> {
-        let mut pfd = libc::pollfd {
-            fd: self.fd.as_raw_fd(),
-            events: libc::POLLIN,
+        use std::os::fd::AsFd;
+        if self.dirs_since.elapsed() >= DIR_TTL {
+            self.dirs.clear();
+            self.dirs_since = std::time::Instant::now();
+        }
+        let entry = |fd: RawFd, events: i16| libc::pollfd {
+            fd,
+            events,
             revents: 0,
         };
+        let mut pfds = [
+            entry(self.fd.as_raw_fd(), libc::POLLIN),
+            // A negative descriptor is skipped by poll.
+            entry(
+                self.mount_watch
+                    .as_ref()
+                    .map_or(-1, |w| w.as_fd().as_raw_fd()),
+                libc::POLLPRI,
+            ),
+        ];
         let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-        // SAFETY: one valid pollfd.
-        let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+        // SAFETY: two valid pollfds.
+        let r = unsafe { libc::poll(pfds.as_mut_ptr(), 2, ms) };
         if r < 0 {
             let e = io::Error::last_os_error();
             return if e.kind() == io::ErrorKind::Interrupted {
@@ -264,7 +293,10 @@ impl FileSource for Fanotify {
                 Err(e)
             };
         }
-        if r == 0 {
+        if crate::mounts::MountWatch::fired(pfds[1].revents) {
+            self.mounts_changed = true;
+        }
+        if pfds[0].revents & libc::POLLIN == 0 {
             return Ok(0);
         }
         let mut lost = 0;
@@ -317,25 +349,23 @@ impl Fanotify {
         let mut path_of = |f: &Fid<'_>, any: bool| {
             let key = (f.fsid, f.handle.to_vec());
             let dir = match dirs.get(&key) {
-                Some(d) if !any => d.clone(),
-                _ => {
+                Some(d) => d.clone(),
+                None => {
                     let mount = mounts
                         .entry(f.fsid)
                         .or_insert_with(|| self.mount_fd(&f.fsid))
                         .as_ref()?;
-                    let dir = Self::dir_path(mount, f.handle)?;
-                    if any {
-                        Some(dir)
-                    } else {
-                        let kept = self.in_scope(&dir).then_some(dir);
-                        if dirs.len() >= MAX_CACHED_DIRS {
-                            dirs.clear();
-                        }
-                        dirs.insert(key, kept.clone());
-                        kept
+                    let dir = Self::dir_path(mount, f.handle);
+                    if dirs.len() >= MAX_CACHED_DIRS {
+                        dirs.clear();
                     }
+                    dirs.insert(key, dir.clone());
+                    dir
                 }
             }?;
+            if !any && !self.in_scope(&dir) {
+                return None;
+            }
             Some(dir.join(OsStr::from_bytes(f.name)))
         };
         while buf.len() >= META {

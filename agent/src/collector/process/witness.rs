@@ -23,8 +23,8 @@ use super::is_loader;
 
 /// Pids remembered; the oldest are forgotten first.
 const MAX_PIDS: usize = 16_384;
-/// How often new mounts are marked.
-const REMARK_EVERY: Duration = Duration::from_secs(5);
+/// How often new mounts are marked besides when the mount table changes.
+const REMARK_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Default)]
 struct Seen {
@@ -108,14 +108,33 @@ fn read(
     stop: &AtomicBool,
 ) {
     let mut remarked = Instant::now();
+    let mount_watch = crate::mounts::MountWatch::open();
+    let mut mounts_changed = false;
     while !stop.load(Ordering::Relaxed) {
-        if remarked.elapsed() >= REMARK_EVERY {
+        if mounts_changed || remarked.elapsed() >= REMARK_EVERY {
+            if mounts_changed {
+                // A mount gone takes its mark; one mounted again at the
+                // same place needs a new one.
+                marked.clear();
+            }
             mark_mounts(fan, marked);
             remarked = Instant::now();
         }
-        let mut fds = [PollFd::new(fan.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::from(250u16)) {
+        let mut fds = vec![PollFd::new(fan.as_fd(), PollFlags::POLLIN)];
+        if let Some(w) = &mount_watch {
+            fds.push(PollFd::new(w.as_fd(), PollFlags::POLLPRI));
+        }
+        let polled = poll(&mut fds, PollTimeout::from(1000u16));
+        mounts_changed = fds
+            .get(1)
+            .and_then(|f| f.revents())
+            .is_some_and(|r| crate::mounts::MountWatch::fired(r.bits()));
+        let readable = fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLIN));
+        match polled {
             Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+            Ok(_) if !readable => continue,
             Ok(_) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "exec witness failed; short-lived programs may go unnamed");
