@@ -732,3 +732,64 @@ async fn the_database_refuses_moving_tenants_and_users_between_owners() {
     let (_, t) = g.get(&s, "/api/v1/tenant").await;
     assert!(t["msp_org_id"].is_null());
 }
+
+/// Behind a load balancer the per-address limit is kept per client, by
+/// `X-Forwarded-For`, but only when the connection comes from a configured
+/// proxy: a client talking to the gateway directly cannot escape its limit
+/// by writing the header itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_addresses_count_only_from_trusted_proxies() {
+    // (trusted proxies, whether a new forwarded address gets a fresh budget)
+    for (trusted, fresh) in [("127.0.0.0/8", true), ("", false)] {
+        let g = Gw::start_with(|c| {
+            c.api_ip_rate = 1;
+            c.api_ip_burst = 3;
+            c.trusted_proxies = trusted.to_owned();
+        })
+        .await;
+        let from = |client: &'static str| {
+            let req = g
+                .http
+                .get(g.url("/api/v1/me"))
+                .header("x-forwarded-for", format!("198.51.100.1, {client}"));
+            async move { req.send().await.unwrap().status() }
+        };
+        for _ in 0..3 {
+            assert_eq!(from("203.0.113.1").await, StatusCode::UNAUTHORIZED);
+        }
+        assert_eq!(
+            from("203.0.113.1").await,
+            StatusCode::TOO_MANY_REQUESTS,
+            "the fourth request of a client (trusted: {trusted:?})"
+        );
+        let other = from("203.0.113.2").await;
+        if fresh {
+            assert_eq!(
+                other,
+                StatusCode::UNAUTHORIZED,
+                "another client behind the proxy"
+            );
+        } else {
+            assert_eq!(
+                other,
+                StatusCode::TOO_MANY_REQUESTS,
+                "a forged header changes nothing"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_trusted_proxy_entry_stops_the_gateway_with_its_name() {
+    let e = mamori_gateway::Config {
+        trusted_proxies: "10.0.0.0/8, lb.example".into(),
+        key_encryption_key: mamori_gateway::Kek::generate_base64(),
+        ..Default::default()
+    }
+    .validate()
+    .unwrap_err();
+    assert!(
+        e.contains("trusted_proxies") && e.contains("lb.example"),
+        "{e}"
+    );
+}

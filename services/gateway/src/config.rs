@@ -68,6 +68,11 @@ pub struct Config {
     /// install commands (`mamori all` fills it in from its ingest address
     /// when empty).
     pub agent_server_url: String,
+    /// Load balancers and Ingress controllers in front of the gateway
+    /// whose `X-Forwarded-For` names the client: comma-separated
+    /// addresses and CIDR ranges (`10.0.0.0/8`). Empty: the connection's
+    /// address is the client's, and the header is ignored.
+    pub trusted_proxies: String,
 }
 
 impl Default for Config {
@@ -103,6 +108,7 @@ impl Default for Config {
             policy_tls_ca: String::new(),
             console_dir: String::new(),
             agent_server_url: String::new(),
+            trusted_proxies: String::new(),
         }
     }
 }
@@ -158,6 +164,7 @@ impl Config {
                 self.console_dir
             ));
         }
+        crate::proxies::TrustedProxies::parse(&self.trusted_proxies)?;
         Ok(())
     }
 }

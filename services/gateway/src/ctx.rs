@@ -53,11 +53,18 @@ impl Caller {
     }
 }
 
+/// The client's address, as the edge middleware found it (behind a
+/// trusted proxy, from `X-Forwarded-For`; see `proxies`).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub IpAddr);
+
 pub fn client_ip(parts: &Parts) -> Option<IpAddr> {
-    parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
+    parts.extensions.get::<ClientIp>().map(|c| c.0).or_else(|| {
+        parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+    })
 }
 
 pub fn request_id(parts: &Parts) -> String {

@@ -24,6 +24,7 @@ mod keys;
 mod limits;
 mod openapi;
 mod policies;
+mod proxies;
 mod recipients;
 mod server;
 mod sessions;

@@ -224,11 +224,15 @@ pub fn router(state: Shared) -> Router {
 
 /// Per-address rate limit, JSON answers for the framework's own refusals
 /// (body too large, bad JSON), and request metrics.
-async fn edge(State(state): State<Shared>, req: Request, next: Next) -> Response {
+async fn edge(State(state): State<Shared>, mut req: Request, next: Next) -> Response {
     let ip = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
+        .map(|c| state.proxies.client(c.0.ip(), req.headers()));
+    if let Some(ip) = ip {
+        // What the handlers see as the client (`ctx::client_ip`).
+        req.extensions_mut().insert(crate::ctx::ClientIp(ip));
+    }
     if let Some(ip) = ip
         && let Err(wait) = state.limits.ip.take(crate::limits::client_key(ip))
     {
@@ -344,6 +348,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         webhook_http,
         policy,
         kek,
+        proxies: crate::proxies::TrustedProxies::parse(&config.trusted_proxies)
+            .map_err(anyhow::Error::msg)?,
     });
     let ready_db = db.clone();
     let ops_addr = mamori_telemetry::serve_ops(

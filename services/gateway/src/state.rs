@@ -24,6 +24,8 @@ pub struct AppState {
     pub webhook_http: reqwest::Client,
     /// Webhook secrets are sealed under it.
     pub kek: std::sync::Arc<crate::keys::Kek>,
+    /// Whose `X-Forwarded-For` names the client.
+    pub proxies: crate::proxies::TrustedProxies,
 }
 
 pub type Shared = Arc<AppState>;
