@@ -25,6 +25,8 @@ servers_fs=$(mktemp -d /tmp/mamori-bench-servers.XXXXXX)
 mount -t tmpfs -o size=4g tmpfs "$servers_fs"
 export MAMORI_WORK_PARENT=$servers_fs
 bench_final='umount -l "$servers_fs" 2>/dev/null; rmdir "$servers_fs" 2>/dev/null || true'
+# Until stack.sh sets its own trap (which runs bench_final last).
+trap 'eval "$bench_final"' EXIT
 . loadtest/stack.sh agent
 cargo build --release --locked -p mamori-agent
 psql="$(pg_bindir)/psql"

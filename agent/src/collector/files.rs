@@ -281,6 +281,7 @@ impl Tracker {
         self.rewatch();
         let mut rewatched = Instant::now();
         let mut revision = self.config.policy.revision();
+        let mut mounts_changed = false;
         let mut ops = Vec::new();
         while !stop.load(Ordering::Relaxed) {
             ops.clear();
@@ -293,10 +294,15 @@ impl Tracker {
             }
             self.flush_created(false);
             let policy = self.config.policy.revision();
-            if self.source.take_mounts_changed()
+            mounts_changed |= self.source.take_mounts_changed();
+            // A mount change is acted on at most once a second: something
+            // mounting in a loop does not keep the collector re-marking.
+            let since = rewatched.elapsed();
+            if (mounts_changed && since >= Duration::from_secs(1))
                 || policy != revision
-                || rewatched.elapsed() >= REWATCH_EVERY
+                || since >= REWATCH_EVERY
             {
+                mounts_changed = false;
                 self.rewatch();
                 rewatched = Instant::now();
                 revision = policy;

@@ -197,8 +197,13 @@ impl Tracker {
 
     /// Reads what was appended since the last call and emits its events.
     fn poll(&mut self, sink: &EventSink) -> Result<()> {
-        for (at, kind) in self.sleep.check(now_us()) {
-            sink.emit(at, String::new(), kind)?;
+        let now = now_us();
+        for (at, kind) in self.sleep.check(now) {
+            // A boot clock that jumped (a clock reset while asleep) must
+            // not date a suspend beyond what the server accepts.
+            if plausible(at, now) {
+                sink.emit(at, String::new(), kind)?;
+            }
         }
         let Some((mut file, len)) = self.file.reopen()? else {
             return Ok(());
@@ -208,7 +213,6 @@ impl Tracker {
             return Ok(());
         }
         let start = self.file.pos.offset;
-        let now = now_us();
         let result = self.each_record(&mut file, start, end, |tracker, rec| {
             if let Some((user, kind)) = tracker.apply(rec) {
                 if plausible(rec.time_us(), now) {

@@ -119,10 +119,12 @@ impl SoftwareCollector {
         }
         let text = std::fs::read_to_string(&self.status).map_err(Error::io(what()))?;
         let now = parse_status(&text);
-        let before: Packages = fsutil::read_json(&self.saved_path).unwrap_or_default();
-        let mut found = changes(&before, &now);
-        if !self.saved_path.exists() {
-            // The first look: the PC's inventory, not installations seen.
+        let saved: Option<Packages> = fsutil::read_json(&self.saved_path);
+        let inventory = saved.is_none();
+        let mut found = changes(&saved.unwrap_or_default(), &now);
+        if inventory {
+            // The first look (or a kept list that cannot be read): the
+            // PC's inventory, not installations seen.
             for event in &mut found {
                 event.inventory = true;
             }

@@ -263,10 +263,6 @@ impl FileSource for Fanotify {
 
     fn read(&mut self, timeout: Duration, out: &mut Vec<FsOp>) -> io::Result<u64> {
         use std::os::fd::AsFd;
-        if self.dirs_since.elapsed() >= DIR_TTL {
-            self.dirs.clear();
-            self.dirs_since = std::time::Instant::now();
-        }
         let entry = |fd: RawFd, events: i16| libc::pollfd {
             fd,
             events,
@@ -298,6 +294,10 @@ impl FileSource for Fanotify {
         }
         if pfds[0].revents & libc::POLLIN == 0 {
             return Ok(0);
+        }
+        if self.dirs_since.elapsed() >= DIR_TTL {
+            self.dirs.clear();
+            self.dirs_since = std::time::Instant::now();
         }
         let mut lost = 0;
         // Drain what is queued, a buffer at a time, up to a bound per call
@@ -346,9 +346,12 @@ impl Fanotify {
         // The file systems' descriptors, open for this buffer only.
         let mut mounts: HashMap<[u8; 8], Option<OwnedFd>> = HashMap::new();
         // The path of a record, if it is in scope (`any`: wherever it is).
-        let mut path_of = |f: &Fid<'_>, any: bool| {
+        // `any`: wherever it is (an exec); `fresh`: resolved now, not from
+        // the cache (a rename's two sides: a directory renamed meanwhile
+        // must not send the file trace down the old path).
+        let mut path_of = |f: &Fid<'_>, any: bool, fresh: bool| {
             let key = (f.fsid, f.handle.to_vec());
-            let dir = match dirs.get(&key) {
+            let dir = match dirs.get(&key).filter(|_| !fresh) {
                 Some(d) => d.clone(),
                 None => {
                     let mount = mounts
@@ -415,7 +418,8 @@ impl Fanotify {
                 let (Some(from), Some(to)) = (old.as_ref(), new.as_ref()) else {
                     continue;
                 };
-                let (Some(from), Some(to)) = (path_of(from, true), path_of(to, true)) else {
+                let (Some(from), Some(to)) = (path_of(from, true, true), path_of(to, true, true))
+                else {
                     continue;
                 };
                 out.push(FsOp {
@@ -440,7 +444,7 @@ impl Fanotify {
                 continue;
             }
             let exec = meta.mask & libc::FAN_OPEN_EXEC != 0;
-            let Some(path) = dir.as_ref().and_then(|d| path_of(d, exec)) else {
+            let Some(path) = dir.as_ref().and_then(|d| path_of(d, exec, false)) else {
                 continue;
             };
             for (bit, op) in ORDER {
