@@ -73,6 +73,32 @@ impl Mount {
     }
 }
 
+/// Calls `mark` for every mount of a real file system (not a pseudo one)
+/// that is not in `marked` yet, and adds those it marked; returns how many
+/// are marked in all. The fanotify groups that watch every mount (the
+/// exec witness, the launch guard, the file collector's execs) share it;
+/// a mount gone takes its mark, so they empty `marked` when a
+/// [`MountWatch`] fires.
+pub(crate) fn mark_new(
+    marked: &mut std::collections::HashSet<PathBuf>,
+    mut mark: impl FnMut(&Path) -> std::io::Result<()>,
+) -> usize {
+    for mount in read(Path::new(SYSTEM)) {
+        if mount.is_pseudo() || marked.contains(&mount.target) {
+            continue;
+        }
+        match mark(&mount.target) {
+            Ok(()) => {
+                marked.insert(mount.target);
+            }
+            Err(e) => {
+                tracing::debug!(mount = %mount.target.display(), error = %e, "mount not marked")
+            }
+        }
+    }
+    marked.len()
+}
+
 /// The mounts listed in `table` (a file in the format of
 /// `/proc/self/mounts`); none when it cannot be read.
 pub(crate) fn read(table: &Path) -> Vec<Mount> {

@@ -149,17 +149,13 @@ impl SleepWatch {
 
 /// A suspend when the sleep began and a resume now.
 pub(crate) fn sleep_events(now_us: i64, asleep: Duration) -> Vec<(i64, Kind)> {
-    let power = |action: Power, asleep_s: u64| {
-        Kind::Power(PowerEvent {
-            action: action as i32,
-            asleep_s,
-            source: "clocks".into(),
-        })
-    };
     let began = now_us - i64::try_from(asleep.as_micros()).unwrap_or(i64::MAX / 2);
     vec![
-        (began, power(Power::Suspend, 0)),
-        (now_us, power(Power::Resume, asleep.as_secs())),
+        (began, power_kind(Power::Suspend, 0, "clocks")),
+        (
+            now_us,
+            power_kind(Power::Resume, asleep.as_secs(), "clocks"),
+        ),
     ]
 }
 
@@ -283,10 +279,10 @@ impl Tracker {
             }
             wtmp::BOOT_TIME => {
                 self.sessions.clear();
-                Some((String::new(), power_kind(Power::Boot)))
+                Some((String::new(), power_kind(Power::Boot, 0, "wtmp")))
             }
             wtmp::RUN_LVL if rec.user == "shutdown" => {
-                Some((String::new(), power_kind(Power::Shutdown)))
+                Some((String::new(), power_kind(Power::Shutdown, 0, "wtmp")))
             }
             _ => None,
         }
@@ -311,11 +307,11 @@ fn remote_host(host: &str) -> String {
     }
 }
 
-fn power_kind(action: Power) -> Kind {
+fn power_kind(action: Power, asleep_s: u64, source: &str) -> Kind {
     Kind::Power(PowerEvent {
         action: action as i32,
-        asleep_s: 0,
-        source: "wtmp".into(),
+        asleep_s,
+        source: source.into(),
     })
 }
 

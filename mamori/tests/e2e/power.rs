@@ -2,7 +2,8 @@
 //! from wtmp (a file of the test's own, written as systemd writes it), the
 //! server stores them as `boot` and `shutdown` events of the device. The
 //! shutdown is written while the agent is stopped, as at a real power-off,
-//! and still arrives once the agent runs again.
+//! and still arrives once the agent runs again. And a collector that stops
+//! is a warning event.
 
 use crate::gw::Gw;
 use crate::policy_alarms::{enroll_agent, run_agent};
@@ -98,6 +99,64 @@ async fn a_shutdown_written_while_the_agent_is_stopped_arrives_after_the_next_bo
         assert_eq!(*kind, want_kind, "{events:?}");
         assert!((ms - want_s * 1000).abs() < 1000, "{events:?}");
     }
+    let _ = stop.send(());
+    agent.await.unwrap().unwrap();
+}
+
+/// A collector that cannot start (here: its saved wtmp position cannot be
+/// written) stops, and the admin is told which one and why; the agent and
+/// its other collectors carry on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_stops_is_a_warning_the_admin_sees() {
+    let gw = Gw::start().await;
+    let admin = gw.signup("Broken Collector KK", "tenant").await;
+    let state = tempfile::tempdir().unwrap();
+    let enrolled = enroll_agent(&gw, &admin, state.path(), "broken").await;
+    // A directory where the position file goes: it cannot be written.
+    std::fs::create_dir(state.path().join("wtmp.offset")).unwrap();
+    let mut opts = RunOptions::new(state.path().to_owned());
+    opts.collectors = "logon,software".parse::<CollectorSet>().unwrap();
+    opts.wtmp_path = state.path().join("wtmp");
+    let status = state.path().join("status");
+    std::fs::write(
+        &status,
+        "Package: still-collected\nStatus: install ok installed\nVersion: 1\n\n",
+    )
+    .unwrap();
+    opts.dpkg_status = status;
+    opts.software_poll = Duration::from_millis(100);
+    let (stop, agent) = run_agent(opts);
+    let warning = wait_for("the collector warning", Duration::from_secs(30), || async {
+        let (_, v) = gw
+            .get(&admin, "/api/v1/events?kind=collector_warning")
+            .await;
+        v["events"].as_array().and_then(|e| e.first().cloned())
+    })
+    .await;
+    assert_eq!(warning["device_id"], enrolled.device_id, "{warning}");
+    let w = &warning["detail"]["collector_warning"];
+    assert_eq!(w["collector"], "logon", "{warning}");
+    let message = w["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("the collector stopped") && message.contains("wtmp.offset"),
+        "{message}"
+    );
+    // The other collector still reports.
+    wait_for(
+        "the software inventory",
+        Duration::from_secs(30),
+        || async {
+            let (_, v) = gw
+                .get(&admin, "/api/v1/events?kind=software_installed")
+                .await;
+            v["events"].as_array().and_then(|e| {
+                e.iter()
+                    .find(|e| e["subject"] == "still-collected")
+                    .cloned()
+            })
+        },
+    )
+    .await;
     let _ = stop.send(());
     agent.await.unwrap().unwrap();
 }

@@ -88,7 +88,7 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
 }
 
 /// An IPv4 address written as IPv6 (`::ffff:192.0.2.1`) is the IPv4 one.
-fn canonical(ip: IpAddr) -> IpAddr {
+pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,

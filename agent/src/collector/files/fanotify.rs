@@ -47,8 +47,8 @@ pub(crate) struct Fanotify {
     /// needed, never kept open (a descriptor would keep a USB stick from
     /// being unmounted).
     mounts: HashMap<[u8; 8], PathBuf>,
-    /// When every mount was last marked for execs.
-    execs_marked: Option<std::time::Instant>,
+    /// Whether every mount is marked for execs for the current scope.
+    execs_marked: bool,
     /// The watched directories: a file-system mark sees the whole file
     /// system, and what happens elsewhere is dropped here, before any
     /// allocation.
@@ -87,7 +87,7 @@ impl Fanotify {
             // SAFETY: a fresh descriptor this value now owns.
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
             mounts: HashMap::new(),
-            execs_marked: None,
+            execs_marked: false,
             scope: Vec::new(),
             dirs: DirCache::default(),
             dirs_since: std::time::Instant::now(),
@@ -118,20 +118,16 @@ impl Fanotify {
     /// Marks every real mount for execs, once per new scope (a mark goes
     /// with its mount; adding one again changes nothing).
     fn mark_execs(&mut self) {
-        if self.execs_marked.is_some() {
+        if self.execs_marked {
             return;
         }
-        self.execs_marked = Some(std::time::Instant::now());
-        for mount in crate::mounts::read(Path::new(crate::mounts::SYSTEM)) {
-            if mount.is_pseudo() {
-                continue;
-            }
-            if self
-                .mark(libc::FAN_MARK_MOUNT, libc::FAN_OPEN_EXEC, &mount.target)
-                .is_ok()
-            {
-                self.remember_mount(&mount.target);
-            }
+        self.execs_marked = true;
+        let mut marked = std::collections::HashSet::new();
+        crate::mounts::mark_new(&mut marked, |target| {
+            self.mark(libc::FAN_MARK_MOUNT, libc::FAN_OPEN_EXEC, target)
+        });
+        for target in &marked {
+            self.remember_mount(target);
         }
     }
 
@@ -245,7 +241,7 @@ impl FileSource for Fanotify {
         self.scope = dirs.to_vec();
         self.dirs.clear();
         self.dirs_since = std::time::Instant::now();
-        self.execs_marked = None;
+        self.execs_marked = false;
     }
 
     fn take_mounts_changed(&mut self) -> bool {

@@ -17,6 +17,7 @@
 
 use std::collections::HashSet;
 use std::os::fd::{AsFd, AsRawFd};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -68,8 +69,11 @@ pub(super) fn start(policy: Arc<PolicyState>, sink: EventSink) -> std::io::Resul
 /// An open group and the mounts it watches.
 struct Group {
     fan: Fanotify,
-    marked: HashSet<String>,
+    marked: HashSet<PathBuf>,
     marked_at: Instant,
+    /// The mount table: a medium mounted is marked at once, and one
+    /// mounted again where another was is marked again.
+    mount_watch: Option<crate::mounts::MountWatch>,
 }
 
 fn supervise(policy: &PolicyState, sink: &EventSink, stop: &AtomicBool) {
@@ -108,9 +112,27 @@ fn supervise(policy: &PolicyState, sink: &EventSink, stop: &AtomicBool) {
             mark_mounts(&g.fan, &mut g.marked);
             g.marked_at = Instant::now();
         }
-        let mut fds = [PollFd::new(g.fan.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::from(TICK.as_millis() as u16)) {
+        let mut fds = vec![PollFd::new(g.fan.as_fd(), PollFlags::POLLIN)];
+        if let Some(w) = &g.mount_watch {
+            fds.push(PollFd::new(w.as_fd(), PollFlags::POLLPRI));
+        }
+        let polled = poll(&mut fds, PollTimeout::from(TICK.as_millis() as u16));
+        let mounts_changed = fds
+            .get(1)
+            .and_then(|f| f.revents())
+            .is_some_and(|r| crate::mounts::MountWatch::fired(r.bits()));
+        let readable = fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLIN));
+        drop(fds);
+        if mounts_changed {
+            g.marked.clear();
+            mark_mounts(&g.fan, &mut g.marked);
+            g.marked_at = Instant::now();
+        }
+        match polled {
             Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+            Ok(_) if !readable && !stop.load(Ordering::Relaxed) => continue,
             // Stopping: the question is allowed by the graceful close.
             Ok(_) if stop.load(Ordering::Relaxed) => break,
             Ok(_) => {}
@@ -159,6 +181,7 @@ fn open() -> std::io::Result<Group> {
         fan,
         marked,
         marked_at: Instant::now(),
+        mount_watch: crate::mounts::MountWatch::open(),
     })
 }
 
@@ -244,23 +267,14 @@ fn record(
 
 /// Marks every mount of a real file system not marked yet; returns how many
 /// are marked in all.
-fn mark_mounts(fan: &Fanotify, marked: &mut HashSet<String>) -> usize {
-    for mount in crate::mounts::read(std::path::Path::new(crate::mounts::SYSTEM)) {
-        let dir = mount.target.to_string_lossy();
-        if mount.is_pseudo() || marked.contains(dir.as_ref()) {
-            continue;
-        }
-        match fan.mark(
+fn mark_mounts(fan: &Fanotify, marked: &mut HashSet<PathBuf>) -> usize {
+    crate::mounts::mark_new(marked, |target| {
+        fan.mark(
             MarkFlags::FAN_MARK_ADD | MarkFlags::FAN_MARK_MOUNT,
             MaskFlags::FAN_OPEN_EXEC_PERM,
             nix::fcntl::AT_FDCWD,
-            Some(&mount.target),
-        ) {
-            Ok(()) => {
-                marked.insert(dir.into_owned());
-            }
-            Err(e) => tracing::debug!(mount = %dir, error = %e, "mount not watched for launches"),
-        }
-    }
-    marked.len()
+            Some(target),
+        )
+        .map_err(std::io::Error::from)
+    })
 }

@@ -11,7 +11,6 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, AsRawFd};
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -82,23 +81,15 @@ fn mark_mounts(
     fan: &Fanotify,
     marked: &mut std::collections::HashSet<std::path::PathBuf>,
 ) -> usize {
-    for mount in crate::mounts::read(Path::new(crate::mounts::SYSTEM)) {
-        if mount.is_pseudo() || marked.contains(&mount.target) {
-            continue;
-        }
-        if fan
-            .mark(
-                MarkFlags::FAN_MARK_ADD | MarkFlags::FAN_MARK_MOUNT,
-                MaskFlags::FAN_OPEN_EXEC,
-                nix::fcntl::AT_FDCWD,
-                Some(&mount.target),
-            )
-            .is_ok()
-        {
-            marked.insert(mount.target);
-        }
-    }
-    marked.len()
+    crate::mounts::mark_new(marked, |target| {
+        fan.mark(
+            MarkFlags::FAN_MARK_ADD | MarkFlags::FAN_MARK_MOUNT,
+            MaskFlags::FAN_OPEN_EXEC,
+            nix::fcntl::AT_FDCWD,
+            Some(target),
+        )
+        .map_err(std::io::Error::from)
+    })
 }
 
 fn read(
