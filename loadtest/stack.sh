@@ -5,6 +5,9 @@
 # metrics address).
 # MAMORI_BENCH_SPINE_ONLY=1 starts `mamori writer` and `mamori ingest` as
 # two processes instead, without alerting (the event spine alone).
+# MAMORI_BENCH_REDIS_CLUSTER=1 points every role at a Redis Cluster of 3
+# masters and 3 replicas instead of the single Redis (with
+# MAMORI_REDIS_WAIT_REPLICAS=1, acks wait for a replica).
 . scripts/servers.sh
 
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/mamori-target}
@@ -49,6 +52,45 @@ bench_pids=
 bench_cleanup=
 trap 'eval "$bench_cleanup"; for p in $bench_pids; do kill "$p" 2>/dev/null; done; [ -n "$mamori_pid" ] && kill "$mamori_pid" 2>/dev/null; [ -n "$writer_pid" ] && kill "$writer_pid" 2>/dev/null; [ -n "$smtp_pid" ] && kill "$smtp_pid" 2>/dev/null; stop_private_servers; eval "${bench_final:-}"' EXIT
 ulimit -n 65536 2>/dev/null || true
+if [ -n "${MAMORI_BENCH_REDIS_CLUSTER:-}" ]; then
+    # A Redis Cluster instead of the single Redis: 3 masters with a replica
+    # each, on loopback, with the single Redis's persistence settings.
+    log "starting a Redis Cluster (3 masters, 3 replicas)"
+    nodes=
+    for _ in 1 2 3 4 5 6; do
+        port=$(free_port)
+        while [ "$port" -ge 55000 ]; do port=$(free_port); done
+        mkdir -p "$work/cluster/$port"
+        redis-server --port "$port" --bind 127.0.0.1 --cluster-enabled yes \
+            --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
+            --appendonly yes --appendfsync everysec --save "" \
+            --maxmemory "${MAMORI_REDIS_MAXMEMORY:-4gb}" --maxmemory-policy noeviction \
+            --dir "$work/cluster/$port" >"$work/cluster/$port.log" 2>&1 &
+        bench_pids="$bench_pids $!"
+        nodes="$nodes 127.0.0.1:$port"
+    done
+    for n in $nodes; do
+        for _ in $(seq 1 100); do
+            redis-cli -h 127.0.0.1 -p "${n#*:}" ping >/dev/null 2>&1 && break
+            sleep 0.1
+        done
+    done
+    # shellcheck disable=SC2086
+    redis-cli --cluster create $nodes --cluster-replicas 1 --cluster-yes >"$work/cluster/create.log"
+    for n in $nodes; do
+        for _ in $(seq 1 200); do
+            info=$(redis-cli -h 127.0.0.1 -p "${n#*:}" info replication)
+            if redis-cli -h 127.0.0.1 -p "${n#*:}" cluster info | grep -q cluster_state:ok &&
+                { echo "$info" | grep -q role:master || echo "$info" | grep -q master_link_status:up; }; then
+                break
+            fi
+            sleep 0.1
+        done
+    done
+    MAMORI_REDIS_URL=$(echo $nodes | sed 's/\([^ ]*\)/redis:\/\/\1/g; s/ /,/g')
+    export MAMORI_REDIS_URL
+    log "Redis Cluster: $MAMORI_REDIS_URL"
+fi
 "$bin/mamori" migrate
 if [ -n "${MAMORI_BENCH_SPINE_ONLY:-}" ]; then
     # The spine alone: ingest and writer, each a process of its own, and no

@@ -18,6 +18,32 @@ use crate::error::{Error, Result};
 /// The server's limit on one message; batches stay well under it.
 const MAX_MESSAGE_BYTES: usize = 4 << 20;
 
+/// The server URLs of a `--server` value: one, or several separated by
+/// commas (ingest replicas without a load balancer in front), tried in turn.
+/// A DNS name with several addresses needs no list: each address is tried
+/// when connecting.
+pub(crate) fn servers(list: &str) -> Vec<&str> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// Checks every url of `list` and prepares their endpoints (no network).
+pub(crate) fn endpoints(list: &str, ca_cert: Option<&Path>) -> Result<Vec<(String, Endpoint)>> {
+    let servers = servers(list);
+    if servers.is_empty() {
+        return Err(Error::InvalidServerUrl {
+            url: list.to_string(),
+            reason: "no server url given".into(),
+        });
+    }
+    servers
+        .into_iter()
+        .map(|s| Ok((s.to_string(), endpoint(s, ca_cert)?)))
+        .collect()
+}
+
 /// Checks the url and prepares the endpoint (no network yet).
 pub(crate) fn endpoint(server: &str, ca_cert: Option<&Path>) -> Result<Endpoint> {
     let bad = |reason: &str| Error::InvalidServerUrl {
@@ -93,6 +119,19 @@ mod tests {
         assert!(matches!(
             endpoint("https://localhost:1", Some(Path::new("/nonexistent.pem"))),
             Err(Error::Io { .. })
+        ));
+        let list = endpoints("http://10.0.0.1:50051, http://10.0.0.2:50051,", None).unwrap();
+        assert_eq!(
+            list.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>(),
+            ["http://10.0.0.1:50051", "http://10.0.0.2:50051"]
+        );
+        assert!(matches!(
+            endpoints("http://10.0.0.1:50051,10.0.0.2:50051", None),
+            Err(Error::InvalidServerUrl { url, .. }) if url == "10.0.0.2:50051"
+        ));
+        assert!(matches!(
+            endpoints(" , ", None),
+            Err(Error::InvalidServerUrl { .. })
         ));
     }
 }

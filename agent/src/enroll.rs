@@ -68,7 +68,7 @@ pub async fn enroll(opts: &EnrollOptions) -> Result<EnrollOutcome> {
                 .map_err(Error::io(format!("reading CA certificate {}", p.display())))
         })
         .transpose()?;
-    let endpoint = channel::endpoint(&opts.server, ca_cert.as_deref())?;
+    let endpoints = channel::endpoints(&opts.server, ca_cert.as_deref())?;
 
     let state = StateDir::new(&opts.state_dir);
     state.create()?;
@@ -76,13 +76,39 @@ pub async fn enroll(opts: &EnrollOptions) -> Result<EnrollOutcome> {
     let facts = facts::gather(opts.machine_id.as_deref(), instance_id.clone())?;
     tracing::info!(server = %opts.server, machine_id = %facts.machine_id, hostname = %facts.hostname, "enrolling");
 
-    let mut client = channel::client(&endpoint).await?;
-    let mut request = tonic::Request::new(EnrollRequest {
-        enrollment_token: token.to_string(),
-        facts: Some(facts),
-    });
-    request.set_timeout(ENROLL_TIMEOUT);
-    let response = client.enroll(request).await?.into_inner();
+    // The first server that answers; an answer that refuses (a bad token)
+    // is final, a server that cannot be reached is not.
+    let mut unreachable = None;
+    let mut response = None;
+    for (server, endpoint) in &endpoints {
+        let mut client = match channel::client(endpoint).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(%server, error = %e, "cannot reach this server; trying the next");
+                unreachable = Some(e);
+                continue;
+            }
+        };
+        let mut request = tonic::Request::new(EnrollRequest {
+            enrollment_token: token.to_string(),
+            facts: Some(facts.clone()),
+        });
+        request.set_timeout(ENROLL_TIMEOUT);
+        match client.enroll(request).await {
+            Ok(r) => {
+                response = Some(r.into_inner());
+                break;
+            }
+            Err(s) if s.code() == tonic::Code::Unavailable => {
+                tracing::warn!(%server, error = %s, "this server is unavailable; trying the next");
+                unreachable = Some(s.into());
+            }
+            Err(s) => return Err(s.into()),
+        }
+    }
+    let Some(response) = response else {
+        return Err(unreachable.expect("at least one server was tried"));
+    };
     if response.device_id.is_empty() || response.device_credential.is_empty() {
         return Err(tonic::Status::internal("the server sent no device id or credential").into());
     }

@@ -26,7 +26,8 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct EnrollArgs {
-    /// The ingest server, e.g. https://ingest.example.com:443.
+    /// The ingest server, e.g. https://ingest.example.com:443; or several,
+    /// separated by commas, tried in turn when one cannot be reached.
     #[arg(long, env = "MAMORI_SERVER")]
     server: String,
     /// The enrollment token (from the environment keeps it out of `ps`).

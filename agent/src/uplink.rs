@@ -126,6 +126,9 @@ pub(crate) struct Uplink {
     opts: UplinkOptions,
     rejected_batches: u64,
     rejected_events: u64,
+    /// Which of the configured servers the next connection tries: it moves
+    /// on after a server could not be reached.
+    turn: std::sync::atomic::AtomicUsize,
 }
 
 impl Uplink {
@@ -147,6 +150,7 @@ impl Uplink {
             opts,
             rejected_batches: 0,
             rejected_events: 0,
+            turn: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -263,13 +267,20 @@ impl Uplink {
         SessionEnd,
     > {
         let (config, credential) = enrolled.map_err(|e| SessionEnd::Refused(e.to_string()))?;
-        let endpoint = channel::endpoint(&config.server, config.ca_cert.as_deref())
+        let endpoints = channel::endpoints(&config.server, config.ca_cert.as_deref())
             .map_err(|e| SessionEnd::Refused(e.to_string()))?;
-        let mut client = channel::client(&endpoint).await.map_err(|e| match e {
-            Error::Connect(e) => {
-                SessionEnd::Transient(format!("cannot connect: {}", error_chain(&e)))
+        let turn = self.turn.load(std::sync::atomic::Ordering::Relaxed) % endpoints.len();
+        let (server, endpoint) = &endpoints[turn];
+        let mut client = channel::client(endpoint).await.map_err(|e| {
+            // The next attempt (after the backoff) tries the next server.
+            self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            match e {
+                Error::Connect(e) => SessionEnd::Transient(format!(
+                    "cannot connect to {server}: {}",
+                    error_chain(&e)
+                )),
+                e => SessionEnd::Transient(e.to_string()),
             }
-            e => SessionEnd::Transient(e.to_string()),
         })?;
 
         let (tx, rx) = mpsc::channel(WINDOW + 1 + POLICY_REPORTS);
@@ -297,7 +308,7 @@ impl Uplink {
         let st = {
             let spool = lock(&self.spool);
             tracing::info!(
-                server = %config.server,
+                %server,
                 backlog = spool.pending(),
                 dropped_total = spool.dropped_total(),
                 "connected"

@@ -481,8 +481,9 @@ async fn email_latency(
 /// Waits (at most five minutes) until no consumer group has entries left
 /// to read or acknowledge, so a run does not queue behind the last one.
 async fn wait_for_consumers(url: &str, shards: u32) -> anyhow::Result<()> {
-    let client = redis::Client::open(url)?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
+    let (_, mut conn) = mamori_streams::connect(url)
+        .await
+        .map_err(anyhow::Error::msg)?;
     let started = Instant::now();
     loop {
         let mut behind = 0u64;

@@ -153,9 +153,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let _telemetry = mamori_telemetry::init("mamori-writer")?;
             mamori_telemetry::metrics_handle();
             let running = mamori_writer::start(settings.get("writer")?).await?;
-            shutdown_signal().await;
+            let failed = tokio::select! {
+                _ = shutdown_signal() => None,
+                why = running.failed() => Some(why),
+            };
             running.shutdown().await;
-            Ok(())
+            failed.map_or(Ok(()), |why| {
+                Err(anyhow::anyhow!("the writer failed: {why}"))
+            })
         }
         Command::Gateway => {
             let _telemetry = mamori_telemetry::init("mamori-gateway")?;
@@ -183,9 +188,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let _telemetry = mamori_telemetry::init("mamori-alerting")?;
             mamori_telemetry::metrics_handle();
             let running = mamori_alerting::start(settings.get("alerting")?).await?;
-            shutdown_signal().await;
+            let failed = tokio::select! {
+                _ = shutdown_signal() => None,
+                why = running.failed() => Some(why),
+            };
             running.shutdown().await;
-            Ok(())
+            failed.map_or(Ok(()), |why| Err(anyhow::anyhow!("alerting failed: {why}")))
         }
         Command::All => {
             let _telemetry = mamori_telemetry::init("mamori")?;
@@ -225,17 +233,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             let stop = ingest.stopper();
             let gateway_stop = gateway.stopper();
-            tokio::select! {
-                _ = shutdown_signal() => {}
-                _ = stop.cancelled() => {}
-                _ = gateway_stop.cancelled() => {}
-            }
+            // A role that fails ends the whole process with an error, so
+            // that systemd (or whoever started it) starts it again.
+            let failed = tokio::select! {
+                _ = shutdown_signal() => None,
+                _ = stop.cancelled() => None,
+                _ = gateway_stop.cancelled() => None,
+                why = writer.failed() => Some(format!("the writer failed: {why}")),
+                why = alerting.failed() => Some(format!("alerting failed: {why}")),
+            };
             gateway.shutdown().await?;
             policy.shutdown().await?;
             ingest.shutdown().await?;
             alerting.shutdown().await;
             writer.shutdown().await;
-            Ok(())
+            failed.map_or(Ok(()), |why| Err(anyhow::anyhow!(why)))
         }
         Command::Tenant(c) => admin::tenant(settings.get("admin")?, c).await,
         Command::Token(c) => admin::token(settings.get("admin")?, c).await,

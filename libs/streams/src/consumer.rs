@@ -3,9 +3,9 @@
 //! it has made them durable. The writer and the alerting service each run
 //! one per shard, in their own groups.
 
+use crate::conn::{Conn, RedisTarget};
 use crate::{BATCH_FIELD, DEAD_LETTER_STREAM, value_text};
 use redis::Value;
-use redis::aio::{ConnectionManager, MultiplexedConnection};
 use std::future::Future;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -48,7 +48,7 @@ pub struct Consumer<H> {
     /// alerting overflow lane), where no trimmer runs.
     pub delete_acked: bool,
     /// For XACK, XADD to the dead letters and XAUTOCLAIM.
-    pub conn: ConnectionManager,
+    pub conn: Conn,
     pub handler: H,
 }
 
@@ -59,7 +59,7 @@ impl<H: Handler> Consumer<H> {
     /// entries, reclaiming again every half claim-idle period. After a failed
     /// step (PostgreSQL away, say) it retries its own pending entries before
     /// reading new ones, so they wait for the database, not for a reclaim.
-    pub async fn run(self, mut reader: MultiplexedConnection, stop: CancellationToken) {
+    pub async fn run(self, mut reader: Conn, stop: CancellationToken) {
         let reclaim_every = Duration::from_millis(self.claim_idle_ms / 2);
         let mut last_reclaim: Option<Instant> = None;
         let mut backoff = Duration::from_millis(100);
@@ -100,7 +100,7 @@ impl<H: Handler> Consumer<H> {
     /// consumer's own pending ones. Returns how many entries it handled.
     async fn read(
         &self,
-        reader: &mut MultiplexedConnection,
+        reader: &mut Conn,
         stop: &CancellationToken,
         from: &str,
     ) -> Result<usize, BoxError> {
@@ -294,12 +294,13 @@ pub struct GroupSpec {
 }
 
 /// Creates the group on every shard and spawns one consumer per shard into
-/// `tasks`, each with the handler `make(stream_key)` gives it.
+/// `tasks`, supervised by `sup`, each with the handler `make(stream_key)` gives it.
 pub async fn spawn_group<H: Handler>(
-    client: &redis::Client,
-    conn: &ConnectionManager,
+    target: &RedisTarget,
+    conn: &Conn,
     spec: &GroupSpec,
     make: impl Fn(&str) -> H,
+    sup: &mamori_telemetry::Supervisor,
     tasks: &mut tokio::task::JoinSet<()>,
     stop: &CancellationToken,
 ) -> redis::RedisResult<()> {
@@ -309,12 +310,7 @@ pub async fn spawn_group<H: Handler>(
     for key in keys {
         // A blocking XREADGROUP holds its connection: each shard reads on
         // its own, and acks on the shared manager.
-        let reader = client
-            .get_multiplexed_async_connection_with_config(
-                &redis::AsyncConnectionConfig::new()
-                    .set_response_timeout(Some(Duration::from_secs(10))),
-            )
-            .await?;
+        let reader = target.reader(Duration::from_secs(10)).await?;
         let consumer = Consumer {
             handler: make(&key),
             key,
@@ -326,23 +322,21 @@ pub async fn spawn_group<H: Handler>(
             delete_acked: spec.delete_acked,
             conn: conn.clone(),
         };
-        tasks.spawn(consumer.run(reader, stop.clone()));
+        sup.spawn(
+            tasks,
+            format!("{} consumer of {}", spec.group, consumer.key),
+            consumer.run(reader, stop.clone()),
+        );
     }
     Ok(())
 }
 
-/// A client and a reconnecting connection for `url`, checked once; the
-/// error names the setting.
-pub async fn connect(url: &str) -> Result<(redis::Client, ConnectionManager), String> {
-    let client = redis::Client::open(url)
-        .map_err(|e| format!("MAMORI_REDIS_URL {url:?} is not a valid Redis URL: {e}"))?;
-    let cfg = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(5)))
-        .set_response_timeout(Some(Duration::from_secs(10)));
-    let conn = ConnectionManager::new_with_config(client.clone(), cfg)
-        .await
-        .map_err(|e| format!("cannot reach Redis at {url}: {e}"))?;
-    Ok((client, conn))
+/// The configured Redis and a reconnecting connection to it, checked
+/// once; the error names the setting.
+pub async fn connect(url: &str) -> Result<(RedisTarget, Conn), String> {
+    let target = RedisTarget::parse(url)?;
+    let conn = target.connect(Duration::from_secs(10)).await?;
+    Ok((target, conn))
 }
 
 /// A consumer name unique to this process: hostname-pid-random.
@@ -361,7 +355,7 @@ pub fn consumer_name(configured: &str) -> String {
 }
 
 /// Ready when PostgreSQL and Redis both answer.
-pub fn readiness(db: mamori_tenancy::Db, conn: ConnectionManager) -> mamori_telemetry::Readiness {
+pub fn readiness(db: mamori_tenancy::Db, conn: Conn) -> mamori_telemetry::Readiness {
     std::sync::Arc::new(move || {
         let db = db.clone();
         let mut conn = conn.clone();

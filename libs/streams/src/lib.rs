@@ -7,8 +7,11 @@
 //! spread over the cluster's nodes. Each stream entry is one accepted batch,
 //! a protobuf `StreamBatch` in the field `b`.
 
+mod conn;
 mod consumer;
 mod info;
+
+pub use conn::{Conn, RedisTarget, Replication, SHARDS_KEY, append, check_shards};
 
 pub use consumer::{
     Consumer, Entry, GroupSpec, Handler, connect, consumer_name, readiness, spawn_group,

@@ -5,8 +5,10 @@
 
 mod escape;
 mod ops;
+mod supervise;
 mod trace;
 
 pub use escape::OneLine;
 pub use ops::{Readiness, metrics_handle, serve_ops};
+pub use supervise::Supervisor;
 pub use trace::{TelemetryGuard, current_traceparent, init, set_parent_from_traceparent};

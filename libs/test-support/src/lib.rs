@@ -8,6 +8,11 @@
 //! Database names in the DDL below are generated here (uuid, migration
 //! version), never taken from input: hence the `AssertSqlSafe`.
 
+pub mod cluster;
+mod redis_proc;
+
+pub use redis_proc::RedisProc;
+
 use mamori_tenancy::{Db, MIGRATOR};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};

@@ -158,3 +158,83 @@ pub(crate) fn test_pki() -> (String, String, String) {
     let cert = params.signed_by(&key, &issuer).unwrap();
     (ca_cert.pem(), cert.pem(), key.serialize_pem())
 }
+
+/// The agent given two ingest replicas: enrolled and streaming through the
+/// first, it carries on through the second when the first is killed -9.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_fails_over_to_the_next_server_when_its_ingest_dies() {
+    let s = Stack::start().await;
+    let (_tenant, token) = s.tenant_with_token().await;
+    let first_port = free_port();
+    let logs = tempfile::tempdir().unwrap();
+    let mut first = Proc(
+        std::process::Command::new(env!("CARGO_BIN_EXE_mamori"))
+            .arg("ingest")
+            .env("MAMORI_DATABASE_URL", &s.env.database_url)
+            .env("MAMORI_REDIS_URL", &s.env.redis_url)
+            .env("MAMORI_INGEST_ADDR", format!("127.0.0.1:{first_port}"))
+            .env("MAMORI_INGEST_OPS_ADDR", "127.0.0.1:0")
+            .env_remove("MAMORI_CONFIG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(logs.path().join("ingest.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(
+        "the first ingest listens",
+        Duration::from_secs(20),
+        || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", first_port))
+                .await
+                .ok()
+        },
+    )
+    .await;
+    let state = tempfile::tempdir().unwrap();
+    mamori_agent::enroll(&mamori_agent::EnrollOptions {
+        server: format!("http://127.0.0.1:{first_port}, {}", s.url()),
+        token,
+        state_dir: state.path().to_owned(),
+        ca_cert: None,
+        machine_id: Some(format!("failover-{}", uuid::Uuid::new_v4())),
+    })
+    .await
+    .expect("enrolled through the first server");
+    let _agent = crate::crash::spawn_agent(state.path(), &logs.path().join("agent.log"));
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str| {
+        let exe = marker_program(dir.path(), name);
+        std::process::Command::new(&exe)
+            .arg("0.5")
+            .status()
+            .unwrap();
+        exe
+    };
+    // Wait for the agent's stream (through the first) before the first marker.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = run(&format!("mamori-before-{}", uuid::Uuid::new_v4().simple()));
+    wait_for(
+        "the event sent through the first ingest",
+        Duration::from_secs(20),
+        || async { (!rows_for(&s.env, &before).await.is_empty()).then_some(()) },
+    )
+    .await;
+
+    crate::crash::kill9(&mut first);
+    let after = run(&format!("mamori-after-{}", uuid::Uuid::new_v4().simple()));
+    wait_for(
+        "the event sent through the second ingest",
+        Duration::from_secs(30),
+        || async { (!rows_for(&s.env, &after).await.is_empty()).then_some(()) },
+    )
+    .await;
+    let log = std::fs::read_to_string(logs.path().join("agent.log")).unwrap();
+    let connected_to = |url: String| {
+        log.lines()
+            .any(|l| l.contains(" connected") && l.contains(&url))
+    };
+    assert!(
+        connected_to(format!("http://127.0.0.1:{first_port}")) && connected_to(s.url()),
+        "connected to both servers in turn:\n{log}"
+    );
+}

@@ -47,7 +47,7 @@ fn spawn_writer(env: &mamori_test_support::TestEnv, log: &Path) -> Proc {
     )
 }
 
-fn spawn_agent(state: &Path, log: &Path) -> Proc {
+pub(crate) fn spawn_agent(state: &Path, log: &Path) -> Proc {
     Proc(
         Command::new(bin("mamori-agent"))
             .args([

@@ -50,6 +50,7 @@ pub fn gateway_config(
 ) -> mamori_gateway::Config {
     mamori_gateway::Config {
         database_url: stack.env.database_url.clone(),
+        redis_url: stack.env.redis_url.clone(),
         gateway_addr: "127.0.0.1:0".into(),
         gateway_ops_addr: "127.0.0.1:0".into(),
         key_encryption_key: kek.to_owned(),

@@ -70,23 +70,12 @@ async fn an_agent_can_use_any_ingest_replica() {
     // Enrolled through the first replica...
     let dev = s.new_device(&token).await;
     // ...streams through the second.
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", second.grpc_addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
-    req.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {}", dev.device_credential).parse().unwrap(),
-    );
-    let inbound = mamori_proto::agent::v1::agent_service_client::AgentServiceClient::new(channel)
-        .connect(req)
-        .await
-        .unwrap()
-        .into_inner();
-    let mut st = AgentStream { tx, inbound };
+    let mut st = open_at(
+        &format!("http://{}", second.grpc_addr),
+        &dev.device_credential,
+    )
+    .await
+    .unwrap();
     st.send(batch(1, vec![process_event("/via/second")]))
         .await
         .unwrap();
@@ -370,4 +359,66 @@ async fn a_device_sending_batches_is_seen_at_each_batch() {
         seen_within(60.0).await.then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_writer_whose_consumer_dies_says_so_and_stops() {
+    let s = Stack::start().await;
+    let writer = s._writer.as_ref().unwrap();
+    let (status, _) = get(writer.ops_addr, "/readyz").await;
+    assert_eq!(status, 200, "ready while every consumer runs");
+    assert!(
+        writer.abort_task("mamori:events:{2}"),
+        "the shard's consumer exists"
+    );
+    let why = tokio::time::timeout(Duration::from_secs(5), writer.failed())
+        .await
+        .expect("the writer reports the dead consumer");
+    assert!(
+        why.contains("writer consumer of mamori:events:{2}"),
+        "{why}"
+    );
+    let (status, body) = get(writer.ops_addr, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("writer failed") && body.contains("mamori:events:{2}"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn ingest_refuses_to_start_with_another_shard_count_than_the_writer() {
+    let s = Stack::start().await;
+    let err = mamori_ingest::start(mamori_ingest::Config {
+        stream_shards: 8,
+        ..ingest_config(&s.env)
+    })
+    .await
+    .expect_err("8 shards where the streams have 4");
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("stream_shards is 8 here but 4 in Redis")
+            && msg.contains("MAMORI_STREAM_SHARDS=4"),
+        "{msg}"
+    );
+    // The running pipeline is untouched: a batch still lands.
+    let (tenant, token) = s.tenant_with_token().await;
+    let dev = s.new_device(&token).await;
+    let mut st = s.open(&dev.device_credential).await.unwrap();
+    st.send(batch(1, vec![process_event("/usr/bin/a")]))
+        .await
+        .unwrap();
+    s.assert_only_written(tenant, 1).await;
+}
+
+#[tokio::test]
+async fn a_draining_ingest_is_unready_at_once() {
+    let s = Stack::start().await;
+    let (status, _) = get(s.ingest.ops_addr, "/readyz").await;
+    assert_eq!(status, 200);
+    // SIGTERM in the binary cancels this token.
+    s.ingest.stopper().cancel();
+    let (status, body) = get(s.ingest.ops_addr, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("shutting down"), "{body}");
 }

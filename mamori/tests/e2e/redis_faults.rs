@@ -3,81 +3,9 @@
 //! Redis does not hold.
 
 use crate::support::*;
-use std::process::{Child, Command};
+use mamori_test_support::RedisProc;
 use std::time::Duration;
 use tonic::Code;
-
-struct RedisProc {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-/// A throw-away redis-server on `port`, no persistence.
-fn spawn_redis(port: u16, dir: &std::path::Path, extra: &[&str]) -> Child {
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .arg("--dir")
-        .arg(dir)
-        .args(extra)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("redis-server is installed (scripts/test.sh installs it)");
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child
-}
-
-impl RedisProc {
-    fn start(extra: &[&str]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = tempfile::tempdir().unwrap();
-        Self {
-            child: spawn_redis(port, dir.path(), extra),
-            port,
-            dir,
-        }
-    }
-
-    /// Kills it (as a crash would).
-    fn kill(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    /// Starts a new, empty Redis on the same port.
-    fn restart(&mut self) {
-        self.child = spawn_redis(self.port, self.dir.path(), &[]);
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for RedisProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[tokio::test]
 async fn redis_down_means_retry_later_and_up_again_means_acks() {

@@ -292,3 +292,62 @@ pub async fn writer_pending(redis_url: &str, shards: u32) -> u64 {
     }
     pending
 }
+
+/// An authenticated stream to the ingest at `url` (any replica), or None
+/// when it cannot be reached or refuses.
+pub async fn open_at(url: &str, credential: &str) -> Option<AgentStream> {
+    let channel = Channel::from_shared(url.to_owned())
+        .ok()?
+        .connect_timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .ok()?;
+    let (tx, rx) = mpsc::channel(16);
+    let mut req = tonic::Request::new(ReceiverStream::new(rx));
+    req.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {credential}").parse().ok()?,
+    );
+    let inbound = AgentServiceClient::new(channel)
+        .connect(req)
+        .await
+        .ok()?
+        .into_inner();
+    Some(AgentStream { tx, inbound })
+}
+
+/// Waits until `tenant` has as many events stored as `acked` names, then
+/// asserts that each acked event is stored and no event twice (every
+/// batch sent was retried until acked, so nothing else was stored).
+pub async fn assert_stored_exactly_once(env: &TestEnv, tenant: TenantId, acked: &[Vec<u8>]) {
+    let count = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM events WHERE tenant_id = $1")
+            .bind(tenant.as_uuid())
+            .fetch_one(&env.owner)
+            .await
+            .unwrap()
+    };
+    let stored = wait_for(
+        "every acked event in PostgreSQL",
+        Duration::from_secs(90),
+        || async {
+            let n = count().await;
+            (n >= acked.len() as i64).then_some(n)
+        },
+    )
+    .await;
+    let ids: Vec<uuid::Uuid> = acked
+        .iter()
+        .map(|b| uuid::Uuid::from_slice(b).unwrap())
+        .collect();
+    let found: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT id) FROM events WHERE tenant_id = $1 AND id = ANY($2)",
+    )
+    .bind(tenant.as_uuid())
+    .bind(&ids)
+    .fetch_one(&env.owner)
+    .await
+    .unwrap();
+    assert_eq!(found, acked.len() as i64, "every acked event is stored");
+    assert_eq!(stored, acked.len() as i64, "and each exactly once");
+}

@@ -102,7 +102,7 @@ impl Throttle {
 #[derive(Debug, Clone)]
 pub(crate) struct Overflow {
     pub(crate) key: String,
-    pub(crate) conn: redis::aio::ConnectionManager,
+    pub(crate) conn: mamori_streams::Conn,
     pub(crate) fairness: Arc<Fairness>,
 }
 

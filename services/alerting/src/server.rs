@@ -10,6 +10,7 @@ use mamori_keywrap::Kek;
 use mamori_mail::Mailer;
 use mamori_policy::PolicyCache;
 use mamori_streams::{ALERTING_GROUP, GroupSpec, spawn_group};
+use mamori_telemetry::Supervisor;
 use mamori_tenancy::Db;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,9 +27,21 @@ pub struct Running {
     pub ops_addr: SocketAddr,
     stop: CancellationToken,
     tasks: JoinSet<()>,
+    supervisor: Supervisor,
 }
 
 impl Running {
+    /// Resolves when one of the service's tasks has failed (it is then
+    /// unready and should be restarted), with why.
+    pub async fn failed(&self) -> String {
+        self.supervisor.failed().await
+    }
+
+    #[doc(hidden)]
+    pub fn abort_task(&self, name: &str) -> bool {
+        self.supervisor.abort_task(name)
+    }
+
     /// Stops reading and sending; work in progress is finished first.
     pub async fn shutdown(mut self) {
         self.stop.cancel();
@@ -45,20 +58,24 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let db = Db::connect(&config.database_url, config.db_max_connections)
         .await
         .context("alerting cannot use the database (MAMORI_DATABASE_URL)")?;
-    let (client, conn) = mamori_streams::connect(&config.redis_url)
+    let (target, conn) = mamori_streams::connect(&config.redis_url)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    mamori_streams::check_shards(&mut conn.clone(), config.stream_shards)
         .await
         .map_err(anyhow::Error::msg)?;
     let stop = CancellationToken::new();
+    let supervisor = Supervisor::new("alerting", stop.clone());
     let mut tasks = JoinSet::new();
 
     let cache = Arc::new(PolicyCache::new(db.clone()));
     let (notices_tx, mut notices) = mpsc::channel(1024);
-    tasks.spawn(mamori_policy::notify::listen(
-        client.clone(),
-        notices_tx,
-        stop.clone(),
-    ));
-    tasks.spawn({
+    supervisor.spawn(
+        &mut tasks,
+        "policy notice listener",
+        mamori_policy::notify::listen(target.clone(), notices_tx, stop.clone()),
+    );
+    supervisor.spawn(&mut tasks, "policy cache invalidation", {
         let cache = Arc::clone(&cache);
         async move {
             while let Some(tenant) = notices.recv().await {
@@ -101,7 +118,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         Duration::from_secs(config.alerting_overflow_s),
     ));
     spawn_group(
-        &client,
+        &target,
         &conn,
         &spec,
         |key| Alerting {
@@ -114,6 +131,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             }),
             ..handler.clone()
         },
+        &supervisor,
         &mut tasks,
         &stop,
     )
@@ -129,10 +147,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         ..spec
     };
     spawn_group(
-        &client,
+        &target,
         &conn,
         &overflow,
         |_| handler.clone(),
+        &supervisor,
         &mut tasks,
         &stop,
     )
@@ -158,20 +177,29 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         allow_private: config.webhook_allow_private,
         public_url: config.public_url.clone(),
     };
-    tasks.spawn(notifier.run(
-        outbox,
-        Duration::from_millis(config.notify_poll_ms),
-        stop.clone(),
-    ));
-    tasks.spawn(prune(db.clone(), stop.clone()));
+    supervisor.spawn(
+        &mut tasks,
+        "notifier",
+        notifier.run(
+            outbox,
+            Duration::from_millis(config.notify_poll_ms),
+            stop.clone(),
+        ),
+    );
+    supervisor.spawn(
+        &mut tasks,
+        "rule state pruning",
+        prune(db.clone(), stop.clone()),
+    );
 
-    let ready = mamori_streams::readiness(db.clone(), conn.clone());
+    let ready = supervisor.readiness(mamori_streams::readiness(db.clone(), conn.clone()));
     let ops_addr = mamori_telemetry::serve_ops(&config.alerting_ops_addr, ready).await?;
     tracing::info!(%consumer, shards = config.stream_shards, %ops_addr, "alerting started");
     Ok(Running {
         ops_addr,
         stop,
         tasks,
+        supervisor,
     })
 }
 

@@ -259,7 +259,7 @@ pub async fn signup(
     parts: Parts,
     Json(req): Json<SignupRequest>,
 ) -> ApiResult<(StatusCode, Json<SignupResponse>)> {
-    state.limits.auth(client_ip(&parts))?;
+    state.limits.auth(client_ip(&parts)).await?;
     let email = validate::email(&req.email)?;
     password::check_rules("password", &req.password, &email)?;
     let company = validate::name("company", &req.company)?;
@@ -444,7 +444,7 @@ pub async fn login(
     parts: Parts,
     Json(req): Json<LoginRequest>,
 ) -> ApiResult<Json<TokenResponse>> {
-    state.limits.auth(client_ip(&parts))?;
+    state.limits.auth(client_ip(&parts)).await?;
     let refused = || ApiError::unauthenticated("e-mail address or password is wrong");
     // A malformed address cannot have an account; answer as for a wrong
     // password so that the reply says nothing more.
@@ -525,7 +525,7 @@ pub async fn refresh(
     parts: Parts,
     Json(req): Json<RefreshRequest>,
 ) -> ApiResult<Json<TokenResponse>> {
-    state.limits.auth(client_ip(&parts))?;
+    state.limits.auth(client_ip(&parts)).await?;
     let old = RefreshToken::parse(&req.refresh_token)
         .map_err(|_| ApiError::unauthenticated("refresh token is not valid"))?;
     let new = RefreshToken::generate();
@@ -654,7 +654,7 @@ pub async fn change_password(
     caller: Caller,
     Json(req): Json<ChangePassword>,
 ) -> ApiResult<Json<TokenResponse>> {
-    state.limits.auth(client_ip(&parts))?;
+    state.limits.auth(client_ip(&parts)).await?;
     let email = caller.claims.email.clone();
     password::check_rules("new_password", &req.new_password, &email)?;
     if req.current_password.len() > 4 * password::MAX_LEN {
@@ -776,7 +776,7 @@ pub async fn request_password_reset(
     parts: Parts,
     Json(req): Json<PasswordResetRequest>,
 ) -> ApiResult<(StatusCode, Json<PasswordResetAccepted>)> {
-    state.limits.auth(client_ip(&parts))?;
+    state.limits.auth(client_ip(&parts)).await?;
     let email = validate::email(&req.email)?;
     let code = mamori_registry::PasswordResetCode::generate();
     let user: Option<Uuid> = sqlx::query_scalar(
@@ -840,7 +840,7 @@ pub async fn confirm_password_reset(
     parts: Parts,
     Json(req): Json<PasswordResetConfirm>,
 ) -> ApiResult<StatusCode> {
-    state.limits.auth(client_ip(&parts))?;
+    state.limits.auth(client_ip(&parts)).await?;
     let code = mamori_registry::PasswordResetCode::parse(&req.token)
         .map_err(|e| ApiError::invalid("token", e))?;
     let unknown = || ApiError::invalid("token", "is unknown, used or expired: ask for a new one");

@@ -6,6 +6,11 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub database_url: String,
+    /// Where the rate limits shared by the gateway replicas live.
+    pub redis_url: String,
+    /// The limits below hold across every gateway replica (a Redis call
+    /// per request); off, each process has its own.
+    pub shared_rate_limits: bool,
     /// HTTP listen address of the REST API (and later the console).
     pub gateway_addr: String,
     /// Metrics and health endpoint.
@@ -90,6 +95,8 @@ impl Default for Config {
             session_cache_ms: 1000,
             login_free_failures: 5,
             login_max_lockout_s: 900,
+            redis_url: "redis://127.0.0.1:6379".into(),
+            shared_rate_limits: true,
             api_ip_rate: 50,
             api_ip_burst: 200,
             api_tenant_rate: 200,

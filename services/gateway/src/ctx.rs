@@ -224,7 +224,7 @@ impl<N: Need> FromRequestParts<Shared> for Acting<N> {
                 ));
             }
         };
-        state.limits.tenant(tenant)?;
+        state.limits.tenant(tenant).await?;
         tracing::Span::current().record("tenant_id", tracing::field::display(tenant));
         Ok(Self {
             caller,

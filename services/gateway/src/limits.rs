@@ -1,6 +1,8 @@
-//! Rate limits: token buckets per client address, per tenant, and a
-//! stricter one per address for login, signup and refresh. Per gateway
-//! process; with N replicas the ceilings are N times the configured rates.
+//! Rate limits: per client address, per tenant, and a stricter one per
+//! address for login, signup and refresh. They hold across every gateway
+//! replica (GCRA in Redis, `mamori_ratelimit`); when Redis does not answer
+//! in time, the per-process token buckets below apply instead, so during a
+//! Redis outage the ceilings are the configured rates times the replicas.
 
 use crate::error::{ApiError, ApiResult};
 use mamori_tenancy::TenantId;
@@ -8,7 +10,9 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use mamori_ratelimit::{Limit, Shared, Verdict};
 
 /// Buckets idle this long are forgotten when the map is swept.
 const IDLE_SECS: f64 = 600.0;
@@ -58,25 +62,82 @@ impl<K: Hash + Eq + Copy> Keyed<K> {
     }
 }
 
+/// One limit: its rate, the shared key's name, the local fallback.
+#[derive(Debug)]
+pub struct Rule<K> {
+    pub limit: Limit,
+    pub local: Keyed<K>,
+}
+
+impl<K: Hash + Eq + Copy> Rule<K> {
+    pub fn new(rate: u32, burst: u32) -> Self {
+        Self {
+            limit: Limit { rate, burst },
+            local: Keyed::new(rate, burst),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Limits {
-    pub ip: Keyed<IpAddr>,
-    pub tenant: Keyed<TenantId>,
-    pub auth: Keyed<IpAddr>,
+    /// None when shared limits are off (`shared_rate_limits`).
+    pub shared: Option<Shared>,
+    pub ip: Rule<IpAddr>,
+    pub tenant: Rule<TenantId>,
+    pub auth: Rule<IpAddr>,
 }
 
 impl Limits {
-    pub fn tenant(&self, tenant: TenantId) -> ApiResult<()> {
-        self.tenant
-            .take(tenant)
+    /// Takes one request from `rule` for `key` (`tag` and `name` make its
+    /// shared key), or says how many whole seconds to wait.
+    async fn take<K: Hash + Eq + Copy>(
+        &self,
+        rule: &Rule<K>,
+        key: K,
+        tag: &str,
+        name: &str,
+    ) -> Result<(), u64> {
+        if let Some(shared) = &self.shared {
+            let keys = [(mamori_ratelimit::key(tag, name), rule.limit)];
+            match shared.take(&keys, 1, Duration::ZERO).await {
+                Some(Verdict::Go(_)) => return Ok(()),
+                Some(Verdict::Refused { wait, .. }) => {
+                    return Err(wait.as_secs_f64().ceil().max(1.0) as u64);
+                }
+                None => {}
+            }
+        }
+        rule.local.take(key)
+    }
+
+    pub async fn ip(&self, ip: IpAddr) -> ApiResult<()> {
+        let ip = client_key(ip);
+        self.take(&self.ip, ip, &ip.to_string(), "api")
+            .await
+            .map_err(|s| {
+                ApiError::rate_limited(s, "too many requests from this address, slow down")
+            })
+    }
+
+    pub async fn tenant(&self, tenant: TenantId) -> ApiResult<()> {
+        self.take(&self.tenant, tenant, &tenant.to_string(), "api")
+            .await
             .map_err(|s| ApiError::rate_limited(s, "too many requests for this tenant, slow down"))
     }
 
-    pub fn auth(&self, ip: Option<IpAddr>) -> ApiResult<()> {
+    pub async fn auth(&self, ip: Option<IpAddr>) -> ApiResult<()> {
         match ip {
-            Some(ip) => self.auth.take(client_key(ip)).map_err(|s| {
-                ApiError::rate_limited(s, "too many sign-in attempts from this address, wait")
-            }),
+            Some(ip) => {
+                let ip = client_key(ip);
+                self.take(&self.auth, ip, &ip.to_string(), "sign-in")
+                    .await
+                    .map_err(|s| {
+                        ApiError::rate_limited(
+                            s,
+                            "too many sign-in attempts from this address, wait",
+                        )
+                    })
+            }
             None => Ok(()),
         }
     }

@@ -105,7 +105,7 @@ pub async fn confirm(
     Query(query): Query<ConfirmQuery>,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
-    state.limits.auth(client_ip(&parts))?;
+    state.limits.auth(client_ip(&parts)).await?;
     let (code, from_page) = match query.token {
         Some(t) => (t, true),
         None => {

@@ -5,7 +5,7 @@
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::keys::{Kek, KeyRing};
-use crate::limits::{Keyed, Limits};
+use crate::limits::{Limits, Rule};
 use crate::state::{AppState, Shared};
 use crate::{
     accounts, alarms, devices, events, files, groups, openapi, policies, recipients, templates,
@@ -234,10 +234,9 @@ async fn edge(State(state): State<Shared>, mut req: Request, next: Next) -> Resp
         req.extensions_mut().insert(crate::ctx::ClientIp(ip));
     }
     if let Some(ip) = ip
-        && let Err(wait) = state.limits.ip.take(crate::limits::client_key(ip))
+        && let Err(e) = state.limits.ip(ip).await
     {
-        return ApiError::rate_limited(wait, "too many requests from this address, slow down")
-            .into_response();
+        return e.into_response();
     }
     let route = req
         .extensions()
@@ -325,10 +324,26 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let keys = KeyRing::open(&db, Arc::clone(&kek)).await?;
     let policy = mamori_policy::PolicyClient::new(&config.policy_url, &config.policy_tls_ca, &kek)?;
     let mailer = Mailer::new(&config.smtp_url, &config.mail_dir, &config.mail_from)?;
+    let shared = if config.shared_rate_limits {
+        let redis =
+            mamori_streams::RedisTarget::parse(&config.redis_url).map_err(anyhow::Error::msg)?;
+        let conn = redis
+            .connect(Duration::from_secs(2))
+            .await
+            .map_err(|e| anyhow::anyhow!("{e} (the gateway's shared rate limits; MAMORI_SHARED_RATE_LIMITS=false runs without)"))?;
+        Some(mamori_ratelimit::Shared::new(
+            conn,
+            "gateway",
+            Duration::from_millis(250),
+        ))
+    } else {
+        None
+    };
     let limits = Limits {
-        ip: Keyed::new(config.api_ip_rate, config.api_ip_burst),
-        tenant: Keyed::new(config.api_tenant_rate, config.api_tenant_burst),
-        auth: Keyed::new(config.api_auth_rate, config.api_auth_burst),
+        shared,
+        ip: Rule::new(config.api_ip_rate, config.api_ip_burst),
+        tenant: Rule::new(config.api_tenant_rate, config.api_tenant_burst),
+        auth: Rule::new(config.api_auth_rate, config.api_auth_burst),
     };
     let webhook_resolver = mamori_policy::webhook::Resolver::new(
         config.webhook_allow_private,

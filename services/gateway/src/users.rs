@@ -370,7 +370,7 @@ pub async fn accept(
     parts: Parts,
     Json(req): Json<AcceptInvitation>,
 ) -> ApiResult<(StatusCode, Json<TokenResponse>)> {
-    state.limits.auth(client_ip(&parts))?;
+    state.limits.auth(client_ip(&parts)).await?;
     let secret = InvitationSecret::parse(&req.token).map_err(|e| ApiError::invalid("token", e))?;
     let inv: PendingInvitation = sqlx::query_as(
         "SELECT id, tenant_id, msp_org_id, email, role, expires_at, accepted_at, revoked_at

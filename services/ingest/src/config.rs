@@ -16,6 +16,13 @@ pub struct Config {
     pub ingest_tls_cert: String,
     pub ingest_tls_key: String,
     pub stream_shards: u32,
+    /// Replicas that must have a batch before it is acked (Redis `WAIT`):
+    /// 0 for a single Redis; 1 or more with replicas, so that an acked batch
+    /// survives the loss of its master.
+    pub redis_wait_replicas: u32,
+    /// How long to wait for them; past it the agent is told to retry (its
+    /// batch may be in Redis already: the writer stores each event once).
+    pub redis_wait_timeout_ms: u64,
     pub max_batch_events: u32,
     pub max_message_bytes: u32,
     /// Sustained events per second one device may send, and its burst.
@@ -26,9 +33,12 @@ pub struct Config {
     /// address is refused for a while without a database lookup.
     pub auth_failure_rate: u32,
     pub auth_failure_burst: u32,
-    /// Sustained events per second one tenant may send (per ingest process).
+    /// Sustained events per second one tenant may send.
     pub tenant_rate: u32,
     pub tenant_burst: u32,
+    /// The device and tenant rates hold across every ingest replica (one
+    /// Redis call per batch); off, each process has its own budgets.
+    pub shared_rate_limits: bool,
     /// Past this many entries held in the streams, new batches are told to
     /// retry later instead of growing Redis without bound.
     pub max_stream_backlog: u64,
@@ -46,6 +56,9 @@ pub struct Config {
     /// How often connected agents' policy revisions are compared with their
     /// tenants' (behind the immediate change notices), milliseconds.
     pub policy_sweep_ms: u64,
+    /// Connections older than this are closed (after a 30 s grace), so that
+    /// agents spread again over the replicas; 0 keeps them open.
+    pub max_connection_age_s: u64,
     pub db_max_connections: u32,
 }
 
@@ -59,6 +72,8 @@ impl Default for Config {
             ingest_tls_cert: String::new(),
             ingest_tls_key: String::new(),
             stream_shards: 4,
+            redis_wait_replicas: 0,
+            redis_wait_timeout_ms: 1_000,
             max_batch_events: 1000,
             max_message_bytes: 4 * 1024 * 1024,
             device_rate: 5_000,
@@ -67,12 +82,14 @@ impl Default for Config {
             auth_failure_burst: 50,
             tenant_rate: 500_000,
             tenant_burst: 1_000_000,
+            shared_rate_limits: true,
             max_stream_backlog: 2_000_000,
             max_alerting_overflow: 10_000,
             max_backlog_ms: 1_000,
             backpressure_wait_ms: 10_000,
             revocation_check_ms: 2_000,
             policy_sweep_ms: 15_000,
+            max_connection_age_s: 3_600,
             db_max_connections: 8,
         }
     }
@@ -95,6 +112,12 @@ impl Config {
         }
         if self.ingest_tls_cert.is_empty() != self.ingest_tls_key.is_empty() {
             return Err("ingest_tls_cert and ingest_tls_key must be set together".into());
+        }
+        if self.redis_wait_replicas > 16 {
+            return Err("redis_wait_replicas must be 0..=16".into());
+        }
+        if self.redis_wait_timeout_ms == 0 || self.redis_wait_timeout_ms > 60_000 {
+            return Err("redis_wait_timeout_ms must be 1..=60000".into());
         }
         if self.policy_sweep_ms == 0 {
             return Err("policy_sweep_ms must be positive".into());

@@ -33,7 +33,8 @@ pub(crate) fn registry_status(e: mamori_registry::Error) -> Status {
 }
 
 pub(crate) fn redis_status(e: &redis::RedisError) -> Status {
-    if e.code() == Some("OOM") {
+    // In a pipeline (XADD + WAIT) the server's error may come wrapped.
+    if e.code() == Some("OOM") || e.to_string().contains("OOM") {
         tracing::warn!(error = %e, "redis is over its memory bound");
         return Status::resource_exhausted("event store is full, retry later");
     }

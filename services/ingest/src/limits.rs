@@ -1,14 +1,20 @@
-//! Token-bucket rate limits per device and per tenant.
+//! Rate limits per device and per tenant.
+//!
+//! The event budgets of a device and of its tenant are shared by every
+//! stream on every ingest replica: one GCRA call to Redis per batch takes
+//! from both ([`EventLimits`]). When Redis does not answer in time, the
+//! per-process token buckets below apply instead (see `mamori_ratelimit`
+//! for which way that fails).
 //!
 //! A batch that finds too few tokens waits for them when the wait is short
 //! (back-pressure the agent sees as a slower ack); past that the stream ends
 //! with RESOURCE_EXHAUSTED and the agent retries later with its data intact.
 //! A device's bucket is shared by all its streams on this process (a
 //! device has one live stream at a time anyway: a new one closes the older);
-//! Hello and PolicyApplied messages take from it too. Buckets are per ingest
-//! process: with N replicas a tenant's ceiling is N times the configured
-//! rate (shared buckets across replicas are the scale-out work).
+//! Hello and PolicyApplied messages take from it too.
 
+use mamori_ratelimit::{Limit, Shared, Verdict};
+use mamori_tenancy::{DeviceId, TenantId};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -116,6 +122,68 @@ impl<K: std::hash::Hash + Eq + Copy> Buckets<K> {
             .entry(key)
             .or_insert_with(|| Bucket::new(self.rate, self.burst))
             .take(n)
+    }
+}
+
+/// The event budgets of devices and tenants.
+#[derive(Debug)]
+pub(crate) struct EventLimits {
+    /// None when shared limits are switched off (`shared_rate_limits`).
+    pub(crate) shared: Option<Shared>,
+    pub(crate) device: Limit,
+    pub(crate) tenant: Limit,
+    pub(crate) local_device: Buckets<DeviceId>,
+    pub(crate) local_tenant: Buckets<TenantId>,
+}
+
+impl EventLimits {
+    pub(crate) fn new(shared: Option<Shared>, device: Limit, tenant: Limit) -> Self {
+        Self {
+            shared,
+            device,
+            tenant,
+            local_device: Buckets::new(device.rate, device.burst),
+            local_tenant: Buckets::new(tenant.rate, tenant.burst),
+        }
+    }
+
+    /// Takes `n` events from the device's and the tenant's budgets: how
+    /// long to wait first, or the refusal the agent gets.
+    pub(crate) async fn take(
+        &self,
+        tenant: TenantId,
+        device: DeviceId,
+        n: u32,
+    ) -> Result<Duration, tonic::Status> {
+        let device_refused =
+            || tonic::Status::resource_exhausted("device rate limit exceeded, retry later");
+        let tenant_refused =
+            || tonic::Status::resource_exhausted("tenant rate limit exceeded, retry later");
+        if let Some(shared) = &self.shared {
+            let tag = tenant.to_string();
+            let keys = [
+                (
+                    mamori_ratelimit::key(&tag, &format!("device:{device}")),
+                    self.device,
+                ),
+                (mamori_ratelimit::key(&tag, "tenant"), self.tenant),
+            ];
+            match shared.take(&keys, n, MAX_WAIT).await {
+                Some(Verdict::Go(wait)) => return Ok(wait),
+                Some(Verdict::Refused { limit: 0, .. }) => return Err(device_refused()),
+                Some(Verdict::Refused { .. }) => return Err(tenant_refused()),
+                None => {}
+            }
+        }
+        let wait = self
+            .local_device
+            .take(device, n)
+            .ok_or_else(device_refused)?;
+        let tenant_wait = self
+            .local_tenant
+            .take(tenant, n)
+            .ok_or_else(tenant_refused)?;
+        Ok(wait.max(tenant_wait))
     }
 }
 

@@ -126,7 +126,12 @@ impl Pusher {
 
     /// Runs until `stop`: listens for change notices, and sweeps every
     /// `every`.
-    pub(crate) async fn run(self, redis: redis::Client, every: Duration, stop: CancellationToken) {
+    pub(crate) async fn run(
+        self,
+        redis: mamori_streams::RedisTarget,
+        every: Duration,
+        stop: CancellationToken,
+    ) {
         let (tx, mut notices) = mpsc::channel(1024);
         tokio::spawn(mamori_policy::notify::listen(redis, tx, stop.clone()));
         let mut tick = tokio::time::interval(every);

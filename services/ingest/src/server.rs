@@ -4,17 +4,19 @@
 use crate::config::Config;
 use crate::connections::Connections;
 use crate::grpc::AgentServer;
-use crate::limits::Buckets;
+use crate::limits::{Buckets, EventLimits};
 use crate::policy::Pusher;
 use crate::service::Ingest;
 use crate::sink::{BacklogLimits, Sink};
 use anyhow::Context;
 use mamori_proto::validate::Limits;
+use mamori_ratelimit::Limit;
+use mamori_telemetry::Supervisor;
 use mamori_tenancy::Db;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 /// A started ingest server.
@@ -62,9 +64,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let db = Db::connect(&config.database_url, config.db_max_connections)
         .await
         .context("ingest cannot use the database (MAMORI_DATABASE_URL)")?;
+    let redis =
+        mamori_streams::RedisTarget::parse(&config.redis_url).map_err(anyhow::Error::msg)?;
     let sink = Sink::connect(
-        &config.redis_url,
+        &redis,
         config.stream_shards,
+        mamori_streams::Replication {
+            replicas: config.redis_wait_replicas,
+            timeout: Duration::from_millis(config.redis_wait_timeout_ms),
+        },
         BacklogLimits {
             max_entries: config.max_stream_backlog,
             max_behind: Duration::from_millis(config.max_backlog_ms),
@@ -74,15 +82,21 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     )
     .await?;
     let stop = CancellationToken::new();
+    let supervisor = Supervisor::new("ingest", stop.clone());
+    let mut tasks = JoinSet::new();
     let connections = Arc::new(Connections::default());
-    tokio::spawn({
+    supervisor.spawn(&mut tasks, "revocation sweep", {
         let connections = Arc::clone(&connections);
         let db = db.clone();
         let stop = stop.clone();
         let every = Duration::from_millis(config.revocation_check_ms);
         async move { connections.sweep_revocations(db, every, stop).await }
     });
-    tokio::spawn(sink.clone().watch_backlog(stop.clone()));
+    supervisor.spawn(
+        &mut tasks,
+        "backlog measurement",
+        sink.clone().watch_backlog(stop.clone()),
+    );
 
     let ready: mamori_telemetry::Readiness = {
         let db = db.clone();
@@ -99,10 +113,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             })
         })
     };
-    let ops_addr = mamori_telemetry::serve_ops(&config.ingest_ops_addr, ready).await?;
+    let ops_addr =
+        mamori_telemetry::serve_ops(&config.ingest_ops_addr, supervisor.readiness(ready)).await?;
 
     let seen = Arc::new(crate::seen::Seen::default());
-    tokio::spawn({
+    supervisor.spawn(&mut tasks, "last-seen writer", {
         let seen = Arc::clone(&seen);
         let db = db.clone();
         let stop = stop.clone();
@@ -119,27 +134,57 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         }
     });
     let (applied_tx, applied_rx) = tokio::sync::mpsc::channel(crate::policy::APPLIED_QUEUE);
-    tokio::spawn(crate::policy::write_applied(db.clone(), applied_rx));
+    supervisor.spawn(
+        &mut tasks,
+        "applied-policy writer",
+        crate::policy::write_applied(db.clone(), applied_rx),
+    );
     let pusher = Pusher {
         db: db.clone(),
         connections: Arc::clone(&connections),
         cache: Arc::new(mamori_policy::PolicyCache::new(db.clone())),
         applied: applied_tx,
     };
-    let redis = redis::Client::open(config.redis_url.as_str())
-        .with_context(|| format!("MAMORI_REDIS_URL {:?} is not a Redis URL", config.redis_url))?;
-    tokio::spawn(pusher.clone().run(
-        redis,
-        Duration::from_millis(config.policy_sweep_ms),
-        stop.clone(),
-    ));
+    supervisor.spawn(
+        &mut tasks,
+        "policy pusher",
+        pusher.clone().run(
+            redis.clone(),
+            Duration::from_millis(config.policy_sweep_ms),
+            stop.clone(),
+        ),
+    );
+    let shared_limits = if config.shared_rate_limits {
+        // A connection of its own: a limit check never queues behind an
+        // append waiting for its replicas.
+        let conn = redis
+            .connect(Duration::from_secs(2))
+            .await
+            .map_err(anyhow::Error::msg)?;
+        Some(mamori_ratelimit::Shared::new(
+            conn,
+            "ingest",
+            Duration::from_millis(250),
+        ))
+    } else {
+        None
+    };
     let ingest = Ingest {
         db,
         sink,
         connections,
         pusher,
-        tenant_limits: Arc::new(Buckets::new(config.tenant_rate, config.tenant_burst)),
-        device_limits: Arc::new(Buckets::new(config.device_rate, config.device_burst)),
+        event_limits: Arc::new(EventLimits::new(
+            shared_limits,
+            Limit {
+                rate: config.device_rate,
+                burst: config.device_burst,
+            },
+            Limit {
+                rate: config.tenant_rate,
+                burst: config.tenant_burst,
+            },
+        )),
         // A reconnecting agent backs off from half a second: a stream a
         // second, ten at once, is room enough.
         connect_limits: Arc::new(Buckets::new(1, 10)),
@@ -162,16 +207,35 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .builder
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)));
+    if config.max_connection_age_s > 0 {
+        // Agents hold one stream for hours: a connection that ends now and
+        // then lets them spread again over the replicas behind a load
+        // balancer (after a scale-out, or a replica's restart). The agent
+        // reconnects with its jittered backoff; its spool keeps the rest.
+        builder = builder
+            .max_connection_age(Duration::from_secs(config.max_connection_age_s))
+            .max_connection_age_grace(Duration::from_secs(30));
+    }
     let router = builder
         .add_service(health_service)
         .add_service(reflection)
         .add_service(service);
     let shutdown = stop.clone();
     let task = tokio::spawn(async move {
-        router
-            .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
-            .await
-            .context("ingest gRPC server failed")
+        let serve =
+            router.serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
+        tokio::pin!(serve);
+        let result = tokio::select! {
+            r = &mut serve => r.context("ingest gRPC server failed"),
+            why = supervisor.failed() => {
+                // Drain the streams, then end with the reason.
+                shutdown.cancel();
+                let _ = serve.await;
+                Err(anyhow::anyhow!("ingest failed: {why}"))
+            }
+        };
+        drop(tasks);
+        result
     });
     tracing::info!(%grpc_addr, %ops_addr, tls = bound.tls, "ingest listening");
     Ok(Running {

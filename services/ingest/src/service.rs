@@ -4,7 +4,7 @@ use crate::auth::bearer_credential;
 use crate::connections::{Connections, PolicyInbox};
 use crate::error::registry_status;
 use crate::grpc::{Inbound, InboundBody};
-use crate::limits::Buckets;
+use crate::limits::{Buckets, EventLimits};
 use crate::policy::Pusher;
 use crate::seen::Seen;
 use crate::sink::Sink;
@@ -15,7 +15,7 @@ use mamori_proto::agent::v1::{
 };
 use mamori_proto::validate::{BatchView, Limits, Rejection, read_batch, validate_batch};
 use mamori_registry::{AuthenticatedDevice, EnrollmentToken, MachineFacts};
-use mamori_tenancy::{Db, DeviceId, TenantId};
+use mamori_tenancy::{Db, DeviceId};
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -31,8 +31,7 @@ pub(crate) struct Ingest {
     pub(crate) sink: Sink,
     pub(crate) connections: Arc<Connections>,
     pub(crate) pusher: Pusher,
-    pub(crate) tenant_limits: Arc<Buckets<TenantId>>,
-    pub(crate) device_limits: Arc<Buckets<DeviceId>>,
+    pub(crate) event_limits: Arc<EventLimits>,
     /// Streams a device may open (one live at a time; reconnects back off).
     pub(crate) connect_limits: Arc<Buckets<DeviceId>>,
     /// Failed authentications (enrollment token or device credential) per
@@ -150,8 +149,7 @@ impl Ingest {
             sink: self.sink.clone(),
             connections: Arc::clone(&self.connections),
             pusher: self.pusher.clone(),
-            tenant_limits: Arc::clone(&self.tenant_limits),
-            device_limits: Arc::clone(&self.device_limits),
+            event_limits: Arc::clone(&self.event_limits),
             seen: Arc::clone(&self.seen),
             limits: self.limits,
             shutdown: self.shutdown.clone(),
@@ -167,8 +165,7 @@ struct DeviceStream {
     sink: Sink,
     connections: Arc<Connections>,
     pusher: Pusher,
-    tenant_limits: Arc<Buckets<TenantId>>,
-    device_limits: Arc<Buckets<DeviceId>>,
+    event_limits: Arc<EventLimits>,
     seen: Arc<Seen>,
     limits: Limits,
     shutdown: CancellationToken,
@@ -374,14 +371,9 @@ impl DeviceStream {
     /// to retry later.
     async fn take_tokens(&self, n: u32) -> Result<(), Status> {
         let wait = self
-            .device_limits
-            .take(self.device.device, n)
-            .ok_or_else(|| Status::resource_exhausted("device rate limit exceeded, retry later"))?;
-        let tenant_wait = self
-            .tenant_limits
-            .take(self.device.tenant, n)
-            .ok_or_else(|| Status::resource_exhausted("tenant rate limit exceeded, retry later"))?;
-        let wait = wait.max(tenant_wait);
+            .event_limits
+            .take(self.device.tenant, self.device.device, n)
+            .await?;
         if !wait.is_zero() {
             metrics::counter!("mamori_ingest_rate_limited_batches_total").increment(1);
             tokio::time::sleep(wait).await;

@@ -2,8 +2,8 @@
 
 use crate::error::redis_status;
 use mamori_streams::{BATCH_FIELD, shard_of, stream_key, stream_keys};
+use mamori_streams::{Conn, RedisTarget, Replication};
 use mamori_tenancy::DeviceId;
-use redis::aio::ConnectionManager;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -14,12 +14,13 @@ const APPEND_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub(crate) struct Sink {
-    conn: ConnectionManager,
+    conn: Conn,
     /// A connection of its own for measuring the backlog: on the shared one
     /// the measurements would queue behind the appends they are meant to
     /// throttle, and arrive late exactly when they matter.
-    monitor: ConnectionManager,
+    monitor: Conn,
     shards: u32,
+    replication: Replication,
     limits: BacklogLimits,
     /// Entries in all shard streams (the memory guard).
     entries: Arc<AtomicU64>,
@@ -63,22 +64,23 @@ impl std::fmt::Debug for Sink {
 
 impl Sink {
     pub(crate) async fn connect(
-        url: &str,
+        target: &RedisTarget,
         shards: u32,
+        replication: Replication,
         limits: BacklogLimits,
     ) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url).map_err(|e| {
-            anyhow::anyhow!("MAMORI_REDIS_URL {url:?} is not a valid Redis URL: {e}")
-        })?;
-        let cfg = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(5)))
-            .set_response_timeout(Some(APPEND_TIMEOUT));
-        let mut conn = ConnectionManager::new_with_config(client.clone(), cfg.clone())
+        // WAIT holds the connection for up to its timeout.
+        let mut conn = target
+            .connect(APPEND_TIMEOUT + replication.timeout)
             .await
-            .map_err(|e| anyhow::anyhow!("cannot reach Redis at {url}: {e}"))?;
-        let monitor = ConnectionManager::new_with_config(client, cfg)
+            .map_err(anyhow::Error::msg)?;
+        let monitor = target
+            .connect(APPEND_TIMEOUT)
             .await
-            .map_err(|e| anyhow::anyhow!("cannot reach Redis at {url}: {e}"))?;
+            .map_err(anyhow::Error::msg)?;
+        mamori_streams::check_shards(&mut conn, shards)
+            .await
+            .map_err(anyhow::Error::msg)?;
         // The writer's group exists from the start, so what is appended
         // before the first writer runs counts as its backlog.
         mamori_streams::ensure_group(&mut conn, shards, mamori_streams::WRITER_GROUP)
@@ -88,6 +90,7 @@ impl Sink {
             conn,
             monitor,
             shards,
+            replication,
             limits,
             entries: Arc::new(AtomicU64::new(0)),
             behind_ms: Arc::new(AtomicU64::new(0)),
@@ -178,15 +181,10 @@ impl Sink {
         let key = stream_key(shard_of(device, self.shards));
         let mut conn = self.conn.clone();
         let started = Instant::now();
-        let res: redis::RedisResult<String> = redis::cmd("XADD")
-            .arg(&key)
-            .arg("*")
-            .arg(BATCH_FIELD)
-            .arg(batch)
-            .query_async(&mut conn)
-            .await;
+        let res =
+            mamori_streams::append(&mut conn, &key, BATCH_FIELD, &batch, self.replication).await;
         metrics::histogram!("mamori_ingest_xadd_seconds").record(started.elapsed().as_secs_f64());
-        res.map(drop).map_err(|e| redis_status(&e))
+        res.map_err(|e| redis_status(&e))
     }
 
     pub(crate) async fn ping(&self) -> Result<(), String> {

@@ -22,7 +22,7 @@ use uuid::Uuid;
 #[derive(Debug, Clone)]
 pub struct PolicyApi {
     pub db: Db,
-    pub redis: redis::Client,
+    pub redis: mamori_streams::RedisTarget,
     pub key: Arc<IdentityKey>,
     /// Identities already accepted (each is good for one call).
     pub replays: Arc<crate::identity::Replays>,
@@ -273,20 +273,7 @@ impl PolicyApi {
 
     /// Tells ingest (and alerting) that `tenant`'s policies changed.
     pub(crate) async fn announce(&self, tenant: TenantId) {
-        let connect = tokio::time::timeout(
-            std::time::Duration::from_secs(2),
-            self.redis.get_multiplexed_async_connection(),
-        )
-        .await;
-        match connect {
-            Ok(Ok(mut conn)) => crate::notify::publish(&mut conn, tenant).await,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cannot reach Redis for the policy notice; agents get the change on ingest's next sweep")
-            }
-            Err(_) => tracing::warn!(
-                "Redis did not answer in time for the policy notice; agents get the change on ingest's next sweep"
-            ),
-        }
+        crate::notify::publish_to(&self.redis, tenant, std::time::Duration::from_secs(2)).await;
     }
 }
 

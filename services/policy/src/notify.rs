@@ -15,6 +15,22 @@ use uuid::Uuid;
 /// The channel the notices go to.
 pub const CHANNEL: &str = "mamori:policy-changed";
 
+/// Publishes that `tenant`'s policies changed, on the first node of
+/// `target` that answers within `within` (in a cluster a classic PUBLISH
+/// reaches every node).
+pub async fn publish_to(target: &mamori_streams::RedisTarget, tenant: TenantId, within: Duration) {
+    for client in target.pubsub_clients() {
+        match tokio::time::timeout(within, client.get_multiplexed_async_connection()).await {
+            Ok(Ok(mut conn)) => return publish(&mut conn, tenant).await,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot reach Redis for the policy notice");
+            }
+            Err(_) => tracing::warn!("Redis did not answer in time for the policy notice"),
+        }
+    }
+    tracing::warn!(tenant_id = %tenant, "no Redis node took the policy notice; agents get the change on ingest's next sweep");
+}
+
 /// Publishes that `tenant`'s policies changed. Failure is logged, not
 /// returned: the change is committed, and listeners' periodic comparison
 /// delivers it a little later.
@@ -33,12 +49,17 @@ pub async fn publish(conn: &mut impl redis::aio::ConnectionLike, tenant: TenantI
 /// sends each changed tenant to `out`. After every (re)subscription it sends
 /// `None`: "notices may have been missed, compare everything".
 pub async fn listen(
-    client: redis::Client,
+    target: mamori_streams::RedisTarget,
     out: mpsc::Sender<Option<TenantId>>,
     stop: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(200);
+    // In a cluster, any node will do: after a failure, the next one.
+    let clients = target.pubsub_clients();
+    let mut turn = 0usize;
     loop {
+        let client = clients[turn % clients.len().max(1)].clone();
+        turn += 1;
         let session = async {
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(CHANNEL).await?;

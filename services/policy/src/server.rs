@@ -53,8 +53,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let db = Db::connect(&config.database_url, config.db_max_connections)
         .await
         .context("the policy service cannot use the database (MAMORI_DATABASE_URL)")?;
-    let redis = redis::Client::open(config.redis_url.as_str())
-        .with_context(|| format!("MAMORI_REDIS_URL {:?} is not a Redis URL", config.redis_url))?;
+    let redis =
+        mamori_streams::RedisTarget::parse(&config.redis_url).map_err(anyhow::Error::msg)?;
 
     let ready: mamori_telemetry::Readiness = {
         let db = db.clone();

@@ -5,6 +5,7 @@ use crate::consume::Writer;
 use anyhow::Context;
 use chrono::{Duration as Days, Utc};
 use mamori_streams::{GroupSpec, WRITER_GROUP, spawn_group, stream_keys};
+use mamori_telemetry::Supervisor;
 use mamori_tenancy::Db;
 use std::net::SocketAddr;
 use tokio::task::JoinSet;
@@ -16,6 +17,7 @@ pub struct Running {
     pub consumer: String,
     stop: CancellationToken,
     tasks: JoinSet<()>,
+    supervisor: Supervisor,
 }
 
 impl Running {
@@ -24,6 +26,17 @@ impl Running {
     pub async fn shutdown(mut self) {
         self.stop.cancel();
         while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Resolves when one of the writer's tasks has failed (the writer is
+    /// then unready and should be restarted), with why.
+    pub async fn failed(&self) -> String {
+        self.supervisor.failed().await
+    }
+
+    #[doc(hidden)]
+    pub fn abort_task(&self, name: &str) -> bool {
+        self.supervisor.abort_task(name)
     }
 
     pub fn stopper(&self) -> CancellationToken {
@@ -42,11 +55,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     crate::ensure_partitions(&db, today - Days::days(1), today + Days::days(7))
         .await
         .context("cannot create event partitions")?;
-    let (client, conn) = mamori_streams::connect(&config.redis_url)
+    let (target, conn) = mamori_streams::connect(&config.redis_url)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    mamori_streams::check_shards(&mut conn.clone(), config.stream_shards)
         .await
         .map_err(anyhow::Error::msg)?;
     let consumer = mamori_streams::consumer_name(&config.writer_consumer);
     let stop = CancellationToken::new();
+    let supervisor = Supervisor::new("writer", stop.clone());
     let mut tasks = JoinSet::new();
     let spec = GroupSpec {
         shards: config.stream_shards,
@@ -60,26 +77,35 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     let writer_db = db.clone();
     spawn_group(
-        &client,
+        &target,
         &conn,
         &spec,
         |key| Writer {
             key: key.to_owned(),
             db: writer_db.clone(),
         },
+        &supervisor,
         &mut tasks,
         &stop,
     )
     .await
     .context("cannot create the writer's consumer group")?;
-    tasks.spawn(crate::trim::run(
-        stream_keys(config.stream_shards),
-        conn.clone(),
-        stop.clone(),
-    ));
-    tasks.spawn(crate::partitions::maintain(db.clone(), stop.clone()));
+    supervisor.spawn(
+        &mut tasks,
+        "stream trimmer",
+        crate::trim::run(
+            stream_keys(config.stream_shards),
+            conn.clone(),
+            stop.clone(),
+        ),
+    );
+    supervisor.spawn(
+        &mut tasks,
+        "partition maintenance",
+        crate::partitions::maintain(db.clone(), stop.clone()),
+    );
 
-    let ready = mamori_streams::readiness(db.clone(), conn.clone());
+    let ready = supervisor.readiness(mamori_streams::readiness(db.clone(), conn.clone()));
     let ops_addr = mamori_telemetry::serve_ops(&config.writer_ops_addr, ready).await?;
     tracing::info!(%consumer, shards = config.stream_shards, %ops_addr, "writer started");
     Ok(Running {
@@ -87,5 +113,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         consumer,
         stop,
         tasks,
+        supervisor,
     })
 }

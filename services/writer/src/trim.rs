@@ -5,12 +5,12 @@
 //! an entry can go only when no group still needs it, so the trim point is
 //! the oldest entry any group has not finished.
 
+use mamori_streams::Conn;
 use mamori_streams::{WRITER_GROUP, groups, oldest_unfinished};
-use redis::aio::ConnectionManager;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-pub(crate) async fn run(keys: Vec<String>, conn: ConnectionManager, stop: CancellationToken) {
+pub(crate) async fn run(keys: Vec<String>, conn: Conn, stop: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
@@ -25,7 +25,7 @@ pub(crate) async fn run(keys: Vec<String>, conn: ConnectionManager, stop: Cancel
     }
 }
 
-async fn trim_one(key: &str, mut conn: ConnectionManager) -> redis::RedisResult<()> {
+async fn trim_one(key: &str, mut conn: Conn) -> redis::RedisResult<()> {
     let mut trim_to = None;
     for g in groups(&mut conn, key).await? {
         // A group that has finished everything keeps only its last entry.
