@@ -61,6 +61,10 @@ ensure_servers_installed() {
         log "installing PostgreSQL (Debian packages)"
         apt_install postgresql
     fi
+    if ! command -v openssl >/dev/null 2>&1; then
+        log "installing openssl (the test servers' TLS certificates)"
+        apt_install openssl
+    fi
     if ! command -v redis-server >/dev/null 2>&1; then
         log "installing redis-server (Debian packages)"
         apt_install redis-server
@@ -77,9 +81,12 @@ as_pg() {
 }
 
 # start_pg DIR PORT: creates (once) and starts a cluster in DIR/pg with a
-# superuser `mamori` and a database `mamori`.
+# superuser `mamori` and a database `mamori`. With MAMORI_PG_TLS=1 it also
+# accepts TLS, with a certificate for 127.0.0.1 signed by a CA made here
+# ($dir/tls: ca.crt, server.crt, server.key; the tests' TLS Redis uses them
+# too); clients that do not ask for TLS still connect without.
 start_pg() {
-    local dir=$1 port=$2 bin
+    local dir=$1 port=$2 bin tls_opts=
     bin=$(pg_bindir)
     mkdir -p "$dir"
     if [ "$(id -u)" -eq 0 ]; then
@@ -88,14 +95,38 @@ start_pg() {
     if [ ! -f "$dir/pg/PG_VERSION" ]; then
         as_pg "$bin/initdb" -D "$dir/pg" -U mamori --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
     fi
+    if [ -n "${MAMORI_PG_TLS:-}" ]; then
+        make_test_tls "$dir/tls"
+        # PostgreSQL wants its key owned by itself and private.
+        mkdir -p "$dir/pg-tls"
+        cp "$dir/tls/server.crt" "$dir/tls/server.key" "$dir/pg-tls/"
+        chmod 600 "$dir/pg-tls/server.key"
+        [ "$(id -u)" -eq 0 ] && chown -R postgres: "$dir/pg-tls"
+        tls_opts="-c ssl=on -c ssl_cert_file=$dir/pg-tls/server.crt -c ssl_key_file=$dir/pg-tls/server.key"
+    fi
     if ! as_pg "$bin/pg_ctl" -D "$dir/pg" status >/dev/null 2>&1; then
         as_pg "$bin/pg_ctl" -D "$dir/pg" -l "$dir/pg.log" -w -t 60 start -o \
-            "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$dir -c max_connections=300 -c shared_buffers=512MB -c synchronous_commit=on -c fsync=on -c max_wal_size=4GB -c checkpoint_timeout=15min -c track_commit_timestamp=on ${MAMORI_PG_EXTRA_OPTS:-}" >/dev/null \
+            "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$dir -c max_connections=300 -c shared_buffers=512MB -c synchronous_commit=on -c fsync=on -c max_wal_size=4GB -c checkpoint_timeout=15min -c track_commit_timestamp=on $tls_opts ${MAMORI_PG_EXTRA_OPTS:-}" >/dev/null \
             || { cat "$dir/pg.log" >&2; return 1; }
     fi
     if ! "$bin/psql" -h 127.0.0.1 -p "$port" -U mamori -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname='mamori'" | grep -q 1; then
         "$bin/createdb" -h 127.0.0.1 -p "$port" -U mamori mamori
     fi
+}
+
+# make_test_tls DIR: a throw-away CA and a server certificate for
+# 127.0.0.1 and localhost signed by it (P-256, 30 days).
+make_test_tls() {
+    local d=$1
+    [ -f "$d/server.crt" ] && return 0
+    mkdir -p "$d"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+        -subj /CN=mamori-test-ca -keyout "$d/ca.key" -out "$d/ca.crt" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+        -subj /CN=127.0.0.1 -keyout "$d/server.key" -out "$d/server.csr" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n' >"$d/ext.cnf"
+    openssl x509 -req -in "$d/server.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial \
+        -days 30 -extfile "$d/ext.cnf" -out "$d/server.crt" 2>/dev/null
 }
 
 stop_pg() {

@@ -35,7 +35,10 @@ if ! command -v cargo-nextest >/dev/null 2>&1; then
     cargo install --locked cargo-nextest
 fi
 
+# PostgreSQL also accepts TLS, for the test of the roles' TLS connections.
+export MAMORI_PG_TLS=1
 start_private_servers test
+export MAMORI_TEST_TLS_DIR="$work/tls"
 export MAMORI_TEST_DATABASE_URL="postgres://mamori@127.0.0.1:$pg_port/mamori"
 export MAMORI_TEST_REDIS_URL="redis://127.0.0.1:$redis_port"
 

@@ -28,7 +28,7 @@ pub struct RedisTarget {
 
 #[derive(Clone)]
 enum Kind {
-    Single(redis::Client),
+    Single(Box<redis::Client>),
     Cluster(Vec<redis::ConnectionInfo>),
 }
 
@@ -91,7 +91,7 @@ impl RedisTarget {
         if parts.len() == 1 && cluster_seed(parts[0]).is_none() {
             let client = redis::Client::open(parts[0]).map_err(|e| bad(parts[0], &e))?;
             return Ok(Self {
-                kind: Kind::Single(client),
+                kind: Kind::Single(Box::new(client)),
                 shown,
             });
         }
@@ -128,7 +128,7 @@ impl RedisTarget {
                 let cfg = redis::aio::ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(CONNECT_TIMEOUT))
                     .set_response_timeout(Some(response));
-                ConnectionManager::new_with_config(client.clone(), cfg)
+                ConnectionManager::new_with_config((**client).clone(), cfg)
                     .await
                     .map(Conn::Managed)
             }
@@ -174,7 +174,7 @@ impl RedisTarget {
     /// cluster's classic `PUBLISH` reaches every node, so any one will do.
     pub fn pubsub_clients(&self) -> Vec<redis::Client> {
         match &self.kind {
-            Kind::Single(client) => vec![client.clone()],
+            Kind::Single(client) => vec![(**client).clone()],
             Kind::Cluster(seeds) => seeds
                 .iter()
                 .filter_map(|s| redis::Client::open(s.clone()).ok())

@@ -10,6 +10,7 @@ pub struct RedisProc {
     child: Child,
     port: u16,
     dir: tempfile::TempDir,
+    tls: bool,
 }
 
 /// A throw-away redis-server on `port`, no persistence.
@@ -52,6 +53,43 @@ impl RedisProc {
             child: spawn_redis(port, dir.path(), extra),
             port,
             dir,
+            tls: false,
+        }
+    }
+
+    /// A Redis that speaks TLS only, with `server.crt` and `server.key` of
+    /// `tls_dir` (clients are not asked for certificates).
+    pub fn start_tls(tls_dir: &std::path::Path) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str| tls_dir.join(name).display().to_string();
+        let child = spawn_redis(
+            port,
+            dir.path(),
+            &[
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--tls-cert-file",
+                &file("server.crt"),
+                "--tls-key-file",
+                &file("server.key"),
+                "--tls-ca-cert-file",
+                &file("ca.crt"),
+                "--tls-auth-clients",
+                "no",
+            ],
+        );
+        Self {
+            child,
+            port,
+            dir,
+            tls: true,
         }
     }
 
@@ -72,7 +110,8 @@ impl RedisProc {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 }
 

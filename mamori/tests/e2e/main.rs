@@ -31,5 +31,6 @@ mod shared_limits;
 mod software;
 mod stream;
 mod tenancy;
+mod tls;
 mod tracing;
 mod web;
