@@ -17,6 +17,7 @@
 pub mod collector;
 pub mod error;
 pub mod policy;
+pub mod service;
 pub mod spool;
 
 mod channel;

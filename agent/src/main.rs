@@ -22,6 +22,28 @@ enum Command {
     Enroll(EnrollArgs),
     /// Collect events and send them to the server until stopped.
     Run(RunArgs),
+    /// Enroll this machine and enable and start the mamori-agent service
+    /// (what the package's systemd unit runs).
+    Install(InstallArgs),
+}
+
+/// Where the package's service keeps its state.
+const SERVICE_STATE_DIR: &str = "/var/lib/mamori-agent";
+
+#[derive(Debug, Args)]
+struct InstallArgs {
+    /// The ingest server (or several, comma-separated).
+    #[arg(long, env = "MAMORI_SERVER")]
+    server: String,
+    /// The enrollment token (from the environment keeps it out of `ps`).
+    #[arg(long, env = "MAMORI_ENROLLMENT_TOKEN", hide_env_values = true)]
+    token: String,
+    /// PEM file of the CA that signed the server's certificate.
+    #[arg(long)]
+    ca_cert: Option<PathBuf>,
+    /// The service's state directory (what its unit runs with).
+    #[arg(long, default_value = SERVICE_STATE_DIR)]
+    state_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -116,6 +138,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Enroll(args) => enroll(args).await,
             Command::Run(args) => run(args).await,
+            Command::Install(args) => install(args).await,
         }
     })
 }
@@ -138,6 +161,43 @@ async fn enroll(args: EnrollArgs) -> anyhow::Result<()> {
     } else {
         println!("enrolled as device {}", outcome.device_id);
     }
+    Ok(())
+}
+
+async fn install(args: InstallArgs) -> anyhow::Result<()> {
+    let outcome = mamori_agent::enroll(&EnrollOptions {
+        server: args.server,
+        token: args.token,
+        state_dir: args.state_dir.clone(),
+        ca_cert: args.ca_cert,
+        machine_id: None,
+    })
+    .await
+    .context("enrollment failed")?;
+    println!("enrolled as device {}", outcome.device_id);
+    if !std::path::Path::new("/run/systemd/system").exists() {
+        println!(
+            "systemd is not running on this machine: start `/usr/bin/mamori-agent run --state-dir {}` with its init system",
+            args.state_dir.display()
+        );
+        return Ok(());
+    }
+    if args.state_dir != std::path::Path::new(SERVICE_STATE_DIR) {
+        println!(
+            "the mamori-agent service runs with {SERVICE_STATE_DIR}; start `mamori-agent run --state-dir {}` yourself",
+            args.state_dir.display()
+        );
+        return Ok(());
+    }
+    let status = std::process::Command::new("systemctl")
+        .args(["enable", "--now", "mamori-agent.service"])
+        .status()
+        .context("running systemctl")?;
+    anyhow::ensure!(
+        status.success(),
+        "`systemctl enable --now mamori-agent.service` failed ({status}): is the mamori-agent package installed?"
+    );
+    println!("the mamori-agent service is enabled and running");
     Ok(())
 }
 
@@ -165,6 +225,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             _ = sigterm.recv() => tracing::info!("SIGTERM received"),
             _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
         }
+    };
+    // Started: the service manager may carry on; while the event loop
+    // turns, the watchdog hears from it.
+    mamori_agent::service::notify("READY=1");
+    tokio::spawn(mamori_agent::service::keep_watchdog());
+    let shutdown = async move {
+        shutdown.await;
+        mamori_agent::service::notify("STOPPING=1");
     };
     mamori_agent::run(opts, shutdown).await?;
     Ok(())

@@ -19,6 +19,7 @@ mod gateway;
 mod gateway_security;
 mod hardening;
 mod operations;
+mod package;
 mod policy_alarms;
 mod policy_service;
 mod postgres_crash;

@@ -1,0 +1,107 @@
+//! Telling the service manager how the agent is: `READY=1` once started,
+//! `WATCHDOG=1` while the event loop turns (systemd's notify protocol: one
+//! datagram to the socket `$NOTIFY_SOCKET` names). Outside systemd, or
+//! without `WatchdogSec`, nothing is sent.
+
+use std::os::unix::net::UnixDatagram;
+use std::time::Duration;
+
+/// Sends `state` (`READY=1`, `WATCHDOG=1`, `STOPPING=1`) to the service
+/// manager, if there is one. Errors are logged, not returned: the agent
+/// runs the same without a manager.
+pub fn notify(state: &str) {
+    if let Some(path) = std::env::var_os("NOTIFY_SOCKET")
+        && let Err(e) = notify_to(&path, state)
+    {
+        tracing::warn!(error = %e, state, "cannot notify the service manager");
+    }
+}
+
+/// Sends `state` to the socket `path` (a file, or `@name` in the abstract
+/// namespace).
+fn notify_to(path: &std::ffi::OsStr, state: &str) -> std::io::Result<()> {
+    let socket = UnixDatagram::unbound()?;
+    if let Some(name) = path.as_encoded_bytes().strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+        socket.send_to_addr(state.as_bytes(), &addr)?;
+    } else {
+        socket.send_to(state.as_bytes(), path)?;
+    }
+    Ok(())
+}
+
+/// Half the watchdog interval the manager asked for this process, or None.
+pub fn watchdog_interval() -> Option<Duration> {
+    interval_from(
+        std::env::var("WATCHDOG_USEC").ok().as_deref(),
+        std::env::var("WATCHDOG_PID").ok().as_deref(),
+        std::process::id(),
+    )
+}
+
+/// `$WATCHDOG_USEC` halved, when `$WATCHDOG_PID` (if set) is `me`.
+fn interval_from(usec: Option<&str>, pid: Option<&str>, me: u32) -> Option<Duration> {
+    let usec: u64 = usec?.parse().ok()?;
+    if let Some(pid) = pid
+        && pid.parse::<u32>().ok() != Some(me)
+    {
+        return None;
+    }
+    (usec > 0).then(|| Duration::from_micros(usec / 2))
+}
+
+/// Pings the watchdog until the process ends. It runs on the agent's one
+/// event-loop thread: a loop that hangs stops the pings, and systemd
+/// restarts the agent.
+pub async fn keep_watchdog() {
+    let Some(every) = watchdog_interval() else {
+        return;
+    };
+    loop {
+        notify("WATCHDOG=1");
+        tokio::time::sleep(every).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_notification_reaches_the_socket_the_manager_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let manager = UnixDatagram::bind(&path).unwrap();
+        notify_to(path.as_os_str(), "READY=1").unwrap();
+        let mut buf = [0u8; 64];
+        let n = manager.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"READY=1");
+
+        let name = format!("@mamori-test-{}", std::process::id());
+        let abstract_manager = {
+            use std::os::linux::net::SocketAddrExt;
+            let addr =
+                std::os::unix::net::SocketAddr::from_abstract_name(&name.as_bytes()[1..]).unwrap();
+            UnixDatagram::bind_addr(&addr).unwrap()
+        };
+        notify_to(std::ffi::OsStr::new(&name), "WATCHDOG=1").unwrap();
+        let n = abstract_manager.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"WATCHDOG=1");
+    }
+
+    #[test]
+    fn the_watchdog_pings_at_half_its_interval_and_only_for_its_process() {
+        assert_eq!(
+            interval_from(Some("60000000"), None, 7),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            interval_from(Some("60000000"), Some("7"), 7),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(interval_from(Some("60000000"), Some("8"), 7), None);
+        assert_eq!(interval_from(None, None, 7), None);
+        assert_eq!(interval_from(Some("0"), None, 7), None);
+    }
+}
