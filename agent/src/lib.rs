@@ -19,12 +19,14 @@ pub mod error;
 pub mod policy;
 pub mod service;
 pub mod spool;
+pub mod uninstall;
 
 mod channel;
 mod clock;
 mod enroll;
 mod facts;
 mod fsutil;
+mod lifecycle;
 mod mounts;
 mod netlink;
 mod run;

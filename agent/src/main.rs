@@ -25,6 +25,19 @@ enum Command {
     /// Enroll this machine and enable and start the mamori-agent service
     /// (what the package's systemd unit runs).
     Install(InstallArgs),
+    /// Exits 0 when the agent may be removed: the tenant's uninstall code
+    /// is given (or the tenant has issued none). The package runs it
+    /// before removal.
+    UninstallCheck(UninstallCheckArgs),
+}
+
+#[derive(Debug, Args)]
+struct UninstallCheckArgs {
+    #[arg(long, default_value = SERVICE_STATE_DIR)]
+    state_dir: PathBuf,
+    /// The code from the console (Settings → Agent uninstall code).
+    #[arg(long, env = "MAMORI_UNINSTALL_CODE", hide_env_values = true)]
+    code: Option<String>,
 }
 
 /// Where the package's service keeps its state.
@@ -139,6 +152,7 @@ fn main() -> anyhow::Result<()> {
             Command::Enroll(args) => enroll(args).await,
             Command::Run(args) => run(args).await,
             Command::Install(args) => install(args).await,
+            Command::UninstallCheck(args) => uninstall_check(args),
         }
     })
 }
@@ -162,6 +176,33 @@ async fn enroll(args: EnrollArgs) -> anyhow::Result<()> {
         println!("enrolled as device {}", outcome.device_id);
     }
     Ok(())
+}
+
+fn uninstall_check(args: UninstallCheckArgs) -> anyhow::Result<()> {
+    use mamori_agent::uninstall::Uninstall;
+    let verdict = mamori_agent::uninstall::check(&args.state_dir, args.code.as_deref())?;
+    let (allowed, detail) = match &verdict {
+        Uninstall::Allowed => (true, "the uninstall code was given"),
+        Uninstall::Unprotected => (true, "the tenant has issued no uninstall code"),
+        Uninstall::Refused(why) => (false, *why),
+    };
+    // Reported by the running agent (a refused attempt leaves it running).
+    if let Err(e) = mamori_agent::uninstall::record_attempt(&args.state_dir, allowed, detail) {
+        tracing::warn!(error = %e, "cannot record the removal attempt");
+    }
+    match verdict {
+        Uninstall::Allowed => {
+            tracing::warn!("the uninstall code was given: the agent may be removed");
+            Ok(())
+        }
+        Uninstall::Unprotected => Ok(()),
+        Uninstall::Refused(why) => {
+            tracing::warn!(reason = why, "removal of the agent refused");
+            anyhow::bail!(
+                "{why}: get it from the console (Settings → Agent uninstall code) and run MAMORI_UNINSTALL_CODE=CODE dpkg -r mamori-agent"
+            )
+        }
+    }
 }
 
 async fn install(args: InstallArgs) -> anyhow::Result<()> {

@@ -171,6 +171,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
     let clock = Arc::new(ClockOffset::default());
     let wake = Arc::new(Wake::default());
     let sink = EventSink::new(spool.clone(), clock.clone(), wake.clone());
+    crate::lifecycle::started(&sink);
 
     let policy = Arc::new(PolicyState::load(state.policy_path()));
     let mut tasks = JoinSet::new();
@@ -194,6 +195,18 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
     // a blocking thread), and the last flush must not race it.
     let flushing = Arc::new(tokio::sync::Mutex::new(()));
     tasks.spawn(flush_loop(spool.clone(), Arc::clone(&flushing)));
+    tasks.spawn(crate::lifecycle::watch_attempts(
+        opts.state_dir.clone(),
+        sink.clone(),
+    ));
+    let shutdown = {
+        let sink = sink.clone();
+        let dir = opts.state_dir.clone();
+        async move {
+            shutdown.await;
+            crate::lifecycle::stopping(&dir, &sink);
+        }
+    };
 
     let uplink = Uplink::new(
         state,

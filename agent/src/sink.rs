@@ -12,7 +12,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use mamori_proto::agent::v1::{Event, device_event, event::Kind, process_event};
+use mamori_proto::agent::v1::{Event, agent_event, device_event, event::Kind, process_event};
 use mamori_proto::schema;
 use tokio::sync::Notify;
 
@@ -67,6 +67,12 @@ pub(crate) fn is_urgent(kind: &Kind) -> bool {
     match kind {
         Kind::Process(p) => p.action() == process_event::Action::Blocked,
         Kind::Device(d) => d.action() == device_event::Action::Blocked,
+        // An administrator wants to know at once that someone tried to
+        // remove the agent.
+        Kind::Agent(a) => matches!(
+            a.action(),
+            agent_event::Action::UninstallRefused | agent_event::Action::UninstallAllowed
+        ),
         // Rare, and each may complete a mass-printing alarm.
         Kind::Print(_) | Kind::EnvironmentChange(_) | Kind::LanSighting(_) => true,
         _ => false,

@@ -40,10 +40,14 @@ pub enum EventKind {
     SecurityStatus = 82,
     LanSighting = 90,
     CollectorWarning = 100,
+    AgentStarted = 110,
+    AgentStopping = 111,
+    UninstallRefused = 112,
+    UninstallAllowed = 113,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 32] = [
+    pub const ALL: [EventKind; 36] = [
         Self::Logon,
         Self::Logoff,
         Self::Lock,
@@ -76,6 +80,10 @@ impl EventKind {
         Self::SecurityStatus,
         Self::LanSighting,
         Self::CollectorWarning,
+        Self::AgentStarted,
+        Self::AgentStopping,
+        Self::UninstallRefused,
+        Self::UninstallAllowed,
     ];
 
     pub fn code(self) -> i16 {
@@ -121,6 +129,10 @@ impl EventKind {
             Self::SecurityStatus => "security_status",
             Self::LanSighting => "lan_sighting",
             Self::CollectorWarning => "collector_warning",
+            Self::AgentStarted => "agent_started",
+            Self::AgentStopping => "agent_stopping",
+            Self::UninstallRefused => "uninstall_refused",
+            Self::UninstallAllowed => "uninstall_allowed",
         }
     }
 

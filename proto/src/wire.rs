@@ -478,6 +478,13 @@ mod tests {
                 source: s("source"),
             }));
         }
+        for action in 1..=4 {
+            out.push(Kind::Agent(AgentEvent {
+                action,
+                version: s("version"),
+                detail: s("detail"),
+            }));
+        }
         out
     }
 

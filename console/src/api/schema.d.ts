@@ -950,6 +950,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/tenant/uninstall-code": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Issue a new uninstall code for the tenant's agents (the previous one
+         *     stops working once a PC has the new policy). Only its SHA-256 is kept
+         *     and sent to the agents, which check the code offline.
+         */
+        post: operations["uninstall_code"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/tenants": {
         parameters: {
             query?: never;
@@ -1444,7 +1465,7 @@ export interface components {
          * @description What an event records.
          * @enum {string}
          */
-        EventKind: "logon" | "logoff" | "lock" | "unlock" | "boot" | "shutdown" | "suspend" | "resume" | "process_start" | "process_stop" | "process_blocked" | "file_create" | "file_modify" | "file_copy" | "file_move" | "file_rename" | "file_delete" | "file_read" | "device_connect" | "device_disconnect" | "device_blocked" | "print" | "web_access" | "network_connect" | "software_installed" | "software_removed" | "software_updated" | "inventory" | "environment_change" | "security_status" | "lan_sighting" | "collector_warning";
+        EventKind: "logon" | "logoff" | "lock" | "unlock" | "boot" | "shutdown" | "suspend" | "resume" | "process_start" | "process_stop" | "process_blocked" | "file_create" | "file_modify" | "file_copy" | "file_move" | "file_rename" | "file_delete" | "file_read" | "device_connect" | "device_disconnect" | "device_blocked" | "print" | "web_access" | "network_connect" | "software_installed" | "software_removed" | "software_updated" | "inventory" | "environment_change" | "security_status" | "lan_sighting" | "collector_warning" | "agent_started" | "agent_stopping" | "uninstall_refused" | "uninstall_allowed";
         EventPage: {
             events: components["schemas"]["EventView"][];
             /** @description Pass as `cursor` for the next (older) page; absent on the last page. */
@@ -1510,6 +1531,19 @@ export interface components {
             /** Format: email */
             email: string;
             role: components["schemas"]["Role"];
+        };
+        IssuedUninstallCode: {
+            /**
+             * @description Removing the agent from a PC needs this code
+             *     (`MAMORI_UNINSTALL_CODE=CODE dpkg -r mamori-agent`). Shown once; a
+             *     new code replaces it on every PC as their policy arrives.
+             */
+            code: string;
+            /**
+             * Format: int64
+             * @description The policy revision that carries it to the agents.
+             */
+            policy_revision: number;
         };
         LoginRequest: {
             /** Format: email */
@@ -7975,6 +8009,100 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many requests (see Retry-After) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A fault of ours, logged with the request id */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A dependency is unavailable or the request timed out; retry later */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    uninstall_code: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The tenant an MSP user acts on (tenant users may name only their own). */
+                "X-Mamori-Tenant"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["IssuedUninstallCode"];
+                };
+            };
+            /** @description Malformed X-Mamori-Tenant header, or an MSP user named no tenant */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid access token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The caller's role lacks the permission this takes */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such object in the tenant, or a tenant the caller cannot reach */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Conflicts with what is stored (a taken name, a rule such as "not empty"); the message says which */
             409: {
                 headers: {
                     [name: string]: unknown;

@@ -35,6 +35,10 @@ export const EVENT_KINDS = [
   'security_status',
   'lan_sighting',
   'collector_warning',
+  'agent_started',
+  'agent_stopping',
+  'uninstall_refused',
+  'uninstall_allowed',
 ] as const satisfies readonly Schemas['EventKind'][];
 
 // A kind added to the API and not here fails to compile.

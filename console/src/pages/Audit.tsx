@@ -32,6 +32,7 @@ const ACTIONS = [
   'policy.apply_template',
   'tenant.update',
   'tenant.handover_code',
+  'tenant.uninstall_code',
   'tenant.claimed',
   'tenant.released',
   'user.create',

@@ -105,10 +105,61 @@ export function Settings() {
               )}
             </Stack>
           </form>
+          {may('hand_over_tenant') && <UninstallCode />}
           {may('hand_over_tenant') && <HandOver managed={d.msp_org_id !== null && d.msp_org_id !== undefined} />}
         </>
       )}
     </Stack>
+  );
+}
+
+/** A secret shown once, with a button that copies it. */
+function ShownOnce({ code, testId }: { code: string; testId: string }) {
+  const { t } = useTranslation();
+  return (
+    <Group>
+      <Code data-testid={testId}>{code}</Code>
+      <CopyButton value={code}>
+        {({ copied, copy }) => (
+          <Button size="xs" variant="light" onClick={copy}>
+            {copied ? t('app.copied') : t('settings.copyCode')}
+          </Button>
+        )}
+      </CopyButton>
+    </Group>
+  );
+}
+
+/** The code without which the agent cannot be removed from a PC: shown
+ * once; a new one replaces the last on every PC. */
+function UninstallCode() {
+  const { t } = useTranslation();
+  const [code, setCode] = useState<Schemas['IssuedUninstallCode'] | null>(null);
+  const create = useSubmit(async () => {
+    setCode(await api.call<Schemas['IssuedUninstallCode']>('POST', '/api/v1/tenant/uninstall-code'));
+  });
+  return (
+    <Card withBorder>
+      <form onSubmit={create.onSubmit}>
+        <Stack gap="xs">
+          <Title order={4}>{t('settings.uninstall')}</Title>
+          <Text size="sm" c="dimmed">
+            {t('settings.uninstallHint')}
+          </Text>
+          <FormError error={create.error} />
+          {code ? (
+            <Stack gap={4}>
+              <Text size="sm">{t('settings.uninstallCode')}</Text>
+              <ShownOnce code={code.code} testId="uninstall-code" />
+            </Stack>
+          ) : (
+            <Button type="submit" variant="light" w="fit-content" loading={create.busy}>
+              {t('settings.uninstallCreate')}
+            </Button>
+          )}
+        </Stack>
+      </form>
+    </Card>
   );
 }
 
@@ -136,16 +187,7 @@ function HandOver({ managed }: { managed: boolean }) {
               {code ? (
                 <Stack gap={4}>
                   <Text size="sm">{t('settings.handoverCode', { at: dateTime(code.expires_at) })}</Text>
-                  <Group>
-                    <Code data-testid="handover-code">{code.code}</Code>
-                    <CopyButton value={code.code}>
-                      {({ copied, copy }) => (
-                        <Button size="xs" variant="light" onClick={copy}>
-                          {copied ? t('app.copied') : t('settings.copyCode')}
-                        </Button>
-                      )}
-                    </CopyButton>
-                  </Group>
+                  <ShownOnce code={code.code} testId="handover-code" />
                 </Stack>
               ) : (
                 <Button type="submit" variant="light" w="fit-content" loading={create.busy}>

@@ -25,7 +25,7 @@ pub use devices::{
 pub use error::{Error, Result};
 pub use secret::{
     DeviceCredential, EnrollmentToken, HandoverCode, InvitationSecret, PasswordResetCode,
-    RecipientSecret, RefreshToken, VerificationSecret,
+    RecipientSecret, RefreshToken, UninstallCode, VerificationSecret,
 };
 pub use tenants::{Tenant, create_tenant, get_tenant, insert_tenant, set_device_limit};
 pub use tokens::{CreatedToken, TokenInfo, create_token, create_token_in, list_tokens};

@@ -20,6 +20,7 @@ const VERIFICATION_PREFIX: &str = "mmv_";
 const HANDOVER_PREFIX: &str = "mmh_";
 const RECIPIENT_PREFIX: &str = "mmn_";
 const RESET_PREFIX: &str = "mmp_";
+const UNINSTALL_PREFIX: &str = "mmu_";
 const BODY_LEN: usize = 43;
 
 fn generate(prefix: &str) -> SecretString {
@@ -108,6 +109,12 @@ secret_type!(
 secret_type!(
     /// The one-time code mailed to reset a forgotten password.
     PasswordResetCode, RESET_PREFIX, "password reset code"
+);
+
+secret_type!(
+    /// The code that lets an agent be removed from a PC (the agent checks
+    /// it against the hash its policy carries).
+    UninstallCode, UNINSTALL_PREFIX, "uninstall code"
 );
 
 #[cfg(test)]

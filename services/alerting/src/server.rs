@@ -30,6 +30,14 @@ pub struct Running {
     supervisor: Supervisor,
 }
 
+/// Dropped without [`Running::shutdown`] (a test's end), the tasks end as
+/// on a stop, not as failures.
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
 impl Running {
     /// Resolves when one of the service's tasks has failed (it is then
     /// unready and should be restarted), with why.

@@ -49,6 +49,7 @@ impl Modify for Bearer {
         crate::tenants::get,
         crate::tenants::update,
         crate::tenants::handover,
+        crate::tenants::uninstall_code,
         crate::tenants::claim,
         crate::tenants::release,
         crate::users::list,

@@ -85,6 +85,7 @@ pub fn router(state: Shared) -> Router {
         .route("/tenants/{id}/release", post(tenants::release))
         .route("/tenant", get(tenants::get).patch(tenants::update))
         .route("/tenant/handover", post(tenants::handover))
+        .route("/tenant/uninstall-code", post(tenants::uninstall_code))
         .route("/users", get(users::list))
         .route("/users/{id}", patch(users::update))
         .route(
@@ -324,9 +325,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let keys = KeyRing::open(&db, Arc::clone(&kek)).await?;
     let policy = mamori_policy::PolicyClient::new(&config.policy_url, &config.policy_tls_ca, &kek)?;
     let mailer = Mailer::new(&config.smtp_url, &config.mail_dir, &config.mail_from)?;
+    let redis =
+        mamori_streams::RedisTarget::parse(&config.redis_url).map_err(anyhow::Error::msg)?;
     let shared = if config.shared_rate_limits {
-        let redis =
-            mamori_streams::RedisTarget::parse(&config.redis_url).map_err(anyhow::Error::msg)?;
         let conn = redis
             .connect(Duration::from_secs(2))
             .await
@@ -365,6 +366,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         kek,
         proxies: crate::proxies::TrustedProxies::parse(&config.trusted_proxies)
             .map_err(anyhow::Error::msg)?,
+        redis,
     });
     let ready_db = db.clone();
     let ops_addr = mamori_telemetry::serve_ops(

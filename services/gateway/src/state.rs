@@ -26,6 +26,8 @@ pub struct AppState {
     pub kek: std::sync::Arc<crate::keys::Kek>,
     /// Whose `X-Forwarded-For` names the client.
     pub proxies: crate::proxies::TrustedProxies,
+    /// Where policy change notices go (the same Redis as ingest's).
+    pub redis: mamori_streams::RedisTarget,
 }
 
 pub type Shared = Arc<AppState>;

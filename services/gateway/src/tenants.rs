@@ -287,6 +287,60 @@ pub async fn handover(
     ))
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IssuedUninstallCode {
+    /// Removing the agent from a PC needs this code
+    /// (`MAMORI_UNINSTALL_CODE=CODE dpkg -r mamori-agent`). Shown once; a
+    /// new code replaces it on every PC as their policy arrives.
+    pub code: String,
+    /// The policy revision that carries it to the agents.
+    pub policy_revision: i64,
+}
+
+/// Issue a new uninstall code for the tenant's agents (the previous one
+/// stops working once a PC has the new policy). Only its SHA-256 is kept
+/// and sent to the agents, which check the code offline.
+#[utoipa::path(post, path = "/api/v1/tenant/uninstall-code", tag = "tenants", security(("bearer" = ["hand_over_tenant"])),
+    responses((status = 201, body = IssuedUninstallCode)))]
+pub async fn uninstall_code(
+    State(state): State<Shared>,
+    acting: Acting<HandOver>,
+) -> ApiResult<(StatusCode, Json<IssuedUninstallCode>)> {
+    let code = mamori_registry::UninstallCode::generate();
+    let mut tx = acting.begin(&state).await?;
+    sqlx::query("UPDATE tenants SET uninstall_code_hash = $2 WHERE id = $1")
+        .bind(acting.tenant.as_uuid())
+        .bind(code.hash())
+        .execute(&mut *tx)
+        .await?;
+    // A new revision: ingest pushes the policy, with the hash, to the PCs.
+    let revision = mamori_policy::store::bump_revision(&mut tx)
+        .await
+        .map_err(|e| ApiError::internal("bumping the policy revision", e))?;
+    audit::by(
+        &mut tx,
+        &acting,
+        "tenant.uninstall_code",
+        &acting.tenant.to_string(),
+        serde_json::json!({ "policy_revision": revision }),
+    )
+    .await?;
+    tx.commit().await?;
+    mamori_policy::notify::publish_to(
+        &state.redis,
+        acting.tenant,
+        std::time::Duration::from_secs(2),
+    )
+    .await;
+    Ok((
+        StatusCode::CREATED,
+        Json(IssuedUninstallCode {
+            code: code.expose().to_owned(),
+            policy_revision: revision,
+        }),
+    ))
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimTenant {

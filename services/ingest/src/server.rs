@@ -222,6 +222,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .add_service(service);
     let shutdown = stop.clone();
     let task = tokio::spawn(async move {
+        let tasks = tasks;
+        // Dropped first (declared last): the runtime's end cancels the
+        // stop before the tasks go, so they do not count as failures.
+        let _stopping = shutdown.clone().drop_guard();
         let serve =
             router.serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
         tokio::pin!(serve);

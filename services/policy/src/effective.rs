@@ -76,6 +76,10 @@ pub struct Effective {
     /// event against them.
     #[serde(skip)]
     pub globs: Globs,
+    /// SHA-256 of the tenant's agent uninstall code (not a policy section:
+    /// issued through its own endpoint, never shown).
+    #[serde(skip)]
+    pub uninstall_code_hash: Option<Vec<u8>>,
 }
 
 /// Compiled globs of a document. Validation made sure they compile and fit
@@ -201,6 +205,7 @@ pub fn merge(revision: i64, layers: &[Layer]) -> Effective {
     }
     Effective {
         revision,
+        uninstall_code_hash: None,
         globs: Globs::of(&document),
         document,
         origins,
@@ -274,6 +279,7 @@ impl Effective {
                 .map(|w| w.block.clone())
                 .unwrap_or_default(),
             web_full_url: doc.web.as_ref().is_some_and(|w| w.full_url),
+            uninstall_code_sha256: self.uninstall_code_hash.clone().unwrap_or_default(),
         }
     }
 }

@@ -271,6 +271,8 @@ pub async fn versions(tx: &mut TenantTx, scope: Scope) -> Result<Vec<PolicyVersi
 #[derive(Debug, Clone)]
 pub struct TenantPolicies {
     pub revision: i64,
+    /// SHA-256 of the tenant's agent uninstall code, if one was issued.
+    pub uninstall_code_hash: Option<Vec<u8>>,
     tenant: Option<Layer>,
     groups: HashMap<Uuid, Layer>,
     devices: HashMap<Uuid, Layer>,
@@ -279,13 +281,16 @@ pub struct TenantPolicies {
 
 impl TenantPolicies {
     pub async fn load(tx: &mut TenantTx) -> Result<Self> {
-        let revision: i64 = sqlx::query_scalar("SELECT policy_revision FROM tenants WHERE id = $1")
-            .bind(tx.tenant().as_uuid())
-            .fetch_optional(&mut **tx)
-            .await?
-            .ok_or(Error::NotFound("tenant"))?;
+        let (revision, uninstall_code_hash): (i64, Option<Vec<u8>>) = sqlx::query_as(
+            "SELECT policy_revision, uninstall_code_hash FROM tenants WHERE id = $1",
+        )
+        .bind(tx.tenant().as_uuid())
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or(Error::NotFound("tenant"))?;
         let mut out = TenantPolicies {
             revision,
+            uninstall_code_hash,
             tenant: None,
             groups: HashMap::new(),
             devices: HashMap::new(),
@@ -337,7 +342,10 @@ impl TenantPolicies {
                 .filter_map(|g| self.groups.get(g).cloned()),
         );
         layers.extend(self.devices.get(&device).cloned());
-        merge(self.revision, &layers)
+        Effective {
+            uninstall_code_hash: self.uninstall_code_hash.clone(),
+            ..merge(self.revision, &layers)
+        }
     }
 
     /// True when the device has a policy of its own (it cannot share the

@@ -20,6 +20,14 @@ pub struct Running {
     supervisor: Supervisor,
 }
 
+/// Dropped without [`Running::shutdown`] (a test's end), the tasks end as
+/// on a stop, not as failures.
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
 impl Running {
     /// Stops reading; entries already read (a batch being written, a read
     /// in flight) are written and acked first.
