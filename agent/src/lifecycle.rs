@@ -37,14 +37,14 @@ pub(crate) fn stopping(state_dir: &Path, sink: &EventSink) {
 }
 
 fn report_attempts(state_dir: &Path, sink: &EventSink) {
-    for (at, allowed, detail) in crate::uninstall::take_attempts(state_dir) {
+    crate::uninstall::take_attempts(state_dir, |at, allowed, detail| {
         let action = if allowed {
             Action::UninstallAllowed
         } else {
             Action::UninstallRefused
         };
         emit(sink, at, action, detail);
-    }
+    });
 }
 
 /// Reports recorded removal attempts every two seconds.

@@ -199,7 +199,7 @@ fn uninstall_check(args: UninstallCheckArgs) -> anyhow::Result<()> {
         Uninstall::Refused(why) => {
             tracing::warn!(reason = why, "removal of the agent refused");
             anyhow::bail!(
-                "{why}: get it from the console (Settings → Agent uninstall code) and run MAMORI_UNINSTALL_CODE=CODE dpkg -r mamori-agent"
+                "{why}: get it from the console (Settings → Agent uninstall code) and run: sudo MAMORI_UNINSTALL_CODE=CODE dpkg -r mamori-agent"
             )
         }
     }

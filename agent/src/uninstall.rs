@@ -129,45 +129,53 @@ pub fn record_attempt(state_dir: &Path, allowed: bool, detail: &str) -> Result<(
         )))
 }
 
-/// The attempts recorded since the last call, oldest first: (when, allowed,
-/// detail). The file is renamed before it is read, so a line appended
-/// meanwhile waits for the next call.
-pub(crate) fn take_attempts(state_dir: &Path) -> Vec<(i64, bool, String)> {
+/// Hands each attempt recorded since the last call to `report`, oldest
+/// first (when, allowed, detail), and forgets them only afterwards. The
+/// file is renamed before it is read, so a line appended meanwhile waits for
+/// the next call; a file left by a crash mid-report is reported again.
+pub(crate) fn take_attempts(state_dir: &Path, mut report: impl FnMut(i64, bool, String)) {
     let path = state_dir.join(ATTEMPTS);
     let reading = state_dir.join(format!("{ATTEMPTS}.reading"));
-    // A file left by a crash mid-read is read first.
     if !reading.exists() && std::fs::rename(&path, &reading).is_err() {
-        return Vec::new();
+        return;
     }
-    let text = std::fs::read_to_string(&reading).unwrap_or_default();
+    let text = match std::fs::read_to_string(&reading) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the recorded removal attempts");
+            return;
+        }
+    };
+    for l in text.lines() {
+        let mut f = l.splitn(3, '\t');
+        let (Some(at), Some(allowed)) = (f.next().and_then(|a| a.parse().ok()), f.next()) else {
+            continue;
+        };
+        report(at, allowed == "1", f.next().unwrap_or_default().to_owned());
+    }
     let _ = std::fs::remove_file(&reading);
-    text.lines()
-        .filter_map(|l| {
-            let mut f = l.splitn(3, '\t');
-            let at = f.next()?.parse().ok()?;
-            let allowed = f.next()? == "1";
-            Some((at, allowed, f.next().unwrap_or_default().to_owned()))
-        })
-        .collect()
 }
 
 #[cfg(test)]
 mod attempt_tests {
     use super::*;
 
+    fn collect(dir: &Path) -> Vec<(i64, bool, String)> {
+        let mut out = Vec::new();
+        take_attempts(dir, |at, allowed, detail| out.push((at, allowed, detail)));
+        out
+    }
+
     #[test]
     fn recorded_attempts_are_taken_once_in_order() {
         let dir = tempfile::tempdir().unwrap();
         record_attempt(dir.path(), false, "no\tcode\ngiven").unwrap();
         record_attempt(dir.path(), true, "the uninstall code was given").unwrap();
-        let taken = take_attempts(dir.path());
+        let taken = collect(dir.path());
         assert_eq!(taken.len(), 2);
         assert!(!taken[0].1 && taken[1].1);
         assert_eq!(taken[0].2, "no code given");
-        assert!(
-            take_attempts(dir.path()).is_empty(),
-            "each is reported once"
-        );
+        assert!(collect(dir.path()).is_empty(), "each is reported once");
         // Not enrolled: nothing to record into.
         record_attempt(&dir.path().join("absent"), false, "x").unwrap();
         assert!(!dir.path().join("absent").exists());

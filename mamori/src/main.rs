@@ -242,11 +242,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 why = writer.failed() => Some(format!("the writer failed: {why}")),
                 why = alerting.failed() => Some(format!("alerting failed: {why}")),
             };
-            gateway.shutdown().await?;
-            policy.shutdown().await?;
-            ingest.shutdown().await?;
+            // Every role drains, even after another failed to.
+            let gateway = gateway.shutdown().await;
+            let policy = policy.shutdown().await;
+            let ingest = ingest.shutdown().await;
             alerting.shutdown().await;
             writer.shutdown().await;
+            gateway?;
+            policy?;
+            ingest?;
             failed.map_or(Ok(()), |why| Err(anyhow::anyhow!(why)))
         }
         Command::Tenant(c) => admin::tenant(settings.get("admin")?, c).await,

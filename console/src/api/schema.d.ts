@@ -1535,7 +1535,7 @@ export interface components {
         IssuedUninstallCode: {
             /**
              * @description Removing the agent from a PC needs this code
-             *     (`MAMORI_UNINSTALL_CODE=CODE dpkg -r mamori-agent`). Shown once; a
+             *     (`sudo MAMORI_UNINSTALL_CODE=CODE dpkg -r mamori-agent`). Shown once; a
              *     new code replaces it on every PC as their policy arrives.
              */
             code: string;

@@ -439,7 +439,7 @@ export const en = {
     timeZoneHint: 'The violation calendar counts days in it.',
     saved: 'Saved.',
     uninstall: 'Agent uninstall code',
-    uninstallHint: 'Removing the agent from a PC needs this code (MAMORI_UNINSTALL_CODE=CODE dpkg -r mamori-agent). A new code replaces the previous one on every PC as it receives its policy.',
+    uninstallHint: 'Removing the agent from a PC needs this code (sudo MAMORI_UNINSTALL_CODE=CODE dpkg -r mamori-agent). A new code replaces the previous one on every PC as it receives its policy.',
     uninstallCreate: 'Issue a new uninstall code',
     uninstallCode: 'The uninstall code, shown only now:',
     handover: 'Hand over to an MSP',

@@ -441,7 +441,7 @@ export const ja: Messages = {
     timeZoneHint: '違反カレンダーの日付はこのタイムゾーンで数えます。',
     saved: '保存しました。',
     uninstall: 'エージェントのアンインストールコード',
-    uninstallHint: 'PC からエージェントを削除するにはこのコードが必要です (MAMORI_UNINSTALL_CODE=コード dpkg -r mamori-agent)。新しいコードは、各 PC がポリシーを受け取った時点で以前のコードに置き換わります。',
+    uninstallHint: 'PC からエージェントを削除するにはこのコードが必要です (sudo MAMORI_UNINSTALL_CODE=コード dpkg -r mamori-agent)。新しいコードは、各 PC がポリシーを受け取った時点で以前のコードに置き換わります。',
     uninstallCreate: 'アンインストールコードを発行',
     uninstallCode: 'アンインストールコード (今回のみ表示):',
     handover: 'MSP への運用委託',

@@ -6,7 +6,7 @@
 //!
 //! **When Redis does not answer** (an error, or no reply within the
 //! timeout) [`Shared::take`] returns `None` and the caller applies its
-//! per-process limit instead: the limits fail *open to per-process
+//! per-process limit instead, without asking Redis again for two seconds: the limits fail *open to per-process
 //! budgets*, so a Redis outage slows nobody down more than before, and
 //! during it a client's ceiling is the configured rate times the number of
 //! replicas it reaches. Every such fallback is counted
@@ -17,7 +17,7 @@
 
 use mamori_streams::Conn;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A sustained rate (per second) and the burst allowed above it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +80,14 @@ pub struct Shared {
     role: &'static str,
     /// Whether the last call fell back (for logging the change only).
     down: AtomicBool,
+    /// After a failure Redis is not asked again before this: a frozen Redis
+    /// would otherwise cost every request the whole timeout.
+    retry_at: std::sync::Mutex<Option<Instant>>,
 }
+
+/// How long the per-process limits apply alone after Redis failed to
+/// answer, before Redis is asked again.
+const RETRY_AFTER: Duration = Duration::from_secs(2);
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -100,6 +107,7 @@ impl Shared {
             timeout,
             role,
             down: AtomicBool::new(false),
+            retry_at: std::sync::Mutex::new(None),
         }
     }
 
@@ -111,6 +119,16 @@ impl Shared {
         n: u32,
         max_wait: Duration,
     ) -> Option<Verdict> {
+        let backing_off = self
+            .retry_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|at| Instant::now() < at);
+        if backing_off {
+            metrics::counter!("mamori_rate_limit_fallbacks_total", "role" => self.role)
+                .increment(1);
+            return None;
+        }
         let mut call = self.script.prepare_invoke();
         call.arg(n).arg(max_wait.as_micros() as u64);
         for (k, limit) in keys {
@@ -123,6 +141,7 @@ impl Shared {
         let reply = tokio::time::timeout(self.timeout, call.invoke_async::<(i64, i64)>(&mut conn));
         match reply.await {
             Ok(Ok((refused, wait_us))) => {
+                *self.retry_at.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 if self.down.swap(false, Ordering::Relaxed) {
                     tracing::info!(
                         role = self.role,
@@ -140,6 +159,8 @@ impl Shared {
                 })
             }
             failed => {
+                *self.retry_at.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(Instant::now() + RETRY_AFTER);
                 metrics::counter!("mamori_rate_limit_fallbacks_total", "role" => self.role)
                     .increment(1);
                 if !self.down.swap(true, Ordering::Relaxed) {

@@ -522,6 +522,8 @@ async fn a_device_has_one_live_stream_and_one_budget_across_reconnects() {
     let s = Stack::ingest_only(|cfg| {
         cfg.device_rate = 1;
         cfg.device_burst = 20;
+        // What a device at these rates may send at once at most.
+        cfg.max_batch_events = 22;
     })
     .await;
     let (_tenant, token) = s.tenant_with_token().await;
@@ -612,6 +614,7 @@ async fn hellos_are_rate_limited_and_last_seen_is_written_coalesced() {
     let s = Stack::ingest_only(|cfg| {
         cfg.device_rate = 1;
         cfg.device_burst = 100;
+        cfg.max_batch_events = 102;
     })
     .await;
     let (_tenant, token) = s.tenant_with_token().await;

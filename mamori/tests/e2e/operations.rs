@@ -96,6 +96,8 @@ async fn a_device_over_its_rate_is_slowed_then_told_to_retry_later() {
     let s = Stack::ingest_only(|cfg| {
         cfg.device_rate = 100;
         cfg.device_burst = 100;
+        // What a device at these rates may send at once at most.
+        cfg.max_batch_events = 300;
     })
     .await;
     let (_tenant, token) = s.tenant_with_token().await;

@@ -25,6 +25,8 @@ async fn a_device_has_one_budget_across_ingest_replicas() {
     let slow = |cfg: &mut mamori_ingest::Config| {
         cfg.device_rate = 10;
         cfg.device_burst = 20;
+        // What a device at these rates may send at once at most.
+        cfg.max_batch_events = 40;
     };
     let s = Stack::ingest_only(slow).await;
     let mut cfg = ingest_config(&s.env);

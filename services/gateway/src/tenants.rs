@@ -290,7 +290,7 @@ pub async fn handover(
 #[derive(Debug, Serialize, ToSchema)]
 pub struct IssuedUninstallCode {
     /// Removing the agent from a PC needs this code
-    /// (`MAMORI_UNINSTALL_CODE=CODE dpkg -r mamori-agent`). Shown once; a
+    /// (`sudo MAMORI_UNINSTALL_CODE=CODE dpkg -r mamori-agent`). Shown once; a
     /// new code replaces it on every PC as their policy arrives.
     pub code: String,
     /// The policy revision that carries it to the agents.

@@ -110,6 +110,20 @@ impl Config {
         if self.device_rate == 0 || self.tenant_rate == 0 {
             return Err("device_rate and tenant_rate must be positive".into());
         }
+        // A batch needing more than the burst and two seconds of the rate
+        // would be refused every time it is sent.
+        for (what, rate, burst) in [
+            ("device", self.device_rate, self.device_burst),
+            ("tenant", self.tenant_rate, self.tenant_burst),
+        ] {
+            let fits = u64::from(burst.max(rate)) + 2 * u64::from(rate);
+            if u64::from(self.max_batch_events) > fits {
+                return Err(format!(
+                    "max_batch_events ({}) is more than a {what} may ever send at once ({what}_burst plus two seconds of {what}_rate: {fits}); raise {what}_burst",
+                    self.max_batch_events
+                ));
+            }
+        }
         if self.ingest_tls_cert.is_empty() != self.ingest_tls_key.is_empty() {
             return Err("ingest_tls_cert and ingest_tls_key must be set together".into());
         }
@@ -130,5 +144,27 @@ impl Config {
 
     pub fn tls_enabled(&self) -> bool {
         !self.ingest_tls_cert.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_larger_than_a_device_may_ever_send_is_refused_by_name() {
+        assert_eq!(Config::default().validate(), Ok(()));
+        let e = Config {
+            device_rate: 100,
+            device_burst: 200,
+            max_batch_events: 1000,
+            ..Config::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(
+            e.contains("max_batch_events") && e.contains("device_burst"),
+            "{e}"
+        );
     }
 }

@@ -222,23 +222,34 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .add_service(service);
     let shutdown = stop.clone();
     let task = tokio::spawn(async move {
-        let tasks = tasks;
+        let mut tasks = tasks;
         // Dropped first (declared last): the runtime's end cancels the
         // stop before the tasks go, so they do not count as failures.
         let _stopping = shutdown.clone().drop_guard();
-        let serve =
-            router.serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
-        tokio::pin!(serve);
+        let mut serve = Box::pin(
+            router.serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned()),
+        );
         let result = tokio::select! {
             r = &mut serve => r.context("ingest gRPC server failed"),
             why = supervisor.failed() => {
                 // Drain the streams, then end with the reason.
                 shutdown.cancel();
-                let _ = serve.await;
+                let _ = (&mut serve).await;
                 Err(anyhow::anyhow!("ingest failed: {why}"))
             }
         };
-        drop(tasks);
+        // Stopped (also when the server itself failed): the background
+        // tasks finish their last round (the last-seen and applied-policy
+        // writes), for a few seconds at most.
+        shutdown.cancel();
+        drop(serve);
+        let drained = tokio::time::timeout(Duration::from_secs(5), async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("ingest's background tasks did not finish within 5 s of the stop");
+        }
         result
     });
     tracing::info!(%grpc_addr, %ops_addr, tls = bound.tls, "ingest listening");

@@ -56,9 +56,13 @@ pub async fn listen(
     let mut backoff = Duration::from_millis(200);
     // In a cluster, any node will do: after a failure, the next one.
     let clients = target.pubsub_clients();
+    if clients.is_empty() {
+        tracing::error!(redis = %target, "no Redis node to subscribe to policy notices on; agents get changes on the revision sweep only");
+        return;
+    }
     let mut turn = 0usize;
     loop {
-        let client = clients[turn % clients.len().max(1)].clone();
+        let client = clients[turn % clients.len()].clone();
         turn += 1;
         let session = async {
             let mut pubsub = client.get_async_pubsub().await?;
