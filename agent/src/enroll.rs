@@ -99,7 +99,12 @@ pub async fn enroll(opts: &EnrollOptions) -> Result<EnrollOutcome> {
                 response = Some(r.into_inner());
                 break;
             }
-            Err(s) if s.code() == tonic::Code::Unavailable => {
+            Err(s)
+                if matches!(
+                    s.code(),
+                    tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+                ) =>
+            {
                 tracing::warn!(%server, error = %s, "this server is unavailable; trying the next");
                 unreachable = Some(s.into());
             }

@@ -127,7 +127,9 @@ pub(crate) struct Uplink {
     rejected_batches: u64,
     rejected_events: u64,
     /// Which of the configured servers the next connection tries: it moves
-    /// on after a server could not be reached.
+    /// on after a session that failed before it was healthy (the server
+    /// could not be reached, refused with "retry later", or broke the
+    /// stream).
     turn: std::sync::atomic::AtomicUsize,
 }
 
@@ -176,7 +178,8 @@ impl Uplink {
                 let end = self
                     .session(enrolled, &mut backoff, shutdown.as_mut())
                     .await;
-                if started.elapsed() >= HEALTHY_SESSION {
+                let healthy = started.elapsed() >= HEALTHY_SESSION;
+                if healthy {
                     backoff.reset();
                 }
                 let delay = match end {
@@ -186,6 +189,12 @@ impl Uplink {
                         REFUSED_RETRY
                     }
                     SessionEnd::Transient(reason) => {
+                        // A server that could not be reached, or whose
+                        // stream broke before it was healthy: the next
+                        // attempt goes to the next configured server.
+                        if !healthy {
+                            self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
                         let delay = backoff.next_delay();
                         tracing::warn!(%reason, retry_in_ms = delay.as_millis() as u64, "connection to the server lost");
                         delay
@@ -271,16 +280,11 @@ impl Uplink {
             .map_err(|e| SessionEnd::Refused(e.to_string()))?;
         let turn = self.turn.load(std::sync::atomic::Ordering::Relaxed) % endpoints.len();
         let (server, endpoint) = &endpoints[turn];
-        let mut client = channel::client(endpoint).await.map_err(|e| {
-            // The next attempt (after the backoff) tries the next server.
-            self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            match e {
-                Error::Connect(e) => SessionEnd::Transient(format!(
-                    "cannot connect to {server}: {}",
-                    error_chain(&e)
-                )),
-                e => SessionEnd::Transient(e.to_string()),
+        let mut client = channel::client(endpoint).await.map_err(|e| match e {
+            Error::Connect(e) => {
+                SessionEnd::Transient(format!("cannot connect to {server}: {}", error_chain(&e)))
             }
+            e => SessionEnd::Transient(e.to_string()),
         })?;
 
         let (tx, rx) = mpsc::channel(WINDOW + 1 + POLICY_REPORTS);

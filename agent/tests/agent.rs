@@ -38,6 +38,9 @@ enum Mode {
     SlowAck,
     /// Takes batches and never answers.
     Silent,
+    /// Refuses every stream with UNAVAILABLE (a replica that is draining,
+    /// or whose Redis is gone).
+    Busy,
     Reject,
     Revoked,
 }
@@ -131,6 +134,9 @@ impl AgentService for Fake {
         let mode = *self.mode.lock().unwrap();
         if auth != format!("Bearer {CREDENTIAL}") || mode == Mode::Revoked {
             return Err(Status::unauthenticated("device credential revoked"));
+        }
+        if mode == Mode::Busy {
+            return Err(Status::unavailable("event store unavailable, retry later"));
         }
         if let Some(enc) = request.metadata().get("grpc-encoding") {
             self.seen
@@ -686,4 +692,25 @@ async fn events_survive_kill_9_of_the_agent() {
         .map(|e| e.os_user.as_str())
         .collect();
     assert_eq!(users, ["gina", "hugo"]);
+}
+
+#[tokio::test]
+async fn a_server_that_answers_only_retry_later_is_left_for_the_next() {
+    let busy = Fake::new(Mode::Busy);
+    let (busy_url, _busy_server) = serve(busy.clone(), "127.0.0.1:0".parse().unwrap()).await;
+    let good = Fake::new(Mode::Ack);
+    let (good_url, _good_server) = serve(good.clone(), "127.0.0.1:0".parse().unwrap()).await;
+    let s = setup();
+    // Both are reachable; the first refuses every stream.
+    mamori_agent::enroll(&enroll_options(&format!("{busy_url},{good_url}"), &s.state))
+        .await
+        .unwrap();
+    let agent = Agent::start(&s.state, &s.wtmp).await;
+    append_wtmp(&s.wtmp, &[logon("kim", "pts/11")]);
+    eventually("the event through the second server", || {
+        good.logon_users() == ["kim"]
+    })
+    .await;
+    agent.stop().await;
+    assert!(busy.batches().is_empty());
 }
