@@ -6,8 +6,9 @@
 //!
 //! **When Redis does not answer** (an error, or no reply within the
 //! timeout) [`Shared::take`] returns `None` and the caller applies its
-//! per-process limit instead, without asking Redis again for two seconds: the limits fail *open to per-process
-//! budgets*, so a Redis outage slows nobody down more than before, and
+//! per-process limit instead; Redis is not asked again for two seconds.
+//! The limits fail *open to per-process budgets*, so a Redis outage
+//! slows nobody down more than before, and
 //! during it a client's ceiling is the configured rate times the number of
 //! replicas it reaches. Every such fallback is counted
 //! (`mamori_rate_limit_fallbacks_total`) and logged when it starts and ends.
