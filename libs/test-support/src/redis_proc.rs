@@ -43,53 +43,47 @@ fn spawn_redis(port: u16, dir: &std::path::Path, extra: &[&str]) -> Child {
 
 impl RedisProc {
     pub fn start(extra: &[&str]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = tempfile::tempdir().unwrap();
-        Self {
-            child: spawn_redis(port, dir.path(), extra),
-            port,
-            dir,
-            tls: false,
-        }
+        Self::spawn(false, |_| extra.iter().map(|a| (*a).to_owned()).collect())
     }
 
     /// A Redis that speaks TLS only, with `server.crt` and `server.key` of
     /// `tls_dir` (clients are not asked for certificates).
     pub fn start_tls(tls_dir: &std::path::Path) -> Self {
+        let file = |name: &str| tls_dir.join(name).display().to_string();
+        Self::spawn(true, |port| {
+            vec![
+                "--port".into(),
+                "0".into(),
+                "--tls-port".into(),
+                port.to_string(),
+                "--tls-cert-file".into(),
+                file("server.crt"),
+                "--tls-key-file".into(),
+                file("server.key"),
+                "--tls-ca-cert-file".into(),
+                file("ca.crt"),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ]
+        })
+    }
+
+    /// A server on a free loopback port with the options `extra(port)`
+    /// gives, in a directory of its own.
+    fn spawn(tls: bool, extra: impl FnOnce(u16) -> Vec<String>) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
         let dir = tempfile::tempdir().unwrap();
-        let file = |name: &str| tls_dir.join(name).display().to_string();
-        let child = spawn_redis(
-            port,
-            dir.path(),
-            &[
-                "--port",
-                "0",
-                "--tls-port",
-                &port.to_string(),
-                "--tls-cert-file",
-                &file("server.crt"),
-                "--tls-key-file",
-                &file("server.key"),
-                "--tls-ca-cert-file",
-                &file("ca.crt"),
-                "--tls-auth-clients",
-                "no",
-            ],
-        );
+        let extra = extra(port);
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
         Self {
-            child,
+            child: spawn_redis(port, dir.path(), &extra),
             port,
             dir,
-            tls: true,
+            tls,
         }
     }
 
