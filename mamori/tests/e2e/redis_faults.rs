@@ -85,3 +85,25 @@ async fn redis_over_its_memory_bound_means_resource_exhausted() {
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert!(status.message().contains("retry later"), "{status:?}");
 }
+
+#[tokio::test]
+async fn without_the_replicas_acks_wait_for_a_batch_is_retry_later_not_acked() {
+    // A Redis with no replica, and ingest told to ack only what one replica
+    // has: the append cannot be confirmed, so the agent keeps the batch.
+    let redis = RedisProc::start(&[]);
+    let s = Stack::ingest_only(|cfg| {
+        cfg.redis_url = redis.url();
+        cfg.redis_wait_replicas = 1;
+        cfg.redis_wait_timeout_ms = 100;
+    })
+    .await;
+    let (_tenant, token) = s.tenant_with_token().await;
+    let dev = s.new_device(&token).await;
+    let mut st = s.open(&dev.device_credential).await.unwrap();
+    let err = st
+        .send(batch(1, vec![process_event("/a")]))
+        .await
+        .expect_err("no ack without a replica");
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("retry later"), "{err:?}");
+}
