@@ -1,26 +1,18 @@
 //! Event sources. Each collector runs as its own task and reports through an
 //! [`EventSink`]; the sink spools the events, the uplink sends them.
 //!
-//! Linux has nine today: process starts and stops (`process`, which also
-//! kills banned apps), logons and logoffs from wtmp (`logon`), USB
-//! devices (`devices`, which also enforces device control), print jobs
-//! from CUPS's page log (`print`), changes of the PC's environment
-//! (`environment`), installed software from dpkg (`software`) and file
-//! operations from fanotify (`files`), and web access from the browsers'
-//! history databases (`web`, which also writes the web block list into the
-//! browsers' managed policies), and the security status (`security`:
-//! updates, antivirus, firewall, disk encryption). Sources for other OSes (ETW on Windows,
-//! Endpoint Security on macOS) implement the same trait.
+//! The collectors here are the OS-neutral part: the process reporter
+//! (policy verdicts, hashes, the started-process map), file operations
+//! (pairing, copy detection, hashes, rates), the environment and security
+//! snapshots and their diffs, and web history. Each OS's module under
+//! [`platform`](crate::platform) supplies the sources, the probes and the
+//! enforcers they run on, and the collectors that are its own (on Linux:
+//! wtmp logons, sysfs devices, CUPS, dpkg).
 
-pub mod devices;
 pub mod environment;
 pub mod files;
-pub mod logon;
-pub mod print;
 pub mod process;
 pub mod security;
-pub mod software;
-mod tail;
 pub mod web;
 
 use std::str::FromStr;

@@ -31,8 +31,8 @@ pub enum Error {
     #[error("not enrolled: {0} is missing (run `mamori-agent enroll` first)")]
     NotEnrolled(PathBuf),
 
-    #[error("no machine id: neither /etc/machine-id nor /var/lib/dbus/machine-id is readable")]
-    NoMachineId,
+    #[error("no machine id: {0}")]
+    NoMachineId(&'static str),
 
     #[error("corrupt state file {path}: {source}")]
     State {

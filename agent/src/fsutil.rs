@@ -3,14 +3,18 @@
 //!
 //! A file is replaced by writing a temporary sibling, fsyncing it, renaming it
 //! over the target and fsyncing the directory: after a crash or power loss the
-//! target holds either the old or the new content, never a torn mix.
+//! target holds either the old or the new content, never a torn mix. How a
+//! rename is made durable and a file private is the platform's
+//! (`platform::os::fs`): the directory fsync and Unix modes on Linux;
+//! `MoveFileExW` with write-through and the state directory's access list
+//! on Windows.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::platform::os::fs as osfs;
 
 /// Atomically replaces `path` with `contents`, created with permission `mode`.
 pub(crate) fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
@@ -19,20 +23,13 @@ pub(crate) fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()
     // A leftover temporary file from a crash may have looser permissions than
     // wanted; start from scratch so `mode` applies.
     let _ = fs::remove_file(&tmp);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
+    let mut f = osfs::private(OpenOptions::new().write(true).create_new(true), mode)
         .open(&tmp)
         .map_err(Error::io(ctx()))?;
     f.write_all(contents).map_err(Error::io(ctx()))?;
     f.sync_all().map_err(Error::io(ctx()))?;
     drop(f);
-    fs::rename(&tmp, path).map_err(Error::io(ctx()))?;
-    if let Some(dir) = path.parent() {
-        sync_dir(dir)?;
-    }
-    Ok(())
+    osfs::replace(&tmp, path).map_err(Error::io(ctx()))
 }
 
 /// Atomically replaces `path` with `value` as compact JSON, private to the
@@ -56,17 +53,17 @@ pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T
 
 /// Makes a rename or unlink in `dir` durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(Error::io(format!("syncing directory {}", dir.display())))
+    osfs::sync_dir(dir).map_err(Error::io(format!("syncing directory {}", dir.display())))
+}
+
+/// Opens `path` for appending, creating it private to the agent.
+pub(crate) fn open_append_private(path: &Path) -> std::io::Result<File> {
+    osfs::private(OpenOptions::new().append(true).create(true), 0o600).open(path)
 }
 
 /// Creates `dir` (and parents) readable by the owner only: the state directory
 /// holds the device credential.
 pub(crate) fn create_private_dir(dir: &Path) -> Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
+    osfs::create_private_dir(dir)
         .map_err(Error::io(format!("creating directory {}", dir.display())))
 }

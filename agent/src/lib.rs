@@ -16,8 +16,8 @@
 
 pub mod collector;
 pub mod error;
+pub mod platform;
 pub mod policy;
-pub mod service;
 pub mod spool;
 pub mod uninstall;
 
@@ -27,16 +27,14 @@ mod enroll;
 mod facts;
 mod fsutil;
 mod lifecycle;
-mod mounts;
-mod netlink;
 mod run;
 mod sink;
 mod state;
 mod uplink;
-mod users;
 
 pub use clock::ClockOffset;
 pub use collector::{Collector, CollectorSet, EventSink};
 pub use enroll::{EnrollOptions, EnrollOutcome, enroll};
 pub use error::{Error, Result};
+pub use platform::{PlatformArgs, PlatformOptions, service};
 pub use run::{RunOptions, run, spool_dir};

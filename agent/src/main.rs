@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use mamori_agent::{CollectorSet, EnrollOptions, RunOptions};
+use mamori_agent::{CollectorSet, EnrollOptions, PlatformArgs, RunOptions, service};
 
 #[derive(Debug, Parser)]
 #[command(name = "mamori-agent", version, about = "The Mamori endpoint agent")]
@@ -33,15 +33,12 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct UninstallCheckArgs {
-    #[arg(long, default_value = SERVICE_STATE_DIR)]
+    #[arg(long, default_value_os_t = service::state_dir())]
     state_dir: PathBuf,
     /// The code from the console (Settings → Agent uninstall code).
     #[arg(long, env = "MAMORI_UNINSTALL_CODE", hide_env_values = true)]
     code: Option<String>,
 }
-
-/// Where the package's service keeps its state.
-const SERVICE_STATE_DIR: &str = "/var/lib/mamori-agent";
 
 #[derive(Debug, Args)]
 struct InstallArgs {
@@ -55,7 +52,7 @@ struct InstallArgs {
     #[arg(long)]
     ca_cert: Option<PathBuf>,
     /// The service's state directory (what its unit runs with).
-    #[arg(long, default_value = SERVICE_STATE_DIR)]
+    #[arg(long, default_value_os_t = service::state_dir())]
     state_dir: PathBuf,
 }
 
@@ -98,28 +95,16 @@ struct RunArgs {
     /// the waits double from 0.5 s up to it, with full jitter.
     #[arg(long, default_value_t = RunOptions::DEFAULT_RECONNECT_MAX.as_secs())]
     reconnect_max_s: u64,
-    /// The wtmp file to watch for logons.
-    #[arg(long, default_value = "/var/log/wtmp")]
-    wtmp: PathBuf,
-    /// Where sysfs is mounted (USB and block devices).
-    #[arg(long, default_value = "/sys")]
-    sysfs_root: PathBuf,
-    /// The mount table (to remount read-only media).
-    #[arg(long, default_value = "/proc/self/mounts")]
-    mount_table: PathBuf,
-    /// CUPS's page log (print jobs).
-    #[arg(long, default_value = "/var/log/cups/page_log")]
-    cups_page_log: PathBuf,
-    /// dpkg's status database (installed software).
-    #[arg(long, default_value = "/var/lib/dpkg/status")]
-    dpkg_status: PathBuf,
-    /// A directory whose file operations are watched (repeatable; the
-    /// confidential folders and removable media are watched besides).
-    #[arg(long = "watch-dir", default_value = "/home")]
+    #[command(flatten)]
+    platform: PlatformArgs,
+    /// A directory whose file operations are watched (repeatable; default:
+    /// users' homes; the confidential folders and removable media are
+    /// watched besides).
+    #[arg(long = "watch-dir")]
     watch_dirs: Vec<PathBuf>,
     /// A directory of users' homes, or a home, whose browser histories are
-    /// read (repeatable).
-    #[arg(long = "browser-home", default_values = ["/home", "/root"])]
+    /// read (repeatable; default: every user's).
+    #[arg(long = "browser-home")]
     browser_homes: Vec<PathBuf>,
     /// A Chromium-based browser's managed-policy directory, where the web
     /// block list is written (repeatable; default: Chromium's, Chrome's and
@@ -216,29 +201,7 @@ async fn install(args: InstallArgs) -> anyhow::Result<()> {
     .await
     .context("enrollment failed")?;
     println!("enrolled as device {}", outcome.device_id);
-    if !std::path::Path::new("/run/systemd/system").exists() {
-        println!(
-            "systemd is not running on this machine: start `/usr/bin/mamori-agent run --state-dir {}` with its init system",
-            args.state_dir.display()
-        );
-        return Ok(());
-    }
-    if args.state_dir != std::path::Path::new(SERVICE_STATE_DIR) {
-        println!(
-            "the mamori-agent service runs with {SERVICE_STATE_DIR}; start `mamori-agent run --state-dir {}` yourself",
-            args.state_dir.display()
-        );
-        return Ok(());
-    }
-    let status = std::process::Command::new("systemctl")
-        .args(["enable", "--now", "mamori-agent.service"])
-        .status()
-        .context("running systemctl")?;
-    anyhow::ensure!(
-        status.success(),
-        "`systemctl enable --now mamori-agent.service` failed ({status}): is the mamori-agent package installed?"
-    );
-    println!("the mamori-agent service is enabled and running");
+    println!("{}", service::enable(&args.state_dir)?);
     Ok(())
 }
 
@@ -248,32 +211,29 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     opts.batch_max_events = args.batch_max_events;
     opts.drain_rate = args.drain_rate;
     opts.reconnect_max = std::time::Duration::from_secs(args.reconnect_max_s);
-    opts.wtmp_path = args.wtmp;
-    opts.sysfs_root = args.sysfs_root;
-    opts.mount_table = args.mount_table;
-    opts.cups_page_log = args.cups_page_log;
-    opts.dpkg_status = args.dpkg_status;
-    opts.watch_dirs = args.watch_dirs;
-    opts.browser_homes = args.browser_homes;
+    opts.platform = args.platform.options();
+    if !args.watch_dirs.is_empty() {
+        opts.watch_dirs = args.watch_dirs;
+    }
+    if !args.browser_homes.is_empty() {
+        opts.browser_homes = args.browser_homes;
+    }
     if !args.chromium_policy_dirs.is_empty() {
         opts.chromium_policy_dirs = args.chromium_policy_dirs;
     }
     opts.collectors = args.collectors;
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
     let shutdown = async move {
-        tokio::select! {
-            _ = sigterm.recv() => tracing::info!("SIGTERM received"),
-            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        if let Err(e) = service::shutdown_signal().await {
+            tracing::error!(error = %e, "cannot listen for the stop signal: stopping");
         }
     };
     // Started: the service manager may carry on; while the event loop
     // turns, the watchdog hears from it.
-    mamori_agent::service::notify("READY=1");
-    tokio::spawn(mamori_agent::service::keep_watchdog());
+    service::notify("READY=1");
+    tokio::spawn(service::keep_watchdog());
     let shutdown = async move {
         shutdown.await;
-        mamori_agent::service::notify("STOPPING=1");
+        service::notify("STOPPING=1");
     };
     mamori_agent::run(opts, shutdown).await?;
     Ok(())

@@ -6,7 +6,9 @@
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
-use mamori_pathglob::{Case, PathGlobs};
+use mamori_pathglob::PathGlobs;
+
+use crate::platform::os::PATH_CASE;
 use mamori_proto::agent::v1::{
     PolicyUpdate, banned_app::Action as BanAction, device_class_rule::Access,
 };
@@ -90,11 +92,11 @@ impl Compiled {
                 label: b.label.clone(),
             });
         }
-        let paths = PathGlobs::new(globs, Case::Sensitive)
+        let paths = PathGlobs::new(globs, PATH_CASE)
             .map_err(|e| Error::InvalidOption(format!("banned app path globs: {e}")))?;
         let folders = PathGlobs::new(
             update.confidential_folders.iter().map(String::as_str),
-            Case::Sensitive,
+            PATH_CASE,
         )
         .map_err(|e| Error::InvalidOption(format!("confidential folders: {e}")))?;
         Ok(Compiled {
@@ -113,15 +115,21 @@ impl Compiled {
     }
 
     /// The directories the confidential folders are in: each glob's part
-    /// before its first wildcard, to the last `/` (`/srv/hr/**` → `/srv/hr`).
+    /// before its first wildcard, to the last separator (`/srv/hr/**` →
+    /// `/srv/hr`, `C:\Secret\**` → `C:\Secret`).
     pub fn confidential_roots(&self) -> Vec<PathBuf> {
         self.update
             .confidential_folders
             .iter()
             .filter_map(|g| {
                 let literal = &g[..g.find(['*', '?', '[', '{']).unwrap_or(g.len())];
-                let dir = &literal[..literal.rfind('/')?];
-                Some(PathBuf::from(if dir.is_empty() { "/" } else { dir }))
+                let cut = literal.rfind(['/', '\\'])?;
+                let dir = &literal[..cut];
+                Some(PathBuf::from(if dir.is_empty() || dir.ends_with(':') {
+                    &literal[..=cut]
+                } else {
+                    dir
+                }))
             })
             .collect()
     }
@@ -354,5 +362,34 @@ mod tests {
         let again = PolicyState::load(path);
         assert_eq!(again.revision(), 9);
         assert!(again.current().check_path("/x/winny").is_some());
+    }
+
+    #[test]
+    fn windows_confidential_roots_end_at_a_backslash() {
+        let c = Compiled::compile(PolicyUpdate {
+            confidential_folders: vec![r"C:\Secret\HR\**".into(), r"D:\*.xlsx".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            c.confidential_roots(),
+            [PathBuf::from(r"C:\Secret\HR"), PathBuf::from(r"D:\")]
+        );
+        assert!(c.is_confidential(r"C:\Secret\HR\pay.xlsx"));
+    }
+
+    /// Windows compares paths regardless of case, and so does its agent.
+    #[cfg(windows)]
+    #[test]
+    fn windows_paths_match_regardless_of_case() {
+        let c = Compiled::compile(PolicyUpdate {
+            confidential_folders: vec![r"C:\Secret\**".into()],
+            banned_apps: vec![ban("", r"C:\Tools\**", &[], BanAction::Kill)],
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(c.is_confidential(r"c:\SECRET\pay.xlsx"));
+        assert!(c.check_path(r"c:\tools\Winny.exe").is_some());
+        assert!(c.check_path(r"C:\Windows\notepad.exe").is_none());
     }
 }

@@ -9,17 +9,10 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 
 use crate::clock::ClockOffset;
-use crate::collector::devices::DeviceCollector;
-use crate::collector::environment::{EnvironmentCollector, LinuxProbe};
-use crate::collector::files::FileCollector;
-use crate::collector::logon::{DEFAULT_WTMP, LogonCollector};
-use crate::collector::print::{DEFAULT_PAGE_LOG, PrintCollector};
-use crate::collector::process::ProcessCollector;
-use crate::collector::security::{self, LinuxSecurityProbe, SecurityCollector};
-use crate::collector::software::{DEFAULT_DPKG_STATUS, SoftwareCollector};
-use crate::collector::web::{self, WebCollector};
-use crate::collector::{Collector, CollectorSet};
+use crate::collector::CollectorSet;
+use crate::collector::security;
 use crate::error::{Error, Result};
+use crate::platform::{PlatformOptions, os};
 use crate::policy::PolicyState;
 use crate::sink::{EventSink, SharedSpool, Wake, lock};
 use crate::spool::{Spool, SpoolConfig};
@@ -47,19 +40,12 @@ pub struct RunOptions {
     /// The longest wait between reconnect attempts (the delays double from
     /// 0.5 s up to it, with full jitter).
     pub reconnect_max: Duration,
-    /// The wtmp file the logon collector reads.
-    pub wtmp_path: PathBuf,
-    /// Where sysfs is (USB devices, block devices) and the mount table the
-    /// device collector reads: the real ones, or a fake tree in tests.
-    pub sysfs_root: PathBuf,
-    pub mount_table: PathBuf,
-    /// CUPS's page log, which the print collector reads.
-    pub cups_page_log: PathBuf,
+    /// What the OS's own sources read (paths of system files).
+    pub platform: PlatformOptions,
     /// How often the environment collector looks at the PC.
     pub environment_poll: Duration,
-    /// dpkg's status database, which the software collector reads, and how
-    /// often it looks whether the file changed.
-    pub dpkg_status: PathBuf,
+    /// How often the software collector looks whether the installed
+    /// software changed.
     pub software_poll: Duration,
     /// Directories whose file operations are watched (besides the
     /// confidential folders and removable media).
@@ -84,9 +70,8 @@ impl RunOptions {
         Duration::from_secs(1)..=Duration::from_secs(3600);
 
     /// The defaults: 1 GiB spool, 500 events per batch, 5000 backlog events
-    /// per second, reconnects at most 30 s apart, /var/log/wtmp, /sys,
-    /// /proc/self/mounts, /var/log/cups/page_log, the environment checked
-    /// every minute, /var/lib/dpkg/status, every collector.
+    /// per second, reconnects at most 30 s apart, the OS's own paths, the
+    /// environment checked every minute, every collector.
     pub fn new(state_dir: PathBuf) -> Self {
         RunOptions {
             state_dir,
@@ -94,21 +79,17 @@ impl RunOptions {
             batch_max_events: 500,
             drain_rate: 5000,
             reconnect_max: Self::DEFAULT_RECONNECT_MAX,
-            wtmp_path: PathBuf::from(DEFAULT_WTMP),
-            sysfs_root: PathBuf::from("/sys"),
-            mount_table: PathBuf::from("/proc/self/mounts"),
-            cups_page_log: PathBuf::from(DEFAULT_PAGE_LOG),
+            platform: PlatformOptions::default(),
             environment_poll: Duration::from_secs(60),
-            dpkg_status: PathBuf::from(DEFAULT_DPKG_STATUS),
-            watch_dirs: vec![PathBuf::from("/home")],
-            browser_homes: vec![PathBuf::from("/home"), PathBuf::from("/root")],
+            watch_dirs: os::default_watch_dirs(),
+            browser_homes: os::default_browser_homes(),
             web_poll: Duration::from_secs(5),
-            chromium_policy_dirs: web::DEFAULT_CHROMIUM_POLICY_DIRS
+            chromium_policy_dirs: os::DEFAULT_CHROMIUM_POLICY_DIRS
                 .iter()
                 .map(PathBuf::from)
                 .collect(),
             security_poll: security::DEFAULT_POLL,
-            firefox_policy_dirs: web::DEFAULT_FIREFOX_POLICY_DIRS
+            firefox_policy_dirs: os::DEFAULT_FIREFOX_POLICY_DIRS
                 .iter()
                 .map(PathBuf::from)
                 .collect(),
@@ -175,7 +156,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
 
     let policy = Arc::new(PolicyState::load(state.policy_path()));
     let mut tasks = JoinSet::new();
-    for collector in collectors(&opts, &state, &policy) {
+    for collector in os::collectors(&opts, &state, &policy) {
         let sink = sink.clone();
         tasks.spawn(async move {
             let name = collector.name();
@@ -229,77 +210,6 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
     spool.flush()?;
     tracing::info!(pending = spool.pending(), "agent stopped");
     Ok(())
-}
-
-fn collectors(
-    opts: &RunOptions,
-    state: &StateDir,
-    policy: &Arc<PolicyState>,
-) -> Vec<Box<dyn Collector>> {
-    let mut list: Vec<Box<dyn Collector>> = Vec::new();
-    if opts.collectors.process {
-        list.push(Box::new(
-            ProcessCollector::new().enforcing(Arc::clone(policy)),
-        ));
-    }
-    if opts.collectors.devices {
-        list.push(Box::new(DeviceCollector::new(
-            opts.sysfs_root.clone(),
-            opts.mount_table.clone(),
-            Arc::clone(policy),
-        )));
-    }
-    if opts.collectors.logon {
-        list.push(Box::new(LogonCollector::new(
-            &opts.wtmp_path,
-            state.wtmp_offset_path(),
-        )));
-    }
-    if opts.collectors.environment {
-        list.push(Box::new(EnvironmentCollector::new(
-            Box::new(LinuxProbe::new(&opts.sysfs_root)),
-            state.environment_path(),
-            opts.environment_poll,
-        )));
-    }
-    if opts.collectors.software {
-        list.push(Box::new(
-            SoftwareCollector::new(&opts.dpkg_status, state.software_path())
-                .with_poll_interval(opts.software_poll),
-        ));
-    }
-    if opts.collectors.files {
-        list.push(Box::new(FileCollector::new(
-            opts.watch_dirs.clone(),
-            Arc::clone(policy),
-            opts.sysfs_root.clone(),
-            opts.mount_table.clone(),
-        )));
-    }
-    if opts.collectors.web {
-        list.push(Box::new(WebCollector::new(
-            opts.browser_homes.clone(),
-            state.web_dir(),
-            opts.web_poll,
-            Arc::clone(policy),
-            opts.chromium_policy_dirs.clone(),
-            opts.firefox_policy_dirs.clone(),
-        )));
-    }
-    if opts.collectors.security {
-        list.push(Box::new(SecurityCollector::new(
-            Box::new(LinuxSecurityProbe::new(&opts.sysfs_root, &opts.mount_table)),
-            state.security_path(),
-            opts.security_poll,
-        )));
-    }
-    if opts.collectors.print {
-        list.push(Box::new(PrintCollector::new(
-            &opts.cups_page_log,
-            state.print_offset_path(),
-        )));
-    }
-    list
 }
 
 /// Makes spooled events durable every [`FLUSH_INTERVAL`], fsyncing on the

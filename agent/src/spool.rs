@@ -36,7 +36,6 @@ mod record;
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -621,12 +620,7 @@ fn segment_path(dir: &Path, base: u64) -> PathBuf {
 }
 
 fn open_append(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(Error::io(format!("opening {}", path.display())))
+    fsutil::open_append_private(path).map_err(Error::io(format!("opening {}", path.display())))
 }
 
 fn remove_segment(path: &Path) -> Result<()> {

@@ -6,12 +6,15 @@
 //! Events come from the logon collector reading a fake wtmp file, which lets
 //! a test make exactly the events it wants.
 
+// Runs the Linux agent (wtmp, /proc, systemd protocols).
+#![cfg(target_os = "linux")]
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mamori_agent::collector::logon::wtmp::{self, UtmpRecord};
+use mamori_agent::platform::linux::logon::wtmp::{self, UtmpRecord};
 use mamori_agent::spool::{Spool, SpoolConfig};
 use mamori_agent::{CollectorSet, EnrollOptions, RunOptions};
 use mamori_proto::agent::v1::agent_service_server::{AgentService, AgentServiceServer};
@@ -282,7 +285,7 @@ impl Agent {
     async fn start(state_dir: &Path, wtmp: &Path) -> Agent {
         let mut opts = RunOptions::new(state_dir.into());
         opts.collectors = "logon".parse::<CollectorSet>().unwrap();
-        opts.wtmp_path = wtmp.into();
+        opts.platform.wtmp_path = wtmp.into();
         // Reconnects at most 1 s apart: with the default 30 s cap, a few
         // short jittered waits during an outage can push the next attempt
         // past any reasonable deadline of a test.

@@ -1,14 +1,12 @@
 //! The PC's environment: host name, operating system, hardware, IP and MAC
 //! addresses. At start and then every minute the collector takes a
-//! [`Snapshot`] through a [`Probe`] (the platform's source: `linux` here),
+//! [`Snapshot`] through a [`Probe`] (each platform supplies its own),
 //! compares it with the last one it kept in the state directory, and
 //! reports each field that changed as an environment-change event (old and
 //! new value), which the server's "PC environment change" rule alarms on.
 //! The very first snapshot is the baseline and reports nothing; a restart
 //! compares with what was kept, so a change made while the agent was
 //! stopped is reported when it starts.
-
-mod linux;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -23,8 +21,6 @@ use super::{Collector, EventSink, poll_every};
 use crate::clock::now_us;
 use crate::error::Result;
 use crate::fsutil;
-
-pub use linux::LinuxProbe;
 
 /// What the PC looks like, one text per reported field.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -23,13 +23,9 @@
 //! The source runs on its own thread, so a flood never stalls the other
 //! collectors, and hashing never blocks the runtime.
 
-#[cfg(target_os = "linux")]
-mod fanotify;
-
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,13 +39,11 @@ use mamori_proto::agent::v1::{
 };
 use sha2::{Digest, Sha256};
 
-use super::devices::{Medium, removable_media};
-use super::process::procfs::Procfs;
 use super::{Collector, EventSink};
 use crate::clock::now_us;
 use crate::error::{Error, Result};
+use crate::platform::Medium;
 use crate::policy::PolicyState;
-use crate::users::Users;
 
 /// Content up to this size is hashed whole.
 pub const MAX_FULL_HASH: u64 = 100 << 20;
@@ -96,7 +90,9 @@ pub(crate) enum Op {
     /// Closed after writing.
     CloseWrite,
     /// Closed after reading only.
+    #[cfg_attr(windows, expect(dead_code, reason = "Windows's source sees no reads"))]
     CloseRead,
+    #[cfg_attr(windows, expect(dead_code, reason = "Windows's source sees no opens"))]
     Open,
     /// A program was started from this file by `pid`.
     Exec,
@@ -132,29 +128,32 @@ pub(crate) trait FileSource: Send {
     fn open(&self, handle: &Handle) -> Option<File>;
 }
 
+/// What the file collector needs of the OS besides its source.
+pub(crate) trait FileOs: Send + Sync + std::fmt::Debug {
+    /// The OS's source of file operations.
+    fn open_source(&self) -> io::Result<Box<dyn FileSource>>;
+    /// The removable media mounted now.
+    fn removable_media(&self) -> Vec<Medium>;
+    /// The executable of a running process.
+    fn program(&self, pid: u32) -> Option<String>;
+    /// The user a running process runs as.
+    fn user(&self, pid: u32) -> Option<String>;
+    /// The user who owns a file.
+    fn owner(&self, path: &Path) -> Option<String>;
+}
+
 /// The file-operation collector.
 #[derive(Debug, Clone)]
 pub struct FileCollector {
     /// Watched directories besides the confidential folders and media.
     roots: Vec<PathBuf>,
     policy: Arc<PolicyState>,
-    sysfs: PathBuf,
-    mounts: PathBuf,
+    os: Arc<dyn FileOs>,
 }
 
 impl FileCollector {
-    pub fn new(
-        roots: Vec<PathBuf>,
-        policy: Arc<PolicyState>,
-        sysfs: PathBuf,
-        mounts: PathBuf,
-    ) -> Self {
-        Self {
-            roots,
-            policy,
-            sysfs,
-            mounts,
-        }
+    pub(crate) fn new(roots: Vec<PathBuf>, policy: Arc<PolicyState>, os: Arc<dyn FileOs>) -> Self {
+        Self { roots, policy, os }
     }
 }
 
@@ -174,7 +173,10 @@ impl Collector for FileCollector {
 
     fn run(self: Box<Self>, sink: EventSink) -> BoxFuture<'static, Result<()>> {
         Box::pin(async move {
-            let source = open_source()?;
+            let source = self
+                .os
+                .open_source()
+                .map_err(Error::io("file operations cannot be watched"))?;
             let stop = Arc::new(AtomicBool::new(false));
             let guard = StopOnDrop(Arc::clone(&stop));
             let (done_tx, done_rx) = tokio::sync::oneshot::channel();
@@ -195,22 +197,6 @@ impl Collector for FileCollector {
             result
         })
     }
-}
-
-#[cfg(target_os = "linux")]
-fn open_source() -> Result<Box<dyn FileSource>> {
-    fanotify::Fanotify::open()
-        .map(|f| Box::new(f) as Box<dyn FileSource>)
-        .map_err(Error::io(
-            "file operations cannot be watched (fanotify needs root)",
-        ))
-}
-
-#[cfg(not(target_os = "linux"))]
-fn open_source() -> Result<Box<dyn FileSource>> {
-    Err(Error::io("file operations")(io::Error::other(
-        "are not watched on this OS yet",
-    )))
 }
 
 /// A file a process opened.
@@ -241,8 +227,6 @@ struct Tracker {
     config: FileCollector,
     source: Box<dyn FileSource>,
     sink: EventSink,
-    users: Users,
-    procfs: Procfs,
     processes: HashMap<u32, Process>,
     /// Created and not yet written: path → (pid, when).
     created: HashMap<PathBuf, (u32, Instant)>,
@@ -262,8 +246,6 @@ impl Tracker {
             config,
             source,
             sink,
-            users: Users::new("/etc/passwd"),
-            procfs: Procfs::default(),
             processes: HashMap::new(),
             created: HashMap::new(),
             watched: Vec::new(),
@@ -321,7 +303,7 @@ impl Tracker {
     fn rewatch(&mut self) {
         let mut dirs = self.config.roots.clone();
         dirs.extend(self.config.policy.current().confidential_roots());
-        self.media = removable_media(&self.config.sysfs, &self.config.mounts);
+        self.media = self.config.os.removable_media();
         dirs.extend(self.media.iter().map(|m| m.mount_point.clone()));
         self.source.set_scope(&dirs);
         for dir in &dirs {
@@ -580,13 +562,14 @@ impl Tracker {
             .and_then(|t| self.medium_of(t))
             .or_else(|| self.medium_of(&op.path))
             .cloned();
-        let (exe, uid) = self.program_and_user(op.pid);
+        let (exe, user) = self.program_and_user(op.pid);
         // A process gone before it was looked at: the file's owner.
-        let uid = uid.or_else(|| {
-            let p = op.target.as_deref().unwrap_or(&op.path);
-            std::fs::metadata(p).ok().map(|m| m.uid())
-        });
-        let user = uid.map(|u| self.users.name(u)).unwrap_or_default();
+        let user = user
+            .or_else(|| {
+                let p = op.target.as_deref().unwrap_or(&op.path);
+                self.config.os.owner(p)
+            })
+            .unwrap_or_default();
         let (sha256, method) = hash.map_or((Vec::new(), HashMethod::Unspecified), |(h, m)| {
             (h.to_vec(), m)
         });
@@ -614,11 +597,11 @@ impl Tracker {
         (event, user)
     }
 
-    /// The program (from /proc, else the exec the source saw) and the real
-    /// uid of `pid`.
-    fn program_and_user(&mut self, pid: u32) -> (String, Option<u32>) {
-        let exe = self.procfs.exe_path(pid);
-        let uid = self.procfs.uid(pid);
+    /// The program (from the OS, else the exec the source saw) and the
+    /// user of `pid`.
+    fn program_and_user(&mut self, pid: u32) -> (String, Option<String>) {
+        let exe = self.config.os.program(pid);
+        let user = self.config.os.user(pid);
         let exe = match exe {
             Some(e) => e,
             None => self
@@ -627,7 +610,7 @@ impl Tracker {
                 .map(|p| p.exe.clone())
                 .unwrap_or_default(),
         };
-        (exe, uid)
+        (exe, user)
     }
 
     /// Sends an event, or counts it into a summary when over the rates.

@@ -1,241 +1,69 @@
-//! Process starts and stops on Linux.
+//! Process starts and stops: the part every OS shares.
 //!
-//! The kernel's process connector (`netlink`) reports every fork, exec and
-//! exit as it happens; for each exec the collector reads /proc at once
-//! (`procfs`): executable path, command line, parent, uid. A process gone
-//! before /proc is read (a `true` in a shell loop lives about a
-//! millisecond) is named a moment later from the exec witness (`witness`:
-//! fanotify reports each exec with the executable), its parent from its
-//! fork and its user from the parent, which is nearly always still there;
-//! only its command line is lost. The SHA-256 of the executable
-//! comes from a cache or from the hashing thread (`hash`), so a burst of
-//! execs never stalls the socket. An exit is reported only for processes
-//! whose start was reported, with the exit status.
-//!
-//! Without the privilege to listen (not root, or in a container) the
-//! collector polls /proc every 250 ms for new pids instead: starts of
-//! processes that live shorter than that are missed, and stops are not
-//! reported (their exit status cannot be known).
+//! Each OS's source (the kernel process connector on Linux, a Toolhelp
+//! poller on Windows) sees a process start and hands what it could read
+//! ([`ProcessInfo`]) to a [`Reporter`], which decides on the banned-app
+//! rules, stops the process through the OS's [`ProcessEnforcer`], hashes
+//! the executable off the runtime (`hash`, cached per file version),
+//! remembers the started process for its stop event and spools the events.
 
-mod hash;
-mod launch;
-mod netlink;
-pub(crate) mod procfs;
-mod witness;
+pub(crate) mod hash;
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use futures::future::BoxFuture;
+use mamori_proto::agent::v1::banned_app::Action as BanAction;
 use mamori_proto::agent::v1::{ProcessEvent, event::Kind, process_event::Action};
 
-use super::{Collector, EventSink};
-use crate::clock::now_us;
-use crate::error::{Error, Result};
 use crate::policy::{PolicyState, Verdict};
-use crate::users::Users;
+use crate::sink::EventSink;
 use hash::{FileKey, HashCache, Hasher, Job};
-use mamori_proto::agent::v1::banned_app::Action as BanAction;
-use netlink::{ProcConnector, ProcEvent};
-use procfs::Procfs;
 
-const POLL_INTERVAL: Duration = Duration::from_millis(250);
-/// How long a start whose process is already gone waits for the exec
-/// witness to have read its program: at least the first, at most the
-/// second (a busy machine delays the witness's thread too).
-const WITNESS_WAIT: Duration = Duration::from_millis(20);
-const WITNESS_WAIT_MAX: Duration = Duration::from_millis(500);
-/// Forks remembered (child → parent) for processes gone before /proc
-/// could be read.
-const MAX_FORKS: usize = 16_384;
 /// Started processes remembered for their stop event. Entries leave on exit;
 /// when exits were lost and the map fills up, dead pids are pruned.
-const MAX_TRACKED: usize = 16_384;
+pub(crate) const MAX_TRACKED: usize = 16_384;
 
 /// Whether `path` is a dynamic loader, which an exec opens for exec after
 /// the program itself (so it is not the program).
 pub(crate) fn is_loader(path: &str) -> bool {
-    let name = path.rsplit('/').next().unwrap_or(path);
+    let name = path.rsplit(['/', '\\']).next().unwrap_or(path);
     name.starts_with("ld-linux") || name.starts_with("ld-musl") || name == "ld.so"
 }
 
-/// How the collector learns about new processes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Source {
-    /// The process connector, else polling.
-    Auto,
-    /// Polling /proc only.
-    Poll,
+/// A process as the OS shows it right after it started (a short-lived
+/// process may already be gone; whatever could be read is reported).
+#[derive(Debug, Default)]
+pub(crate) struct ProcessInfo {
+    /// The executable, opened: it stays readable for hashing after the
+    /// process exits.
+    pub exe: Option<File>,
+    pub exe_path: String,
+    pub command_line: String,
+    pub ppid: u32,
+    /// Real uid on Unix; `None` when unknown, and on Windows (whose users
+    /// are SIDs: the name says who it was).
+    pub uid: Option<u32>,
 }
 
-/// The process collector. With a policy it also enforces the banned-app
-/// rules: where the kernel allows it, a `block` rule refuses the launch
-/// before the program runs (`launch`); otherwise a matching process is
-/// killed as soon as its exec is seen. The event says what was stopped and
-/// why.
-#[derive(Debug, Clone)]
-pub struct ProcessCollector {
-    source: Source,
-    policy: Option<Arc<PolicyState>>,
+/// How an OS stops a process under a banned-app rule.
+pub(crate) trait ProcessEnforcer: Send + Sync + std::fmt::Debug {
+    /// Stops `pid` at once; says what happened ("killed", "already gone",
+    /// "could not be killed: …") for the event.
+    fn kill(&self, pid: u32) -> String;
 }
 
-impl ProcessCollector {
-    /// Uses the kernel process connector, or polls /proc when it cannot.
-    pub fn new() -> Self {
-        ProcessCollector {
-            source: Source::Auto,
-            policy: None,
-        }
-    }
-
-    /// Polls /proc even when the process connector is available.
-    pub fn polling() -> Self {
-        ProcessCollector {
-            source: Source::Poll,
-            policy: None,
-        }
-    }
-
-    /// Enforces `policy`'s banned apps.
-    pub fn enforcing(mut self, policy: Arc<PolicyState>) -> Self {
-        self.policy = Some(policy);
-        self
-    }
-}
-
-/// Stops a process under a banned-app rule: kills it (SIGKILL, at once) and
-/// turns its start event into a "blocked" one. Logging rules leave it be.
-pub(crate) fn enforce(event: &mut ProcessEvent, verdict: &Verdict) {
+/// Stops a process under a banned-app rule and turns its start event into
+/// a "blocked" one. Logging rules leave it be.
+pub(crate) fn enforce(enforcer: &dyn ProcessEnforcer, event: &mut ProcessEvent, verdict: &Verdict) {
     if verdict.action == BanAction::Log {
         return;
     }
-    let outcome = match nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(event.pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    ) {
-        Ok(()) => "killed".to_owned(),
-        Err(nix::errno::Errno::ESRCH) => "already gone".to_owned(),
-        Err(e) => format!("could not be killed: {e}"),
-    };
+    let outcome = enforcer.kill(event.pid);
     tracing::info!(pid = event.pid, exe = %event.exe_path, reason = %verdict.reason, %outcome, "banned app stopped");
-    metrics_stopped();
     event.action = Action::Blocked as i32;
     event.blocked_reason = format!("{}: {outcome}", verdict.reason);
     event.policy_revision = verdict.revision;
-}
-
-/// Counted for the agent's log; the agent has no metrics endpoint.
-fn metrics_stopped() {
-    static STOPPED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = STOPPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-    tracing::debug!(stopped_total = n, "banned processes stopped");
-}
-
-impl Default for ProcessCollector {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Collector for ProcessCollector {
-    fn name(&self) -> &'static str {
-        "process"
-    }
-
-    fn run(self: Box<Self>, sink: EventSink) -> BoxFuture<'static, Result<()>> {
-        Box::pin(async move {
-            // Lives as long as this collector: dropped, it stops guarding.
-            let _guard = match &self.policy {
-                Some(policy) if self.source == Source::Auto => {
-                    launch::start(Arc::clone(policy), sink.clone())
-                        .inspect_err(|e| tracing::warn!(error = %e, "cannot start the launch guard: apps with a block rule are killed at exec"))
-                        .ok()
-                }
-                _ => None,
-            };
-            let mut handler = Handler::new(sink, self.policy);
-            if self.source == Source::Auto {
-                handler.witness = witness::ExecWitness::start()
-                    .inspect_err(|e| tracing::warn!(error = %e, "exec witness unavailable (needs root): programs that exit at once may go unnamed"))
-                    .ok();
-                match ProcConnector::open() {
-                    Ok(conn) => {
-                        tracing::info!("watching processes through the kernel process connector");
-                        let e = watch_connector(&conn, &mut handler).await;
-                        tracing::warn!(error = %e, "process connector failed, polling /proc instead");
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "process connector unavailable (needs root), polling /proc instead");
-                    }
-                }
-            }
-            poll_proc(&mut handler).await
-        })
-    }
-}
-
-/// Reads the connector until it fails; returns why.
-async fn watch_connector(conn: &ProcConnector, handler: &mut Handler) -> Error {
-    let mut buf = [0u8; 1024];
-    let mut tick = tokio::time::interval(WITNESS_WAIT);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let received = tokio::select! {
-            r = conn.recv(&mut buf) => r,
-            _ = tick.tick(), if !handler.pending.is_empty() => {
-                handler.resolve_pending(false);
-                continue;
-            }
-        };
-        match received {
-            Ok(n) => match netlink::parse(&buf[..n]) {
-                Some(ProcEvent::Fork { parent, child }) => handler.on_fork(parent, child),
-                Some(ProcEvent::Exec { pid }) => handler.on_exec(pid),
-                Some(ProcEvent::Exit { pid, exit_code }) => handler.on_exit(pid, exit_code),
-                Some(ProcEvent::ListenRefused { errno }) => {
-                    return Error::io("subscribing to process events")(
-                        std::io::Error::from_raw_os_error(errno as i32),
-                    );
-                }
-                None => {}
-            },
-            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                tracing::warn!(
-                    "process events arrived faster than the agent could read them; some were lost"
-                );
-                handler.prune();
-            }
-            Err(e) => return Error::io("reading process events")(e),
-        }
-    }
-}
-
-async fn poll_proc(handler: &mut Handler) -> Result<()> {
-    let procfs = handler.procfs.clone();
-    let mut known = procfs.pids().map_err(Error::io("listing /proc"))?;
-    let mut tick = tokio::time::interval(POLL_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let now = match procfs.pids() {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(error = %e, "listing /proc failed");
-                continue;
-            }
-        };
-        let mut new: Vec<u32> = now.difference(&known).copied().collect();
-        new.sort_unstable();
-        for pid in new {
-            handler.on_exec(pid);
-        }
-        handler.resolve_pending(true);
-        for pid in known.difference(&now) {
-            handler.started.remove(pid);
-        }
-        known = now;
-    }
 }
 
 /// A started process, remembered for its stop event.
@@ -247,145 +75,68 @@ struct Started {
     user: String,
 }
 
-/// Turns exec and exit notifications into events.
+/// Turns the starts and stops an OS source saw into events.
 #[derive(Debug)]
-struct Handler {
+pub(crate) struct Reporter {
     sink: EventSink,
-    procfs: Procfs,
-    users: Users,
-    cache: Arc<Mutex<HashCache>>,
+    pub(crate) cache: Arc<Mutex<HashCache>>,
     /// Started on the first binary that is not in the cache.
     hasher: Option<Hasher>,
     started: HashMap<u32, Started>,
     policy: Option<Arc<PolicyState>>,
-    /// Which program each exec started, for processes gone at once.
-    witness: Option<witness::ExecWitness>,
-    /// Each process's parent, from its fork.
-    forks: HashMap<u32, u32>,
-    /// Starts of processes that were gone when /proc was read, waiting for
-    /// the witness: pid, when, and the exit code if the exit came first.
-    pending: std::collections::VecDeque<Pending>,
+    enforcer: Arc<dyn ProcessEnforcer>,
 }
 
-#[derive(Debug)]
-struct Pending {
-    pid: u32,
-    occurred_at_us: i64,
-    seen: std::time::Instant,
-    exit_code: Option<i32>,
-}
-
-impl Handler {
-    fn new(sink: EventSink, policy: Option<Arc<PolicyState>>) -> Self {
-        Handler {
-            policy,
+impl Reporter {
+    pub(crate) fn new(
+        sink: EventSink,
+        policy: Option<Arc<PolicyState>>,
+        enforcer: Arc<dyn ProcessEnforcer>,
+    ) -> Self {
+        Reporter {
             sink,
-            procfs: Procfs::default(),
-            users: Users::new("/etc/passwd"),
             cache: Arc::default(),
             hasher: None,
             started: HashMap::new(),
-            witness: None,
-            forks: HashMap::new(),
-            pending: std::collections::VecDeque::new(),
+            policy,
+            enforcer,
         }
     }
 
-    fn on_fork(&mut self, parent: u32, child: u32) {
-        if self.forks.len() >= MAX_FORKS {
-            self.forks.clear();
-        }
-        self.forks.insert(child, parent);
+    /// The uid a started process was reported with.
+    #[cfg_attr(windows, expect(dead_code, reason = "Windows has no uids"))]
+    pub(crate) fn started_uid(&self, pid: u32) -> Option<u32> {
+        self.started.get(&pid).map(|s| s.uid)
     }
 
-    fn on_exec(&mut self, pid: u32) {
-        let occurred_at_us = now_us();
-        let mut info = self.procfs.inspect(pid);
-        if info.uid.is_none() && !info.exe_path.is_empty() {
-            // It exited between the reads of /proc: its parent's user.
-            if info.ppid == 0 {
-                info.ppid = self.forks.get(&pid).copied().unwrap_or(0);
-            }
-            info.uid = self.parent_uid(info.ppid);
-        }
-        if info.exe_path.is_empty() && self.witness.is_some() {
-            // Gone already: named when the witness has read its exec.
-            if self.pending.len() >= MAX_TRACKED {
-                self.resolve_pending(true);
-            }
-            self.pending.push_back(Pending {
-                pid,
-                occurred_at_us,
-                seen: std::time::Instant::now(),
-                exit_code: None,
-            });
-            return;
-        }
-        self.report_exec(pid, occurred_at_us, info);
+    /// Forgets `pid` without a stop event (its exit status is unknown).
+    pub(crate) fn forget(&mut self, pid: u32) {
+        self.started.remove(&pid);
     }
 
-    /// Reports the starts that waited [`WITNESS_WAIT`] and were witnessed,
-    /// or waited [`WITNESS_WAIT_MAX`] (or all of them), named by
-    /// the witness, parented by their fork, with their parent's user; and
-    /// the stops of those that already exited.
-    fn resolve_pending(&mut self, all: bool) {
-        while let Some(p) = self.pending.front() {
-            let age = p.seen.elapsed();
-            let witnessed = || {
-                self.witness
-                    .as_ref()
-                    .is_some_and(|w| w.exe_of(p.pid).is_some())
-            };
-            if !all && (age < WITNESS_WAIT || (age < WITNESS_WAIT_MAX && !witnessed())) {
-                break;
-            }
-            let p = self.pending.pop_front().expect("looked at");
-            let ppid = self.forks.remove(&p.pid).unwrap_or(0);
-            let uid = self.parent_uid(ppid);
-            let exe_path = self
-                .witness
-                .as_ref()
-                .and_then(|w| w.exe_of(p.pid))
-                .unwrap_or_default();
-            let info = procfs::ProcessInfo {
-                // Hashed by its path (it is rarely replaced that fast).
-                exe: std::fs::File::open(&exe_path).ok(),
-                exe_path,
-                command_line: String::new(),
-                ppid,
-                uid,
-            };
-            self.report_exec(p.pid, p.occurred_at_us, info);
-            if let Some(code) = p.exit_code {
-                self.on_exit(p.pid, code);
-            }
-        }
+    /// Forgets the processes that are gone (their exits were lost).
+    pub(crate) fn prune(&mut self, exists: impl Fn(u32) -> bool) {
+        self.started.retain(|&pid, _| exists(pid));
     }
 
-    /// The user of a parent process (a child has its parent's unless its
-    /// program is setuid): from /proc, or from its own start.
-    fn parent_uid(&self, ppid: u32) -> Option<u32> {
-        if ppid == 0 {
-            return None;
-        }
-        self.procfs
-            .uid(ppid)
-            .or_else(|| self.started.get(&ppid).map(|s| s.uid))
-    }
-
-    fn report_exec(&mut self, pid: u32, occurred_at_us: i64, info: procfs::ProcessInfo) {
-        // Decide on the name and path first: a banned process is killed
-        // before anything else is read.
+    /// Reports a start: the banned-app rules first (a banned process is
+    /// stopped before anything else is read), then the executable's hash
+    /// (from the cache, else from the hashing thread, which spools the
+    /// event when it is done).
+    pub(crate) fn report_start(
+        &mut self,
+        pid: u32,
+        occurred_at_us: i64,
+        info: ProcessInfo,
+        parent_exe_path: String,
+        os_user: String,
+        exists: impl Fn(u32) -> bool,
+    ) {
         let policy = self.policy.as_ref().map(|p| p.current());
         let verdict = policy.as_ref().and_then(|p| p.check_path(&info.exe_path));
-        let parent_exe_path = match info.ppid {
-            0 => String::new(),
-            ppid => self.procfs.exe_path(ppid).unwrap_or_default(),
-        };
-        let os_user = info.uid.map(|uid| self.users.name(uid)).unwrap_or_default();
         let uid = info.uid.unwrap_or(0);
         if self.started.len() >= MAX_TRACKED {
-            self.prune();
+            self.prune(exists);
         }
         if self.started.len() < MAX_TRACKED {
             self.started.insert(
@@ -411,7 +162,7 @@ impl Handler {
         // A policy hit (even "log only") goes to the server at once.
         let mut hit = verdict.is_some();
         if let Some(v) = &verdict {
-            enforce(&mut event, v);
+            enforce(self.enforcer.as_ref(), &mut event, v);
             if event.action == Action::Blocked as i32 {
                 // No stop event follows a blocked start.
                 self.started.remove(&pid);
@@ -424,22 +175,23 @@ impl Handler {
         let Ok(meta) = file.metadata() else {
             return self.emit(occurred_at_us, os_user, event, hit);
         };
-        let key = FileKey::of(&meta);
-        if key.size() > hash::MAX_HASHED_BYTES {
+        if meta.len() > hash::MAX_HASHED_BYTES {
             return self.emit(occurred_at_us, os_user, event, hit);
         }
-        let cached = self
-            .cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key);
+        let key = FileKey::of(&file, &meta);
+        let cached = key.and_then(|key| {
+            self.cache
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&key)
+        });
         if let Some(hash) = cached {
             if let Some(hash) = hash {
                 event.exe_sha256 = hash.to_vec();
                 if verdict.is_none()
                     && let Some(v) = policy.as_ref().and_then(|p| p.check_hash(&hash))
                 {
-                    enforce(&mut event, &v);
+                    enforce(self.enforcer.as_ref(), &mut event, &v);
                     self.started.remove(&pid);
                     hit = true;
                 }
@@ -467,12 +219,8 @@ impl Handler {
         self.emit(job.occurred_at_us, job.os_user, job.event, job.urgent);
     }
 
-    fn on_exit(&mut self, pid: u32, exit_code: i32) {
-        if let Some(p) = self.pending.iter_mut().find(|p| p.pid == pid) {
-            p.exit_code = Some(exit_code);
-            return;
-        }
-        self.forks.remove(&pid);
+    /// Reports the stop of a process whose start was reported.
+    pub(crate) fn report_stop(&mut self, pid: u32, occurred_at_us: i64, exit_code: i32) {
         let Some(started) = self.started.remove(&pid) else {
             return;
         };
@@ -485,18 +233,17 @@ impl Handler {
             exit_code,
             ..Default::default()
         };
-        self.emit(now_us(), started.user, event, false);
-    }
-
-    /// Forgets processes that are gone (their exits were lost).
-    fn prune(&mut self) {
-        let procfs = &self.procfs;
-        self.started.retain(|&pid, _| procfs.exists(pid));
+        self.emit(occurred_at_us, started.user, event, false);
     }
 
     fn hasher(&mut self) -> Option<&Hasher> {
         if self.hasher.is_none() {
-            match Hasher::start(self.cache.clone(), self.sink.clone(), self.policy.clone()) {
+            match Hasher::start(
+                self.cache.clone(),
+                self.sink.clone(),
+                self.policy.clone(),
+                Arc::clone(&self.enforcer),
+            ) {
                 Ok(h) => self.hasher = Some(h),
                 Err(e) => tracing::warn!(error = %e, "cannot start the hashing thread"),
             }
@@ -516,6 +263,3 @@ impl Handler {
         }
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -1,12 +1,10 @@
 //! The PC's security status: pending (and security) updates, the
 //! antivirus and the age of its signatures, the firewall, disk encryption.
 //! Every [`DEFAULT_POLL`] the collector asks the platform's [`SecurityProbe`]
-//! (`linux` here) and reports the status when it differs from the last one
+//! (each platform supplies its own) and reports the status when it differs from the last one
 //! reported (kept in the state directory), and at least once a day; the
 //! first look reports it too. The latest is what the operation log's
 //! `kind=security_status` search for a device shows first.
-
-mod linux;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -19,8 +17,6 @@ use super::{Collector, EventSink};
 use crate::clock::now_us;
 use crate::error::{Error, Result};
 use crate::fsutil;
-
-pub use linux::LinuxSecurityProbe;
 
 /// How often the status is looked at.
 pub const DEFAULT_POLL: Duration = Duration::from_secs(600);

@@ -34,31 +34,14 @@ use serde::{Deserialize, Serialize};
 use super::{Collector, EventSink};
 use crate::error::{Error, Result};
 use crate::fsutil;
+use crate::platform::os::{self, Owners};
 use crate::policy::PolicyState;
-use crate::users::Users;
 
 /// Visits read from one database per look; more are counted.
 pub const MAX_VISITS_PER_LOOK: i64 = 1000;
 /// Largest history database copied (a heavy user's is ~100 MiB).
 const MAX_DB_BYTES: u64 = 512 << 20;
 
-/// The browsers whose history is read: name, profile directory below a
-/// home, history file in each profile.
-const BROWSERS: &[(&str, &str, &str)] = &[
-    ("chromium", ".config/chromium", "History"),
-    ("chrome", ".config/google-chrome", "History"),
-    ("edge", ".config/microsoft-edge", "History"),
-    ("firefox", ".mozilla/firefox", "places.sqlite"),
-];
-
-/// Where the block list is written by default: each Chromium-based
-/// browser's managed-policy directory, and Firefox's policies.json.
-pub const DEFAULT_CHROMIUM_POLICY_DIRS: &[&str] = &[
-    "/etc/chromium/policies/managed",
-    "/etc/opt/chrome/policies/managed",
-    "/etc/opt/edge/policies/managed",
-];
-pub const DEFAULT_FIREFOX_POLICY_DIRS: &[&str] = &["/etc/firefox/policies"];
 /// The file the agent owns in each managed-policy directory.
 const POLICY_FILE: &str = "mamori.json";
 
@@ -93,6 +76,23 @@ impl WebCollector {
             chromium_policy_dirs,
             firefox_policy_dirs,
         }
+    }
+
+    /// The collector `run` starts: the homes, poll and policy directories
+    /// of `opts`, its state in the state directory's `web`.
+    pub(crate) fn for_run(
+        opts: &crate::RunOptions,
+        state: &crate::state::StateDir,
+        policy: &Arc<PolicyState>,
+    ) -> Self {
+        Self::new(
+            opts.browser_homes.clone(),
+            state.web_dir(),
+            opts.web_poll,
+            Arc::clone(policy),
+            opts.chromium_policy_dirs.clone(),
+            opts.firefox_policy_dirs.clone(),
+        )
     }
 }
 
@@ -140,7 +140,7 @@ impl Collector for WebCollector {
                 fsutil::read_json(&self.state.join("web.json")).unwrap_or_default();
             let mut looker = Looker {
                 positions,
-                users: Users::new("/etc/passwd"),
+                owners: Owners::new(),
                 blocked: None,
             };
             let mut tick = tokio::time::interval(self.poll);
@@ -167,7 +167,7 @@ impl Collector for WebCollector {
 /// What the collector keeps between looks.
 struct Looker {
     positions: Positions,
-    users: Users,
+    owners: Owners,
     /// The block list last written.
     blocked: Option<Vec<String>>,
 }
@@ -183,7 +183,7 @@ impl WebCollector {
             l.blocked = Some(block.clone());
         }
         let full_url = policy.update.web_full_url;
-        for h in self.histories(&mut l.users) {
+        for h in self.histories(&mut l.owners) {
             let key = h.path.to_string_lossy().into_owned();
             let after = match l.positions.last.get(&key) {
                 Some(&last) => Some(last),
@@ -213,12 +213,11 @@ impl WebCollector {
     }
 
     /// Every history database in every home, with the home's owner.
-    fn histories(&self, users: &mut Users) -> Vec<History> {
-        use std::os::unix::fs::MetadataExt;
+    fn histories(&self, owners: &mut Owners) -> Vec<History> {
         let mut homes = Vec::new();
         for h in &self.homes {
             // A directory of homes (`/home`) or a home itself (`/root`).
-            if BROWSERS.iter().any(|(_, dir, _)| h.join(dir).is_dir()) {
+            if os::BROWSERS.iter().any(|(_, dir, _)| h.join(dir).is_dir()) {
                 homes.push(h.clone());
             } else if let Ok(entries) = std::fs::read_dir(h) {
                 homes.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
@@ -226,10 +225,8 @@ impl WebCollector {
         }
         let mut out = Vec::new();
         for home in homes {
-            let user = std::fs::metadata(&home)
-                .map(|m| users.name(m.uid()))
-                .unwrap_or_default();
-            for (browser, dir, file) in BROWSERS {
+            let user = owners.of(&home).unwrap_or_default();
+            for (browser, dir, file) in os::BROWSERS {
                 let Ok(profiles) = std::fs::read_dir(home.join(dir)) else {
                     continue;
                 };

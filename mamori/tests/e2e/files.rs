@@ -49,8 +49,8 @@ impl Pc {
         let mut opts = RunOptions::new(state.path().to_owned());
         opts.collectors = "files".parse::<CollectorSet>().unwrap();
         opts.watch_dirs = vec![home.to_owned()];
-        opts.sysfs_root = sysfs.to_owned();
-        opts.mount_table = mounts.to_owned();
+        opts.platform.sysfs_root = sysfs.to_owned();
+        opts.platform.mount_table = mounts.to_owned();
         let (stop, task) = run_agent(opts);
         // The policy (the confidential folder) arrives first...
         wait_for("the agent's policy", Duration::from_secs(30), || async {

@@ -47,7 +47,13 @@ async fn the_agent_package_installs_enrolls_runs_its_unit_and_purges() {
     crate::gateway::verify(&g, &admin).await;
     let token = admin.enrollment_token.clone().unwrap();
     let out = tempfile::tempdir().unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    // The runner's CARGO_MANIFEST_DIR first (see proto's fuzz test).
+    let root = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(
+            || env!("CARGO_MANIFEST_DIR").into(),
+            std::path::PathBuf::from,
+        )
+        .join("..");
     let built = run(Command::new(root.join("scripts/agent-deb.sh"))
         .arg(out.path())
         .env("MAMORI_AGENT_BIN", bin("mamori-agent")));

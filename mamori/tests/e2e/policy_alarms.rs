@@ -926,8 +926,8 @@ async fn device_control_refuses_denied_media_honours_exceptions_and_expires_allo
     let enrolled = enroll_agent(&gw, &admin, state.path(), "usb-test").await;
     let mut opts = RunOptions::new(state.path().to_owned());
     opts.collectors = "devices".parse::<CollectorSet>().unwrap();
-    opts.sysfs_root = sysfs.path().to_owned();
-    opts.mount_table = mounts.path().to_owned();
+    opts.platform.sysfs_root = sysfs.path().to_owned();
+    opts.platform.mount_table = mounts.path().to_owned();
     let (stop_tx, agent) = run_agent(opts);
     // No policy yet: everything is allowed and reported as connected.
     let device = enrolled.device_id.clone();

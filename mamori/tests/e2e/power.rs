@@ -8,7 +8,7 @@
 use crate::gw::Gw;
 use crate::policy_alarms::{enroll_agent, run_agent};
 use crate::support::*;
-use mamori_agent::collector::logon::wtmp::{self, UtmpRecord};
+use mamori_agent::platform::linux::logon::wtmp::{self, UtmpRecord};
 use mamori_agent::{CollectorSet, RunOptions};
 use std::io::Write;
 use std::time::Duration;
@@ -42,7 +42,7 @@ async fn a_shutdown_written_while_the_agent_is_stopped_arrives_after_the_next_bo
     let options = || {
         let mut opts = RunOptions::new(state.path().to_owned());
         opts.collectors = "logon".parse::<CollectorSet>().unwrap();
-        opts.wtmp_path = wtmp_path.clone();
+        opts.platform.wtmp_path = wtmp_path.clone();
         opts
     };
     // The first run starts at the end of wtmp: the old boot is history.
@@ -118,14 +118,14 @@ async fn a_collector_that_stops_is_a_warning_the_admin_sees() {
     std::fs::create_dir(state.path().join("wtmp.offset")).unwrap();
     let mut opts = RunOptions::new(state.path().to_owned());
     opts.collectors = "logon,software".parse::<CollectorSet>().unwrap();
-    opts.wtmp_path = state.path().join("wtmp");
+    opts.platform.wtmp_path = state.path().join("wtmp");
     let status = state.path().join("status");
     std::fs::write(
         &status,
         "Package: still-collected\nStatus: install ok installed\nVersion: 1\n\n",
     )
     .unwrap();
-    opts.dpkg_status = status;
+    opts.platform.dpkg_status = status;
     opts.software_poll = Duration::from_millis(100);
     let (stop, agent) = run_agent(opts);
     let warning = wait_for("the collector warning", Duration::from_secs(30), || async {

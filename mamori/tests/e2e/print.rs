@@ -178,7 +178,7 @@ async fn a_60_page_job_on_a_real_cupsd_is_logged_with_its_pages_and_raises_the_m
     enroll_agent(&gw, &admin, state.path(), "print-test").await;
     let mut opts = RunOptions::new(state.path().to_owned());
     opts.collectors = "print".parse::<CollectorSet>().unwrap();
-    opts.cups_page_log = cups.page_log();
+    opts.platform.cups_page_log = cups.page_log();
     let (stop_tx, agent) = run_agent(opts);
     wait_for(
         "the print collector's place",

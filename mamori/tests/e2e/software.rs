@@ -75,7 +75,7 @@ async fn a_package_installed_and_removed_with_dpkg_is_reported_with_version_and_
     enroll_agent(&gw, &admin, state.path(), "software-test").await;
     let mut opts = RunOptions::new(state.path().to_owned());
     opts.collectors = "software".parse::<CollectorSet>().unwrap();
-    opts.dpkg_status = admin_dir.join("status");
+    opts.platform.dpkg_status = admin_dir.join("status");
     opts.software_poll = Duration::from_millis(100);
     let (stop_tx, agent) = run_agent(opts);
     wait_for("the first look", Duration::from_secs(10), || async {

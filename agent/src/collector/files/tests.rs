@@ -78,7 +78,10 @@ struct Running {
 impl Running {
     fn start(config: FileCollector, sink: EventSink) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
-        let source = open_source().expect("fanotify (the tests run as root)");
+        let source = config
+            .os
+            .open_source()
+            .expect("fanotify (the tests run as root)");
         let thread = std::thread::spawn({
             let stop = Arc::clone(&stop);
             move || Tracker::new(config, source, sink).run(&stop)
@@ -135,7 +138,11 @@ fn copies_renames_moves_and_media_become_events_with_hashes_and_programs() {
         .unwrap(),
     );
     let (sink, spool) = sink_in(tmp.path());
-    let config = FileCollector::new(vec![home.path().to_owned()], policy, sysfs, mounts);
+    let config = FileCollector::new(
+        vec![home.path().to_owned()],
+        policy,
+        crate::platform::linux::file_os(&sysfs, &mounts),
+    );
     let running = Running::start(config, sink);
 
     let copy = desktop.join("mynumber.xlsx");
@@ -240,8 +247,10 @@ fn a_flood_is_summarised_and_every_operation_counted() {
     let config = FileCollector::new(
         vec![home.path().to_owned()],
         policy,
-        tmp.path().join("no-sysfs"),
-        tmp.path().join("no-mounts"),
+        crate::platform::linux::file_os(
+            &tmp.path().join("no-sysfs"),
+            &tmp.path().join("no-mounts"),
+        ),
     );
     let running = Running::start(config, sink);
     const FILES: u32 = 5000;
@@ -294,8 +303,10 @@ fn operations_outside_the_watched_directories_are_not_reported() {
     let config = FileCollector::new(
         vec![watched.clone()],
         policy,
-        tmp.path().join("no-sysfs"),
-        tmp.path().join("no-mounts"),
+        crate::platform::linux::file_os(
+            &tmp.path().join("no-sysfs"),
+            &tmp.path().join("no-mounts"),
+        ),
     );
     let running = Running::start(config, sink);
     let sh =

@@ -2,13 +2,13 @@
 //!
 //! Hashing reads the whole file, so it runs on one dedicated thread fed by a
 //! bounded queue; the collector task never blocks on it. The cache is keyed by
-//! (device, inode, size, mtime): a busy machine runs the same few hundred
-//! binaries over and over, and a replaced binary gets a new key.
+//! the file's identity on its volume (device and inode; volume serial and
+//! file index on Windows), size and mtime: a busy machine runs the same few
+//! hundred binaries over and over, and a replaced binary gets a new key.
 
 use std::collections::HashMap;
 use std::fs::{File, Metadata};
 use std::io::Read;
-use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -17,6 +17,7 @@ use std::thread::JoinHandle;
 use mamori_proto::agent::v1::{ProcessEvent, event::Kind};
 use sha2::{Digest, Sha256};
 
+use super::ProcessEnforcer;
 use crate::policy::PolicyState;
 use crate::sink::EventSink;
 
@@ -32,33 +33,27 @@ const QUEUE: usize = 256;
 /// Identity of one version of a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct FileKey {
-    dev: u64,
-    ino: u64,
+    id: crate::platform::FileId,
     size: u64,
-    mtime: i64,
-    mtime_nsec: i64,
+    mtime: Option<std::time::SystemTime>,
 }
 
 impl FileKey {
-    pub(crate) fn of(meta: &Metadata) -> Self {
-        FileKey {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.size(),
-            mtime: meta.mtime(),
-            mtime_nsec: meta.mtime_nsec(),
-        }
-    }
-
-    pub(crate) fn size(&self) -> u64 {
-        self.size
+    /// The key of the open `file`; `None` when the OS cannot tell its
+    /// identity (it is then hashed every time, never from the cache).
+    pub(crate) fn of(file: &File, meta: &Metadata) -> Option<Self> {
+        Some(FileKey {
+            id: crate::platform::os::file_id(file, meta)?,
+            size: meta.len(),
+            mtime: meta.modified().ok(),
+        })
     }
 }
 
 /// Known hashes; `None` for a file too big to hash.
 #[derive(Debug, Default)]
 pub(crate) struct HashCache {
-    pub(super) map: HashMap<FileKey, Option<[u8; 32]>>,
+    pub(crate) map: HashMap<FileKey, Option<[u8; 32]>>,
 }
 
 impl HashCache {
@@ -96,7 +91,7 @@ pub(crate) fn sha256(file: &mut File, stop: &AtomicBool) -> std::io::Result<[u8;
 #[derive(Debug)]
 pub(crate) struct Job {
     pub file: File,
-    pub key: FileKey,
+    pub key: Option<FileKey>,
     pub event: ProcessEvent,
     pub occurred_at_us: i64,
     pub os_user: String,
@@ -121,13 +116,23 @@ impl Hasher {
         cache: Arc<Mutex<HashCache>>,
         sink: EventSink,
         policy: Option<Arc<PolicyState>>,
+        enforcer: Arc<dyn ProcessEnforcer>,
     ) -> std::io::Result<Hasher> {
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
         let stop = Arc::new(AtomicBool::new(false));
         let thread_stop = stop.clone();
         let thread = std::thread::Builder::new()
             .name("mamori-hash".into())
-            .spawn(move || hash_loop(&rx, &cache, &sink, policy.as_deref(), &thread_stop))?;
+            .spawn(move || {
+                hash_loop(
+                    &rx,
+                    &cache,
+                    &sink,
+                    policy.as_deref(),
+                    enforcer.as_ref(),
+                    &thread_stop,
+                )
+            })?;
         Ok(Hasher {
             tx: Some(tx),
             stop,
@@ -162,14 +167,14 @@ fn hash_loop(
     cache: &Mutex<HashCache>,
     sink: &EventSink,
     policy: Option<&PolicyState>,
+    enforcer: &dyn ProcessEnforcer,
     stop: &AtomicBool,
 ) {
     while let Ok(mut job) = rx.recv() {
         // The same new binary may be queued several times in a burst.
-        let cached = cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&job.key);
+        let cached = job
+            .key
+            .and_then(|key| cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key));
         let hash = match cached {
             Some(hash) => hash,
             None if stop.load(Ordering::Relaxed) => None,
@@ -177,10 +182,12 @@ fn hash_loop(
                 let hash = sha256(&mut job.file, stop)
                     .inspect_err(|e| tracing::debug!(path = %job.event.exe_path, error = %e, "executable not hashed"))
                     .ok();
-                cache
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(job.key, hash);
+                if let Some(key) = job.key {
+                    cache
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(key, hash);
+                }
                 hash
             }
         };
@@ -188,7 +195,7 @@ fn hash_loop(
         if let Some(hash) = hash {
             job.event.exe_sha256 = hash.to_vec();
             if let Some(verdict) = policy.and_then(|p| p.current().check_hash(&hash)) {
-                super::enforce(&mut job.event, &verdict);
+                super::enforce(enforcer, &mut job.event, &verdict);
                 job.urgent = true;
             }
         }
@@ -218,9 +225,12 @@ mod tests {
             hex::encode(sha256(&mut f, &AtomicBool::new(false)).unwrap()),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
-        let k1 = FileKey::of(&f.metadata().unwrap());
+        let k1 = FileKey::of(&f, &f.metadata().unwrap()).unwrap();
+        assert_eq!(Some(k1), FileKey::of(&f, &f.metadata().unwrap()));
+        drop(f);
         std::fs::write(&path, b"abcd").unwrap();
-        let k2 = FileKey::of(&std::fs::metadata(&path).unwrap());
+        let f = File::open(&path).unwrap();
+        let k2 = FileKey::of(&f, &f.metadata().unwrap()).unwrap();
         assert_ne!(k1, k2);
     }
 }

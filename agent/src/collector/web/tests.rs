@@ -9,6 +9,15 @@ use rusqlite::Connection;
 use super::*;
 use crate::sink::testing::{sink_in, spooled};
 
+/// Where `browser` keeps its profiles below a home on this OS.
+fn profiles(browser: &str) -> &'static str {
+    os::BROWSERS
+        .iter()
+        .find(|(name, _, _)| *name == browser)
+        .map(|(_, dir, _)| *dir)
+        .unwrap()
+}
+
 /// Chrome's epoch (1601-01-01) in µs before the Unix epoch.
 const WINDOWS_EPOCH_US: i64 = 11_644_473_600_000_000;
 
@@ -64,7 +73,7 @@ fn webs(events: &[Event]) -> Vec<(&WebEvent, &Event)> {
 fn looker() -> Looker {
     Looker {
         positions: Positions::default(),
-        users: Users::new("/etc/passwd"),
+        owners: Owners::new(),
         blocked: None,
     }
 }
@@ -73,7 +82,11 @@ fn looker() -> Looker {
 fn new_visits_are_reported_with_the_host_only_unless_the_policy_says_full_urls() {
     let dir = tempfile::tempdir().unwrap();
     let homes = dir.path().join("home");
-    let history = homes.join("sato/.config/chromium/Default/History");
+    let history = homes
+        .join("sato")
+        .join(profiles("chromium"))
+        .join("Default")
+        .join("History");
     let db = chromium_history(&history);
     visit(
         &db,
@@ -112,8 +125,10 @@ fn new_visits_are_reported_with_the_host_only_unless_the_policy_says_full_urls()
     assert_eq!(web.title, "給与明細");
     assert_eq!(web.browser, "chromium");
     assert_eq!(event.occurred_at_us, 1_764_000_000_000_000);
-    // The home's owner (root here) is the user.
-    assert_eq!(event.os_user, "root");
+    // The home's owner is the user.
+    let owner = Owners::new().of(&homes.join("sato")).unwrap();
+    assert!(!owner.is_empty());
+    assert_eq!(event.os_user, owner);
 
     // With full URLs on, and a restart that keeps its place.
     let c = collector(
@@ -142,7 +157,13 @@ fn new_visits_are_reported_with_the_host_only_unless_the_policy_says_full_urls()
     assert_eq!(w[1].0.url, "https://mail.example/inbox");
 
     // A profile made after the agent's first look is read from its start.
-    let fresh = chromium_history(&homes.join("sato/.config/chromium/Profile 2/History"));
+    let fresh = chromium_history(
+        &homes
+            .join("sato")
+            .join(profiles("chromium"))
+            .join("Profile 2")
+            .join("History"),
+    );
     visit(
         &fresh,
         "https://new-profile.example/",
@@ -161,8 +182,18 @@ fn new_visits_are_reported_with_the_host_only_unless_the_policy_says_full_urls()
 fn a_flood_is_summarised_and_a_corrupt_history_is_skipped() {
     let dir = tempfile::tempdir().unwrap();
     let homes = dir.path().join("home");
-    let db = chromium_history(&homes.join("sato/.config/chromium/Default/History"));
-    let broken = homes.join("sato/.config/chromium/Profile 1/History");
+    let db = chromium_history(
+        &homes
+            .join("sato")
+            .join(profiles("chromium"))
+            .join("Default")
+            .join("History"),
+    );
+    let broken = homes
+        .join("sato")
+        .join(profiles("chromium"))
+        .join("Profile 1")
+        .join("History");
     std::fs::create_dir_all(broken.parent().unwrap()).unwrap();
     std::fs::write(&broken, b"not a database at all").unwrap();
     let (sink, spool) = sink_in(dir.path());
@@ -234,7 +265,11 @@ fn a_flood_is_summarised_and_a_corrupt_history_is_skipped() {
 fn firefox_history_is_read_too() {
     let dir = tempfile::tempdir().unwrap();
     let homes = dir.path().join("home");
-    let path = homes.join("suzuki/.mozilla/firefox/abcd.default-release/places.sqlite");
+    let path = homes
+        .join("suzuki")
+        .join(profiles("firefox"))
+        .join("abcd.default-release")
+        .join("places.sqlite");
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let db = Connection::open(&path).unwrap();
     db.execute_batch(

@@ -24,7 +24,11 @@ pub(super) struct Uevents {
 
 impl Uevents {
     pub(super) fn open() -> io::Result<Self> {
-        let fd = crate::netlink::bound_socket(NETLINK_KOBJECT_UEVENT, KERNEL_GROUP, |_| {})?;
+        let fd = crate::platform::linux::netlink::bound_socket(
+            NETLINK_KOBJECT_UEVENT,
+            KERNEL_GROUP,
+            |_| {},
+        )?;
         Ok(Uevents {
             fd,
             buf: vec![0; 8192],

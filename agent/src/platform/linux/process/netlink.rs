@@ -60,19 +60,20 @@ impl ProcConnector {
         // A burst (a build starting thousands of compilers) must not overflow
         // the socket while the agent is busy; the memory is the kernel's and
         // only used when the agent falls behind.
-        let fd = crate::netlink::bound_socket(NETLINK_CONNECTOR, CN_IDX_PROC, |fd| {
-            let rcvbuf: libc::c_int = 4 << 20;
-            // SAFETY: the option value is a c_int whose size is passed.
-            unsafe {
-                libc::setsockopt(
-                    fd.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVBUF,
-                    (&rcvbuf as *const libc::c_int).cast(),
-                    size_of::<libc::c_int>() as libc::socklen_t,
-                );
-            }
-        })?;
+        let fd =
+            crate::platform::linux::netlink::bound_socket(NETLINK_CONNECTOR, CN_IDX_PROC, |fd| {
+                let rcvbuf: libc::c_int = 4 << 20;
+                // SAFETY: the option value is a c_int whose size is passed.
+                unsafe {
+                    libc::setsockopt(
+                        fd.as_raw_fd(),
+                        libc::SOL_SOCKET,
+                        libc::SO_RCVBUF,
+                        (&rcvbuf as *const libc::c_int).cast(),
+                        size_of::<libc::c_int>() as libc::socklen_t,
+                    );
+                }
+            })?;
         send_op(&fd, PROC_CN_MCAST_LISTEN)?;
         // SAFETY: `fd` is an open socket owned by the OwnedFd handed over, and
         // an OwnedFd always reports the descriptor it owns.

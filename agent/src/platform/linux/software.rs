@@ -18,8 +18,8 @@ use std::time::{Duration, SystemTime};
 use futures::future::BoxFuture;
 use mamori_proto::agent::v1::{SoftwareEvent, event::Kind, software_event::Action};
 
-use super::{Collector, EventSink};
 use crate::clock::now_us;
+use crate::collector::{Collector, EventSink};
 use crate::error::{Error, Result};
 use crate::fsutil;
 
@@ -151,7 +151,7 @@ impl Collector for SoftwareCollector {
             let mut tick = tokio::time::interval(self.poll);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut seen: Option<SystemTime> = None;
-            let mut failing = super::Failing::default();
+            let mut failing = crate::collector::Failing::default();
             let source = self.status.display().to_string();
             loop {
                 tick.tick().await;

@@ -28,7 +28,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{FileSource, FsOp, Handle, Op};
+use crate::collector::files::{FileSource, FsOp, Handle, Op};
 
 /// The events the group asks for on watched file systems.
 const FS_MASK: u64 = libc::FAN_CREATE
@@ -62,7 +62,7 @@ pub(crate) struct Fanotify {
     dirs_since: std::time::Instant,
     /// The mount table, polled beside the group: a medium mounted is
     /// watched at once, and nothing is re-marked while nothing changes.
-    mount_watch: Option<crate::mounts::MountWatch>,
+    mount_watch: Option<crate::platform::linux::mounts::MountWatch>,
     mounts_changed: bool,
     buf: Vec<u8>,
 }
@@ -91,7 +91,7 @@ impl Fanotify {
             scope: Vec::new(),
             dirs: DirCache::default(),
             dirs_since: std::time::Instant::now(),
-            mount_watch: crate::mounts::MountWatch::open(),
+            mount_watch: crate::platform::linux::mounts::MountWatch::open(),
             mounts_changed: false,
             buf: vec![0; 64 * 1024],
         })
@@ -123,7 +123,7 @@ impl Fanotify {
         }
         self.execs_marked = true;
         let mut marked = std::collections::HashSet::new();
-        crate::mounts::mark_new(&mut marked, |target| {
+        crate::platform::linux::mounts::mark_new(&mut marked, |target| {
             self.mark(libc::FAN_MARK_MOUNT, libc::FAN_OPEN_EXEC, target)
         });
         for target in &marked {
@@ -285,7 +285,7 @@ impl FileSource for Fanotify {
                 Err(e)
             };
         }
-        if crate::mounts::MountWatch::fired(pfds[1].revents) {
+        if crate::platform::linux::mounts::MountWatch::fired(pfds[1].revents) {
             self.mounts_changed = true;
         }
         if pfds[0].revents & libc::POLLIN == 0 {

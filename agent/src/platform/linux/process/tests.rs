@@ -4,6 +4,7 @@
 use super::*;
 use crate::sink::testing::{sink_in, spooled};
 use mamori_proto::agent::v1::Event;
+use mamori_proto::agent::v1::{ProcessEvent, event::Kind, process_event::Action};
 use std::path::{Path, PathBuf};
 
 /// Copies a system binary under a name no other process has, so its events
@@ -57,7 +58,7 @@ async fn run_until(
 
 fn sha256_of(path: &Path) -> Vec<u8> {
     let never = std::sync::atomic::AtomicBool::new(false);
-    hash::sha256(&mut std::fs::File::open(path).unwrap(), &never)
+    crate::collector::process::hash::sha256(&mut std::fs::File::open(path).unwrap(), &never)
         .unwrap()
         .to_vec()
 }
@@ -141,7 +142,7 @@ async fn hash_is_cached_per_file_version() {
         assert!(std::time::Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(handler.cache.lock().unwrap().map.len(), 1);
+    assert_eq!(handler.reporter.cache.lock().unwrap().map.len(), 1);
     handler.on_exec(pid);
     let events = spooled(&spool);
     assert_eq!(events.len(), 2, "the cached hash is reported at once");

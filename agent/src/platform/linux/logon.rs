@@ -41,8 +41,8 @@ use mamori_proto::agent::v1::{
 };
 
 use super::tail::TailedFile;
-use super::{Collector, EventSink, poll_every};
 use crate::clock::now_us;
+use crate::collector::{Collector, EventSink, poll_every};
 use crate::error::{Error, Result};
 use wtmp::{RECORD_SIZE, UtmpRecord};
 

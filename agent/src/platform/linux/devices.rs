@@ -26,9 +26,10 @@ use mamori_proto::agent::v1::{
     DeviceClass, DeviceEvent, device_class_rule::Access, device_event::Action, event::Kind,
 };
 
-use super::{Collector, EventSink};
 use crate::clock::now_us;
+use crate::collector::{Collector, EventSink};
 use crate::error::Result;
+use crate::platform::Medium;
 use crate::policy::{Compiled, PolicyState};
 
 mod uevent;
@@ -207,7 +208,7 @@ impl DeviceCollector {
             .unwrap_or_else(|e| e.into_inner());
         let blocks = block_devices_of(&self.sysfs, name);
         let mut done = Vec::new();
-        for mount in crate::mounts::read(&self.mounts) {
+        for mount in crate::platform::linux::mounts::read(&self.mounts) {
             let Some(dev) = mount.source.strip_prefix("/dev/") else {
                 continue;
             };
@@ -244,15 +245,6 @@ impl DeviceCollector {
     }
 }
 
-/// A removable medium (USB stick, optical disc, floppy) that is mounted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Medium {
-    pub(crate) mount_point: PathBuf,
-    pub(crate) vendor_id: String,
-    pub(crate) product_id: String,
-    pub(crate) serial: String,
-}
-
 /// The removable media mounted now: the storage devices in sysfs, their
 /// block devices and the mount table's entries from those.
 pub(crate) fn removable_media(sysfs: &Path, mounts: &Path) -> Vec<Medium> {
@@ -268,7 +260,7 @@ pub(crate) fn removable_media(sysfs: &Path, mounts: &Path) -> Vec<Medium> {
     if storage.is_empty() {
         return Vec::new();
     }
-    let table = crate::mounts::read(mounts);
+    let table = crate::platform::linux::mounts::read(mounts);
     let mut out = Vec::new();
     for dev in storage {
         let blocks = block_devices_of(sysfs, &dev.name);

@@ -23,7 +23,7 @@ use std::time::SystemTime;
 
 use mamori_proto::agent::v1::SecurityStatusEvent;
 
-use super::SecurityProbe;
+use crate::collector::security::SecurityProbe;
 
 /// Reads the PC (or a tree standing in for it).
 #[derive(Debug, Clone)]
@@ -224,7 +224,7 @@ fn firewall(ufw_conf: &Path, nft: &[String]) -> String {
 
 /// How the root file system is encrypted, or "".
 fn root_encryption(mount_table: &Path, sysfs: &Path) -> String {
-    let Some(root) = crate::mounts::read(mount_table)
+    let Some(root) = crate::platform::linux::mounts::read(mount_table)
         .into_iter()
         .rev()
         .find(|m| m.target == Path::new("/"))

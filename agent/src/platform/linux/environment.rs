@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use super::{Probe, Snapshot};
+use crate::collector::environment::{Probe, Snapshot};
 
 /// Reads /proc, /sys and /etc (or a tree standing in for them).
 #[derive(Debug, Clone)]

@@ -9,18 +9,7 @@ use std::path::{Path, PathBuf};
 
 use mamori_proto::schema::{fit_str, max};
 
-/// A process as /proc shows it right after its exec.
-#[derive(Debug, Default)]
-pub(crate) struct ProcessInfo {
-    /// The executable, opened through `/proc/PID/exe`: it stays readable for
-    /// hashing after the process exits or the file is replaced.
-    pub exe: Option<File>,
-    pub exe_path: String,
-    pub command_line: String,
-    pub ppid: u32,
-    /// Real uid; `None` when the process was gone before it could be read.
-    pub uid: Option<u32>,
-}
+use crate::collector::process::ProcessInfo;
 
 /// A view of a /proc file system (another root in tests).
 #[derive(Debug, Clone)]

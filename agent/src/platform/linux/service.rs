@@ -1,10 +1,56 @@
-//! Telling the service manager how the agent is: `READY=1` once started,
+//! Linux's service manager, systemd: the signal that stops the agent
+//! (SIGTERM, or SIGINT at a terminal), and telling it how the agent is:
+//! `READY=1` once started,
 //! `WATCHDOG=1` while the event loop turns (systemd's notify protocol: one
 //! datagram to the socket `$NOTIFY_SOCKET` names). Outside systemd, or
 //! without `WatchdogSec`, nothing is sent.
 
 use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
+
+/// Where the package's service keeps its state.
+pub fn state_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from("/var/lib/mamori-agent")
+}
+
+/// Enables and starts the package's service, which runs with
+/// [`state_dir`]; says what was done, or what the admin must do where it
+/// cannot be done here (no systemd, another state directory).
+pub fn enable(state_dir: &std::path::Path) -> anyhow::Result<String> {
+    use anyhow::Context;
+    if !std::path::Path::new("/run/systemd/system").exists() {
+        return Ok(format!(
+            "systemd is not running on this machine: start `/usr/bin/mamori-agent run --state-dir {}` with its init system",
+            state_dir.display()
+        ));
+    }
+    if state_dir != self::state_dir() {
+        return Ok(format!(
+            "the mamori-agent service runs with {}; start `mamori-agent run --state-dir {}` yourself",
+            self::state_dir().display(),
+            state_dir.display()
+        ));
+    }
+    let status = std::process::Command::new("systemctl")
+        .args(["enable", "--now", "mamori-agent.service"])
+        .status()
+        .context("running systemctl")?;
+    anyhow::ensure!(
+        status.success(),
+        "`systemctl enable --now mamori-agent.service` failed ({status}): is the mamori-agent package installed?"
+    );
+    Ok("the mamori-agent service is enabled and running".to_owned())
+}
+
+/// Resolves when the agent is told to stop (SIGTERM or SIGINT).
+pub async fn shutdown_signal() -> std::io::Result<()> {
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = sigterm.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+    Ok(())
+}
 
 /// Sends `state` (`READY=1`, `WATCHDOG=1`, `STOPPING=1`) to the service
 /// manager, if there is one. Errors are logged, not returned: the agent

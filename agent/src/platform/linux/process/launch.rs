@@ -32,8 +32,8 @@ use nix::sys::fanotify::{
 use super::procfs::Procfs;
 use crate::clock::now_us;
 use crate::collector::EventSink;
+use crate::platform::linux::users::Users;
 use crate::policy::PolicyState;
-use crate::users::Users;
 
 /// How often new mounts are looked for (a USB stick, a network share).
 const REMARK_EVERY: Duration = Duration::from_secs(5);
@@ -73,7 +73,7 @@ struct Group {
     marked_at: Instant,
     /// The mount table: a medium mounted is marked at once, and one
     /// mounted again where another was is marked again.
-    mount_watch: Option<crate::mounts::MountWatch>,
+    mount_watch: Option<crate::platform::linux::mounts::MountWatch>,
 }
 
 fn supervise(policy: &PolicyState, sink: &EventSink, stop: &AtomicBool) {
@@ -120,7 +120,7 @@ fn supervise(policy: &PolicyState, sink: &EventSink, stop: &AtomicBool) {
         let mounts_changed = fds
             .get(1)
             .and_then(|f| f.revents())
-            .is_some_and(|r| crate::mounts::MountWatch::fired(r.bits()));
+            .is_some_and(|r| crate::platform::linux::mounts::MountWatch::fired(r.bits()));
         let readable = fds[0]
             .revents()
             .is_some_and(|r| r.contains(PollFlags::POLLIN));
@@ -181,7 +181,7 @@ fn open() -> std::io::Result<Group> {
         fan,
         marked,
         marked_at: Instant::now(),
-        mount_watch: crate::mounts::MountWatch::open(),
+        mount_watch: crate::platform::linux::mounts::MountWatch::open(),
     })
 }
 
@@ -268,7 +268,7 @@ fn record(
 /// Marks every mount of a real file system not marked yet; returns how many
 /// are marked in all.
 fn mark_mounts(fan: &Fanotify, marked: &mut HashSet<PathBuf>) -> usize {
-    crate::mounts::mark_new(marked, |target| {
+    crate::platform::linux::mounts::mark_new(marked, |target| {
         fan.mark(
             MarkFlags::FAN_MARK_ADD | MarkFlags::FAN_MARK_MOUNT,
             MaskFlags::FAN_OPEN_EXEC_PERM,

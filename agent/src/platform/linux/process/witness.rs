@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::fanotify::{EventFFlags, Fanotify, InitFlags, MarkFlags, MaskFlags};
 
-use super::is_loader;
+use crate::collector::process::is_loader;
 
 /// Pids remembered; the oldest are forgotten first.
 const MAX_PIDS: usize = 16_384;
@@ -81,7 +81,7 @@ fn mark_mounts(
     fan: &Fanotify,
     marked: &mut std::collections::HashSet<std::path::PathBuf>,
 ) -> usize {
-    crate::mounts::mark_new(marked, |target| {
+    crate::platform::linux::mounts::mark_new(marked, |target| {
         fan.mark(
             MarkFlags::FAN_MARK_ADD | MarkFlags::FAN_MARK_MOUNT,
             MaskFlags::FAN_OPEN_EXEC,
@@ -99,7 +99,7 @@ fn read(
     stop: &AtomicBool,
 ) {
     let mut remarked = Instant::now();
-    let mount_watch = crate::mounts::MountWatch::open();
+    let mount_watch = crate::platform::linux::mounts::MountWatch::open();
     let mut mounts_changed = false;
     while !stop.load(Ordering::Relaxed) {
         if mounts_changed || remarked.elapsed() >= REMARK_EVERY {
@@ -119,7 +119,7 @@ fn read(
         mounts_changed = fds
             .get(1)
             .and_then(|f| f.revents())
-            .is_some_and(|r| crate::mounts::MountWatch::fired(r.bits()));
+            .is_some_and(|r| crate::platform::linux::mounts::MountWatch::fired(r.bits()));
         let readable = fds[0]
             .revents()
             .is_some_and(|r| r.contains(PollFlags::POLLIN));

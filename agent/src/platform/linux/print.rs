@@ -27,7 +27,7 @@ use futures::future::BoxFuture;
 use mamori_proto::agent::v1::{PrintEvent, event::Kind};
 
 use super::tail::TailedFile;
-use super::{Collector, EventSink, poll_every};
+use crate::collector::{Collector, EventSink, poll_every};
 use crate::error::{Error, Result};
 
 /// Where Debian's CUPS writes its page log.

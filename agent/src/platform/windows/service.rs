@@ -1,0 +1,46 @@
+//! Windows's service manager: where the service keeps its state
+//! (`%ProgramData%\Mamori`, resolved with `SHGetKnownFolderPath`, never from
+//! the environment) and the signal that stops the agent.
+
+use std::path::PathBuf;
+
+use windows_sys::Win32::UI::Shell::FOLDERID_ProgramData;
+
+/// `%ProgramData%\Mamori` (normally `C:\ProgramData\Mamori`).
+pub fn state_dir() -> PathBuf {
+    super::win::known_folder(&FOLDERID_ProgramData)
+        .unwrap_or_else(|| PathBuf::from(r"C:\ProgramData"))
+        .join("Mamori")
+}
+
+/// Enables the service: on Windows the installer (MSI) does it.
+pub fn enable(state_dir: &std::path::Path) -> anyhow::Result<String> {
+    Ok(format!(
+        "enrolled into {}: install the Mamori agent MSI to run it as a service",
+        state_dir.display()
+    ))
+}
+
+/// Resolves when the agent is told to stop (Ctrl+C or Ctrl+Break, the
+/// console closing, the system shutting down).
+pub async fn shutdown_signal() -> std::io::Result<()> {
+    let mut brk = tokio::signal::windows::ctrl_break()?;
+    let mut close = tokio::signal::windows::ctrl_close()?;
+    let mut shutdown = tokio::signal::windows::ctrl_shutdown()?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = brk.recv() => {}
+        _ = close.recv() => {}
+        _ = shutdown.recv() => {}
+    }
+    tracing::info!("stop requested");
+    Ok(())
+}
+
+/// The service manager's readiness protocol is systemd's: nothing to send
+/// on Windows (the service control handler reports its state).
+pub fn notify(_state: &str) {}
+
+/// No watchdog on Windows (the service's recovery actions restart a
+/// crashed agent).
+pub async fn keep_watchdog() {}

@@ -1,0 +1,141 @@
+//! Small safe wrappers the Windows modules share: UTF-16 strings, handles,
+//! SIDs to names, registry strings.
+
+#![allow(unsafe_code)]
+
+use std::ffi::{OsStr, OsString, c_void};
+use std::os::windows::ffi::{OsStrExt, OsStringExt};
+use std::os::windows::io::{FromRawHandle, OwnedHandle, RawHandle};
+use std::path::Path;
+
+use windows_sys::Win32::Foundation::{HANDLE, INVALID_HANDLE_VALUE};
+use windows_sys::Win32::Security::{LookupAccountSidW, PSID, SID_NAME_USE};
+use windows_sys::Win32::System::Registry::{
+    HKEY, RRF_RT_REG_DWORD, RRF_RT_REG_SZ, RRF_SUBKEY_WOW6464KEY, RegGetValueW,
+};
+
+/// `s` as a NUL-terminated UTF-16 string.
+pub(crate) fn wide(s: impl AsRef<OsStr>) -> Vec<u16> {
+    s.as_ref().encode_wide().chain(Some(0)).collect()
+}
+
+/// The path as a NUL-terminated UTF-16 string.
+pub(crate) fn wide_path(p: &Path) -> Vec<u16> {
+    wide(p.as_os_str())
+}
+
+/// UTF-16 (up to the first NUL) as text, lossily.
+pub(crate) fn from_wide(w: &[u16]) -> String {
+    let end = w.iter().position(|&c| c == 0).unwrap_or(w.len());
+    OsString::from_wide(&w[..end])
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Takes ownership of a handle a call returned; `None` for a null or
+/// invalid one.
+pub(crate) fn owned(h: HANDLE) -> Option<OwnedHandle> {
+    if h.is_null() || h == INVALID_HANDLE_VALUE {
+        return None;
+    }
+    // SAFETY: the caller passes a handle it just received and owns.
+    Some(unsafe { OwnedHandle::from_raw_handle(h as RawHandle) })
+}
+
+/// The account name of a SID, as `DOMAIN\name` (or `name` when there is
+/// no domain).
+///
+/// # Safety
+/// `sid` must point to a valid SID for the duration of the call.
+pub(crate) unsafe fn account_name(sid: PSID) -> Option<String> {
+    let mut name = [0u16; 256];
+    let mut domain = [0u16; 256];
+    let (mut name_len, mut domain_len) = (name.len() as u32, domain.len() as u32);
+    let mut kind: SID_NAME_USE = 0;
+    // SAFETY: the buffers and their lengths match; `sid` is valid (the
+    // caller's promise).
+    let ok = unsafe {
+        LookupAccountSidW(
+            std::ptr::null(),
+            sid,
+            name.as_mut_ptr(),
+            &mut name_len,
+            domain.as_mut_ptr(),
+            &mut domain_len,
+            &mut kind,
+        )
+    };
+    if ok == 0 {
+        return None;
+    }
+    let (name, domain) = (from_wide(&name), from_wide(&domain));
+    Some(if domain.is_empty() {
+        name
+    } else {
+        format!("{domain}\\{name}")
+    })
+}
+
+/// A string value under HKEY_LOCAL_MACHINE (the 64-bit view).
+pub(crate) fn reg_string(root: HKEY, key: &str, value: &str) -> Option<String> {
+    let (key, value) = (wide(key), wide(value));
+    let mut buf = vec![0u16; 1024];
+    let mut len = (buf.len() * 2) as u32;
+    // SAFETY: the strings are NUL-terminated; `len` is the buffer's size
+    // in bytes.
+    let status = unsafe {
+        RegGetValueW(
+            root,
+            key.as_ptr(),
+            value.as_ptr(),
+            RRF_RT_REG_SZ | RRF_SUBKEY_WOW6464KEY,
+            std::ptr::null_mut(),
+            buf.as_mut_ptr().cast::<c_void>(),
+            &mut len,
+        )
+    };
+    (status == 0)
+        .then(|| from_wide(&buf))
+        .filter(|s| !s.is_empty())
+}
+
+/// A DWORD value (the 64-bit view).
+pub(crate) fn reg_dword(root: HKEY, key: &str, value: &str) -> Option<u32> {
+    let (key, value) = (wide(key), wide(value));
+    let mut out = 0u32;
+    let mut len = 4u32;
+    // SAFETY: as above; the output is 4 bytes.
+    let status = unsafe {
+        RegGetValueW(
+            root,
+            key.as_ptr(),
+            value.as_ptr(),
+            RRF_RT_REG_DWORD | RRF_SUBKEY_WOW6464KEY,
+            std::ptr::null_mut(),
+            (&mut out as *mut u32).cast::<c_void>(),
+            &mut len,
+        )
+    };
+    (status == 0).then_some(out)
+}
+
+/// A known folder's path (`FOLDERID_ProgramData`, `FOLDERID_UserProfiles`).
+pub(crate) fn known_folder(id: &windows_sys::core::GUID) -> Option<std::path::PathBuf> {
+    use windows_sys::Win32::System::Com::CoTaskMemFree;
+    use windows_sys::Win32::UI::Shell::{KF_FLAG_DEFAULT, SHGetKnownFolderPath};
+    let mut path: windows_sys::core::PWSTR = std::ptr::null_mut();
+    // SAFETY: `path` receives a CoTaskMemAlloc'd NUL-terminated string,
+    // freed below (also on failure, as the documentation asks).
+    let hr = unsafe {
+        SHGetKnownFolderPath(id, KF_FLAG_DEFAULT as u32, std::ptr::null_mut(), &mut path)
+    };
+    let result = (hr >= 0 && !path.is_null()).then(|| {
+        // SAFETY: a valid NUL-terminated string from the call above.
+        let len = unsafe { (0..).take_while(|&i| *path.add(i) != 0).count() };
+        // SAFETY: `len` characters are readable.
+        std::path::PathBuf::from(from_wide(unsafe { std::slice::from_raw_parts(path, len) }))
+    });
+    // SAFETY: allocated by the call (or null, which it accepts).
+    unsafe { CoTaskMemFree(path.cast()) };
+    result
+}
