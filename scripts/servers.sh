@@ -194,5 +194,10 @@ start_private_servers() {
 stop_private_servers() {
     stop_pg "$work"
     stop_redis "$work"
+    # A Wine prefix the tests made there (scripts/wine-prefix.sh): its
+    # wineserver and programs go first.
+    if [ -d "$work/wine" ]; then
+        WINEPREFIX="$work/wine" wineserver -k >/dev/null 2>&1 || true
+    fi
     rm -rf "$work"
 }

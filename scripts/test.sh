@@ -30,6 +30,17 @@ if [ ! -x /usr/sbin/cupsd ] || [ ! -x /usr/bin/lp ] || [ ! -f /usr/share/ppd/cup
     apt_install cups-daemon cups-client printer-driver-cups-pdf
     [ -x /etc/init.d/cups ] && /etc/init.d/cups stop >/dev/null 2>&1 || true
 fi
+# The Windows agent is cross-built with MinGW-w64 and tested under Wine.
+# Its MSI is built with wixl and msitools.
+if ! command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1 || ! command -v wine >/dev/null 2>&1 \
+    || ! command -v wixl >/dev/null 2>&1 || ! command -v msibuild >/dev/null 2>&1; then
+    log "installing gcc-mingw-w64-x86-64, wine, wixl and msitools (the Windows agent's build, MSI and tests)"
+    apt_install gcc-mingw-w64-x86-64 wine wixl msitools
+fi
+if ! rustup target list --installed | grep -qx x86_64-pc-windows-gnu; then
+    log "adding the Rust target x86_64-pc-windows-gnu"
+    rustup target add x86_64-pc-windows-gnu
+fi
 if ! command -v cargo-nextest >/dev/null 2>&1; then
     log "installing cargo-nextest"
     cargo install --locked cargo-nextest
@@ -46,8 +57,20 @@ log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+log "cargo clippy for Windows (the agent)"
+cargo clippy -p mamori-agent --target x86_64-pc-windows-gnu --all-targets --locked -- -D warnings
 log "building binaries"
 cargo build --workspace --bins --locked
+log "building the Windows agent and its MSI"
+cargo build -p mamori-agent --target x86_64-pc-windows-gnu --bins --locked
+MAMORI_AGENT_EXE="$CARGO_TARGET_DIR/x86_64-pc-windows-gnu/debug/mamori-agent.exe" \
+    scripts/agent-msi.sh "$work/msi" >/dev/null
+export MAMORI_TEST_WINDOWS_MSI="$work/msi/mamori-agent-$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1).msi"
+# A fresh Wine prefix for the Windows tests (removed with $work).
+. scripts/wine-prefix.sh
+wine_prefix "$work/wine"
+export MAMORI_TEST_WINE_PREFIX="$work/wine"
+export MAMORI_TEST_WINDOWS_AGENT="$CARGO_TARGET_DIR/x86_64-pc-windows-gnu/debug/mamori-agent.exe"
 build_console
 log "checking the console's API types against the gateway's OpenAPI document"
 console_check="$work/console-check"
@@ -69,6 +92,9 @@ MAMORI_BIN="$CARGO_TARGET_DIR/debug/mamori" MAMORI_AGENT_BIN="$CARGO_TARGET_DIR/
     scripts/helm-check.sh
 log "running tests"
 cargo nextest run --workspace --locked --no-fail-fast "$@"
+log "running the Windows agent's unit tests under Wine"
+CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER=wine \
+    cargo test -p mamori-agent --target x86_64-pc-windows-gnu --lib --locked
 log "fuzzing the wire reader and the event validation briefly (scripts/fuzz.sh)"
 scripts/fuzz.sh "${MAMORI_FUZZ_SECONDS:-20}"
 log "running the console's browser tests"

@@ -13,6 +13,7 @@ pub mod environment;
 pub mod files;
 pub mod process;
 pub mod security;
+pub mod software;
 pub mod web;
 
 use std::str::FromStr;

@@ -25,10 +25,20 @@ enum Command {
     /// Enroll this machine and enable and start the mamori-agent service
     /// (what the package's systemd unit runs).
     Install(InstallArgs),
+    /// Runs as the MamoriAgent Windows service (what the service manager
+    /// starts; the MSI installs it).
+    #[command(hide = true)]
+    Service(ServiceArgs),
     /// Exits 0 when the agent may be removed: the tenant's uninstall code
     /// is given (or the tenant has issued none). The package runs it
     /// before removal.
     UninstallCheck(UninstallCheckArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServiceArgs {
+    #[arg(long, default_value_os_t = service::state_dir())]
+    state_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -119,12 +129,18 @@ struct RunArgs {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // A service logs to its state directory and runs its own runtime.
+    if let Command::Service(args) = cli.command {
+        return service::run_service(RunOptions::new(args.state_dir));
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colours for a terminal only, not for a log file or the journal.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -138,6 +154,7 @@ fn main() -> anyhow::Result<()> {
             Command::Run(args) => run(args).await,
             Command::Install(args) => install(args).await,
             Command::UninstallCheck(args) => uninstall_check(args),
+            Command::Service(_) => unreachable!("handled above"),
         }
     })
 }
@@ -165,7 +182,9 @@ async fn enroll(args: EnrollArgs) -> anyhow::Result<()> {
 
 fn uninstall_check(args: UninstallCheckArgs) -> anyhow::Result<()> {
     use mamori_agent::uninstall::Uninstall;
-    let verdict = mamori_agent::uninstall::check(&args.state_dir, args.code.as_deref())?;
+    // The MSI passes `--code=` when no UNINSTALL_CODE was given.
+    let code = args.code.as_deref().filter(|c| !c.trim().is_empty());
+    let verdict = mamori_agent::uninstall::check(&args.state_dir, code)?;
     let (allowed, detail) = match &verdict {
         Uninstall::Allowed => (true, "the uninstall code was given"),
         Uninstall::Unprotected => (true, "the tenant has issued no uninstall code"),
@@ -184,7 +203,8 @@ fn uninstall_check(args: UninstallCheckArgs) -> anyhow::Result<()> {
         Uninstall::Refused(why) => {
             tracing::warn!(reason = why, "removal of the agent refused");
             anyhow::bail!(
-                "{why}: get it from the console (Settings → Agent uninstall code) and run: sudo MAMORI_UNINSTALL_CODE=CODE dpkg -r mamori-agent"
+                "{why}: get it from the console (Settings → Agent uninstall code) and run: {}",
+                service::REMOVE_WITH_CODE
             )
         }
     }

@@ -135,7 +135,10 @@ impl EventSink {
         urgent: bool,
     ) -> Result<()> {
         // The server refuses a whole batch over one field out of bounds:
-        // every field is fitted to the bounds of the schema both share.
+        // every field is fitted to the bounds of the schema both share, and
+        // a time no clock can have given (an OS source's garbage) becomes
+        // now.
+        let occurred_at_us = plausible_time(occurred_at_us, crate::clock::now_us());
         let os_user = schema::fit_str(os_user, schema::max::EVENT_OS_USER);
         schema::fit(&mut kind);
         let event = Event {
@@ -149,6 +152,25 @@ impl EventSink {
         self.wake.spooled(urgent);
         Ok(())
     }
+}
+
+/// Times further ahead than this, or older, are not believed.
+const MAX_AHEAD_US: i64 = 3600 * 1_000_000;
+const MAX_BEHIND_US: i64 = 400 * 24 * 3600 * 1_000_000;
+
+/// `at`, or `now` when `at` is more than an hour ahead of this PC's clock or
+/// more than 400 days behind it (the server refuses such times, and with
+/// them the whole batch).
+fn plausible_time(at: i64, now: i64) -> i64 {
+    if at > now.saturating_add(MAX_AHEAD_US) || at < now.saturating_sub(MAX_BEHIND_US) {
+        tracing::warn!(
+            occurred_at_us = at,
+            now_us = now,
+            "an event's time is implausible: using now"
+        );
+        return now;
+    }
+    at
 }
 
 #[cfg(test)]
@@ -231,6 +253,19 @@ mod tests {
 
     /// Ingest refuses a whole batch over one field out of bounds; the sink
     /// fits every event to the bounds of the shared schema first.
+    #[test]
+    fn implausible_times_become_now() {
+        let now = 1_800_000_000_000_000;
+        assert_eq!(
+            plausible_time(now - 3_600_000_000, now),
+            now - 3_600_000_000
+        );
+        assert_eq!(plausible_time(now + 60_000_000, now), now + 60_000_000);
+        // Year 21086 (what a broken source once said), and 1970.
+        assert_eq!(plausible_time(603_000_000_000_000_000, now), now);
+        assert_eq!(plausible_time(1, now), now);
+    }
+
     #[test]
     fn events_are_fitted_to_the_schema_before_they_are_spooled() {
         use mamori_proto::agent::v1::{EnvironmentChangeEvent, SoftwareEvent};

@@ -59,10 +59,6 @@ impl StateDir {
 
     /// A collector's file (its place in a log, its last snapshot), named
     /// by the platform that runs the collector.
-    #[cfg_attr(
-        windows,
-        expect(dead_code, reason = "its collectors are Linux's so far")
-    )]
     pub(crate) fn file(&self, name: &str) -> PathBuf {
         self.root.join(name)
     }

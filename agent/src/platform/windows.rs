@@ -9,6 +9,7 @@ pub(crate) mod files;
 pub(crate) mod fs;
 pub mod process;
 pub mod service;
+pub mod software;
 pub(crate) mod win;
 
 use std::fs::{File, Metadata};
@@ -218,12 +219,17 @@ pub(crate) fn collectors(
     if c.web {
         list.push(Box::new(WebCollector::for_run(opts, state, policy)));
     }
+    if c.software {
+        list.push(Box::new(software::SoftwareCollector::new(
+            state.file("software.json"),
+            software::DEFAULT_POLL,
+        )));
+    }
     for (wanted, name) in [
         (c.logon, "logon"),
         (c.devices, "devices"),
         (c.print, "print"),
         (c.environment, "environment"),
-        (c.software, "software"),
         (c.security, "security"),
     ] {
         if wanted {

@@ -35,3 +35,4 @@ mod tenancy;
 mod tls;
 mod tracing;
 mod web;
+mod windows;

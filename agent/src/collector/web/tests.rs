@@ -18,6 +18,12 @@ fn profiles(browser: &str) -> &'static str {
         .unwrap()
 }
 
+/// When the visits happen: a fixed time lately (the sink takes no time
+/// older than a year).
+fn t0() -> i64 {
+    (crate::clock::now_us() / 86_400_000_000 - 1) * 86_400_000_000
+}
+
 /// Chrome's epoch (1601-01-01) in µs before the Unix epoch.
 const WINDOWS_EPOCH_US: i64 = 11_644_473_600_000_000;
 
@@ -112,9 +118,9 @@ fn new_visits_are_reported_with_the_host_only_unless_the_policy_says_full_urls()
         &db,
         "https://Intranet.Example:8443/hr/給与?id=7",
         "給与明細",
-        1_764_000_000_000_000,
+        t0(),
     );
-    visit(&db, "about:blank", "", 1_764_000_000_000_001);
+    visit(&db, "about:blank", "", t0() + 1);
     c.look(&mut l, &sink).unwrap();
     let events = spooled(&spool);
     let w = webs(&events);
@@ -124,7 +130,7 @@ fn new_visits_are_reported_with_the_host_only_unless_the_policy_says_full_urls()
     assert_eq!(web.url, "", "the full URL only where the policy says so");
     assert_eq!(web.title, "給与明細");
     assert_eq!(web.browser, "chromium");
-    assert_eq!(event.occurred_at_us, 1_764_000_000_000_000);
+    assert_eq!(event.occurred_at_us, t0());
     // The home's owner is the user.
     let owner = Owners::new().of(&homes.join("sato")).unwrap();
     assert!(!owner.is_empty());
@@ -144,12 +150,7 @@ fn new_visits_are_reported_with_the_host_only_unless_the_policy_says_full_urls()
         positions: fsutil::read_json(&dir.path().join("state/web.json")).unwrap(),
         ..looker()
     };
-    visit(
-        &db,
-        "https://mail.example/inbox",
-        "Inbox",
-        1_764_000_001_000_000,
-    );
+    visit(&db, "https://mail.example/inbox", "Inbox", t0() + 1_000_000);
     c.look(&mut l, &sink).unwrap();
     let events = spooled(&spool);
     let w = webs(&events);
@@ -164,12 +165,7 @@ fn new_visits_are_reported_with_the_host_only_unless_the_policy_says_full_urls()
             .join("Profile 2")
             .join("History"),
     );
-    visit(
-        &fresh,
-        "https://new-profile.example/",
-        "",
-        1_764_000_002_000_000,
-    );
+    visit(&fresh, "https://new-profile.example/", "", t0() + 2_000_000);
     c.look(&mut l, &sink).unwrap();
     assert!(
         webs(&spooled(&spool))
@@ -208,12 +204,7 @@ fn a_flood_is_summarised_and_a_corrupt_history_is_skipped() {
     let flood = 1500;
     db.execute_batch("BEGIN").unwrap();
     for i in 0..flood {
-        visit(
-            &db,
-            &format!("https://site{i}.example/"),
-            "",
-            1_764_000_000_000_000 + i,
-        );
+        visit(&db, &format!("https://site{i}.example/"), "", t0() + i);
     }
     db.execute_batch("COMMIT").unwrap();
     c.look(&mut l, &sink).unwrap();
@@ -251,7 +242,7 @@ fn a_flood_is_summarised_and_a_corrupt_history_is_skipped() {
         ("web", key.as_str())
     );
     assert!(w[0].message.contains("chromium history"), "{w:?}");
-    visit(&db, "https://after.example/", "", 1_764_000_100_000_000);
+    visit(&db, "https://after.example/", "", t0() + 100_000_000);
     c.look(&mut l, &sink).unwrap();
     assert!(
         webs(&spooled(&spool))
@@ -292,8 +283,8 @@ fn firefox_history_is_read_too() {
     )
     .unwrap();
     db.execute(
-        "INSERT INTO moz_historyvisits (place_id, visit_date) VALUES (1, 1764000000000000)",
-        [],
+        "INSERT INTO moz_historyvisits (place_id, visit_date) VALUES (1, ?1)",
+        [t0()],
     )
     .unwrap();
     c.look(&mut l, &sink).unwrap();
@@ -304,7 +295,7 @@ fn firefox_history_is_read_too() {
         (w[0].0.url_host.as_str(), w[0].0.browser.as_str()),
         ("p2p.example", "firefox")
     );
-    assert_eq!(w[0].1.occurred_at_us, 1_764_000_000_000_000);
+    assert_eq!(w[0].1.occurred_at_us, t0());
 }
 
 #[test]

@@ -8,6 +8,9 @@
 use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
+/// How an administrator removes the agent with the uninstall code.
+pub const REMOVE_WITH_CODE: &str = "sudo MAMORI_UNINSTALL_CODE=CODE dpkg -r mamori-agent";
+
 /// Where the package's service keeps its state.
 pub fn state_dir() -> std::path::PathBuf {
     std::path::PathBuf::from("/var/lib/mamori-agent")
@@ -40,6 +43,13 @@ pub fn enable(state_dir: &std::path::Path) -> anyhow::Result<String> {
         "`systemctl enable --now mamori-agent.service` failed ({status}): is the mamori-agent package installed?"
     );
     Ok("the mamori-agent service is enabled and running".to_owned())
+}
+
+/// `mamori-agent service` is Windows's: systemd runs `mamori-agent run`.
+pub fn run_service(_opts: crate::RunOptions) -> anyhow::Result<()> {
+    anyhow::bail!(
+        "`mamori-agent service` is for Windows's service manager; on Linux the package's systemd unit runs `mamori-agent run`"
+    )
 }
 
 /// Resolves when the agent is told to stop (SIGTERM or SIGINT).

@@ -1,35 +1,26 @@
-//! Installed software (Debian and its derivatives: dpkg's status database).
+//! Installed software on Debian and its derivatives: dpkg's status
+//! database.
 //!
 //! Every 10 s the collector looks at the status file's modification time;
 //! when it changed it reads the installed packages (name, version,
-//! maintainer as the publisher), compares them with the list it kept in the
-//! state directory and reports each package installed, removed or updated.
-//! The very first look reports every installed package as installed (the
-//! PC's inventory), once; after that only changes. The list is kept after
-//! the events are spooled, so a restart neither repeats nor misses a
-//! change, and a change made while the agent was stopped is reported when
-//! it starts. The status file is bounded ([`MAX_STATUS_BYTES`]); a larger
-//! or unreadable one is a warning and the next look tries again.
+//! maintainer as the publisher) and the shared
+//! [`report`](crate::collector::software::report) tells what changed. The
+//! status file is bounded ([`MAX_STATUS_BYTES`]); a larger or unreadable
+//! one is a warning and the next look tries again.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use futures::future::BoxFuture;
-use mamori_proto::agent::v1::{SoftwareEvent, event::Kind, software_event::Action};
 
-use crate::clock::now_us;
+use crate::collector::software::{Packages, report};
 use crate::collector::{Collector, EventSink};
 use crate::error::{Error, Result};
-use crate::fsutil;
 
 /// Debian's dpkg status database.
 pub const DEFAULT_DPKG_STATUS: &str = "/var/lib/dpkg/status";
 /// Largest status file read (a desktop with 5,000 packages has ~10 MiB).
 pub const MAX_STATUS_BYTES: u64 = 64 << 20;
-
-/// A package: version and publisher, by name.
-type Packages = BTreeMap<String, (String, String)>;
 
 /// The installed packages in a dpkg status file.
 pub fn parse_status(text: &str) -> Packages {
@@ -50,32 +41,6 @@ pub fn parse_status(text: &str) -> Packages {
         }
         if let (Some(name), true) = (name, installed) {
             out.insert(name, (version, publisher));
-        }
-    }
-    out
-}
-
-/// What changed from `before` to `now`, in name order.
-pub fn changes(before: &Packages, now: &Packages) -> Vec<SoftwareEvent> {
-    let event =
-        |action: Action, name: &str, (version, publisher): &(String, String)| SoftwareEvent {
-            action: action as i32,
-            name: name.to_owned(),
-            version: version.clone(),
-            publisher: publisher.clone(),
-            inventory: false,
-        };
-    let mut out = Vec::new();
-    for (name, new) in now {
-        match before.get(name) {
-            None => out.push(event(Action::Installed, name, new)),
-            Some(old) if old.0 != new.0 => out.push(event(Action::Updated, name, new)),
-            Some(_) => {}
-        }
-    }
-    for (name, old) in before {
-        if !now.contains_key(name) {
-            out.push(event(Action::Removed, name, old));
         }
     }
     out
@@ -118,25 +83,7 @@ impl SoftwareCollector {
             )));
         }
         let text = std::fs::read_to_string(&self.status).map_err(Error::io(what()))?;
-        let now = parse_status(&text);
-        let saved: Option<Packages> = fsutil::read_json(&self.saved_path);
-        let inventory = saved.is_none();
-        let mut found = changes(&saved.unwrap_or_default(), &now);
-        if inventory {
-            // The first look (or a kept list that cannot be read): the
-            // PC's inventory, not installations seen.
-            for event in &mut found {
-                event.inventory = true;
-            }
-        }
-        let at = now_us();
-        for change in &found {
-            sink.emit(at, String::new(), Kind::Software(change.clone()))?;
-        }
-        if !found.is_empty() || !self.saved_path.exists() {
-            fsutil::write_json(&self.saved_path, &now)?;
-        }
-        Ok(found.len())
+        report(&parse_status(&text), &self.saved_path, sink)
     }
 }
 
@@ -189,6 +136,7 @@ impl Collector for SoftwareCollector {
 mod tests {
     use super::*;
     use crate::sink::testing::{sink_in, spooled};
+    use mamori_proto::agent::v1::{event::Kind, software_event::Action};
 
     const STATUS: &str = "Package: bash\nStatus: install ok installed\nMaintainer: Matthias Klose <doko@debian.org>\nVersion: 5.2.15-2\n\n\
 Package: gone\nStatus: deinstall ok config-files\nVersion: 1.0\n\n\

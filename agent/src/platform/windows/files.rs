@@ -7,7 +7,8 @@
 //! copy cannot be told from a new file (that needs the reads, which only
 //! ETW's FileIo provider or a minifilter sees). A write shows up as one or
 //! more "modified" notifications; one [`SETTLE`] after the last, the file
-//! counts as written (closed after writing, for the collector).
+//! counts as written (closed after writing, for the collector), and a file
+//! written without pause (a log) counts as written every [`SETTLE_MAX`].
 
 #![allow(unsafe_code)]
 
@@ -38,6 +39,8 @@ use crate::collector::files::{FileSource, FsOp, Handle, Op};
 
 /// How long after its last change a file counts as written.
 pub(crate) const SETTLE: Duration = Duration::from_millis(500);
+/// How long after its first unreported change, at most.
+pub(crate) const SETTLE_MAX: Duration = Duration::from_secs(5);
 /// Notification buffer per directory (what the OS keeps between reads;
 /// past it, notifications are lost and counted).
 const BUF_BYTES: usize = 64 * 1024;
@@ -189,11 +192,13 @@ pub(crate) fn parse(raw: &[u8], dir: &Path) -> Vec<(u32, PathBuf)> {
 #[derive(Debug, Default)]
 pub(crate) struct Pairing {
     old_name: Option<PathBuf>,
-    changed: HashMap<PathBuf, Instant>,
+    /// Changed files not yet reported: their first and last change.
+    changed: HashMap<PathBuf, (Instant, Instant)>,
 }
 
 impl Pairing {
     pub(crate) fn push(&mut self, action: u32, path: PathBuf, now: Instant, out: &mut Vec<FsOp>) {
+        tracing::trace!(action, path = %path.display(), "directory change");
         let op = |op: Op, path: PathBuf, target: Option<PathBuf>| FsOp {
             handle: Some(handle_of(target.as_ref().unwrap_or(&path))),
             op,
@@ -208,7 +213,7 @@ impl Pairing {
                 out.push(op(Op::Delete, path, None));
             }
             FILE_ACTION_MODIFIED => {
-                self.changed.insert(path, now);
+                self.changed.entry(path).or_insert((now, now)).1 = now;
             }
             FILE_ACTION_RENAMED_OLD_NAME => self.old_name = Some(path),
             FILE_ACTION_RENAMED_NEW_NAME => {
@@ -231,7 +236,10 @@ impl Pairing {
         let due: Vec<PathBuf> = self
             .changed
             .iter()
-            .filter(|(_, at)| all || now.duration_since(**at) >= SETTLE)
+            .filter(|(_, (first, last))| {
+                all || now.duration_since(*last) >= SETTLE
+                    || now.duration_since(*first) >= SETTLE_MAX
+            })
             .map(|(p, _)| p.clone())
             .collect();
         for path in due {
@@ -409,6 +417,72 @@ mod tests {
         assert_eq!(ops.len(), 1);
         assert_eq!(ops[0].op, Op::CloseWrite);
         assert_eq!(ops[0].path, dir.join("final\\report.docx"));
+
+        // A file written without pause is reported every SETTLE_MAX.
+        ops.clear();
+        let log = dir.join("app.log");
+        let mut t = t0;
+        while t < t0 + SETTLE_MAX * 2 {
+            pairing.push(FILE_ACTION_MODIFIED, log.clone(), t, &mut ops);
+            pairing.settle(t, false, &mut ops);
+            t += SETTLE / 5;
+        }
+        assert_eq!(ops.len(), 1, "{ops:?}");
+    }
+
+    /// Reads operations until `done` says so (10 s at most).
+    fn read_until(src: &mut DirectoryChanges, done: impl Fn(&[FsOp]) -> bool) -> Vec<FsOp> {
+        let mut ops = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done(&ops) {
+            assert!(Instant::now() < deadline, "saw only {ops:?}");
+            src.read(Duration::from_millis(100), &mut ops).unwrap();
+        }
+        ops
+    }
+
+    #[test]
+    fn a_real_directory_reports_creates_writes_renames_and_deletes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut src = DirectoryChanges::new();
+        src.set_scope(&[dir.path().to_owned()]);
+        src.watch(dir.path()).unwrap();
+        let a = dir.path().join("a.txt");
+        std::fs::write(&a, b"hello").unwrap();
+        let ops = read_until(&mut src, |ops| ops.iter().any(|o| o.op == Op::CloseWrite));
+        assert_eq!(ops[0].op, Op::Create, "{ops:?}");
+        assert_eq!(ops[0].path, a);
+        let written = ops.iter().find(|o| o.op == Op::CloseWrite).unwrap();
+        let mut content = String::new();
+        use std::io::Read;
+        src.open(written.handle.as_ref().unwrap())
+            .unwrap()
+            .read_to_string(&mut content)
+            .unwrap();
+        assert_eq!(content, "hello");
+
+        let b = dir.path().join("b.txt");
+        std::fs::rename(&a, &b).unwrap();
+        std::fs::remove_file(&b).unwrap();
+        let ops = read_until(&mut src, |ops| ops.iter().any(|o| o.op == Op::Delete));
+        let rename = ops.iter().find(|o| o.op == Op::Rename).unwrap();
+        assert_eq!((&rename.path, rename.target.as_ref()), (&a, Some(&b)));
+        assert_eq!(ops.iter().find(|o| o.op == Op::Delete).unwrap().path, b);
+    }
+
+    /// A second watch of the same directory (the agent restarted) sees
+    /// what happens there too.
+    #[test]
+    fn a_directory_watched_again_reports_again() {
+        let dir = tempfile::tempdir().unwrap();
+        for round in 0..2 {
+            let mut src = DirectoryChanges::new();
+            src.watch(dir.path()).unwrap();
+            let f = dir.path().join(format!("round-{round}.txt"));
+            std::fs::write(&f, b"x").unwrap();
+            let ops = read_until(&mut src, |ops| ops.iter().any(|o| o.op == Op::Create));
+            assert_eq!(ops[0].path, f);
+        }
     }
 
     #[test]

@@ -33,8 +33,8 @@ use windows_sys::Win32::System::Diagnostics::ToolHelp::{
     CreateToolhelp32Snapshot, PROCESSENTRY32W, Process32FirstW, Process32NextW, TH32CS_SNAPPROCESS,
 };
 use windows_sys::Win32::System::Threading::{
-    GetExitCodeProcess, GetProcessTimes, OpenProcess, OpenProcessToken,
-    PROCESS_QUERY_LIMITED_INFORMATION, PROCESS_SYNCHRONIZE, PROCESS_TERMINATE,
+    GetExitCodeProcess, GetProcessTimes, OpenProcess, OpenProcessToken, PROCESS_QUERY_INFORMATION,
+    PROCESS_QUERY_LIMITED_INFORMATION, PROCESS_SYNCHRONIZE, PROCESS_TERMINATE, PROCESS_VM_READ,
     QueryFullProcessImageNameW, TerminateProcess,
 };
 
@@ -146,9 +146,88 @@ pub(crate) fn image_path(h: &OwnedHandle) -> Option<String> {
     (ok != 0).then(|| fit_str(from_wide(&buf[..len as usize]), max::PROCESS_EXE_PATH))
 }
 
-/// The process's command line (Windows 8.1 and later; empty when it
-/// cannot be read).
-pub(crate) fn command_line(h: &OwnedHandle) -> String {
+/// The command line of `pid`: asked of the kernel (Windows 8.1 and later),
+/// else read from the process's own memory (its PEB, as debuggers do;
+/// also what works under Wine); empty when neither can be read.
+pub(crate) fn command_line_of(pid: u32, h: &OwnedHandle) -> String {
+    let asked = command_line(h);
+    if !asked.is_empty() {
+        return asked;
+    }
+    // SAFETY: plain call; the handle is owned.
+    let Some(reader) =
+        owned(unsafe { OpenProcess(PROCESS_QUERY_INFORMATION | PROCESS_VM_READ, 0, pid) })
+    else {
+        return String::new();
+    };
+    fit_str(
+        command_line_from_peb(&reader).unwrap_or_default(),
+        max::PROCESS_COMMAND_LINE,
+    )
+}
+
+/// Reads `len` bytes at `at` in the process.
+fn read_memory(h: &OwnedHandle, at: usize, out: &mut [u8]) -> Option<()> {
+    use windows_sys::Win32::System::Diagnostics::Debug::ReadProcessMemory;
+    let mut read = 0usize;
+    // SAFETY: `out` is writable for its length; the address is the
+    // other process's, read by the kernel.
+    let ok = unsafe {
+        ReadProcessMemory(
+            raw(h),
+            at as *const c_void,
+            out.as_mut_ptr().cast(),
+            out.len(),
+            &mut read,
+        )
+    };
+    (ok != 0 && read == out.len()).then_some(())
+}
+
+/// PEB → ProcessParameters (offset 0x20 on x64) → CommandLine, a
+/// UNICODE_STRING at offset 0x70.
+fn command_line_from_peb(h: &OwnedHandle) -> Option<String> {
+    use windows_sys::Wdk::System::Threading::{NtQueryInformationProcess, ProcessBasicInformation};
+    // PROCESS_BASIC_INFORMATION: ExitStatus, PebBaseAddress, ... (six
+    // pointer-sized fields).
+    let mut pbi = [0usize; 6];
+    let mut ret = 0u32;
+    // SAFETY: the buffer is as large as the structure asked for.
+    let status = unsafe {
+        NtQueryInformationProcess(
+            raw(h),
+            ProcessBasicInformation,
+            pbi.as_mut_ptr().cast(),
+            size_of_val(&pbi) as u32,
+            &mut ret,
+        )
+    };
+    if status < 0 || pbi[1] == 0 {
+        return None;
+    }
+    let mut word = [0u8; 8];
+    read_memory(h, pbi[1] + 0x20, &mut word)?;
+    let params = usize::from_le_bytes(word);
+    // UNICODE_STRING: Length (u16), MaximumLength (u16), padding, Buffer.
+    let mut us = [0u8; 16];
+    read_memory(h, params + 0x70, &mut us)?;
+    let len = usize::from(u16::from_le_bytes([us[0], us[1]]));
+    let buffer = usize::from_le_bytes(us[8..16].try_into().ok()?);
+    if len == 0 || buffer == 0 {
+        return None;
+    }
+    let mut text = vec![0u8; len.min(2 * max::PROCESS_COMMAND_LINE)];
+    read_memory(h, buffer, &mut text)?;
+    let wide: Vec<u16> = text
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    Some(String::from_utf16_lossy(&wide))
+}
+
+/// The process's command line as the kernel gives it (Windows 8.1 and
+/// later); empty when it cannot.
+fn command_line(h: &OwnedHandle) -> String {
     use windows_sys::Wdk::System::Threading::{
         NtQueryInformationProcess, ProcessCommandLineInformation,
     };
@@ -262,6 +341,8 @@ impl Collector for ProcessCollector {
             let mut poller = Poller {
                 reporter: Reporter::new(sink, self.policy, Arc::new(Terminator)),
                 running: HashMap::new(),
+                leaving: Vec::new(),
+                unread: Vec::new(),
             };
             let first = snapshot().map_err(Error::io("listing processes"))?;
             // What runs already is no start.
@@ -281,16 +362,38 @@ impl Collector for ProcessCollector {
     }
 }
 
+/// How long a process gone from the snapshot may still say it runs (its
+/// exit not yet complete) before it is forgotten without a stop.
+const LEAVING_MAX: Duration = Duration::from_secs(5);
+
 /// The processes seen in the last snapshot, each with the handle kept
 /// since its start was reported.
 struct Poller {
     reporter: Reporter,
     running: HashMap<u32, Option<OwnedHandle>>,
+    /// Gone from the snapshot while their handle still said "running":
+    /// asked again at the next polls.
+    leaving: Vec<(u32, OwnedHandle, std::time::Instant)>,
+    /// Started processes whose command line could not be read yet (under
+    /// Wine a new process sets it up itself, a moment after it appears):
+    /// reported at the next poll, whatever is readable then.
+    unread: Vec<Unread>,
+}
+
+/// A start waiting one poll for its command line.
+struct Unread {
+    entry: Entry,
+    handle: OwnedHandle,
+    parent: String,
 }
 
 impl Poller {
     fn compare(&mut self, now: &[Entry]) {
         let by_pid: HashMap<u32, &Entry> = now.iter().map(|e| (e.pid, e)).collect();
+        // Starts first: a stop below may be of one of them.
+        for u in std::mem::take(&mut self.unread) {
+            self.report_start(&u.entry, &u.handle, u.parent);
+        }
         let gone: Vec<u32> = self
             .running
             .keys()
@@ -298,17 +401,23 @@ impl Poller {
             .copied()
             .collect();
         for pid in gone {
-            let handle = self.running.remove(&pid).flatten();
-            match handle
-                .as_ref()
-                .and_then(|h| exit_code(h).map(|c| (c, times(h))))
-            {
-                Some((code, times)) => {
-                    let at = times.map(|(_, exit)| exit).filter(|&t| t > 0);
-                    self.reporter
-                        .report_stop(pid, at.unwrap_or_else(now_us), code);
-                }
+            match self.running.remove(&pid).flatten() {
+                Some(h) => self.leaving.push((pid, h, std::time::Instant::now())),
                 None => self.reporter.forget(pid),
+            }
+        }
+        let leaving = std::mem::take(&mut self.leaving);
+        for (pid, h, since) in leaving {
+            if let Some(code) = exit_code(&h) {
+                let now = now_us();
+                let at = times(&h)
+                    .map(|(_, exit)| exit)
+                    .filter(|&t| t > now - 60_000_000 && t <= now);
+                self.reporter.report_stop(pid, at.unwrap_or(now), code);
+            } else if since.elapsed() < LEAVING_MAX {
+                self.leaving.push((pid, h, since));
+            } else {
+                self.reporter.forget(pid);
             }
         }
         let mut new: Vec<&Entry> = now
@@ -323,8 +432,11 @@ impl Poller {
         }
     }
 
-    /// Reports the start of `e`; returns the handle kept for its stop.
+    /// Reports the start of `e` (or leaves it for the next poll when its
+    /// command line is not readable yet); returns the handle kept for its
+    /// stop.
     fn start(&mut self, e: &Entry, by_pid: &HashMap<u32, &Entry>) -> Option<OwnedHandle> {
+        let parent = parent_path(e.ppid, by_pid);
         let Some(h) = open(e.pid) else {
             // Gone already, or protected: what the snapshot said.
             let info = ProcessInfo {
@@ -332,28 +444,44 @@ impl Poller {
                 ppid: e.ppid,
                 ..Default::default()
             };
-            let parent = parent_path(e.ppid, by_pid);
             self.reporter
                 .report_start(e.pid, now_us(), info, parent, String::new(), |_| true);
             return None;
         };
-        let exe_path = image_path(&h).unwrap_or_else(|| e.name.clone());
-        let occurred_at_us = times(&h)
+        if command_line_of(e.pid, &h).is_empty()
+            && exit_code(&h).is_none()
+            && let Ok(handle) = h.try_clone()
+        {
+            self.unread.push(Unread {
+                entry: e.clone(),
+                handle,
+                parent,
+            });
+            return Some(h);
+        }
+        self.report_start(e, &h, parent);
+        Some(h)
+    }
+
+    fn report_start(&mut self, e: &Entry, h: &OwnedHandle, parent: String) {
+        let exe_path = image_path(h).unwrap_or_else(|| e.name.clone());
+        // The creation time, when it is believable (it came after the last
+        // snapshot, give or take; Wine gives garbage for some processes).
+        let now = now_us();
+        let occurred_at_us = times(h)
             .map(|(created, _)| created)
-            .filter(|&t| t > 0)
-            .unwrap_or_else(now_us);
+            .filter(|&t| t > now - 60_000_000 && t <= now)
+            .unwrap_or(now);
         let info = ProcessInfo {
             exe: File::open(&exe_path).ok(),
-            command_line: command_line(&h),
+            command_line: command_line_of(e.pid, h),
             exe_path,
             ppid: e.ppid,
             uid: None,
         };
-        let parent = parent_path(e.ppid, by_pid);
-        let os_user = user(&h).unwrap_or_default();
+        let os_user = user(h).unwrap_or_default();
         self.reporter
             .report_start(e.pid, occurred_at_us, info, parent, os_user, |_| true);
-        Some(h)
     }
 }
 

@@ -1,10 +1,18 @@
-//! Windows's service manager: where the service keeps its state
-//! (`%ProgramData%\Mamori`, resolved with `SHGetKnownFolderPath`, never from
-//! the environment) and the signal that stops the agent.
+//! Windows's service manager: the agent as the `MamoriAgent` service
+//! (`scm`), where it keeps its state (`%ProgramData%\Mamori`, resolved with
+//! `SHGetKnownFolderPath`, never from the environment) and the signals that
+//! stop it at a console.
+
+mod scm;
 
 use std::path::PathBuf;
 
+pub use scm::{SERVICE_NAME, SETTINGS_KEY, run_service};
+
 use windows_sys::Win32::UI::Shell::FOLDERID_ProgramData;
+
+/// How an administrator removes the agent with the uninstall code.
+pub const REMOVE_WITH_CODE: &str = "msiexec /x mamori-agent.msi UNINSTALL_CODE=CODE";
 
 /// `%ProgramData%\Mamori` (normally `C:\ProgramData\Mamori`).
 pub fn state_dir() -> PathBuf {

@@ -76,8 +76,14 @@ pub(crate) unsafe fn account_name(sid: PSID) -> Option<String> {
     })
 }
 
-/// A string value under HKEY_LOCAL_MACHINE (the 64-bit view).
+/// A string value (the 64-bit view).
 pub(crate) fn reg_string(root: HKEY, key: &str, value: &str) -> Option<String> {
+    reg_string_in(root, key, value, RRF_SUBKEY_WOW6464KEY)
+}
+
+/// A string value in a registry view (`RRF_SUBKEY_WOW6464KEY` or
+/// `RRF_SUBKEY_WOW6432KEY`).
+pub(crate) fn reg_string_in(root: HKEY, key: &str, value: &str, view: u32) -> Option<String> {
     let (key, value) = (wide(key), wide(value));
     let mut buf = vec![0u16; 1024];
     let mut len = (buf.len() * 2) as u32;
@@ -88,7 +94,7 @@ pub(crate) fn reg_string(root: HKEY, key: &str, value: &str) -> Option<String> {
             root,
             key.as_ptr(),
             value.as_ptr(),
-            RRF_RT_REG_SZ | RRF_SUBKEY_WOW6464KEY,
+            RRF_RT_REG_SZ | view,
             std::ptr::null_mut(),
             buf.as_mut_ptr().cast::<c_void>(),
             &mut len,
@@ -99,8 +105,43 @@ pub(crate) fn reg_string(root: HKEY, key: &str, value: &str) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
+/// Deletes a value under HKEY_LOCAL_MACHINE (the 64-bit view); a value
+/// that is not there is no error.
+pub(crate) fn reg_delete_value(root: HKEY, key: &str, value: &str) {
+    use windows_sys::Win32::System::Registry::{
+        KEY_SET_VALUE, KEY_WOW64_64KEY, RegCloseKey, RegDeleteValueW, RegOpenKeyExW,
+    };
+    let (key_w, value_w) = (wide(key), wide(value));
+    let mut h: HKEY = std::ptr::null_mut();
+    // SAFETY: NUL-terminated strings; the key handle is closed below.
+    let status = unsafe {
+        RegOpenKeyExW(
+            root,
+            key_w.as_ptr(),
+            0,
+            KEY_SET_VALUE | KEY_WOW64_64KEY,
+            &mut h,
+        )
+    };
+    if status != 0 {
+        return;
+    }
+    // SAFETY: `h` is open with KEY_SET_VALUE.
+    let status = unsafe { RegDeleteValueW(h, value_w.as_ptr()) };
+    if status != 0 && status != 2 {
+        tracing::warn!(key, value, status, "cannot delete the registry value");
+    }
+    // SAFETY: opened above.
+    unsafe { RegCloseKey(h) };
+}
+
 /// A DWORD value (the 64-bit view).
 pub(crate) fn reg_dword(root: HKEY, key: &str, value: &str) -> Option<u32> {
+    reg_dword_in(root, key, value, RRF_SUBKEY_WOW6464KEY)
+}
+
+/// A DWORD value in a registry view.
+pub(crate) fn reg_dword_in(root: HKEY, key: &str, value: &str, view: u32) -> Option<u32> {
     let (key, value) = (wide(key), wide(value));
     let mut out = 0u32;
     let mut len = 4u32;
@@ -110,7 +151,7 @@ pub(crate) fn reg_dword(root: HKEY, key: &str, value: &str) -> Option<u32> {
             root,
             key.as_ptr(),
             value.as_ptr(),
-            RRF_RT_REG_DWORD | RRF_SUBKEY_WOW6464KEY,
+            RRF_RT_REG_DWORD | view,
             std::ptr::null_mut(),
             (&mut out as *mut u32).cast::<c_void>(),
             &mut len,

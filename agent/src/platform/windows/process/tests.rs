@@ -33,11 +33,21 @@ fn ping(exe: &std::path::Path, seconds: u32) -> Child {
 }
 
 fn process_events(events: &[Event], exe: &std::path::Path) -> Vec<ProcessEvent> {
+    with_users(events, exe)
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect()
+}
+
+/// The process events of `exe`, each with its user.
+fn with_users(events: &[Event], exe: &std::path::Path) -> Vec<(String, ProcessEvent)> {
     let name = exe.file_name().unwrap().to_string_lossy().to_lowercase();
     events
         .iter()
         .filter_map(|e| match &e.kind {
-            Some(Kind::Process(p)) if p.exe_path.to_lowercase().ends_with(&name) => Some(p.clone()),
+            Some(Kind::Process(p)) if p.exe_path.to_lowercase().ends_with(&name) => {
+                Some((e.os_user.clone(), p.clone()))
+            }
             _ => None,
         })
         .collect()

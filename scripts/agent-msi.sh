@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Builds the Windows agent's installer (mamori-agent.msi) with Debian's
+# wixl from agent/packaging/windows/mamori-agent.wxs, then patches in with
+# msibuild what wixl cannot express.
+# Usage: scripts/agent-msi.sh [OUT_DIR] — release build for
+# x86_64-pc-windows-gnu, MSI in OUT_DIR (default $CARGO_TARGET_DIR/windows).
+# MAMORI_AGENT_EXE=PATH packages that .exe instead (the tests use the debug
+# one). The MSI is not signed: sign it (and the .exe) with osslsigncode and
+# the company's code-signing certificate before deploying it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/mamori-target}
+out=${1:-$CARGO_TARGET_DIR/windows}
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+for tool in wixl msibuild; do
+    command -v "$tool" >/dev/null 2>&1 || {
+        echo "$tool is missing: install Debian's wixl and msitools (apt-get install wixl msitools)" >&2
+        exit 1
+    }
+done
+exe=${MAMORI_AGENT_EXE:-}
+if [ -z "$exe" ]; then
+    echo "==> building mamori-agent.exe (release, x86_64-pc-windows-gnu)" >&2
+    cargo build --release --locked -p mamori-agent --target x86_64-pc-windows-gnu >&2
+    exe=$CARGO_TARGET_DIR/x86_64-pc-windows-gnu/release/mamori-agent.exe
+fi
+[ -f "$exe" ] || { echo "no agent executable at $exe" >&2; exit 1; }
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+cp "$exe" "$stage/mamori-agent.exe"
+# Line tables make backtraces; a program going to every PC does without.
+x86_64-w64-mingw32-strip --strip-debug "$stage/mamori-agent.exe"
+mkdir -p "$out"
+msi="$(cd "$out" && pwd)/mamori-agent-$version.msi"
+wxs=$PWD/agent/packaging/windows/mamori-agent.wxs
+# wixl finds sources by relative paths only.
+(cd "$stage" && wixl -a x64 -D Version="$version" -D AgentExe=mamori-agent.exe -o "$msi" "$wxs")
+q() { msibuild "$msi" -q "$1"; }
+# The token's registry value only when TOKEN=... is given (and its removal).
+q "UPDATE \`Component\` SET \`Condition\` = 'TOKEN OR REMOVE~=\"ALL\"' WHERE \`Component\` = 'AgentToken'"
+# Properties passed from the command line to the elevated install, and
+# kept out of the installer's log.
+q "UPDATE \`Property\` SET \`Value\` = 'WIX_DOWNGRADE_DETECTED;WIX_UPGRADE_DETECTED;SERVER;TOKEN;UNINSTALL_CODE' WHERE \`Property\` = 'SecureCustomProperties'"
+q "INSERT INTO \`Property\` (\`Property\`, \`Value\`) VALUES ('MsiHiddenProperties', 'TOKEN;UNINSTALL_CODE')"
+echo "$msi"
