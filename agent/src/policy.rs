@@ -123,7 +123,7 @@ impl Compiled {
             .iter()
             .filter_map(|g| {
                 let literal = &g[..g.find(['*', '?', '[', '{']).unwrap_or(g.len())];
-                let cut = literal.rfind(['/', '\\'])?;
+                let cut = literal.rfind(crate::platform::os::SEPARATORS)?;
                 let dir = &literal[..cut];
                 Some(PathBuf::from(if dir.is_empty() || dir.ends_with(':') {
                     &literal[..=cut]
@@ -364,6 +364,7 @@ mod tests {
         assert!(again.current().check_path("/x/winny").is_some());
     }
 
+    #[cfg(windows)]
     #[test]
     fn windows_confidential_roots_end_at_a_backslash() {
         let c = Compiled::compile(PolicyUpdate {

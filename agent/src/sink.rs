@@ -135,10 +135,17 @@ impl EventSink {
         urgent: bool,
     ) -> Result<()> {
         // The server refuses a whole batch over one field out of bounds:
-        // every field is fitted to the bounds of the schema both share, and
-        // a time no clock can have given (an OS source's garbage) becomes
-        // now.
-        let occurred_at_us = plausible_time(occurred_at_us, crate::clock::now_us());
+        // every field is fitted to the bounds of the schema both share, a
+        // time in the future (an OS source's garbage) becomes now, and an
+        // event older than the server keeps is left out.
+        let Some(occurred_at_us) = plausible_time(occurred_at_us, crate::clock::now_us()) else {
+            // Older than the server keeps: it would refuse the whole batch.
+            tracing::debug!(
+                occurred_at_us,
+                "an event older than 400 days is not spooled"
+            );
+            return Ok(());
+        };
         let os_user = schema::fit_str(os_user, schema::max::EVENT_OS_USER);
         schema::fit(&mut kind);
         let event = Event {
@@ -158,19 +165,20 @@ impl EventSink {
 const MAX_AHEAD_US: i64 = 3600 * 1_000_000;
 const MAX_BEHIND_US: i64 = 400 * 24 * 3600 * 1_000_000;
 
-/// `at`, or `now` when `at` is more than an hour ahead of this PC's clock or
-/// more than 400 days behind it (the server refuses such times, and with
-/// them the whole batch).
-fn plausible_time(at: i64, now: i64) -> i64 {
-    if at > now.saturating_add(MAX_AHEAD_US) || at < now.saturating_sub(MAX_BEHIND_US) {
+/// `at`; `now` when `at` is more than an hour ahead of this PC's clock (no
+/// clock gave that); none when it is more than 400 days behind (the
+/// operation log keeps nothing older). The server refuses either time, and
+/// with it the whole batch.
+fn plausible_time(at: i64, now: i64) -> Option<i64> {
+    if at > now.saturating_add(MAX_AHEAD_US) {
         tracing::warn!(
             occurred_at_us = at,
             now_us = now,
-            "an event's time is implausible: using now"
+            "an event's time is in the future: using now"
         );
-        return now;
+        return Some(now);
     }
-    at
+    (at >= now.saturating_sub(MAX_BEHIND_US)).then_some(at)
 }
 
 #[cfg(test)]
@@ -224,17 +232,29 @@ mod tests {
                 ..Default::default()
             })
         };
-        sink.emit(1, "sato".into(), start(process_event::Action::Start))
-            .unwrap();
-        sink.emit(2, "sato".into(), Kind::Logon(LogonEvent::default()))
-            .unwrap();
+        sink.emit(
+            crate::clock::now_us(),
+            "sato".into(),
+            start(process_event::Action::Start),
+        )
+        .unwrap();
+        sink.emit(
+            crate::clock::now_us(),
+            "sato".into(),
+            Kind::Logon(LogonEvent::default()),
+        )
+        .unwrap();
         assert!(
             !wake.take_urgent(),
             "a start and a logon wait for their batch"
         );
 
-        sink.emit(3, "sato".into(), start(process_event::Action::Blocked))
-            .unwrap();
+        sink.emit(
+            crate::clock::now_us(),
+            "sato".into(),
+            start(process_event::Action::Blocked),
+        )
+        .unwrap();
         assert!(wake.take_urgent(), "a killed program goes out at once");
         assert!(!wake.take_urgent(), "and only once");
 
@@ -242,28 +262,35 @@ mod tests {
             action: device_event::Action::Blocked as i32,
             ..Default::default()
         };
-        sink.emit(4, String::new(), Kind::Device(refused)).unwrap();
+        sink.emit(crate::clock::now_us(), String::new(), Kind::Device(refused))
+            .unwrap();
         assert!(wake.take_urgent(), "a refused device goes out at once");
 
         // A policy hit only the collector knows of ("log only").
-        sink.emit_urgent(5, "sato".into(), start(process_event::Action::Start))
-            .unwrap();
+        sink.emit_urgent(
+            crate::clock::now_us(),
+            "sato".into(),
+            start(process_event::Action::Start),
+        )
+        .unwrap();
         assert!(wake.take_urgent());
     }
 
     /// Ingest refuses a whole batch over one field out of bounds; the sink
     /// fits every event to the bounds of the shared schema first.
     #[test]
-    fn implausible_times_become_now() {
+    fn future_times_become_now_and_ancient_events_are_left_out() {
         let now = 1_800_000_000_000_000;
+        let hour_ago = now - 3_600_000_000;
+        assert_eq!(plausible_time(hour_ago, now), Some(hour_ago));
         assert_eq!(
-            plausible_time(now - 3_600_000_000, now),
-            now - 3_600_000_000
+            plausible_time(now + 60_000_000, now),
+            Some(now + 60_000_000)
         );
-        assert_eq!(plausible_time(now + 60_000_000, now), now + 60_000_000);
-        // Year 21086 (what a broken source once said), and 1970.
-        assert_eq!(plausible_time(603_000_000_000_000_000, now), now);
-        assert_eq!(plausible_time(1, now), now);
+        // Year 21086 (what a broken source once said).
+        assert_eq!(plausible_time(603_000_000_000_000_000, now), Some(now));
+        // 1970: older than the server keeps.
+        assert_eq!(plausible_time(1, now), None);
     }
 
     #[test]
@@ -273,7 +300,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (sink, spool) = super::testing::sink_in(dir.path());
         sink.emit(
-            1,
+            crate::clock::now_us(),
             "ユーザー".repeat(100),
             Kind::Software(SoftwareEvent {
                 action: 1,
@@ -285,7 +312,7 @@ mod tests {
         )
         .unwrap();
         sink.emit(
-            2,
+            crate::clock::now_us(),
             String::new(),
             Kind::EnvironmentChange(EnvironmentChangeEvent {
                 field: 3,

@@ -27,7 +27,7 @@ pub(crate) const MAX_TRACKED: usize = 16_384;
 /// Whether `path` is a dynamic loader, which an exec opens for exec after
 /// the program itself (so it is not the program).
 pub(crate) fn is_loader(path: &str) -> bool {
-    let name = path.rsplit(['/', '\\']).next().unwrap_or(path);
+    let name = path.rsplit('/').next().unwrap_or(path);
     name.starts_with("ld-linux") || name.starts_with("ld-musl") || name == "ld.so"
 }
 

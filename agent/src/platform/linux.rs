@@ -127,6 +127,9 @@ pub(crate) const DEFAULT_FIREFOX_POLICY_DIRS: &[&str] = &["/etc/firefox/policies
 /// Paths are compared as they are.
 pub(crate) const PATH_CASE: mamori_pathglob::Case = mamori_pathglob::Case::Sensitive;
 
+/// What separates a path's components.
+pub(crate) const SEPARATORS: &[char] = &['/'];
+
 /// Device and inode.
 pub(crate) fn file_id(_file: &File, meta: &Metadata) -> Option<FileId> {
     Some(FileId {

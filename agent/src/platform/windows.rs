@@ -87,6 +87,9 @@ pub(crate) const BROWSERS: &[(&str, &str, &str)] = &[
 pub(crate) const DEFAULT_CHROMIUM_POLICY_DIRS: &[&str] = &[];
 pub(crate) const DEFAULT_FIREFOX_POLICY_DIRS: &[&str] = &[];
 
+/// What separates a path's components.
+pub(crate) const SEPARATORS: &[char] = &['/', '\\'];
+
 /// Volume serial number and file index.
 pub(crate) fn file_id(file: &File, _meta: &Metadata) -> Option<FileId> {
     // SAFETY: zeroed is a valid BY_HANDLE_FILE_INFORMATION to fill.

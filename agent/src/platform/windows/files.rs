@@ -207,6 +207,9 @@ impl Pairing {
             pid: 0,
         };
         match action {
+            // A new directory is no file operation (fanotify does not
+            // report them on Linux either).
+            FILE_ACTION_ADDED if path.is_dir() => {}
             FILE_ACTION_ADDED => out.push(op(Op::Create, path, None)),
             FILE_ACTION_REMOVED => {
                 self.changed.remove(&path);
@@ -267,6 +270,13 @@ fn handle_of(path: &Path) -> Handle {
     }
 }
 
+/// Whether `path` is `dir` or below it, as Windows compares paths
+/// (regardless of case).
+fn within(path: &Path, dir: &Path) -> bool {
+    let lower = |p: &Path| PathBuf::from(p.to_string_lossy().to_lowercase());
+    lower(path).starts_with(lower(dir))
+}
+
 /// The source: the watches and the pairing.
 #[derive(Default)]
 pub(crate) struct DirectoryChanges {
@@ -286,12 +296,13 @@ impl FileSource for DirectoryChanges {
         self.scope = dirs.to_vec();
         // Directories no longer in the scope are let go (a removed USB
         // drive's watch would fail anyway).
-        self.watches.retain(|w| dirs.iter().any(|d| d == &w.dir));
+        self.watches
+            .retain(|w| dirs.iter().any(|d| within(d, &w.dir) && within(&w.dir, d)));
     }
 
     fn watch(&mut self, dir: &Path) -> io::Result<()> {
         // A directory inside a watched one is seen already (subtrees).
-        if self.watches.iter().any(|w| dir.starts_with(&w.dir)) {
+        if self.watches.iter().any(|w| within(dir, &w.dir)) {
             return Ok(());
         }
         if self.watches.len() >= MAX_WATCHES {
@@ -301,7 +312,7 @@ impl FileSource for DirectoryChanges {
         }
         let w = Watch::open(dir)?;
         // Watches inside the new one are redundant now.
-        self.watches.retain(|old| !old.dir.starts_with(dir));
+        self.watches.retain(|old| !within(&old.dir, dir));
         self.watches.push(w);
         Ok(())
     }

@@ -106,11 +106,31 @@ fn serve() -> anyhow::Result<()> {
     if let Err(e) = set_recovery() {
         tracing::warn!(error = %e, "cannot set the service's recovery actions");
     }
+    let result = run_until_stopped(opts, stop_rx);
+    if let Err(e) = &result {
+        tracing::error!(error = format!("{e:#}"), "the agent stopped with an error");
+    }
+    // Whatever happened, the manager hears that the service stopped; a
+    // non-zero exit code makes it apply the recovery actions.
+    handle.set_service_status(status(
+        ServiceState::Stopped,
+        ServiceControlAccept::empty(),
+        u32::from(result.is_err()),
+    ))?;
+    result
+}
+
+/// Enrolls if the installer left a token, then runs the agent until the
+/// manager says stop.
+fn run_until_stopped(
+    opts: RunOptions,
+    stop_rx: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .max_blocking_threads(4)
         .build()?;
-    let result = runtime.block_on(async {
+    runtime.block_on(async {
         let mut stop = stop_rx.clone();
         let stopped = async move {
             let _ = stop.wait_for(|s| *s).await;
@@ -125,17 +145,7 @@ fn serve() -> anyhow::Result<()> {
         })
         .await
         .map_err(anyhow::Error::from)
-    });
-    if let Err(e) = &result {
-        tracing::error!(error = format!("{e:#}"), "the agent stopped with an error");
-    }
-    // A non-zero exit code makes the manager apply the recovery actions.
-    handle.set_service_status(status(
-        ServiceState::Stopped,
-        ServiceControlAccept::empty(),
-        u32::from(result.is_err()),
-    ))?;
-    result
+    })
 }
 
 /// Restart after 5 s, 10 s, then a minute; the count resets after a day.
