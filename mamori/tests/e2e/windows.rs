@@ -92,12 +92,13 @@ impl Wine {
         );
     }
 
-    /// `mamori-agent.exe run` with the process and file collectors.
-    fn run_agent(&self, state: &str, watch: &str, log: &Path) -> Proc {
+    /// `mamori-agent.exe run` with the process and file collectors, for
+    /// `pc`; its log appended to `pc`'s.
+    fn run_agent(&self, pc: &EnrolledPc) -> Proc {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(log)
+            .open(&pc.log)
             .unwrap();
         Proc(
             self.cmd(&self.agent)
@@ -108,7 +109,7 @@ impl Wine {
                     "--batch-max-events",
                     "5",
                 ])
-                .args(["--state-dir", state, "--watch-dir", watch])
+                .args(["--state-dir", &pc.state, "--watch-dir", &pc.watch])
                 .env(
                     "RUST_LOG",
                     std::env::var("MAMORI_TEST_WINE_LOG").unwrap_or_else(|_| "info".into()),
@@ -119,6 +120,41 @@ impl Wine {
                 .unwrap(),
         )
     }
+
+    /// A state and a watched directory in the prefix, enrolled in
+    /// `admin`'s tenant.
+    fn enrolled(&self, gw: &Gw, admin: &Session) -> EnrolledPc {
+        let (state_dir, state) = self.mkdir("state");
+        let (watch_dir, watch) = self.mkdir("watch");
+        self.enroll(
+            &gw.stack.url(),
+            admin.enrollment_token.as_deref().unwrap(),
+            &state,
+        );
+        let logs = tempfile::tempdir().unwrap();
+        let log = logs.path().join("agent.log");
+        EnrolledPc {
+            _print: LogOnPanic(log.clone()),
+            _logs: logs,
+            state_dir,
+            state,
+            watch_dir,
+            watch,
+            log,
+        }
+    }
+}
+
+/// An enrolled agent installation in the prefix (Linux and Windows paths)
+/// and its log, printed if the test fails.
+struct EnrolledPc {
+    state_dir: PathBuf,
+    state: String,
+    watch_dir: PathBuf,
+    watch: String,
+    log: PathBuf,
+    _print: LogOnPanic,
+    _logs: tempfile::TempDir,
 }
 
 /// Prints the agent's log when the test fails.
@@ -187,17 +223,9 @@ async fn the_windows_agent_under_wine_reports_processes_and_files_and_kills_a_ba
     .await;
     assert!(saved["revision"].as_i64().is_some(), "{saved}");
 
-    let (state_dir, state) = wine.mkdir("state");
-    let (watch_dir, watch) = wine.mkdir("watch");
-    wine.enroll(
-        &gw.stack.url(),
-        admin.enrollment_token.as_deref().unwrap(),
-        &state,
-    );
-    let logs = tempfile::tempdir().unwrap();
-    let log = logs.path().join("agent.log");
-    let _log = LogOnPanic(log.clone());
-    let _agent = wine.run_agent(&state, &watch, &log);
+    let pc = wine.enrolled(&gw, &admin);
+    let (state_dir, watch_dir) = (&pc.state_dir, &pc.watch_dir);
+    let _agent = wine.run_agent(&pc);
     let device = online(&gw, &admin).await;
     let (_, d) = gw.get(&admin, &format!("/api/v1/devices/{device}")).await;
     assert!(
@@ -405,23 +433,15 @@ async fn kill_9_of_the_windows_agent_mid_stream_loses_and_duplicates_nothing() {
     let gw = Gw::start().await;
     let admin = gw.signup("Wine Crash KK", "tenant").await;
     crate::gateway::verify(&gw, &admin).await;
-    let (_, state) = wine.mkdir("state");
-    let (watch_dir, watch) = wine.mkdir("watch");
-    wine.enroll(
-        &gw.stack.url(),
-        admin.enrollment_token.as_deref().unwrap(),
-        &state,
-    );
-    let logs = tempfile::tempdir().unwrap();
-    let log = logs.path().join("agent.log");
-    let _log = LogOnPanic(log.clone());
+    let pc = wine.enrolled(&gw, &admin);
+    let watch_dir = &pc.watch_dir;
 
     // A file per marker, written in turn; its creation is one event.
     let marker = |i: u32| watch_dir.join(format!("marker-{i:04}.txt"));
     let write = |i: u32| std::fs::write(marker(i), format!("marker {i}")).unwrap();
-    let mut agent = wine.run_agent(&state, &watch, &log);
+    let mut agent = wine.run_agent(&pc);
     online(&gw, &admin).await;
-    watching(&wine, &gw, &watch_dir, "probe-a").await;
+    watching(&wine, &gw, watch_dir, "probe-a").await;
 
     // A file is reported once it has settled (0.5 s) or, unwritten, after
     // 2 s: markers written more than this before the kill were spooled.
@@ -439,9 +459,9 @@ async fn kill_9_of_the_windows_agent_mid_stream_loses_and_duplicates_nothing() {
         .collect();
     assert!(expected.len() > 20, "{} markers certain", expected.len());
 
-    let _agent = wine.run_agent(&state, &watch, &log);
+    let _agent = wine.run_agent(&pc);
     // Once it watches again, more markers.
-    watching(&wine, &gw, &watch_dir, "probe-b").await;
+    watching(&wine, &gw, watch_dir, "probe-b").await;
     for i in 100..120u32 {
         write(i);
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -449,7 +469,7 @@ async fn kill_9_of_the_windows_agent_mid_stream_loses_and_duplicates_nothing() {
     expected.extend(100..120);
 
     let name = |i: &u32| wine.windows_path(&marker(*i));
-    let dir = wine.windows_path(&watch_dir);
+    let dir = wine.windows_path(watch_dir);
     let counts = wait_for(
         "every expected marker stored",
         Duration::from_secs(60),

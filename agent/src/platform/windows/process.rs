@@ -392,7 +392,9 @@ impl Poller {
         let by_pid: HashMap<u32, &Entry> = now.iter().map(|e| (e.pid, e)).collect();
         // Starts first: a stop below may be of one of them.
         for u in std::mem::take(&mut self.unread) {
-            self.report_start(&u.entry, &u.handle, u.parent);
+            // Read again: it was not readable a poll ago.
+            let command_line = command_line_of(u.entry.pid, &u.handle);
+            self.report_start(&u.entry, &u.handle, u.parent, command_line);
         }
         let gone: Vec<u32> = self
             .running
@@ -448,7 +450,8 @@ impl Poller {
                 .report_start(e.pid, now_us(), info, parent, String::new(), |_| true);
             return None;
         };
-        if command_line_of(e.pid, &h).is_empty()
+        let command_line = command_line_of(e.pid, &h);
+        if command_line.is_empty()
             && exit_code(&h).is_none()
             && let Ok(handle) = h.try_clone()
         {
@@ -459,11 +462,12 @@ impl Poller {
             });
             return Some(h);
         }
-        self.report_start(e, &h, parent);
+        self.report_start(e, &h, parent, command_line);
         Some(h)
     }
 
-    fn report_start(&mut self, e: &Entry, h: &OwnedHandle, parent: String) {
+    /// Reports `e`'s start with the `command_line` already read.
+    fn report_start(&mut self, e: &Entry, h: &OwnedHandle, parent: String, command_line: String) {
         let exe_path = image_path(h).unwrap_or_else(|| e.name.clone());
         // The creation time, when it is believable (it came after the last
         // snapshot, give or take; Wine gives garbage for some processes).
@@ -474,7 +478,7 @@ impl Poller {
             .unwrap_or(now);
         let info = ProcessInfo {
             exe: File::open(&exe_path).ok(),
-            command_line: command_line_of(e.pid, h),
+            command_line,
             exe_path,
             ppid: e.ppid,
             uid: None,
