@@ -9,6 +9,7 @@
 //! enforcers they run on, and the collectors that are its own (on Linux:
 //! wtmp logons, sysfs devices, CUPS, dpkg).
 
+pub mod devices;
 pub mod environment;
 pub mod files;
 pub mod process;

@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex};
 
 use super::{FileId, Medium};
 use crate::collector::Collector;
+use crate::collector::devices::DeviceCollector;
 use crate::collector::environment::EnvironmentCollector;
 use crate::collector::files::{FileCollector, FileOs, FileSource};
 use crate::collector::security::SecurityCollector;
@@ -224,9 +225,12 @@ pub(crate) fn collectors(
         ));
     }
     if opts.collectors.devices {
-        list.push(Box::new(devices::DeviceCollector::new(
-            p.sysfs_root.clone(),
-            p.mount_table.clone(),
+        list.push(Box::new(DeviceCollector::new(
+            Box::new(devices::SysfsDevices::new(p.sysfs_root.clone())),
+            Box::new(devices::SysfsEnforcer::new(
+                p.sysfs_root.clone(),
+                p.mount_table.clone(),
+            )),
             Arc::clone(policy),
         )));
     }

@@ -4,11 +4,13 @@
 
 #![allow(unsafe_code)]
 
+pub(crate) mod devices;
 pub(crate) mod facts;
 pub(crate) mod files;
 pub(crate) mod fs;
 pub mod process;
 pub mod service;
+pub mod session;
 pub mod software;
 pub(crate) mod win;
 
@@ -27,6 +29,7 @@ use windows_sys::Win32::Storage::FileSystem::{
 
 use super::{FileId, Medium};
 use crate::collector::Collector;
+use crate::collector::devices::DeviceCollector;
 use crate::collector::files::{FileCollector, FileOs, FileSource};
 use crate::collector::web::WebCollector;
 use crate::policy::PolicyState;
@@ -222,6 +225,18 @@ pub(crate) fn collectors(
     if c.web {
         list.push(Box::new(WebCollector::for_run(opts, state, policy)));
     }
+    if c.devices {
+        list.push(Box::new(DeviceCollector::new(
+            Box::new(devices::SetupApiDevices::default()),
+            Box::new(devices::DevNodeEnforcer::new(devices::POLICY_KEY)),
+            Arc::clone(policy),
+        )));
+    }
+    if c.logon {
+        list.push(Box::new(session::SessionCollector::new(
+            state.file("boot.json"),
+        )));
+    }
     if c.software {
         list.push(Box::new(software::SoftwareCollector::new(
             state.file("software.json"),
@@ -229,8 +244,6 @@ pub(crate) fn collectors(
         )));
     }
     for (wanted, name) in [
-        (c.logon, "logon"),
-        (c.devices, "devices"),
         (c.print, "print"),
         (c.environment, "environment"),
         (c.security, "security"),

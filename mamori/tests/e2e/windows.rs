@@ -495,6 +495,23 @@ async fn kill_9_of_the_windows_agent_mid_stream_loses_and_duplicates_nothing() {
     );
 }
 
+/// A registry value's data as `reg query` prints it (`0x1`), none when it
+/// is not there.
+fn reg_value(wine: &Wine, key: &str, value: &str) -> Option<String> {
+    let out = wine
+        .cmd("reg")
+        .args(["query", key, "/v", value])
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return None;
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.trim_start().starts_with(value))
+        .and_then(|l| l.split_whitespace().last().map(str::to_owned))
+}
+
 /// `wine msiexec ARGS` in the prefix; its exit status.
 fn msiexec(wine: &Wine, args: &[&str]) -> std::process::ExitStatus {
     wine.cmd("msiexec")
@@ -586,6 +603,57 @@ async fn the_msi_installs_a_service_that_enrolls_and_removal_needs_the_uninstall
         (!out.status.success()).then_some(())
     })
     .await;
+
+    // The boot, from the tick count, once.
+    let boots = wait_for("the boot event", Duration::from_secs(30), || async {
+        Some(events(&gw, &admin, "boot").await).filter(|b| !b.is_empty())
+    })
+    .await;
+    assert_eq!(boots.len(), 1, "{boots:?}");
+
+    // Device control becomes Windows's own removable-storage policy, and
+    // goes again with the rule.
+    let disks = r"HKLM\SOFTWARE\Policies\Microsoft\Windows\RemovableStorageDevices\{53f5630d-b6bf-11d0-94f2-00a0c91efb8b}";
+    let cd = r"HKLM\SOFTWARE\Policies\Microsoft\Windows\RemovableStorageDevices\{53f56308-b6bf-11d0-94f2-00a0c91efb8b}";
+    set_tenant_policy(
+        &gw,
+        &admin,
+        serde_json::json!({"device_control": {"classes": {"usb_storage": "deny", "cd_dvd": "read_only"}}}),
+    )
+    .await;
+    wait_for(
+        "the removable-storage policy",
+        Duration::from_secs(30),
+        || async {
+            (reg_value(&wine, disks, "Deny_Read").as_deref() == Some("0x1")
+                && reg_value(&wine, disks, "Deny_Write").as_deref() == Some("0x1")
+                && reg_value(&wine, cd, "Deny_Write").as_deref() == Some("0x1"))
+            .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        reg_value(&wine, cd, "Deny_Read"),
+        None,
+        "read-only CDs stay readable"
+    );
+    set_tenant_policy(
+        &gw,
+        &admin,
+        serde_json::json!({"device_control": {"classes": {"cd_dvd": "read_only"}}}),
+    )
+    .await;
+    wait_for(
+        "USB storage allowed again",
+        Duration::from_secs(30),
+        || async {
+            (reg_value(&wine, disks, "Deny_Read").is_none()
+                && reg_value(&wine, disks, "Deny_Write").is_none())
+            .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(reg_value(&wine, cd, "Deny_Write").as_deref(), Some("0x1"));
 
     // The administrator issues an uninstall code; it reaches the PC.
     let (status, issued) = gw

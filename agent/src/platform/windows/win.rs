@@ -180,3 +180,22 @@ pub(crate) fn known_folder(id: &windows_sys::core::GUID) -> Option<std::path::Pa
     unsafe { CoTaskMemFree(path.cast()) };
     result
 }
+
+/// Sets a DWORD value, creating the key (a 64-bit process: the 64-bit
+/// view).
+pub(crate) fn reg_set_dword(root: HKEY, key: &str, value: &str, data: u32) -> Result<(), u32> {
+    use windows_sys::Win32::System::Registry::{REG_DWORD, RegSetKeyValueW};
+    let (key, value) = (wide(key), wide(value));
+    // SAFETY: NUL-terminated strings; the data is 4 readable bytes.
+    let status = unsafe {
+        RegSetKeyValueW(
+            root,
+            key.as_ptr(),
+            value.as_ptr(),
+            REG_DWORD,
+            (&data as *const u32).cast::<c_void>(),
+            4,
+        )
+    };
+    if status == 0 { Ok(()) } else { Err(status) }
+}

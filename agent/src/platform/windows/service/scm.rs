@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use windows_service::service::{
-    ServiceAccess, ServiceAction, ServiceActionType, ServiceControl, ServiceControlAccept,
-    ServiceExitCode, ServiceFailureActions, ServiceFailureResetPeriod, ServiceState, ServiceStatus,
-    ServiceType,
+    PowerEventParam, ServiceAccess, ServiceAction, ServiceActionType, ServiceControl,
+    ServiceControlAccept, ServiceExitCode, ServiceFailureActions, ServiceFailureResetPeriod,
+    ServiceState, ServiceStatus, ServiceType,
 };
 use windows_service::service_control_handler::{self, ServiceControlHandlerResult};
 use windows_service::service_manager::{ServiceManager, ServiceManagerAccess};
@@ -22,6 +22,7 @@ use windows_service::{define_windows_service, service_dispatcher};
 use windows_sys::Win32::System::Registry::HKEY_LOCAL_MACHINE;
 
 use crate::RunOptions;
+use crate::platform::windows::session::{self, Notice};
 use crate::platform::windows::win;
 
 /// The service's name (what `sc query` and the MSI use).
@@ -91,7 +92,29 @@ fn serve() -> anyhow::Result<()> {
     let handler = move |control| match control {
         ServiceControl::Stop | ServiceControl::Shutdown | ServiceControl::Preshutdown => {
             tracing::info!(?control, "the service manager stops the agent");
+            if control != ServiceControl::Stop {
+                session::shutting_down(Duration::from_secs(3));
+            }
             let _ = stop_tx.send(true);
+            ServiceControlHandlerResult::NoError
+        }
+        ServiceControl::SessionChange(change) => {
+            session::notify(Notice::Session {
+                reason: change.reason.to_raw(),
+                session_id: change.notification.session_id,
+            });
+            ServiceControlHandlerResult::NoError
+        }
+        ServiceControl::PowerEvent(event) => {
+            match event {
+                PowerEventParam::Suspend => {
+                    session::notify(Notice::Suspend);
+                }
+                PowerEventParam::ResumeAutomatic | PowerEventParam::ResumeSuspend => {
+                    session::notify(Notice::Resume);
+                }
+                _ => {}
+            }
             ServiceControlHandlerResult::NoError
         }
         ServiceControl::Interrogate => ServiceControlHandlerResult::NoError,
@@ -100,7 +123,10 @@ fn serve() -> anyhow::Result<()> {
     let handle = service_control_handler::register(SERVICE_NAME, handler)?;
     handle.set_service_status(status(
         ServiceState::Running,
-        ServiceControlAccept::STOP | ServiceControlAccept::SHUTDOWN,
+        ServiceControlAccept::STOP
+            | ServiceControlAccept::SHUTDOWN
+            | ServiceControlAccept::SESSION_CHANGE
+            | ServiceControlAccept::POWER_EVENT,
         0,
     ))?;
     if let Err(e) = set_recovery() {
