@@ -33,6 +33,17 @@ enum Command {
     /// is given (or the tenant has issued none). The package runs it
     /// before removal.
     UninstallCheck(UninstallCheckArgs),
+    /// What Windows runs instead of an app a `block` rule names (the
+    /// app's Image File Execution Options debugger): runs nothing.
+    #[command(hide = true)]
+    Blocked(BlockedArgs),
+}
+
+#[derive(Debug, Args)]
+struct BlockedArgs {
+    /// The refused program's command line.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<std::ffi::OsString>,
 }
 
 #[derive(Debug, Args)]
@@ -129,6 +140,19 @@ struct RunArgs {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Blocked(args) = &cli.command {
+        let program = args
+            .command
+            .first()
+            .map(|p| p.to_string_lossy().into_owned());
+        eprintln!(
+            "{} is blocked by your organisation's policy (Mamori)",
+            program.as_deref().unwrap_or("this program")
+        );
+        // Long enough for the agent's process snapshot to see the refusal.
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        std::process::exit(1);
+    }
     // A service logs to its state directory and runs its own runtime.
     if let Command::Service(args) = cli.command {
         return service::run_service(RunOptions::new(args.state_dir));
@@ -154,7 +178,7 @@ fn main() -> anyhow::Result<()> {
             Command::Run(args) => run(args).await,
             Command::Install(args) => install(args).await,
             Command::UninstallCheck(args) => uninstall_check(args),
-            Command::Service(_) => unreachable!("handled above"),
+            Command::Service(_) | Command::Blocked(_) => unreachable!("handled above"),
         }
     })
 }
@@ -193,6 +217,9 @@ fn uninstall_check(args: UninstallCheckArgs) -> anyhow::Result<()> {
     // Reported by the running agent (a refused attempt leaves it running).
     if let Err(e) = mamori_agent::uninstall::record_attempt(&args.state_dir, allowed, detail) {
         tracing::warn!(error = %e, "cannot record the removal attempt");
+    }
+    if allowed {
+        service::before_removal(&args.state_dir);
     }
     match verdict {
         Uninstall::Allowed => {

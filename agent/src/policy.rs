@@ -168,6 +168,23 @@ impl Compiled {
             .any(|b| b.action == BanAction::Block && !matches!(b.matcher, Matcher::Sha256(_)))
     }
 
+    /// The lower-case names (without `.exe`) of the apps a rule blocks by
+    /// name: what Windows can refuse before launch, by image name.
+    pub fn blocked_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .bans
+            .iter()
+            .filter(|b| b.action == BanAction::Block)
+            .filter_map(|b| match &b.matcher {
+                Matcher::Name(n) => Some(n.clone()),
+                _ => None,
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
     /// The rule that blocks launching `exe_path`, if any.
     pub fn check_launch(&self, exe_path: &str) -> Option<Verdict> {
         self.check_path(exe_path)

@@ -219,6 +219,17 @@ impl Reporter {
         self.emit(job.occurred_at_us, job.os_user, job.event, job.urgent);
     }
 
+    /// Reports a launch the OS refused before the program ran: `event` is
+    /// the blocked start, sent at once.
+    #[cfg_attr(
+        not(windows),
+        expect(dead_code, reason = "Linux's launch guard reports its own")
+    )]
+    pub(crate) fn report_refused(&self, occurred_at_us: i64, os_user: String, event: ProcessEvent) {
+        tracing::info!(exe = %event.exe_path, reason = %event.blocked_reason, "banned app refused before launch");
+        self.emit(occurred_at_us, os_user, event, true);
+    }
+
     /// Reports the stop of a process whose start was reported.
     pub(crate) fn report_stop(&mut self, pid: u32, occurred_at_us: i64, exit_code: i32) {
         let Some(started) = self.started.remove(&pid) else {

@@ -8,6 +8,7 @@ pub(crate) mod devices;
 pub(crate) mod facts;
 pub(crate) mod files;
 pub(crate) mod fs;
+pub mod launch;
 pub mod process;
 pub mod service;
 pub mod session;
@@ -212,7 +213,9 @@ pub(crate) fn collectors(
     let c = &opts.collectors;
     if c.process {
         list.push(Box::new(
-            process::ProcessCollector::new().enforcing(Arc::clone(policy)),
+            process::ProcessCollector::new()
+                .enforcing(Arc::clone(policy))
+                .blocking_launches(&opts.state_dir),
         ));
     }
     if c.files {

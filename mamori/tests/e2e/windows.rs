@@ -218,7 +218,10 @@ async fn the_windows_agent_under_wine_reports_processes_and_files_and_kills_a_ba
     let saved = set_tenant_policy(
         &gw,
         &admin,
-        serde_json::json!({"banned_apps": [{"name": "winny", "action": "kill"}]}),
+        serde_json::json!({"banned_apps": [
+            {"name": "winny", "action": "kill"},
+            {"name": "vinny", "action": "block"},
+        ]}),
     )
     .await;
     assert!(saved["revision"].as_i64().is_some(), "{saved}");
@@ -308,16 +311,12 @@ async fn the_windows_agent_under_wine_reports_processes_and_files_and_kills_a_ba
     );
     eprintln!("winny.exe stopped after {took:?}");
     let alarm = wait_for("the banned-app alarm", Duration::from_secs(30), || async {
-        alarms(&gw, &admin)
-            .await
-            .into_iter()
-            .find(|a| a["category"] == "banned_app")
+        alarms(&gw, &admin).await.into_iter().find(|a| {
+            a["category"] == "banned_app"
+                && a["summary"].as_str().is_some_and(|s| s.contains("winny"))
+        })
     })
     .await;
-    assert!(
-        alarm["summary"].as_str().unwrap().contains("winny"),
-        "{alarm}"
-    );
     assert_eq!(alarm["count"], 1);
     let blocked = wait_for("the blocked start", Duration::from_secs(30), || async {
         events(&gw, &admin, "process_blocked")
@@ -337,6 +336,51 @@ async fn the_windows_agent_under_wine_reports_processes_and_files_and_kills_a_ba
         .as_str()
         .unwrap();
     assert!(reason.contains("killed"), "{reason}");
+
+    // vinny.exe has a block rule: Windows is told (Image File Execution
+    // Options) to run the agent's trampoline instead. Wine's loader ignores
+    // the key, so the trampoline is run here as Windows would run it; the
+    // agent reports the refusal.
+    let ifeo =
+        r"HKLM\SOFTWARE\Microsoft\Windows NT\CurrentVersion\Image File Execution Options\vinny.exe";
+    let debugger = wait_for("the launch block", Duration::from_secs(30), || async {
+        reg_value(&wine, ifeo, "Debugger")
+    })
+    .await;
+    assert!(
+        debugger.contains("mamori-agent.exe") && debugger.ends_with(" blocked"),
+        "{debugger}"
+    );
+    let (_, vinny_win) = wine.program("vinny.exe");
+    let trampoline = wine
+        .cmd(&wine.agent)
+        .args(["blocked", &vinny_win, "-n", "60", "127.0.0.1"])
+        .output()
+        .unwrap();
+    assert_eq!(trampoline.status.code(), Some(1), "{trampoline:?}");
+    assert!(
+        String::from_utf8_lossy(&trampoline.stderr).contains("blocked by your organisation"),
+        "{trampoline:?}"
+    );
+    let refused = wait_for("the refused launch", Duration::from_secs(30), || async {
+        events(&gw, &admin, "process_blocked")
+            .await
+            .into_iter()
+            .find(|e| e["subject"].as_str() == Some(vinny_win.as_str()))
+    })
+    .await;
+    let reason = refused["detail"]["process"]["blocked_reason"]
+        .as_str()
+        .unwrap();
+    assert!(
+        reason.contains("vinny") && reason.contains("before launch"),
+        "{reason}"
+    );
+    assert_eq!(
+        refused["detail"]["process"]["command_line"].as_str(),
+        Some(format!("{vinny_win} -n 60 127.0.0.1").as_str()),
+        "{refused}"
+    );
 
     // A file written and renamed in the watched folder (by a Linux process:
     // Wine's ReadDirectoryChangesW sees it through inotify).
@@ -495,8 +539,8 @@ async fn kill_9_of_the_windows_agent_mid_stream_loses_and_duplicates_nothing() {
     );
 }
 
-/// A registry value's data as `reg query` prints it (`0x1`), none when it
-/// is not there.
+/// A registry value's data as `reg query` prints it (`0x1`, a string as it
+/// is), none when it is not there.
 fn reg_value(wine: &Wine, key: &str, value: &str) -> Option<String> {
     let out = wine
         .cmd("reg")
@@ -506,10 +550,12 @@ fn reg_value(wine: &Wine, key: &str, value: &str) -> Option<String> {
     if !out.status.success() {
         return None;
     }
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find(|l| l.trim_start().starts_with(value))
-        .and_then(|l| l.split_whitespace().last().map(str::to_owned))
+    // `    NAME    REG_TYPE    DATA`
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = text.lines().find(|l| l.trim_start().starts_with(value))?;
+    let after_type = line.split_once("REG_")?.1;
+    let data = after_type.split_once(char::is_whitespace)?.1;
+    Some(data.trim().to_owned())
 }
 
 /// `wine msiexec ARGS` in the prefix; its exit status.
@@ -700,11 +746,32 @@ async fn the_msi_installs_a_service_that_enrolls_and_removal_needs_the_uninstall
     )
     .await;
 
+    // A launch block the service wrote goes with the agent (a blocked
+    // program must not be left failing on a missing debugger).
+    set_tenant_policy(
+        &gw,
+        &admin,
+        serde_json::json!({"banned_apps": [{"name": "limewire", "action": "block"}]}),
+    )
+    .await;
+    let ifeo = r"HKLM\SOFTWARE\Microsoft\Windows NT\CurrentVersion\Image File Execution Options\limewire.exe";
+    wait_for(
+        "the service's launch block",
+        Duration::from_secs(30),
+        || async { reg_value(&wine, ifeo, "Debugger").filter(|d| d.contains("Program Files")) },
+    )
+    .await;
+
     // With it, the service and the program are gone.
     let given = format!("UNINSTALL_CODE={code}");
     let status = msiexec(&wine, &["/x", &msi, "/qn", &given]);
     assert!(status.success(), "msiexec /x with the code: {status:?}");
     assert_eq!(service_state(&wine), None, "the service is removed");
+    assert_eq!(
+        reg_value(&wine, ifeo, "Debugger"),
+        None,
+        "the launch block is lifted"
+    );
     assert!(
         !wine
             .prefix

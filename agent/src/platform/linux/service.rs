@@ -120,6 +120,11 @@ pub async fn keep_watchdog() {
     }
 }
 
+/// Undoes what the agent set outside its own files before it is removed:
+/// nothing on Linux (the launch guard and device control end with the
+/// agent).
+pub fn before_removal(_state_dir: &std::path::Path) {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

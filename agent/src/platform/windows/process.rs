@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use mamori_proto::agent::v1::{ProcessEvent, process_event::Action as ProcessAction};
 use mamori_proto::schema::{fit_str, max};
 use windows_sys::Win32::Foundation::{
     ERROR_INVALID_PARAMETER, FILETIME, HANDLE, STILL_ACTIVE, UNICODE_STRING,
@@ -38,6 +39,7 @@ use windows_sys::Win32::System::Threading::{
     QueryFullProcessImageNameW, TerminateProcess,
 };
 
+use super::launch::{self, IFEO_KEY, LaunchGuard};
 use super::win::{account_name, from_wide, owned};
 use crate::clock::now_us;
 use crate::collector::process::{MAX_TRACKED, ProcessEnforcer, ProcessInfo, Reporter};
@@ -48,9 +50,10 @@ use crate::policy::PolicyState;
 pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The process collector (and, with a policy, the banned-app enforcer).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct ProcessCollector {
     policy: Option<Arc<PolicyState>>,
+    guard: Option<LaunchGuard>,
 }
 
 impl ProcessCollector {
@@ -61,6 +64,19 @@ impl ProcessCollector {
     /// Enforces `policy`'s banned apps.
     pub fn enforcing(mut self, policy: Arc<PolicyState>) -> Self {
         self.policy = Some(policy);
+        self
+    }
+
+    /// Also refuses launches of apps a `block` rule names, through Image
+    /// File Execution Options (see [`launch`](super::launch)), marked as
+    /// the agent's with `state_dir`.
+    pub fn blocking_launches(mut self, state_dir: &std::path::Path) -> Self {
+        match std::env::current_exe() {
+            Ok(exe) => self.guard = Some(LaunchGuard::new(IFEO_KEY, &exe, state_dir)),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot find the agent's own path: no launch blocks")
+            }
+        }
         self
     }
 }
@@ -338,8 +354,11 @@ impl Collector for ProcessCollector {
                 "toolhelp",
                 "degraded mode: process starts are polled every 250 ms (ETW is not used), so processes that live shorter are not seen",
             );
+            let mut guard = self.guard;
+            let policy = self.policy.clone();
             let mut poller = Poller {
-                reporter: Reporter::new(sink, self.policy, Arc::new(Terminator)),
+                reporter: Reporter::new(sink.clone(), self.policy, Arc::new(Terminator)),
+                policy: policy.clone(),
                 running: HashMap::new(),
                 leaving: Vec::new(),
                 unread: Vec::new(),
@@ -353,6 +372,19 @@ impl Collector for ProcessCollector {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
+                if let (Some(guard), Some(policy)) = (guard.as_mut(), policy.as_ref()) {
+                    let failed = guard.sync(&policy.current());
+                    if !failed.is_empty() {
+                        sink.warn(
+                            "process",
+                            "image file execution options",
+                            &format!(
+                                "not blocked before launch (killed on start instead): {}",
+                                failed.join("; ")
+                            ),
+                        );
+                    }
+                }
                 match snapshot() {
                     Ok(now) => poller.compare(&now),
                     Err(e) => tracing::warn!(error = %e, "listing processes failed"),
@@ -370,6 +402,8 @@ const LEAVING_MAX: Duration = Duration::from_secs(5);
 /// since its start was reported.
 struct Poller {
     reporter: Reporter,
+    /// For the verdict on a launch refused before it ran.
+    policy: Option<Arc<PolicyState>>,
     running: HashMap<u32, Option<OwnedHandle>>,
     /// Gone from the snapshot while their handle still said "running":
     /// asked again at the next polls.
@@ -468,6 +502,30 @@ impl Poller {
 
     /// Reports `e`'s start with the `command_line` already read.
     fn report_start(&mut self, e: &Entry, h: &OwnedHandle, parent: String, command_line: String) {
+        if let Some(program) = launch::trampoline_target(&command_line) {
+            // The agent run as a blocked program's debugger: what was
+            // refused is the program.
+            let policy = self.policy.as_ref().map(|p| p.current());
+            let verdict = policy.as_ref().and_then(|p| p.check_launch(&program));
+            let (reason, revision) =
+                verdict.map_or_else(|| ("banned app".to_owned(), 0), |v| (v.reason, v.revision));
+            let event = ProcessEvent {
+                action: ProcessAction::Blocked as i32,
+                pid: e.pid,
+                parent_pid: e.ppid,
+                exe_path: fit_str(program, max::PROCESS_EXE_PATH),
+                command_line: command_line_after_trampoline(&command_line),
+                parent_exe_path: parent,
+                blocked_reason: format!(
+                    "{reason}: blocked before launch (Image File Execution Options)"
+                ),
+                policy_revision: revision,
+                ..Default::default()
+            };
+            self.reporter
+                .report_refused(now_us(), user(h).unwrap_or_default(), event);
+            return;
+        }
         let exe_path = image_path(h).unwrap_or_else(|| e.name.clone());
         // The creation time, when it is believable (it came after the last
         // snapshot, give or take; Wine gives garbage for some processes).
@@ -487,6 +545,14 @@ impl Poller {
         self.reporter
             .report_start(e.pid, occurred_at_us, info, parent, os_user, |_| true);
     }
+}
+
+/// The refused program's own command line, from the trampoline's.
+fn command_line_after_trampoline(line: &str) -> String {
+    let marker = format!(" {} ", launch::TRAMPOLINE);
+    line.find(&marker)
+        .map(|at| line[at + marker.len()..].trim().to_owned())
+        .unwrap_or_default()
 }
 
 /// The image path of the parent, if it still runs.

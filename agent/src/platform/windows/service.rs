@@ -52,3 +52,10 @@ pub fn notify(_state: &str) {}
 /// No watchdog on Windows (the service's recovery actions restart a
 /// crashed agent).
 pub async fn keep_watchdog() {}
+
+/// Undoes what the agent set outside its own files before it is removed:
+/// the launch blocks (a blocked program would otherwise fail for ever on
+/// the missing debugger).
+pub fn before_removal(state_dir: &std::path::Path) {
+    super::launch::lift_all(state_dir);
+}

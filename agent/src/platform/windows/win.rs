@@ -199,3 +199,70 @@ pub(crate) fn reg_set_dword(root: HKEY, key: &str, value: &str, data: u32) -> Re
     };
     if status == 0 { Ok(()) } else { Err(status) }
 }
+
+/// Sets a string value, creating the key.
+pub(crate) fn reg_set_string(root: HKEY, key: &str, value: &str, data: &str) -> Result<(), u32> {
+    use windows_sys::Win32::System::Registry::{REG_SZ, RegSetKeyValueW};
+    let (key, value, data) = (wide(key), wide(value), wide(data));
+    // SAFETY: NUL-terminated strings; the data's size in bytes includes
+    // its NUL.
+    let status = unsafe {
+        RegSetKeyValueW(
+            root,
+            key.as_ptr(),
+            value.as_ptr(),
+            REG_SZ,
+            data.as_ptr().cast::<c_void>(),
+            (data.len() * 2) as u32,
+        )
+    };
+    if status == 0 { Ok(()) } else { Err(status) }
+}
+
+/// The names of a key's subkeys (none when it cannot be opened).
+pub(crate) fn reg_subkeys(root: HKEY, key: &str) -> Vec<String> {
+    use windows_sys::Win32::System::Registry::{
+        KEY_ENUMERATE_SUB_KEYS, KEY_WOW64_64KEY, RegCloseKey, RegEnumKeyExW, RegOpenKeyExW,
+    };
+    let key_w = wide(key);
+    let mut h: HKEY = std::ptr::null_mut();
+    // SAFETY: a NUL-terminated key; the handle is closed below.
+    let status = unsafe {
+        RegOpenKeyExW(
+            root,
+            key_w.as_ptr(),
+            0,
+            KEY_ENUMERATE_SUB_KEYS | KEY_WOW64_64KEY,
+            &mut h,
+        )
+    };
+    if status != 0 {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for index in 0..100_000 {
+        // A key name is at most 255 characters.
+        let mut name = [0u16; 256];
+        let mut len = name.len() as u32;
+        // SAFETY: `len` is the buffer's length in characters.
+        let status = unsafe {
+            RegEnumKeyExW(
+                h,
+                index,
+                name.as_mut_ptr(),
+                &mut len,
+                std::ptr::null(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            )
+        };
+        if status != 0 {
+            break;
+        }
+        out.push(from_wide(&name[..len as usize]));
+    }
+    // SAFETY: opened above.
+    unsafe { RegCloseKey(h) };
+    out
+}
