@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use windows_sys::Win32::System::Registry::{
-    HKEY, HKEY_LOCAL_MACHINE, KEY_ENUMERATE_SUB_KEYS, KEY_READ, KEY_WOW64_32KEY, KEY_WOW64_64KEY,
-    RRF_SUBKEY_WOW6432KEY, RRF_SUBKEY_WOW6464KEY, RegCloseKey, RegEnumKeyExW, RegOpenKeyExW,
+    HKEY_LOCAL_MACHINE, KEY_WOW64_32KEY, KEY_WOW64_64KEY, RRF_SUBKEY_WOW6432KEY,
+    RRF_SUBKEY_WOW6464KEY,
 };
 
-use super::win::{from_wide, reg_dword_in, reg_string_in, wide};
+use super::win::{reg_dword_in, reg_string_in, reg_subkeys_in};
 use crate::collector::software::{Packages, report};
 use crate::collector::{Collector, EventSink, poll_every};
 use crate::error::{Error, Result};
@@ -28,53 +28,6 @@ pub const DEFAULT_POLL: Duration = Duration::from_secs(60);
 /// Entries read per view, at most.
 const MAX_ENTRIES: usize = 20_000;
 
-/// The subkey names of `key` in one registry view.
-fn subkeys(key: &str, view: u32) -> std::io::Result<Vec<String>> {
-    let key_w = wide(key);
-    let mut h: HKEY = std::ptr::null_mut();
-    // SAFETY: a NUL-terminated name; the handle is closed below.
-    let status = unsafe {
-        RegOpenKeyExW(
-            HKEY_LOCAL_MACHINE,
-            key_w.as_ptr(),
-            0,
-            KEY_READ | KEY_ENUMERATE_SUB_KEYS | view,
-            &mut h,
-        )
-    };
-    if status != 0 {
-        return Err(std::io::Error::from_raw_os_error(status as i32));
-    }
-    let mut out = Vec::new();
-    let mut name = [0u16; 256];
-    for i in 0.. {
-        if out.len() >= MAX_ENTRIES {
-            break;
-        }
-        let mut len = name.len() as u32;
-        // SAFETY: `len` is the buffer's size in characters.
-        let status = unsafe {
-            RegEnumKeyExW(
-                h,
-                i,
-                name.as_mut_ptr(),
-                &mut len,
-                std::ptr::null(),
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-            )
-        };
-        if status != 0 {
-            break; // ERROR_NO_MORE_ITEMS, or a name too long to be one.
-        }
-        out.push(from_wide(&name[..len as usize]));
-    }
-    // SAFETY: opened above.
-    unsafe { RegCloseKey(h) };
-    Ok(out)
-}
-
 /// The programs Settings → Apps would list, by display name.
 pub(crate) fn installed() -> Result<Packages> {
     let mut out = Packages::new();
@@ -83,7 +36,7 @@ pub(crate) fn installed() -> Result<Packages> {
         (KEY_WOW64_64KEY, RRF_SUBKEY_WOW6464KEY),
         (KEY_WOW64_32KEY, RRF_SUBKEY_WOW6432KEY),
     ] {
-        let Ok(keys) = subkeys(UNINSTALL, view) else {
+        let Ok(keys) = reg_subkeys_in(HKEY_LOCAL_MACHINE, UNINSTALL, view, MAX_ENTRIES) else {
             continue;
         };
         read_any = true;
@@ -156,6 +109,7 @@ impl Collector for SoftwareCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::platform::windows::win::wide;
     use windows_sys::Win32::System::Registry::{
         REG_DWORD, REG_SZ, RegDeleteTreeW, RegSetKeyValueW,
     };

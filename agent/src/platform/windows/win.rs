@@ -219,36 +219,45 @@ pub(crate) fn reg_set_string(root: HKEY, key: &str, value: &str, data: &str) -> 
     if status == 0 { Ok(()) } else { Err(status) }
 }
 
-/// The names of a key's subkeys (none when it cannot be opened).
-pub(crate) fn reg_subkeys(root: HKEY, key: &str) -> Vec<String> {
+/// The names of a key's subkeys in a registry view (`KEY_WOW64_64KEY` or
+/// `KEY_WOW64_32KEY`), at most `max`.
+pub(crate) fn reg_subkeys_in(
+    root: HKEY,
+    key: &str,
+    view: u32,
+    max: usize,
+) -> std::io::Result<Vec<String>> {
     use windows_sys::Win32::System::Registry::{
-        KEY_ENUMERATE_SUB_KEYS, KEY_WOW64_64KEY, RegCloseKey, RegEnumKeyExW, RegOpenKeyExW,
+        KEY_ENUMERATE_SUB_KEYS, KEY_READ, RegCloseKey, RegEnumKeyExW, RegOpenKeyExW,
     };
     let key_w = wide(key);
     let mut h: HKEY = std::ptr::null_mut();
-    // SAFETY: a NUL-terminated key; the handle is closed below.
+    // SAFETY: a NUL-terminated name; the handle is closed below.
     let status = unsafe {
         RegOpenKeyExW(
             root,
             key_w.as_ptr(),
             0,
-            KEY_ENUMERATE_SUB_KEYS | KEY_WOW64_64KEY,
+            KEY_READ | KEY_ENUMERATE_SUB_KEYS | view,
             &mut h,
         )
     };
     if status != 0 {
-        return Vec::new();
+        return Err(std::io::Error::from_raw_os_error(status as i32));
     }
     let mut out = Vec::new();
-    for index in 0..100_000 {
-        // A key name is at most 255 characters.
-        let mut name = [0u16; 256];
+    // A key name is at most 255 characters.
+    let mut name = [0u16; 256];
+    for i in 0.. {
+        if out.len() >= max {
+            break;
+        }
         let mut len = name.len() as u32;
-        // SAFETY: `len` is the buffer's length in characters.
+        // SAFETY: `len` is the buffer's size in characters.
         let status = unsafe {
             RegEnumKeyExW(
                 h,
-                index,
+                i,
                 name.as_mut_ptr(),
                 &mut len,
                 std::ptr::null(),
@@ -258,11 +267,18 @@ pub(crate) fn reg_subkeys(root: HKEY, key: &str) -> Vec<String> {
             )
         };
         if status != 0 {
-            break;
+            break; // ERROR_NO_MORE_ITEMS, or a name too long to be one.
         }
         out.push(from_wide(&name[..len as usize]));
     }
     // SAFETY: opened above.
     unsafe { RegCloseKey(h) };
-    out
+    Ok(out)
+}
+
+/// The names of a key's subkeys in the 64-bit view (none when it cannot be
+/// opened).
+pub(crate) fn reg_subkeys(root: HKEY, key: &str) -> Vec<String> {
+    use windows_sys::Win32::System::Registry::KEY_WOW64_64KEY;
+    reg_subkeys_in(root, key, KEY_WOW64_64KEY, 100_000).unwrap_or_default()
 }
