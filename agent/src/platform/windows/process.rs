@@ -1,18 +1,26 @@
 //! Process starts and stops on Windows.
 //!
-//! The source here is a Toolhelp snapshot every [`POLL_INTERVAL`]: a new
-//! pid is a start, a pid gone is a stop. For each start the collector
-//! opens the process at once (image path with `QueryFullProcessImageNameW`,
-//! command line, user from its token, creation time) and keeps the handle
-//! until it exits, so that the stop carries the exit code and time and the
-//! pid cannot be reused meanwhile. Processes that live shorter than the
-//! interval are missed: this is the degraded mode, said so in a collector
-//! warning when the collector starts. The production source, ETW's
-//! `Microsoft-Windows-Kernel-Process` provider, sees every start; it is not
-//! built yet (under Wine it delivers nothing, so it could not be tested
-//! here).
+//! The source is ETW's `Microsoft-Windows-Kernel-Process` provider in a
+//! real-time session of the agent's own ([`etw`]), which sees every start
+//! and stop with parent, session, creation and exit time and exit code. At
+//! start the collector checks that the session delivers (it starts itself
+//! with `--version` and waits up to 5 s for that start); when the session
+//! cannot be opened (not elevated; Wine answers "access denied") or does
+//! not deliver, or ends later, it falls back to the *degraded mode*, said
+//! so in a collector warning: a Toolhelp snapshot every [`POLL_INTERVAL`],
+//! where a new pid is a start and a pid gone is a stop, and processes that
+//! live shorter than the interval are missed.
 //!
-//! Banned apps are stopped with `TerminateProcess`.
+//! For each start the collector opens the process at once: image path
+//! (`QueryFullProcessImageNameW`, else ETW's NT path turned into a drive
+//! path), command line, user from its token. The poller keeps the handle
+//! until the process exits, so that the stop carries the exit code and
+//! time and the pid cannot be reused meanwhile (ETW's stop event carries
+//! them itself).
+//!
+//! Banned apps are stopped with `TerminateProcess`; the agent run as a
+//! blocked program's debugger is reported as that program's refused launch
+//! (see [`launch`](super::launch)).
 
 #![allow(unsafe_code)]
 
@@ -46,6 +54,7 @@ use crate::collector::process::{MAX_TRACKED, ProcessEnforcer, ProcessInfo, Repor
 use crate::collector::{Collector, EventSink};
 use crate::error::{Error, Result};
 use crate::policy::PolicyState;
+use etw::EtwProcess;
 
 pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -349,48 +358,226 @@ impl Collector for ProcessCollector {
 
     fn run(self: Box<Self>, sink: EventSink) -> BoxFuture<'static, Result<()>> {
         Box::pin(async move {
-            sink.warn(
-                "process",
-                "toolhelp",
-                "degraded mode: process starts are polled every 250 ms (ETW is not used), so processes that live shorter are not seen",
-            );
-            let mut guard = self.guard;
-            let policy = self.policy.clone();
-            let mut poller = Poller {
-                reporter: Reporter::new(sink.clone(), self.policy, Arc::new(Terminator)),
-                policy: policy.clone(),
-                running: HashMap::new(),
-                leaving: Vec::new(),
-                unread: Vec::new(),
-            };
-            let first = snapshot().map_err(Error::io("listing processes"))?;
-            // What runs already is no start.
-            for e in &first {
-                poller.running.insert(e.pid, None);
-            }
-            let mut tick = tokio::time::interval(POLL_INTERVAL);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                if let (Some(guard), Some(policy)) = (guard.as_mut(), policy.as_ref()) {
-                    let failed = guard.sync(&policy.current());
-                    if !failed.is_empty() {
-                        sink.warn(
-                            "process",
-                            "image file execution options",
-                            &format!(
-                                "not blocked before launch (killed on start instead): {}",
-                                failed.join("; ")
-                            ),
-                        );
-                    }
+            let ProcessCollector { policy, guard } = *self;
+            let reporter = Reporter::new(sink.clone(), policy.clone(), Arc::new(Terminator));
+            let mut enforcing = Enforcing { policy, guard };
+            match open_etw().await {
+                Ok(etw) => {
+                    tracing::info!("process starts and stops from ETW");
+                    let reporter = etw_loop(etw, reporter, &mut enforcing, &sink).await;
+                    sink.warn(
+                        "process",
+                        "etw",
+                        "the ETW session ended: degraded mode from now on (process starts are polled every 250 ms)",
+                    );
+                    poll_loop(reporter, &mut enforcing, &sink).await
                 }
-                match snapshot() {
-                    Ok(now) => poller.compare(&now),
-                    Err(e) => tracing::warn!(error = %e, "listing processes failed"),
+                Err(why) => {
+                    tracing::warn!(%why, "no ETW: polling processes");
+                    sink.warn(
+                        "process",
+                        "toolhelp",
+                        &format!("degraded mode: process starts are polled every 250 ms, so processes that live shorter are not seen ({why})"),
+                    );
+                    poll_loop(reporter, &mut enforcing, &sink).await
                 }
             }
         })
+    }
+}
+
+/// The policy and the launch blocks that follow it.
+struct Enforcing {
+    policy: Option<Arc<PolicyState>>,
+    guard: Option<LaunchGuard>,
+}
+
+impl Enforcing {
+    /// Brings the launch blocks in line with the policy; a block that
+    /// could not be written is a collector warning.
+    fn sync(&mut self, sink: &EventSink) {
+        let (Some(guard), Some(policy)) = (self.guard.as_mut(), self.policy.as_ref()) else {
+            return;
+        };
+        let failed = guard.sync(&policy.current());
+        if !failed.is_empty() {
+            sink.warn(
+                "process",
+                "image file execution options",
+                &format!(
+                    "not blocked before launch (killed on start instead): {}",
+                    failed.join("; ")
+                ),
+            );
+        }
+    }
+}
+
+/// A working ETW session: its events, those that came during the check,
+/// and the probe process's pid (not reported).
+struct Etw {
+    session: etw::Session,
+    events: tokio::sync::mpsc::Receiver<EtwProcess>,
+    early: Vec<EtwProcess>,
+    probe: u32,
+}
+
+/// How long the session has to deliver the probe's start.
+const ETW_PROBE_WAIT: Duration = Duration::from_secs(5);
+
+/// Starts the ETW session and checks that it delivers: the agent starts
+/// itself (`--version`, no window) and waits for that start.
+async fn open_etw() -> std::result::Result<Etw, String> {
+    use std::os::windows::process::CommandExt;
+    let (tx, mut events) = tokio::sync::mpsc::channel(4096);
+    let session = etw::Session::start(Box::new(move |e| tx.try_send(e).is_ok()))
+        .map_err(|e| format!("cannot start the ETW session: {e}"))?;
+    let exe = std::env::current_exe().map_err(|e| format!("the agent's own path: {e}"))?;
+    // CREATE_NO_WINDOW.
+    let mut child = std::process::Command::new(exe)
+        .arg("--version")
+        .creation_flags(0x0800_0000)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start the probe process: {e}"))?;
+    let probe = child.id();
+    let deadline = tokio::time::Instant::now() + ETW_PROBE_WAIT;
+    let mut early = Vec::new();
+    let seen = loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(e)) => {
+                let is_probe = matches!(e, EtwProcess::Start { pid, .. } if pid == probe);
+                early.push(e);
+                if is_probe {
+                    break true;
+                }
+            }
+            _ => break false,
+        }
+    };
+    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+    if !seen {
+        return Err(format!(
+            "the ETW session delivered no start for a probe process within {} s",
+            ETW_PROBE_WAIT.as_secs()
+        ));
+    }
+    Ok(Etw {
+        session,
+        events,
+        early,
+        probe,
+    })
+}
+
+/// Reports what the ETW session delivers until it ends; gives the reporter
+/// back for the poller.
+async fn etw_loop(
+    etw: Etw,
+    mut reporter: Reporter,
+    enforcing: &mut Enforcing,
+    sink: &EventSink,
+) -> Reporter {
+    let Etw {
+        session,
+        mut events,
+        early,
+        probe,
+    } = etw;
+    let mut devices = etw::dos_devices();
+    let policy = enforcing.policy.clone();
+    let mut handle = |reporter: &mut Reporter, e: EtwProcess| match e {
+        EtwProcess::Start { pid, .. } | EtwProcess::Stop { pid, .. } if pid == probe => {}
+        EtwProcess::Start {
+            pid,
+            ppid,
+            created_us,
+            image,
+            ..
+        } => {
+            let h = open(pid);
+            let exe_path = h.as_ref().and_then(image_path).unwrap_or_else(|| {
+                let mut path = etw::nt_to_dos(&image, &devices);
+                if path.starts_with('\\') {
+                    // A drive mapped since: read the table again.
+                    devices = etw::dos_devices();
+                    path = etw::nt_to_dos(&image, &devices);
+                }
+                fit_str(path, max::PROCESS_EXE_PATH)
+            });
+            let start = Start {
+                pid,
+                ppid,
+                occurred_at_us: created_us,
+                exe_path,
+                command_line: h
+                    .as_ref()
+                    .map(|h| command_line_of(pid, h))
+                    .unwrap_or_default(),
+                parent: open(ppid)
+                    .filter(|_| ppid != 0)
+                    .and_then(|h| image_path(&h))
+                    .unwrap_or_default(),
+                user: h.as_ref().and_then(user).unwrap_or_default(),
+            };
+            report_start(reporter, policy.as_ref(), start);
+        }
+        EtwProcess::Stop {
+            pid,
+            exited_us,
+            exit_code,
+        } => reporter.report_stop(pid, exited_us, exit_code),
+    };
+    for e in early {
+        handle(&mut reporter, e);
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut dropped = 0;
+    loop {
+        tokio::select! {
+            e = events.recv() => match e {
+                Some(e) => handle(&mut reporter, e),
+                None => break,
+            },
+            _ = tick.tick() => {
+                enforcing.sync(sink);
+                let now = etw::DROPPED.load(std::sync::atomic::Ordering::Relaxed);
+                if now > dropped {
+                    sink.warn("process", "etw", &format!("{now} process events dropped: the collector fell behind"));
+                    dropped = now;
+                }
+            }
+        }
+    }
+    drop(session);
+    reporter
+}
+
+/// The Toolhelp poller (the degraded mode), until the task is dropped.
+async fn poll_loop(reporter: Reporter, enforcing: &mut Enforcing, sink: &EventSink) -> Result<()> {
+    let mut poller = Poller {
+        reporter,
+        policy: enforcing.policy.clone(),
+        running: HashMap::new(),
+        leaving: Vec::new(),
+        unread: Vec::new(),
+    };
+    let first = snapshot().map_err(Error::io("listing processes"))?;
+    // What runs already is no start.
+    for e in &first {
+        poller.running.insert(e.pid, None);
+    }
+    let mut tick = tokio::time::interval(POLL_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        enforcing.sync(sink);
+        match snapshot() {
+            Ok(now) => poller.compare(&now),
+            Err(e) => tracing::warn!(error = %e, "listing processes failed"),
+        }
     }
 }
 
@@ -502,30 +689,6 @@ impl Poller {
 
     /// Reports `e`'s start with the `command_line` already read.
     fn report_start(&mut self, e: &Entry, h: &OwnedHandle, parent: String, command_line: String) {
-        if let Some(program) = launch::trampoline_target(&command_line) {
-            // The agent run as a blocked program's debugger: what was
-            // refused is the program.
-            let policy = self.policy.as_ref().map(|p| p.current());
-            let verdict = policy.as_ref().and_then(|p| p.check_launch(&program));
-            let (reason, revision) =
-                verdict.map_or_else(|| ("banned app".to_owned(), 0), |v| (v.reason, v.revision));
-            let event = ProcessEvent {
-                action: ProcessAction::Blocked as i32,
-                pid: e.pid,
-                parent_pid: e.ppid,
-                exe_path: fit_str(program, max::PROCESS_EXE_PATH),
-                command_line: command_line_after_trampoline(&command_line),
-                parent_exe_path: parent,
-                blocked_reason: format!(
-                    "{reason}: blocked before launch (Image File Execution Options)"
-                ),
-                policy_revision: revision,
-                ..Default::default()
-            };
-            self.reporter
-                .report_refused(now_us(), user(h).unwrap_or_default(), event);
-            return;
-        }
         let exe_path = image_path(h).unwrap_or_else(|| e.name.clone());
         // The creation time, when it is believable (it came after the last
         // snapshot, give or take; Wine gives garbage for some processes).
@@ -534,17 +697,64 @@ impl Poller {
             .map(|(created, _)| created)
             .filter(|&t| t > now - 60_000_000 && t <= now)
             .unwrap_or(now);
-        let info = ProcessInfo {
-            exe: File::open(&exe_path).ok(),
-            command_line,
-            exe_path,
+        let start = Start {
+            pid: e.pid,
             ppid: e.ppid,
-            uid: None,
+            occurred_at_us,
+            exe_path,
+            command_line,
+            parent,
+            user: user(h).unwrap_or_default(),
         };
-        let os_user = user(h).unwrap_or_default();
-        self.reporter
-            .report_start(e.pid, occurred_at_us, info, parent, os_user, |_| true);
+        report_start(&mut self.reporter, self.policy.as_ref(), start);
     }
+}
+
+/// A process start, read.
+struct Start {
+    pid: u32,
+    ppid: u32,
+    occurred_at_us: i64,
+    exe_path: String,
+    command_line: String,
+    parent: String,
+    user: String,
+}
+
+/// Reports a start; the agent run as a blocked program's debugger is
+/// reported as that program's refused launch instead.
+fn report_start(reporter: &mut Reporter, policy: Option<&Arc<PolicyState>>, s: Start) {
+    if let Some(program) = launch::trampoline_target(&s.command_line) {
+        let policy = policy.map(|p| p.current());
+        let verdict = policy.as_ref().and_then(|p| p.check_launch(&program));
+        let (reason, revision) =
+            verdict.map_or_else(|| ("banned app".to_owned(), 0), |v| (v.reason, v.revision));
+        let event = ProcessEvent {
+            action: ProcessAction::Blocked as i32,
+            pid: s.pid,
+            parent_pid: s.ppid,
+            exe_path: fit_str(program, max::PROCESS_EXE_PATH),
+            command_line: command_line_after_trampoline(&s.command_line),
+            parent_exe_path: s.parent,
+            blocked_reason: format!(
+                "{reason}: blocked before launch (Image File Execution Options)"
+            ),
+            policy_revision: revision,
+            ..Default::default()
+        };
+        reporter.report_refused(s.occurred_at_us, s.user, event);
+        return;
+    }
+    let info = ProcessInfo {
+        exe: File::open(&s.exe_path).ok(),
+        command_line: s.command_line,
+        exe_path: s.exe_path,
+        ppid: s.ppid,
+        uid: None,
+    };
+    reporter.report_start(s.pid, s.occurred_at_us, info, s.parent, s.user, |pid| {
+        open(pid).is_some()
+    });
 }
 
 /// The refused program's own command line, from the trampoline's.
@@ -565,5 +775,6 @@ fn parent_path(ppid: u32, by_pid: &HashMap<u32, &Entry>) -> String {
         .unwrap_or_else(|| by_pid[&ppid].name.clone())
 }
 
+pub(crate) mod etw;
 #[cfg(test)]
 mod tests;
