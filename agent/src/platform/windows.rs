@@ -9,6 +9,7 @@ pub(crate) mod facts;
 pub(crate) mod files;
 pub(crate) mod fs;
 pub mod launch;
+pub mod print;
 pub mod process;
 pub mod service;
 pub mod session;
@@ -240,17 +241,18 @@ pub(crate) fn collectors(
             state.file("boot.json"),
         )));
     }
+    if c.print {
+        list.push(Box::new(print::PrintCollector::new(
+            state.file("print.json"),
+        )));
+    }
     if c.software {
         list.push(Box::new(software::SoftwareCollector::new(
             state.file("software.json"),
             software::DEFAULT_POLL,
         )));
     }
-    for (wanted, name) in [
-        (c.print, "print"),
-        (c.environment, "environment"),
-        (c.security, "security"),
-    ] {
+    for (wanted, name) in [(c.environment, "environment"), (c.security, "security")] {
         if wanted {
             tracing::info!(collector = name, "not available on Windows yet");
         }

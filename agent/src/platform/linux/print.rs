@@ -27,6 +27,7 @@ use futures::future::BoxFuture;
 use mamori_proto::agent::v1::{PrintEvent, event::Kind};
 
 use super::tail::TailedFile;
+use crate::clock::days_from_civil;
 use crate::collector::{Collector, EventSink, poll_every};
 use crate::error::{Error, Result};
 
@@ -127,18 +128,6 @@ fn parse_time(s: &str) -> Option<i64> {
     let secs =
         days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second - offset;
     Some(secs * 1_000_000)
-}
-
-/// Days from 1970-01-01 to a proleptic Gregorian date (H. Hinnant's
-/// algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// The page-log collector.
