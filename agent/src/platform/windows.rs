@@ -5,12 +5,14 @@
 #![allow(unsafe_code)]
 
 pub(crate) mod devices;
+pub mod environment;
 pub(crate) mod facts;
 pub(crate) mod files;
 pub(crate) mod fs;
 pub mod launch;
 pub mod print;
 pub mod process;
+pub mod security;
 pub mod service;
 pub mod session;
 pub mod software;
@@ -32,7 +34,9 @@ use windows_sys::Win32::Storage::FileSystem::{
 use super::{FileId, Medium};
 use crate::collector::Collector;
 use crate::collector::devices::DeviceCollector;
+use crate::collector::environment::EnvironmentCollector;
 use crate::collector::files::{FileCollector, FileOs, FileSource};
+use crate::collector::security::SecurityCollector;
 use crate::collector::web::WebCollector;
 use crate::policy::PolicyState;
 use crate::run::RunOptions;
@@ -203,8 +207,7 @@ impl FileOs for WindowsFiles {
     }
 }
 
-/// Windows's collectors for `opts` (process, files and web so far; the
-/// others are not built for Windows yet and are skipped with a log line).
+/// Windows's collectors for `opts`.
 pub(crate) fn collectors(
     opts: &RunOptions,
     state: &StateDir,
@@ -246,16 +249,25 @@ pub(crate) fn collectors(
             state.file("print.json"),
         )));
     }
+    if c.environment {
+        list.push(Box::new(EnvironmentCollector::new(
+            Box::new(environment::WindowsProbe),
+            state.file("environment.json"),
+            opts.environment_poll,
+        )));
+    }
+    if c.security {
+        list.push(Box::new(SecurityCollector::new(
+            Box::new(security::WindowsSecurityProbe),
+            state.file("security.json"),
+            opts.security_poll,
+        )));
+    }
     if c.software {
         list.push(Box::new(software::SoftwareCollector::new(
             state.file("software.json"),
             software::DEFAULT_POLL,
         )));
-    }
-    for (wanted, name) in [(c.environment, "environment"), (c.security, "security")] {
-        if wanted {
-            tracing::info!(collector = name, "not available on Windows yet");
-        }
     }
     list
 }

@@ -657,6 +657,24 @@ async fn the_msi_installs_a_service_that_enrolls_and_removal_needs_the_uninstall
     .await;
     assert_eq!(boots.len(), 1, "{boots:?}");
 
+    // The security status: the build from the registry; Wine registers no
+    // antivirus and no firewall with Security Center, so none is claimed.
+    let status = wait_for("the security status", Duration::from_secs(60), || async {
+        events(&gw, &admin, "security_status")
+            .await
+            .into_iter()
+            .next()
+    })
+    .await;
+    let status = &status["detail"]["security_status"];
+    assert!(
+        status["patch_level"]
+            .as_str()
+            .is_some_and(|p| p.contains("build")),
+        "{status}"
+    );
+    assert!(status.get("antivirus_up_to_date").is_none(), "{status}");
+
     // Device control becomes Windows's own removable-storage policy, and
     // goes again with the rule.
     let disks = r"HKLM\SOFTWARE\Policies\Microsoft\Windows\RemovableStorageDevices\{53f5630d-b6bf-11d0-94f2-00a0c91efb8b}";

@@ -365,20 +365,42 @@ impl Collector for PrintCollector {
             }
             let mut last: Option<u64> = crate::fsutil::read_json(&self.state_path);
             let state_path = self.state_path.clone();
+            // A log that cannot be asked (none on this PC) is said once,
+            // not every poll; asked again each poll all the same.
+            let mut unreadable = false;
             poll_every(self.poll, &sink, "print", CHANNEL, || {
+                let mut read = |q: &str, reverse: bool, max: usize| match query(q, reverse, max) {
+                    Ok(found) => {
+                        unreadable = false;
+                        Some(found)
+                    }
+                    Err(e) => {
+                        if !unreadable {
+                            tracing::warn!(error = %e, "the print service's log cannot be read");
+                            sink.warn("print", CHANNEL, &e.to_string());
+                            unreadable = true;
+                        }
+                        None
+                    }
+                };
                 let after = match last {
                     Some(n) => n,
                     None => {
                         // The first run starts at the log's end.
-                        let newest = query("*", true, 1)?;
+                        let Some(newest) = read("*", true, 1) else {
+                            return Ok(());
+                        };
                         let n = newest.first().and_then(|x| record_id(x)).unwrap_or(0);
                         crate::fsutil::write_json(&state_path, &n)?;
                         last = Some(n);
                         n
                     }
                 };
+                let Some(found) = read(&query_after(after), false, MAX_PER_POLL) else {
+                    return Ok(());
+                };
                 let mut newest = after;
-                for xml in query(&query_after(after), false, MAX_PER_POLL)? {
+                for xml in found {
                     newest = newest.max(record_id(&xml).unwrap_or(0));
                     let Some(job) = parse_printed(&xml) else {
                         continue;

@@ -282,3 +282,27 @@ pub(crate) fn reg_subkeys(root: HKEY, key: &str) -> Vec<String> {
     use windows_sys::Win32::System::Registry::KEY_WOW64_64KEY;
     reg_subkeys_in(root, key, KEY_WOW64_64KEY, 100_000).unwrap_or_default()
 }
+
+/// A binary value (the 64-bit view), up to 256 bytes.
+pub(crate) fn reg_binary(root: HKEY, key: &str, value: &str) -> Option<Vec<u8>> {
+    use windows_sys::Win32::System::Registry::RRF_RT_REG_BINARY;
+    let (key, value) = (wide(key), wide(value));
+    let mut buf = vec![0u8; 256];
+    let mut len = buf.len() as u32;
+    // SAFETY: NUL-terminated strings; `len` is the buffer's size.
+    let status = unsafe {
+        RegGetValueW(
+            root,
+            key.as_ptr(),
+            value.as_ptr(),
+            RRF_RT_REG_BINARY | RRF_SUBKEY_WOW6464KEY,
+            std::ptr::null_mut(),
+            buf.as_mut_ptr().cast::<c_void>(),
+            &mut len,
+        )
+    };
+    (status == 0).then(|| {
+        buf.truncate(len as usize);
+        buf
+    })
+}
