@@ -19,8 +19,9 @@
 //! **Block.** The policy's `web.block` hosts are written as the managed
 //! policy each browser honours (Chromium-based: `URLBlocklist` in a JSON
 //! file of their managed-policy directories; Firefox: `WebsiteFilter` in
-//! `policies.json`), and removed when the list is empty: the browser itself
-//! refuses the page, as it does for any enterprise policy.
+//! `policies.json`; on Windows the same lists in the registry's policy
+//! keys), and removed when the list is empty: the browser itself refuses
+//! the page, as it does for any enterprise policy.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -281,6 +282,13 @@ impl WebCollector {
     /// missing) is left alone.
     fn enforce(&self, block: &[String]) {
         let (blocklist, allowlist) = chromium_lists(block);
+        let patterns: Vec<String> = block
+            .iter()
+            .flat_map(|p| match p.strip_prefix("*.") {
+                Some(d) => vec![format!("*://*.{d}/*")],
+                None => vec![format!("*://{p}/*"), format!("*://*.{p}/*")],
+            })
+            .collect();
         for dir in &self.chromium_policy_dirs {
             let doc = serde_json::json!({
                 "URLBlocklist": blocklist,
@@ -289,16 +297,10 @@ impl WebCollector {
             write_policy(dir, &dir.join(POLICY_FILE), block.is_empty(), &doc);
         }
         for dir in &self.firefox_policy_dirs {
-            let patterns: Vec<String> = block
-                .iter()
-                .flat_map(|p| match p.strip_prefix("*.") {
-                    Some(d) => vec![format!("*://*.{d}/*")],
-                    None => vec![format!("*://{p}/*"), format!("*://*.{p}/*")],
-                })
-                .collect();
             let doc = serde_json::json!({"policies": {"WebsiteFilter": {"Block": patterns}}});
             write_policy(dir, &dir.join("policies.json"), block.is_empty(), &doc);
         }
+        os::write_browser_policies(&blocklist, &allowlist, &patterns);
     }
 }
 

@@ -125,6 +125,15 @@ pub(crate) const DEFAULT_CHROMIUM_POLICY_DIRS: &[&str] = &[
 ];
 pub(crate) const DEFAULT_FIREFOX_POLICY_DIRS: &[&str] = &["/etc/firefox/policies"];
 
+/// Browsers read their policies from files on Linux (the policy
+/// directories the web collector writes): nothing else to write.
+pub(crate) fn write_browser_policies(
+    _blocklist: &[String],
+    _allowlist: &[String],
+    _firefox: &[String],
+) {
+}
+
 /// Paths are compared as they are.
 pub(crate) const PATH_CASE: mamori_pathglob::Case = mamori_pathglob::Case::Sensitive;
 

@@ -16,6 +16,7 @@ pub mod security;
 pub mod service;
 pub mod session;
 pub mod software;
+pub(crate) mod web;
 pub(crate) mod win;
 
 use std::fs::{File, Metadata};
@@ -90,11 +91,26 @@ pub(crate) const BROWSERS: &[(&str, &str, &str)] = &[
     ),
 ];
 
-/// Chromium-based browsers take their policies from the registry on
-/// Windows, and Firefox from its installation folder: the web block list
-/// is not written there yet.
+/// Browsers take their policies from the registry on Windows (see
+/// [`write_browser_policies`]): no policy files.
 pub(crate) const DEFAULT_CHROMIUM_POLICY_DIRS: &[&str] = &[];
 pub(crate) const DEFAULT_FIREFOX_POLICY_DIRS: &[&str] = &[];
+
+/// Writes the web block list into the browsers' registry policies; a
+/// failure is logged.
+pub(crate) fn write_browser_policies(
+    blocklist: &[String],
+    allowlist: &[String],
+    firefox: &[String],
+) {
+    match web::write("", blocklist, allowlist, firefox) {
+        Ok(()) => tracing::info!(
+            hosts = blocklist.len(),
+            "web block list written to the browsers' policies"
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot write the web block list"),
+    }
+}
 
 /// What separates a path's components.
 pub(crate) const SEPARATORS: &[char] = &['/', '\\'];

@@ -719,6 +719,35 @@ async fn the_msi_installs_a_service_that_enrolls_and_removal_needs_the_uninstall
     .await;
     assert_eq!(reg_value(&wine, cd, "Deny_Write").as_deref(), Some("0x1"));
 
+    // The web block list becomes the browsers' registry policies.
+    set_tenant_policy(
+        &gw,
+        &admin,
+        serde_json::json!({"web": {"block": ["p2p.example", "*.games.example"]}}),
+    )
+    .await;
+    let chrome = r"HKLM\SOFTWARE\Policies\Google\Chrome\URLBlocklist";
+    let edge_allow = r"HKLM\SOFTWARE\Policies\Microsoft\Edge\URLAllowlist";
+    let firefox = r"HKLM\SOFTWARE\Policies\Mozilla\Firefox\WebsiteFilter\Block";
+    wait_for(
+        "the browsers' block list",
+        Duration::from_secs(30),
+        || async {
+            (reg_value(&wine, chrome, "1").as_deref() == Some("p2p.example")
+                && reg_value(&wine, chrome, "2").as_deref() == Some("games.example"))
+            .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        reg_value(&wine, edge_allow, "1").as_deref(),
+        Some(".games.example")
+    );
+    assert_eq!(
+        reg_value(&wine, firefox, "1").as_deref(),
+        Some("*://p2p.example/*")
+    );
+
     // The administrator issues an uninstall code; it reaches the PC.
     let (status, issued) = gw
         .post(
@@ -777,6 +806,13 @@ async fn the_msi_installs_a_service_that_enrolls_and_removal_needs_the_uninstall
         "the service's launch block",
         Duration::from_secs(30),
         || async { reg_value(&wine, ifeo, "Debugger").filter(|d| d.contains("Program Files")) },
+    )
+    .await;
+    // That policy has no web block list: the browsers' lists are gone.
+    wait_for(
+        "the block list removed",
+        Duration::from_secs(30),
+        || async { reg_value(&wine, chrome, "1").is_none().then_some(()) },
     )
     .await;
 

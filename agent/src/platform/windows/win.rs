@@ -306,3 +306,18 @@ pub(crate) fn reg_binary(root: HKEY, key: &str, value: &str) -> Option<Vec<u8>> 
         buf
     })
 }
+
+/// Deletes a key and everything below it (the 64-bit view); a key that is
+/// not there is no error.
+pub(crate) fn reg_delete_tree(root: HKEY, key: &str) -> Result<(), u32> {
+    use windows_sys::Win32::System::Registry::RegDeleteTreeW;
+    let key = wide(key);
+    // SAFETY: a NUL-terminated key name.
+    let status = unsafe { RegDeleteTreeW(root, key.as_ptr()) };
+    // ERROR_FILE_NOT_FOUND: nothing to delete.
+    if status == 0 || status == 2 {
+        Ok(())
+    } else {
+        Err(status)
+    }
+}
