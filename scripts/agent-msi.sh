@@ -5,14 +5,17 @@
 # Usage: scripts/agent-msi.sh [OUT_DIR] — release build for
 # x86_64-pc-windows-gnu, MSI in OUT_DIR (default $CARGO_TARGET_DIR/windows).
 # MAMORI_AGENT_EXE=PATH packages that .exe instead (the tests use the debug
-# one). The MSI is not signed: sign it (and the .exe) with osslsigncode and
-# the company's code-signing certificate before deploying it.
+# one). With MAMORI_SIGN_CERT (PEM certificate chain) and MAMORI_SIGN_KEY
+# (PEM private key) the .exe is signed before it is packaged and the MSI
+# after (Authenticode, SHA-256, osslsigncode); MAMORI_SIGN_TIMESTAMP=URL
+# adds an RFC 3161 time stamp so the signatures outlive the certificate.
+# Without them nothing is signed (and Windows SmartScreen warns).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/mamori-target}
 out=${1:-$CARGO_TARGET_DIR/windows}
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
-for tool in wixl msibuild; do
+for tool in wixl msibuild msiinfo; do
     command -v "$tool" >/dev/null 2>&1 || {
         echo "$tool is missing: install Debian's wixl and msitools (apt-get install wixl msitools)" >&2
         exit 1
@@ -30,6 +33,18 @@ trap 'rm -rf "$stage"' EXIT
 cp "$exe" "$stage/mamori-agent.exe"
 # Line tables make backtraces; a program going to every PC does without.
 x86_64-w64-mingw32-strip --strip-debug "$stage/mamori-agent.exe"
+sign() { # FILE: signs it in place when a certificate is given
+    [ -n "${MAMORI_SIGN_CERT:-}" ] || return 0
+    [ -n "${MAMORI_SIGN_KEY:-}" ] || { echo "MAMORI_SIGN_CERT is set but MAMORI_SIGN_KEY is not" >&2; exit 1; }
+    command -v osslsigncode >/dev/null 2>&1 || { echo "osslsigncode is missing: apt-get install osslsigncode" >&2; exit 1; }
+    local stamp=()
+    [ -z "${MAMORI_SIGN_TIMESTAMP:-}" ] || stamp=(-ts "$MAMORI_SIGN_TIMESTAMP")
+    osslsigncode sign -certs "$MAMORI_SIGN_CERT" -key "$MAMORI_SIGN_KEY" -h sha256 \
+        -n "Mamori agent" "${stamp[@]}" -in "$1" -out "$1.signed" >&2
+    mv "$1.signed" "$1"
+    echo "==> signed $(basename "$1")" >&2
+}
+sign "$stage/mamori-agent.exe"
 mkdir -p "$out"
 msi="$(cd "$out" && pwd)/mamori-agent-$version.msi"
 wxs=$PWD/agent/packaging/windows/mamori-agent.wxs
@@ -42,4 +57,17 @@ q "UPDATE \`Component\` SET \`Condition\` = 'TOKEN OR REMOVE~=\"ALL\"' WHERE \`C
 # kept out of the installer's log.
 q "UPDATE \`Property\` SET \`Value\` = 'WIX_DOWNGRADE_DETECTED;WIX_UPGRADE_DETECTED;SERVER;TOKEN;UNINSTALL_CODE' WHERE \`Property\` = 'SecureCustomProperties'"
 q "INSERT INTO \`Property\` (\`Property\`, \`Value\`) VALUES ('MsiHiddenProperties', 'TOKEN;UNINSTALL_CODE')"
+# Each patch must have landed (msibuild says nothing when a WHERE matches
+# no row).
+check() { # TABLE TEXT
+    msiinfo export "$msi" "$1" | grep -qF "$2" || {
+        echo "patching the MSI failed: $1 lacks $2 (has wixl's output changed?)" >&2
+        exit 1
+    }
+}
+check Component 'TOKEN OR REMOVE~="ALL"'
+check Property 'SERVER;TOKEN;UNINSTALL_CODE'
+check Property 'MsiHiddenProperties'
+# Signed last: any change to the MSI after this would break the signature.
+sign "$msi"
 echo "$msi"

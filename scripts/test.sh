@@ -31,11 +31,12 @@ if [ ! -x /usr/sbin/cupsd ] || [ ! -x /usr/bin/lp ] || [ ! -f /usr/share/ppd/cup
     [ -x /etc/init.d/cups ] && /etc/init.d/cups stop >/dev/null 2>&1 || true
 fi
 # The Windows agent is cross-built with MinGW-w64 and tested under Wine.
-# Its MSI is built with wixl and msitools.
+# Its MSI is built with wixl and msitools, and signed with osslsigncode.
 if ! command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1 || ! command -v wine >/dev/null 2>&1 \
-    || ! command -v wixl >/dev/null 2>&1 || ! command -v msibuild >/dev/null 2>&1; then
-    log "installing gcc-mingw-w64-x86-64, wine, wixl and msitools (the Windows agent's build, MSI and tests)"
-    apt_install gcc-mingw-w64-x86-64 wine wixl msitools
+    || ! command -v wixl >/dev/null 2>&1 || ! command -v msibuild >/dev/null 2>&1 \
+    || ! command -v osslsigncode >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1; then
+    log "installing gcc-mingw-w64-x86-64, wine, wixl, msitools, osslsigncode and openssl (the Windows agent's build, MSI, signing and tests)"
+    apt_install gcc-mingw-w64-x86-64 wine wixl msitools osslsigncode openssl
 fi
 if ! rustup target list --installed | grep -qx x86_64-pc-windows-gnu; then
     log "adding the Rust target x86_64-pc-windows-gnu"

@@ -282,7 +282,7 @@ pub(crate) fn collectors(
     if c.software {
         list.push(Box::new(software::SoftwareCollector::new(
             state.file("software.json"),
-            software::DEFAULT_POLL,
+            opts.software_poll,
         )));
     }
     list

@@ -835,3 +835,87 @@ async fn the_msi_installs_a_service_that_enrolls_and_removal_needs_the_uninstall
     // (The allowed removal and the stop are spooled, and may not reach the
     // server before the service is gone: the README says so.)
 }
+
+/// With a code-signing certificate, the script signs the program before
+/// packaging it and the MSI after (Authenticode, checked by
+/// osslsigncode against the certificate); without one, nothing is signed.
+#[test]
+fn the_msi_and_its_program_are_signed_when_a_certificate_is_given() {
+    let wine = Wine::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", "/CN=Mamori test code signing", "-addext"])
+        .arg("extendedKeyUsage=codeSigning")
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let root = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), PathBuf::from)
+        .join("..");
+    let out = dir.path().join("msi");
+    let built = Command::new(root.join("scripts/agent-msi.sh"))
+        .arg(&out)
+        .env("MAMORI_AGENT_EXE", &wine.agent)
+        .env("MAMORI_SIGN_CERT", &cert)
+        .env("MAMORI_SIGN_KEY", &key)
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{built:?}");
+    let msi = String::from_utf8(built.stdout).unwrap().trim().to_owned();
+    let verify = |file: &Path| {
+        Command::new("osslsigncode")
+            .args(["verify", "-CAfile"])
+            .arg(&cert)
+            .arg("-in")
+            .arg(file)
+            .output()
+            .unwrap()
+    };
+    let checked = verify(Path::new(&msi));
+    let text = String::from_utf8_lossy(&checked.stdout).into_owned();
+    assert!(checked.status.success(), "{checked:?}");
+    assert!(text.contains("Mamori test code signing"), "{text}");
+    // The program inside is signed too.
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let extracted = Command::new("msiextract")
+        .arg("-C")
+        .arg(&files)
+        .arg(&msi)
+        .output()
+        .unwrap();
+    assert!(extracted.status.success(), "{extracted:?}");
+    let exe = walk(&files)
+        .into_iter()
+        .find(|p| p.file_name().is_some_and(|n| n == "mamori-agent.exe"))
+        .expect("the MSI holds mamori-agent.exe");
+    assert!(
+        verify(&exe).status.success(),
+        "the packaged program is signed"
+    );
+    // The default build (the tests' MSI) carries no signature.
+    let unsigned = std::env::var_os("MAMORI_TEST_WINDOWS_MSI").unwrap();
+    assert!(!verify(Path::new(&unsigned)).status.success());
+}
+
+/// Every file below `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

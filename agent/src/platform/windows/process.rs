@@ -210,8 +210,12 @@ fn read_memory(h: &OwnedHandle, at: usize, out: &mut [u8]) -> Option<()> {
 }
 
 /// PEB → ProcessParameters (offset 0x20 on x64) → CommandLine, a
-/// UNICODE_STRING at offset 0x70.
+/// UNICODE_STRING at offset 0x70. The offsets are x64's (the agent and the
+/// process read both 64-bit): other targets read nothing this way.
 fn command_line_from_peb(h: &OwnedHandle) -> Option<String> {
+    if !cfg!(target_arch = "x86_64") {
+        return None;
+    }
     use windows_sys::Wdk::System::Threading::{NtQueryInformationProcess, ProcessBasicInformation};
     // PROCESS_BASIC_INFORMATION: ExitStatus, PebBaseAddress, ... (six
     // pointer-sized fields).

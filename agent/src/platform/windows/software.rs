@@ -1,6 +1,7 @@
 //! Installed programs on Windows: the Uninstall registry keys (64-bit and
-//! 32-bit views) that Settings → Apps lists, read every
-//! [`DEFAULT_POLL`]; what changed is reported by the shared
+//! 32-bit views) that Settings → Apps lists, read every 10 s (the run
+//! options' software poll; a few hundred registry reads: milliseconds);
+//! what changed is reported by the shared
 //! [`report`](crate::collector::software::report). Entries Windows hides
 //! from that list (system components, updates of another program, no
 //! display name) are left out.
@@ -23,23 +24,24 @@ use crate::error::{Error, Result};
 
 /// The keys Settings → Apps lists (besides each user's own).
 pub(crate) const UNINSTALL: &str = r"SOFTWARE\Microsoft\Windows\CurrentVersion\Uninstall";
-/// How often the keys are read.
-pub const DEFAULT_POLL: Duration = Duration::from_secs(60);
 /// Entries read per view, at most.
 const MAX_ENTRIES: usize = 20_000;
 
 /// The programs Settings → Apps would list, by display name.
 pub(crate) fn installed() -> Result<Packages> {
     let mut out = Packages::new();
-    let mut read_any = false;
     for (view, values) in [
         (KEY_WOW64_64KEY, RRF_SUBKEY_WOW6464KEY),
         (KEY_WOW64_32KEY, RRF_SUBKEY_WOW6432KEY),
     ] {
-        let Ok(keys) = reg_subkeys_in(HKEY_LOCAL_MACHINE, UNINSTALL, view, MAX_ENTRIES) else {
-            continue;
+        // A view that cannot be read fails the whole look: reporting its
+        // programs as removed would be false. One that does not exist (no
+        // 32-bit programs at all) is empty.
+        let keys = match reg_subkeys_in(HKEY_LOCAL_MACHINE, UNINSTALL, view, MAX_ENTRIES) {
+            Ok(keys) => keys,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(Error::io(format!(r"reading HKLM\{UNINSTALL}"))(e)),
         };
-        read_any = true;
         for k in keys {
             let path = format!(r"{UNINSTALL}\{k}");
             let get = |v| reg_string_in(HKEY_LOCAL_MACHINE, &path, v, values);
@@ -60,11 +62,6 @@ pub(crate) fn installed() -> Result<Packages> {
                 ),
             );
         }
-    }
-    if !read_any {
-        return Err(Error::io(format!(r"reading HKLM\{UNINSTALL}"))(
-            std::io::Error::other("the key cannot be opened"),
-        ));
     }
     Ok(out)
 }

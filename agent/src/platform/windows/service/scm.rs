@@ -89,9 +89,13 @@ fn status(state: ServiceState, accept: ServiceControlAccept, code: u32) -> Servi
 fn serve() -> anyhow::Result<()> {
     let opts = OPTIONS.get().cloned().context("no options")?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Told to the thread that reports "stop pending" while the agent
+    // drains.
+    let (pending_tx, pending_rx) = std::sync::mpsc::channel::<()>();
     let handler = move |control| match control {
         ServiceControl::Stop | ServiceControl::Shutdown | ServiceControl::Preshutdown => {
             tracing::info!(?control, "the service manager stops the agent");
+            let _ = pending_tx.send(());
             if control != ServiceControl::Stop {
                 session::shutting_down(Duration::from_secs(3));
             }
@@ -132,18 +136,41 @@ fn serve() -> anyhow::Result<()> {
     if let Err(e) = set_recovery() {
         tracing::warn!(error = %e, "cannot set the service's recovery actions");
     }
+    std::thread::spawn(move || {
+        if pending_rx.recv().is_ok() {
+            // The uplink drains its batch in flight: up to its ack timeout.
+            let _ = handle.set_service_status(status(
+                ServiceState::StopPending,
+                ServiceControlAccept::empty(),
+                0,
+            ));
+        }
+    });
     let result = run_until_stopped(opts, stop_rx);
-    if let Err(e) = &result {
-        tracing::error!(error = format!("{e:#}"), "the agent stopped with an error");
+    // Not enrolled and no token to enroll with: restarting would not
+    // help, so the service stops cleanly (no recovery restarts) and says
+    // what to do.
+    let not_enrolled = result.as_ref().err().is_some_and(|e| {
+        matches!(
+            e.downcast_ref::<crate::Error>(),
+            Some(crate::Error::NotEnrolled(_))
+        )
+    });
+    match &result {
+        Err(_) if not_enrolled => tracing::error!(
+            "not enrolled and no enrollment token: the service stays stopped until the MSI is installed again with SERVER=… TOKEN=…"
+        ),
+        Err(e) => tracing::error!(error = format!("{e:#}"), "the agent stopped with an error"),
+        Ok(()) => {}
     }
     // Whatever happened, the manager hears that the service stopped; a
     // non-zero exit code makes it apply the recovery actions.
     handle.set_service_status(status(
         ServiceState::Stopped,
         ServiceControlAccept::empty(),
-        u32::from(result.is_err()),
+        u32::from(result.is_err() && !not_enrolled),
     ))?;
-    result
+    if not_enrolled { Ok(()) } else { result }
 }
 
 /// Enrolls if the installer left a token, then runs the agent until the
