@@ -60,7 +60,10 @@ q "INSERT INTO \`Property\` (\`Property\`, \`Value\`) VALUES ('MsiHiddenProperti
 # Each patch must have landed (msibuild says nothing when a WHERE matches
 # no row).
 check() { # TABLE TEXT
-    msiinfo export "$msi" "$1" | grep -qF "$2" || {
+    # (Exported to a file first: `grep -q` closing the pipe early would
+    # fail msiinfo under pipefail.)
+    msiinfo export "$msi" "$1" > "$stage/$1.idt"
+    grep -qF "$2" "$stage/$1.idt" || {
         echo "patching the MSI failed: $1 lacks $2 (has wixl's output changed?)" >&2
         exit 1
     }

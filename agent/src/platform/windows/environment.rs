@@ -140,6 +140,7 @@ fn adapters() -> (BTreeSet<String>, BTreeSet<String>) {
     // 8-aligned, as the list of structures needs.
     let mut buf = vec![0u64; 4096];
     let mut size = (buf.len() * 8) as u32;
+    let mut listed = false;
     for _ in 0..3 {
         // SAFETY: the buffer is `size` bytes; AF_UNSPEC (0).
         let status = unsafe {
@@ -152,11 +153,17 @@ fn adapters() -> (BTreeSet<String>, BTreeSet<String>) {
             )
         };
         match status {
-            0 => break,
+            0 => {
+                listed = true;
+                break;
+            }
             // ERROR_BUFFER_OVERFLOW: `size` is what it needs.
             111 if size as usize <= 1 << 22 => buf = vec![0u64; (size as usize).div_ceil(8)],
-            _ => return (ips, macs),
+            _ => break,
         }
+    }
+    if !listed {
+        return (ips, macs);
     }
     let mut at = buf.as_ptr().cast::<IP_ADAPTER_ADDRESSES_LH>();
     while !at.is_null() {

@@ -21,7 +21,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use windows_sys::Win32::Foundation::{
-    ERROR_IO_INCOMPLETE, ERROR_OPERATION_ABORTED, HANDLE, WAIT_FAILED, WAIT_TIMEOUT,
+    ERROR_IO_INCOMPLETE, ERROR_NOTIFY_ENUM_DIR, ERROR_OPERATION_ABORTED, HANDLE, WAIT_FAILED,
+    WAIT_TIMEOUT,
 };
 use windows_sys::Win32::Storage::FileSystem::{
     CreateFileW, FILE_ACTION_ADDED, FILE_ACTION_MODIFIED, FILE_ACTION_REMOVED,
@@ -54,6 +55,9 @@ struct Watch {
     event: OwnedHandle,
     overlapped: Box<OVERLAPPED>,
     buf: Box<[u64]>,
+    /// The next read could not be started: the watch ends once the notes
+    /// already read are handed on.
+    broken: Option<io::Error>,
 }
 
 // SAFETY: the OVERLAPPED's pointer is this watch's own event handle, and
@@ -87,6 +91,7 @@ impl Watch {
             // SAFETY: all-zero is a valid OVERLAPPED.
             overlapped: Box::new(unsafe { std::mem::zeroed() }),
             buf: vec![0u64; BUF_BYTES / 8].into_boxed_slice(),
+            broken: None,
         };
         w.issue()?;
         Ok(w)
@@ -134,14 +139,23 @@ impl Watch {
             )
         };
         if ok == 0 {
-            return Err(io::Error::last_os_error());
+            let e = io::Error::last_os_error();
+            // The changes did not fit the buffer: they are lost, the
+            // watch goes on.
+            if e.raw_os_error() != Some(ERROR_NOTIFY_ENUM_DIR as i32) {
+                return Err(e);
+            }
+            bytes = 0;
         }
         // SAFETY: the read completed: `bytes` bytes of the buffer hold
         // FILE_NOTIFY_INFORMATION records, viewed as bytes.
         let raw =
             unsafe { std::slice::from_raw_parts(self.buf.as_ptr().cast::<u8>(), bytes as usize) };
         let parsed = (bytes > 0).then(|| parse(raw, &self.dir));
-        self.issue()?;
+        // What was read is handed on even when the next read cannot start.
+        if let Err(e) = self.issue() {
+            self.broken = Some(e);
+        }
         Ok(parsed)
     }
 }
@@ -206,6 +220,14 @@ impl Pairing {
             target,
             pid: 0,
         };
+        // An old name with no new one (moved out of the watched tree
+        // between two notes): it is gone from here.
+        if action != FILE_ACTION_RENAMED_NEW_NAME
+            && let Some(old) = self.old_name.take()
+        {
+            self.changed.remove(&old);
+            out.push(op(Op::Delete, old, None));
+        }
         match action {
             // A new directory is no file operation (fanotify does not
             // report them on Linux either).
@@ -355,6 +377,10 @@ impl FileSource for DirectoryChanges {
                             failed.push(i);
                         }
                     }
+                    if let Some(e) = w.broken.take() {
+                        tracing::warn!(dir = %w.dir.display(), error = %e, "watching file operations failed");
+                        failed.push(i);
+                    }
                 }
                 // A directory deleted or a drive removed: let it go; the
                 // collector watches it again when it is back.
@@ -439,6 +465,38 @@ mod tests {
             t += SETTLE / 5;
         }
         assert_eq!(ops.len(), 1, "{ops:?}");
+    }
+
+    #[test]
+    fn an_old_name_without_its_new_one_is_a_delete() {
+        let dir = Path::new(r"C:\Users\alice");
+        let mut pairing = Pairing::default();
+        let mut ops = Vec::new();
+        let t0 = Instant::now();
+        // Renamed out of the watched tree: only the old name is seen.
+        pairing.push(
+            FILE_ACTION_RENAMED_OLD_NAME,
+            dir.join("a.txt"),
+            t0,
+            &mut ops,
+        );
+        pairing.push(FILE_ACTION_ADDED, dir.join("b.txt"), t0, &mut ops);
+        // A later new name is not paired with the stale old one.
+        pairing.push(
+            FILE_ACTION_RENAMED_NEW_NAME,
+            dir.join("c.txt"),
+            t0,
+            &mut ops,
+        );
+        let got: Vec<(Op, PathBuf)> = ops.iter().map(|o| (o.op, o.path.clone())).collect();
+        assert_eq!(
+            got,
+            [
+                (Op::Delete, dir.join("a.txt")),
+                (Op::Create, dir.join("b.txt")),
+                (Op::Create, dir.join("c.txt")),
+            ]
+        );
     }
 
     /// Reads operations until `done` says so (10 s at most).

@@ -47,12 +47,33 @@ pub(crate) const MARKER: &str = "MamoriBlock";
 /// The subcommand the debugger runs.
 pub const TRAMPOLINE: &str = "blocked";
 
+/// Names never blocked before launch, whatever a rule says: the agent
+/// itself (the debugger would run itself without end, and the service
+/// could not start) and the programs Windows needs to boot and log on
+/// (a blocked one makes the PC unusable; a rule naming one is left to
+/// kill on start).
+pub(crate) const NEVER_BLOCKED: &[&str] = &[
+    "mamori-agent",
+    "csrss",
+    "dwm",
+    "explorer",
+    "logonui",
+    "lsass",
+    "services",
+    "smss",
+    "svchost",
+    "userinit",
+    "wininit",
+    "winlogon",
+];
+
 /// The image names (`winny.exe`) `policy` refuses before launch.
 pub(crate) fn blocked_images(policy: &Compiled) -> BTreeSet<String> {
     policy
         .blocked_names()
         .into_iter()
         .filter(|n| !n.is_empty() && !n.contains(['\\', '/']))
+        .filter(|n| !NEVER_BLOCKED.contains(&n.as_str()))
         .map(|n| format!("{n}.exe"))
         .collect()
 }

@@ -3,6 +3,8 @@
 //! `SHGetKnownFolderPath`, never from the environment) and the signals that
 //! stop it at a console.
 
+#![allow(unsafe_code)]
+
 mod scm;
 
 use std::path::PathBuf;
@@ -55,7 +57,46 @@ pub async fn keep_watchdog() {}
 
 /// Undoes what the agent set outside its own files before it is removed:
 /// the launch blocks (a blocked program would otherwise fail for ever on
-/// the missing debugger).
+/// the missing debugger). Then stops the service and waits (up to 30 s)
+/// for its process to end, so the installer finds the program no longer
+/// in use and removes it (Wine's installer does not wait for a stop).
 pub fn before_removal(state_dir: &std::path::Path) {
     super::launch::lift_all(state_dir);
+    if let Err(e) = stop_and_wait(std::time::Duration::from_secs(30)) {
+        tracing::warn!(error = %e, "the service was not stopped before removal");
+    }
+}
+
+/// Stops the service, if it runs, and waits for its process to exit.
+fn stop_and_wait(timeout: std::time::Duration) -> anyhow::Result<()> {
+    use windows_service::service::{ServiceAccess, ServiceState};
+    use windows_service::service_manager::{ServiceManager, ServiceManagerAccess};
+    use windows_sys::Win32::System::Threading::{
+        OpenProcess, PROCESS_SYNCHRONIZE, WaitForSingleObject,
+    };
+    let manager = ServiceManager::local_computer(None::<&str>, ServiceManagerAccess::CONNECT)?;
+    let service = manager.open_service(
+        SERVICE_NAME,
+        ServiceAccess::QUERY_STATUS | ServiceAccess::STOP,
+    )?;
+    let status = service.query_status()?;
+    if status.current_state == ServiceState::Stopped {
+        return Ok(());
+    }
+    // A handle on the process before it is told to stop, to wait on.
+    // SAFETY: plain call; the handle is owned below.
+    let process = status
+        .process_id
+        .and_then(|pid| super::win::owned(unsafe { OpenProcess(PROCESS_SYNCHRONIZE, 0, pid) }));
+    service.stop()?;
+    if let Some(p) = process {
+        // SAFETY: a process handle with SYNCHRONIZE.
+        unsafe {
+            WaitForSingleObject(
+                std::os::windows::io::AsRawHandle::as_raw_handle(&p) as _,
+                u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
+            )
+        };
+    }
+    Ok(())
 }

@@ -20,6 +20,9 @@ fn only_block_rules_by_name_become_launch_blocks() {
             ban("share", "", Action::Block),
             ban("torrent", "", Action::Kill),
             ban("", r"C:\P2P\**", Action::Block),
+            // Never through IFEO: the agent itself and Windows's own.
+            ban("mamori-agent", "", Action::Block),
+            ban("winlogon.exe", "", Action::Block),
         ],
         ..Default::default()
     })

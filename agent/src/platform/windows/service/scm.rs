@@ -7,7 +7,7 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -16,7 +16,9 @@ use windows_service::service::{
     ServiceControlAccept, ServiceExitCode, ServiceFailureActions, ServiceFailureResetPeriod,
     ServiceState, ServiceStatus, ServiceType,
 };
-use windows_service::service_control_handler::{self, ServiceControlHandlerResult};
+use windows_service::service_control_handler::{
+    self, ServiceControlHandlerResult, ServiceStatusHandle,
+};
 use windows_service::service_manager::{ServiceManager, ServiceManagerAccess};
 use windows_service::{define_windows_service, service_dispatcher};
 use windows_sys::Win32::System::Registry::HKEY_LOCAL_MACHINE;
@@ -89,13 +91,21 @@ fn status(state: ServiceState, accept: ServiceControlAccept, code: u32) -> Servi
 fn serve() -> anyhow::Result<()> {
     let opts = OPTIONS.get().cloned().context("no options")?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    // Told to the thread that reports "stop pending" while the agent
-    // drains.
-    let (pending_tx, pending_rx) = std::sync::mpsc::channel::<()>();
+    // The handler reports "stop pending" itself, before it tells the agent
+    // to stop, so that it cannot come after "stopped".
+    let status_handle: Arc<OnceLock<ServiceStatusHandle>> = Arc::default();
+    let pending = Arc::clone(&status_handle);
     let handler = move |control| match control {
         ServiceControl::Stop | ServiceControl::Shutdown | ServiceControl::Preshutdown => {
             tracing::info!(?control, "the service manager stops the agent");
-            let _ = pending_tx.send(());
+            if let Some(h) = pending.get() {
+                // The uplink drains its batch in flight meanwhile.
+                let _ = h.set_service_status(status(
+                    ServiceState::StopPending,
+                    ServiceControlAccept::empty(),
+                    0,
+                ));
+            }
             if control != ServiceControl::Stop {
                 session::shutting_down(Duration::from_secs(3));
             }
@@ -125,6 +135,7 @@ fn serve() -> anyhow::Result<()> {
         _ => ServiceControlHandlerResult::NotImplemented,
     };
     let handle = service_control_handler::register(SERVICE_NAME, handler)?;
+    let _ = status_handle.set(handle);
     handle.set_service_status(status(
         ServiceState::Running,
         ServiceControlAccept::STOP
@@ -136,16 +147,6 @@ fn serve() -> anyhow::Result<()> {
     if let Err(e) = set_recovery() {
         tracing::warn!(error = %e, "cannot set the service's recovery actions");
     }
-    std::thread::spawn(move || {
-        if pending_rx.recv().is_ok() {
-            // The uplink drains its batch in flight: up to its ack timeout.
-            let _ = handle.set_service_status(status(
-                ServiceState::StopPending,
-                ServiceControlAccept::empty(),
-                0,
-            ));
-        }
-    });
     let result = run_until_stopped(opts, stop_rx);
     // Not enrolled and no token to enroll with: restarting would not
     // help, so the service stops cleanly (no recovery restarts) and says
