@@ -36,9 +36,49 @@ pub(crate) fn lock(spool: &SharedSpool) -> MutexGuard<'_, Spool> {
 pub(crate) struct Wake {
     notify: Notify,
     urgent: AtomicBool,
+    /// Sources in a degraded mode, and why; told to the server in a hello.
+    degraded: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
+    /// Changes of `degraded` so far.
+    degraded_changes: std::sync::atomic::AtomicU64,
 }
 
+/// The longest degraded-mode text the server keeps.
+pub(crate) const MAX_DEGRADED_CHARS: usize = 1024;
+
 impl Wake {
+    /// Says `source` works in a degraded mode (`why`), or no longer does
+    /// (`None`); the uplink tells the server.
+    fn set_degraded(&self, source: &str, why: Option<&str>) {
+        let mut map = self.degraded.lock().unwrap_or_else(|e| e.into_inner());
+        let changed = match why {
+            Some(why) => map.insert(source.to_owned(), why.to_owned()).as_deref() != Some(why),
+            None => map.remove(source).is_some(),
+        };
+        drop(map);
+        if changed {
+            self.degraded_changes.fetch_add(1, Ordering::AcqRel);
+            self.notify.notify_one();
+        }
+    }
+
+    /// The degraded sources as the hello says them, and the count of
+    /// changes they reflect.
+    pub(crate) fn degraded(&self) -> (String, u64) {
+        let map = self.degraded.lock().unwrap_or_else(|e| e.into_inner());
+        let text = map
+            .iter()
+            .map(|(source, why)| format!("{source}: {why}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let changes = self.degraded_changes.load(Ordering::Acquire);
+        (text.chars().take(MAX_DEGRADED_CHARS).collect(), changes)
+    }
+
+    /// The count of changes so far (cheap: no lock).
+    pub(crate) fn degraded_changes(&self) -> u64 {
+        self.degraded_changes.load(Ordering::Acquire)
+    }
+
     /// Called after an event is spooled.
     fn spooled(&self, urgent: bool) {
         if urgent {
@@ -112,6 +152,13 @@ impl EventSink {
     /// policy: it goes out at once.
     pub fn emit_urgent(&self, occurred_at_us: i64, os_user: String, kind: Kind) -> Result<()> {
         self.append(occurred_at_us, os_user, kind, true)
+    }
+
+    /// Says a source works in a degraded mode (`why`: what it does instead
+    /// and why), or no longer does (`None`): a fact of the device on the
+    /// server, sent in the next hello.
+    pub fn degraded(&self, source: &str, why: Option<&str>) {
+        self.wake.set_degraded(source, why);
     }
 
     /// Reports a source the collector could not read (it carries on).
@@ -213,6 +260,29 @@ pub(crate) mod testing {
 mod tests {
     use super::testing::sink_in;
     use super::*;
+
+    #[test]
+    fn degraded_sources_are_one_text_and_a_change_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sink, _spool) = sink_in(dir.path());
+        let wake = Arc::clone(&sink.wake);
+        assert_eq!(wake.degraded(), (String::new(), 0));
+        sink.degraded("process", Some("polling (no ETW)"));
+        sink.degraded("files", Some("no reads"));
+        assert_eq!(
+            wake.degraded(),
+            ("files: no reads; process: polling (no ETW)".to_owned(), 2)
+        );
+        // The same again is no change; a recovery is.
+        sink.degraded("process", Some("polling (no ETW)"));
+        assert_eq!(wake.degraded_changes(), 2);
+        sink.degraded("process", None);
+        sink.degraded("nothing", None);
+        assert_eq!(wake.degraded(), ("files: no reads".to_owned(), 3));
+        // Bounded as the server keeps it.
+        sink.degraded("files", Some(&"x".repeat(5000)));
+        assert_eq!(wake.degraded().0.chars().count(), MAX_DEGRADED_CHARS);
+    }
     use mamori_proto::agent::v1::{DeviceEvent, LogonEvent, ProcessEvent};
 
     fn sink(dir: &std::path::Path) -> (EventSink, Arc<Wake>) {

@@ -287,16 +287,9 @@ impl Uplink {
             e => SessionEnd::Transient(e.to_string()),
         })?;
 
-        let (tx, rx) = mpsc::channel(WINDOW + 1 + POLICY_REPORTS);
-        let hello = {
-            let spool = lock(&self.spool);
-            Hello {
-                agent_version: env!("CARGO_PKG_VERSION").to_string(),
-                spool_dropped_total: spool.dropped_total(),
-                spool_pending_events: spool.pending(),
-                policy_revision: self.policy.revision(),
-            }
-        };
+        // Room for a second hello (a source turning degraded) too.
+        let (tx, rx) = mpsc::channel(WINDOW + 2 + POLICY_REPORTS);
+        let (hello, degraded_seen) = self.hello();
         let _ = tx.try_send(AgentMessage {
             body: Some(agent_message::Body::Hello(hello)),
         });
@@ -322,9 +315,24 @@ impl Uplink {
                 spool.next_index(),
                 &self.opts,
                 config.device_id.clone(),
+                degraded_seen,
             )
         };
         Ok((tx, inbound, st))
+    }
+
+    /// A hello as things are now, and the degraded-mode changes it says.
+    fn hello(&self) -> (Hello, u64) {
+        let (degraded, changes) = self.wake.degraded();
+        let spool = lock(&self.spool);
+        let hello = Hello {
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            spool_dropped_total: spool.dropped_total(),
+            spool_pending_events: spool.pending(),
+            policy_revision: self.policy.revision(),
+            degraded,
+        };
+        (hello, changes)
     }
 
     /// After shutdown: sends nothing more, but takes the acks (and
@@ -366,6 +374,19 @@ impl Uplink {
         st: &mut SessionState,
         tx: &mpsc::Sender<AgentMessage>,
     ) -> Result<Option<Instant>, SessionEnd> {
+        // A source turned degraded (or recovered) since the last hello:
+        // another hello says so. (Full channel: the next pump tries again.)
+        if self.wake.degraded_changes() != st.degraded_told {
+            let (hello, changes) = self.hello();
+            if tx
+                .try_send(AgentMessage {
+                    body: Some(agent_message::Body::Hello(hello)),
+                })
+                .is_ok()
+            {
+                st.degraded_told = changes;
+            }
+        }
         let mut wake_at: Option<Instant> = None;
         let mut earliest = |at: Instant| {
             wake_at = Some(wake_at.map_or(at, |w| w.min(at)));
@@ -574,10 +595,18 @@ struct SessionState {
     /// Named in each batch, so the server refuses batches sent with the
     /// credential of another device instead of filing them under it.
     device_id: String,
+    /// The degraded-mode changes the last hello told.
+    degraded_told: u64,
 }
 
 impl SessionState {
-    fn new(acked: u64, next_index: u64, opts: &UplinkOptions, device_id: String) -> Self {
+    fn new(
+        acked: u64,
+        next_index: u64,
+        opts: &UplinkOptions,
+        device_id: String,
+        degraded_told: u64,
+    ) -> Self {
         let backlog_batch = match opts.drain_rate {
             0 => opts.batch_max_events,
             rate => opts.batch_max_events.min(rate as usize).max(1),
@@ -591,6 +620,7 @@ impl SessionState {
             backlog_batch,
             bucket: TokenBucket::new(opts.drain_rate, backlog_batch, Instant::now()),
             device_id,
+            degraded_told,
         }
     }
 

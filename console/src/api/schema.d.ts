@@ -1396,6 +1396,12 @@ export interface components {
              *     already enrolled (a cloned VM image).
              */
             clone_of?: string | null;
+            /**
+             * @description The sources the agent said, in its latest hello, work in a degraded
+             *     mode (`process: Toolhelp polling every 250 ms, …` for a Windows agent
+             *     without ETW); empty when none.
+             */
+            degraded: string;
             /** Format: date-time */
             enrolled_at: string;
             /** Format: uuid */

@@ -135,6 +135,7 @@ export const en = {
     back: '← Devices',
     enrolled: 'Enrolled',
     machineId: 'Machine id',
+    degraded: 'Collecting in a degraded mode',
     cloneOf: 'Clone of',
     group: 'Group',
     noGroup: 'No group',

@@ -137,6 +137,7 @@ export const ja: Messages = {
     back: '← 端末一覧',
     enrolled: '登録日時',
     machineId: 'マシン ID',
+    degraded: '縮退モードで収集中',
     cloneOf: '複製元',
     group: 'グループ',
     noGroup: 'グループなし',

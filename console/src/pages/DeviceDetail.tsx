@@ -103,6 +103,11 @@ export function DeviceDetail() {
               </Fact>
             )}
           </SimpleGrid>
+          {d.degraded && (
+            <Alert color="yellow" title={t('devices.degraded')} data-testid="device-degraded">
+              {d.degraded}
+            </Alert>
+          )}
           {move.isError && <Failure error={move.error} />}
           {act.isError && <Failure error={act.error} />}
           <Group align="end">

@@ -238,6 +238,26 @@ async fn the_windows_agent_under_wine_reports_processes_and_files_and_kills_a_ba
             .contains("Windows"),
         "{d}"
     );
+    // Wine refuses ETW: the process source's degraded mode is a fact of
+    // the device (its hello says so, the device record shows it).
+    let degraded = wait_for(
+        "the degraded mode on the device",
+        Duration::from_secs(30),
+        || async {
+            let (_, d) = gw.get(&admin, &format!("/api/v1/devices/{device}")).await;
+            d["degraded"]
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        },
+    )
+    .await;
+    assert!(
+        degraded.starts_with("process: Toolhelp polling every 250 ms"),
+        "{degraded}"
+    );
+    assert!(degraded.contains("ETW"), "{degraded}");
+
     // The policy reaches the agent (and is kept for offline enforcement).
     wait_for("the policy on disk", Duration::from_secs(30), || async {
         state_dir.join("policy.pb").exists().then_some(())

@@ -25,6 +25,10 @@ pub struct DeviceView {
     pub os_name: String,
     pub os_version: String,
     pub agent_version: String,
+    /// The sources the agent said, in its latest hello, work in a degraded
+    /// mode (`process: Toolhelp polling every 250 ms, …` for a Windows agent
+    /// without ETW); empty when none.
+    pub degraded: String,
     /// `online` (in contact in the last 5 minutes), `offline` (in the last
     /// day), `not_reporting` (not for a day, or never), or `revoked`.
     pub status: String,
@@ -46,7 +50,7 @@ const STATUS: &str = "CASE WHEN revoked_at IS NOT NULL THEN 'revoked'
 
 fn device_columns() -> String {
     format!(
-        "id, hostname, machine_id, os_name, os_version, agent_version, {STATUS} AS status,
+        "id, hostname, machine_id, os_name, os_version, agent_version, degraded, {STATUS} AS status,
          group_id, policy_version, enrolled_at, last_seen_at, revoked_at, clone_of"
     )
 }

@@ -1,5 +1,5 @@
-//! When each device was last seen (and the agent version it reported),
-//! written in batches: a connect, a hello, a batch or a disconnect marks
+//! When each device was last seen (and the agent version and degraded
+//! sources its last hello reported), written in batches: a connect, a hello, a batch or a disconnect marks
 //! the device, every minute every device with an open stream is marked
 //! (an agent with nothing to send is still there), and every second the
 //! marks are written, one transaction per tenant.
@@ -16,19 +16,30 @@ use tokio_util::sync::CancellationToken;
 /// Devices written per statement.
 const CHUNK: usize = 5_000;
 
+/// The longest degraded-mode text kept (the column's bound).
+pub(crate) const MAX_DEGRADED_CHARS: usize = 1024;
+
+/// What an agent's hello says of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Reported {
+    pub(crate) agent_version: String,
+    /// The sources in a degraded mode ("" when none).
+    pub(crate) degraded: String,
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Seen {
-    /// Device → its tenant and the newest agent version it reported.
-    marks: Mutex<HashMap<DeviceId, (TenantId, Option<String>)>>,
+    /// Device → its tenant and what its newest hello reported.
+    marks: Mutex<HashMap<DeviceId, (TenantId, Option<Reported>)>>,
 }
 
 impl Seen {
-    /// Marks `device` seen now, with the version its agent reported.
-    pub(crate) fn touch(&self, tenant: TenantId, device: DeviceId, agent_version: Option<String>) {
+    /// Marks `device` seen now, with what its agent's hello reported.
+    pub(crate) fn touch(&self, tenant: TenantId, device: DeviceId, reported: Option<Reported>) {
         let mut marks = self.marks.lock().unwrap_or_else(|e| e.into_inner());
         let mark = marks.entry(device).or_insert((tenant, None));
-        if agent_version.is_some() {
-            mark.1 = agent_version;
+        if reported.is_some() {
+            mark.1 = reported;
         }
     }
 
@@ -68,7 +79,7 @@ impl Seen {
     /// could not be written are kept for the next round.
     pub(crate) async fn flush(&self, db: &Db) -> Result<usize, mamori_tenancy::Error> {
         let marks = std::mem::take(&mut *self.marks.lock().unwrap_or_else(|e| e.into_inner()));
-        let mut by_tenant: HashMap<TenantId, Vec<(DeviceId, Option<String>)>> = HashMap::new();
+        let mut by_tenant: HashMap<TenantId, Vec<(DeviceId, Option<Reported>)>> = HashMap::new();
         for (device, (tenant, version)) in marks {
             by_tenant.entry(tenant).or_default().push((device, version));
         }
@@ -95,19 +106,29 @@ impl Seen {
 async fn write(
     db: &Db,
     tenant: TenantId,
-    devices: &[(DeviceId, Option<String>)],
+    devices: &[(DeviceId, Option<Reported>)],
 ) -> Result<(), mamori_tenancy::Error> {
     let mut tx = db.begin_tenant(tenant).await?;
     for chunk in devices.chunks(CHUNK) {
         let ids: Vec<uuid::Uuid> = chunk.iter().map(|(d, _)| d.as_uuid()).collect();
-        let versions: Vec<Option<&str>> = chunk.iter().map(|(_, v)| v.as_deref()).collect();
+        let versions: Vec<Option<&str>> = chunk
+            .iter()
+            .map(|(_, r)| r.as_ref().map(|r| r.agent_version.as_str()))
+            .collect();
+        let degraded: Vec<Option<&str>> = chunk
+            .iter()
+            .map(|(_, r)| r.as_ref().map(|r| r.degraded.as_str()))
+            .collect();
         sqlx::query(
-            "UPDATE devices d SET last_seen_at = now(), agent_version = coalesce(v.version, d.agent_version)
-             FROM unnest($1::uuid[], $2::text[]) AS v(id, version)
+            "UPDATE devices d SET last_seen_at = now(),
+                    agent_version = coalesce(v.version, d.agent_version),
+                    degraded = coalesce(v.degraded, d.degraded)
+             FROM unnest($1::uuid[], $2::text[], $3::text[]) AS v(id, version, degraded)
              WHERE d.id = v.id",
         )
         .bind(&ids)
         .bind(&versions)
+        .bind(&degraded)
         .execute(&mut *tx)
         .await?;
     }

@@ -6,7 +6,7 @@ use crate::error::registry_status;
 use crate::grpc::{Inbound, InboundBody};
 use crate::limits::{Buckets, EventLimits};
 use crate::policy::Pusher;
-use crate::seen::Seen;
+use crate::seen::{MAX_DEGRADED_CHARS, Reported, Seen};
 use crate::sink::Sink;
 use mamori_policy::store::AppliedReport;
 use mamori_proto::agent::v1::{
@@ -246,14 +246,19 @@ impl DeviceStream {
                         spool_pending_events = hello.spool_pending_events,
                         "agent hello"
                     );
-                    self.record_seen(Some(
-                        hello
-                            .agent_version
-                            .chars()
-                            .filter(|c| !c.is_control())
-                            .take(64)
-                            .collect(),
-                    ));
+                    let clean = |s: &str, max: usize| -> String {
+                        s.chars().filter(|c| !c.is_control()).take(max).collect()
+                    };
+                    if !hello.degraded.is_empty() {
+                        tracing::warn!(
+                            degraded = %clean(&hello.degraded, 256),
+                            "agent reports sources in a degraded mode"
+                        );
+                    }
+                    self.record_seen(Some(Reported {
+                        agent_version: clean(&hello.agent_version, 64),
+                        degraded: clean(&hello.degraded, MAX_DEGRADED_CHARS),
+                    }));
                     if hello.spool_dropped_total > 0 {
                         tracing::warn!(
                             spool_dropped_total = hello.spool_dropped_total,
@@ -359,11 +364,11 @@ impl DeviceStream {
         );
     }
 
-    /// Marks the device seen now (and the agent version it reported),
-    /// written with the others within a second (see [`Seen`]).
-    fn record_seen(&self, agent_version: Option<String>) {
+    /// Marks the device seen now (and what its hello reported), written
+    /// with the others within a second (see [`Seen`]).
+    fn record_seen(&self, reported: Option<Reported>) {
         self.seen
-            .touch(self.device.tenant, self.device.device, agent_version);
+            .touch(self.device.tenant, self.device.device, reported);
     }
 
     /// Takes `n` events' worth from the device's and the tenant's budgets,

@@ -368,12 +368,14 @@ impl Collector for ProcessCollector {
             match open_etw().await {
                 Ok(etw) => {
                     tracing::info!("process starts and stops from ETW");
+                    sink.degraded("process", None);
                     let reporter = etw_loop(etw, reporter, &mut enforcing, &sink).await;
                     sink.warn(
                         "process",
                         "etw",
                         "the ETW session ended: degraded mode from now on (process starts are polled every 250 ms)",
                     );
+                    sink.degraded("process", Some(&degraded_mode("the ETW session ended")));
                     poll_loop(reporter, &mut enforcing, &sink).await
                 }
                 Err(why) => {
@@ -383,11 +385,17 @@ impl Collector for ProcessCollector {
                         "toolhelp",
                         &format!("degraded mode: process starts are polled every 250 ms, so processes that live shorter are not seen ({why})"),
                     );
+                    sink.degraded("process", Some(&degraded_mode(&why)));
                     poll_loop(reporter, &mut enforcing, &sink).await
                 }
             }
         })
     }
+}
+
+/// The device's degraded-mode fact for the process source.
+fn degraded_mode(why: &str) -> String {
+    format!("Toolhelp polling every 250 ms, processes that live shorter are missed ({why})")
 }
 
 /// The policy and the launch blocks that follow it.
