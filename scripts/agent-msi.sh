@@ -57,6 +57,18 @@ q "UPDATE \`Component\` SET \`Condition\` = 'TOKEN OR REMOVE~=\"ALL\"' WHERE \`C
 # kept out of the installer's log.
 q "UPDATE \`Property\` SET \`Value\` = 'WIX_DOWNGRADE_DETECTED;WIX_UPGRADE_DETECTED;SERVER;TOKEN;UNINSTALL_CODE' WHERE \`Property\` = 'SecureCustomProperties'"
 q "INSERT INTO \`Property\` (\`Property\`, \`Value\`) VALUES ('MsiHiddenProperties', 'TOKEN;UNINSTALL_CODE')"
+# The key holding the enrollment token (until the service has enrolled and
+# deleted it) readable by SYSTEM and Administrators only, whatever the
+# locale's group names (SDDL; Windows Installer 5).
+token_row=$(msiinfo export "$msi" Registry | awk -F'\t' '$4 == "EnrollmentToken" { print $1 }')
+[ -n "$token_row" ] || { echo "no EnrollmentToken row in the MSI's Registry table" >&2; exit 1; }
+printf '%s\t%s\t%s\t%s\t%s\r\n' \
+    MsiLockPermissionsEx LockObject Table SDDLText Condition \
+    s72 s72 s32 l0 S255 \
+    MsiLockPermissionsEx MsiLockPermissionsEx '' '' '' \
+    AgentTokenKey "$token_row" Registry 'D:P(A;;GA;;;SY)(A;;GA;;;BA)' '' \
+    | sed 's/\t*\r$/\r/' > "$stage/MsiLockPermissionsEx.idt"
+msibuild "$msi" -i "$stage/MsiLockPermissionsEx.idt"
 # Each patch must have landed (msibuild says nothing when a WHERE matches
 # no row).
 check() { # TABLE TEXT
@@ -71,6 +83,7 @@ check() { # TABLE TEXT
 check Component 'TOKEN OR REMOVE~="ALL"'
 check Property 'SERVER;TOKEN;UNINSTALL_CODE'
 check Property 'MsiHiddenProperties'
+check MsiLockPermissionsEx 'D:P(A;;GA;;;SY)(A;;GA;;;BA)'
 # Signed last: any change to the MSI after this would break the signature.
 sign "$msi"
 echo "$msi"
