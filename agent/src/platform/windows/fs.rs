@@ -58,10 +58,123 @@ pub(crate) fn sync_dir(_dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Creates `dir` (and parents) and gives it [`PRIVATE_SDDL`].
+/// Creates `dir` (and parents), makes Administrators its owner and gives
+/// it [`PRIVATE_SDDL`]. The owner matters: a user who created the
+/// directory first (anyone may create folders in `%ProgramData%`) would
+/// otherwise keep the owner's right to rewrite its access list. Taking it
+/// over needs the service's take-ownership and restore privileges, which
+/// the agent enables when a plain attempt is refused.
 pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
     std::fs::create_dir_all(dir)?;
+    if let Err(e) = set_owner_administrators(dir) {
+        let refused = matches!(e.raw_os_error(), Some(5) | Some(1307));
+        if !(refused && enable_privileges() && set_owner_administrators(dir).is_ok()) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot make Administrators the state directory's owner");
+        }
+    }
     set_sddl(dir, PRIVATE_SDDL)
+}
+
+/// Makes the Administrators group `path`'s owner.
+fn set_owner_administrators(path: &Path) -> io::Result<()> {
+    use windows_sys::Win32::Security::{GetSecurityDescriptorOwner, OWNER_SECURITY_INFORMATION};
+    let sddl = wide("O:BA");
+    let mut sd: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
+    // SAFETY: NUL-terminated SDDL; `sd` is LocalAlloc'd, freed below.
+    let ok = unsafe {
+        ConvertStringSecurityDescriptorToSecurityDescriptorW(
+            sddl.as_ptr(),
+            SDDL_REVISION_1,
+            &mut sd,
+            std::ptr::null_mut(),
+        )
+    };
+    if ok == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut owner = std::ptr::null_mut();
+    let mut defaulted = 0;
+    // SAFETY: `sd` is valid; `owner` points into it while it lives.
+    let status = if unsafe { GetSecurityDescriptorOwner(sd, &mut owner, &mut defaulted) } == 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        let path = wide_path(path);
+        // SAFETY: NUL-terminated path; `owner` is valid until `sd` is freed.
+        match unsafe {
+            SetNamedSecurityInfoW(
+                path.as_ptr(),
+                SE_FILE_OBJECT,
+                OWNER_SECURITY_INFORMATION,
+                owner,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        } {
+            0 => Ok(()),
+            e => Err(io::Error::from_raw_os_error(e as i32)),
+        }
+    };
+    // SAFETY: allocated by the conversion.
+    unsafe { LocalFree(sd as HLOCAL) };
+    status
+}
+
+/// Enables the take-ownership and restore privileges in the agent's own
+/// token (LocalSystem holds them, disabled); whether both are on.
+fn enable_privileges() -> bool {
+    use windows_sys::Win32::Security::{
+        AdjustTokenPrivileges, LUID_AND_ATTRIBUTES, LookupPrivilegeValueW, SE_PRIVILEGE_ENABLED,
+        TOKEN_ADJUST_PRIVILEGES, TOKEN_PRIVILEGES, TOKEN_QUERY,
+    };
+    use windows_sys::Win32::System::Threading::{GetCurrentProcess, OpenProcessToken};
+    let mut token = std::ptr::null_mut();
+    // SAFETY: the current process's pseudo-handle; the token is owned below.
+    if unsafe {
+        OpenProcessToken(
+            GetCurrentProcess(),
+            TOKEN_ADJUST_PRIVILEGES | TOKEN_QUERY,
+            &mut token,
+        )
+    } == 0
+    {
+        return false;
+    }
+    let Some(token) = super::win::owned(token) else {
+        return false;
+    };
+    ["SeTakeOwnershipPrivilege", "SeRestorePrivilege"]
+        .iter()
+        .all(|name| {
+            let name = wide(name);
+            // SAFETY: all-zero is a valid LUID to fill.
+            let mut luid = unsafe { std::mem::zeroed() };
+            // SAFETY: a NUL-terminated privilege name.
+            if unsafe { LookupPrivilegeValueW(std::ptr::null(), name.as_ptr(), &mut luid) } == 0 {
+                return false;
+            }
+            let privileges = TOKEN_PRIVILEGES {
+                PrivilegeCount: 1,
+                Privileges: [LUID_AND_ATTRIBUTES {
+                    Luid: luid,
+                    Attributes: SE_PRIVILEGE_ENABLED,
+                }],
+            };
+            // SAFETY: a token opened with TOKEN_ADJUST_PRIVILEGES; one
+            // privilege given. Success with ERROR_NOT_ALL_ASSIGNED means
+            // the token lacks it.
+            let ok = unsafe {
+                AdjustTokenPrivileges(
+                    std::os::windows::io::AsRawHandle::as_raw_handle(&token) as _,
+                    0,
+                    &privileges,
+                    0,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                )
+            };
+            ok != 0 && io::Error::last_os_error().raw_os_error() != Some(1300)
+        })
 }
 
 /// Replaces `path`'s access list with the one `sddl` describes.
@@ -144,7 +257,7 @@ pub(crate) fn sddl_of(path: &Path) -> io::Result<String> {
         GetNamedSecurityInfoW(
             wide.as_ptr(),
             SE_FILE_OBJECT,
-            DACL_SECURITY_INFORMATION,
+            DACL_SECURITY_INFORMATION | windows_sys::Win32::Security::OWNER_SECURITY_INFORMATION,
             std::ptr::null_mut(),
             std::ptr::null_mut(),
             std::ptr::null_mut(),
@@ -161,7 +274,7 @@ pub(crate) fn sddl_of(path: &Path) -> io::Result<String> {
         ConvertSecurityDescriptorToStringSecurityDescriptorW(
             sd,
             SDDL_REVISION_1,
-            DACL_SECURITY_INFORMATION,
+            DACL_SECURITY_INFORMATION | windows_sys::Win32::Security::OWNER_SECURITY_INFORMATION,
             &mut text,
             std::ptr::null_mut(),
         )
@@ -202,6 +315,8 @@ mod tests {
             "the access list is not protected: {sddl}"
         );
         assert!(only_the_agent_reads(&state).unwrap(), "{sddl}");
+        // Administrators own it, not whoever created it first.
+        assert!(sddl.starts_with("O:BA"), "{sddl}");
         let file = state.join("credential");
         std::fs::write(&file, b"x").unwrap();
         assert!(
