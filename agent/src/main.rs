@@ -219,7 +219,7 @@ fn uninstall_check(args: UninstallCheckArgs) -> anyhow::Result<()> {
         tracing::warn!(error = %e, "cannot record the removal attempt");
     }
     if allowed {
-        service::before_removal(&args.state_dir);
+        service::before_removal(&args.state_dir).context("preparing the agent's removal")?;
     }
     match verdict {
         Uninstall::Allowed => {

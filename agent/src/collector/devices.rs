@@ -72,6 +72,13 @@ pub(crate) trait DeviceEnforcer: Send {
     fn keep_read_only(&mut self, _dev: &UsbDevice) -> Vec<String> {
         Vec::new()
     }
+
+    /// Called on every round for a device that stays refused: refuses it
+    /// again if it came back (replugged between two looks); says what it
+    /// did, if anything.
+    fn keep_refused(&mut self, _dev: &UsbDevice) -> Option<String> {
+        None
+    }
 }
 
 /// The device collector and enforcer.
@@ -126,6 +133,17 @@ impl Collector for DeviceCollector {
                     sink.warn("devices", "device control", &failure);
                 }
                 for dev in &present {
+                    // A device keeps the class it was first seen with until
+                    // it is unplugged: refusing a composite device removes
+                    // its interfaces, and with them the class that refused
+                    // it (it would be let in again, and refused, in turn).
+                    let dev = &match known.get(&dev.name) {
+                        Some((first, _)) => UsbDevice {
+                            class: first.class,
+                            ..dev.clone()
+                        },
+                        None => dev.clone(),
+                    };
                     let decision = decide(&policy, dev, now);
                     let previous = known.get(&dev.name).map(|(_, s)| *s);
                     if previous.is_none() {
@@ -146,6 +164,10 @@ impl Collector for DeviceCollector {
                                 &format!("read-only: {}", done.join(", ")),
                             );
                         }
+                    } else if decision == State::Refused
+                        && let Some(done) = enforcer.keep_refused(dev)
+                    {
+                        emit(&sink, dev, Action::Blocked, &done);
                     }
                     known.insert(dev.name.clone(), (dev.clone(), decision));
                 }

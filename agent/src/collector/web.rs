@@ -179,8 +179,7 @@ impl WebCollector {
     fn look(&self, l: &mut Looker, sink: &EventSink) -> Result<()> {
         let policy = self.policy.current();
         let block = &policy.update.web_block;
-        if l.blocked.as_ref() != Some(block) {
-            self.enforce(block);
+        if l.blocked.as_ref() != Some(block) && self.enforce(block) {
             l.blocked = Some(block.clone());
         }
         let full_url = policy.update.web_full_url;
@@ -280,7 +279,9 @@ impl WebCollector {
     /// Writes (or removes) the block list in each browser's managed
     /// policies. A browser that is not installed (its directory's parent is
     /// missing) is left alone.
-    fn enforce(&self, block: &[String]) {
+    /// Whether everything was written (what was not is tried again at the
+    /// next look).
+    fn enforce(&self, block: &[String]) -> bool {
         let (blocklist, allowlist) = chromium_lists(block);
         let patterns: Vec<String> = block
             .iter()
@@ -300,7 +301,7 @@ impl WebCollector {
             let doc = serde_json::json!({"policies": {"WebsiteFilter": {"Block": patterns}}});
             write_policy(dir, &dir.join("policies.json"), block.is_empty(), &doc);
         }
-        os::write_browser_policies(&blocklist, &allowlist, &patterns);
+        os::write_browser_policies(&blocklist, &allowlist, &patterns)
     }
 }
 

@@ -131,7 +131,8 @@ pub(crate) fn write_browser_policies(
     _blocklist: &[String],
     _allowlist: &[String],
     _firefox: &[String],
-) {
+) -> bool {
+    true
 }
 
 /// Paths are compared as they are.

@@ -96,19 +96,25 @@ pub(crate) const BROWSERS: &[(&str, &str, &str)] = &[
 pub(crate) const DEFAULT_CHROMIUM_POLICY_DIRS: &[&str] = &[];
 pub(crate) const DEFAULT_FIREFOX_POLICY_DIRS: &[&str] = &[];
 
-/// Writes the web block list into the browsers' registry policies; a
-/// failure is logged.
+/// Writes the web block list into the browsers' registry policies;
+/// whether it was (a failure is logged, and tried again).
 pub(crate) fn write_browser_policies(
     blocklist: &[String],
     allowlist: &[String],
     firefox: &[String],
-) {
+) -> bool {
     match web::write("", blocklist, allowlist, firefox) {
-        Ok(()) => tracing::info!(
-            hosts = blocklist.len(),
-            "web block list written to the browsers' policies"
-        ),
-        Err(e) => tracing::warn!(error = %e, "cannot write the web block list"),
+        Ok(()) => {
+            tracing::info!(
+                hosts = blocklist.len(),
+                "web block list written to the browsers' policies"
+            );
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot write the web block list; trying again at the next look");
+            false
+        }
     }
 }
 

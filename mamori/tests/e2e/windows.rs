@@ -357,50 +357,23 @@ async fn the_windows_agent_under_wine_reports_processes_and_files_and_kills_a_ba
         .unwrap();
     assert!(reason.contains("killed"), "{reason}");
 
-    // vinny.exe has a block rule: Windows is told (Image File Execution
-    // Options) to run the agent's trampoline instead. Wine's loader ignores
-    // the key, so the trampoline is run here as Windows would run it; the
-    // agent reports the refusal.
+    // vinny.exe has a block rule, but this agent does not run from below
+    // Program Files: no launch block (a user could replace the debugger),
+    // the rule is enforced by kill on start. (The service's blocks are
+    // tested with the MSI.)
     let ifeo =
         r"HKLM\SOFTWARE\Microsoft\Windows NT\CurrentVersion\Image File Execution Options\vinny.exe";
-    let debugger = wait_for("the launch block", Duration::from_secs(30), || async {
-        reg_value(&wine, ifeo, "Debugger")
-    })
-    .await;
-    assert!(
-        debugger.contains("mamori-agent.exe") && debugger.ends_with(" blocked"),
-        "{debugger}"
-    );
+    assert_eq!(reg_value(&wine, ifeo, "Debugger"), None);
+    // Nor is a copy of the agent run with `blocked` taken for a refusal.
+    let (fake_path, fake) = wine.program("mamori-agent.exe");
+    std::fs::copy(&wine.agent, &fake_path).unwrap();
     let (_, vinny_win) = wine.program("vinny.exe");
-    let trampoline = wine
-        .cmd(&wine.agent)
-        .args(["blocked", &vinny_win, "-n", "60", "127.0.0.1"])
+    let ran = wine
+        .cmd(&fake)
+        .args(["blocked", &vinny_win])
         .output()
         .unwrap();
-    assert_eq!(trampoline.status.code(), Some(1), "{trampoline:?}");
-    assert!(
-        String::from_utf8_lossy(&trampoline.stderr).contains("blocked by your organisation"),
-        "{trampoline:?}"
-    );
-    let refused = wait_for("the refused launch", Duration::from_secs(30), || async {
-        events(&gw, &admin, "process_blocked")
-            .await
-            .into_iter()
-            .find(|e| e["subject"].as_str() == Some(vinny_win.as_str()))
-    })
-    .await;
-    let reason = refused["detail"]["process"]["blocked_reason"]
-        .as_str()
-        .unwrap();
-    assert!(
-        reason.contains("vinny") && reason.contains("before launch"),
-        "{reason}"
-    );
-    assert_eq!(
-        refused["detail"]["process"]["command_line"].as_str(),
-        Some(format!("{vinny_win} -n 60 127.0.0.1").as_str()),
-        "{refused}"
-    );
+    assert_eq!(ran.status.code(), Some(1), "{ran:?}");
 
     // A file written and renamed in the watched folder (by a Linux process:
     // Wine's ReadDirectoryChangesW sees it through inotify).
@@ -442,6 +415,15 @@ async fn the_windows_agent_under_wine_reports_processes_and_files_and_kills_a_ba
                 .as_str()
                 .is_some_and(|m| m.contains("degraded mode"))),
         "{warnings:?}"
+    );
+    // The copy run with `blocked` earlier was not taken for a refusal (the
+    // agent's own start of it was seen: the starts since are in).
+    assert!(
+        !events(&gw, &admin, "process_blocked")
+            .await
+            .iter()
+            .any(|e| e["subject"].as_str() == Some(vinny_win.as_str())),
+        "a copy of the agent faked a refused launch"
     );
     alerting.shutdown().await;
 }
@@ -828,6 +810,39 @@ async fn the_msi_installs_a_service_that_enrolls_and_removal_needs_the_uninstall
         || async { reg_value(&wine, ifeo, "Debugger").filter(|d| d.contains("Program Files")) },
     )
     .await;
+    // Wine's loader ignores the key: the trampoline is run here as Windows
+    // would run it instead of limewire.exe; the service reports the
+    // refusal as limewire's blocked start, with its command line.
+    let (_, limewire) = wine.program("limewire.exe");
+    let trampoline = wine
+        .cmd(r"C:\Program Files\Mamori\mamori-agent.exe")
+        .args(["blocked", &limewire, "-n", "60", "127.0.0.1"])
+        .output()
+        .unwrap();
+    assert_eq!(trampoline.status.code(), Some(1), "{trampoline:?}");
+    assert!(
+        String::from_utf8_lossy(&trampoline.stderr).contains("blocked by your organisation"),
+        "{trampoline:?}"
+    );
+    let refused = wait_for("the refused launch", Duration::from_secs(30), || async {
+        events(&gw, &admin, "process_blocked")
+            .await
+            .into_iter()
+            .find(|e| e["subject"].as_str() == Some(limewire.as_str()))
+    })
+    .await;
+    let reason = refused["detail"]["process"]["blocked_reason"]
+        .as_str()
+        .unwrap();
+    assert!(
+        reason.contains("limewire") && reason.contains("before launch"),
+        "{reason}"
+    );
+    assert_eq!(
+        refused["detail"]["process"]["command_line"].as_str(),
+        Some(format!("{limewire} -n 60 127.0.0.1").as_str()),
+        "{refused}"
+    );
     // That policy has no web block list: the browsers' lists are gone.
     wait_for(
         "the block list removed",

@@ -91,7 +91,12 @@ impl Seen {
                 let mut marks = self.marks.lock().unwrap_or_else(|e| e.into_inner());
                 for (t, devices) in std::iter::once((tenant, devices)).chain(tenants) {
                     for (d, v) in devices {
-                        marks.entry(d).or_insert((t, v));
+                        let mark = marks.entry(d).or_insert((t, None));
+                        // A newer hello wins; a newer plain touch does not
+                        // erase what an older hello reported.
+                        if mark.1.is_none() {
+                            mark.1 = v;
+                        }
                     }
                 }
                 return Err(e);

@@ -123,7 +123,9 @@ pub async fn keep_watchdog() {
 /// Undoes what the agent set outside its own files before it is removed:
 /// nothing on Linux (the launch guard and device control end with the
 /// agent).
-pub fn before_removal(_state_dir: &std::path::Path) {}
+pub fn before_removal(_state_dir: &std::path::Path) -> anyhow::Result<()> {
+    Ok(())
+}
 
 #[cfg(test)]
 mod tests {

@@ -26,8 +26,10 @@
 //!   filter driver would be needed to do better), and the other devices of
 //!   the class are cut off by the second layer.
 //! - **An immediate cut-off**: a refused device's instance is disabled
-//!   (`CM_Disable_DevNode`, not persistent: a replugged device is judged
-//!   again) and enabled again when the policy or an allowance lets it in.
+//!   (`CM_Disable_DevNode`, not persistent) and enabled again when the
+//!   policy or an allowance lets it in. One replugged between two looks
+//!   comes back enabled: every round the agent checks the nodes it
+//!   disabled and disables them again.
 //!
 //! Wine has no USB devices and no storage stack that reads the policy
 //! keys: under Wine the tests see the keys written and removed; listing,
@@ -388,6 +390,9 @@ pub(crate) struct DevNodeEnforcer {
     applied: Option<BTreeSet<(&'static str, &'static str)>>,
     /// The last failure reported, so it is reported once.
     failed: Option<String>,
+    /// The devices this agent disabled (and disables again if they come
+    /// back enabled).
+    disabled: std::collections::HashSet<String>,
 }
 
 impl DevNodeEnforcer {
@@ -397,7 +402,13 @@ impl DevNodeEnforcer {
             key: key.to_owned(),
             applied: None,
             failed: None,
+            disabled: Default::default(),
         }
+    }
+
+    /// Deletes every value the agent manages (its removal).
+    pub(crate) fn clear(&self) -> Result<(), String> {
+        self.write(&BTreeSet::new())
     }
 
     /// Sets every value in `wanted` and deletes every other managed one;
@@ -412,7 +423,9 @@ impl DevNodeEnforcer {
                             |status| format!(r"cannot set HKLM\{key}\{value} (error {status})"),
                         )?;
                     } else {
-                        win::reg_delete_value(HKEY_LOCAL_MACHINE, &key, value);
+                        win::reg_delete_value(HKEY_LOCAL_MACHINE, &key, value).map_err(
+                            |status| format!(r"cannot delete HKLM\{key}\{value} (error {status})"),
+                        )?;
                     }
                 }
             }
@@ -444,26 +457,25 @@ impl DeviceEnforcer for DevNodeEnforcer {
         }
     }
 
+    fn keep_refused(&mut self, dev: &UsbDevice) -> Option<String> {
+        // Replugged since the agent disabled it: a fresh node, enabled.
+        // (One the agent could not disable is not tried every round.)
+        if !self.disabled.contains(&dev.name) {
+            return None;
+        }
+        let devinst = locate(&dev.name).ok()?;
+        if disabled(devinst) {
+            return None;
+        }
+        Some(self.disable(dev))
+    }
+
     fn enforce(&mut self, dev: &UsbDevice, decision: State, previous: Option<State>) -> String {
+        if decision != State::Refused {
+            self.disabled.remove(&dev.name);
+        }
         match decision {
-            State::Refused => match locate(&dev.name).and_then(|devinst| {
-                // SAFETY: plain call on a located node.
-                let status = unsafe { CM_Disable_DevNode(devinst, CM_DISABLE_UI_NOT_OK) };
-                if status == CR_SUCCESS {
-                    Ok(())
-                } else {
-                    Err(format!("CONFIGRET {status}"))
-                }
-            }) {
-                Ok(()) => {
-                    tracing::info!(device = %dev.name, "USB device disabled");
-                    "denied: device disabled".to_owned()
-                }
-                Err(e) => {
-                    tracing::warn!(device = %dev.name, error = %e, "cannot disable a denied USB device");
-                    format!("denied: could not disable the device: {e}")
-                }
-            },
+            State::Refused => self.disable(dev),
             State::ReadOnly => {
                 if previous == Some(State::Refused) {
                     enable(dev);
@@ -482,6 +494,58 @@ impl DeviceEnforcer for DevNodeEnforcer {
             }
         }
     }
+}
+
+impl DevNodeEnforcer {
+    /// Disables a refused device's node; what happened, for the event.
+    fn disable(&mut self, dev: &UsbDevice) -> String {
+        let outcome = disable(dev);
+        if outcome == DISABLED {
+            self.disabled.insert(dev.name.clone());
+        } else {
+            self.disabled.remove(&dev.name);
+        }
+        outcome
+    }
+}
+
+/// The outcome of a device disabled.
+const DISABLED: &str = "denied: device disabled";
+
+/// Disables a refused device's node; what happened, for the event.
+fn disable(dev: &UsbDevice) -> String {
+    let result = locate(&dev.name).and_then(|devinst| {
+        // SAFETY: plain call on a located node.
+        let status = unsafe { CM_Disable_DevNode(devinst, CM_DISABLE_UI_NOT_OK) };
+        if status == CR_SUCCESS {
+            Ok(())
+        } else {
+            Err(format!("CONFIGRET {status}"))
+        }
+    });
+    match result {
+        Ok(()) => {
+            tracing::info!(device = %dev.name, "USB device disabled");
+            DISABLED.to_owned()
+        }
+        Err(e) => {
+            tracing::warn!(device = %dev.name, error = %e, "cannot disable a denied USB device");
+            format!("denied: could not disable the device: {e}")
+        }
+    }
+}
+
+/// Whether a device node is disabled (problem `CM_PROB_DISABLED`).
+fn disabled(devinst: u32) -> bool {
+    use windows_sys::Win32::Devices::DeviceAndDriverInstallation::{
+        CM_Get_DevNode_Status, CM_PROB_DISABLED, DN_HAS_PROBLEM,
+    };
+    let (mut status, mut problem) = (0, 0);
+    // SAFETY: plain out-parameters.
+    let ok = unsafe { CM_Get_DevNode_Status(&mut status, &mut problem, devinst, 0) } == CR_SUCCESS;
+    // Asking failed: taken as disabled, so a failing call is not retried
+    // every half second.
+    !ok || (status & DN_HAS_PROBLEM != 0 && problem == CM_PROB_DISABLED)
 }
 
 /// Gives back a device this agent disabled.

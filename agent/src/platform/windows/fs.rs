@@ -58,14 +58,23 @@ pub(crate) fn sync_dir(_dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Creates `dir` (and parents), makes Administrators its owner and gives
-/// it [`PRIVATE_SDDL`]. The owner matters: a user who created the
+/// Creates `dir` (and parents), refuses it if it is a junction or link,
+/// makes Administrators its owner and gives it [`PRIVATE_SDDL`]. The owner matters: a user who created the
 /// directory first (anyone may create folders in `%ProgramData%`) would
 /// otherwise keep the owner's right to rewrite its access list. Taking it
 /// over needs the service's take-ownership and restore privileges, which
 /// the agent enables when a plain attempt is refused.
 pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::windows::fs::MetadataExt;
     std::fs::create_dir_all(dir)?;
+    // A junction or link put there first would send the agent's writes
+    // (as SYSTEM) and its access list elsewhere.
+    if std::fs::symlink_metadata(dir)?.file_attributes() & 0x400 != 0 {
+        return Err(io::Error::other(format!(
+            "{} is a junction or a link (FILE_ATTRIBUTE_REPARSE_POINT): refusing to keep the agent's state there; remove it",
+            dir.display()
+        )));
+    }
     if let Err(e) = set_owner_administrators(dir) {
         let refused = matches!(e.raw_os_error(), Some(5) | Some(1307));
         if !(refused && enable_privileges() && set_owner_administrators(dir).is_ok()) {
@@ -78,28 +87,15 @@ pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
 /// Makes the Administrators group `path`'s owner.
 fn set_owner_administrators(path: &Path) -> io::Result<()> {
     use windows_sys::Win32::Security::{GetSecurityDescriptorOwner, OWNER_SECURITY_INFORMATION};
-    let sddl = wide("O:BA");
-    let mut sd: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
-    // SAFETY: NUL-terminated SDDL; `sd` is LocalAlloc'd, freed below.
-    let ok = unsafe {
-        ConvertStringSecurityDescriptorToSecurityDescriptorW(
-            sddl.as_ptr(),
-            SDDL_REVISION_1,
-            &mut sd,
-            std::ptr::null_mut(),
-        )
-    };
-    if ok == 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let mut owner = std::ptr::null_mut();
-    let mut defaulted = 0;
-    // SAFETY: `sd` is valid; `owner` points into it while it lives.
-    let status = if unsafe { GetSecurityDescriptorOwner(sd, &mut owner, &mut defaulted) } == 0 {
-        Err(io::Error::last_os_error())
-    } else {
+    with_descriptor("O:BA", |sd| {
+        let mut owner = std::ptr::null_mut();
+        let mut defaulted = 0;
+        // SAFETY: `sd` is valid; `owner` points into it while it lives.
+        if unsafe { GetSecurityDescriptorOwner(sd, &mut owner, &mut defaulted) } == 0 {
+            return Err(io::Error::last_os_error());
+        }
         let path = wide_path(path);
-        // SAFETY: NUL-terminated path; `owner` is valid until `sd` is freed.
+        // SAFETY: NUL-terminated path; `owner` is valid while `sd` is.
         match unsafe {
             SetNamedSecurityInfoW(
                 path.as_ptr(),
@@ -114,10 +110,33 @@ fn set_owner_administrators(path: &Path) -> io::Result<()> {
             0 => Ok(()),
             e => Err(io::Error::from_raw_os_error(e as i32)),
         }
+    })
+}
+
+/// Calls `f` with the security descriptor `sddl` describes (freed after).
+fn with_descriptor(
+    sddl: &str,
+    f: impl FnOnce(PSECURITY_DESCRIPTOR) -> io::Result<()>,
+) -> io::Result<()> {
+    let sddl = wide(sddl);
+    let mut sd: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
+    // SAFETY: `sddl` is NUL-terminated; `sd` receives a LocalAlloc'd
+    // descriptor, freed below.
+    let ok = unsafe {
+        ConvertStringSecurityDescriptorToSecurityDescriptorW(
+            sddl.as_ptr(),
+            SDDL_REVISION_1,
+            &mut sd,
+            std::ptr::null_mut(),
+        )
     };
-    // SAFETY: allocated by the conversion.
+    if ok == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let result = f(sd);
+    // SAFETY: `sd` was allocated by the conversion with LocalAlloc.
     unsafe { LocalFree(sd as HLOCAL) };
-    status
+    result
 }
 
 /// Enables the take-ownership and restore privileges in the agent's own
@@ -179,32 +198,17 @@ fn enable_privileges() -> bool {
 
 /// Replaces `path`'s access list with the one `sddl` describes.
 pub(crate) fn set_sddl(path: &Path, sddl: &str) -> io::Result<()> {
-    let sddl = wide(sddl);
-    let mut sd: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
-    // SAFETY: `sddl` is NUL-terminated; `sd` receives a LocalAlloc'd
-    // descriptor, freed below.
-    let ok = unsafe {
-        ConvertStringSecurityDescriptorToSecurityDescriptorW(
-            sddl.as_ptr(),
-            SDDL_REVISION_1,
-            &mut sd,
-            std::ptr::null_mut(),
-        )
-    };
-    if ok == 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let result = (|| {
+    with_descriptor(sddl, |sd| {
         let mut present = 0;
         let mut defaulted = 0;
         let mut dacl: *mut ACL = std::ptr::null_mut();
-        // SAFETY: `sd` is the valid descriptor made above.
+        // SAFETY: `sd` is a valid descriptor.
         if unsafe { GetSecurityDescriptorDacl(sd, &mut present, &mut dacl, &mut defaulted) } == 0 {
             return Err(io::Error::last_os_error());
         }
         let path = wide_path(path);
         // SAFETY: the path is NUL-terminated; `dacl` points into `sd`,
-        // alive until it is freed after this call.
+        // alive during the call.
         let status = unsafe {
             SetNamedSecurityInfoW(
                 path.as_ptr(),
@@ -220,10 +224,7 @@ pub(crate) fn set_sddl(path: &Path, sddl: &str) -> io::Result<()> {
             return Err(io::Error::from_raw_os_error(status as i32));
         }
         Ok(())
-    })();
-    // SAFETY: `sd` was allocated by the conversion with LocalAlloc.
-    unsafe { LocalFree(sd as HLOCAL) };
-    result
+    })
 }
 
 /// Whether only SYSTEM and Administrators may open `path`: its access

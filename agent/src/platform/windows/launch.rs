@@ -49,33 +49,53 @@ pub const TRAMPOLINE: &str = "blocked";
 
 /// Names never blocked before launch, whatever a rule says: the agent
 /// itself (the debugger would run itself without end, and the service
-/// could not start) and the programs Windows needs to boot and log on
-/// (a blocked one makes the PC unusable; a rule naming one is left to
-/// kill on start).
+/// could not start; its own file name is checked too), the programs
+/// Windows needs to boot, log on and elevate, and the installer (the
+/// agent's own removal runs in it). A blocked one would make the PC
+/// unusable for everyone; a rule naming one is left to kill on start.
 pub(crate) const NEVER_BLOCKED: &[&str] = &[
     "mamori-agent",
+    "conhost",
+    "consent",
     "csrss",
+    "ctfmon",
     "dwm",
     "explorer",
+    "fontdrvhost",
     "logonui",
     "lsass",
+    "msiexec",
     "services",
+    "sihost",
     "smss",
     "svchost",
+    "taskhostw",
     "userinit",
     "wininit",
     "winlogon",
 ];
 
-/// The image names (`winny.exe`) `policy` refuses before launch.
-pub(crate) fn blocked_images(policy: &Compiled) -> BTreeSet<String> {
+/// The image names (`winny.exe`) `policy` refuses before launch; never
+/// `own` (the agent's own file name, without `.exe`).
+pub(crate) fn blocked_images(policy: &Compiled, own: &str) -> BTreeSet<String> {
     policy
         .blocked_names()
         .into_iter()
         .filter(|n| !n.is_empty() && !n.contains(['\\', '/']))
-        .filter(|n| !NEVER_BLOCKED.contains(&n.as_str()))
+        .filter(|n| !NEVER_BLOCKED.contains(&n.as_str()) && n != own)
         .map(|n| format!("{n}.exe"))
         .collect()
+}
+
+/// Whether the agent at `exe` may be a blocked program's debugger: only
+/// from below `Program Files`, which only administrators can change (a
+/// copy a user could replace would run for every blocked launch, under
+/// any account).
+pub(crate) fn may_be_debugger(exe: &Path, program_files: &Path) -> bool {
+    let lower = |p: &Path| p.to_string_lossy().to_lowercase();
+    let (exe, root) = (lower(exe), lower(program_files));
+    exe.strip_prefix(root.trim_end_matches('\\'))
+        .is_some_and(|rest| rest.starts_with('\\'))
 }
 
 /// The `Debugger` value that runs the agent at `agent_exe` instead.
@@ -126,6 +146,8 @@ pub(crate) struct LaunchGuard {
     owner: String,
     /// The revision last applied.
     applied: Option<u64>,
+    /// The agent's own file name (never blocked).
+    own: String,
 }
 
 impl LaunchGuard {
@@ -135,6 +157,7 @@ impl LaunchGuard {
             debugger: debugger_command(agent_exe),
             owner: state_dir.display().to_string(),
             applied: None,
+            own: mamori_proto::app_name(&agent_exe.to_string_lossy()),
         }
     }
 
@@ -146,7 +169,7 @@ impl LaunchGuard {
             return Vec::new();
         }
         self.applied = Some(policy.revision);
-        self.apply(&blocked_images(policy))
+        self.apply(&blocked_images(policy, &self.own))
     }
 
     /// Makes exactly `wanted` blocked by this agent.
@@ -155,9 +178,16 @@ impl LaunchGuard {
         for image in self.owned() {
             if !wanted.iter().any(|w| w.eq_ignore_ascii_case(&image)) {
                 let key = format!(r"{}\{image}", self.key);
-                win::reg_delete_value(HKEY_LOCAL_MACHINE, &key, "Debugger");
-                win::reg_delete_value(HKEY_LOCAL_MACHINE, &key, MARKER);
-                tracing::info!(%image, "launch block lifted");
+                // The debugger first: a marker left alone is harmless.
+                match win::reg_delete_value(HKEY_LOCAL_MACHINE, &key, "Debugger")
+                    .and_then(|()| win::reg_delete_value(HKEY_LOCAL_MACHINE, &key, MARKER))
+                {
+                    Ok(()) => tracing::info!(%image, "launch block lifted"),
+                    Err(status) => {
+                        tracing::warn!(%image, status, "cannot lift the launch block");
+                        failed.push(format!("{image}: lifting it failed (error {status})"));
+                    }
+                }
             }
         }
         for image in wanted {
@@ -203,10 +233,12 @@ impl LaunchGuard {
 }
 
 /// Lifts every launch block the agent with `state_dir` wrote (its
-/// allowed removal).
-pub(crate) fn lift_all(state_dir: &Path) {
+/// allowed removal); what could not be lifted.
+pub(crate) fn lift_all(state_dir: &Path) -> Vec<String> {
     let guard = LaunchGuard::new(IFEO_KEY, Path::new(""), state_dir);
     guard.apply(&BTreeSet::new());
+    // What is still there was not removed (the remover lacks the rights).
+    guard.owned()
 }
 
 #[cfg(test)]

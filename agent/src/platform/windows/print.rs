@@ -13,7 +13,8 @@
 //! pages. The last record reported is kept in `print.json`: a restart
 //! neither repeats nor misses a job (a crash between spooling a job and
 //! saving its number repeats that job), and the first run starts at the
-//! log's end (history is not news). Copies are not in the event (0).
+//! log's end (history is not news). A log cleared meanwhile (its numbers
+//! start again at 1) is read from its start. Copies are not in the event (0).
 //!
 //! Wine has no print-service log (its event-log API answers nothing):
 //! under Wine the parser is tested with events built to that layout; the
@@ -399,6 +400,23 @@ impl Collector for PrintCollector {
                 let Some(found) = read(&query_after(after), false, MAX_PER_POLL) else {
                     return Ok(());
                 };
+                if found.is_empty() {
+                    // A log cleared since (`wevtutil cl`) numbers its
+                    // records from 1 again: read it from its start.
+                    let newest = read("*", true, 1)
+                        .and_then(|n| n.first().and_then(|x| record_id(x)))
+                        .unwrap_or(0);
+                    if newest < after {
+                        tracing::info!(
+                            after,
+                            newest,
+                            "the print log was cleared: reading it from its start"
+                        );
+                        crate::fsutil::write_json(&state_path, &0u64)?;
+                        last = Some(0);
+                    }
+                    return Ok(());
+                }
                 let mut newest = after;
                 for xml in found {
                     newest = newest.max(record_id(&xml).unwrap_or(0));

@@ -80,9 +80,17 @@ impl ProcessCollector {
     /// File Execution Options (see [`launch`](super::launch)), marked as
     /// the agent's with `state_dir`.
     pub fn blocking_launches(mut self, state_dir: &std::path::Path) -> Self {
-        match std::env::current_exe() {
-            Ok(exe) => self.guard = Some(LaunchGuard::new(IFEO_KEY, &exe, state_dir)),
-            Err(e) => {
+        let program_files =
+            super::win::known_folder(&windows_sys::Win32::UI::Shell::FOLDERID_ProgramFiles);
+        match (std::env::current_exe(), program_files) {
+            (Ok(exe), Some(pf)) if launch::may_be_debugger(&exe, &pf) => {
+                self.guard = Some(LaunchGuard::new(IFEO_KEY, &exe, state_dir));
+            }
+            (Ok(exe), _) => tracing::info!(
+                exe = %exe.display(),
+                "not installed below Program Files: block rules are enforced by kill on start"
+            ),
+            (Err(e), _) => {
                 tracing::warn!(error = %e, "cannot find the agent's own path: no launch blocks")
             }
         }
@@ -500,8 +508,12 @@ async fn etw_loop(
     } = etw;
     let mut devices = etw::dos_devices();
     let policy = enforcing.policy.clone();
+    // The probe's own start and stop are not reported; once it stopped,
+    // its pid may be any process's.
+    let mut probe = Some(probe);
     let mut handle = |reporter: &mut Reporter, e: EtwProcess| match e {
-        EtwProcess::Start { pid, .. } | EtwProcess::Stop { pid, .. } if pid == probe => {}
+        EtwProcess::Start { pid, .. } if Some(pid) == probe => {}
+        EtwProcess::Stop { pid, .. } if Some(pid) == probe => probe = None,
         EtwProcess::Start {
             pid,
             ppid,
@@ -509,7 +521,11 @@ async fn etw_loop(
             image,
             ..
         } => {
-            let h = open(pid);
+            // The event comes up to a second late: a handle on a process
+            // created at another time is a later process with the same pid.
+            let h = open(pid).filter(|h| {
+                times(h).is_some_and(|(created, _)| (created - created_us).abs() < 10_000)
+            });
             let exe_path = h.as_ref().and_then(image_path).unwrap_or_else(|| {
                 let mut path = etw::nt_to_dos(&image, &devices);
                 if path.starts_with('\\') {
@@ -736,7 +752,12 @@ struct Start {
 /// Reports a start; the agent run as a blocked program's debugger is
 /// reported as that program's refused launch instead.
 fn report_start(reporter: &mut Reporter, policy: Option<&Arc<PolicyState>>, s: Start) {
-    if let Some(program) = launch::trampoline_target(&s.command_line) {
+    // Only the agent's own program (the IFEO debugger) is a refused launch:
+    // anyone may run a copy named mamori-agent.exe with `blocked`.
+    let own = std::env::current_exe()
+        .ok()
+        .is_some_and(|exe| exe.to_string_lossy().eq_ignore_ascii_case(&s.exe_path));
+    if let Some(program) = launch::trampoline_target(&s.command_line).filter(|_| own) {
         let policy = policy.map(|p| p.current());
         let verdict = policy.as_ref().and_then(|p| p.check_launch(&program));
         let (reason, revision) =

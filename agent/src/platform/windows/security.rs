@@ -178,7 +178,7 @@ impl SecurityProbe for WindowsSecurityProbe {
                 &format!("SELECT displayName, productState FROM {class}"),
                 &["displayName", "productState"],
             )
-            .inspect_err(|e| tracing::debug!(error = %e, class, "Security Center not asked"))
+            .inspect_err(|e| tracing::warn!(error = %e, class, "Security Center not asked: reported as none"))
             .unwrap_or_default()
             .into_iter()
             .map(|row| Product {
@@ -215,7 +215,9 @@ impl SecurityProbe for WindowsSecurityProbe {
             defender_signature,
             patch_level: version,
             updates: pending_updates()
-                .inspect_err(|e| tracing::debug!(error = %e, "updates not counted"))
+                .inspect_err(
+                    |e| tracing::warn!(error = %e, "pending updates not counted: reported as 0"),
+                )
                 .ok(),
             bitlocker: bitlocker(),
         })
@@ -382,7 +384,7 @@ fn bitlocker() -> Option<String> {
         "SELECT DriveLetter, ProtectionStatus FROM Win32_EncryptableVolume",
         &["DriveLetter", "ProtectionStatus"],
     )
-    .inspect_err(|e| tracing::debug!(error = %e, "BitLocker not asked"))
+    .inspect_err(|e| tracing::warn!(error = %e, "BitLocker not asked: reported as not encrypted"))
     .ok()?;
     rows.iter()
         .find(|r| r[0].text().eq_ignore_ascii_case(&system) && r[1].int() == Some(1))

@@ -55,16 +55,29 @@ pub fn notify(_state: &str) {}
 /// crashed agent).
 pub async fn keep_watchdog() {}
 
-/// Undoes what the agent set outside its own files before it is removed:
-/// the launch blocks (a blocked program would otherwise fail for ever on
-/// the missing debugger). Then stops the service and waits (up to 30 s)
-/// for its process to end, so the installer finds the program no longer
-/// in use and removes it (Wine's installer does not wait for a stop).
-pub fn before_removal(state_dir: &std::path::Path) {
-    super::launch::lift_all(state_dir);
-    if let Err(e) = stop_and_wait(std::time::Duration::from_secs(30)) {
-        tracing::warn!(error = %e, "the service was not stopped before removal");
+/// Before the agent is removed: stops the service and waits (up to 30 s)
+/// for its process to end, so that it sets nothing again and the installer
+/// finds the program no longer in use (Wine's installer does not wait for a
+/// stop); then undoes what the agent set outside its own files: the launch
+/// blocks (a blocked program would otherwise fail for ever on the missing
+/// debugger), the removable-storage policy and the browsers' block lists.
+/// A failure (the remover lacks the rights) fails the removal.
+pub fn before_removal(state_dir: &std::path::Path) -> anyhow::Result<()> {
+    stop_and_wait(std::time::Duration::from_secs(30))
+        .map_err(|e| anyhow::anyhow!("cannot stop the MamoriAgent service: {e:#}"))?;
+    let left = super::launch::lift_all(state_dir);
+    if !left.is_empty() {
+        anyhow::bail!(
+            "cannot lift the launch blocks of {} (run the removal elevated)",
+            left.join(", ")
+        );
     }
+    super::devices::DevNodeEnforcer::new(super::devices::POLICY_KEY)
+        .clear()
+        .map_err(|e| anyhow::anyhow!("{e} (run the removal elevated)"))?;
+    super::web::write("", &[], &[], &[])
+        .map_err(|e| anyhow::anyhow!("{e} (run the removal elevated)"))?;
+    Ok(())
 }
 
 /// Stops the service, if it runs, and waits for its process to exit.

@@ -105,9 +105,9 @@ pub(crate) fn reg_string_in(root: HKEY, key: &str, value: &str, view: u32) -> Op
         .filter(|s| !s.is_empty())
 }
 
-/// Deletes a value under HKEY_LOCAL_MACHINE (the 64-bit view); a value
-/// that is not there is no error.
-pub(crate) fn reg_delete_value(root: HKEY, key: &str, value: &str) {
+/// Deletes a value (the 64-bit view); a value or key that is not there is
+/// no error. The error is the Win32 status (access denied, …).
+pub(crate) fn reg_delete_value(root: HKEY, key: &str, value: &str) -> Result<(), u32> {
     use windows_sys::Win32::System::Registry::{
         KEY_SET_VALUE, KEY_WOW64_64KEY, RegCloseKey, RegDeleteValueW, RegOpenKeyExW,
     };
@@ -123,16 +123,21 @@ pub(crate) fn reg_delete_value(root: HKEY, key: &str, value: &str) {
             &mut h,
         )
     };
-    if status != 0 {
-        return;
+    // ERROR_FILE_NOT_FOUND: no key, so no value.
+    match status {
+        0 => {}
+        2 => return Ok(()),
+        e => return Err(e),
     }
     // SAFETY: `h` is open with KEY_SET_VALUE.
     let status = unsafe { RegDeleteValueW(h, value_w.as_ptr()) };
-    if status != 0 && status != 2 {
-        tracing::warn!(key, value, status, "cannot delete the registry value");
-    }
     // SAFETY: opened above.
     unsafe { RegCloseKey(h) };
+    if status == 0 || status == 2 {
+        Ok(())
+    } else {
+        Err(status)
+    }
 }
 
 /// A DWORD value (the 64-bit view).

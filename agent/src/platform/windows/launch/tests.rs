@@ -27,8 +27,13 @@ fn only_block_rules_by_name_become_launch_blocks() {
         ..Default::default()
     })
     .unwrap();
-    let images: Vec<String> = blocked_images(&policy).into_iter().collect();
+    let images: Vec<String> = blocked_images(&policy, "mamori-agent")
+        .into_iter()
+        .collect();
     assert_eq!(images, ["share.exe", "winny.exe"]);
+    // A renamed agent never blocks itself either.
+    let images: Vec<String> = blocked_images(&policy, "share").into_iter().collect();
+    assert_eq!(images, ["winny.exe"]);
 }
 
 #[test]
@@ -54,6 +59,27 @@ fn the_trampoline_names_the_refused_program() {
     );
     assert_eq!(trampoline_target(r"C:\tools\other.exe blocked x.exe"), None);
     assert_eq!(trampoline_target(""), None);
+}
+
+#[test]
+fn only_an_agent_below_program_files_becomes_a_debugger() {
+    let pf = Path::new(r"C:\Program Files");
+    assert!(may_be_debugger(
+        Path::new(r"C:\Program Files\Mamori\mamori-agent.exe"),
+        pf
+    ));
+    assert!(may_be_debugger(
+        Path::new(r"c:\program files\Mamori\mamori-agent.exe"),
+        Path::new(r"C:\Program Files\")
+    ));
+    assert!(!may_be_debugger(
+        Path::new(r"C:\Users\bob\Downloads\mamori-agent.exe"),
+        pf
+    ));
+    assert!(!may_be_debugger(
+        Path::new(r"C:\Program Files (x86)\x\mamori-agent.exe"),
+        pf
+    ));
 }
 
 fn debugger(key: &str, image: &str) -> Option<String> {

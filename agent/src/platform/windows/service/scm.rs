@@ -92,13 +92,16 @@ fn serve() -> anyhow::Result<()> {
     let opts = OPTIONS.get().cloned().context("no options")?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // The handler reports "stop pending" itself, before it tells the agent
-    // to stop, so that it cannot come after "stopped".
+    // to stop; the lock (held while the final "stopped" is reported, which
+    // sets the flag) keeps it from coming after "stopped".
     let status_handle: Arc<OnceLock<ServiceStatusHandle>> = Arc::default();
-    let pending = Arc::clone(&status_handle);
+    let stopped: Arc<std::sync::Mutex<bool>> = Arc::default();
+    let (pending, pending_stopped) = (Arc::clone(&status_handle), Arc::clone(&stopped));
     let handler = move |control| match control {
         ServiceControl::Stop | ServiceControl::Shutdown | ServiceControl::Preshutdown => {
             tracing::info!(?control, "the service manager stops the agent");
-            if let Some(h) = pending.get() {
+            let done = pending_stopped.lock().unwrap_or_else(|e| e.into_inner());
+            if let (Some(h), false) = (pending.get(), *done) {
                 // The uplink drains its batch in flight meanwhile.
                 let _ = h.set_service_status(status(
                     ServiceState::StopPending,
@@ -106,6 +109,7 @@ fn serve() -> anyhow::Result<()> {
                     0,
                 ));
             }
+            drop(done);
             if control != ServiceControl::Stop {
                 session::shutting_down(Duration::from_secs(3));
             }
@@ -166,11 +170,14 @@ fn serve() -> anyhow::Result<()> {
     }
     // Whatever happened, the manager hears that the service stopped; a
     // non-zero exit code makes it apply the recovery actions.
+    let mut done = stopped.lock().unwrap_or_else(|e| e.into_inner());
+    *done = true;
     handle.set_service_status(status(
         ServiceState::Stopped,
         ServiceControlAccept::empty(),
         u32::from(result.is_err() && !not_enrolled),
     ))?;
+    drop(done);
     if not_enrolled { Ok(()) } else { result }
 }
 
@@ -255,7 +262,7 @@ async fn enroll_from_settings(state_dir: &Path) -> anyhow::Result<()> {
                 ) =>
             {
                 let e = crate::Error::Server(status);
-                win::reg_delete_value(HKEY_LOCAL_MACHINE, SETTINGS_KEY, "EnrollmentToken");
+                forget_token();
                 return Err(e.into());
             }
             Err(e) => {
@@ -265,6 +272,17 @@ async fn enroll_from_settings(state_dir: &Path) -> anyhow::Result<()> {
             }
         }
     }
-    win::reg_delete_value(HKEY_LOCAL_MACHINE, SETTINGS_KEY, "EnrollmentToken");
+    forget_token();
     Ok(())
+}
+
+/// Deletes the installer's enrollment token (used, or refused).
+fn forget_token() {
+    if let Err(status) = win::reg_delete_value(HKEY_LOCAL_MACHINE, SETTINGS_KEY, "EnrollmentToken")
+    {
+        tracing::warn!(
+            status,
+            r"cannot delete the enrollment token from HKLM\{SETTINGS_KEY}"
+        );
+    }
 }
