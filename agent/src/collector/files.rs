@@ -90,9 +90,8 @@ pub(crate) enum Op {
     /// Closed after writing.
     CloseWrite,
     /// Closed after reading only.
-    #[cfg_attr(windows, expect(dead_code, reason = "Windows's source sees no reads"))]
+    #[cfg_attr(windows, expect(dead_code, reason = "Windows's sources see no reads"))]
     CloseRead,
-    #[cfg_attr(windows, expect(dead_code, reason = "Windows's source sees no opens"))]
     Open,
     /// A program was started from this file by `pid`.
     Exec,
@@ -126,6 +125,11 @@ pub(crate) trait FileSource: Send {
     fn read(&mut self, timeout: Duration, out: &mut Vec<FsOp>) -> io::Result<u64>;
     /// Opens a file by its handle, for reading.
     fn open(&self, handle: &Handle) -> Option<File>;
+    /// What this source cannot see, when it stands in for a better one
+    /// (a device fact, see [`EventSink::degraded`]).
+    fn degraded(&self) -> Option<String> {
+        None
+    }
 }
 
 /// What the file collector needs of the OS besides its source.
@@ -173,10 +177,21 @@ impl Collector for FileCollector {
 
     fn run(self: Box<Self>, sink: EventSink) -> BoxFuture<'static, Result<()>> {
         Box::pin(async move {
-            let source = self
-                .os
-                .open_source()
+            // Off the runtime: a source may check itself (Windows's ETW
+            // session waits for a probe file's event).
+            let os = Arc::clone(&self.os);
+            let source = tokio::task::spawn_blocking(move || os.open_source())
+                .await
+                .map_err(|e| Error::io("opening the file source")(io::Error::other(e)))?
                 .map_err(Error::io("file operations cannot be watched"))?;
+            match source.degraded() {
+                Some(why) => {
+                    tracing::warn!(%why, "file operations in a degraded mode");
+                    sink.warn("files", "file source", &format!("degraded mode: {why}"));
+                    sink.degraded("files", Some(&why));
+                }
+                None => sink.degraded("files", None),
+            }
             let stop = Arc::new(AtomicBool::new(false));
             let guard = StopOnDrop(Arc::clone(&stop));
             let (done_tx, done_rx) = tokio::sync::oneshot::channel();

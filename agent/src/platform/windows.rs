@@ -6,8 +6,10 @@
 
 pub(crate) mod devices;
 pub mod environment;
+pub(crate) mod etw;
 pub(crate) mod facts;
 pub(crate) mod files;
+pub(crate) mod files_etw;
 pub(crate) mod fs;
 pub mod launch;
 pub mod print;
@@ -208,8 +210,18 @@ pub(crate) fn removable_drives() -> Vec<Medium> {
 struct WindowsFiles;
 
 impl FileOs for WindowsFiles {
+    /// ETW's Kernel-File provider when it delivers; else
+    /// `ReadDirectoryChangesW`, the degraded mode.
     fn open_source(&self) -> io::Result<Box<dyn FileSource>> {
-        Ok(Box::new(files::DirectoryChanges::new()))
+        match files_etw::EtwFiles::open() {
+            Ok(source) => {
+                tracing::info!("file operations from ETW");
+                Ok(Box::new(source))
+            }
+            Err(e) => Ok(Box::new(files::DirectoryChanges::instead_of_etw(
+                e.to_string(),
+            ))),
+        }
     }
 
     fn removable_media(&self) -> Vec<Medium> {

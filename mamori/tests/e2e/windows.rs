@@ -238,24 +238,23 @@ async fn the_windows_agent_under_wine_reports_processes_and_files_and_kills_a_ba
             .contains("Windows"),
         "{d}"
     );
-    // Wine refuses ETW: the process source's degraded mode is a fact of
-    // the device (its hello says so, the device record shows it).
+    // Wine refuses ETW: the process and file sources' degraded modes are
+    // facts of the device (its hellos say so, the device record shows it).
     let degraded = wait_for(
-        "the degraded mode on the device",
+        "the degraded modes on the device",
         Duration::from_secs(30),
         || async {
             let (_, d) = gw.get(&admin, &format!("/api/v1/devices/{device}")).await;
             d["degraded"]
                 .as_str()
-                .filter(|s| !s.is_empty())
+                .filter(|s| {
+                    s.contains("process: Toolhelp polling every 250 ms")
+                        && s.contains("files: ReadDirectoryChangesW")
+                })
                 .map(str::to_owned)
         },
     )
     .await;
-    assert!(
-        degraded.starts_with("process: Toolhelp polling every 250 ms"),
-        "{degraded}"
-    );
     assert!(degraded.contains("ETW"), "{degraded}");
 
     // The policy reaches the agent (and is kept for offline enforcement).

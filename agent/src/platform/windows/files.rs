@@ -305,11 +305,24 @@ pub(crate) struct DirectoryChanges {
     watches: Vec<Watch>,
     scope: Vec<PathBuf>,
     pairing: Pairing,
+    /// Why this source stands in for the ETW one.
+    degraded: Option<String>,
 }
 
 impl DirectoryChanges {
+    #[cfg(test)]
     pub(crate) fn new() -> Self {
         Self::default()
+    }
+
+    /// The source used when ETW's is not (`why`): the degraded mode.
+    pub(crate) fn instead_of_etw(why: String) -> Self {
+        DirectoryChanges {
+            degraded: Some(format!(
+                "ReadDirectoryChangesW: no processes, opens or copies ({why})"
+            )),
+            ..Self::default()
+        }
     }
 }
 
@@ -396,6 +409,10 @@ impl FileSource for DirectoryChanges {
     fn open(&self, handle: &Handle) -> Option<File> {
         let path = std::str::from_utf8(&handle.bytes).ok()?;
         File::open(path).ok()
+    }
+
+    fn degraded(&self) -> Option<String> {
+        self.degraded.clone()
     }
 }
 

@@ -436,7 +436,7 @@ impl Enforcing {
 /// A working ETW session: its events, those that came during the check,
 /// and the probe process's pid (not reported).
 struct Etw {
-    session: etw::Session,
+    session: super::etw::Session,
     events: tokio::sync::mpsc::Receiver<EtwProcess>,
     early: Vec<EtwProcess>,
     probe: u32,
@@ -450,7 +450,7 @@ const ETW_PROBE_WAIT: Duration = Duration::from_secs(5);
 async fn open_etw() -> std::result::Result<Etw, String> {
     use std::os::windows::process::CommandExt;
     let (tx, mut events) = tokio::sync::mpsc::channel(4096);
-    let session = etw::Session::start(Box::new(move |e| tx.try_send(e).is_ok()))
+    let session = etw::start(Box::new(move |e| tx.try_send(e).is_ok()))
         .map_err(|e| format!("cannot start the ETW session: {e}"))?;
     let exe = std::env::current_exe().map_err(|e| format!("the agent's own path: {e}"))?;
     // CREATE_NO_WINDOW.

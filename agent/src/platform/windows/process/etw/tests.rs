@@ -1,40 +1,9 @@
 use super::*;
+use crate::platform::windows::etw::testing::Record;
 
 /// 2024-01-01T00:00:00Z as a FILETIME, and in µs since 1970.
 const FT: u64 = 133_485_408_000_000_000;
 const US: i64 = 1_704_067_200_000_000;
-
-/// Builds user data field by field, packed as ETW writes it.
-#[derive(Default)]
-struct Record(Vec<u8>);
-
-impl Record {
-    fn u32(mut self, v: u32) -> Self {
-        self.0.extend_from_slice(&v.to_le_bytes());
-        self
-    }
-    fn u64(mut self, v: u64) -> Self {
-        self.0.extend_from_slice(&v.to_le_bytes());
-        self
-    }
-    fn utf16(mut self, s: &str) -> Self {
-        for u in s.encode_utf16().chain(Some(0)) {
-            self.0.extend_from_slice(&u.to_le_bytes());
-        }
-        self
-    }
-    fn ansi(mut self, s: &str) -> Self {
-        self.0.extend_from_slice(s.as_bytes());
-        self.0.push(0);
-        self
-    }
-    /// S-1-16-8192 (medium integrity): one sub-authority.
-    fn label(mut self) -> Self {
-        self.0.extend_from_slice(&[1, 1, 0, 0, 0, 0, 0, 16]);
-        self.0.extend_from_slice(&8192u32.to_le_bytes());
-        self
-    }
-}
 
 const IMAGE: &str = r"\Device\HarddiskVolume3\Windows\System32\notepad.exe";
 
