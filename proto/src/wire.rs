@@ -386,6 +386,7 @@ mod tests {
                 exit_code: -1,
                 blocked_reason: s("why"),
                 policy_revision: 9,
+                session_id: 2,
             }));
             out.push(Kind::File(FileEvent {
                 action,

@@ -44,6 +44,8 @@ pub(crate) struct ProcessInfo {
     /// Real uid on Unix; `None` when unknown, and on Windows (whose users
     /// are SIDs: the name says who it was).
     pub uid: Option<u32>,
+    /// The Windows logon session (0 when unknown, and on Linux).
+    pub session_id: u32,
 }
 
 /// How an OS stops a process under a banned-app rule.
@@ -73,6 +75,7 @@ struct Started {
     exe_path: String,
     uid: u32,
     user: String,
+    session_id: u32,
 }
 
 /// Turns the starts and stops an OS source saw into events.
@@ -146,6 +149,7 @@ impl Reporter {
                     exe_path: info.exe_path.clone(),
                     uid,
                     user: os_user.clone(),
+                    session_id: info.session_id,
                 },
             );
         }
@@ -157,6 +161,7 @@ impl Reporter {
             command_line: info.command_line,
             parent_exe_path,
             uid,
+            session_id: info.session_id,
             ..Default::default()
         };
         // A policy hit (even "log only") goes to the server at once.
@@ -242,6 +247,7 @@ impl Reporter {
             exe_path: started.exe_path,
             uid: started.uid,
             exit_code,
+            session_id: started.session_id,
             ..Default::default()
         };
         self.emit(occurred_at_us, started.user, event, false);

@@ -313,6 +313,7 @@ impl Handler {
                 command_line: String::new(),
                 ppid,
                 uid,
+                session_id: 0,
             };
             self.report_exec(p.pid, p.occurred_at_us, info);
             if let Some(code) = p.exit_code {

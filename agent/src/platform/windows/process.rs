@@ -519,7 +519,7 @@ async fn etw_loop(
             ppid,
             created_us,
             image,
-            ..
+            session_id,
         } => {
             // The event comes up to a second late: a handle on a process
             // created at another time is a later process with the same pid.
@@ -539,6 +539,7 @@ async fn etw_loop(
                 pid,
                 ppid,
                 occurred_at_us: created_us,
+                session_id,
                 exe_path,
                 command_line: h
                     .as_ref()
@@ -733,6 +734,7 @@ impl Poller {
             command_line,
             parent,
             user: user(h).unwrap_or_default(),
+            session_id: session_of(e.pid),
         };
         report_start(&mut self.reporter, self.policy.as_ref(), start);
     }
@@ -747,6 +749,7 @@ struct Start {
     command_line: String,
     parent: String,
     user: String,
+    session_id: u32,
 }
 
 /// Reports a start; the agent run as a blocked program's debugger is
@@ -764,6 +767,7 @@ fn report_start(reporter: &mut Reporter, policy: Option<&Arc<PolicyState>>, s: S
             verdict.map_or_else(|| ("banned app".to_owned(), 0), |v| (v.reason, v.revision));
         let event = ProcessEvent {
             action: ProcessAction::Blocked as i32,
+            session_id: s.session_id,
             pid: s.pid,
             parent_pid: s.ppid,
             exe_path: fit_str(program, max::PROCESS_EXE_PATH),
@@ -784,10 +788,23 @@ fn report_start(reporter: &mut Reporter, policy: Option<&Arc<PolicyState>>, s: S
         exe_path: s.exe_path,
         ppid: s.ppid,
         uid: None,
+        session_id: s.session_id,
     };
     reporter.report_start(s.pid, s.occurred_at_us, info, s.parent, s.user, |pid| {
         open(pid).is_some()
     });
+}
+
+/// The logon session a process runs in (0 when it cannot be asked).
+fn session_of(pid: u32) -> u32 {
+    let mut session = 0;
+    // SAFETY: plain out-parameter.
+    if unsafe { windows_sys::Win32::System::RemoteDesktop::ProcessIdToSessionId(pid, &mut session) }
+        == 0
+    {
+        return 0;
+    }
+    session
 }
 
 /// The refused program's own command line, from the trampoline's.

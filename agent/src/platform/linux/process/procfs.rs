@@ -40,6 +40,7 @@ impl Procfs {
             command_line: self.command_line(pid),
             ppid: ppid.unwrap_or(0),
             uid,
+            session_id: 0,
         }
     }
 
