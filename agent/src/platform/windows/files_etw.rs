@@ -368,13 +368,23 @@ impl FileSource for EtwFiles {
     }
 
     fn read(&mut self, timeout: Duration, out: &mut Vec<FsOp>) -> io::Result<u64> {
-        if let Ok(op) = self.ops.recv_timeout(timeout) {
-            out.push(op);
-            while out.len() < 4096 {
-                match self.ops.try_recv() {
-                    Ok(op) => out.push(op),
-                    Err(_) => break,
+        match self.ops.recv_timeout(timeout) {
+            Ok(op) => {
+                out.push(op);
+                while out.len() < 4096 {
+                    match self.ops.try_recv() {
+                        Ok(op) => out.push(op),
+                        Err(_) => break,
+                    }
                 }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            // The consumer ended: the session was stopped from outside the
+            // agent. The collector stops and says so (a collector warning).
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(io::Error::other(
+                    "the ETW file session ended (stopped from outside the agent?)",
+                ));
             }
         }
         let lost = self.lost.load(Ordering::Relaxed);
