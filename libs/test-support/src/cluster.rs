@@ -20,18 +20,60 @@ pub struct RedisCluster {
     dir: tempfile::TempDir,
 }
 
-fn free_port() -> u16 {
-    // Cluster nodes also listen on port + 10000 (the cluster bus).
+/// A loopback port that is free, whose cluster-bus port (+10000) is free
+/// too, and that none of `taken` (this cluster's nodes) uses as either.
+fn free_port(taken: &[u16]) -> u16 {
+    let clash = |port: u16| {
+        taken
+            .iter()
+            .any(|&t| t == port || t + 10_000 == port || port + 10_000 == t)
+    };
     loop {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .expect("bind a loopback port")
             .local_addr()
             .expect("local address")
             .port();
-        if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+        if port < 55_000
+            && !clash(port)
+            && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok()
+        {
             return port;
         }
     }
+}
+
+/// Starts a node, on another port when redis-server could not bind its
+/// port or its bus port (another process took one between the check and
+/// the start).
+fn start_node(dir: &std::path::Path, taken: &[u16]) -> (u16, Child) {
+    for _ in 0..10 {
+        let port = free_port(taken);
+        let mut child = spawn_node(dir, port);
+        if serving(port, &mut child) {
+            return (port, child);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    panic!("no redis-server cluster node started on any of 10 ports");
+}
+
+/// Whether the node answers on its port and its bus port (false when it
+/// exited, or after 10 s).
+fn serving(port: u16, child: &mut Child) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return false;
+        }
+        let up = |p: u16| std::net::TcpStream::connect(("127.0.0.1", p)).is_ok();
+        if up(port) && up(port + 10_000) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
 }
 
 impl RedisCluster {
@@ -41,15 +83,12 @@ impl RedisCluster {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let mut nodes = Vec::new();
         for _ in 0..masters * (1 + replicas) {
-            let port = free_port();
-            let child = spawn_node(dir.path(), port);
+            let taken: Vec<u16> = nodes.iter().map(|n: &Node| n.port).collect();
+            let (port, child) = start_node(dir.path(), &taken);
             nodes.push(Node {
                 port,
                 child: Some(child),
             });
-        }
-        for n in &nodes {
-            wait_listening(n.port);
         }
         let mut create = Command::new("redis-cli");
         create.arg("--cluster").arg("create");
