@@ -178,31 +178,34 @@ impl Owners {
     }
 }
 
+/// The drives (`C:\`) whose `GetDriveTypeW` is one of `kinds`.
+pub(crate) fn drives_of_type(kinds: &[u32]) -> Vec<String> {
+    // SAFETY: plain call.
+    let mask = unsafe { GetLogicalDrives() };
+    (0..26u8)
+        .filter(|i| mask & (1 << i) != 0)
+        .map(|i| format!("{}:\\", char::from(b'A' + i)))
+        .filter(|root| {
+            let wide = win::wide(root);
+            // SAFETY: a NUL-terminated root path.
+            kinds.contains(&unsafe { GetDriveTypeW(wide.as_ptr()) })
+        })
+        .collect()
+}
+
 /// The removable drives (USB sticks, card readers, floppies), by letter.
 /// Their vendor, product and serial need SetupAPI, which is not used yet.
 pub(crate) fn removable_drives() -> Vec<Medium> {
-    // SAFETY: plain call.
-    let mask = unsafe { GetLogicalDrives() };
-    let mut out = Vec::new();
-    for i in 0..26u32 {
-        if mask & (1 << i) == 0 {
-            continue;
-        }
-        let root = format!("{}:\\", char::from(b'A' + i as u8));
-        let wide = win::wide(&root);
-        // SAFETY: a NUL-terminated root path.
-        let kind = unsafe { GetDriveTypeW(wide.as_ptr()) };
-        // DRIVE_REMOVABLE and DRIVE_CDROM.
-        if kind == 2 || kind == 5 {
-            out.push(Medium {
-                mount_point: PathBuf::from(root),
-                vendor_id: String::new(),
-                product_id: String::new(),
-                serial: String::new(),
-            });
-        }
-    }
-    out
+    // DRIVE_REMOVABLE and DRIVE_CDROM.
+    drives_of_type(&[2, 5])
+        .into_iter()
+        .map(|root| Medium {
+            mount_point: PathBuf::from(root),
+            vendor_id: String::new(),
+            product_id: String::new(),
+            serial: String::new(),
+        })
+        .collect()
 }
 
 /// What the file collector needs of Windows.

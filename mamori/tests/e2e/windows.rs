@@ -191,8 +191,10 @@ fn num(v: &serde_json::Value) -> i64 {
         .unwrap_or(0)
 }
 
+/// The id of the tenant's device once it is online; it says it runs
+/// Windows.
 async fn online(gw: &Gw, admin: &Session) -> String {
-    wait_for(
+    let device = wait_for(
         "the Windows agent online",
         Duration::from_secs(60),
         || async {
@@ -203,7 +205,16 @@ async fn online(gw: &Gw, admin: &Session) -> String {
                 .map(|d| d["id"].as_str().unwrap().to_owned())
         },
     )
-    .await
+    .await;
+    let (_, d) = gw.get(admin, &format!("/api/v1/devices/{device}")).await;
+    assert!(
+        d["os_name"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Windows"),
+        "{d}"
+    );
+    device
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -230,14 +241,6 @@ async fn the_windows_agent_under_wine_reports_processes_and_files_and_kills_a_ba
     let (state_dir, watch_dir) = (&pc.state_dir, &pc.watch_dir);
     let _agent = wine.run_agent(&pc);
     let device = online(&gw, &admin).await;
-    let (_, d) = gw.get(&admin, &format!("/api/v1/devices/{device}")).await;
-    assert!(
-        d["os_name"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("Windows"),
-        "{d}"
-    );
     // Wine refuses ETW: the process and file sources' degraded modes are
     // facts of the device (its hellos say so, the device record shows it).
     let degraded = wait_for(
@@ -611,15 +614,7 @@ async fn the_msi_installs_a_service_that_enrolls_and_removal_needs_the_uninstall
 
     // The service enrolls with the properties, says it runs, and its events
     // reach PostgreSQL.
-    let device = online(&gw, &admin).await;
-    let (_, d) = gw.get(&admin, &format!("/api/v1/devices/{device}")).await;
-    assert!(
-        d["os_name"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("Windows"),
-        "{d}"
-    );
+    online(&gw, &admin).await;
     let program_data = wine.prefix.join("drive_c/ProgramData/Mamori");
     let _log = LogOnPanic(program_data.join("agent.log"));
     wait_for(

@@ -15,9 +15,7 @@ use windows_sys::Win32::NetworkManagement::IpHelper::{
     GAA_FLAG_SKIP_ANYCAST, GAA_FLAG_SKIP_DNS_SERVER, GAA_FLAG_SKIP_MULTICAST, GetAdaptersAddresses,
     IF_TYPE_ETHERNET_CSMACD, IF_TYPE_IEEE80211, IP_ADAPTER_ADDRESSES_LH,
 };
-use windows_sys::Win32::Storage::FileSystem::{
-    GetDiskFreeSpaceExW, GetDriveTypeW, GetLogicalDrives,
-};
+use windows_sys::Win32::Storage::FileSystem::GetDiskFreeSpaceExW;
 use windows_sys::Win32::System::Registry::HKEY_LOCAL_MACHINE;
 use windows_sys::Win32::System::SystemInformation::{GlobalMemoryStatusEx, MEMORYSTATUSEX};
 
@@ -77,34 +75,24 @@ pub(crate) fn hardware() -> String {
 
 /// `C: 512 GB` for each fixed drive.
 fn fixed_drives() -> Vec<String> {
-    // SAFETY: plain call.
-    let mask = unsafe { GetLogicalDrives() };
-    let mut out = Vec::new();
-    for i in 0..26u8 {
-        if mask & (1 << i) == 0 {
-            continue;
-        }
-        let root = format!("{}:\\", char::from(b'A' + i));
-        let wide = win::wide(&root);
-        // SAFETY: a NUL-terminated root. DRIVE_FIXED is 3.
-        if unsafe { GetDriveTypeW(wide.as_ptr()) } != 3 {
-            continue;
-        }
-        let mut total = 0u64;
-        // SAFETY: the root is NUL-terminated; one output asked for.
-        let ok = unsafe {
-            GetDiskFreeSpaceExW(
-                wide.as_ptr(),
-                std::ptr::null_mut(),
-                &mut total,
-                std::ptr::null_mut(),
-            )
-        };
-        if ok != 0 && total > 0 {
-            out.push(format!("{} {} GB", &root[..2], total / 1_000_000_000));
-        }
-    }
-    out
+    // DRIVE_FIXED.
+    super::drives_of_type(&[3])
+        .into_iter()
+        .filter_map(|root| {
+            let wide = win::wide(&root);
+            let mut total = 0u64;
+            // SAFETY: the root is NUL-terminated; one output asked for.
+            let ok = unsafe {
+                GetDiskFreeSpaceExW(
+                    wide.as_ptr(),
+                    std::ptr::null_mut(),
+                    &mut total,
+                    std::ptr::null_mut(),
+                )
+            };
+            (ok != 0 && total > 0).then(|| format!("{} {} GB", &root[..2], total / 1_000_000_000))
+        })
+        .collect()
 }
 
 /// Whether an address is worth reporting (not loopback, link-local or

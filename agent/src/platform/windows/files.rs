@@ -285,16 +285,22 @@ impl Pairing {
 
 /// Windows files are read by path (a handle kept open would get in the
 /// user's way: a file open without delete sharing cannot be deleted).
-fn handle_of(path: &Path) -> Handle {
+pub(crate) fn handle_of(path: &Path) -> Handle {
     Handle {
         fsid: [0; 8],
         bytes: path.to_string_lossy().as_bytes().to_vec(),
     }
 }
 
+/// Opens the file a [`handle_of`] names, for reading.
+pub(crate) fn open_by_path(handle: &Handle) -> Option<File> {
+    let path = std::str::from_utf8(&handle.bytes).ok()?;
+    File::open(path).ok()
+}
+
 /// Whether `path` is `dir` or below it, as Windows compares paths
 /// (regardless of case).
-fn within(path: &Path, dir: &Path) -> bool {
+pub(crate) fn within(path: &Path, dir: &Path) -> bool {
     let lower = |p: &Path| PathBuf::from(p.to_string_lossy().to_lowercase());
     lower(path).starts_with(lower(dir))
 }
@@ -407,8 +413,7 @@ impl FileSource for DirectoryChanges {
     }
 
     fn open(&self, handle: &Handle) -> Option<File> {
-        let path = std::str::from_utf8(&handle.bytes).ok()?;
-        File::open(path).ok()
+        open_by_path(handle)
     }
 
     fn degraded(&self) -> Option<String> {

@@ -41,6 +41,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::etw::{Fields, Session, dos_devices, nt_to_dos};
+use super::files::{handle_of, open_by_path, within};
 use crate::collector::files::{FileSource, FsOp, Handle, Op};
 
 /// `Microsoft-Windows-Kernel-File`.
@@ -150,8 +151,8 @@ struct Open {
 /// Turns Kernel-File events into the collector's operations.
 #[derive(Debug, Default)]
 pub(crate) struct Tracker {
-    /// The watched folders, lower-case, without a trailing separator.
-    scope: Vec<String>,
+    /// The watched folders.
+    scope: Vec<PathBuf>,
     /// NT device → drive.
     devices: Vec<(String, String)>,
     open: HashMap<u64, Open>,
@@ -166,29 +167,13 @@ impl Tracker {
     }
 
     pub(crate) fn set_scope(&mut self, dirs: &[PathBuf]) {
-        self.scope = dirs
-            .iter()
-            .map(|d| {
-                d.to_string_lossy()
-                    .to_lowercase()
-                    .trim_end_matches('\\')
-                    .to_owned()
-            })
-            .collect();
+        self.scope = dirs.to_vec();
     }
 
     /// The drive path of an NT path, when it is in the scope.
     fn in_scope(&self, nt: &str) -> Option<PathBuf> {
-        let path = nt_to_dos(nt, &self.devices);
-        let lower = path.to_lowercase();
-        self.scope
-            .iter()
-            .any(|d| {
-                lower
-                    .strip_prefix(d.as_str())
-                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('\\'))
-            })
-            .then(|| PathBuf::from(path))
+        let path = PathBuf::from(nt_to_dos(nt, &self.devices));
+        self.scope.iter().any(|d| within(&path, d)).then_some(path)
     }
 
     /// The operations `event`, done by `pid`, makes.
@@ -263,14 +248,6 @@ impl Tracker {
                 }
             }
         }
-    }
-}
-
-/// How the collector opens a file again (by its path).
-fn handle_of(path: &Path) -> Handle {
-    Handle {
-        fsid: [0; 8],
-        bytes: path.to_string_lossy().as_bytes().to_vec(),
     }
 }
 
@@ -394,8 +371,7 @@ impl FileSource for EtwFiles {
     }
 
     fn open(&self, handle: &Handle) -> Option<File> {
-        let path = std::str::from_utf8(&handle.bytes).ok()?;
-        File::open(path).ok()
+        open_by_path(handle)
     }
 }
 

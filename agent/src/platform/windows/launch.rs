@@ -92,10 +92,7 @@ pub(crate) fn blocked_images(policy: &Compiled, own: &str) -> BTreeSet<String> {
 /// copy a user could replace would run for every blocked launch, under
 /// any account).
 pub(crate) fn may_be_debugger(exe: &Path, program_files: &Path) -> bool {
-    let lower = |p: &Path| p.to_string_lossy().to_lowercase();
-    let (exe, root) = (lower(exe), lower(program_files));
-    exe.strip_prefix(root.trim_end_matches('\\'))
-        .is_some_and(|rest| rest.starts_with('\\'))
+    super::files::within(exe, program_files)
 }
 
 /// The `Debugger` value that runs the agent at `agent_exe` instead.

@@ -756,11 +756,14 @@ struct Start {
 /// reported as that program's refused launch instead.
 fn report_start(reporter: &mut Reporter, policy: Option<&Arc<PolicyState>>, s: Start) {
     // Only the agent's own program (the IFEO debugger) is a refused launch:
-    // anyone may run a copy named mamori-agent.exe with `blocked`.
-    let own = std::env::current_exe()
-        .ok()
-        .is_some_and(|exe| exe.to_string_lossy().eq_ignore_ascii_case(&s.exe_path));
-    if let Some(program) = launch::trampoline_target(&s.command_line).filter(|_| own) {
+    // anyone may run a copy named mamori-agent.exe with `blocked`. (Its
+    // own path is asked only for such a command line, not on every start.)
+    let own = || {
+        std::env::current_exe()
+            .ok()
+            .is_some_and(|exe| exe.to_string_lossy().eq_ignore_ascii_case(&s.exe_path))
+    };
+    if let Some(program) = launch::trampoline_target(&s.command_line).filter(|_| own()) {
         let policy = policy.map(|p| p.current());
         let verdict = policy.as_ref().and_then(|p| p.check_launch(&program));
         let (reason, revision) =

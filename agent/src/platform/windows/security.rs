@@ -96,7 +96,10 @@ pub(crate) fn age_days(filetime: &[u8], now_us: i64) -> Option<u32> {
     if t == 0 {
         return None;
     }
-    let at_us = (t as i64 - 116_444_736_000_000_000) / 10;
+    let at_us = super::process::filetime_us(windows_sys::Win32::Foundation::FILETIME {
+        dwLowDateTime: t as u32,
+        dwHighDateTime: (t >> 32) as u32,
+    });
     let days = (now_us - at_us).max(0) / 86_400_000_000;
     Some(u32::try_from(days).unwrap_or(u32::MAX))
 }
