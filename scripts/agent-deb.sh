@@ -8,7 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/mamori-target}
 out=${1:-$CARGO_TARGET_DIR/debian}
-version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+# MAMORI_DEB_VERSION overrides the package version (the tests build an
+# upgrade of the same binary with it).
+version=${MAMORI_DEB_VERSION:-$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)}
 bin=${MAMORI_AGENT_BIN:-}
 if [ -z "$bin" ]; then
     echo "==> building mamori-agent (release)" >&2

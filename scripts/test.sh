@@ -30,6 +30,13 @@ if [ ! -x /usr/sbin/cupsd ] || [ ! -x /usr/bin/lp ] || [ ! -f /usr/share/ppd/cup
     apt_install cups-daemon cups-client printer-driver-cups-pdf
     [ -x /etc/init.d/cups ] && /etc/init.d/cups stop >/dev/null 2>&1 || true
 fi
+# The agent package's test runs its unit under a systemd of its own (PID 1
+# of a PID and mount namespace made with util-linux's unshare).
+if [ ! -x /lib/systemd/systemd ] || ! command -v unshare >/dev/null 2>&1 \
+    || ! command -v nsenter >/dev/null 2>&1; then
+    log "installing systemd and util-linux (the agent package's test)"
+    apt_install systemd util-linux
+fi
 # The Windows agent is cross-built with MinGW-w64 and tested under Wine.
 # Its MSI is built with wixl and msitools, and signed with osslsigncode.
 if ! command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1 || ! command -v wine >/dev/null 2>&1 \

@@ -33,6 +33,10 @@ enum Command {
     /// is given (or the tenant has issued none). The package runs it
     /// before removal.
     UninstallCheck(UninstallCheckArgs),
+    /// Stops the agent's service, which refuses a plain stop: needs the
+    /// tenant's uninstall code as removal does. It starts again with the
+    /// service manager (`systemctl start mamori-agent`) or at the next boot.
+    Stop(UninstallCheckArgs),
     /// What Windows runs instead of an app a `block` rule names (the
     /// app's Image File Execution Options debugger): runs nothing.
     #[command(hide = true)]
@@ -178,6 +182,7 @@ fn main() -> anyhow::Result<()> {
             Command::Run(args) => run(args).await,
             Command::Install(args) => install(args).await,
             Command::UninstallCheck(args) => uninstall_check(args),
+            Command::Stop(args) => stop(args),
             Command::Service(_) | Command::Blocked(_) => unreachable!("handled above"),
         }
     })
@@ -205,6 +210,23 @@ async fn enroll(args: EnrollArgs) -> anyhow::Result<()> {
 }
 
 fn uninstall_check(args: UninstallCheckArgs) -> anyhow::Result<()> {
+    code_check(&args, "", service::REMOVE_WITH_CODE)?;
+    service::before_removal(&args.state_dir).context("preparing the agent's removal")
+}
+
+fn stop(args: UninstallCheckArgs) -> anyhow::Result<()> {
+    code_check(&args, "stop: ", service::STOP_WITH_CODE)?;
+    service::stop_service().context("stopping the agent's service")?;
+    println!(
+        "the agent's service is stopped; it starts again at the next boot or with the service manager"
+    );
+    Ok(())
+}
+
+/// Checks the uninstall code `args` give and records the attempt (`what`
+/// prefixes its detail) for the running agent to report; a refusal is an
+/// error saying how to do it with the code (`hint`).
+fn code_check(args: &UninstallCheckArgs, what: &str, hint: &str) -> anyhow::Result<()> {
     use mamori_agent::uninstall::Uninstall;
     // The MSI passes `--code=` when no UNINSTALL_CODE was given.
     let code = args.code.as_deref().filter(|c| !c.trim().is_empty());
@@ -215,23 +237,30 @@ fn uninstall_check(args: UninstallCheckArgs) -> anyhow::Result<()> {
         Uninstall::Refused(why) => (false, *why),
     };
     // Reported by the running agent (a refused attempt leaves it running).
-    if let Err(e) = mamori_agent::uninstall::record_attempt(&args.state_dir, allowed, detail) {
-        tracing::warn!(error = %e, "cannot record the removal attempt");
-    }
-    if allowed {
-        service::before_removal(&args.state_dir).context("preparing the agent's removal")?;
+    if let Err(e) = mamori_agent::uninstall::record_attempt(
+        &args.state_dir,
+        allowed,
+        &format!("{what}{detail}"),
+    ) {
+        tracing::warn!(error = %e, "cannot record the attempt");
     }
     match verdict {
         Uninstall::Allowed => {
-            tracing::warn!("the uninstall code was given: the agent may be removed");
+            tracing::warn!(
+                "the uninstall code was given: the agent may be {}",
+                if what.is_empty() {
+                    "removed"
+                } else {
+                    "stopped"
+                }
+            );
             Ok(())
         }
         Uninstall::Unprotected => Ok(()),
         Uninstall::Refused(why) => {
-            tracing::warn!(reason = why, "removal of the agent refused");
+            tracing::warn!(reason = why, "refused without the uninstall code");
             anyhow::bail!(
-                "{why}: get it from the console (Settings → Agent uninstall code) and run: {}",
-                service::REMOVE_WITH_CODE
+                "{why}: get it from the console (Settings → Agent uninstall code) and run: {hint}"
             )
         }
     }

@@ -41,7 +41,9 @@ fn verdict(expected: &[u8], code: Option<&str>) -> Uninstall {
         return Uninstall::Unprotected;
     }
     let Some(code) = code.map(str::trim).filter(|c| !c.is_empty()) else {
-        return Uninstall::Refused("removing the Mamori agent needs the uninstall code");
+        return Uninstall::Refused(
+            "removing or stopping the Mamori agent needs its uninstall code",
+        );
     };
     let given = Sha256::digest(code.as_bytes());
     // Compared in full whatever differs first.

@@ -18,9 +18,11 @@
 //! anything else (server away, overloaded, stream broken) after an exponential
 //! backoff with full jitter. Collectors keep spooling all along.
 //!
-//! On shutdown no new batch is sent, but the acks of the batches in flight
-//! are awaited for up to [`SHUTDOWN_GRACE`]: otherwise a plain service stop
-//! would leave them pending and resend them at the next start.
+//! On shutdown what the spool holds by then (the agent's own stop event, and
+//! a removal attempt just recorded, among it) is sent once more, as far as
+//! the window allows, and the acks of the batches in flight are awaited for
+//! up to [`SHUTDOWN_GRACE`]: otherwise a service stop would leave them
+//! pending until the next start, and a removal would lose them.
 
 mod backoff;
 mod throttle;
@@ -236,6 +238,10 @@ impl Uplink {
             let sleep = tokio::time::sleep_until(wake_at.unwrap_or_else(far_future));
             tokio::select! {
                 () = shutdown.as_mut() => {
+                    // The stop event was spooled as the shutdown resolved.
+                    if let Err(end) = self.pump(&mut st, &tx) {
+                        tracing::debug!(?end, "the last send before stopping failed");
+                    }
                     // `tx` lives until the drain is over: closing the
                     // outgoing stream could make the server end the call
                     // before it has acked.

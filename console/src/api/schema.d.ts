@@ -1641,7 +1641,7 @@ export interface components {
          *     `bearer` security scopes.
          * @enum {string}
          */
-        Permission: "read_tenant" | "manage_tenant" | "hand_over_tenant" | "manage_org";
+        Permission: "read_tenant" | "manage_tenant" | "hand_over_tenant" | "issue_uninstall_code" | "manage_org";
         PolicyDocument: {
             banned_apps?: components["schemas"]["BannedApp"][] | null;
             business_hours?: null | components["schemas"]["BusinessHours"];

@@ -105,7 +105,7 @@ export function Settings() {
               )}
             </Stack>
           </form>
-          {may('hand_over_tenant') && <UninstallCode />}
+          {may('issue_uninstall_code') && <UninstallCode />}
           {may('hand_over_tenant') && <HandOver managed={d.msp_org_id !== null && d.msp_org_id !== undefined} />}
         </>
       )}

@@ -9,7 +9,12 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 
-const TENANT_SCOPES: [&str; 3] = ["read_tenant", "manage_tenant", "hand_over_tenant"];
+const TENANT_SCOPES: [&str; 4] = [
+    "read_tenant",
+    "manage_tenant",
+    "hand_over_tenant",
+    "issue_uninstall_code",
+];
 
 struct Who {
     name: &'static str,
@@ -126,12 +131,22 @@ async fn every_route_answers_every_role_as_the_permission_table_says() {
         vec![
             (
                 "tenant_admin",
-                vec!["hand_over_tenant", "manage_tenant", "read_tenant"]
+                vec![
+                    "hand_over_tenant",
+                    "issue_uninstall_code",
+                    "manage_tenant",
+                    "read_tenant"
+                ]
             ),
             ("auditor", vec!["read_tenant"]),
             (
                 "msp_admin",
-                vec!["manage_org", "manage_tenant", "read_tenant"]
+                vec![
+                    "issue_uninstall_code",
+                    "manage_org",
+                    "manage_tenant",
+                    "read_tenant"
+                ]
             ),
             (
                 "msp_technician with access",

@@ -48,9 +48,9 @@ impl Role {
     pub fn permissions(self) -> &'static [Permission] {
         use Permission::*;
         match self {
-            Self::MspAdmin => &[ReadTenant, ManageTenant, ManageOrg],
+            Self::MspAdmin => &[ReadTenant, ManageTenant, IssueUninstallCode, ManageOrg],
             Self::MspTechnician => &[ReadTenant, ManageTenant],
-            Self::TenantAdmin => &[ReadTenant, ManageTenant, HandOverTenant],
+            Self::TenantAdmin => &[ReadTenant, ManageTenant, HandOverTenant, IssueUninstallCode],
             Self::Auditor => &[ReadTenant],
         }
     }
@@ -73,16 +73,21 @@ pub enum Permission {
     ManageTenant,
     /// Hand the tenant over to an MSP (its own administrator only).
     HandOverTenant,
+    /// Issue the code that removing or stopping an agent on a PC needs
+    /// (the tenant's administrator, and the administrator of the MSP that
+    /// runs it; not technicians).
+    IssueUninstallCode,
     /// Run an MSP organisation: its tenants, technicians and their access,
     /// policy templates.
     ManageOrg,
 }
 
 impl Permission {
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 5] = [
         Self::ReadTenant,
         Self::ManageTenant,
         Self::HandOverTenant,
+        Self::IssueUninstallCode,
         Self::ManageOrg,
     ];
 
@@ -91,6 +96,7 @@ impl Permission {
             Self::ReadTenant => "read_tenant",
             Self::ManageTenant => "manage_tenant",
             Self::HandOverTenant => "hand_over_tenant",
+            Self::IssueUninstallCode => "issue_uninstall_code",
             Self::ManageOrg => "manage_org",
         }
     }
@@ -119,6 +125,12 @@ impl Need for Manage {
 }
 impl Need for HandOver {
     const PERMISSION: Permission = Permission::HandOverTenant;
+}
+/// Administrators: the tenant's own, or its MSP's.
+#[derive(Debug, Clone, Copy)]
+pub struct IssueCode;
+impl Need for IssueCode {
+    const PERMISSION: Permission = Permission::IssueUninstallCode;
 }
 
 /// The claims of a Mamori access token.

@@ -4,7 +4,7 @@
 //! by `X-Mamori-Tenant`, checked against what the user may reach.
 
 use crate::claims::{Claims, Role};
-pub use crate::claims::{HandOver, Manage, Need, Permission, Read};
+pub use crate::claims::{HandOver, IssueCode, Manage, Need, Permission, Read};
 use crate::error::{ApiError, ApiResult};
 use crate::state::Shared;
 use axum::extract::{ConnectInfo, FromRequestParts};

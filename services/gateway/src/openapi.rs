@@ -162,7 +162,12 @@ pub fn permission_of(operation: &Value) -> Option<Vec<String>> {
     )
 }
 
-const TENANT_SCOPES: [&str; 3] = ["read_tenant", "manage_tenant", "hand_over_tenant"];
+const TENANT_SCOPES: [&str; 4] = [
+    "read_tenant",
+    "manage_tenant",
+    "hand_over_tenant",
+    "issue_uninstall_code",
+];
 
 /// Adds what the handlers' annotations leave to the layers they share:
 /// the answers of the edge (429 per address, 503 on timeout, 500 on a

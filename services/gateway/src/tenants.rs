@@ -3,7 +3,7 @@
 
 use crate::accounts::begin_identity;
 use crate::audit;
-use crate::ctx::{Acting, Caller, HandOver, Manage, OrgAdmin};
+use crate::ctx::{Acting, Caller, HandOver, IssueCode, Manage, OrgAdmin};
 use crate::error::{ApiError, ApiResult};
 use crate::state::Shared;
 use crate::validate;
@@ -300,11 +300,11 @@ pub struct IssuedUninstallCode {
 /// Issue a new uninstall code for the tenant's agents (the previous one
 /// stops working once a PC has the new policy). Only its SHA-256 is kept
 /// and sent to the agents, which check the code offline.
-#[utoipa::path(post, path = "/api/v1/tenant/uninstall-code", tag = "tenants", security(("bearer" = ["hand_over_tenant"])),
+#[utoipa::path(post, path = "/api/v1/tenant/uninstall-code", tag = "tenants", security(("bearer" = ["issue_uninstall_code"])),
     responses((status = 201, body = IssuedUninstallCode)))]
 pub async fn uninstall_code(
     State(state): State<Shared>,
-    acting: Acting<HandOver>,
+    acting: Acting<IssueCode>,
 ) -> ApiResult<(StatusCode, Json<IssuedUninstallCode>)> {
     let code = mamori_registry::UninstallCode::generate();
     let mut tx = acting.begin(&state).await?;

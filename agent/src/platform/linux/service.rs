@@ -11,6 +11,36 @@ use std::time::Duration;
 /// How an administrator removes the agent with the uninstall code.
 pub const REMOVE_WITH_CODE: &str = "sudo MAMORI_UNINSTALL_CODE=CODE dpkg -r mamori-agent";
 
+/// How an administrator stops the agent with the uninstall code.
+pub const STOP_WITH_CODE: &str = "sudo MAMORI_UNINSTALL_CODE=CODE mamori-agent stop";
+
+/// The package's unit.
+const UNIT: &str = "mamori-agent.service";
+
+/// A runtime drop-in that lifts the unit's `RefuseManualStop=yes` for one
+/// stop (the package's postinst writes the same one for an upgrade's
+/// restart). Under /run, so a crash between writing and removing it leaves
+/// the agent stoppable only until the next boot.
+const ALLOW_STOP: &str = "/run/systemd/system/mamori-agent.service.d/50-allow-stop.conf";
+
+fn systemd_running() -> bool {
+    std::path::Path::new("/run/systemd/system").exists()
+}
+
+fn systemctl(args: &[&str]) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let status = std::process::Command::new("systemctl")
+        .args(args)
+        .status()
+        .context("running systemctl")?;
+    anyhow::ensure!(
+        status.success(),
+        "`systemctl {}` failed ({status})",
+        args.join(" ")
+    );
+    Ok(())
+}
+
 /// Where the package's service keeps its state.
 pub fn state_dir() -> std::path::PathBuf {
     std::path::PathBuf::from("/var/lib/mamori-agent")
@@ -21,7 +51,7 @@ pub fn state_dir() -> std::path::PathBuf {
 /// cannot be done here (no systemd, another state directory).
 pub fn enable(state_dir: &std::path::Path) -> anyhow::Result<String> {
     use anyhow::Context;
-    if !std::path::Path::new("/run/systemd/system").exists() {
+    if !systemd_running() {
         return Ok(format!(
             "systemd is not running on this machine: start `/usr/bin/mamori-agent run --state-dir {}` with its init system",
             state_dir.display()
@@ -34,14 +64,7 @@ pub fn enable(state_dir: &std::path::Path) -> anyhow::Result<String> {
             state_dir.display()
         ));
     }
-    let status = std::process::Command::new("systemctl")
-        .args(["enable", "--now", "mamori-agent.service"])
-        .status()
-        .context("running systemctl")?;
-    anyhow::ensure!(
-        status.success(),
-        "`systemctl enable --now mamori-agent.service` failed ({status}): is the mamori-agent package installed?"
-    );
+    systemctl(&["enable", "--now", UNIT]).context("is the mamori-agent package installed?")?;
     Ok("the mamori-agent service is enabled and running".to_owned())
 }
 
@@ -120,10 +143,38 @@ pub async fn keep_watchdog() {
     }
 }
 
-/// Undoes what the agent set outside its own files before it is removed:
-/// nothing on Linux (the launch guard and device control end with the
-/// agent).
-pub fn before_removal(_state_dir: &std::path::Path) -> anyhow::Result<()> {
+/// Stops the package's service, whose unit refuses a manual stop
+/// (`RefuseManualStop=yes`: `systemctl stop` alone is refused), by lifting
+/// that for this one stop; returns once the agent has exited (it sends what
+/// it holds first, within the unit's stop timeout).
+pub fn stop_service() -> anyhow::Result<()> {
+    use anyhow::Context;
+    anyhow::ensure!(
+        systemd_running(),
+        "systemd is not running on this machine: stop `mamori-agent run` with its init system"
+    );
+    let allow = std::path::Path::new(ALLOW_STOP);
+    if let Some(dir) = allow.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(allow, "[Unit]\nRefuseManualStop=no\n")
+        .with_context(|| format!("writing {ALLOW_STOP}"))?;
+    let stopped = systemctl(&["daemon-reload"]).and_then(|()| systemctl(&["stop", UNIT]));
+    let _ = std::fs::remove_file(allow);
+    if let Err(e) = systemctl(&["daemon-reload"]) {
+        tracing::warn!(error = %e, "the agent's service may be stopped without the code until the next boot");
+    }
+    stopped
+}
+
+/// Before the agent is removed: stops the package's service (its unit
+/// refuses a plain stop, see [`stop_service`]) when that is the agent
+/// being removed. Nothing else to undo on Linux: the launch guard and
+/// device control end with the agent.
+pub fn before_removal(state_dir: &std::path::Path) -> anyhow::Result<()> {
+    if systemd_running() && state_dir == self::state_dir() {
+        stop_service()?;
+    }
     Ok(())
 }
 

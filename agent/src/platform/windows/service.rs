@@ -16,6 +16,9 @@ use windows_sys::Win32::UI::Shell::FOLDERID_ProgramData;
 /// How an administrator removes the agent with the uninstall code.
 pub const REMOVE_WITH_CODE: &str = "msiexec /x mamori-agent.msi UNINSTALL_CODE=CODE";
 
+/// How an administrator stops the agent with the uninstall code.
+pub const STOP_WITH_CODE: &str = "mamori-agent.exe stop --code CODE";
+
 /// `%ProgramData%\Mamori` (normally `C:\ProgramData\Mamori`).
 pub fn state_dir() -> PathBuf {
     super::win::known_folder(&FOLDERID_ProgramData)
@@ -63,8 +66,7 @@ pub async fn keep_watchdog() {}
 /// debugger), the removable-storage policy and the browsers' block lists.
 /// A failure (the remover lacks the rights) fails the removal.
 pub fn before_removal(state_dir: &std::path::Path) -> anyhow::Result<()> {
-    stop_and_wait(std::time::Duration::from_secs(30))
-        .map_err(|e| anyhow::anyhow!("cannot stop the MamoriAgent service: {e:#}"))?;
+    stop_service()?;
     let left = super::launch::lift_all(state_dir);
     if !left.is_empty() {
         anyhow::bail!(
@@ -78,6 +80,14 @@ pub fn before_removal(state_dir: &std::path::Path) -> anyhow::Result<()> {
     super::web::write("", &[], &[], &[])
         .map_err(|e| anyhow::anyhow!("{e} (run the removal elevated)"))?;
     Ok(())
+}
+
+/// Stops the MamoriAgent service and waits (up to 30 s) for its process.
+/// The service manager does not refuse `sc stop` from an administrator;
+/// this is the stop that is recorded as one with the code.
+pub fn stop_service() -> anyhow::Result<()> {
+    stop_and_wait(std::time::Duration::from_secs(30))
+        .map_err(|e| anyhow::anyhow!("cannot stop the MamoriAgent service: {e:#}"))
 }
 
 /// Stops the service, if it runs, and waits for its process to exit.
