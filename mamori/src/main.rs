@@ -155,7 +155,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let running = mamori_writer::start(settings.get("writer")?).await?;
             let failed = tokio::select! {
                 _ = shutdown_signal() => None,
-                why = running.failed() => Some(why),
+                why = async {
+                    debug_fault(|task| running.abort_task(task)).await;
+                    running.failed().await
+                } => Some(why),
             };
             running.shutdown().await;
             failed.map_or(Ok(()), |why| {
@@ -190,7 +193,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let running = mamori_alerting::start(settings.get("alerting")?).await?;
             let failed = tokio::select! {
                 _ = shutdown_signal() => None,
-                why = running.failed() => Some(why),
+                why = async {
+                    debug_fault(|task| running.abort_task(task)).await;
+                    running.failed().await
+                } => Some(why),
             };
             running.shutdown().await;
             failed.map_or(Ok(()), |why| Err(anyhow::anyhow!("alerting failed: {why}")))
@@ -259,6 +265,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User(c) => admin::user(settings.get("admin")?, c).await,
         Command::Keys(c) => admin::keys(settings.get("admin")?, c).await,
     }
+}
+
+/// Debug builds only (release builds compile it to nothing):
+/// `MAMORI_DEBUG_ABORT_TASK=NAME` aborts the role's first task whose name
+/// contains NAME two seconds after the start, as a crash of that task would
+/// end it. The test of the process-level supervision uses it; nothing else
+/// can make a real task of a real process die on cue.
+async fn debug_fault(abort: impl FnOnce(&str) -> bool) {
+    #[cfg(debug_assertions)]
+    if let Ok(task) = std::env::var("MAMORI_DEBUG_ABORT_TASK") {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        let found = abort(&task);
+        tracing::warn!(task, found, "MAMORI_DEBUG_ABORT_TASK: aborted the task");
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = abort;
 }
 
 async fn shutdown_signal() {

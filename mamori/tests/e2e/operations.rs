@@ -424,3 +424,89 @@ async fn a_draining_ingest_is_unready_at_once() {
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("shutting down"), "{body}");
 }
+
+/// The process, not only the role: a real `mamori writer` whose shard
+/// consumer dies (aborted two seconds after its start through the debug
+/// builds' `MAMORI_DEBUG_ABORT_TASK`, as a crash of that task would end it)
+/// answers `/readyz` 503 naming the task and exits with status 1, so that
+/// Kubernetes or systemd starts it again; started again, it stores what
+/// arrived meanwhile, each event once.
+#[tokio::test]
+async fn a_writer_process_whose_consumer_dies_exits_non_zero_and_its_restart_catches_up() {
+    let s = Stack::ingest_only(|_| {}).await;
+    let (tenant, token) = s.tenant_with_token().await;
+    let ops = free_port();
+    let logs = tempfile::tempdir().unwrap();
+    let writer = |fault: Option<&str>, log: &str| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mamori"));
+        cmd.arg("writer")
+            .env_remove("MAMORI_CONFIG")
+            .env("MAMORI_DATABASE_URL", &s.env.database_url)
+            .env("MAMORI_REDIS_URL", &s.env.redis_url)
+            .env("MAMORI_WRITER_OPS_ADDR", format!("127.0.0.1:{ops}"))
+            .env("MAMORI_WRITER_CLAIM_IDLE_MS", "1000")
+            .env_remove("MAMORI_DEBUG_ABORT_TASK")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(logs.path().join(log)).unwrap());
+        if let Some(task) = fault {
+            cmd.env("MAMORI_DEBUG_ABORT_TASK", task);
+        }
+        Proc(cmd.spawn().expect("mamori writer starts"))
+    };
+    let readyz = || async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut c = tokio::net::TcpStream::connect(("127.0.0.1", ops)).await.ok()?;
+        c.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut out = String::new();
+        c.read_to_string(&mut out).await.ok()?;
+        Some((out.get(9..12)?.parse::<u16>().ok()?, out))
+    };
+    let mut devices = Vec::new();
+    for _ in 0..8 {
+        let dev = s.new_device(&token).await;
+        devices.push(s.open(&dev.device_credential).await.unwrap());
+    }
+
+    let mut first = writer(Some("writer consumer of mamori:events:{"), "first.log");
+    wait_for("the writer ready", Duration::from_secs(10), || async {
+        (readyz().await?.0 == 200).then_some(())
+    })
+    .await;
+    for (i, st) in devices.iter_mut().enumerate() {
+        st.send(batch(1, vec![process_event(&format!("/before/{i}"))]))
+            .await
+            .unwrap();
+    }
+    let body = wait_for("the writer unready", Duration::from_secs(10), || async {
+        let (status, body) = readyz().await?;
+        (status == 503).then_some(body)
+    })
+    .await;
+    assert!(
+        body.contains("writer failed") && body.contains("writer consumer of mamori:events:{"),
+        "{body}"
+    );
+    let status = wait_for("the writer's exit", Duration::from_secs(20), || {
+        let exited = first.0.try_wait().unwrap();
+        async move { exited }
+    })
+    .await;
+    assert_eq!(status.code(), Some(1), "a failed role exits non-zero");
+    let log = std::fs::read_to_string(logs.path().join("first.log")).unwrap();
+    assert!(log.contains("the writer failed"), "{log}");
+
+    // Meanwhile events keep arriving (ingest acks them into the streams).
+    for (i, st) in devices.iter_mut().enumerate() {
+        st.send(batch(2, vec![process_event(&format!("/after/{i}"))]))
+            .await
+            .unwrap();
+    }
+    let _second = writer(None, "second.log");
+    wait_for("the restarted writer ready", Duration::from_secs(10), || async {
+        (readyz().await?.0 == 200).then_some(())
+    })
+    .await;
+    s.assert_only_written(tenant, 16).await;
+}
