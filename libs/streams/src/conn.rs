@@ -271,6 +271,43 @@ pub struct Replication {
     pub timeout: Duration,
 }
 
+/// Why an append is not confirmed.
+#[derive(Debug)]
+pub enum AppendError {
+    /// Redis failed (or did not answer): the entry may or may not be in it.
+    Redis(redis::RedisError),
+    /// The entry is on the master but fewer replicas than required have it
+    /// within the timeout (a failover can lose it).
+    NotReplicated {
+        acked: u32,
+        required: u32,
+        timeout: Duration,
+    },
+}
+
+impl std::fmt::Display for AppendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Redis(e) => e.fmt(f),
+            Self::NotReplicated {
+                acked,
+                required,
+                timeout,
+            } => write!(
+                f,
+                "append not replicated: {acked} of the {required} Redis replicas required have it after {} ms",
+                timeout.as_millis()
+            ),
+        }
+    }
+}
+
+impl From<redis::RedisError> for AppendError {
+    fn from(e: redis::RedisError) -> Self {
+        Self::Redis(e)
+    }
+}
+
 /// Appends `fields` to `key` and, with `replication`, waits until that many
 /// replicas have it (XADD and WAIT in one round trip, on the connection
 /// that wrote, to the key's master). An error says the entry may or may not
@@ -282,7 +319,7 @@ pub async fn append(
     field: &str,
     bytes: &[u8],
     replication: Replication,
-) -> redis::RedisResult<()> {
+) -> Result<(), AppendError> {
     if replication.replicas == 0 {
         redis::cmd("XADD")
             .arg(key)
@@ -301,15 +338,11 @@ pub async fn append(
     let (_, acked): (String, u32) = pipe.query_async(conn).await?;
     if acked < replication.replicas {
         metrics::counter!("mamori_redis_replication_shortfalls_total").increment(1);
-        return Err(redis::RedisError::from((
-            redis::ErrorKind::Io,
-            "append not replicated",
-            format!(
-                "{acked} of the {} Redis replicas required have it after {} ms",
-                replication.replicas,
-                replication.timeout.as_millis()
-            ),
-        )));
+        return Err(AppendError::NotReplicated {
+            acked,
+            required: replication.replicas,
+            timeout: replication.timeout,
+        });
     }
     Ok(())
 }

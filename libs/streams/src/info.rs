@@ -94,6 +94,66 @@ pub async fn oldest_unfinished(
             return Ok(value_text(&v[1]).and_then(|t| StreamId::parse(&t)));
         }
     }
+    first_undelivered(conn, key, group).await
+}
+
+/// As [`oldest_unfinished`], but leaving out the entries pending on
+/// consumers that have not read for `dead_after` or longer. A live
+/// consumer reads every second (its blocking read ends after one); one that
+/// died holds its entries until another claims them, which says nothing
+/// about how far behind the living are. (A live consumer stuck on one
+/// batch stops reading too: what it has not read yet still counts.)
+pub async fn oldest_unfinished_live(
+    conn: &mut impl redis::aio::ConnectionLike,
+    key: &str,
+    group: &GroupInfo,
+    dead_after: std::time::Duration,
+) -> redis::RedisResult<Option<StreamId>> {
+    let mut oldest = first_undelivered(conn, key, group).await?;
+    if group.pending == 0 {
+        return Ok(oldest);
+    }
+    let consumers: Value = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(key)
+        .arg(&group.name)
+        .query_async(conn)
+        .await?;
+    let Value::Array(consumers) = consumers else {
+        return Ok(oldest);
+    };
+    for c in consumers.into_iter().map(to_map) {
+        let pending = c.get("pending").and_then(int).unwrap_or(0);
+        let idle = c.get("idle").and_then(int).unwrap_or(u64::MAX);
+        let Some(name) = c.get("name").and_then(value_text) else {
+            continue;
+        };
+        if pending == 0 || u128::from(idle) >= dead_after.as_millis() {
+            continue;
+        }
+        // Its oldest pending entry: [[id, consumer, idle, deliveries]].
+        let first: Value = redis::cmd("XPENDING")
+            .arg(key)
+            .arg(&group.name)
+            .arg("-")
+            .arg("+")
+            .arg(1)
+            .arg(&name)
+            .query_async(conn)
+            .await?;
+        if let Some(id) = first_id(first) {
+            oldest = Some(oldest.map_or(id, |o| o.min(id)));
+        }
+    }
+    Ok(oldest)
+}
+
+/// The first entry of `key` not yet delivered to `group`'s consumers.
+async fn first_undelivered(
+    conn: &mut impl redis::aio::ConnectionLike,
+    key: &str,
+    group: &GroupInfo,
+) -> redis::RedisResult<Option<StreamId>> {
     // Not trusting `lag` here: Redis reports it from counters that trimming
     // can leave stale; one XRANGE is cheap and exact.
     let after = group
@@ -107,7 +167,13 @@ pub async fn oldest_unfinished(
         .arg(1)
         .query_async(conn)
         .await?;
-    Ok(match next {
+    Ok(first_id(next))
+}
+
+/// The id of the first entry of a reply listing entries whose first field
+/// is their id (XRANGE, the extended XPENDING).
+fn first_id(reply: Value) -> Option<StreamId> {
+    match reply {
         Value::Array(entries) => entries.into_iter().next().and_then(|e| match e {
             Value::Array(parts) => parts
                 .first()
@@ -116,7 +182,7 @@ pub async fn oldest_unfinished(
             _ => None,
         }),
         _ => None,
-    })
+    }
 }
 
 fn to_map(v: Value) -> HashMap<String, Value> {

@@ -11,13 +11,15 @@ mod conn;
 mod consumer;
 mod info;
 
-pub use conn::{Conn, RedisTarget, Replication, SHARDS_KEY, append, check_shards};
+pub use conn::{AppendError, Conn, RedisTarget, Replication, SHARDS_KEY, append, check_shards};
 
 pub use consumer::{
     Consumer, Entry, GroupSpec, Handler, connect, consumer_name, readiness, spawn_group,
 };
 
-pub use info::{GroupInfo, StreamId, groups, oldest_unfinished, value_text};
+pub use info::{
+    GroupInfo, StreamId, groups, oldest_unfinished, oldest_unfinished_live, value_text,
+};
 
 use mamori_tenancy::DeviceId;
 

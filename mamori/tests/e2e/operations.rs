@@ -455,7 +455,9 @@ async fn a_writer_process_whose_consumer_dies_exits_non_zero_and_its_restart_cat
     };
     let readyz = || async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut c = tokio::net::TcpStream::connect(("127.0.0.1", ops)).await.ok()?;
+        let mut c = tokio::net::TcpStream::connect(("127.0.0.1", ops))
+            .await
+            .ok()?;
         c.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             .await
             .ok()?;
@@ -504,9 +506,11 @@ async fn a_writer_process_whose_consumer_dies_exits_non_zero_and_its_restart_cat
             .unwrap();
     }
     let _second = writer(None, "second.log");
-    wait_for("the restarted writer ready", Duration::from_secs(10), || async {
-        (readyz().await?.0 == 200).then_some(())
-    })
+    wait_for(
+        "the restarted writer ready",
+        Duration::from_secs(10),
+        || async { (readyz().await?.0 == 200).then_some(()) },
+    )
     .await;
     s.assert_only_written(tenant, 16).await;
 }

@@ -12,6 +12,11 @@ use tonic::Status;
 
 const APPEND_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A writer consumer that has not read for this long is taken for dead:
+/// the entries it holds (until a living one claims them, after the
+/// writer's `writer_claim_idle_ms`) do not hold back the agents.
+const DEAD_CONSUMER: Duration = Duration::from_secs(5);
+
 #[derive(Clone)]
 pub(crate) struct Sink {
     conn: Conn,
@@ -35,6 +40,14 @@ pub(crate) struct Sink {
     /// a second: asked only while the overflow lanes are full).
     penalised:
         Arc<std::sync::Mutex<std::collections::HashMap<mamori_tenancy::TenantId, (bool, Instant)>>>,
+    /// Per shard, until when (ms after `epoch`) its appends are refused
+    /// without asking Redis: its master just had fewer replicas than
+    /// required (after a failover it has none until one is back). Without
+    /// this each append would wait out its WAIT, the ones behind it on the
+    /// same connection queued, and the agents' batches be refused only
+    /// after seconds instead of at once.
+    unreplicated: Arc<[AtomicU64]>,
+    epoch: Instant,
 }
 
 /// When appends wait, and when they are refused.
@@ -60,6 +73,11 @@ impl std::fmt::Debug for Sink {
             .field("shards", &self.shards)
             .finish()
     }
+}
+
+/// What an agent is told when its shard's master lacks replicas.
+fn not_replicated() -> Status {
+    Status::unavailable("event store not replicated, retry later")
 }
 
 impl Sink {
@@ -97,6 +115,8 @@ impl Sink {
             caught_up: Arc::new(tokio::sync::Notify::new()),
             overflow: Arc::new(AtomicU64::new(0)),
             penalised: Arc::default(),
+            unreplicated: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+            epoch: Instant::now(),
         })
     }
 
@@ -178,13 +198,36 @@ impl Sink {
                 () = tokio::time::sleep_until(deadline.into()) => {}
             }
         }
-        let key = stream_key(shard_of(device, self.shards));
+        let shard = shard_of(device, self.shards);
+        let unreplicated = &self.unreplicated[shard as usize];
+        if self.epoch.elapsed().as_millis() as u64 <= unreplicated.load(Ordering::Relaxed) {
+            metrics::counter!("mamori_ingest_unreplicated_refusals_total").increment(1);
+            return Err(not_replicated());
+        }
+        let key = stream_key(shard);
         let mut conn = self.conn.clone();
         let started = Instant::now();
         let res =
             mamori_streams::append(&mut conn, &key, BATCH_FIELD, &batch, self.replication).await;
         metrics::histogram!("mamori_ingest_xadd_seconds").record(started.elapsed().as_secs_f64());
-        res.map_err(|e| redis_status(&e))
+        match res {
+            Ok(()) => {
+                if unreplicated.swap(0, Ordering::Relaxed) != 0 {
+                    tracing::info!(stream = %key, "batches for this stream are replicated again");
+                }
+                Ok(())
+            }
+            Err(mamori_streams::AppendError::Redis(e)) => Err(redis_status(&e)),
+            Err(e @ mamori_streams::AppendError::NotReplicated { .. }) => {
+                // One WAIT timeout without asking again: the master is short
+                // of replicas for longer than that, as a rule.
+                let until = self.epoch.elapsed() + self.replication.timeout;
+                if unreplicated.swap(until.as_millis() as u64, Ordering::Relaxed) == 0 {
+                    tracing::warn!(stream = %key, error = %e, "batches for this stream are refused until its master has the replicas required again");
+                }
+                Err(not_replicated())
+            }
+        }
     }
 
     pub(crate) async fn ping(&self) -> Result<(), String> {
@@ -245,7 +288,10 @@ impl Sink {
                 if g.name != mamori_streams::WRITER_GROUP {
                     continue;
                 }
-                if let Some(id) = mamori_streams::oldest_unfinished(&mut conn, key, &g).await? {
+                if let Some(id) =
+                    mamori_streams::oldest_unfinished_live(&mut conn, key, &g, DEAD_CONSUMER)
+                        .await?
+                {
                     oldest = Some(oldest.map_or(id.ms, |o| o.min(id.ms)));
                 }
             }
