@@ -80,6 +80,116 @@ impl File {
     }
 }
 
+/// Where a role finds PostgreSQL and Redis: the settings every role has.
+/// Each role's config flattens it (`#[serde(flatten)] stores`), so it is
+/// one set of keys for all: top-level in the file (or in a role's section,
+/// for that role), `MAMORI_DATABASE_URL`, `MAMORI_REDIS_URL` and
+/// `MAMORI_DB_MAX_CONNECTIONS` in the environment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Stores {
+    /// PostgreSQL (`?sslmode=verify-full&sslrootcert=FILE` for TLS).
+    pub database_url: String,
+    /// One Redis URL; several, comma-separated, or one
+    /// `redis+cluster://seed` for a Redis Cluster (`rediss` for TLS).
+    pub redis_url: String,
+    /// The role's PostgreSQL connection pool.
+    pub db_max_connections: u32,
+}
+
+impl Default for Stores {
+    fn default() -> Self {
+        Self {
+            database_url: "postgres://mamori@127.0.0.1:5432/mamori".into(),
+            redis_url: "redis://127.0.0.1:6379".into(),
+            db_max_connections: 8,
+        }
+    }
+}
+
+impl Stores {
+    /// The defaults with a pool of `n` connections (each role's own).
+    pub fn with_pool(n: u32) -> Self {
+        Self {
+            db_max_connections: n,
+            ..Self::default()
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.db_max_connections == 0 {
+            return Err("db_max_connections must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// The key-encryption key (KEK) under which the roles that keep secrets
+/// (gateway, policy, alerting) seal them: 32 bytes in base64, or a file
+/// holding them. The same key for every such role.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct KeyEncryption {
+    /// The key, base64.
+    pub key_encryption_key: String,
+    /// ...or a file holding it (the gateway creates it with a fresh key
+    /// when missing; the other roles read it).
+    pub key_encryption_key_file: String,
+}
+
+impl std::fmt::Debug for KeyEncryption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyEncryption")
+            .field(
+                "key_encryption_key",
+                &if self.key_encryption_key.is_empty() {
+                    ""
+                } else {
+                    "***"
+                },
+            )
+            .field("key_encryption_key_file", &self.key_encryption_key_file)
+            .finish()
+    }
+}
+
+impl KeyEncryption {
+    /// Refuses a missing key; `why` says what the role seals with it.
+    pub fn validate(&self, why: &str) -> Result<(), String> {
+        if self.key_encryption_key.is_empty() && self.key_encryption_key_file.is_empty() {
+            return Err(format!(
+                "set key_encryption_key (MAMORI_KEY_ENCRYPTION_KEY, 32 bytes base64) or key_encryption_key_file (MAMORI_KEY_ENCRYPTION_KEY_FILE), the same for every role: {why}"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// How many Redis streams the events are sharded over: ingest appends to
+/// them, the writer and alerting read them. The count must be the same in
+/// all three; the first to start records it in Redis and the others refuse
+/// another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Streams {
+    pub stream_shards: u32,
+}
+
+impl Default for Streams {
+    fn default() -> Self {
+        Self { stream_shards: 4 }
+    }
+}
+
+impl Streams {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.stream_shards == 0 || self.stream_shards > 1024 {
+            return Err("stream_shards must be 1..=1024".into());
+        }
+        Ok(())
+    }
+}
+
 /// The keys a config type has (for [`File::check_known`]).
 pub fn keys_of<T: Serialize + Default>() -> Vec<String> {
     toml::Table::try_from(T::default())
@@ -114,6 +224,11 @@ where
             section: section.to_owned(),
         })?;
         for (k, v) in overrides {
+            // Instead of serde's `deny_unknown_fields`, which the shared
+            // settings' `flatten` rules out.
+            if !table.contains_key(k) {
+                return Err(invalid(format!("unknown key `{k}`")));
+            }
             table.insert(k.clone(), v.clone());
         }
     }
@@ -202,6 +317,93 @@ mod tests {
                 shards: 8,
                 tls: true
             }
+        );
+    }
+
+    /// A role's config as the five are: the shared settings flattened in.
+    #[derive(Debug, Serialize, serde::Deserialize, PartialEq)]
+    #[serde(default)]
+    struct Role {
+        #[serde(flatten)]
+        stores: Stores,
+        #[serde(flatten)]
+        kek: KeyEncryption,
+        #[serde(flatten)]
+        streams: Streams,
+        role_addr: String,
+    }
+
+    impl Default for Role {
+        fn default() -> Self {
+            Self {
+                stores: Stores::with_pool(3),
+                kek: KeyEncryption::default(),
+                streams: Streams::default(),
+                role_addr: "127.0.0.1:1".into(),
+            }
+        }
+    }
+
+    #[test]
+    fn the_shared_settings_are_one_set_of_keys_for_every_role() {
+        assert_eq!(
+            keys_of::<Role>(),
+            [
+                "database_url",
+                "db_max_connections",
+                "key_encryption_key",
+                "key_encryption_key_file",
+                "redis_url",
+                "role_addr",
+                "stream_shards"
+            ]
+        );
+        let file = File::parse(
+            "database_url = \"postgres://db/m\"\nstream_shards = 8\n[role]\ndb_max_connections = 5\n",
+            "t.toml",
+        )
+        .unwrap();
+        let c: Role = load(
+            "role",
+            Some(&file),
+            &env(&[
+                ("MAMORI_REDIS_URL", "redis://r:1"),
+                ("MAMORI_KEY_ENCRYPTION_KEY", "k"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.stores.database_url, "postgres://db/m");
+        assert_eq!(c.stores.redis_url, "redis://r:1");
+        assert_eq!(c.stores.db_max_connections, 5);
+        assert_eq!(c.streams.stream_shards, 8);
+        assert_eq!(c.kek.key_encryption_key, "k");
+        assert!(
+            !format!("{c:?}").contains("\"k\""),
+            "the key is not in Debug output"
+        );
+        // The role's own default pool, and a typo refused by name.
+        assert_eq!(
+            load::<Role>("role", None, &env(&[]))
+                .unwrap()
+                .stores
+                .db_max_connections,
+            3
+        );
+        let typo = File::parse("[role]\nredis_ulr = \"redis://x\"\n", "t.toml").unwrap();
+        let err = load::<Role>("role", Some(&typo), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown key `redis_ulr`"), "{err}");
+        let err = load::<Role>("role", None, &env(&[("MAMORI_STREAM_SHARDS", "x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("MAMORI_STREAM_SHARDS"), "{err}");
+        assert!(Streams { stream_shards: 0 }.validate().is_err());
+        assert!(
+            KeyEncryption::default()
+                .validate("x")
+                .unwrap_err()
+                .contains("MAMORI_KEY_ENCRYPTION_KEY")
         );
     }
 

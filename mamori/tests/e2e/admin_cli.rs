@@ -215,4 +215,29 @@ async fn services_refuse_an_unmigrated_database_and_a_bad_setting() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("without TLS"), "{stderr}");
+
+    // One config file for every role: the shared settings at the top, a
+    // misspelt key in a role's section refused by name (the role does not
+    // start with a default in its place).
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("mamori.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "database_url = \"{}\"\nstream_shards = 4\n[writer]\nredis_ulr = \"redis://127.0.0.1:1\"\n",
+            env.database_url
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mamori"))
+        .args(["--config".as_ref(), file.as_os_str(), "writer".as_ref()])
+        .env_remove("MAMORI_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("[writer]") && stderr.contains("unknown key `redis_ulr`"),
+        "{stderr}"
+    );
 }

@@ -783,7 +783,10 @@ async fn forwarded_addresses_count_only_from_trusted_proxies() {
 async fn a_bad_trusted_proxy_entry_stops_the_gateway_with_its_name() {
     let e = mamori_gateway::Config {
         trusted_proxies: "10.0.0.0/8, lb.example".into(),
-        key_encryption_key: mamori_gateway::Kek::generate_base64(),
+        kek: mamori_config::KeyEncryption {
+            key_encryption_key: mamori_gateway::Kek::generate_base64(),
+            ..Default::default()
+        },
         ..Default::default()
     }
     .validate()

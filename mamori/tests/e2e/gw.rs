@@ -49,13 +49,18 @@ pub fn gateway_config(
     kek: &str,
 ) -> mamori_gateway::Config {
     mamori_gateway::Config {
-        database_url: stack.env.database_url.clone(),
-        redis_url: stack.env.redis_url.clone(),
+        stores: mamori_config::Stores {
+            database_url: stack.env.database_url.clone(),
+            redis_url: stack.env.redis_url.clone(),
+            db_max_connections: 6,
+        },
         gateway_addr: "127.0.0.1:0".into(),
         gateway_ops_addr: "127.0.0.1:0".into(),
-        key_encryption_key: kek.to_owned(),
+        kek: mamori_config::KeyEncryption {
+            key_encryption_key: kek.to_owned(),
+            ..Default::default()
+        },
         mail_dir: mail_dir.to_string_lossy().into_owned(),
-        db_max_connections: 6,
         // Tests log in many times from one address.
         api_auth_rate: 1000,
         api_auth_burst: 1000,
@@ -70,12 +75,17 @@ pub fn gateway_config(
 /// The policy service on port 0, sharing the gateway's key-encryption key.
 pub fn policy_config(stack: &Stack, kek: &str) -> mamori_policy::Config {
     mamori_policy::Config {
-        database_url: stack.env.database_url.clone(),
-        redis_url: stack.env.redis_url.clone(),
+        stores: mamori_config::Stores {
+            database_url: stack.env.database_url.clone(),
+            redis_url: stack.env.redis_url.clone(),
+            db_max_connections: 4,
+        },
         policy_addr: "127.0.0.1:0".into(),
         policy_ops_addr: "127.0.0.1:0".into(),
-        key_encryption_key: kek.to_owned(),
-        db_max_connections: 4,
+        kek: mamori_config::KeyEncryption {
+            key_encryption_key: kek.to_owned(),
+            ..Default::default()
+        },
         ..Default::default()
     }
 }

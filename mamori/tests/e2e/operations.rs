@@ -314,7 +314,7 @@ async fn a_writer_stopped_mid_stream_leaves_nothing_pending_and_the_next_stores_
     assert_eq!(stored % 20, 0, "whole batches only ({stored} stored)");
     // What it read, it wrote and acked: nothing waits for a reclaim.
     assert_eq!(
-        writer_pending(&s.env.redis_url, wcfg.stream_shards).await,
+        writer_pending(&s.env.redis_url, wcfg.streams.stream_shards).await,
         0
     );
     // The next writer stores the rest, each event once.
@@ -392,7 +392,7 @@ async fn a_writer_whose_consumer_dies_says_so_and_stops() {
 async fn ingest_refuses_to_start_with_another_shard_count_than_the_writer() {
     let s = Stack::start().await;
     let err = mamori_ingest::start(mamori_ingest::Config {
-        stream_shards: 8,
+        streams: mamori_config::Streams { stream_shards: 8 },
         ..ingest_config(&s.env)
     })
     .await

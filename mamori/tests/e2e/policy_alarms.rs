@@ -116,15 +116,20 @@ impl Hook {
 
 pub fn alerting_config(gw: &Gw, smtp_url: &str) -> mamori_alerting::Config {
     mamori_alerting::Config {
-        database_url: gw.stack.env.database_url.clone(),
-        redis_url: gw.stack.env.redis_url.clone(),
+        stores: mamori_config::Stores {
+            database_url: gw.stack.env.database_url.clone(),
+            redis_url: gw.stack.env.redis_url.clone(),
+            db_max_connections: 4,
+        },
         alerting_ops_addr: "127.0.0.1:0".into(),
         alerting_claim_idle_ms: 1000,
-        key_encryption_key: gw.kek.clone(),
+        kek: mamori_config::KeyEncryption {
+            key_encryption_key: gw.kek.clone(),
+            ..Default::default()
+        },
         smtp_url: smtp_url.to_owned(),
         mail_from: "Mamori <alarms@mamori.example>".into(),
         notify_poll_ms: 200,
-        db_max_connections: 4,
         webhook_allow_private: true,
         ..Default::default()
     }

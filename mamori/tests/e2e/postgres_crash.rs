@@ -161,7 +161,7 @@ async fn postgres_crashing_mid_stream_loses_and_doubles_no_event() {
     // The shared servers give this test its own Redis database.
     let env = TestEnv::new().await;
     let mut cfg = writer_config(&env);
-    cfg.database_url = url.clone();
+    cfg.stores.database_url = url.clone();
     cfg.writer_read_count = 2;
     let writer = mamori_writer::start(cfg.clone()).await.unwrap();
 
@@ -172,7 +172,7 @@ async fn postgres_crashing_mid_stream_loses_and_doubles_no_event() {
     const EVENTS: i64 = BATCHES as i64 * 20;
     let redis = env.redis().await;
     let (tenant, device) = (uuid::Uuid::new_v4(), DeviceId::new());
-    let key = stream_key(shard_of(device, cfg.stream_shards));
+    let key = stream_key(shard_of(device, cfg.streams.stream_shards));
     let append = move |seqs: std::ops::RangeInclusive<u64>| {
         let (mut redis, key) = (redis.clone(), key.clone());
         async move {
@@ -253,7 +253,7 @@ async fn postgres_crashing_mid_stream_loses_and_doubles_no_event() {
     })
     .await;
     wait_for("every entry acked", Duration::from_secs(30), || async {
-        (writer_pending(&env.redis_url, cfg.stream_shards).await == 0).then_some(())
+        (writer_pending(&env.redis_url, cfg.streams.stream_shards).await == 0).then_some(())
     })
     .await;
     writer.shutdown().await;

@@ -70,26 +70,37 @@ async fn acked_events_survive_a_master_killed_mid_load_exactly_once() {
     let env = TestEnv::new().await;
     let url = cluster.url();
     let writer = mamori_writer::start(mamori_writer::Config {
-        redis_url: url.clone(),
+        stores: mamori_config::Stores {
+            redis_url: url.clone(),
+            ..writer_config(&env).stores
+        },
         ..writer_config(&env)
     })
     .await
     .expect("writer starts on the cluster");
     let mail = tempfile::tempdir().unwrap();
     let alerting = mamori_alerting::start(mamori_alerting::Config {
-        database_url: env.database_url.clone(),
-        redis_url: url.clone(),
+        stores: mamori_config::Stores {
+            database_url: env.database_url.clone(),
+            redis_url: url.clone(),
+            db_max_connections: 4,
+        },
         alerting_ops_addr: "127.0.0.1:0".into(),
         alerting_claim_idle_ms: 1000,
-        key_encryption_key: mamori_gateway::Kek::generate_base64(),
+        kek: mamori_config::KeyEncryption {
+            key_encryption_key: mamori_gateway::Kek::generate_base64(),
+            ..Default::default()
+        },
         mail_dir: mail.path().display().to_string(),
-        db_max_connections: 4,
         ..Default::default()
     })
     .await
     .expect("alerting starts on the cluster");
     let ingest = mamori_ingest::start(mamori_ingest::Config {
-        redis_url: url.clone(),
+        stores: mamori_config::Stores {
+            redis_url: url.clone(),
+            ..ingest_config(&env).stores
+        },
         redis_wait_replicas: 1,
         redis_wait_timeout_ms: 500,
         ..ingest_config(&env)

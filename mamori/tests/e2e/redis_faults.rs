@@ -10,7 +10,7 @@ use tonic::Code;
 #[tokio::test]
 async fn redis_down_means_retry_later_and_up_again_means_acks() {
     let mut redis = RedisProc::start(&[]);
-    let s = Stack::ingest_only(|cfg| cfg.redis_url = redis.url()).await;
+    let s = Stack::ingest_only(|cfg| cfg.stores.redis_url = redis.url()).await;
     let (_tenant, token) = s.tenant_with_token().await;
     let dev = s.new_device(&token).await;
     let mut st = s.open(&dev.device_credential).await.unwrap();
@@ -54,7 +54,7 @@ async fn redis_down_means_retry_later_and_up_again_means_acks() {
 #[tokio::test]
 async fn redis_over_its_memory_bound_means_resource_exhausted() {
     let redis = RedisProc::start(&["--maxmemory", "3mb", "--maxmemory-policy", "noeviction"]);
-    let s = Stack::ingest_only(|cfg| cfg.redis_url = redis.url()).await;
+    let s = Stack::ingest_only(|cfg| cfg.stores.redis_url = redis.url()).await;
     let (_tenant, token) = s.tenant_with_token().await;
     let dev = s.new_device(&token).await;
     let mut st = s.open(&dev.device_credential).await.unwrap();
@@ -102,7 +102,7 @@ async fn without_the_replicas_acks_wait_for_a_batch_is_retry_later_not_acked() {
     // has: the append cannot be confirmed, so the agent keeps the batch.
     let redis = RedisProc::start(&[]);
     let s = Stack::ingest_only(|cfg| {
-        cfg.redis_url = redis.url();
+        cfg.stores.redis_url = redis.url();
         cfg.redis_wait_replicas = 1;
         cfg.redis_wait_timeout_ms = 2000;
         // No writer reads the entry: no back-pressure for its age either.

@@ -23,23 +23,27 @@ pub struct Stack {
 
 pub fn ingest_config(env: &TestEnv) -> mamori_ingest::Config {
     mamori_ingest::Config {
-        database_url: env.database_url.clone(),
-        redis_url: env.redis_url.clone(),
+        stores: mamori_config::Stores {
+            database_url: env.database_url.clone(),
+            redis_url: env.redis_url.clone(),
+            db_max_connections: 4,
+        },
         ingest_addr: "127.0.0.1:0".into(),
         ingest_ops_addr: "127.0.0.1:0".into(),
         revocation_check_ms: 200,
-        db_max_connections: 4,
         ..Default::default()
     }
 }
 
 pub fn writer_config(env: &TestEnv) -> mamori_writer::Config {
     mamori_writer::Config {
-        database_url: env.database_url.clone(),
-        redis_url: env.redis_url.clone(),
+        stores: mamori_config::Stores {
+            database_url: env.database_url.clone(),
+            redis_url: env.redis_url.clone(),
+            db_max_connections: 6,
+        },
         writer_ops_addr: "127.0.0.1:0".into(),
         writer_claim_idle_ms: 1000,
-        db_max_connections: 6,
         ..Default::default()
     }
 }

@@ -3,13 +3,19 @@
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct Config {
-    pub database_url: String,
-    pub redis_url: String,
+    /// PostgreSQL and Redis (the settings every role shares).
+    #[serde(flatten)]
+    pub stores: mamori_config::Stores,
+    /// The event streams' shard count (ingest, writer and alerting).
+    #[serde(flatten)]
+    pub streams: mamori_config::Streams,
+    /// The key-encryption key (the gateway's, policy's and alerting's).
+    #[serde(flatten)]
+    pub kek: mamori_config::KeyEncryption,
     /// Metrics and health endpoint.
     pub alerting_ops_addr: String,
-    pub stream_shards: u32,
     /// The consumer name in the group; empty means hostname-pid-random.
     pub alerting_consumer: String,
     pub alerting_read_count: u32,
@@ -51,12 +57,8 @@ pub struct Config {
     pub smtp_url: String,
     pub mail_dir: String,
     pub mail_from: String,
-    /// Opens the webhook secrets (the same key as the gateway's).
-    pub key_encryption_key: String,
-    pub key_encryption_key_file: String,
     /// The console's address, for links in notifications.
     pub public_url: String,
-    pub db_max_connections: u32,
     /// Deliver to private, loopback and link-local webhook addresses (a
     /// local setup, tests); off, a webhook resolving to one is refused.
     pub webhook_allow_private: bool,
@@ -68,10 +70,10 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            database_url: "postgres://mamori@127.0.0.1:5432/mamori".into(),
-            redis_url: "redis://127.0.0.1:6379".into(),
+            stores: mamori_config::Stores::with_pool(8),
+            streams: mamori_config::Streams::default(),
+            kek: mamori_config::KeyEncryption::default(),
             alerting_ops_addr: "127.0.0.1:9104".into(),
-            stream_shards: 4,
             alerting_consumer: String::new(),
             alerting_read_count: 64,
             alerting_claim_idle_ms: 30_000,
@@ -89,10 +91,7 @@ impl Default for Config {
             smtp_url: String::new(),
             mail_dir: String::new(),
             mail_from: "Mamori <alarms@mamori.localhost>".into(),
-            key_encryption_key: String::new(),
-            key_encryption_key_file: String::new(),
             public_url: "http://127.0.0.1:8080".into(),
-            db_max_connections: 8,
             webhook_allow_private: false,
             webhook_dns_server: String::new(),
         }
@@ -101,9 +100,8 @@ impl Default for Config {
 
 impl Config {
     pub fn validate(&self) -> Result<(), String> {
-        if self.stream_shards == 0 || self.stream_shards > 1024 {
-            return Err("stream_shards must be 1..=1024".into());
-        }
+        self.stores.validate()?;
+        self.streams.validate()?;
         if !(1..=10_000).contains(&self.alerting_read_count) {
             return Err("alerting_read_count must be 1..=10000".into());
         }
@@ -133,12 +131,7 @@ impl Config {
         if self.digest_interval_s == 0 || self.webhook_timeout_ms == 0 {
             return Err("digest_interval_s and webhook_timeout_ms must be positive".into());
         }
-        if self.key_encryption_key.is_empty() && self.key_encryption_key_file.is_empty() {
-            return Err(
-                "set MAMORI_KEY_ENCRYPTION_KEY or MAMORI_KEY_ENCRYPTION_KEY_FILE (the gateway's key): webhook secrets are sealed under it"
-                    .into(),
-            );
-        }
+        self.kek.validate("webhook secrets are sealed under it")?;
         Ok(())
     }
 }

@@ -61,15 +61,21 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     config
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid alerting config: {e}"))?;
-    let kek = Kek::load(&config.key_encryption_key, &config.key_encryption_key_file)?;
+    let kek = Kek::load(
+        &config.kek.key_encryption_key,
+        &config.kek.key_encryption_key_file,
+    )?;
     let mailer = Mailer::new(&config.smtp_url, &config.mail_dir, &config.mail_from)?;
-    let db = Db::connect(&config.database_url, config.db_max_connections)
-        .await
-        .context("alerting cannot use the database (MAMORI_DATABASE_URL)")?;
-    let (target, conn) = mamori_streams::connect(&config.redis_url)
+    let db = Db::connect(
+        &config.stores.database_url,
+        config.stores.db_max_connections,
+    )
+    .await
+    .context("alerting cannot use the database (MAMORI_DATABASE_URL)")?;
+    let (target, conn) = mamori_streams::connect(&config.stores.redis_url)
         .await
         .map_err(anyhow::Error::msg)?;
-    mamori_streams::check_shards(&mut conn.clone(), config.stream_shards)
+    mamori_streams::check_shards(&mut conn.clone(), config.streams.stream_shards)
         .await
         .map_err(anyhow::Error::msg)?;
     let stop = CancellationToken::new();
@@ -111,7 +117,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     let consumer = mamori_streams::consumer_name(&config.alerting_consumer);
     let spec = GroupSpec {
-        shards: config.stream_shards,
+        shards: config.streams.stream_shards,
         key_of: mamori_streams::stream_key,
         group: ALERTING_GROUP,
         consumer: consumer.clone(),
@@ -202,7 +208,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
     let ready = supervisor.readiness(mamori_streams::readiness(db.clone(), conn.clone()));
     let ops_addr = mamori_telemetry::serve_ops(&config.alerting_ops_addr, ready).await?;
-    tracing::info!(%consumer, shards = config.stream_shards, %ops_addr, "alerting started");
+    tracing::info!(%consumer, shards = config.streams.stream_shards, %ops_addr, "alerting started");
     Ok(Running {
         ops_addr,
         stop,

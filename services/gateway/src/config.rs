@@ -3,11 +3,14 @@
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct Config {
-    pub database_url: String,
-    /// Where the rate limits shared by the gateway replicas live.
-    pub redis_url: String,
+    /// PostgreSQL and Redis (the settings every role shares).
+    #[serde(flatten)]
+    pub stores: mamori_config::Stores,
+    /// The key-encryption key (the gateway's, policy's and alerting's).
+    #[serde(flatten)]
+    pub kek: mamori_config::KeyEncryption,
     /// The limits below hold across every gateway replica (a Redis call
     /// per request); off, each process has its own.
     pub shared_rate_limits: bool,
@@ -17,11 +20,6 @@ pub struct Config {
     pub gateway_ops_addr: String,
     /// The address users reach the gateway at, for links in e-mails.
     pub public_url: String,
-    /// The key-encryption key that wraps the JWT signing keys in the
-    /// database: 32 bytes, base64. Every gateway replica needs the same one.
-    pub key_encryption_key: String,
-    /// ...or a file holding it (created with a fresh key when missing).
-    pub key_encryption_key_file: String,
     /// Lifetime of an access token, seconds.
     pub access_token_ttl_s: u64,
     /// Lifetime of a refresh token, seconds (each use rotates it).
@@ -55,7 +53,6 @@ pub struct Config {
     pub smtp_url: String,
     pub mail_dir: String,
     pub mail_from: String,
-    pub db_max_connections: u32,
     /// Let webhooks point at private, loopback and link-local addresses
     /// (a local setup, tests); off, they must be public.
     pub webhook_allow_private: bool,
@@ -83,19 +80,17 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            database_url: "postgres://mamori@127.0.0.1:5432/mamori".into(),
+            stores: mamori_config::Stores::with_pool(16),
+            kek: mamori_config::KeyEncryption::default(),
             gateway_addr: "127.0.0.1:8080".into(),
             gateway_ops_addr: "127.0.0.1:9103".into(),
             public_url: "http://127.0.0.1:8080".into(),
-            key_encryption_key: String::new(),
-            key_encryption_key_file: String::new(),
             access_token_ttl_s: 900,
             refresh_token_ttl_s: 30 * 24 * 3600,
             key_reload_s: 30,
             session_cache_ms: 1000,
             login_free_failures: 5,
             login_max_lockout_s: 900,
-            redis_url: "redis://127.0.0.1:6379".into(),
             shared_rate_limits: true,
             api_ip_rate: 50,
             api_ip_burst: 200,
@@ -108,7 +103,6 @@ impl Default for Config {
             smtp_url: String::new(),
             mail_dir: String::new(),
             mail_from: "Mamori <no-reply@mamori.invalid>".into(),
-            db_max_connections: 16,
             webhook_allow_private: false,
             webhook_dns_server: String::new(),
             policy_url: "http://127.0.0.1:50061".into(),
@@ -128,12 +122,9 @@ impl Config {
 
     /// Checks what serde cannot; the message names the key.
     pub fn validate(&self) -> Result<(), String> {
-        if self.key_encryption_key.is_empty() && self.key_encryption_key_file.is_empty() {
-            return Err(
-                "set key_encryption_key (MAMORI_KEY_ENCRYPTION_KEY, 32 bytes base64) or key_encryption_key_file"
-                    .into(),
-            );
-        }
+        self.stores.validate()?;
+        self.kek
+            .validate("the JWT signing keys are wrapped under it")?;
         if !(60..=86_400).contains(&self.access_token_ttl_s) {
             return Err("access_token_ttl_s must be 60..=86400".into());
         }

@@ -310,12 +310,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             config.gateway_addr
         )
     })?;
-    let kek = Kek::load(&config.key_encryption_key, &config.key_encryption_key_file)?;
+    let kek = Kek::load(
+        &config.kek.key_encryption_key,
+        &config.kek.key_encryption_key_file,
+    )?;
     // A request given up on (503 after api_request_timeout_ms) must not
     // leave its query running.
     let db = Db::connect_with(
-        &config.database_url,
-        config.db_max_connections,
+        &config.stores.database_url,
+        config.stores.db_max_connections,
         "mamori-gateway",
         Some(Duration::from_millis(config.api_request_timeout_ms)),
     )
@@ -326,7 +329,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let policy = mamori_policy::PolicyClient::new(&config.policy_url, &config.policy_tls_ca, &kek)?;
     let mailer = Mailer::new(&config.smtp_url, &config.mail_dir, &config.mail_from)?;
     let redis =
-        mamori_streams::RedisTarget::parse(&config.redis_url).map_err(anyhow::Error::msg)?;
+        mamori_streams::RedisTarget::parse(&config.stores.redis_url).map_err(anyhow::Error::msg)?;
     let shared = if config.shared_rate_limits {
         let conn = redis
             .connect(Duration::from_secs(2))

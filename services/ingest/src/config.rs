@@ -3,10 +3,14 @@
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct Config {
-    pub database_url: String,
-    pub redis_url: String,
+    /// PostgreSQL and Redis (the settings every role shares).
+    #[serde(flatten)]
+    pub stores: mamori_config::Stores,
+    /// The event streams' shard count (ingest, writer and alerting).
+    #[serde(flatten)]
+    pub streams: mamori_config::Streams,
     /// gRPC listen address for agents.
     pub ingest_addr: String,
     /// Metrics and health endpoint.
@@ -15,7 +19,6 @@ pub struct Config {
     /// is allowed on loopback addresses only.
     pub ingest_tls_cert: String,
     pub ingest_tls_key: String,
-    pub stream_shards: u32,
     /// Replicas that must have a batch before it is acked (Redis `WAIT`):
     /// 0 for a single Redis; 1 or more with replicas, so that an acked batch
     /// survives the loss of its master.
@@ -59,19 +62,17 @@ pub struct Config {
     /// Connections older than this are closed (after a 30 s grace), so that
     /// agents spread again over the replicas; 0 keeps them open.
     pub max_connection_age_s: u64,
-    pub db_max_connections: u32,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
-            database_url: "postgres://mamori@127.0.0.1:5432/mamori".into(),
-            redis_url: "redis://127.0.0.1:6379".into(),
+            stores: mamori_config::Stores::with_pool(8),
+            streams: mamori_config::Streams::default(),
             ingest_addr: "127.0.0.1:50051".into(),
             ingest_ops_addr: "127.0.0.1:9101".into(),
             ingest_tls_cert: String::new(),
             ingest_tls_key: String::new(),
-            stream_shards: 4,
             redis_wait_replicas: 0,
             redis_wait_timeout_ms: 1_000,
             max_batch_events: 1000,
@@ -90,7 +91,6 @@ impl Default for Config {
             revocation_check_ms: 2_000,
             policy_sweep_ms: 15_000,
             max_connection_age_s: 3_600,
-            db_max_connections: 8,
         }
     }
 }
@@ -98,9 +98,8 @@ impl Default for Config {
 impl Config {
     /// Checks what serde cannot; the message names the key.
     pub fn validate(&self) -> Result<(), String> {
-        if self.stream_shards == 0 || self.stream_shards > 1024 {
-            return Err("stream_shards must be 1..=1024".into());
-        }
+        self.stores.validate()?;
+        self.streams.validate()?;
         if self.max_batch_events == 0 || self.max_batch_events > 10_000 {
             return Err("max_batch_events must be 1..=10000".into());
         }

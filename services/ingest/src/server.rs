@@ -61,14 +61,17 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tls_var: "MAMORI_INGEST_TLS",
     })
     .await?;
-    let db = Db::connect(&config.database_url, config.db_max_connections)
-        .await
-        .context("ingest cannot use the database (MAMORI_DATABASE_URL)")?;
+    let db = Db::connect(
+        &config.stores.database_url,
+        config.stores.db_max_connections,
+    )
+    .await
+    .context("ingest cannot use the database (MAMORI_DATABASE_URL)")?;
     let redis =
-        mamori_streams::RedisTarget::parse(&config.redis_url).map_err(anyhow::Error::msg)?;
+        mamori_streams::RedisTarget::parse(&config.stores.redis_url).map_err(anyhow::Error::msg)?;
     let sink = Sink::connect(
         &redis,
-        config.stream_shards,
+        config.streams.stream_shards,
         mamori_streams::Replication {
             replicas: config.redis_wait_replicas,
             timeout: Duration::from_millis(config.redis_wait_timeout_ms),

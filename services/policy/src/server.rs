@@ -49,12 +49,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tls_var: "MAMORI_POLICY_TLS",
     })
     .await?;
-    let kek = Kek::load(&config.key_encryption_key, &config.key_encryption_key_file)?;
-    let db = Db::connect(&config.database_url, config.db_max_connections)
-        .await
-        .context("the policy service cannot use the database (MAMORI_DATABASE_URL)")?;
+    let kek = Kek::load(
+        &config.kek.key_encryption_key,
+        &config.kek.key_encryption_key_file,
+    )?;
+    let db = Db::connect(
+        &config.stores.database_url,
+        config.stores.db_max_connections,
+    )
+    .await
+    .context("the policy service cannot use the database (MAMORI_DATABASE_URL)")?;
     let redis =
-        mamori_streams::RedisTarget::parse(&config.redis_url).map_err(anyhow::Error::msg)?;
+        mamori_streams::RedisTarget::parse(&config.stores.redis_url).map_err(anyhow::Error::msg)?;
 
     let ready: mamori_telemetry::Readiness = {
         let db = db.clone();

@@ -56,17 +56,20 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     config
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid writer config: {e}"))?;
-    let db = Db::connect(&config.database_url, config.db_max_connections)
-        .await
-        .context("writer cannot use the database (MAMORI_DATABASE_URL)")?;
+    let db = Db::connect(
+        &config.stores.database_url,
+        config.stores.db_max_connections,
+    )
+    .await
+    .context("writer cannot use the database (MAMORI_DATABASE_URL)")?;
     let today = Utc::now().date_naive();
     crate::ensure_partitions(&db, today - Days::days(1), today + Days::days(7))
         .await
         .context("cannot create event partitions")?;
-    let (target, conn) = mamori_streams::connect(&config.redis_url)
+    let (target, conn) = mamori_streams::connect(&config.stores.redis_url)
         .await
         .map_err(anyhow::Error::msg)?;
-    mamori_streams::check_shards(&mut conn.clone(), config.stream_shards)
+    mamori_streams::check_shards(&mut conn.clone(), config.streams.stream_shards)
         .await
         .map_err(anyhow::Error::msg)?;
     let consumer = mamori_streams::consumer_name(&config.writer_consumer);
@@ -74,7 +77,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let supervisor = Supervisor::new("writer", stop.clone());
     let mut tasks = JoinSet::new();
     let spec = GroupSpec {
-        shards: config.stream_shards,
+        shards: config.streams.stream_shards,
         key_of: mamori_streams::stream_key,
         group: WRITER_GROUP,
         consumer: consumer.clone(),
@@ -102,7 +105,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         &mut tasks,
         "stream trimmer",
         crate::trim::run(
-            stream_keys(config.stream_shards),
+            stream_keys(config.streams.stream_shards),
             conn.clone(),
             stop.clone(),
         ),
@@ -115,7 +118,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
     let ready = supervisor.readiness(mamori_streams::readiness(db.clone(), conn.clone()));
     let ops_addr = mamori_telemetry::serve_ops(&config.writer_ops_addr, ready).await?;
-    tracing::info!(%consumer, shards = config.stream_shards, %ops_addr, "writer started");
+    tracing::info!(%consumer, shards = config.streams.stream_shards, %ops_addr, "writer started");
     Ok(Running {
         ops_addr,
         consumer,
