@@ -28,16 +28,24 @@ pub struct Running {
     task: JoinHandle<anyhow::Result<()>>,
 }
 
+/// Dropped, the server stops: its background tasks then end as on a stop,
+/// not as failures (a test's stack dropped at its end logged them so).
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
 impl Running {
     /// Stops accepting, closes streams and waits for the server to end.
-    pub async fn shutdown(self) -> anyhow::Result<()> {
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
         self.stop.cancel();
-        self.task.await?
+        (&mut self.task).await?
     }
 
     /// Waits until the server ends on its own (an error) or `stop` fires.
-    pub async fn wait(self) -> anyhow::Result<()> {
-        self.task.await?
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        (&mut self.task).await?
     }
 
     pub fn stopper(&self) -> CancellationToken {
