@@ -60,20 +60,33 @@ def fail(msg):
     sys.exit(1)
 
 
-def rust_config(path):
-    """The fields of `pub struct Config` in a Rust file: {name: json type}."""
+def rust_config(path, struct="Config"):
+    """The fields of `pub struct <struct>` in a Rust file: {name: json type}.
+    A `#[serde(flatten)]` field of a `mamori_config::` type contributes that
+    struct's fields (the settings the roles share, libs/config)."""
     text = open(path).read()
-    m = re.search(r"pub struct Config \{(.*?)\n\}", text, re.S)
+    m = re.search(r"pub struct " + struct + r" \{(.*?)\n\}", text, re.S)
     if not m:
-        fail(f"{path}: no `pub struct Config {{ ... }}` found (the check reads its fields)")
+        fail(f"{path}: no `pub struct {struct} {{ ... }}` found (the check reads its fields)")
     fields = {}
+    flatten = False
     for line in m.group(1).splitlines():
         line = line.strip()
-        if not line or line.startswith("//") or line.startswith("#["):
+        if not line or line.startswith("//"):
+            continue
+        if line.startswith("#["):
+            flatten = flatten or line == "#[serde(flatten)]"
+            continue
+        shared = re.fullmatch(r"pub (\w+): mamori_config::(\w+),", line)
+        if flatten and shared:
+            # services/<role>/src/config.rs -> libs/config/src/lib.rs
+            lib = os.path.join(os.path.dirname(path), "..", "..", "..", "libs/config/src/lib.rs")
+            fields.update(rust_config(os.path.normpath(lib), shared.group(2)))
+            flatten = False
             continue
         f = re.fullmatch(r"pub (\w+): ([\w:]+),", line)
-        if not f or f.group(2) not in RUST_TYPES:
-            fail(f"{path}: cannot read the field `{line}` (a flattened or nested config? update helm/mamori/ci/check.py)")
+        if flatten or not f or f.group(2) not in RUST_TYPES:
+            fail(f"{path}: cannot read the field `{line}` (a nested config? update helm/mamori/ci/check.py)")
         fields[f.group(1)] = RUST_TYPES[f.group(2)]
     return fields
 
