@@ -28,6 +28,8 @@ struct Role {
     args: Vec<(String, String)>,
     subcommand: &'static str,
     log: PathBuf,
+    /// Its metrics and health port (`/readyz`).
+    ops: u16,
     proc: Option<Proc>,
 }
 
@@ -77,6 +79,35 @@ async fn listening(port: u16) -> bool {
         .is_ok()
 }
 
+/// Whether the role on ops port `port` answers `/readyz` with 200.
+async fn ready(http: &reqwest::Client, port: u16) -> bool {
+    http.get(format!("http://127.0.0.1:{port}/readyz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+}
+
+/// One kill: when, and when the restarted process was started and ready.
+struct Kill {
+    name: String,
+    killed: Instant,
+    started: Instant,
+    ready: Instant,
+}
+
+/// The longest time without an ack between `from` and `to`, counting from
+/// `from` to the first ack and from the last to `to`: how long a kill held
+/// up the agent(s) whose acks these are. `acks` is sorted.
+fn longest_pause(acks: impl Iterator<Item = Instant>, from: Instant, to: Instant) -> Duration {
+    let mut last = from;
+    let mut longest = Duration::ZERO;
+    for a in acks.filter(|&a| a > from && a <= to) {
+        longest = longest.max(a - last);
+        last = a;
+    }
+    longest.max(to.saturating_duration_since(last))
+}
+
 /// Sends batches until `stop`, each retried until acked, switching to the
 /// other ingest after a failure (as an agent given both addresses does).
 async fn agent(
@@ -85,6 +116,7 @@ async fn agent(
     credential: String,
     stop: Arc<AtomicBool>,
     switches: Arc<AtomicU64>,
+    acks: Arc<std::sync::Mutex<Vec<(usize, Instant)>>>,
 ) -> Vec<Vec<u8>> {
     let mut acked = Vec::new();
     let mut turn = first;
@@ -125,6 +157,7 @@ async fn agent(
             }
         }
         acked.extend(ids);
+        acks.lock().unwrap().push((first, Instant::now()));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     acked
@@ -178,23 +211,26 @@ async fn two_of_every_role_survive_kill_9_of_each_in_turn() {
     let gateway_ports = [free_port(), free_port()];
     let mut roles: Vec<Role> = Vec::new();
     let role = |name: String, subcommand: &'static str, extra: &[(&str, String)], log: &Path| {
+        let ops = free_port();
         let mut all = env_of(&common);
         all.extend(env_of(extra));
+        all.push((
+            format!("MAMORI_{}_OPS_ADDR", subcommand.to_uppercase()),
+            format!("127.0.0.1:{ops}"),
+        ));
         Role {
             log: log.join(format!("{name}.log")),
             name,
             args: all,
             subcommand,
+            ops,
             proc: None,
         }
     };
     roles.push(role(
         "policy".into(),
         "policy",
-        &[
-            ("MAMORI_POLICY_ADDR", format!("127.0.0.1:{policy_port}")),
-            ("MAMORI_POLICY_OPS_ADDR", "127.0.0.1:0".into()),
-        ],
+        &[("MAMORI_POLICY_ADDR", format!("127.0.0.1:{policy_port}"))],
         logs.path(),
     ));
     for i in 0..2 {
@@ -206,7 +242,6 @@ async fn two_of_every_role_survive_kill_9_of_each_in_turn() {
                     "MAMORI_INGEST_ADDR",
                     format!("127.0.0.1:{}", ingest_ports[i]),
                 ),
-                ("MAMORI_INGEST_OPS_ADDR", "127.0.0.1:0".into()),
                 ("MAMORI_REDIS_WAIT_REPLICAS", "1".into()),
                 ("MAMORI_BACKPRESSURE_WAIT_MS", "5000".into()),
             ],
@@ -216,7 +251,6 @@ async fn two_of_every_role_survive_kill_9_of_each_in_turn() {
             format!("writer-{i}"),
             "writer",
             &[
-                ("MAMORI_WRITER_OPS_ADDR", "127.0.0.1:0".into()),
                 ("MAMORI_WRITER_CLAIM_IDLE_MS", "1500".into()),
                 // One connection per shard writer, and maintenance.
                 ("MAMORI_DB_MAX_CONNECTIONS", "6".into()),
@@ -226,10 +260,7 @@ async fn two_of_every_role_survive_kill_9_of_each_in_turn() {
         roles.push(role(
             format!("alerting-{i}"),
             "alerting",
-            &[
-                ("MAMORI_ALERTING_OPS_ADDR", "127.0.0.1:0".into()),
-                ("MAMORI_ALERTING_CLAIM_IDLE_MS", "1500".into()),
-            ],
+            &[("MAMORI_ALERTING_CLAIM_IDLE_MS", "1500".into())],
             logs.path(),
         ));
         roles.push(role(
@@ -240,7 +271,6 @@ async fn two_of_every_role_survive_kill_9_of_each_in_turn() {
                     "MAMORI_GATEWAY_ADDR",
                     format!("127.0.0.1:{}", gateway_ports[i]),
                 ),
-                ("MAMORI_GATEWAY_OPS_ADDR", "127.0.0.1:0".into()),
                 (
                     "MAMORI_POLICY_URL",
                     format!("http://127.0.0.1:{policy_port}"),
@@ -318,6 +348,7 @@ async fn two_of_every_role_survive_kill_9_of_each_in_turn() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let switches = Arc::new(AtomicU64::new(0));
+    let acks = Arc::new(std::sync::Mutex::new(Vec::new()));
     let agents: Vec<_> = credentials
         .into_iter()
         .enumerate()
@@ -328,6 +359,7 @@ async fn two_of_every_role_survive_kill_9_of_each_in_turn() {
                 c,
                 Arc::clone(&stop),
                 Arc::clone(&switches),
+                Arc::clone(&acks),
             ))
         })
         .collect();
@@ -363,13 +395,33 @@ async fn two_of_every_role_survive_kill_9_of_each_in_turn() {
     });
 
     let began = Instant::now();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let mut kills = Vec::new();
     tokio::time::sleep(Duration::from_secs(3)).await;
     for round in 0..rounds {
         for name in ["ingest-0", "writer-0", "alerting-0", "gateway-0"] {
             let r = roles.iter_mut().find(|r| r.name == name).unwrap();
+            let killed = Instant::now();
             r.kill();
             tokio::time::sleep(Duration::from_millis(1500)).await;
+            let started = Instant::now();
             r.start();
+            let ops = r.ops;
+            wait_for(
+                &format!("{name} ready again"),
+                Duration::from_secs(60),
+                || async { ready(&http, ops).await.then_some(()) },
+            )
+            .await;
+            kills.push(Kill {
+                name: name.to_owned(),
+                killed,
+                started,
+                ready: Instant::now(),
+            });
             tokio::time::sleep(Duration::from_millis(1500)).await;
             eprintln!(
                 "chaos round {round}: {name} killed and restarted ({:?} since the start)",
@@ -379,9 +431,34 @@ async fn two_of_every_role_survive_kill_9_of_each_in_turn() {
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::Relaxed);
+    let stopped = Instant::now();
     let mut acked = Vec::new();
     for a in agents {
         acked.extend(a.await.expect("agent"));
+    }
+    // Per kill: how soon the new process was ready, and the longest any
+    // one agent, and all of them together, went without an ack until the
+    // next kill (an agent sends a batch every 100 ms after its last ack).
+    let mut acks = std::mem::take(&mut *acks.lock().unwrap());
+    acks.sort_by_key(|&(_, at)| at);
+    for (i, k) in kills.iter().enumerate() {
+        let until = kills.get(i + 1).map_or(stopped, |n| n.killed);
+        let any = longest_pause(acks.iter().map(|&(_, at)| at), k.killed, until);
+        let one = (0..DEVICES)
+            .map(|d| {
+                let of_d = acks.iter().filter(|&&(a, _)| a == d).map(|&(_, at)| at);
+                longest_pause(of_d, k.killed, until)
+            })
+            .max()
+            .unwrap_or_default();
+        eprintln!(
+            "chaos kill {i}: {}: ready {} ms after its restart ({} ms after the kill); longest pause in acks: {} ms for one agent, {} ms for all",
+            k.name,
+            (k.ready - k.started).as_millis(),
+            (k.ready - k.killed).as_millis(),
+            one.as_millis(),
+            any.as_millis()
+        );
     }
     probing.store(false, Ordering::Relaxed);
     let probes = prober.await.expect("the gateways answered every probe");
