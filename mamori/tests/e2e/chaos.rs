@@ -87,6 +87,28 @@ async fn ready(http: &reqwest::Client, port: u16) -> bool {
         .is_ok_and(|r| r.status().is_success())
 }
 
+/// The roles' log directory, deleted unless the test fails.
+struct KeptOnFailure(Option<tempfile::TempDir>);
+
+impl KeptOnFailure {
+    fn path(&self) -> &Path {
+        self.0.as_ref().unwrap().path()
+    }
+}
+
+impl Drop for KeptOnFailure {
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            && let Some(dir) = self.0.take()
+        {
+            eprintln!(
+                "chaos: the roles' logs are kept in {}",
+                dir.keep().display()
+            );
+        }
+    }
+}
+
 /// One kill: when, and when the restarted process was started and ready.
 struct Kill {
     name: String,
@@ -147,7 +169,7 @@ async fn agent(
             };
             match sent {
                 Some(m) if matches!(m.body, Some(Body::Ack(_))) => break,
-                Some(_) => {}
+                Some(m) => panic!("batch {seq} refused: {m:?}"),
                 None => {
                     stream = None;
                     turn += 1;
@@ -163,23 +185,34 @@ async fn agent(
     acked
 }
 
-/// Sends a batch and takes the reply; None on an error or 20 s of silence
-/// (an ack may wait up to the back-pressure wait for the writers).
+/// Sends a batch and takes its reply: the ack or refusal with its
+/// sequence, passing over policy pushes (a new stream gets one first) and
+/// acks of other sequences; None on an error or 20 s of silence (an ack may
+/// wait up to the back-pressure wait for the writers).
 async fn send(
     st: &mut AgentStream,
     b: mamori_proto::agent::v1::EventBatch,
 ) -> Option<mamori_proto::agent::v1::ServerMessage> {
+    let seq = b.sequence;
     st.tx
         .send(mamori_proto::agent::v1::AgentMessage {
             body: Some(mamori_proto::agent::v1::agent_message::Body::Batch(b)),
         })
         .await
         .ok()?;
-    match tokio::time::timeout(Duration::from_secs(20), st.inbound.message()).await {
-        Ok(Ok(Some(m))) => Some(m),
-        other => {
-            eprintln!("chaos agent: no ack ({other:?}); switching ingest");
-            None
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match tokio::time::timeout_at(deadline, st.inbound.message()).await {
+            Ok(Ok(Some(m))) => match &m.body {
+                Some(Body::Ack(a)) if a.sequence != seq => {}
+                Some(Body::Rejected(r)) if r.sequence != seq => {}
+                Some(Body::Policy(_)) => {}
+                _ => return Some(m),
+            },
+            other => {
+                eprintln!("chaos agent: no ack ({other:?}); switching ingest");
+                return None;
+            }
         }
     }
 }
@@ -192,10 +225,12 @@ async fn two_of_every_role_survive_kill_9_of_each_in_turn() {
         .unwrap_or(1);
     let cluster = RedisCluster::start(3, 1).await;
     let env = TestEnv::new().await;
-    let logs = tempfile::Builder::new()
-        .prefix("mamori-chaos-logs")
-        .tempdir()
-        .unwrap();
+    let logs = KeptOnFailure(Some(
+        tempfile::Builder::new()
+            .prefix("mamori-chaos-logs")
+            .tempdir()
+            .unwrap(),
+    ));
     eprintln!("chaos: role logs in {}", logs.path().display());
     let kek = mamori_gateway::Kek::generate_base64();
     let mail = tempfile::tempdir().unwrap();
@@ -402,7 +437,10 @@ async fn two_of_every_role_survive_kill_9_of_each_in_turn() {
     let mut kills = Vec::new();
     tokio::time::sleep(Duration::from_secs(3)).await;
     for round in 0..rounds {
-        for name in ["ingest-0", "writer-0", "alerting-0", "gateway-0"] {
+        // Replica 0 in even rounds, 1 in odd ones: the agents that moved
+        // to the other ingest are moved back.
+        for role in ["ingest", "writer", "alerting", "gateway"] {
+            let name = format!("{role}-{}", round % 2);
             let r = roles.iter_mut().find(|r| r.name == name).unwrap();
             let killed = Instant::now();
             r.kill();
@@ -417,7 +455,7 @@ async fn two_of_every_role_survive_kill_9_of_each_in_turn() {
             )
             .await;
             kills.push(Kill {
-                name: name.to_owned(),
+                name: name.clone(),
                 killed,
                 started,
                 ready: Instant::now(),

@@ -45,7 +45,9 @@ async fn send_until(
             };
             match st.send(batch(seq, events.clone())).await {
                 Ok(m) if matches!(m.body, Some(Body::Ack(_))) => break,
-                Ok(_) => {}
+                // No policy is pushed here (none is set), so the reply is
+                // this batch's; sending it again would leave a stale ack.
+                Ok(m) => panic!("batch {seq} refused: {m:?}"),
                 Err(_) => {
                     refusals.fetch_add(1, Ordering::Relaxed);
                     stream = None;

@@ -331,19 +331,33 @@ pub async fn assert_stored_exactly_once(env: &TestEnv, tenant: TenantId, acked: 
             .await
             .unwrap()
     };
-    let stored = wait_for(
-        "every acked event in PostgreSQL",
-        Duration::from_secs(90),
-        || async {
-            let n = count().await;
-            (n >= acked.len() as i64).then_some(n)
-        },
-    )
-    .await;
     let ids: Vec<uuid::Uuid> = acked
         .iter()
         .map(|b| uuid::Uuid::from_slice(b).unwrap())
         .collect();
+    let started = Instant::now();
+    let stored = loop {
+        let n = count().await;
+        if n >= acked.len() as i64 {
+            break n;
+        }
+        if started.elapsed() > Duration::from_secs(90) {
+            let missing: Vec<uuid::Uuid> = sqlx::query_scalar(
+                "SELECT i FROM unnest($2::uuid[]) AS i \
+                 WHERE NOT EXISTS (SELECT 1 FROM events WHERE tenant_id = $1 AND id = i) LIMIT 10",
+            )
+            .bind(tenant.as_uuid())
+            .bind(&ids)
+            .fetch_all(&env.owner)
+            .await
+            .unwrap();
+            panic!(
+                "after 90 s {n} of the {} acked events are stored; some missing: {missing:?}",
+                acked.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     let found: i64 = sqlx::query_scalar(
         "SELECT count(DISTINCT id) FROM events WHERE tenant_id = $1 AND id = ANY($2)",
     )
