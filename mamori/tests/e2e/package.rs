@@ -398,6 +398,11 @@ async fn the_agent_package_runs_under_systemd_and_stopping_or_removing_it_needs_
     assert_eq!(systemd.show()["ActiveState"], "inactive");
     counts(AgentStopping, 2).await;
     counts(UninstallAllowed, 1).await;
+    // Stopped already: nothing to do, and no error.
+    run(systemd
+        .cmd("/usr/bin/mamori-agent")
+        .arg("stop")
+        .env("MAMORI_UNINSTALL_CODE", &code));
     assert_eq!(
         systemd.show()["RefuseManualStop"],
         "yes",
@@ -439,7 +444,9 @@ async fn the_agent_package_runs_under_systemd_and_stopping_or_removing_it_needs_
         "purge forgets the enrollment"
     );
     assert_ne!(systemd.show()["ActiveState"], "active");
-    counts(UninstallAllowed, 2).await;
+    // The second stop's attempt (recorded while the agent was stopped) and
+    // the removal's.
+    counts(UninstallAllowed, 3).await;
     counts(AgentStopping, 3).await;
     assert_eq!(count(AgentStarted).await, 4);
     assert_eq!(count(UninstallRefused).await, 3);

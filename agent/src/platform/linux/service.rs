@@ -153,6 +153,22 @@ pub fn stop_service() -> anyhow::Result<()> {
         systemd_running(),
         "systemd is not running on this machine: stop `mamori-agent run` with its init system"
     );
+    // Not running (or the unit is gone): nothing to stop, and a stop of an
+    // unknown unit would fail the removal for good. A pending restart
+    // ("activating") is stopped like a running agent.
+    let shown = std::process::Command::new("systemctl")
+        .args(["show", "-p", "LoadState,ActiveState", UNIT])
+        .output()
+        .context("running systemctl")?;
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    if shown.lines().any(|l| {
+        matches!(
+            l,
+            "LoadState=not-found" | "ActiveState=inactive" | "ActiveState=failed"
+        )
+    }) {
+        return Ok(());
+    }
     let allow = std::path::Path::new(ALLOW_STOP);
     if let Some(dir) = allow.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
