@@ -29,14 +29,15 @@ enum Command {
     /// starts; the MSI installs it).
     #[command(hide = true)]
     Service(ServiceArgs),
-    /// Exits 0 when the agent may be removed: the tenant's uninstall code
-    /// is given (or the tenant has issued none). The package runs it
-    /// before removal.
+    /// What the package runs before removal: exits 0 when the agent may be
+    /// removed (the tenant's uninstall code is given, or the tenant has
+    /// issued none), after stopping the agent's service and undoing what it
+    /// set outside its files; refuses otherwise, leaving it running.
     UninstallCheck(UninstallCheckArgs),
     /// Stops the agent's service, which refuses a plain stop: needs the
     /// tenant's uninstall code as removal does. It starts again with the
     /// service manager (`systemctl start mamori-agent`) or at the next boot.
-    Stop(UninstallCheckArgs),
+    Stop(StopArgs),
     /// What Windows runs instead of an app a `block` rule names (the
     /// app's Image File Execution Options debugger): runs nothing.
     #[command(hide = true)]
@@ -60,6 +61,16 @@ struct ServiceArgs {
 struct UninstallCheckArgs {
     #[arg(long, default_value_os_t = service::state_dir())]
     state_dir: PathBuf,
+    /// The code from the console (Settings → Agent uninstall code).
+    #[arg(long, env = "MAMORI_UNINSTALL_CODE", hide_env_values = true)]
+    code: Option<String>,
+}
+
+/// No state directory to choose: the code is checked against the policy
+/// of the service that is stopped (another directory, with no code in its
+/// policy, would stop the service unchecked).
+#[derive(Debug, Args)]
+struct StopArgs {
     /// The code from the console (Settings → Agent uninstall code).
     #[arg(long, env = "MAMORI_UNINSTALL_CODE", hide_env_values = true)]
     code: Option<String>,
@@ -211,10 +222,19 @@ async fn enroll(args: EnrollArgs) -> anyhow::Result<()> {
 
 fn uninstall_check(args: UninstallCheckArgs) -> anyhow::Result<()> {
     code_check(&args, "", service::REMOVE_WITH_CODE)?;
+    // Only the service's own state says whether the service may go: a
+    // check against another directory stops nothing.
+    if args.state_dir != service::state_dir() {
+        return Ok(());
+    }
     service::before_removal(&args.state_dir).context("preparing the agent's removal")
 }
 
-fn stop(args: UninstallCheckArgs) -> anyhow::Result<()> {
+fn stop(args: StopArgs) -> anyhow::Result<()> {
+    let args = UninstallCheckArgs {
+        state_dir: service::state_dir(),
+        code: args.code,
+    };
     code_check(&args, "stop: ", service::STOP_WITH_CODE)?;
     service::stop_service().context("stopping the agent's service")?;
     println!(

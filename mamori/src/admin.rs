@@ -14,21 +14,19 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct Config {
     pub database_url: String,
-    /// The gateways' key-encryption key (base64), for `mamori keys rotate`.
-    pub key_encryption_key: String,
-    /// …or a file holding it.
-    pub key_encryption_key_file: String,
+    /// The gateways' key-encryption key, for `mamori keys rotate`.
+    #[serde(flatten)]
+    pub kek: mamori_config::KeyEncryption,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
             database_url: "postgres://mamori@127.0.0.1:5432/mamori".into(),
-            key_encryption_key: String::new(),
-            key_encryption_key_file: String::new(),
+            kek: mamori_config::KeyEncryption::default(),
         }
     }
 }
@@ -247,15 +245,15 @@ pub async fn keys(cfg: Config, cmd: KeysCommand) -> anyhow::Result<()> {
             }
         }
         KeysCommand::Rotate { json } => {
-            let kek = if cfg.key_encryption_key.is_empty() {
-                if cfg.key_encryption_key_file.is_empty() {
+            let kek = if cfg.kek.key_encryption_key.is_empty() {
+                if cfg.kek.key_encryption_key_file.is_empty() {
                     anyhow::bail!(
                         "set MAMORI_KEY_ENCRYPTION_KEY or MAMORI_KEY_ENCRYPTION_KEY_FILE (the gateways' key-encryption key)"
                     );
                 }
-                mamori_keywrap::Kek::from_file(&cfg.key_encryption_key_file)?
+                mamori_keywrap::Kek::from_file(&cfg.kek.key_encryption_key_file)?
             } else {
-                mamori_keywrap::Kek::from_base64(&cfg.key_encryption_key)?
+                mamori_keywrap::Kek::from_base64(&cfg.kek.key_encryption_key)?
             };
             let kid = signing_keys::add_key(&db, &kek).await?;
             if json {

@@ -1,7 +1,9 @@
 //! Typed configuration for every Mamori role.
 //!
-//! Each service has its own `Config` struct (serde, `deny_unknown_fields`,
-//! `Default` giving values that work on a fresh machine). [`load`] layers, in
+//! Each service has its own `Config` struct (serde, `Default` giving values
+//! that work on a fresh machine), with the settings the roles share
+//! ([`Stores`], [`KeyEncryption`], [`Streams`]) flattened in; [`load`]
+//! refuses keys the struct does not have. It layers, in
 //! order: the defaults, the service's `[section]` of an optional TOML file,
 //! then `MAMORI_<KEY>` environment variables. The environment is a parameter
 //! so tests never touch the process environment. Every error names the key
@@ -85,7 +87,7 @@ impl File {
 /// one set of keys for all: top-level in the file (or in a role's section,
 /// for that role), `MAMORI_DATABASE_URL`, `MAMORI_REDIS_URL` and
 /// `MAMORI_DB_MAX_CONNECTIONS` in the environment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(default)]
 pub struct Stores {
     /// PostgreSQL (`?sslmode=verify-full&sslrootcert=FILE` for TLS).
@@ -95,6 +97,35 @@ pub struct Stores {
     pub redis_url: String,
     /// The role's PostgreSQL connection pool.
     pub db_max_connections: u32,
+}
+
+/// The URLs without their passwords (`user:***@host`).
+impl std::fmt::Debug for Stores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stores")
+            .field("database_url", &without_password(&self.database_url))
+            .field("redis_url", &without_password(&self.redis_url))
+            .field("db_max_connections", &self.db_max_connections)
+            .finish()
+    }
+}
+
+/// `url` (or several, comma-separated) with each `user:password@` made
+/// `user:***@`.
+fn without_password(url: &str) -> String {
+    url.split(',')
+        .map(|u| match (u.find("://"), u.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                let user_info = &u[scheme + 3..at];
+                match user_info.split_once(':') {
+                    Some((user, _)) => format!("{}{user}:***{}", &u[..scheme + 3], &u[at..]),
+                    None => u.to_owned(),
+                }
+            }
+            _ => u.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 impl Default for Stores {
@@ -132,8 +163,9 @@ impl Stores {
 pub struct KeyEncryption {
     /// The key, base64.
     pub key_encryption_key: String,
-    /// ...or a file holding it (the gateway creates it with a fresh key
-    /// when missing; the other roles read it).
+    /// ...or a file holding it, created with a fresh key by the first role
+    /// that finds it missing: every role must see the same file (or set the
+    /// key itself).
     pub key_encryption_key_file: String,
 }
 

@@ -370,6 +370,15 @@ async fn the_agent_package_runs_under_systemd_and_stopping_or_removing_it_needs_
             .env_remove("MAMORI_UNINSTALL_CODE"),
     );
     assert!(said.contains("uninstall code"), "{said}");
+    // Nor against another state directory, whose policy has no code.
+    let elsewhere = tempfile::tempdir().unwrap();
+    refused(
+        systemd
+            .cmd("/usr/bin/mamori-agent")
+            .args(["stop", "--state-dir"])
+            .arg(elsewhere.path())
+            .env_remove("MAMORI_UNINSTALL_CODE"),
+    );
     assert_eq!(systemd.show()["MainPID"], first, "still the same agent");
     counts(UninstallRefused, 1).await;
 
@@ -386,6 +395,10 @@ async fn the_agent_package_runs_under_systemd_and_stopping_or_removing_it_needs_
     let third = systemd.running("the upgraded agent", Some(&second)).await;
     let version = run(Command::new("dpkg-query").args(["-W", "-f=${Version}", "mamori-agent"]));
     assert_eq!(version, "99.0.0");
+    // ...and the stop it let through was for that restart only.
+    assert_eq!(systemd.show()["RefuseManualStop"], "yes");
+    let said = refused(systemd.cmd("systemctl").args(["stop", UNIT]));
+    assert!(said.contains("refuse"), "{said}");
     counts(AgentStarted, 3).await;
     counts(AgentStopping, 1).await;
 

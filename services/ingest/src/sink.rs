@@ -200,7 +200,7 @@ impl Sink {
         }
         let shard = shard_of(device, self.shards);
         let unreplicated = &self.unreplicated[shard as usize];
-        if self.epoch.elapsed().as_millis() as u64 <= unreplicated.load(Ordering::Relaxed) {
+        if (self.epoch.elapsed().as_millis() as u64) < unreplicated.load(Ordering::Relaxed) {
             metrics::counter!("mamori_ingest_unreplicated_refusals_total").increment(1);
             return Err(not_replicated());
         }

@@ -183,12 +183,12 @@ pub fn stop_service() -> anyhow::Result<()> {
     stopped
 }
 
-/// Before the agent is removed: stops the package's service (its unit
-/// refuses a plain stop, see [`stop_service`]) when that is the agent
-/// being removed. Nothing else to undo on Linux: the launch guard and
-/// device control end with the agent.
-pub fn before_removal(state_dir: &std::path::Path) -> anyhow::Result<()> {
-    if systemd_running() && state_dir == self::state_dir() {
+/// Before the package's agent (with [`state_dir`]) is removed: stops its
+/// service (the unit refuses a plain stop, see [`stop_service`]). Nothing
+/// else to undo on Linux: the launch guard and device control end with the
+/// agent.
+pub fn before_removal(_state_dir: &std::path::Path) -> anyhow::Result<()> {
+    if systemd_running() {
         stop_service()?;
     }
     Ok(())
