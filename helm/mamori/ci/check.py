@@ -60,7 +60,7 @@ def fail(msg):
     sys.exit(1)
 
 
-def rust_config(path, struct="Config"):
+def rust_config(path, repo, struct="Config"):
     """The fields of `pub struct <struct>` in a Rust file: {name: json type}.
     A `#[serde(flatten)]` field of a `mamori_config::` type contributes that
     struct's fields (the settings the roles share, libs/config)."""
@@ -79,9 +79,8 @@ def rust_config(path, struct="Config"):
             continue
         shared = re.fullmatch(r"pub (\w+): mamori_config::(\w+),", line)
         if flatten and shared:
-            # services/<role>/src/config.rs -> libs/config/src/lib.rs
-            lib = os.path.join(os.path.dirname(path), "..", "..", "..", "libs/config/src/lib.rs")
-            fields.update(rust_config(os.path.normpath(lib), shared.group(2)))
+            lib = os.path.join(repo, "libs/config/src/lib.rs")
+            fields.update(rust_config(lib, repo, shared.group(2)))
             flatten = False
             continue
         f = re.fullmatch(r"pub (\w+): ([\w:]+),", line)
@@ -92,8 +91,8 @@ def rust_config(path, struct="Config"):
 
 
 def config_keys(chart, repo, rendered):
-    sections = {r: rust_config(f"{repo}/services/{r}/src/config.rs") for r in ROLES}
-    sections["admin"] = rust_config(f"{repo}/mamori/src/admin.rs")
+    sections = {r: rust_config(f"{repo}/services/{r}/src/config.rs", repo) for r in ROLES}
+    sections["admin"] = rust_config(f"{repo}/mamori/src/admin.rs", repo)
     known_vars = {"MAMORI_" + k.upper() for keys in sections.values() for k in keys} | set(OTHER_VARS)
 
     docs = [d for d in yaml.safe_load_all(open(rendered)) if d]
