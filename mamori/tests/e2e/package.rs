@@ -2,7 +2,8 @@
 //! built by scripts/agent-deb.sh (from the debug binary) and installed with
 //! dpkg on this machine; a systemd of the test's own (PID 1 of a new PID
 //! and mount namespace, see [`Systemd`]) runs its unit. `mamori-agent
-//! install` enrolls and enables the service, its events reach PostgreSQL,
+//! install` enrolls and enables the service, its events (a program start
+//! among them) reach PostgreSQL,
 //! systemd restarts it when it dies, a plain `systemctl stop` is refused,
 //! an upgrade restarts it without the code, and once the tenant has issued
 //! an uninstall code, stopping and `dpkg -r` need it; with it, a purge
@@ -334,6 +335,21 @@ async fn the_agent_package_runs_under_systemd_and_stopping_or_removing_it_needs_
         "the service has no mount namespace of its own"
     );
     counts(AgentStarted, 1).await;
+    // A program started on this PC (the namespace's: outside the initial
+    // PID namespace the agent polls /proc, the kernel's process connector
+    // reporting nothing there) arrives as a process start.
+    let bin_dir = tempfile::tempdir().unwrap();
+    let exe = crate::agent::marker_program(
+        bin_dir.path(),
+        &format!("mamori-pkg-{}", uuid::Uuid::new_v4().simple()),
+    );
+    run(systemd.cmd(&exe).arg("1"));
+    wait_for(
+        "the packaged agent's process event",
+        Duration::from_secs(30),
+        || async { (!crate::agent::rows_for(&s.env, &exe).await.is_empty()).then_some(()) },
+    )
+    .await;
 
     // The administrator issues an uninstall code; the running agent gets
     // its hash with the policy.

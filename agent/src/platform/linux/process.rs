@@ -12,8 +12,9 @@
 //! execs never stalls the socket. An exit is reported only for processes
 //! whose start was reported, with the exit status.
 //!
-//! Without the privilege to listen (not root, or in a container) the
-//! collector polls /proc every 250 ms for new pids instead: starts of
+//! Without the privilege to listen (not root), or outside the initial PID
+//! namespace (a container, where the kernel sends the connector nothing),
+//! the collector polls /proc every 250 ms for new pids instead: starts of
 //! processes that live shorter than that are missed, and stops are not
 //! reported (their exit status cannot be known).
 
@@ -143,10 +144,13 @@ impl Collector for ProcessCollector {
                         tracing::warn!(error = %e, "process connector failed, polling /proc instead");
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "process connector unavailable (needs root), polling /proc instead");
+                        tracing::warn!(error = %e, "process connector unavailable, polling /proc instead");
                     }
                 }
             }
+            // Polling does not read it: closed, it does not fill a queue
+            // with every exec on the machine.
+            handler.witness = None;
             poll_proc(&mut handler).await
         })
     }

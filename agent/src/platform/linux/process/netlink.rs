@@ -54,9 +54,27 @@ pub(crate) struct ProcConnector {
     fd: AsyncFd<OwnedFd>,
 }
 
+/// The initial PID namespace's inode number (the kernel's fixed
+/// `PROC_PID_INIT_INO`).
+const INIT_PID_NS_INODE: u64 = 0xEFFF_FFFC;
+
+/// Whether this process is in the initial PID namespace. The kernel
+/// ignores a connector subscription from any other, without an error: an
+/// agent in a container would hear nothing.
+fn in_initial_pid_namespace() -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(std::fs::metadata("/proc/self/ns/pid")?.ino() == INIT_PID_NS_INODE)
+}
+
 impl ProcConnector {
     /// Opens, binds and subscribes. Must be called inside a tokio runtime.
     pub(crate) fn open() -> io::Result<Self> {
+        if !in_initial_pid_namespace()? {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the agent is not in the initial PID namespace (a container?), where the kernel reports no process events to it",
+            ));
+        }
         // A burst (a build starting thousands of compilers) must not overflow
         // the socket while the agent is busy; the memory is the kernel's and
         // only used when the agent falls behind.
