@@ -167,18 +167,14 @@ async fn an_agent_fails_over_to_the_next_server_when_its_ingest_dies() {
     let (_tenant, token) = s.tenant_with_token().await;
     let first_port = free_port();
     let logs = tempfile::tempdir().unwrap();
-    let mut first = Proc(
-        std::process::Command::new(env!("CARGO_BIN_EXE_mamori"))
-            .arg("ingest")
-            .env("MAMORI_DATABASE_URL", &s.env.database_url)
-            .env("MAMORI_REDIS_URL", &s.env.redis_url)
-            .env("MAMORI_INGEST_ADDR", format!("127.0.0.1:{first_port}"))
-            .env("MAMORI_INGEST_OPS_ADDR", "127.0.0.1:0")
-            .env_remove("MAMORI_CONFIG")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(logs.path().join("ingest.log")).unwrap())
-            .spawn()
-            .unwrap(),
+    let mut first = spawn_mamori(
+        "ingest",
+        &s.env,
+        &[
+            ("MAMORI_INGEST_ADDR", &format!("127.0.0.1:{first_port}")),
+            ("MAMORI_INGEST_OPS_ADDR", "127.0.0.1:0"),
+        ],
+        &logs.path().join("ingest.log"),
     );
     wait_for(
         "the first ingest listens",

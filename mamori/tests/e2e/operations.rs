@@ -438,20 +438,13 @@ async fn a_writer_process_whose_consumer_dies_exits_non_zero_and_its_restart_cat
     let ops = free_port();
     let logs = tempfile::tempdir().unwrap();
     let writer = |fault: Option<&str>, log: &str| {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mamori"));
-        cmd.arg("writer")
-            .env_remove("MAMORI_CONFIG")
-            .env("MAMORI_DATABASE_URL", &s.env.database_url)
-            .env("MAMORI_REDIS_URL", &s.env.redis_url)
-            .env("MAMORI_WRITER_OPS_ADDR", format!("127.0.0.1:{ops}"))
-            .env("MAMORI_WRITER_CLAIM_IDLE_MS", "1000")
-            .env_remove("MAMORI_DEBUG_ABORT_TASK")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(logs.path().join(log)).unwrap());
-        if let Some(task) = fault {
-            cmd.env("MAMORI_DEBUG_ABORT_TASK", task);
-        }
-        Proc(cmd.spawn().expect("mamori writer starts"))
+        let ops_addr = format!("127.0.0.1:{ops}");
+        let mut vars = vec![
+            ("MAMORI_WRITER_OPS_ADDR", ops_addr.as_str()),
+            ("MAMORI_WRITER_CLAIM_IDLE_MS", "1000"),
+        ];
+        vars.extend(fault.map(|task| ("MAMORI_DEBUG_ABORT_TASK", task)));
+        spawn_mamori("writer", &s.env, &vars, &logs.path().join(log))
     };
     let readyz = || async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
